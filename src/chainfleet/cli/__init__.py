@@ -1,0 +1,59 @@
+"""The ``chainfleet`` command. Thin: parse, call the library, print; errors become exit codes here.
+
+Exit codes: 0 every item succeeded; 1 some items failed after all retries (everything else
+saved); 2 bad usage, configuration or input (no model was called); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from ..errors import ConfigError
+
+__all__ = ["main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="chainfleet")
+def cli() -> None:
+    """Run LLM agent chains over many inputs at once.
+
+    \b
+    Start here:
+      chainfleet demo                      the classic 3-topic exercise on the simulated model
+      chainfleet run examples/content.yaml --input examples/topics.txt -c 5
+    """
+
+
+def config_errors(fn: F) -> F:
+    """Turn a ConfigError into one line on stderr and exit code 2; Ctrl-C into 130."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+        except KeyboardInterrupt:
+            click.echo(
+                "\ninterrupted: every finished stage result is kept in the output folder.", err=True
+            )
+            sys.exit(EXIT_INTERRUPTED)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def main() -> None:
+    from . import demo, run  # noqa: F401 - registers the commands
+
+    cli()

@@ -1,0 +1,428 @@
+"""Stages and pipelines: what a chain is, loaded from YAML or built in Python, checked before any call.
+
+A :class:`Pipeline` is an ordered list of :class:`Stage` objects. Each stage is either one LLM call
+(a Jinja2 ``prompt`` template, optional ``system`` template, ``model``, ``max_tokens``,
+``temperature``) or a *tool step*: a plain async Python function that receives the same context a
+template would. A stage sees ``id``, the item's fields, and every earlier stage's output by its
+name.
+
+Everything that can be checked before a model is called is checked here, and each problem is one
+line naming the file (and YAML line), the stage and the field: unknown keys, duplicate stage
+names, template syntax, a template naming a later stage or a variable nothing provides, and an
+unknown model provider.
+
+Example::
+
+    pipeline = Pipeline.from_yaml("examples/content.yaml")
+    pipeline = Pipeline(
+        input="topic",
+        stages=[
+            Stage(name="research", prompt="Research {{ topic }}."),
+            Stage(name="write", prompt="Write an article on {{ topic }} from:\\n{{ research }}"),
+        ],
+    )
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import os
+import re
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+import jinja2.meta
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import InvalidOutput, PipelineError
+
+__all__ = [
+    "Gate",
+    "ModelLimits",
+    "Pipeline",
+    "ProviderSettings",
+    "SimSettings",
+    "Stage",
+    "ToolFn",
+    "parse_model",
+]
+
+#: a tool step: ``async def web_search(context) -> str``
+ToolFn = Callable[[Mapping[str, Any]], Awaitable[str]]
+#: a quality gate: returns ``None`` when the output passes, else the reason it fails
+Gate = Callable[[str], "str | None"]
+
+BUILTIN_PROVIDERS = ("sim", "openai", "anthropic")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV = jinja2.Environment(
+    undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
+)
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SimSettings(_Settings):
+    """The built-in simulated model: latency per call, its jitter, injected failures, seed."""
+
+    latency: float = Field(1.0, ge=0)
+    jitter: float = Field(0.0, ge=0)
+    error_rate: float = Field(0.0, ge=0, le=1)
+    seed: int = 0
+
+
+class ProviderSettings(_Settings):
+    """A named endpoint, e.g. a local OpenAI-compatible server. The key is read from the env."""
+
+    kind: Literal["openai", "anthropic"]
+    base_url: str | None = None
+    api_key_env: str | None = None
+
+
+class ModelLimits(_Settings):
+    """Requests and tokens per minute allowed for one model."""
+
+    rpm: int | None = Field(None, gt=0)
+    tpm: int | None = Field(None, gt=0)
+
+
+class Stage(BaseModel):
+    """One step of a chain: an LLM call (``prompt``) or a tool step (``tool``).
+
+    ``gate`` is an optional quality gate: a function of the output returning ``None`` when the
+    output is acceptable, else the reason; a failing output fails the item with ``InvalidOutput``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    name: str
+    model: str | None = None
+    system: str | None = None
+    prompt: str | None = None
+    max_tokens: int = Field(1024, ge=1)
+    temperature: float = Field(0.0, ge=0, le=2)
+    tool: Any = None
+    gate: Any = None
+
+    _prompt_t: jinja2.Template | None = PrivateAttr(None)
+    _system_t: jinja2.Template | None = PrivateAttr(None)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be a plain identifier (letters, digits, _), used in templates")
+        if value == "id":
+            raise ValueError("'id' is reserved for the item's id")
+        return value
+
+    @field_validator("prompt", "system")
+    @classmethod
+    def _check_template(cls, value: str | None) -> str | None:
+        if value is not None:
+            _compile(value)
+        return value
+
+    @field_validator("tool")
+    @classmethod
+    def _check_tool(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = _import_object(value)
+        if not inspect.iscoroutinefunction(value) and not inspect.iscoroutinefunction(
+            getattr(value, "__call__", None)  # noqa: B004 - async callable objects count too
+        ):
+            raise ValueError("must be an async function: async def step(context) -> str")
+        return value
+
+    @field_validator("gate")
+    @classmethod
+    def _check_gate(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = _import_object(value)
+        if value is not None and not callable(value):
+            raise ValueError("must be a function: gate(output) -> None or a reason")
+        return value
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> Stage:
+        if (self.prompt is None) == (self.tool is None):
+            raise ValueError("a stage needs exactly one of 'prompt' (an LLM call) or 'tool'")
+        self._prompt_t = _compile(self.prompt) if self.prompt is not None else None
+        self._system_t = _compile(self.system) if self.system is not None else None
+        return self
+
+    @property
+    def is_tool(self) -> bool:
+        return self.tool is not None
+
+    def variables(self) -> set[str]:
+        """The template variables this stage reads."""
+        found: set[str] = set()
+        for source in (self.prompt, self.system):
+            if source is not None:
+                found |= jinja2.meta.find_undeclared_variables(_ENV.parse(source))
+        return found
+
+    def render(self, context: Mapping[str, Any]) -> tuple[str | None, str]:
+        """Render (system, prompt) for one item. A missing variable raises ``InvalidRequest``."""
+        from .errors import InvalidRequest
+
+        assert self._prompt_t is not None, "render() is for LLM stages"
+        try:
+            prompt = self._prompt_t.render(context)
+            system = self._system_t.render(context) if self._system_t is not None else None
+        except jinja2.UndefinedError as exc:
+            raise InvalidRequest(f"template: {exc.message}", stage=self.name) from exc
+        return system, prompt
+
+    def check_output(self, text: str) -> None:
+        """Apply the stage's quality gate; raise ``InvalidOutput`` when it fails."""
+        if self.gate is None:
+            return
+        reason = self.gate(text)
+        if reason:
+            raise InvalidOutput(f"quality gate: {reason}", stage=self.name)
+
+
+def _compile(source: str) -> jinja2.Template:
+    try:
+        return _ENV.from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ValueError(f"template syntax error on its line {exc.lineno}: {exc.message}") from exc
+
+
+def _import_object(spec: str) -> Any:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"{spec!r} is not 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import {module_name!r}: {exc}") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError as exc:
+        raise ValueError(f"module {module_name!r} has no {attr!r}") from exc
+
+
+def parse_model(spec: str, named: Collection[str] = ()) -> tuple[str, str]:
+    """Split ``"openai:gpt-4o-mini"`` into ``("openai", "gpt-4o-mini")``; ``"sim"`` is ``("sim", "sim")``.
+
+    Raises ``ValueError`` for an unknown provider; ``named`` are the pipeline's own endpoints.
+    """
+    provider, sep, model = spec.partition(":")
+    if not sep:
+        if provider == "sim":
+            return "sim", "sim"
+        raise ValueError(
+            f"model {spec!r} has no provider: write PROVIDER:MODEL, e.g. openai:{spec} "
+            f"(providers: {', '.join([*BUILTIN_PROVIDERS, *named])})"
+        )
+    if provider not in BUILTIN_PROVIDERS and provider not in named:
+        known = [*BUILTIN_PROVIDERS, *named]
+        hint = difflib.get_close_matches(provider, known, n=1)
+        did = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ValueError(f"unknown model provider {provider!r}{did}; known: {', '.join(known)}")
+    if not model:
+        raise ValueError(f"model {spec!r} names no model after the colon")
+    return provider, model
+
+
+class Pipeline(BaseModel):
+    """An ordered chain of stages and the settings it runs with.
+
+    Build it in Python or load it with :meth:`from_yaml`. Validation happens on construction;
+    :meth:`check_fields` checks the templates against an input's field names.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    name: str = "pipeline"
+    model: str = "sim"
+    sim: SimSettings = SimSettings()
+    providers: dict[str, ProviderSettings] = {}
+    limits: dict[str, ModelLimits] = {}
+    concurrency: int = Field(5, ge=1)
+    input: str = "input"
+    stages: list[Stage] = Field(min_length=1)
+    #: where the pipeline came from (a file path), used in messages
+    source: str | None = Field(None, exclude=True)
+
+    def model_post_init(self, __context: Any) -> None:
+        where = self.source or "pipeline"
+        seen: set[str] = set()
+        for index, stage in enumerate(self.stages):
+            label = f"{where}: stage {stage.name!r} (stages[{index}])"
+            if stage.name in seen:
+                raise PipelineError(f"duplicate stage name {stage.name!r}", where=label)
+            if stage.name == self.input:
+                raise PipelineError(
+                    f"stage name {stage.name!r} is also the input field's name", where=label
+                )
+            if not stage.is_tool:
+                try:
+                    parse_model(stage.model or self.model, self.providers)
+                except ValueError as exc:
+                    field = "model" if stage.model else "model (the pipeline's default)"
+                    raise PipelineError(str(exc), where=f"{label}, field {field!r}") from exc
+            later = {s.name for s in self.stages[index:]}
+            for field in ("prompt", "system"):
+                source = getattr(stage, field)
+                if source is None:
+                    continue
+                names = jinja2.meta.find_undeclared_variables(_ENV.parse(source))
+                for var in sorted(names & later):
+                    when = "itself" if var == stage.name else "a later stage"
+                    raise PipelineError(
+                        f"uses {{{{ {var} }}}}, which is {when}: a stage sees only earlier stages",
+                        where=f"{label}, field {field!r}",
+                    )
+            seen.add(stage.name)
+
+    # -- loading --------------------------------------------------------------------------------
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> Pipeline:
+        """Load and validate a pipeline file. Every problem is a ``PipelineError`` naming it."""
+        import yaml
+
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise PipelineError(
+                f"cannot read the pipeline file: {reason}", where=str(path)
+            ) from exc
+        try:
+            data = yaml.safe_load(text)
+            root = yaml.compose(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise PipelineError(f"not valid YAML: {problem}", where=where) from exc
+        if not isinstance(data, dict):
+            raise PipelineError(
+                "a pipeline file is a YAML mapping with a 'stages' list", where=str(path)
+            )
+        return cls.from_dict(data, source=str(path), _yaml_root=root)
+
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any], *, source: str | None = None, _yaml_root: Any = None
+    ) -> Pipeline:
+        """Validate a pipeline given as plain data (what a YAML file holds)."""
+        try:
+            return cls.model_validate({**data, "source": source})
+        except ValidationError as exc:
+            raise _explain(exc, data, source or "pipeline", _yaml_root) from None
+
+    # -- questions the runner asks ---------------------------------------------------------------
+
+    def model_for(self, stage: Stage) -> str:
+        return stage.model or self.model
+
+    def input_fields_needed(self) -> dict[str, list[tuple[str, str]]]:
+        """Variables no stage provides, so the input must: {variable: [(stage, field), ...]}."""
+        needed: dict[str, list[tuple[str, str]]] = {}
+        earlier: set[str] = {"id"}
+        for stage in self.stages:
+            for field in ("prompt", "system"):
+                source = getattr(stage, field)
+                if source is None:
+                    continue
+                names = jinja2.meta.find_undeclared_variables(_ENV.parse(source))
+                for var in sorted(names - earlier):
+                    needed.setdefault(var, []).append((stage.name, field))
+            earlier.add(stage.name)
+        return needed
+
+    def check_fields(self, fields: Collection[str] | None, *, input_name: str = "input") -> None:
+        """Check every template variable is an input field or an earlier stage.
+
+        ``fields`` are the field names every item has (``None`` when unknown until the input
+        is read, as for JSONL: then the input scan checks each line instead).
+        """
+        if fields is None:
+            return
+        where = self.source or "pipeline"
+        for var, uses in self.input_fields_needed().items():
+            if var in fields:
+                continue
+            stage, field = uses[0]
+            index = next(i for i, s in enumerate(self.stages) if s.name == stage)
+            earlier = [s.name for s in self.stages[:index]]
+            hint = difflib.get_close_matches(var, [*fields, *earlier, "id"], n=1)
+            did = f"; did you mean {{{{ {hint[0]} }}}}?" if hint else ""
+            raise PipelineError(
+                f"uses {{{{ {var} }}}}, which is neither a field of {input_name} "
+                f"({', '.join(sorted(fields)) or 'none'}) nor an earlier stage "
+                f"({', '.join(earlier) or 'none'}){did}",
+                where=f"{where}: stage {stage!r} (stages[{index}]), field {field!r}",
+            )
+
+
+def _explain(exc: ValidationError, data: Mapping[str, Any], where: str, root: Any) -> PipelineError:
+    """Turn pydantic's first error into one line naming the YAML line, stage and field."""
+    error = exc.errors()[0]
+    loc = tuple(error["loc"])
+    line = _yaml_line(root, loc)
+    place = f"{where}:{line}" if line else where
+    parts: list[str] = []
+    if len(loc) >= 2 and loc[0] == "stages" and isinstance(loc[1], int):
+        stages = data.get("stages") or []
+        name = stages[loc[1]].get("name") if isinstance(stages[loc[1]], Mapping) else None
+        parts.append(f"stage {name!r} (stages[{loc[1]}])" if name else f"stages[{loc[1]}]")
+        rest = loc[2:]
+        model: type[BaseModel] = Stage
+    else:
+        rest = loc
+        model = Pipeline
+    field = ".".join(str(p) for p in rest)
+    if field:
+        parts.append(f"field {field!r}")
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        known = [n for n in model.model_fields if n != "source"]
+        hint = difflib.get_close_matches(str(rest[-1]), known, n=1) if rest else []
+        message = "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+    elif error["type"] == "missing":
+        message = "is required"
+    return PipelineError(message, where=f"{place}: {', '.join(parts)}" if parts else place)
+
+
+def _yaml_line(root: Any, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based YAML line of the node at ``loc``, or of its nearest parent that exists."""
+    import yaml
+
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if k.value == key]
+            if not match:
+                break
+            key_node, node = match[0]
+            line = key_node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line

@@ -1,0 +1,52 @@
+"""Model backends behind one interface, found by the name before the colon of a model string."""
+
+from __future__ import annotations
+
+from ..clock import Clock
+from ..errors import ConfigError
+from ..pipeline import Pipeline, parse_model
+from .base import Completion, CompletionRequest, Provider
+
+__all__ = ["Completion", "CompletionRequest", "Provider", "ProviderPool"]
+
+
+class ProviderPool:
+    """One provider instance per provider name for a run, made on first use, closed at the end.
+
+    ``overrides`` maps a provider name to a ready instance (tests and the Python API use it to
+    plug in their own ``Provider``).
+    """
+
+    def __init__(
+        self, pipeline: Pipeline, *, clock: Clock, overrides: dict[str, Provider] | None = None
+    ) -> None:
+        self.pipeline = pipeline
+        self.clock = clock
+        self._providers: dict[str, Provider] = dict(overrides or {})
+
+    def for_model(self, spec: str) -> tuple[Provider, str]:
+        """The provider and the bare model name for a model string like ``openai:gpt-4o``."""
+        name, model = parse_model(spec, self.pipeline.providers)
+        provider = self._providers.get(name)
+        if provider is None:
+            provider = self._providers[name] = self._make(name)
+        return provider, model
+
+    def check(self, specs: list[str]) -> None:
+        """Make every provider the pipeline needs now, so a missing key fails before any call."""
+        for spec in specs:
+            self.for_model(spec)
+
+    def _make(self, name: str) -> Provider:
+        if name == "sim":
+            from .sim import SimProvider
+
+            return SimProvider(self.pipeline.sim, clock=self.clock)
+        raise ConfigError(
+            f"provider {name!r} is not available in this version of chainfleet; "
+            "use the built-in 'sim' model"
+        )
+
+    async def aclose(self) -> None:
+        for provider in self._providers.values():
+            await provider.aclose()

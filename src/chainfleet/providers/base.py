@@ -1,0 +1,54 @@
+"""The provider interface: one small base class, and every model behind it a peer.
+
+A provider turns one :class:`CompletionRequest` into one :class:`Completion`, or raises one of
+the :mod:`chainfleet.errors` ``CallError`` classes. It knows nothing of runs, items or retries:
+the runner owns the one retry loop, so adapters must not retry on their own.
+
+Example::
+
+    class Echo(Provider):
+        async def complete(self, request: CompletionRequest) -> Completion:
+            return Completion(text=request.prompt, input_tokens=1, output_tokens=1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompletionRequest:
+    """One request to one model: what a stage sends after rendering its template."""
+
+    model: str
+    prompt: str
+    system: str | None = None
+    max_tokens: int = 1024
+    temperature: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Completion:
+    """What came back: the text, the tokens it cost, and the response headers worth keeping."""
+
+    text: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    model: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class Provider:
+    """Base class of every model backend (sim, OpenAI, Anthropic ...)."""
+
+    #: the provider kind as written before the colon in a model string, e.g. ``"sim"``
+    kind = "base"
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        """Make one call. Raise a ``chainfleet.errors.CallError`` subclass on failure."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release connections. Called once when the run ends."""

@@ -1,0 +1,244 @@
+"""The run report: what parallelism bought, what failed, what it cost, how good the outputs are.
+
+The two times that matter:
+
+- ``wall_seconds``: from the first item admitted to the last result, on the run's clock. It does
+  not count start-up (reading the pipeline, scanning the input) or writing the report.
+- ``sequential_seconds``: the sum of every call's own service time (failed attempts included,
+  backoff waits not), i.e. what the same calls would have taken one at a time.
+
+``speedup`` is their ratio and ``time_saved_pct`` is ``100 * (1 - wall / sequential)``.
+
+Example::
+
+    report = run(pipeline, ["solar power", "tidal energy"])
+    print(report.to_markdown())
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .quality import assess
+from .store import ItemRecord, RunStore
+
+if TYPE_CHECKING:
+    from .runner import Runner
+
+__all__ = ["RunReport", "build_report"]
+
+#: report.json lists at most this many failures and per-item quality rows (the counts are exact)
+LIST_CAP = 1000
+
+
+@dataclass
+class RunReport:
+    """The numbers of one run. ``to_dict()`` is report.json; ``to_markdown()`` is report.md."""
+
+    run_id: str
+    pipeline: str
+    concurrency: int
+    stages_order: list[str]
+    input_field: str = "input"
+    items_total: int = 0
+    items_succeeded: int = 0
+    items_failed: int = 0
+    items_skipped: int = 0
+    wall_seconds: float = 0.0
+    sequential_seconds: float = 0.0
+    backoff_seconds: float = 0.0
+    calls: dict[str, int] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
+    cost_usd: float | None = None
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    quality: list[dict[str, Any]] = field(default_factory=list)
+    quality_sums: dict[str, float] = field(default_factory=dict)
+    stopped: str | None = None
+    input_error: str | None = None
+    store: RunStore | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def speedup(self) -> float | None:
+        if self.wall_seconds <= 0 or self.sequential_seconds <= 0:
+            return None
+        return self.sequential_seconds / self.wall_seconds
+
+    @property
+    def time_saved_pct(self) -> float | None:
+        if self.sequential_seconds <= 0:
+            return None
+        return 100.0 * (1.0 - self.wall_seconds / self.sequential_seconds)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every item succeeded, 2 when the input broke mid-run, else 1."""
+        if self.input_error:
+            return 2
+        return 0 if self.items_succeeded == self.items_total else 1
+
+    def results(self) -> Iterator[ItemRecord]:
+        """Every item's outcome in input order (read back from the run store)."""
+        if self.store is None:
+            return iter(())
+        return self.store.items(self.run_id)
+
+    def outputs(self) -> dict[str, str | None]:
+        """Each item's final output by id (None when it failed): handy for small runs."""
+        last = self.stages_order[-1]
+        return {r.id: r.outputs.get(last) for r in self.results()}
+
+    def quality_summary(self) -> dict[str, Any]:
+        sums = self.quality_sums
+        n = int(sums.get("items", 0))
+        if not n:
+            return {"items": 0}
+        return {
+            "items": n,
+            "mean_score": round(sums["score"] / n, 1),
+            "mean_words": round(sums["words"] / n, 1),
+            "mean_readability": round(sums["readability"] / n, 1),
+            "topic_covered_pct": round(100 * sums["topic_covered"] / n, 1),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        speedup, saved = self.speedup, self.time_saved_pct
+        return {
+            "run_id": self.run_id,
+            "pipeline": self.pipeline,
+            "concurrency": self.concurrency,
+            "items": {
+                "total": self.items_total,
+                "succeeded": self.items_succeeded,
+                "failed": self.items_failed,
+                "skipped": self.items_skipped,
+            },
+            "wall_seconds": round(self.wall_seconds, 4),
+            "wall_clock_note": "first admission to last result; excludes start-up and report writing",
+            "sequential_seconds": round(self.sequential_seconds, 4),
+            "speedup": round(speedup, 3) if speedup is not None else None,
+            "time_saved_pct": round(saved, 1) if saved is not None else None,
+            "backoff_seconds": round(self.backoff_seconds, 4),
+            "calls": self.calls,
+            "tokens": self.tokens,
+            "cost_usd": self.cost_usd,
+            "stages": self.stages,
+            "failures": self.failures[:LIST_CAP],
+            "quality": {**self.quality_summary(), "per_item": self.quality[:LIST_CAP]},
+            "stopped": self.stopped,
+            "input_error": self.input_error,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+
+    def summary_lines(self) -> list[str]:
+        """A few lines for the terminal."""
+        saved = self.time_saved_pct
+        speedup = self.speedup
+        lines = [
+            f"run {self.run_id}: {self.items_succeeded}/{self.items_total} items succeeded, "
+            f"{self.items_failed} failed"
+            + (f", {self.items_skipped} skipped" if self.items_skipped else ""),
+            f"wall {fmt_seconds(self.wall_seconds)} at concurrency {self.concurrency}; "
+            f"one at a time would take {fmt_seconds(self.sequential_seconds)}"
+            + (f" ({speedup:.2f}x, {saved:.0f}% saved)" if speedup and saved is not None else ""),
+            f"calls {self.calls.get('total', 0)} ({self.calls.get('retried', 0)} retried, "
+            f"{self.calls.get('rate_limited', 0)} rate-limited); tokens in "
+            f"{self.tokens.get('input', 0):,}, out {self.tokens.get('output', 0):,}",
+        ]
+        if self.stopped:
+            lines.append(f"stopped early: {self.stopped}")
+        for failure in self.failures[:10]:
+            lines.append(
+                f"  failed {failure['id']} at {failure['stage']}: {failure['type']}: {failure['message']}"
+            )
+        if len(self.failures) > 10:
+            lines.append(f"  ... and {self.items_failed - 10} more (see results.jsonl)")
+        return lines
+
+    def to_markdown(self) -> str:
+        from .render import report_markdown
+
+        return report_markdown(self)
+
+
+def fmt_seconds(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, rest = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{int(minutes)} min {rest:.0f} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{int(hours)} h {int(minutes)} min"
+
+
+def build_report(runner: Runner) -> RunReport:
+    """Read the run's outcome back from the store; score each output's quality on the way."""
+    stats, store, run_id = runner.stats, runner.store, runner.run_id
+    order = [s.name for s in runner.pipeline.stages]
+    report = RunReport(
+        run_id=run_id,
+        pipeline=runner.pipeline.name,
+        concurrency=runner.concurrency,
+        stages_order=order,
+        input_field=runner.pipeline.input,
+        wall_seconds=stats.wall_seconds,
+        sequential_seconds=stats.service_seconds,
+        backoff_seconds=stats.backoff_seconds,
+        calls={
+            "total": stats.calls,
+            "succeeded": stats.calls_succeeded,
+            "retried": stats.calls_retried,
+            "rate_limited": stats.rate_limited,
+            "failed": stats.calls_failed,
+        },
+        tokens={
+            "input": stats.input_tokens,
+            "output": stats.output_tokens,
+            "cached": stats.cached_tokens,
+        },
+        stages={name: stats.stage(name).to_dict() for name in order},
+        stopped=str(runner.fatal) if runner.fatal else None,
+        input_error=str(runner.input_error) if runner.input_error else None,
+        store=store,
+    )
+    counts = {"succeeded": 0, "failed": 0, "skipped": 0}
+    updates: list[tuple[int, dict[str, Any]]] = []
+    for record in store.items(run_id):
+        counts[record.status] = counts.get(record.status, 0) + 1
+        if record.status == "failed" and record.error:
+            report.failures.append({"id": record.id, **record.error})
+        if record.status == "succeeded":
+            text = record.outputs.get(order[-1], "")
+            quality = assess(text, topic_of(record.input, runner.pipeline.input)).to_dict()
+            updates.append((record.index, quality))
+            if len(updates) >= 1000:
+                store.save_quality(run_id, updates)
+                updates.clear()
+            for key in ("score", "words", "readability", "topic_covered"):
+                report.quality_sums[key] = report.quality_sums.get(key, 0.0) + float(quality[key])  # type: ignore[arg-type]
+            report.quality_sums["items"] = report.quality_sums.get("items", 0.0) + 1
+            if len(report.quality) < LIST_CAP:
+                report.quality.append({"id": record.id, **quality})
+    store.save_quality(run_id, updates)
+    store.flush()
+    report.items_succeeded = counts["succeeded"]
+    report.items_failed = counts["failed"]
+    report.items_skipped = counts["skipped"]
+    report.items_total = sum(counts.values())
+    return report
+
+
+def topic_of(fields: dict[str, Any], input_field: str) -> str | None:
+    """The text an output should cover: the input field, else the first text field."""
+    value = fields.get(input_field)
+    if isinstance(value, str):
+        return value
+    for key in ("topic", "title", "subject", "question", "text"):
+        if isinstance(fields.get(key), str):
+            return str(fields[key])
+    return next((v for v in fields.values() if isinstance(v, str)), None)

@@ -1,0 +1,434 @@
+"""The runner: many chains at once, capped, isolated, and nothing lost.
+
+How a run goes:
+
+1. ``concurrency`` workers share one iterator over the input. A worker takes the next item only
+   when its current chain is finished, so items are admitted lazily (memory does not grow with
+   the input) and an item in flight advances before a new one starts (depth first: first
+   results arrive early, and an interrupted run has few half-done chains).
+2. Each call goes through the retry policy: transient errors are retried with backoff, a
+   permanent error fails the item at once, a fatal error (a revoked key, a model that does not
+   exist) stops admission for the whole run. One item's failure never touches another's chain.
+3. When the main pass is over, failed items get ``retry_passes`` more passes, each starting at
+   the stage that failed and keeping the stages that succeeded.
+4. Every finished stage result goes to the run store as it arrives; the report and the output
+   folder are built from the store at the end.
+
+Example::
+
+    report = run(Pipeline.from_yaml("examples/content.yaml"), "examples/topics.txt", concurrency=5)
+    print(report.items_succeeded, report.time_saved_pct)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .clock import Clock, SystemClock
+from .errors import CallError, ConfigError, FatalError, InputError, PermanentError
+from .inputs import InputSource, Item, items_from, open_input
+from .pipeline import Pipeline, Stage, parse_model
+from .providers import CompletionRequest, Provider, ProviderPool
+from .report import RunReport, build_report
+from .retry import RetryPolicy, retry_in_next_pass
+from .stats import RunStats
+from .store import ItemRecord, RunStore
+
+__all__ = ["Runner", "arun", "run"]
+
+Items = InputSource | Iterable[str | Mapping[str, Any]] | str | os.PathLike[str]
+
+
+class ToolError(PermanentError):
+    """A tool step raised something other than a chainfleet error."""
+
+    kind = "tool_error"
+
+
+@dataclass
+class _Chain:
+    """One item's progress through the pipeline."""
+
+    item: Item
+    outputs: dict[str, str] = field(default_factory=dict)
+    next_stage: int = 0
+    attempts: int = 0
+    seconds: float = 0.0
+    error: CallError | None = None
+    error_stage: str | None = None
+
+
+class Runner:
+    """Runs one pipeline over one input with fixed settings. Use :func:`arun` or :func:`run`."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        concurrency: int | None = None,
+        retry: RetryPolicy | None = None,
+        retry_passes: int = 1,
+        store: RunStore | None = None,
+        run_id: str | None = None,
+        clock: Clock | None = None,
+        providers: Mapping[str, Provider] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.concurrency = concurrency or pipeline.concurrency
+        if self.concurrency < 1:
+            raise ConfigError("concurrency must be at least 1")
+        if retry_passes < 0:
+            raise ConfigError("retry_passes must not be negative")
+        self.retry = retry or RetryPolicy()
+        self.retry_passes = retry_passes
+        self.clock = clock or SystemClock()
+        self.store = store or RunStore.open(":memory:")
+        self.run_id = run_id or new_run_id()
+        self.pool = ProviderPool(pipeline, clock=self.clock, overrides=dict(providers or {}))
+        self.stats = RunStats()
+        self.rng = random.Random(seed)
+        self.fatal: FatalError | None = None
+        self.input_error: InputError | None = None
+        #: items in the input when known (the input was scanned first), for progress
+        self.total: int | None = None
+        self._stages = list(pipeline.stages)
+        self._final_stage = self._stages[-1].name
+        self._topic_field = pipeline.input
+
+    # -- the run -----------------------------------------------------------------------------------
+
+    async def run(self, source: InputSource) -> RunReport:
+        """Run every item of ``source`` and return the report. Never raises for a failed item."""
+        self.pool.check([self.pipeline.model_for(s) for s in self._stages if not s.is_tool])
+        self.store.begin_run(self.run_id, pipeline=self.pipeline.name, settings=self._settings())
+        items = iter(source)
+        try:
+            failed = await self._pass(self._admit(items))
+            for _ in range(self.retry_passes):
+                retry = [c for c in failed if c.error is not None and retry_in_next_pass(c.error)]
+                if not retry or self.fatal:
+                    break
+                kept = [c for c in failed if c not in retry]
+                for chain in retry:
+                    chain.error = chain.error_stage = None
+                failed = kept + await self._pass(iter(retry))
+            for chain in sorted(failed, key=lambda c: c.item.index):
+                self._save_item(chain, "failed")
+            if self.fatal or self.input_error:
+                self._skip_rest(items)
+        finally:
+            self.store.flush()
+            await self.pool.aclose()
+        return build_report(self)
+
+    def _admit(self, items: Iterator[Item]) -> Iterator[_Chain]:
+        while not self.fatal and not self.input_error:
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+            except InputError as exc:
+                self.input_error = exc
+                return
+            yield _Chain(item)
+
+    async def _pass(self, chains: Iterator[_Chain]) -> list[_Chain]:
+        """Run ``chains`` with ``concurrency`` workers; return the chains that failed."""
+        failed: list[_Chain] = []
+
+        async def worker() -> None:
+            for chain in chains:  # shared iterator: each worker pulls the next when free
+                if self.stats.first_admission is None:
+                    self.stats.first_admission = self.clock.now()
+                self.stats.admitted += 1
+                self.stats.in_flight += 1
+                try:
+                    await self._advance(chain)
+                finally:
+                    self.stats.in_flight -= 1
+                self.stats.last_result = self.clock.now()
+                if chain.error is None:
+                    self.stats.done += 1
+                    self._save_item(chain, "succeeded")
+                else:
+                    self.stats.failed_now += 1
+                    failed.append(chain)
+                if self.fatal or self.input_error:
+                    return
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(self.concurrency)]
+        try:
+            await asyncio.gather(*workers)
+        except BaseException:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            raise
+        return failed
+
+    async def _advance(self, chain: _Chain) -> None:
+        """Run the chain's remaining stages; record the first failure on the chain."""
+        while chain.next_stage < len(self._stages):
+            stage = self._stages[chain.next_stage]
+            try:
+                await self._stage(chain, stage)
+            except CallError as exc:
+                exc.item_id, exc.stage = chain.item.id, stage.name
+                chain.error, chain.error_stage = exc, stage.name
+                if isinstance(exc, FatalError) and self.fatal is None:
+                    self.fatal = exc
+                return
+            chain.next_stage += 1
+
+    # -- one stage, one call -----------------------------------------------------------------------
+
+    async def _stage(self, chain: _Chain, stage: Stage) -> None:
+        context: dict[str, Any] = {"id": chain.item.id, **chain.item.fields, **chain.outputs}
+        if stage.is_tool:
+            request = None
+        else:
+            provider, model = self.pool.for_model(self.pipeline.model_for(stage))
+            system, prompt = stage.render(context)
+            request = CompletionRequest(
+                model=model,
+                prompt=prompt,
+                system=system,
+                max_tokens=stage.max_tokens,
+                temperature=stage.temperature,
+            )
+        stats = self.stats.stage(stage.name)
+        attempt = 0
+        service = 0.0
+        while True:
+            attempt += 1
+            chain.attempts += 1
+            self.stats.calls += 1
+            stats.calls += 1
+            started = self.clock.now()
+            try:
+                if request is None:
+                    text, tokens_in, tokens_out = await self._tool(stage, context), 0, 0
+                else:
+                    completion = await provider.complete(request)
+                    text = completion.text
+                    tokens_in, tokens_out = completion.input_tokens, completion.output_tokens
+                    self.stats.cached_tokens += completion.cached_tokens
+            except CallError as exc:
+                elapsed = self._count_attempt(chain, stats, started, ok=False)
+                service += elapsed
+                if exc.kind == "rate_limited":
+                    self.stats.rate_limited += 1
+                if not self.retry.should_retry(exc, attempt) or self.fatal:
+                    raise
+                self.stats.calls_retried += 1
+                wait = self.retry.wait(exc, attempt, self.rng)
+                self.stats.backoff_seconds += wait
+                await self.clock.sleep(wait)
+                continue
+            service += self._count_attempt(chain, stats, started, ok=True)
+            self.stats.input_tokens += tokens_in
+            self.stats.output_tokens += tokens_out
+            stage.check_output(text)
+            chain.outputs[stage.name] = text
+            self.store.save_stage(
+                self.run_id,
+                chain.item.index,
+                stage.name,
+                text,
+                input_tokens=tokens_in,
+                output_tokens=tokens_out,
+                seconds=service,
+                attempts=attempt,
+            )
+            return
+
+    async def _tool(self, stage: Stage, context: Mapping[str, Any]) -> str:
+        try:
+            result = await stage.tool(context)
+        except CallError:
+            raise
+        except Exception as exc:  # a tool's own bug or failure: the item fails, others go on
+            raise ToolError(f"{type(exc).__name__}: {exc}", stage=stage.name) from exc
+        if not isinstance(result, str):
+            raise ToolError(f"tool returned {type(result).__name__}, not str", stage=stage.name)
+        return result
+
+    def _count_attempt(self, chain: _Chain, stats: Any, started: float, *, ok: bool) -> float:
+        elapsed = self.clock.now() - started
+        chain.seconds += elapsed
+        stats.seconds.append(elapsed)
+        self.stats.service_seconds += elapsed
+        if ok:
+            self.stats.calls_succeeded += 1
+        else:
+            self.stats.calls_failed += 1
+            stats.failed += 1
+        return elapsed
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+
+    def _save_item(self, chain: _Chain, status: str) -> None:
+        error = None
+        if chain.error is not None:
+            kind = getattr(chain.error, "kind", type(chain.error).__name__)
+            error = {"stage": chain.error_stage, "type": kind, "message": str(chain.error)}
+        self.store.save_item(
+            self.run_id,
+            ItemRecord(
+                index=chain.item.index,
+                id=chain.item.id,
+                input=chain.item.fields,
+                status=status,
+                error=error,
+                attempts=chain.attempts,
+                seconds=chain.seconds,
+            ),
+        )
+
+    def _skip_rest(self, items: Iterator[Item]) -> None:
+        """Record items never admitted (the run stopped) so results.jsonl lists every item."""
+        reason = self.fatal or self.input_error
+        error = {
+            "stage": None,
+            "type": "skipped",
+            "message": f"not run: the run stopped ({reason})",
+        }
+        try:
+            for item in items:
+                self.store.save_item(
+                    self.run_id,
+                    ItemRecord(
+                        index=item.index,
+                        id=item.id,
+                        input=item.fields,
+                        status="skipped",
+                        error=error,
+                    ),
+                )
+        except InputError:
+            pass  # already stopping because of the input; what was read is recorded
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "concurrency": self.concurrency,
+            "max_attempts": self.retry.max_attempts,
+            "retry_passes": self.retry_passes,
+            "models": sorted({self.pipeline.model_for(s) for s in self._stages if not s.is_tool}),
+        }
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def as_source(items: Items, pipeline: Pipeline) -> InputSource:
+    """An ``InputSource`` from a path, an ``InputSource``, or an iterable of strings/mappings."""
+    if isinstance(items, InputSource):
+        return items
+    if isinstance(items, str | os.PathLike):
+        return open_input(items, input_field=pipeline.input)
+    return items_from(items, input_field=pipeline.input)
+
+
+def with_model(pipeline: Pipeline, model: str) -> Pipeline:
+    """A copy of ``pipeline`` whose LLM stages all use ``model`` (the ``--model`` flag)."""
+    try:
+        parse_model(model, pipeline.providers)
+    except ValueError as exc:
+        raise ConfigError(str(exc), where="--model") from exc
+    data = pipeline.model_dump(exclude={"stages"})
+    stages = [s.model_copy(update={"model": None}) for s in pipeline.stages]
+    return Pipeline.model_validate(
+        {**data, "model": model, "stages": stages, "source": pipeline.source}
+    )
+
+
+def prepare(
+    pipeline: Pipeline,
+    items: Items,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    model: str | None = None,
+    check_input: bool = True,
+) -> tuple[Pipeline, InputSource, RunStore | None, int | None]:
+    """Everything checked and opened before the first call: the one place exit-2 errors arise.
+
+    Applies ``--model``, opens the input, checks every template variable against its fields,
+    scans the whole input (when it can be read twice) and opens the run store in ``out``.
+    Returns (pipeline, source, store, item count or None).
+    """
+    if model:
+        pipeline = with_model(pipeline, model)
+    source = as_source(items, pipeline)
+    pipeline.check_fields(source.fields, input_name=str(source.path or "the input"))
+    total = None
+    if check_input and source.reiterable:
+        total = source.scan(required=[v for v in pipeline.input_fields_needed() if v != "id"])
+    store = None
+    if out is not None:
+        out_dir = Path(out)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            store = RunStore.open(out_dir / "run.db")
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"cannot write the output folder: {exc}", where=str(out)) from exc
+    return pipeline, source, store, total
+
+
+async def arun(
+    pipeline: Pipeline,
+    items: Items,
+    *,
+    concurrency: int | None = None,
+    out: str | os.PathLike[str] | None = None,
+    model: str | None = None,
+    max_attempts: int = 4,
+    retry_passes: int = 1,
+    clock: Clock | None = None,
+    providers: Mapping[str, Provider] | None = None,
+    check_input: bool = True,
+    on_start: Callable[[Runner], None] | None = None,
+) -> RunReport:
+    """Run ``pipeline`` over ``items`` and return its :class:`RunReport`.
+
+    ``items`` is a file path (txt, JSONL, CSV), an ``InputSource``, or an iterable of strings or
+    mappings. With ``out`` the output folder is written (results.jsonl, one markdown file per
+    item, report.json, report.md, the run store). ``check_input`` reads the whole input once
+    before the first call, so a malformed line fails the run with ``InputError`` up front.
+    """
+    pipeline, source, store, total = prepare(
+        pipeline, items, out=out, model=model, check_input=check_input
+    )
+    runner = Runner(
+        pipeline,
+        concurrency=concurrency,
+        retry=RetryPolicy(max_attempts=max_attempts),
+        retry_passes=retry_passes,
+        store=store,
+        clock=clock,
+        providers=providers,
+    )
+    runner.total = total
+    if on_start is not None:
+        on_start(runner)
+    report = await runner.run(source)
+    if out is not None:
+        from .output import write_output
+
+        write_output(Path(out), report)
+    return report
+
+
+def run(pipeline: Pipeline, items: Items, **kwargs: Any) -> RunReport:
+    """Blocking :func:`arun`, for scripts and notebooks without an event loop of their own."""
+    return asyncio.run(arun(pipeline, items, **kwargs))

@@ -1,0 +1,137 @@
+"""Quality measures of a text: structure, readability, topic coverage and the summary score."""
+
+from __future__ import annotations
+
+import dataclasses
+import doctest
+import json
+
+import pytest
+
+from chainfleet import quality
+from chainfleet.quality import Quality, assess
+from chainfleet.simtext import generate
+
+MARKDOWN = """\
+<!-- simulated by chainfleet sim (seed 0) -->
+# Honey bees
+
+Bees make honey. They live in hives!
+
+## Why they matter
+
+- Bees pollinate crops
+- A hive can hold
+  fifty thousand bees.
+* Colonies swarm in spring.
+
+Beekeepers inspect
+their hives every week.
+
+---
+
+```
+# not a heading
+- not a bullet
+```
+"""
+
+
+def test_empty_text_measures_nothing() -> None:
+    q = assess("")
+    assert (q.words, q.sentences, q.headings, q.paragraphs, q.bullets) == (0, 0, 0, 0, 0)
+    assert (q.readability, q.grade, q.score) == (0.0, 0.0, 0)
+    assert q.topic_coverage == 1.0 and q.topic_covered
+    with_topic = assess("   \n\n", topic="honey bees")
+    assert with_topic.topic_coverage == 0.0 and not with_topic.topic_covered
+
+
+def test_the_sim_marker_is_not_part_of_the_text() -> None:
+    assert assess("<!-- simulated by chainfleet sim (seed 3) -->\n") == assess("")
+    text = "Bees make honey. They live in hives."
+    assert assess("<!-- simulated by chainfleet sim (seed 3) -->\n" + text) == assess(text)
+
+
+def test_markdown_structure_is_counted() -> None:
+    q = assess(MARKDOWN)
+    assert q.headings == 2
+    assert q.bullets == 3
+    assert q.paragraphs == 2  # the wrapped line belongs to its paragraph; code is not prose
+    # 2 sentences + one per list item + 1 (the wrapped paragraph)
+    assert q.sentences == 6
+    # headings 2 + 3, paragraphs 7 + 6, list items 3 + 7 + 4
+    assert q.words == 32
+
+
+def test_a_list_item_or_paragraph_without_a_stop_is_one_sentence() -> None:
+    assert assess("- first item\n- second item").sentences == 2
+    assert assess("No stop at the end").sentences == 1
+    assert assess("Pi is 3.14 exactly. Dr. Who? Yes!").sentences == 4
+
+
+def test_topic_coverage_counts_the_topics_content_words() -> None:
+    text = "Bees make honey. A healthy hive needs a strong queen."
+    assert assess(text, topic="honey bees").topic_coverage == 1.0
+    assert assess(text, topic="The honey of the bees").topic_covered  # stopwords do not count
+    half = assess(text, topic="bee diseases")
+    assert half.topic_coverage == 0.5 and half.topic_covered
+    third = assess(text, topic="honey, wax and propolis")
+    assert third.topic_coverage == pytest.approx(0.333) and not third.topic_covered
+    none = assess(text, topic="quantum computing")
+    assert none.topic_coverage == 0.0 and not none.topic_covered
+
+
+def test_plurals_match_singulars_both_ways() -> None:
+    assert assess("Two new studies of a virus.", topic="study of viruses").topic_coverage == 1.0
+    assert assess("The bus stops at the houses.", topic="buses and a house").topic_coverage == 1.0
+
+
+def test_topic_words_in_headings_count() -> None:
+    assert assess("# Quantum computing\n\nIt is fast.", topic="quantum computing").topic_covered
+
+
+def test_simple_text_reads_easier_than_complex_text() -> None:
+    simple = assess("The cat sat on the mat. The dog ran to the park.")
+    complex_ = assess(
+        "Notwithstanding considerable institutional heterogeneity, comprehensive evaluation "
+        "methodologies necessitate interdisciplinary collaboration between organisations."
+    )
+    assert simple.readability > 80 > 0 > complex_.readability
+    assert simple.grade < 3 < 12 < complex_.grade
+
+
+def test_flesch_formulas_on_a_known_sentence() -> None:
+    # 6 words, 1 sentence, 6 one-syllable words.
+    q = assess("The cat sat on the mat.")
+    assert q.readability == round(206.835 - 1.015 * 6 - 84.6 * 1, 1) == 116.1
+    assert q.grade == round(0.39 * 6 + 11.8 * 1 - 15.59, 1)
+
+
+def test_score_rewards_a_good_article_on_topic() -> None:
+    notes = generate("Research urban beekeeping: the key facts.")
+    article = generate(f"Write an article on urban beekeeping from these notes:\n{notes}")
+    on_topic = assess(article, topic="urban beekeeping")
+    off_topic = assess(article, topic="deep sea mining")
+    assert on_topic.score >= 90
+    assert on_topic.score - off_topic.score == 30
+    assert assess(notes, topic="urban beekeeping").score >= 85
+    assert assess("Yes.", topic="urban beekeeping").score < 10
+
+
+def test_score_is_within_bounds() -> None:
+    for text in ["", "a", "word " * 5000, MARKDOWN, "# Only a heading"]:
+        assert 0 <= assess(text, topic="bees").score <= 100
+
+
+def test_quality_is_a_frozen_value_with_a_plain_dict() -> None:
+    q = assess(MARKDOWN, topic="honey bees")
+    assert q == assess(MARKDOWN, topic="honey bees")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        q.score = 1  # type: ignore[misc]
+    as_dict = q.to_dict()
+    assert list(as_dict) == [f.name for f in dataclasses.fields(Quality)]
+    assert json.loads(json.dumps(as_dict)) == as_dict
+
+
+def test_docstring_examples_hold() -> None:
+    assert doctest.testmod(quality).failed == 0
