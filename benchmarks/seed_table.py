@@ -72,15 +72,41 @@ def topics(n: int) -> list[str]:
     return [f"topic number {i}" for i in range(1, n + 1)]
 
 
+async def bare_chains(data: list[str], concurrency: int, latency: float) -> tuple[float, list[str]]:
+    """The lesson's pattern: asyncio.gather over every chain, an asyncio.Semaphore as the cap,
+    the same sim calls with the same prompts. Returns (seconds, final outputs)."""
+    sim = SimProvider(SimSettings(latency=latency))
+    sem = asyncio.Semaphore(concurrency)
+
+    async def chain(topic: str) -> str:
+        async with sem:
+            r = await sim.complete(
+                CompletionRequest(model="sim", prompt=f"Research {topic}: key facts.", max_tokens=300)
+            )
+            w = await sim.complete(
+                CompletionRequest(model="sim", prompt=f"Write an article on {topic} from:\n{r.text}")
+            )
+            e = await sim.complete(CompletionRequest(model="sim", prompt=f"Edit this draft:\n{w.text}"))
+            return e.text
+
+    started = time.perf_counter()
+    outs = await asyncio.gather(*(chain(t) for t in data))
+    return time.perf_counter() - started, list(outs)
+
+
 async def table(pieces_list: list[int], levels: list[int]) -> list[float]:
     pipe = pipeline(CALL)
     chain = 3 * CALL
     ratios = []
-    print(f"{'pieces':>6} {'mode':>14} {'measured':>10} {'ideal':>9} {'ratio':>7} {'lesson':>8}")
+    print(
+        f"{'pieces':>6} {'mode':>14} {'chainfleet':>10} {'bare loop':>10} {'ideal':>7} "
+        f"{'ratio':>6} {'bare ratio':>10} {'lesson':>7}"
+    )
     for pieces in pieces_list:
         for c in levels:
             report = await arun(pipe, topics(pieces), concurrency=c)
             assert report.items_succeeded == pieces, report.summary_lines()
+            bare, _ = await bare_chains(topics(pieces), c, CALL)
             ideal = math.ceil(pieces / c) * chain
             ratio = report.wall_seconds / ideal
             ratios.append(ratio)
@@ -88,8 +114,9 @@ async def table(pieces_list: list[int], levels: list[int]) -> list[float]:
             lesson = LESSON.get((pieces, c))
             slip = "" if lesson is None or abs(lesson - ideal * SCALE) < 1e-6 else " *"
             print(
-                f"{pieces:>6} {mode:>14} {report.wall_seconds * SCALE:>9.1f}s {ideal * SCALE:>8.0f}s "
-                f"{ratio:>7.3f} {lesson if lesson is not None else '-':>7}s{slip}"
+                f"{pieces:>6} {mode:>14} {report.wall_seconds * SCALE:>9.1f}s {bare * SCALE:>9.1f}s "
+                f"{ideal * SCALE:>6.0f}s {ratio:>6.3f} {bare / ideal:>10.3f} "
+                f"{lesson if lesson is not None else '-':>6}s{slip}"
             )
     return ratios
 
@@ -104,29 +131,7 @@ async def overhead(items: int, concurrency: int) -> tuple[float, float]:
     ours = time.perf_counter() - started
     assert report.calls["total"] == calls and report.items_succeeded == items
 
-    sim = SimProvider(SimSettings(latency=0.0))
-    sem = asyncio.Semaphore(concurrency)
-
-    async def chain(topic: str) -> str:
-        async with sem:
-            r = await sim.complete(
-                CompletionRequest(
-                    model="sim", prompt=f"Research {topic}: key facts.", max_tokens=300
-                )
-            )
-            w = await sim.complete(
-                CompletionRequest(
-                    model="sim", prompt=f"Write an article on {topic} from:\n{r.text}"
-                )
-            )
-            e = await sim.complete(
-                CompletionRequest(model="sim", prompt=f"Edit this draft:\n{w.text}")
-            )
-            return e.text
-
-    started = time.perf_counter()
-    outs = await asyncio.gather(*(chain(t) for t in data))
-    bare = time.perf_counter() - started
+    bare, outs = await bare_chains(data, concurrency, 0.0)
     assert len(outs) == items
     # same prompts, same sim: the final outputs must match chainfleet's
     assert report.outputs()[str(items)] == outs[-1]

@@ -95,9 +95,7 @@ async def run_demo(
     pipeline = demo_pipeline(latency=latency, error_rate=error_rate)
     topics = topics or DEMO_TOPICS
     sequential = await arun(pipeline, topics, concurrency=1, out=out / "sequential", clock=clock)
-    parallel = await arun(
-        pipeline, topics, concurrency=concurrency, out=out / "parallel", clock=clock
-    )
+    parallel = await arun(pipeline, topics, concurrency=concurrency, out=out / "parallel", clock=clock)
     same = sequential.outputs() == parallel.outputs()
     demo = DemoReport(sequential=sequential, parallel=parallel, outputs_identical=same)
     (out / "report.json").write_text(json.dumps(demo.to_dict(), indent=2) + "\n", encoding="utf-8")

@@ -279,9 +279,7 @@ def items_from(
         for index, value in enumerate(values):
             yield _from_value(value, index, input_field), index + 1
 
-    return InputSource(
-        path=None, format="iterable", fields=None, stream=stream, reiterable=not one_shot
-    )
+    return InputSource(path=None, format="iterable", fields=None, stream=stream, reiterable=not one_shot)
 
 
 def _from_value(value: str | Mapping[str, Any] | Item, index: int, input_field: str) -> Item:
@@ -306,9 +304,7 @@ def _resolve_format(path: Path, format: str | None) -> tuple[Format, str]:
     if format is not None:
         key = format.lower().lstrip(".")
         if key not in _FORMATS:
-            raise InputError(
-                f"unknown input format {format!r}; accepted: {_ACCEPTED}", where=str(path)
-            )
+            raise InputError(f"unknown input format {format!r}; accepted: {_ACCEPTED}", where=str(path))
         return _FORMATS[key]
     suffix = path.suffix.lower()
     if suffix[1:] not in _FORMATS:
@@ -337,9 +333,7 @@ def _read_jsonl(path: Path) -> _Stream:
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise InputError(
-                f"not valid JSON: {exc.msg} (column {exc.colno})", where=where
-            ) from None
+            raise InputError(f"not valid JSON: {exc.msg} (column {exc.colno})", where=where) from None
         if not isinstance(value, dict):
             raise InputError(f"expected a JSON object, got {_json_type(value)}", where=where)
         yield Item(_item_id(value, lineno, where), index, lineno, value), lineno
@@ -373,9 +367,7 @@ def _read_csv(path: Path, delimiter: str, header: tuple[str, ...]) -> _Stream:
         if _blank(cells):
             continue
         if tuple(cell.strip() for cell in cells) != header:
-            raise InputError(
-                "the header row changed since the file was opened", where=f"{path}:{line}"
-            )
+            raise InputError("the header row changed since the file was opened", where=f"{path}:{line}")
         break
     index = 0
     row = 0  # rows are numbered like a spreadsheet's, blank ones included
@@ -423,9 +415,7 @@ def _open(path: Path) -> IO[bytes]:
     except OSError as exc:
         if path.is_dir():  # IsADirectoryError, or PermissionError on Windows
             raise InputError("is a directory, not an input file", where=str(path)) from None
-        raise InputError(
-            f"cannot read the input file: {exc.strerror or exc}", where=str(path)
-        ) from exc
+        raise InputError(f"cannot read the input file: {exc.strerror or exc}", where=str(path)) from exc
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:

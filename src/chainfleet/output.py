@@ -59,9 +59,7 @@ def write_output(out: Path, report: RunReport, *, item_files: bool = True) -> No
     tmp = out / "results.jsonl.tmp"
     with tmp.open("w", encoding="utf-8") as results:
         for record in report.results():
-            record.outputs = {
-                s: record.outputs[s] for s in report.stages_order if s in record.outputs
-            }
+            record.outputs = {s: record.outputs[s] for s in report.stages_order if s in record.outputs}
             results.write(json.dumps(record.to_json(final), ensure_ascii=False) + "\n")
             if item_files and record.status != "skipped":
                 topic = topic_of(record.input, input_field)

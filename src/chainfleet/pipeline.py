@@ -66,9 +66,7 @@ Gate = Callable[[str], "str | None"]
 
 BUILTIN_PROVIDERS = ("sim", "openai", "anthropic")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_ENV = jinja2.Environment(
-    undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
-)
+_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
 
 
 class _Settings(BaseModel):
@@ -76,12 +74,17 @@ class _Settings(BaseModel):
 
 
 class SimSettings(_Settings):
-    """The built-in simulated model: latency per call, its jitter, injected failures, seed."""
+    """The built-in simulated model: latency per call, its jitter, injected failures, seed.
+
+    ``fail_on`` lists texts: a call whose prompt contains one of them always fails with a
+    simulated 500, to rehearse what a run does with an item that cannot succeed.
+    """
 
     latency: float = Field(1.0, ge=0)
     jitter: float = Field(0.0, ge=0)
     error_rate: float = Field(0.0, ge=0, le=1)
     seed: int = 0
+    fail_on: tuple[str, ...] = ()
 
 
 class ProviderSettings(_Settings):
@@ -271,9 +274,7 @@ class Pipeline(BaseModel):
             if stage.name in seen:
                 raise PipelineError(f"duplicate stage name {stage.name!r}", where=label)
             if stage.name == self.input:
-                raise PipelineError(
-                    f"stage name {stage.name!r} is also the input field's name", where=label
-                )
+                raise PipelineError(f"stage name {stage.name!r} is also the input field's name", where=label)
             if not stage.is_tool:
                 try:
                     parse_model(stage.model or self.model, self.providers)
@@ -306,9 +307,7 @@ class Pipeline(BaseModel):
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise PipelineError(
-                f"cannot read the pipeline file: {reason}", where=str(path)
-            ) from exc
+            raise PipelineError(f"cannot read the pipeline file: {reason}", where=str(path)) from exc
         try:
             data = yaml.safe_load(text)
             root = yaml.compose(text)
@@ -318,9 +317,7 @@ class Pipeline(BaseModel):
             problem = getattr(exc, "problem", None) or str(exc)
             raise PipelineError(f"not valid YAML: {problem}", where=where) from exc
         if not isinstance(data, dict):
-            raise PipelineError(
-                "a pipeline file is a YAML mapping with a 'stages' list", where=str(path)
-            )
+            raise PipelineError("a pipeline file is a YAML mapping with a 'stages' list", where=str(path))
         return cls.from_dict(data, source=str(path), _yaml_root=root)
 
     @classmethod

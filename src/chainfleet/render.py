@@ -67,9 +67,7 @@ def report_markdown(report: RunReport) -> str:
     else:
         lines += ["| item | stage | type | message |", "|---|---|---|---|"]
         for f in report.failures[:TABLE_CAP]:
-            lines.append(
-                f"| {_cell(f['id'])} | {f['stage']} | {f['type']} | {_cell(f['message'])} |"
-            )
+            lines.append(f"| {_cell(f['id'])} | {f['stage']} | {f['type']} | {_cell(f['message'])} |")
         if report.items_failed > TABLE_CAP:
             lines.append(f"\n{report.items_failed - TABLE_CAP} more in results.jsonl.")
     lines += ["", "## Quality of each output", ""]

@@ -141,11 +141,10 @@ class RunReport:
         speedup = self.speedup
         lines = [
             f"run {self.run_id}: {self.items_succeeded}/{self.items_total} items succeeded, "
-            f"{self.items_failed} failed"
-            + (f", {self.items_skipped} skipped" if self.items_skipped else ""),
+            f"{self.items_failed} failed" + (f", {self.items_skipped} skipped" if self.items_skipped else ""),
             f"wall {fmt_seconds(self.wall_seconds)} at concurrency {self.concurrency}; "
             f"one at a time would take {fmt_seconds(self.sequential_seconds)}"
-            + (f" ({speedup:.2f}x, {saved:.0f}% saved)" if speedup and saved is not None else ""),
+            + _saved_note(speedup, saved, self.backoff_seconds),
             f"calls {self.calls.get('total', 0)} ({self.calls.get('retried', 0)} retried, "
             f"{self.calls.get('rate_limited', 0)} rate-limited); tokens in "
             f"{self.tokens.get('input', 0):,}, out {self.tokens.get('output', 0):,}",
@@ -164,6 +163,14 @@ class RunReport:
         from .render import report_markdown
 
         return report_markdown(self)
+
+
+def _saved_note(speedup: float | None, saved: float | None, backoff: float) -> str:
+    if speedup is None or saved is None:
+        return ""
+    if saved < 0:
+        return f" (no time saved: {fmt_seconds(backoff)} went on backoff waits between retries)"
+    return f" ({speedup:.2f}x, {saved:.0f}% saved)"
 
 
 def fmt_seconds(seconds: float) -> str:

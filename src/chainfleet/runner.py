@@ -348,9 +348,7 @@ def with_model(pipeline: Pipeline, model: str) -> Pipeline:
         raise ConfigError(str(exc), where="--model") from exc
     data = pipeline.model_dump(exclude={"stages"})
     stages = [s.model_copy(update={"model": None}) for s in pipeline.stages]
-    return Pipeline.model_validate(
-        {**data, "model": model, "stages": stages, "source": pipeline.source}
-    )
+    return Pipeline.model_validate({**data, "model": model, "stages": stages, "source": pipeline.source})
 
 
 def prepare(
@@ -406,9 +404,7 @@ async def arun(
     item, report.json, report.md, the run store). ``check_input`` reads the whole input once
     before the first call, so a malformed line fails the run with ``InputError`` up front.
     """
-    pipeline, source, store, total = prepare(
-        pipeline, items, out=out, model=model, check_input=check_input
-    )
+    pipeline, source, store, total = prepare(pipeline, items, out=out, model=model, check_input=check_input)
     runner = Runner(
         pipeline,
         concurrency=concurrency,

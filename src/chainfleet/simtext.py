@@ -109,9 +109,7 @@ _KINDS: dict[str, str] = {
         "polish polishing rewrite tighten".split(),
         "edit",
     ),
-    **dict.fromkeys(
-        "write writing article articles draft drafting post blog essay compose".split(), "write"
-    ),
+    **dict.fromkeys("write writing article articles draft drafting post blog essay compose".split(), "write"),
     **dict.fromkeys(
         "research researching facts notes investigate gather findings sources".split(), "research"
     ),
@@ -229,16 +227,14 @@ _BANKS: dict[str, tuple[str, ...]] = {
         "schools, startups, local councils, non-profits"
     ),
     "region": _bank(
-        "Europe, North America, East Asia, South America, Africa, Australia, South Asia, "
-        "the Nordic countries"
+        "Europe, North America, East Asia, South America, Africa, Australia, South Asia, the Nordic countries"
     ),
     "decade": _bank("1960s, 1970s, 1980s, 1990s, 2000s, 2010s"),
     "num": _bank("three, four, five, six, seven, eight, ten, twelve, fifteen"),
 }
 
 _FACTS = (
-    "{S} first drew wide attention in the {decade}, when {actors} began to study its effect on "
-    "{aspect}.",
+    "{S} first drew wide attention in the {decade}, when {actors} began to study its effect on {aspect}.",
     "Estimates suggest that about {pct}% of {groups} in {region} have direct experience with {s}.",
     "The main drivers of {s} are {aspect} and {aspect2}, according to most {actors}.",
     "Costs associated with {s} have fallen by roughly {pct}% over the past {num} years.",
@@ -293,8 +289,7 @@ _PURPOSES = (
 
 _CLOSINGS = (
     "{S} is neither a cure-all nor a passing fad; its value depends on how it is used.",
-    "The evidence on {s} is still growing, and the honest answer to many questions is that it "
-    "depends.",
+    "The evidence on {s} is still growing, and the honest answer to many questions is that it depends.",
     "For {groups}, the sensible course is to start small, measure carefully and adjust.",
     "Whatever happens next, {s} will keep shaping debates about {aspect} for years to come.",
     "Readers who want to go further should look for primary data rather than summaries.",
@@ -306,14 +301,11 @@ _SENTENCES = (
     "Most {actors} agree that {aspect} is the factor that matters most, and they disagree about "
     "almost everything else, including how {aspect2} should be measured.",
     "In order to understand {s}, it helps to look at how {groups} actually use it day to day.",
-    "It is worth noting that estimates vary widely: some put the figure near {pct}%, others much "
-    "lower.",
+    "It is worth noting that estimates vary widely: some put the figure near {pct}%, others much lower.",
     "For {groups}, the practical question is basically whether {s} improves {aspect} enough to "
     "justify the effort.",
-    "Over the past {num} years, {s} has moved from a niche interest to a regular topic among "
-    "{actors}.",
-    "The evidence on {aspect} is very mixed, and careful readers should treat bold claims with "
-    "caution.",
+    "Over the past {num} years, {s} has moved from a niche interest to a regular topic among {actors}.",
+    "The evidence on {aspect} is very mixed, and careful readers should treat bold claims with caution.",
     "A common mistake is to treat {s} as a single thing when it is in fact a collection of related "
     "practices.",
     "Data from {region} suggests that {aspect} improves when {groups} adopt {s} gradually rather "
@@ -322,63 +314,48 @@ _SENTENCES = (
     "clearest weak spot in the case made by its supporters.",
     "Supporters reply that the costs are front-loaded, while the gains in {aspect} build up over "
     "several years.",
-    "The debate is not only technical, since it also touches on {aspect2} and on who gets to "
-    "decide.",
-    "In {region}, {actors} have tried a different approach, with results that are still being "
-    "evaluated.",
+    "The debate is not only technical, since it also touches on {aspect2} and on who gets to decide.",
+    "In {region}, {actors} have tried a different approach, with results that are still being evaluated.",
     "One useful way to think about {s} is as a trade-off between {aspect} and {aspect2}.",
     "The balance looks different for {groups} than it does for {groups2}, and that difference "
     "explains a great deal of the disagreement between {actors}.",
     "Surveys suggest that roughly {pct}% of {groups} have heard of {s}, but far fewer could "
     "describe it accurately.",
-    "Basically, the people closest to the work tend to be the most cautious about sweeping "
-    "predictions.",
-    "The history matters here, because early decisions about {aspect} still shape how {s} works "
-    "today.",
+    "Basically, the people closest to the work tend to be the most cautious about sweeping predictions.",
+    "The history matters here, because early decisions about {aspect} still shape how {s} works today.",
     "When {s} first drew attention in the {decade}, few {actors} expected it to last.",
     "Steady improvements in {aspect} have made {s} far easier to adopt than it was a decade ago.",
     "Nothing about this is inevitable, and the next few years will depend on choices made by "
     "{actors} and {groups}.",
     "It is important to note that good outcomes usually come from patient, well-measured changes "
     "rather than dramatic bets.",
-    "There is a really simple test for any claim about {s}: ask what would count as evidence "
-    "against it.",
+    "There is a really simple test for any claim about {s}: ask what would count as evidence against it.",
     "The numbers are easier to read once you separate short-term effects from long-term ones.",
-    "Short-term effects on {aspect} are usually modest, and they can even be negative during the "
-    "first year.",
-    "Long-term effects are harder to measure, yet they are where most of the value of {s} is "
-    "claimed to lie.",
-    "A {year} study of {count} {groups} found that {pct}% reported better {aspect} after two "
-    "years.",
+    "Short-term effects on {aspect} are usually modest, and they can even be negative during the first year.",
+    "Long-term effects are harder to measure, yet they are where most of the value of {s} is claimed to lie.",
+    "A {year} study of {count} {groups} found that {pct}% reported better {aspect} after two years.",
     "Encouraging figures like these are common, but many studies lack a control group and should "
     "be read with care.",
     "Regulators in {region} have started to pay closer attention to {s}, especially where "
     "{aspect} is concerned.",
-    "For now, the rules differ a great deal from place to place, which creates extra work for "
-    "{groups}.",
-    "Anyone new to {s} should start small, measure carefully and compare results against a clear "
-    "baseline.",
+    "For now, the rules differ a great deal from place to place, which creates extra work for {groups}.",
+    "Anyone new to {s} should start small, measure carefully and compare results against a clear baseline.",
     "The most successful examples share a few traits: clear goals, honest measurement and a "
     "willingness to change course.",
     "Failures, by contrast, tend to come from very ambitious plans that ignore {aspect}.",
-    "Public opinion has shifted slowly, and trust in {s} now tracks trust in the {actors} who "
-    "promote it.",
+    "Public opinion has shifted slowly, and trust in {s} now tracks trust in the {actors} who promote it.",
     "Costs have fallen by about {pct}% since {year}, which has opened the door to {groups} that "
     "were priced out before.",
-    "The main bottleneck today is not technology but {aspect2}, and that is much harder to fix "
-    "quickly.",
+    "The main bottleneck today is not technology but {aspect2}, and that is much harder to fix quickly.",
     "Several {actors} have called for better shared data so that claims about {s} can be checked "
     "independently.",
-    "Until that happens, the debate about {s} will continue to rely on partial evidence and "
-    "strong opinions.",
+    "Until that happens, the debate about {s} will continue to rely on partial evidence and strong opinions.",
     "Comparisons between {region} and {region2} show that local conditions matter more than any "
     "single best practice.",
-    "This is why it is a good idea to read reports on {s} closely and check where their figures "
-    "come from.",
+    "This is why it is a good idea to read reports on {s} closely and check where their figures come from.",
     "In practice, {groups} that succeed with {s} tend to treat {aspect} as a design goal from the "
     "start, and they revisit it regularly as conditions change.",
-    "It is easy to overlook {aspect2}, which is actually one of the more reliable predictors of "
-    "success.",
+    "It is easy to overlook {aspect2}, which is actually one of the more reliable predictors of success.",
 )
 _GENERIC_OPENERS = (
     "Here is a short overview of {s}.",
@@ -518,8 +495,7 @@ def _generic(subject: str, rng: random.Random) -> str:
 
 _REWRITES: dict[str, str] = {
     **dict.fromkeys(
-        "very really basically actually quite simply truly certainly definitely extremely "
-        "literally".split(),
+        "very really basically actually quite simply truly certainly definitely extremely literally".split(),
         "",
     ),
     "it is worth noting that": "",
@@ -546,8 +522,7 @@ _REWRITE_KEYS = tuple(sorted(_REWRITES, key=len, reverse=True))
 _SPLIT_MARKS = ("; ", ", and ", ", but ", ", yet ")
 # ", and" ends a sentence only when a clause follows, not a list item ("where ..., and why").
 _CLAUSE_SUBJECTS = frozenset(
-    "i we you he she it they this that these those there the its their many most some few "
-    "others".split()
+    "i we you he she it they this that these those there the its their many most some few others".split()
 )
 _BULLET = re.compile(r"^(\s*(?:[-*+]|\d+[.)])\s+)(.*)$")
 _LONG_SENTENCE = 22  # words; longer sentences are split at "; " or ", and" when both halves stand

@@ -59,15 +59,11 @@ def demo_command(concurrency: int, latency: float, error_rate: float, out: str) 
         f"Running 3 topics x 3 agents (research -> write -> edit) on the simulated model, "
         f"{latency:g} s a call."
     )
-    demo = asyncio.run(
-        run_demo(out, concurrency=concurrency, latency=latency, error_rate=error_rate)
-    )
+    demo = asyncio.run(run_demo(out, concurrency=concurrency, latency=latency, error_rate=error_rate))
     seq, par = demo.sequential, demo.parallel
     rows = [("one at a time", seq), (f"parallel, concurrency {concurrency}", par)]
     click.echo("")
-    click.echo(
-        f"{'mode':<26} {'total time':>11} {'succeeded':>10} {'failed':>7} {'retried calls':>14}"
-    )
+    click.echo(f"{'mode':<26} {'total time':>11} {'succeeded':>10} {'failed':>7} {'retried calls':>14}")
     for label, r in rows:
         click.echo(
             f"{label:<26} {fmt_seconds(r.wall_seconds):>11} {r.items_succeeded:>6}/{r.items_total:<3} "
@@ -75,9 +71,7 @@ def demo_command(concurrency: int, latency: float, error_rate: float, out: str) 
         )
     click.echo("")
     click.echo("Quality of each output (parallel run):")
-    click.echo(
-        f"  {'topic':<50} {'score':>5} {'words':>6} {'readability':>11} {'topic covered':>14}"
-    )
+    click.echo(f"  {'topic':<50} {'score':>5} {'words':>6} {'readability':>11} {'topic covered':>14}")
     topics = {rec.id: rec.input.get("topic", rec.id) for rec in par.results()}
     for q in par.quality:
         click.echo(
@@ -87,9 +81,7 @@ def demo_command(concurrency: int, latency: float, error_rate: float, out: str) 
     for f in par.failures + seq.failures:
         click.echo(f"  failed: item {f['id']} at {f['stage']}: {f['type']}: {f['message']}")
     click.echo("")
-    click.echo(
-        f"Outputs identical between the two modes: {'yes' if demo.outputs_identical else 'NO'}"
-    )
+    click.echo(f"Outputs identical between the two modes: {'yes' if demo.outputs_identical else 'NO'}")
     saved = demo.time_saved_pct
     if saved is not None:
         click.echo(

@@ -100,9 +100,7 @@ def run_command(
     sys.exit(report.exit_code if report.exit_code != 2 else EXIT_USAGE)
 
 
-async def _run(
-    pipeline: Pipeline, input_file: str, out: Path, *, quiet: bool, **kwargs: Any
-) -> RunReport:
+async def _run(pipeline: Pipeline, input_file: str, out: Path, *, quiet: bool, **kwargs: Any) -> RunReport:
     printer = None if quiet else ProgressPrinter()
     try:
         return await arun(

@@ -43,8 +43,7 @@ class ProviderPool:
 
             return SimProvider(self.pipeline.sim, clock=self.clock)
         raise ConfigError(
-            f"provider {name!r} is not available in this version of chainfleet; "
-            "use the built-in 'sim' model"
+            f"provider {name!r} is not available in this version of chainfleet; use the built-in 'sim' model"
         )
 
     async def aclose(self) -> None:

@@ -2,7 +2,8 @@
 
 Text comes from :func:`chainfleet.simtext.generate`, a function of (seed, model, system, prompt)
 only, so the same chain gives the same outputs at any concurrency and in any order. Latency is
-``latency`` seconds plus up to ``jitter`` more (also a function of the prompt). With
+``latency`` seconds plus up to ``jitter`` more (also a function of the prompt), and is the whole
+service time of a call: generating the text counts towards it, as it does on a real server. With
 ``error_rate`` set, calls fail with a simulated 500 (a retryable ``ServerError``); whether the
 n-th call of a given prompt fails is decided by (seed, prompt, n), so failures too are the same
 from run to run whatever the interleaving.
@@ -10,6 +11,7 @@ from run to run whatever the interleaving.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from .. import simtext
@@ -19,6 +21,13 @@ from ..pipeline import SimSettings
 from .base import Completion, CompletionRequest, Provider
 
 __all__ = ["SimProvider"]
+
+
+@functools.lru_cache(maxsize=4096)
+def _generate(prompt: str, system: str | None, seed: int, max_tokens: int, model: str) -> str:
+    """``simtext.generate``, memoized: a pure function, and the simulator's own CPU time should
+    stay out of the way of the runner it stands in for (a real model computes elsewhere)."""
+    return simtext.generate(prompt, system=system, seed=seed, max_tokens=max_tokens, model=model)
 
 
 def _unit(*parts: object) -> float:
@@ -37,30 +46,33 @@ class SimProvider(Provider):
         self.clock = clock or SystemClock()
         # n-th call per prompt, kept only while a prompt keeps failing (bounded by in-flight work)
         self._failures: dict[str, int] = {}
+        # how late the event loop wakes us, on average (see _sleep)
+        self._lateness = 0.0
 
     async def complete(self, request: CompletionRequest) -> Completion:
         s = self.settings
         key = f"{request.model}\x00{request.system}\x00{request.prompt}"
+        started = self.clock.now()
         delay = s.latency
         if s.jitter:
             delay += s.jitter * _unit(s.seed, "jitter", key)
-        if delay > 0:
-            await self.clock.sleep(delay)
-        if s.error_rate:
+        failing = any(text in request.prompt for text in s.fail_on)
+        if s.error_rate and not failing:
             nth = self._failures.get(key, 0)
-            if _unit(s.seed, "fail", key, nth) < s.error_rate:
-                self._failures[key] = nth + 1
-                raise ServerError(
-                    "simulated 500 Internal Server Error (sim error_rate)", status=500
-                )
-            self._failures.pop(key, None)
-        text = simtext.generate(
-            request.prompt,
-            system=request.system,
-            seed=s.seed,
-            max_tokens=request.max_tokens,
-            model=request.model,
+            failing = _unit(s.seed, "fail", key, nth) < s.error_rate
+            self._failures[key] = nth + 1
+        text = (
+            ""
+            if failing
+            else _generate(request.prompt, request.system, s.seed, request.max_tokens, request.model)
         )
+        # the latency is the whole service time, like a server's: generating the text is part of it
+        remaining = delay - (self.clock.now() - started)
+        if remaining > 0:
+            await self._sleep(remaining)
+        if failing:
+            raise ServerError("simulated 500 Internal Server Error", status=500)
+        self._failures.pop(key, None)
         prompt_tokens = simtext.count_tokens(request.prompt)
         if request.system:
             prompt_tokens += simtext.count_tokens(request.system)
@@ -70,6 +82,18 @@ class SimProvider(Provider):
             output_tokens=simtext.count_tokens(text),
             model=request.model,
         )
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep so the call's service time is ``latency`` on average, not latency + lateness.
+
+        asyncio wakes a sleeper late: its timers round up to the millisecond and the kernel adds
+        slack, about 0.3 ms on a 20 ms sleep here. A real server's latency has no such bias, so
+        the simulator learns its average lateness (a moving average) and asks for that much less.
+        """
+        before = self.clock.now()
+        await self.clock.sleep(max(0.0, seconds - self._lateness))
+        late = (self.clock.now() - before) - seconds
+        self._lateness = max(0.0, min(0.002, self._lateness + 0.1 * late))
 
     def __repr__(self) -> str:
         return f"SimProvider({self.settings!r})"
