@@ -79,6 +79,12 @@ def run_command(
     if sequential and concurrency not in (None, 1):
         raise ConfigError("--sequential and --concurrency disagree; give one of them")
     pipeline = Pipeline.from_yaml(pipeline_file)
+    if pipeline.limits:
+        click.echo(
+            "warning: the pipeline's limits: are not enforced in this version of chainfleet; "
+            "use -c to keep under your provider's rate limits",
+            err=True,
+        )
     out_dir = Path(out) if out else Path("runs") / new_run_id()
     report = asyncio.run(
         _run(
