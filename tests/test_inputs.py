@@ -236,9 +236,7 @@ def test_ragged_csv_row_names_line_and_row(tmp_path: Path) -> None:
 def test_csv_duplicate_ids_name_rows_and_lines(tmp_path: Path) -> None:
     path = write(tmp_path / "rows.csv", "id,topic\na,1\nb,2\na,3\n")
 
-    assert scan_error(open_input(path)) == (
-        f"{path}:4: duplicate id 'a', first used on row 1 (line 2)"
-    )
+    assert scan_error(open_input(path)) == (f"{path}:4: duplicate id 'a', first used on row 1 (line 2)")
 
 
 def test_csv_required_column_missing_from_header(tmp_path: Path) -> None:
@@ -362,17 +360,11 @@ def test_items_from_strings_mappings_and_items() -> None:
 
 
 def test_items_from_errors_name_the_position() -> None:
-    assert (
-        scan_error(items_from(["a", {"id": "1"}]))
-        == "item 2: duplicate id '1', first used on item 1"
-    )
+    assert scan_error(items_from(["a", {"id": "1"}])) == "item 2: duplicate id '1', first used on item 1"
     assert scan_error(items_from(["a", {"b": 1}]), required=("input",)).startswith(
         "item 2: missing field 'input'"
     )
-    assert (
-        scan_error(items_from([{"id": None}]))
-        == "item 1: id must be a string or a number, got null"
-    )
+    assert scan_error(items_from([{"id": None}])) == "item 1: id must be a string or a number, got null"
     assert scan_error(items_from([])) == "items: no inputs: the iterable is empty"
     assert scan_error(items_from(["a", 3])) == (  # type: ignore[list-item]
         "item 2: expected a string, a mapping or an Item, got int"
@@ -430,8 +422,7 @@ def test_scanning_ids_stays_within_the_digest_budget(tmp_path: Path) -> None:
     path = tmp_path / "big.jsonl"
     with path.open("w", encoding="utf-8") as file:
         file.writelines(
-            json.dumps({"id": f"{n:08d}-{'a-long-slug-made-from-the-title-' * 3}", "input": "x"})
-            + "\n"
+            json.dumps({"id": f"{n:08d}-{'a-long-slug-made-from-the-title-' * 3}", "input": "x"}) + "\n"
             for n in range(lines)
         )
 

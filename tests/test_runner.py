@@ -79,9 +79,7 @@ def chain(**stage_kw: Any) -> Pipeline:
 
 
 def go(clock: VirtualClock, pipeline: Pipeline, items: Any, provider: Provider, **kw: Any) -> Any:
-    return asyncio.run(
-        clock.run(arun(pipeline, items, clock=clock, providers={"sim": provider}, **kw))
-    )
+    return asyncio.run(clock.run(arun(pipeline, items, clock=clock, providers={"sim": provider}, **kw)))
 
 
 def results(report: Any) -> dict[str, Any]:

@@ -70,7 +70,14 @@ class ConfigError(ChainfleetError):
 
 
 class PipelineError(ConfigError):
-    """A pipeline (YAML file or Python ``Stage`` list) that does not validate."""
+    """A pipeline (a YAML file, a dict, or ``Pipeline(...)``) that does not validate.
+
+    (A ``Stage(...)`` built on its own raises pydantic's ``ValidationError``, a ``ValueError``.)
+
+    ``loc`` is where in the pipeline, e.g. ``("stages", 1, "prompt")``, when known.
+    """
+
+    loc: tuple[object, ...] | None = None
 
 
 class InputError(ConfigError):

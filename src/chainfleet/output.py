@@ -27,22 +27,31 @@ def _slug(text: str, limit: int) -> str:
     return _UNSAFE.sub("-", ascii_text.lower()).strip("-")[:limit].strip("-")
 
 
+#: names Windows reserves for devices: "con.md" cannot be created there
+_DEVICES = frozenset(["con", "prn", "aux", "nul"] + [f"{p}{n}" for p in ("com", "lpt") for n in range(10)])
+
+
 def safe_name(item_id: str, topic: str | None = None) -> str:
-    """A file name (without extension) for an item: ``<id>-<topic words>``, safe and unique.
+    """A file name (without extension) for an item: ``<id>--<topic words>``, safe and unique.
+
+    Only ``[a-z0-9-]``: no path separators, no dots, never empty, never a Windows device name,
+    at most ~95 characters. Distinct ids always give distinct names: an id that is not already
+    its own safe form gets ``---`` and a hash of the real id; ``--`` comes before the topic
+    words. (A slug never holds ``--`` and topic words never start with ``-``, so the parts
+    cannot be confused.)
 
     >>> safe_name("7", "Solar power in Kenya")
-    '7-solar-power-in-kenya'
-    >>> safe_name("../../etc/passwd").startswith("etc-passwd-")
+    '7--solar-power-in-kenya'
+    >>> safe_name("../../etc/passwd").startswith("etc-passwd---")
     True
     """
     slug_id = _slug(item_id, 40)
     name = slug_id or "item"
-    if slug_id != item_id:
-        name += "-" + hashlib.blake2b(item_id.encode(), digest_size=4).hexdigest()
-    if topic:
-        topic_slug = _slug(topic, 40)
-        if topic_slug and topic_slug != slug_id:
-            name = f"{name}-{topic_slug}"
+    if slug_id != item_id or slug_id in _DEVICES:
+        name += "---" + hashlib.blake2b(item_id.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
+    topic_slug = _slug(topic, 40) if topic else ""
+    if topic_slug and topic_slug != slug_id:
+        name += "--" + topic_slug
     return name
 
 

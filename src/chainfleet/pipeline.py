@@ -123,6 +123,9 @@ class Stage(BaseModel):
     _prompt_t: jinja2.Template | None = PrivateAttr(None)
     _system_t: jinja2.Template | None = PrivateAttr(None)
 
+    # No __init__ override here: pydantic would call it for every nested stage of a Pipeline
+    # too, losing the stage's index. A Stage built alone raises pydantic's ValidationError.
+
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
@@ -263,37 +266,57 @@ class Pipeline(BaseModel):
     concurrency: int = Field(5, ge=1)
     input: str = "input"
     stages: list[Stage] = Field(min_length=1)
-    #: where the pipeline came from (a file path), used in messages
-    source: str | None = Field(None, exclude=True)
+
+    #: where the pipeline came from (a file path) and its YAML tree, for messages with lines
+    _source: str | None = PrivateAttr(None)
+    _root: Any = PrivateAttr(None)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _explain(exc, data, None, None) from None
+
+    @property
+    def source(self) -> str | None:
+        return self._source
 
     def model_post_init(self, __context: Any) -> None:
-        where = self.source or "pipeline"
         seen: set[str] = set()
-        for index, stage in enumerate(self.stages):
-            label = f"{where}: stage {stage.name!r} (stages[{index}])"
+        for index, stage in enumerate(self.stages):  # names first: templates refer to them
             if stage.name in seen:
-                raise PipelineError(f"duplicate stage name {stage.name!r}", where=label)
+                raise self._error(f"duplicate stage name {stage.name!r}", ("stages", index, "name"))
             if stage.name == self.input:
-                raise PipelineError(f"stage name {stage.name!r} is also the input field's name", where=label)
+                raise self._error(
+                    f"stage name {stage.name!r} is also the input field's name (input: {self.input})",
+                    ("stages", index, "name"),
+                )
+            seen.add(stage.name)
+        for index, stage in enumerate(self.stages):
+            at = ("stages", index)
             if not stage.is_tool:
                 try:
                     parse_model(stage.model or self.model, self.providers)
                 except ValueError as exc:
-                    field = "model" if stage.model else "model (the pipeline's default)"
-                    raise PipelineError(str(exc), where=f"{label}, field {field!r}") from exc
+                    raise self._error(str(exc), (*at, "model") if stage.model else ("model",)) from exc
             later = {s.name for s in self.stages[index:]}
             for field in ("prompt", "system"):
-                source = getattr(stage, field)
-                if source is None:
+                template = getattr(stage, field)
+                if template is None:
                     continue
-                names = jinja2.meta.find_undeclared_variables(_ENV.parse(source))
+                names = jinja2.meta.find_undeclared_variables(_ENV.parse(template))
                 for var in sorted(names & later):
                     when = "itself" if var == stage.name else "a later stage"
-                    raise PipelineError(
+                    raise self._error(
                         f"uses {{{{ {var} }}}}, which is {when}: a stage sees only earlier stages",
-                        where=f"{label}, field {field!r}",
+                        (*at, field),
                     )
-            seen.add(stage.name)
+
+    def _error(self, reason: str, loc: tuple[Any, ...]) -> PipelineError:
+        names = [s.name for s in self.stages]
+        error = PipelineError(reason, where=_where(self._source, self._root, loc, names))
+        error.loc = loc
+        return error
 
     # -- loading --------------------------------------------------------------------------------
 
@@ -309,8 +332,8 @@ class Pipeline(BaseModel):
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise PipelineError(f"cannot read the pipeline file: {reason}", where=str(path)) from exc
         try:
-            data = yaml.safe_load(text)
-            root = yaml.compose(text)
+            data = yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -326,9 +349,21 @@ class Pipeline(BaseModel):
     ) -> Pipeline:
         """Validate a pipeline given as plain data (what a YAML file holds)."""
         try:
-            return cls.model_validate({**data, "source": source})
+            pipeline = cls.model_validate(data)
         except ValidationError as exc:
-            raise _explain(exc, data, source or "pipeline", _yaml_root) from None
+            raise _explain(exc, data, source, _yaml_root) from None
+        except PipelineError as exc:
+            loc = getattr(exc, "loc", None)
+            if loc is None:
+                raise
+            stages = data.get("stages") or []
+            names = [s.get("name") if isinstance(s, Mapping) else None for s in stages]
+            error = PipelineError(exc.reason, where=_where(source, _yaml_root, loc, names))
+            error.loc = loc
+            raise error from None
+        pipeline._source = source
+        pipeline._root = _yaml_root
+        return pipeline
 
     # -- questions the runner asks ---------------------------------------------------------------
 
@@ -358,7 +393,6 @@ class Pipeline(BaseModel):
         """
         if fields is None:
             return
-        where = self.source or "pipeline"
         for var, uses in self.input_fields_needed().items():
             if var in fields:
                 continue
@@ -367,41 +401,88 @@ class Pipeline(BaseModel):
             earlier = [s.name for s in self.stages[:index]]
             hint = difflib.get_close_matches(var, [*fields, *earlier, "id"], n=1)
             did = f"; did you mean {{{{ {hint[0]} }}}}?" if hint else ""
-            raise PipelineError(
+            raise self._error(
                 f"uses {{{{ {var} }}}}, which is neither a field of {input_name} "
                 f"({', '.join(sorted(fields)) or 'none'}) nor an earlier stage "
                 f"({', '.join(earlier) or 'none'}){did}",
-                where=f"{where}: stage {stage!r} (stages[{index}]), field {field!r}",
+                ("stages", index, field),
             )
 
 
-def _explain(exc: ValidationError, data: Mapping[str, Any], where: str, root: Any) -> PipelineError:
+_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+
+
+def _explain(
+    exc: ValidationError,
+    data: Mapping[str, Any],
+    source: str | None,
+    root: Any,
+    prefix: tuple[Any, ...] = (),
+) -> PipelineError:
     """Turn pydantic's first error into one line naming the YAML line, stage and field."""
     error = exc.errors()[0]
-    loc = tuple(error["loc"])
-    line = _yaml_line(root, loc)
-    place = f"{where}:{line}" if line else where
-    parts: list[str] = []
-    if len(loc) >= 2 and loc[0] == "stages" and isinstance(loc[1], int):
-        stages = data.get("stages") or []
-        name = stages[loc[1]].get("name") if isinstance(stages[loc[1]], Mapping) else None
-        parts.append(f"stage {name!r} (stages[{loc[1]}])" if name else f"stages[{loc[1]}]")
-        rest = loc[2:]
-        model: type[BaseModel] = Stage
-    else:
-        rest = loc
-        model = Pipeline
-    field = ".".join(str(p) for p in rest)
-    if field:
-        parts.append(f"field {field!r}")
+    loc = (*prefix, *error["loc"])
+    stages = data.get("stages") if isinstance(data.get("stages"), list) else []
+    names = [s.get("name") if isinstance(s, Mapping) else None for s in stages or []]
+    in_stage = len(loc) >= 2 and loc[0] == "stages" and isinstance(loc[1], int)
+    rest = loc[2:] if in_stage else loc
+    kind = error["type"]
     message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        known = [n for n in model.model_fields if n != "source"]
+    if kind == "extra_forbidden":
+        model: type[BaseModel] = Stage if in_stage and len(rest) == 1 else Pipeline
+        known = list(model.model_fields)
         hint = difflib.get_close_matches(str(rest[-1]), known, n=1) if rest else []
         message = "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-    elif error["type"] == "missing":
+    elif kind == "missing":
         message = "is required"
-    return PipelineError(message, where=f"{place}: {', '.join(parts)}" if parts else place)
+    elif kind == "too_short" and loc == ("stages",):
+        message = "a pipeline needs at least one stage"
+    elif kind in ("dict_type", "model_type", "model_attributes_type") and in_stage and not rest:
+        message = "a stage is a mapping with a 'name' and a 'prompt' (or a 'tool')"
+    elif kind in _RANGE_ERRORS or kind.endswith("_parsing") or kind.endswith("_type"):
+        message += f" (got {error.get('input')!r})"
+    result = PipelineError(message, where=_where(source, root, loc, names))
+    result.loc = loc
+    return result
+
+
+def _where(source: str | None, root: Any, loc: tuple[Any, ...], names: list[Any]) -> str:
+    """``file:line: stage 'x' (stages[i]), field 'f'`` for a location in a pipeline."""
+    line = _yaml_line(root, loc) if root is not None else None
+    place = (source or "pipeline") + (f":{line}" if line else "")
+    parts: list[str] = []
+    rest = loc
+    if len(loc) >= 2 and loc[0] == "stages" and isinstance(loc[1], int):
+        index = loc[1]
+        name = names[index] if index < len(names) else None
+        parts.append(f"stage {name!r} (stages[{index}])" if name else f"stages[{index}]")
+        rest = loc[2:]
+    if rest:
+        parts.append(f"field {'.'.join(str(p) for p in rest)!r}")
+    return f"{place}: {', '.join(parts)}" if parts else place
+
+
+def _unique_key_loader() -> Any:
+    """A YAML SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, str) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"key {key!r} is given twice (first on line {seen[key]})",
+                        key_node.start_mark,
+                    )
+                if isinstance(key, str):
+                    seen[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def _yaml_line(root: Any, loc: tuple[Any, ...]) -> int | None:

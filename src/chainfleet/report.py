@@ -169,7 +169,8 @@ def _saved_note(speedup: float | None, saved: float | None, backoff: float) -> s
     if speedup is None or saved is None:
         return ""
     if saved < 0:
-        return f" (no time saved: {fmt_seconds(backoff)} went on backoff waits between retries)"
+        why = f": {fmt_seconds(backoff)} went on backoff waits between retries" if backoff > 0 else ""
+        return f" (no time saved{why})"
     return f" ({speedup:.2f}x, {saved:.0f}% saved)"
 
 

@@ -47,7 +47,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
         """The backoff bound after attempt ``attempt``: 1, 2, 4 ... s, capped; jittered if set."""
-        bound = min(self.cap, self.base * 2.0 ** (attempt - 1))
+        bound = min(self.cap, self.base * 2.0 ** min(attempt - 1, 64))
         if not self.jitter:
             return bound
         return rng.uniform(0, bound) if rng is not None else random.uniform(0, bound)

@@ -92,7 +92,7 @@ class Runner:
         self.retry = retry or RetryPolicy()
         self.retry_passes = retry_passes
         self.clock = clock or SystemClock()
-        self.store = store or RunStore.open(":memory:")
+        self.store = store or RunStore.open("")  # "" = a private temporary file: memory stays flat
         self.run_id = run_id or new_run_id()
         self.pool = ProviderPool(pipeline, clock=self.clock, overrides=dict(providers or {}))
         self.stats = RunStats()
@@ -109,7 +109,7 @@ class Runner:
 
     async def run(self, source: InputSource) -> RunReport:
         """Run every item of ``source`` and return the report. Never raises for a failed item."""
-        self.pool.check([self.pipeline.model_for(s) for s in self._stages if not s.is_tool])
+        self.pool.check()
         self.store.begin_run(self.run_id, pipeline=self.pipeline.name, settings=self._settings())
         items = iter(source)
         try:
@@ -348,7 +348,9 @@ def with_model(pipeline: Pipeline, model: str) -> Pipeline:
         raise ConfigError(str(exc), where="--model") from exc
     data = pipeline.model_dump(exclude={"stages"})
     stages = [s.model_copy(update={"model": None}) for s in pipeline.stages]
-    return Pipeline.model_validate({**data, "model": model, "stages": stages, "source": pipeline.source})
+    copy = Pipeline.model_validate({**data, "model": model, "stages": stages})
+    copy._source, copy._root = pipeline._source, pipeline._root
+    return copy
 
 
 def prepare(
@@ -358,6 +360,7 @@ def prepare(
     out: str | os.PathLike[str] | None = None,
     model: str | None = None,
     check_input: bool = True,
+    providers: Mapping[str, Provider] | None = None,
 ) -> tuple[Pipeline, InputSource, RunStore | None, int | None]:
     """Everything checked and opened before the first call: the one place exit-2 errors arise.
 
@@ -370,6 +373,7 @@ def prepare(
     source = as_source(items, pipeline)
     pipeline.check_fields(source.fields, input_name=str(source.path or "the input"))
     total = None
+    ProviderPool(pipeline, clock=SystemClock(), overrides=dict(providers or {})).check()
     if check_input and source.reiterable:
         total = source.scan(required=[v for v in pipeline.input_fields_needed() if v != "id"])
     store = None
@@ -396,6 +400,7 @@ async def arun(
     providers: Mapping[str, Provider] | None = None,
     check_input: bool = True,
     on_start: Callable[[Runner], None] | None = None,
+    run_id: str | None = None,
 ) -> RunReport:
     """Run ``pipeline`` over ``items`` and return its :class:`RunReport`.
 
@@ -413,6 +418,7 @@ async def arun(
         store=store,
         clock=clock,
         providers=providers,
+        run_id=run_id,
     )
     runner.total = total
     if on_start is not None:

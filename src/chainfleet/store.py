@@ -100,7 +100,11 @@ class ItemRecord:
 
 
 class RunStore:
-    """A SQLite file (or ``:memory:``) holding runs, item outcomes and stage results."""
+    """A SQLite file holding runs, item outcomes and stage results.
+
+    ``RunStore.open("")`` is a private temporary file, deleted when closed (the Python API uses
+    it when no output folder is given, so big runs do not hold every output in memory).
+    """
 
     def __init__(self, db: sqlite3.Connection, *, commit_every: float = 0.25) -> None:
         self.db = db
@@ -108,7 +112,7 @@ class RunStore:
         self._last_commit = time.monotonic()
 
     @classmethod
-    def open(cls, path: str | Path = ":memory:", **kwargs: Any) -> RunStore:
+    def open(cls, path: str | Path = "", **kwargs: Any) -> RunStore:
         db = sqlite3.connect(str(path))
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")

@@ -85,7 +85,8 @@ def run_command(
             "use -c to keep under your provider's rate limits",
             err=True,
         )
-    out_dir = Path(out) if out else Path("runs") / new_run_id()
+    run_id = new_run_id()
+    out_dir = Path(out) if out else Path("runs") / run_id
     report = asyncio.run(
         _run(
             pipeline,
@@ -96,6 +97,7 @@ def run_command(
             model=model,
             max_attempts=max_attempts,
             retry_passes=retry_passes,
+            run_id=run_id,
         )
     )
     for line in report.summary_lines():

@@ -32,10 +32,20 @@ class ProviderPool:
             provider = self._providers[name] = self._make(name)
         return provider, model
 
-    def check(self, specs: list[str]) -> None:
-        """Make every provider the pipeline needs now, so a missing key fails before any call."""
-        for spec in specs:
-            self.for_model(spec)
+    def check(self) -> None:
+        """Make every provider the pipeline needs now, so a missing key fails before any call.
+
+        A problem is a ``ConfigError`` naming the pipeline file, the stage and its model.
+        """
+        for index, stage in enumerate(self.pipeline.stages):
+            if stage.is_tool:
+                continue
+            try:
+                self.for_model(self.pipeline.model_for(stage))
+            except ConfigError as exc:
+                field = "model" if stage.model else "model (the pipeline's default)"
+                where = f"{self.pipeline.source or 'pipeline'}: stage {stage.name!r} (stages[{index}])"
+                raise ConfigError(exc.reason, where=f"{where}, field {field!r}") from exc
 
     def _make(self, name: str) -> Provider:
         if name == "sim":

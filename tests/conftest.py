@@ -1,0 +1,91 @@
+"""Shared fixtures: small pipelines on a fast simulated model, topic files, the CLI runner."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+#: the content chain of examples/content.yaml, on a simulated model that takes no real time
+FAST_PIPELINE: dict[str, Any] = {
+    "name": "content",
+    "model": "sim",
+    "sim": {"latency": 0, "seed": 0},
+    "input": "topic",
+    "stages": [
+        {
+            "name": "research",
+            "system": "You are a meticulous research agent.",
+            "prompt": "Research {{ topic }}: the key facts, figures and open questions.",
+            "max_tokens": 800,
+        },
+        {
+            "name": "write",
+            "system": "You are a clear, engaging writer.",
+            "prompt": "Write an article on {{ topic }} from these notes:\n{{ research }}",
+            "max_tokens": 1200,
+        },
+        {
+            "name": "edit",
+            "system": "You are a careful editor.",
+            "prompt": "Edit this draft for clarity and accuracy:\n{{ write }}",
+            "max_tokens": 1200,
+        },
+    ],
+}
+
+TOPICS = [
+    "The rise of heat pumps in cold climates",
+    "How container shipping shaped the global economy",
+    "Why sleep matters for memory",
+    "The economics of vertical farming",
+    "The history of the bicycle",
+]
+
+
+def pipeline_data(**overrides: Any) -> dict[str, Any]:
+    """FAST_PIPELINE with top-level keys replaced; ``sim`` is merged rather than replaced."""
+    data = json.loads(json.dumps(FAST_PIPELINE))
+    sim = overrides.pop("sim", None)
+    if sim is not None:
+        data["sim"] = {**data["sim"], **sim}
+    data.update(overrides)
+    return data
+
+
+@pytest.fixture
+def write_pipeline(tmp_path: Path) -> Callable[..., Path]:
+    """Write a pipeline YAML file into tmp_path: ``write_pipeline(sim={"fail_on": ["x"]})``."""
+
+    def write(name: str = "pipeline.yaml", **overrides: Any) -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(pipeline_data(**overrides), sort_keys=False), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def topics_file(tmp_path: Path) -> Callable[..., Path]:
+    """Write a plain-text topics file (one topic a line) into tmp_path."""
+
+    def write(topics: list[str] = TOPICS, name: str = "topics.txt") -> Path:
+        path = tmp_path / name
+        path.write_text("".join(f"{t}\n" for t in topics), encoding="utf-8")
+        return path
+
+    return write
+
+
+def read_results(out: Path) -> list[dict[str, Any]]:
+    """results.jsonl as a list of objects, checking each line is one JSON object."""
+    lines = (out / "results.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def read_report(out: Path) -> dict[str, Any]:
+    return json.loads((out / "report.json").read_text(encoding="utf-8"))

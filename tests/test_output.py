@@ -1,0 +1,246 @@
+"""The output folder: safe, unique item file names whatever the ids hold; report.md and item files."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chainfleet import Pipeline, run
+from chainfleet.output import safe_name
+from conftest import TOPICS, pipeline_data, read_report, read_results
+
+SAFE = re.compile(r"[a-z0-9-]+")
+WINDOWS_DEVICES = {
+    "con",
+    "prn",
+    "aux",
+    "nul",
+    *(f"com{i}" for i in range(1, 10)),
+    *(f"lpt{i}" for i in range(1, 10)),
+}
+
+NASTY = [
+    "../../etc/passwd",
+    "/abs/path",
+    "a\\b",
+    "..\\..\\windows\\system32",
+    "..",
+    ".",
+    "...",
+    ".hidden",
+    "nul\x00byte",
+    "\x00",
+    "🚀🔥",
+    "🚀 rocket",
+    "x" * 500,
+    "é" * 300,
+    '<>:"|?*',
+    "con",
+    "CON",
+    "com1",
+    "  spaces  ",
+    "-leading-dash",
+    "line\nbreak\ttab",
+    "\u202eevil\u202c",  # right-to-left override
+    "Ünïcödé Straße",
+    "C:\\Users\\x",
+    "~/home",
+    "$HOME",
+]
+
+
+def check_safe(name: str) -> None:
+    assert SAFE.fullmatch(name), f"unsafe characters in {name!r}"
+    assert name and not name.startswith(("-", "."))
+    assert len(name) <= 100, f"{len(name)} characters"
+
+
+@pytest.mark.parametrize("text", NASTY)
+def test_safe_name_of_a_nasty_id_is_safe(text: str) -> None:
+    check_safe(safe_name(text))
+
+
+@pytest.mark.parametrize("text", NASTY)
+def test_safe_name_with_a_nasty_topic_is_safe(text: str) -> None:
+    check_safe(safe_name("1", text))
+    check_safe(safe_name(text, text))
+    check_safe(safe_name(text, "x" * 1000))
+
+
+def test_ids_that_sanitize_alike_get_different_names() -> None:
+    ids = ["a/b", "a_b", "a b", "a-b", "A-B", "a--b", "a.b", "a\\b", "a\x00b", "ab", "a🚀b"]
+
+    names = [safe_name(i) for i in ids]
+
+    assert len(set(names)) == len(ids), dict(zip(ids, names, strict=True))
+
+
+def test_long_ids_that_share_a_prefix_get_different_names() -> None:
+    prefix = "q" * 200
+
+    assert safe_name(prefix + "1") != safe_name(prefix + "2")
+    assert safe_name(prefix + "1", "same topic") != safe_name(prefix + "2", "same topic")
+
+
+def test_different_ids_never_share_a_name_whatever_their_topics() -> None:
+    # id "1" about "x y" and id "1-x" about "y" are two items of one run: two files
+    assert safe_name("1", "x y") != safe_name("1-x", "y")
+
+
+def test_names_are_never_a_windows_device_name() -> None:
+    # "con.md" cannot be created on Windows (nor "nul.md", "com1.md" ...): the output folder
+    # must be writable there too, and may be copied there
+    names = {safe_name(d, topic) for d in WINDOWS_DEVICES for topic in (None, d, d.upper())}
+
+    assert not names & WINDOWS_DEVICES, sorted(names & WINDOWS_DEVICES)
+
+
+def test_simple_ids_keep_a_readable_name() -> None:
+    assert safe_name("7", "Solar power in Kenya") == "7--solar-power-in-kenya"
+    assert safe_name("report-2024") == "report-2024"
+    assert safe_name("alpha", "alpha") == "alpha"
+    assert safe_name("42", "  Why Sleep Matters!  ").startswith("42--why-sleep-matters")
+
+
+def test_safe_name_is_the_same_in_another_process() -> None:
+    # names must not depend on the process (hash randomization): a resumed run finds its files
+    ids = ["a/b", "../../etc/passwd", "con", "🚀", "x" * 300]
+    code = "import sys; from chainfleet.output import safe_name; print([safe_name(i) for i in sys.argv[1:]])"
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *ids], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == repr([safe_name(i) for i in ids])
+
+
+# -- a whole run -----------------------------------------------------------------------------------
+
+
+def fast_pipeline(**overrides: Any) -> Pipeline:
+    return Pipeline.from_dict(pipeline_data(**overrides), source="test")
+
+
+TRAVERSAL = ["../../etc/passwd", "/abs/path", "con", "a\\b", "..", ".hidden", "~/x", "C:\\Windows"]
+
+
+def files_under(root: Path) -> set[Path]:
+    return {p.resolve() for p in root.rglob("*") if p.is_file()}
+
+
+def test_path_traversal_topics_stay_inside_items(tmp_path: Path) -> None:
+    out = tmp_path / "work" / "out"
+    before = files_under(tmp_path)
+
+    report = run(fast_pipeline(), TRAVERSAL, out=out)
+
+    assert report.items_succeeded == len(TRAVERSAL)
+    items_dir = (out / "items").resolve()
+    item_files = list(items_dir.iterdir())
+    assert len(item_files) == len(TRAVERSAL)
+    for path in item_files:
+        assert path.resolve().parent == items_dir
+        assert path.suffix == ".md"
+    new = files_under(tmp_path) - before
+    assert all(out.resolve() in p.parents for p in new), sorted(map(str, new))
+    assert not Path("/abs/path.md").exists()
+
+
+def test_path_traversal_ids_stay_inside_items(tmp_path: Path) -> None:
+    out = tmp_path / "work" / "out"
+    before = files_under(tmp_path)
+    items = [{"id": text, "topic": text} for text in TRAVERSAL]
+
+    report = run(fast_pipeline(), items, out=out)
+
+    assert report.items_succeeded == len(TRAVERSAL)
+    items_dir = (out / "items").resolve()
+    item_files = list(items_dir.iterdir())
+    assert len(item_files) == len(TRAVERSAL), "two items wrote the same file"
+    assert all(p.resolve().parent == items_dir for p in item_files)
+    new = files_under(tmp_path) - before
+    assert all(out.resolve() in p.parents for p in new), sorted(map(str, new))
+    # each file is the item it claims to be
+    texts = {p.read_text(encoding="utf-8") for p in item_files}
+    for text in TRAVERSAL:
+        assert sum(f"- id: `{text}`" in t for t in texts) == 1, text
+
+
+def test_ids_whose_names_could_clash_get_one_file_each(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    items = [
+        {"id": "1", "topic": "x y"},
+        {"id": "1-x", "topic": "y"},
+        {"id": "a/b", "topic": "same"},
+        {"id": "a_b", "topic": "same"},
+    ]
+
+    run(fast_pipeline(), items, out=out)
+
+    assert len(list((out / "items").iterdir())) == len(items)
+
+
+def test_report_md_carries_the_numbers_of_report_json(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    topics = [*TOPICS[:3], "poison ivy", *TOPICS[3:]]
+    pipeline = fast_pipeline(sim={"latency": 0.01, "fail_on": ["poison"]})
+
+    run(pipeline, topics, out=out, concurrency=3, max_attempts=1, retry_passes=0)
+    report = read_report(out)
+    md = (out / "report.md").read_text(encoding="utf-8")
+
+    assert report["items"]["succeeded"] == 5 and report["items"]["failed"] == 1
+    assert f"{report['items']['succeeded']} of {report['items']['total']} succeeded" in md
+    assert report["run_id"] in md
+    saved = report["time_saved_pct"]
+    assert saved is not None and saved > 0
+    assert f"{saved:.1f}%" in md
+    # report.json keeps 3 decimals, report.md shows 2: the same number, each rounded once
+    (shown,) = re.findall(r"Speed-up: \*\*([0-9.]+)x", md)
+    assert float(shown) == pytest.approx(report["speedup"], abs=0.0051)
+    # the failure is listed with its stage and type
+    failures = md.split("## Failures", 1)[1].split("##", 1)[0]
+    assert "| 4 | research | server_error |" in failures
+    # one quality row per succeeded item
+    quality = md.split("## Quality of each output", 1)[1]
+    rows = [line for line in quality.splitlines() if line.startswith("| ") and not line.startswith("| item")]
+    succeeded = [r["id"] for r in read_results(out) if r["status"] == "succeeded"]
+    assert [row.split("|")[1].strip() for row in rows] == succeeded
+
+
+def test_item_file_holds_the_id_and_the_final_output(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    items = [{"id": "solar-7", "topic": "Solar power in Kenya"}, {"id": "w/9", "topic": "Wind farms"}]
+
+    run(fast_pipeline(), items, out=out)
+    results = {r["id"]: r for r in read_results(out)}
+
+    for item in items:
+        path = out / "items" / f"{safe_name(item['id'], item['topic'])}.md"
+        text = path.read_text(encoding="utf-8")
+        assert text.startswith(f"# {item['topic']}\n")
+        assert f"`{item['id']}`" in text
+        assert "succeeded" in text
+        final = results[item["id"]]["output"]
+        assert final and final.strip() in text
+        # the final output comes before the earlier stages
+        assert text.index(final.strip()) < text.index(results[item["id"]]["outputs"]["research"].strip())
+
+
+def test_failed_item_file_says_where_it_failed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    pipeline = fast_pipeline(sim={"fail_on": ["poison"]})
+
+    run(pipeline, ["solar power", "poison ivy"], out=out, max_attempts=1, retry_passes=0)
+
+    (path,) = [p for p in (out / "items").iterdir() if p.name.startswith("2-")]
+    text = path.read_text(encoding="utf-8")
+    assert "failed" in text
+    assert "research" in text and "server_error" in text
