@@ -270,7 +270,7 @@ def test_an_item_that_always_fails_exits_1_and_the_rest_succeed(
     assert failure["message"] == failed["error"]["message"]
 
     assert "4/5 items succeeded, 1 failed" in result.stdout
-    assert "failed 3 at research: server_error" in result.stdout
+    assert "item 3 failed at research: server_error" in result.stdout
     assert len(list((out / "items").iterdir())) == 5
 
 

@@ -34,8 +34,13 @@ def report_markdown(report: RunReport) -> str:
         "start-up and report writing not counted)",
         f"- One at a time (sum of every call's service time): {fmt_seconds(report.sequential_seconds)}",
     ]
-    if speedup is not None and saved is not None:
+    if speedup is not None and saved is not None and saved >= 0:
         lines.append(f"- Speed-up: **{speedup:.2f}x**, time saved: **{saved:.1f}%**")
+    elif speedup is not None:
+        lines.append(
+            f"- No time saved ({speedup:.2f}x): the run took longer than its calls one at a time "
+            f"would (backoff waits: {fmt_seconds(report.backoff_seconds)})"
+        )
     calls = report.calls
     lines += [
         f"- Calls: {calls.get('total', 0)} ({calls.get('succeeded', 0)} succeeded, "

@@ -153,7 +153,8 @@ class RunReport:
             lines.append(f"stopped early: {self.stopped}")
         for failure in self.failures[:10]:
             lines.append(
-                f"  failed {failure['id']} at {failure['stage']}: {failure['type']}: {failure['message']}"
+                f"  item {failure['id']} failed at {failure['stage']}: "
+                f"{failure['type']}: {failure['message']}"
             )
         if len(self.failures) > 10:
             lines.append(f"  ... and {self.items_failed - 10} more (see results.jsonl)")

@@ -373,7 +373,12 @@ def prepare(
     source = as_source(items, pipeline)
     pipeline.check_fields(source.fields, input_name=str(source.path or "the input"))
     total = None
-    ProviderPool(pipeline, clock=SystemClock(), overrides=dict(providers or {})).check()
+    try:
+        ProviderPool(pipeline, clock=SystemClock(), overrides=dict(providers or {})).check()
+    except ConfigError as exc:
+        if model:
+            raise ConfigError(exc.reason, where="--model") from exc
+        raise
     if check_input and source.reiterable:
         total = source.scan(required=[v for v in pipeline.input_fields_needed() if v != "id"])
     store = None

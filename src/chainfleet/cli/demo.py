@@ -12,11 +12,12 @@ from ..report import fmt_seconds
 from . import EXIT_FAILED, EXIT_OK, cli, config_errors
 
 
-@cli.command("demo")
+@cli.command("demo", short_help="The classic 3-topic exercise: one at a time vs in parallel.")
 @click.option(
     "--concurrency",
     "-c",
     type=click.IntRange(min=1),
+    metavar="N",
     default=2,
     show_default=True,
     help="Chains in flight in the parallel run.",
@@ -24,6 +25,7 @@ from . import EXIT_FAILED, EXIT_OK, cli, config_errors
 @click.option(
     "--latency",
     type=click.FloatRange(min=0),
+    metavar="SECONDS",
     default=1.0,
     show_default=True,
     help="Seconds per simulated call.",
@@ -31,6 +33,7 @@ from . import EXIT_FAILED, EXIT_OK, cli, config_errors
 @click.option(
     "--error-rate",
     type=click.FloatRange(0, 1),
+    metavar="SHARE",
     default=0.0,
     show_default=True,
     help="Share of simulated calls that fail with a transient 500 (retried).",
@@ -79,7 +82,7 @@ def demo_command(concurrency: int, latency: float, error_rate: float, out: str) 
             f"{q['readability']:>11} {'yes' if q['topic_covered'] else 'no':>14}"
         )
     for f in par.failures + seq.failures:
-        click.echo(f"  failed: item {f['id']} at {f['stage']}: {f['type']}: {f['message']}")
+        click.echo(f"  item {f['id']} failed at {f['stage']}: {f['type']}: {f['message']}")
     click.echo("")
     click.echo(f"Outputs identical between the two modes: {'yes' if demo.outputs_identical else 'NO'}")
     saved = demo.time_saved_pct

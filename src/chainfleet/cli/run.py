@@ -17,7 +17,7 @@ from . import EXIT_USAGE, cli, config_errors
 from .progress import ProgressPrinter
 
 
-@cli.command("run")
+@cli.command("run", short_help="Run a pipeline over every item of an input file.")
 @click.argument("pipeline_file", metavar="PIPELINE.yaml", type=click.Path(dir_okay=False))
 @click.option(
     "--input",

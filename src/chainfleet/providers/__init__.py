@@ -43,9 +43,12 @@ class ProviderPool:
             try:
                 self.for_model(self.pipeline.model_for(stage))
             except ConfigError as exc:
-                field = "model" if stage.model else "model (the pipeline's default)"
-                where = f"{self.pipeline.source or 'pipeline'}: stage {stage.name!r} (stages[{index}])"
-                raise ConfigError(exc.reason, where=f"{where}, field {field!r}") from exc
+                where = f"{self.pipeline.source or 'pipeline'}: "
+                if stage.model:
+                    where += f"stage {stage.name!r} (stages[{index}]), field 'model'"
+                else:
+                    where += "field 'model'"
+                raise ConfigError(exc.reason, where=where) from exc
 
     def _make(self, name: str) -> Provider:
         if name == "sim":
