@@ -45,7 +45,7 @@ def config_errors(fn: F) -> F:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_USAGE)
         except KeyboardInterrupt:
-            click.echo("\ninterrupted: every finished stage result is kept in the run store (run.db).", err=True)
+            click.echo("\ninterrupted: every finished stage result is kept in run.db.", err=True)
             sys.exit(EXIT_INTERRUPTED)
 
     return wrapper  # type: ignore[return-value]
