@@ -264,6 +264,8 @@ class Pipeline(BaseModel):
     providers: dict[str, ProviderSettings] = {}
     limits: dict[str, ModelLimits] = {}
     concurrency: int = Field(5, ge=1)
+    #: seconds before a call to a real provider counts as timed out (a retryable error)
+    timeout: float = Field(120.0, gt=0)
     input: str = "input"
     stages: list[Stage] = Field(min_length=1)
 

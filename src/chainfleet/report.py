@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 __all__ = ["RunReport", "build_report"]
 
+#: fatal errors that mean "fix your configuration" (exit code 2), unlike an exhausted quota
+CONFIG_FATAL = ("auth_failed", "model_not_found")
+
 #: report.json lists at most this many failures and per-item quality rows (the counts are exact)
 LIST_CAP = 1000
 
@@ -58,6 +61,8 @@ class RunReport:
     quality: list[dict[str, Any]] = field(default_factory=list)
     quality_sums: dict[str, float] = field(default_factory=dict)
     stopped: str | None = None
+    #: the kind of the fatal error that stopped the run (``auth_failed`` ...), if one did
+    stopped_kind: str | None = None
     input_error: str | None = None
     store: RunStore | None = field(default=None, repr=False, compare=False)
 
@@ -75,8 +80,9 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        """0 when every item succeeded, 2 when the input broke mid-run, else 1."""
-        if self.input_error:
+        """0 when every item succeeded; 2 when configuration stopped the run (the input broke
+        mid-run, the key was refused, the model does not exist); else 1."""
+        if self.input_error or self.stopped_kind in CONFIG_FATAL:
             return 2
         return 0 if self.items_succeeded == self.items_total else 1
 
@@ -129,6 +135,7 @@ class RunReport:
             "failures": self.failures[:LIST_CAP],
             "quality": {**self.quality_summary(), "per_item": self.quality[:LIST_CAP]},
             "stopped": self.stopped,
+            "stopped_kind": self.stopped_kind,
             "input_error": self.input_error,
         }
 
@@ -212,6 +219,7 @@ def build_report(runner: Runner) -> RunReport:
         },
         stages={name: stats.stage(name).to_dict() for name in order},
         stopped=str(runner.fatal) if runner.fatal else None,
+        stopped_kind=runner.fatal.kind if runner.fatal else None,
         input_error=str(runner.input_error) if runner.input_error else None,
         store=store,
     )

@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from ..pipeline import Pipeline
 from ..report import RunReport
 from ..runner import arun, new_run_id
-from . import EXIT_USAGE, cli, config_errors
+from . import cli, config_errors
 from .progress import ProgressPrinter
 
 
@@ -105,7 +105,12 @@ def run_command(
     click.echo(f"output: {out_dir}/ (results.jsonl, report.md, report.json, items/)")
     if report.input_error:
         click.echo(f"error: {report.input_error}", err=True)
-    sys.exit(report.exit_code if report.exit_code != 2 else EXIT_USAGE)
+    elif report.stopped:
+        click.echo(
+            f"error: the run stopped: {report.stopped}. Completed items are saved in {out_dir}/.",
+            err=True,
+        )
+    sys.exit(report.exit_code)
 
 
 async def _run(pipeline: Pipeline, input_file: str, out: Path, *, quiet: bool, **kwargs: Any) -> RunReport:

@@ -2,12 +2,41 @@
 
 from __future__ import annotations
 
+import os
+from urllib.parse import urlsplit
+
 from ..clock import Clock
 from ..errors import ConfigError
 from ..pipeline import Pipeline, parse_model
 from .base import Completion, CompletionRequest, Provider
 
 __all__ = ["Completion", "CompletionRequest", "Provider", "ProviderPool"]
+
+
+def _env_key(variable: str, provider: str) -> str:
+    key = os.environ.get(variable, "").strip()
+    if not key:
+        raise ConfigError(f"{variable} is not set: the {provider!r} provider needs an API key")
+    return key
+
+
+def _check_url(url: str | None, where: str) -> str | None:
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{url!r} is not a URL (want e.g. http://127.0.0.1:11434/v1)", where=where)
+    return url
+
+
+def _adapter(kind: str, name: str, key: str, base_url: str | None, timeout: float) -> Provider:
+    if kind == "openai":
+        from .openai import OpenAIProvider
+
+        return OpenAIProvider(api_key=key, base_url=base_url, timeout=timeout, name=name)
+    from .anthropic import AnthropicProvider
+
+    return AnthropicProvider(api_key=key, base_url=base_url, timeout=timeout, name=name)
 
 
 class ProviderPool:

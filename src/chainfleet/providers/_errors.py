@@ -1,0 +1,109 @@
+"""Map an HTTP error from any provider to the most specific chainfleet error.
+
+One table for OpenAI, Anthropic and OpenAI-compatible servers (vLLM, Ollama, llama.cpp), by
+status code first and the provider's error code or text second:
+
+======================  ==========================================  =====================
+status                  when                                        chainfleet error
+======================  ==========================================  =====================
+429                     ``insufficient_quota``                      QuotaExhausted (fatal)
+429                     "Request too large" (one request > TPM)     InvalidRequest
+429                     otherwise                                   RateLimited (+ wait)
+401, 403                                                            AuthFailed (fatal)
+402                     billing / spend limit                       QuotaExhausted (fatal)
+404                                                                 ModelNotFound (fatal)
+400, 413, 422           content filter                              ContentFiltered
+400, 413, 422           otherwise (context too long ...)            InvalidRequest
+408                                                                 Timeout
+409, other 5xx                                                      ServerError
+503, 529                                                            Overloaded
+======================  ==========================================  =====================
+
+Messages never carry an API key: :func:`scrub` removes it if a server echoed it back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import (
+    AuthFailed,
+    CallError,
+    ContentFiltered,
+    InvalidRequest,
+    ModelNotFound,
+    Overloaded,
+    QuotaExhausted,
+    RateLimited,
+    ServerError,
+    Timeout,
+)
+from ..headers import retry_after_from
+
+_FILTER_WORDS = ("content_filter", "content filter", "content management policy", "content filtering")
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """``text`` with ``secret`` (and any long prefix of it) replaced by ``***``."""
+    if secret and len(secret) >= 4:
+        text = text.replace(secret, "***")
+        if len(secret) >= 12:
+            text = text.replace(secret[:12], "***")
+    return text
+
+
+def error_fields(body: Any) -> tuple[str, str | None, str | None]:
+    """(message, code, type) from an OpenAI- or Anthropic-shaped error body."""
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping):
+            message = inner.get("message") or ""
+            return str(message), _str(inner.get("code")), _str(inner.get("type"))
+        if isinstance(inner, str):
+            return inner, None, None
+    return ("" if body is None else str(body)), None, None
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def classify(
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    kind: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    provider: str = "provider",
+) -> CallError:
+    """The chainfleet error for an HTTP ``status`` answered with ``message``."""
+    text = f"{provider} {status}: {message}".strip() if message else f"{provider} {status}"
+    lowered = f"{message} {code or ''} {kind or ''}".lower()
+    if status == 429:
+        if "insufficient_quota" in lowered or "exceeded your current quota" in lowered:
+            return QuotaExhausted(text, status=status)
+        if "request too large" in lowered:
+            return InvalidRequest(text, status=status)
+        wait = retry_after_from(headers or {}, message, time.time())
+        return RateLimited(text, status=status, retry_after=wait)
+    if status in (401, 403):
+        return AuthFailed(text, status=status)
+    if status == 402:
+        return QuotaExhausted(text, status=status)
+    if status == 404:
+        return ModelNotFound(text, status=status)
+    if status in (400, 413, 422):
+        if any(word in lowered for word in _FILTER_WORDS):
+            return ContentFiltered(text, status=status)
+        return InvalidRequest(text, status=status)
+    if status == 408:
+        return Timeout(text, status=status)
+    if status in (503, 529):
+        wait = retry_after_from(headers or {}, "", time.time())
+        return Overloaded(text, status=status, retry_after=wait)
+    if status >= 500 or status == 409:
+        return ServerError(text, status=status)
+    return InvalidRequest(text, status=status)

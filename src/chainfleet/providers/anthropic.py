@@ -1,0 +1,101 @@
+"""Anthropic's Messages API through the official ``anthropic`` SDK's async client.
+
+As for OpenAI: the SDK's retries are off, raw headers are read for the rate-limit feedback, and
+the SDK is imported only when an Anthropic model is used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConnectionFailed, ContentFiltered, ServerError, Timeout
+from ..headers import keep_headers
+from ._errors import classify, error_fields, scrub
+from .base import Completion, CompletionRequest, Provider
+
+__all__ = ["AnthropicProvider"]
+
+
+class AnthropicProvider(Provider):
+    """Messages on an Anthropic-style endpoint.
+
+    Example::
+
+        provider = AnthropicProvider(api_key="sk-ant-...")
+        completion = await provider.complete(CompletionRequest(model="claude-sonnet-4-5", prompt="Hi"))
+    """
+
+    kind = "anthropic"
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        timeout: float = 120.0,
+        name: str = "anthropic",
+    ) -> None:
+        import anthropic
+
+        self.name = name
+        self.base_url = base_url
+        self._key = api_key
+        self._client = anthropic.AsyncAnthropic(
+            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
+        )
+
+    def __repr__(self) -> str:
+        return f"AnthropicProvider(name={self.name!r}, base_url={self.base_url!r})"
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        import anthropic
+
+        params: dict[str, Any] = {
+            "model": request.model,
+            "max_tokens": request.max_tokens,
+            "messages": [{"role": "user", "content": request.prompt}],
+            "temperature": request.temperature,
+        }
+        if request.system:
+            params["system"] = request.system
+        try:
+            raw = await self._client.messages.with_raw_response.create(**params)
+            message: Any = raw.parse()
+        except anthropic.APITimeoutError as exc:
+            raise Timeout(f"{self.name}: the request timed out") from exc
+        except anthropic.APIConnectionError as exc:
+            raise ConnectionFailed(f"{self.name}: connection failed: {scrub(str(exc), self._key)}") from exc
+        except anthropic.APIStatusError as exc:
+            text, code, kind = error_fields(exc.body)
+            raise classify(
+                exc.status_code,
+                scrub(text or exc.message, self._key),
+                code=code,
+                kind=kind,
+                headers=exc.response.headers,
+                provider=self.name,
+            ) from exc
+        except Exception as exc:  # a 200 whose body is not a message (malformed JSON ...)
+            raise ServerError(f"{self.name}: malformed response: {type(exc).__name__}") from exc
+        return self._completion(message, dict(raw.headers))
+
+    def _completion(self, message: Any, headers: dict[str, str]) -> Completion:
+        try:
+            blocks = message.content
+            text = "".join(b.text for b in blocks if getattr(b, "type", None) == "text")
+            usage = message.usage
+        except (AttributeError, TypeError) as exc:
+            raise ServerError(f"{self.name}: malformed response: no content") from exc
+        if getattr(message, "stop_reason", None) == "refusal":
+            raise ContentFiltered(f"{self.name}: the model refused (stop_reason=refusal)")
+        return Completion(
+            text=text,
+            input_tokens=getattr(usage, "input_tokens", 0) or 0,
+            output_tokens=getattr(usage, "output_tokens", 0) or 0,
+            cached_tokens=getattr(usage, "cache_read_input_tokens", 0) or 0,
+            model=getattr(message, "model", None),
+            headers=keep_headers(headers),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()

@@ -1,0 +1,107 @@
+"""OpenAI and every OpenAI-compatible server (vLLM, Ollama, llama.cpp, LM Studio), through the
+official ``openai`` SDK's async client.
+
+The SDK's own retries are off (``max_retries=0``): chainfleet owns the one retry loop. Raw
+response headers are read with ``with_raw_response`` so the rate-limit headers reach the
+runner. The SDK is imported when the first provider is made, not when chainfleet is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConnectionFailed, ContentFiltered, ServerError, Timeout
+from ..headers import keep_headers
+from ._errors import classify, error_fields, scrub
+from .base import Completion, CompletionRequest, Provider
+
+__all__ = ["OpenAIProvider"]
+
+
+class OpenAIProvider(Provider):
+    """Chat completions on an OpenAI-style endpoint.
+
+    Example::
+
+        provider = OpenAIProvider(api_key="sk-...", base_url="http://127.0.0.1:11434/v1")
+        completion = await provider.complete(CompletionRequest(model="llama3", prompt="Hi"))
+    """
+
+    kind = "openai"
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        timeout: float = 120.0,
+        name: str = "openai",
+    ) -> None:
+        import openai
+
+        self.name = name
+        self.base_url = base_url
+        self._key = api_key
+        self._client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"OpenAIProvider(name={self.name!r}, base_url={self.base_url!r})"
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        import openai
+
+        messages: list[dict[str, str]] = []
+        if request.system:
+            messages.append({"role": "system", "content": request.system})
+        messages.append({"role": "user", "content": request.prompt})
+        try:
+            raw = await self._client.chat.completions.with_raw_response.create(
+                model=request.model,
+                messages=messages,  # type: ignore[arg-type]
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+            )
+            completion: Any = raw.parse()
+        except openai.APITimeoutError as exc:
+            raise Timeout(f"{self.name}: the request timed out") from exc
+        except openai.APIConnectionError as exc:
+            raise ConnectionFailed(f"{self.name}: connection failed: {scrub(str(exc), self._key)}") from exc
+        except openai.APIStatusError as exc:
+            message, code, kind = error_fields(exc.body)
+            raise classify(
+                exc.status_code,
+                scrub(message or exc.message, self._key),
+                code=code,
+                kind=kind,
+                headers=exc.response.headers,
+                provider=self.name,
+            ) from exc
+        except Exception as exc:  # a 200 whose body is not a completion (malformed JSON ...)
+            raise ServerError(f"{self.name}: malformed response: {type(exc).__name__}") from exc
+        return self._completion(completion, dict(raw.headers))
+
+    def _completion(self, completion: Any, headers: dict[str, str]) -> Completion:
+        try:
+            choice = completion.choices[0]
+            text = choice.message.content
+            finish = choice.finish_reason
+            usage = completion.usage
+        except (AttributeError, IndexError, TypeError) as exc:
+            raise ServerError(f"{self.name}: malformed response: no choices") from exc
+        if finish == "content_filter" or text is None:
+            raise ContentFiltered(f"{self.name}: the output was filtered (finish_reason={finish})")
+        cached = 0
+        details = getattr(usage, "prompt_tokens_details", None)
+        if details is not None:
+            cached = getattr(details, "cached_tokens", 0) or 0
+        return Completion(
+            text=text,
+            input_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            output_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            cached_tokens=cached,
+            model=getattr(completion, "model", None),
+            headers=keep_headers(headers),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
