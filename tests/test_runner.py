@@ -221,7 +221,7 @@ def test_a_fatal_error_stops_admission_and_keeps_completed_items() -> None:
     assert statuses["skipped"] >= 90
     assert sum(statuses.values()) == 100
     assert len(provider.calls) < 30
-    assert report.exit_code == 1
+XX
 
 
 def test_outputs_are_identical_at_every_concurrency_on_sim() -> None:
