@@ -221,7 +221,7 @@ def test_a_fatal_error_stops_admission_and_keeps_completed_items() -> None:
     assert statuses["skipped"] >= 90
     assert sum(statuses.values()) == 100
     assert len(provider.calls) < 30
-XX
+    assert report.exit_code == 2  # a refused key is a configuration problem
 
 
 def test_outputs_are_identical_at_every_concurrency_on_sim() -> None:
