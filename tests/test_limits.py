@@ -151,10 +151,11 @@ def test_adaptive_concurrency_grows_on_success_and_halves_on_overload() -> None:
         adaptive = AdaptiveConcurrency(cap=64, start=4)
         for _ in range(200):
             await adaptive.acquire()
-            await adaptive.release(ok=True, overloaded=False, latency=1.0)
+            await adaptive.observe(ok=True, overloaded=False, latency=1.0)
+            await adaptive.release()
         grown = adaptive.limit
-        await adaptive.acquire()
-        await adaptive.release(ok=False, overloaded=True, latency=None)
+        await adaptive.observe(ok=False, overloaded=True, latency=None)
+        await adaptive.observe(ok=False, overloaded=True, latency=None)  # same burst: no 2nd cut
         return grown, adaptive.limit
 
     grown, after = asyncio.run(main())
@@ -165,13 +166,28 @@ def test_adaptive_concurrency_grows_on_success_and_halves_on_overload() -> None:
 def test_adaptive_concurrency_backs_off_when_latency_rises_and_respects_its_cap() -> None:
     async def main() -> tuple[float, float]:
         adaptive = AdaptiveConcurrency(cap=8, start=8)
-        await adaptive.acquire()
-        await adaptive.release(ok=True, overloaded=False, latency=1.0)
+        await adaptive.observe(ok=True, overloaded=False, latency=1.0)
         capped = adaptive.limit
-        await adaptive.acquire()
-        await adaptive.release(ok=True, overloaded=False, latency=5.0)
+        await adaptive.observe(ok=True, overloaded=False, latency=5.0)
         return capped, adaptive.limit
 
     capped, slowed = asyncio.run(main())
     assert capped == 8
     assert slowed == pytest.approx(8 * 0.7)
+
+
+def test_adaptive_slots_hold_back_chains_beyond_the_limit() -> None:
+    async def main() -> list[int]:
+        adaptive = AdaptiveConcurrency(cap=10, start=2)
+        seen: list[int] = []
+
+        async def chain() -> None:
+            await adaptive.acquire()
+            seen.append(adaptive.in_flight)
+            await asyncio.sleep(0)
+            await adaptive.release()
+
+        await asyncio.gather(*(chain() for _ in range(10)))
+        return seen
+
+    assert max(asyncio.run(main())) == 2

@@ -243,13 +243,16 @@ class ModelLimiter:
 
 
 class AdaptiveConcurrency:
-    """How many calls may be in flight, found by trying: additive increase, multiplicative
+    """How many chains may be in flight, found by trying: additive increase, multiplicative
     decrease (AIMD), as TCP does.
 
     For servers that limit concurrency rather than rate (an Ollama queue, vLLM, a provider
-    answering 503 when busy). Each success raises the limit by ``1 / limit`` (one step per
-    round of calls); a 429/503, or a latency over ``latency_factor`` times the best seen,
-    multiplies it by ``decrease``. The limit stays within [1, ``cap``].
+    answering 503 when busy). Workers hold a slot per chain (:meth:`acquire`/:meth:`release`);
+    every call reports how it went (:meth:`observe`). A success raises the limit by
+    ``1 / limit`` (one step per round of calls); a 429/503/529, or a latency over
+    ``latency_factor`` times the best seen, multiplies it by ``decrease`` (at most once per
+    ``cooldown`` calls, so one burst of refusals is one decrease). The limit stays within
+    [1, ``cap``].
     """
 
     def __init__(
@@ -266,25 +269,48 @@ class AdaptiveConcurrency:
         self.latency_factor = latency_factor
         self.in_flight = 0
         self.best_latency: float | None = None
-        self._changed = asyncio.Condition()
         self.max_seen = self.limit
+        self.decreases = 0
+        self._calls_since_decrease = 0
+        self._changed: asyncio.Condition | None = None
+
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        return self._changed
 
     async def acquire(self) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.in_flight < int(self.limit))
+        changed = self._condition()
+        async with changed:
+            await changed.wait_for(lambda: self.in_flight < int(self.limit))
             self.in_flight += 1
 
-    async def release(self, *, ok: bool, overloaded: bool, latency: float | None) -> None:
-        async with self._changed:
+    async def release(self) -> None:
+        changed = self._condition()
+        async with changed:
             self.in_flight -= 1
-            if overloaded:
-                self.limit = max(1.0, self.limit * self.decrease)
-            elif ok and latency is not None:
-                if self.best_latency is None or latency < self.best_latency:
-                    self.best_latency = latency
-                if latency > self.best_latency * self.latency_factor and self.limit > 1:
-                    self.limit = max(1.0, self.limit * self.decrease)
-                else:
-                    self.limit = min(float(self.cap), self.limit + 1.0 / self.limit)
-            self.max_seen = max(self.max_seen, self.limit)
-            self._changed.notify_all()
+            changed.notify_all()
+
+    async def observe(self, *, ok: bool, overloaded: bool, latency: float | None) -> None:
+        """Adjust the limit after one call."""
+        self._calls_since_decrease += 1
+        if overloaded:
+            self._decrease()
+        elif ok and latency is not None:
+            if self.best_latency is None or latency < self.best_latency:
+                self.best_latency = latency
+            if latency > self.best_latency * self.latency_factor:
+                self._decrease()
+            else:
+                self.limit = min(float(self.cap), self.limit + 1.0 / self.limit)
+        self.max_seen = max(self.max_seen, self.limit)
+        changed = self._condition()
+        async with changed:
+            changed.notify_all()
+
+    def _decrease(self) -> None:
+        # one decrease per round of calls: the refusals of one burst are one signal
+        if self._calls_since_decrease >= max(1, int(self.limit)) or self.decreases == 0:
+            self.limit = max(1.0, self.limit * self.decrease)
+            self.decreases += 1
+            self._calls_since_decrease = 0

@@ -28,14 +28,16 @@ import random
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .clock import Clock, SystemClock
-from .errors import CallError, ConfigError, FatalError, InputError, PermanentError
+from .errors import CallError, ConfigError, FatalError, InputError, PermanentError, RetryableError
+from .headers import parse_rate_limits
 from .inputs import InputSource, Item, items_from, open_input
+from .limits import AdaptiveConcurrency, ModelLimiter, estimate_tokens
 from .pipeline import Pipeline, Stage, parse_model
 from .providers import CompletionRequest, Provider, ProviderPool
 from .report import RunReport, build_report
@@ -46,6 +48,8 @@ from .store import ItemRecord, RunStore
 __all__ = ["Runner", "arun", "run"]
 
 Items = InputSource | Iterable[str | Mapping[str, Any]] | str | os.PathLike[str]
+#: what one attempt gives back: (text, input tokens, output tokens)
+Call = tuple[str, int, int]
 
 
 class ToolError(PermanentError):
@@ -82,6 +86,9 @@ class Runner:
         clock: Clock | None = None,
         providers: Mapping[str, Provider] | None = None,
         seed: int | None = None,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        adaptive: AdaptiveConcurrency | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.concurrency = concurrency or pipeline.concurrency
@@ -97,6 +104,10 @@ class Runner:
         self.pool = ProviderPool(pipeline, clock=self.clock, overrides=dict(providers or {}))
         self.stats = RunStats()
         self.rng = random.Random(seed)
+        self.rpm, self.tpm = rpm, tpm
+        self.limiters: dict[str, ModelLimiter | None] = {}
+        #: with ``--concurrency auto``: the chains in flight adapt, up to ``concurrency``
+        self.adaptive = adaptive
         self.fatal: FatalError | None = None
         self.input_error: InputError | None = None
         #: items in the input when known (the input was scanned first), for progress
@@ -147,24 +158,17 @@ class Runner:
         failed: list[_Chain] = []
 
         async def worker() -> None:
-            for chain in chains:  # shared iterator: each worker pulls the next when free
-                if self.stats.first_admission is None:
-                    self.stats.first_admission = self.clock.now()
-                self.stats.admitted += 1
-                self.stats.in_flight += 1
+            while not (self.fatal or self.input_error):
+                if self.adaptive is not None:
+                    await self.adaptive.acquire()
                 try:
-                    await self._advance(chain)
+                    chain = next(chains, None)  # shared iterator: the next item when free
+                    if chain is None:
+                        return
+                    await self._run_chain(chain, failed)
                 finally:
-                    self.stats.in_flight -= 1
-                self.stats.last_result = self.clock.now()
-                if chain.error is None:
-                    self.stats.done += 1
-                    self._save_item(chain, "succeeded")
-                else:
-                    self.stats.failed_now += 1
-                    failed.append(chain)
-                if self.fatal or self.input_error:
-                    return
+                    if self.adaptive is not None:
+                        await self.adaptive.release()
 
         workers = [asyncio.ensure_future(worker()) for _ in range(self.concurrency)]
         try:
@@ -175,6 +179,23 @@ class Runner:
             await asyncio.gather(*workers, return_exceptions=True)
             raise
         return failed
+
+    async def _run_chain(self, chain: _Chain, failed: list[_Chain]) -> None:
+        if self.stats.first_admission is None:
+            self.stats.first_admission = self.clock.now()
+        self.stats.admitted += 1
+        self.stats.in_flight += 1
+        try:
+            await self._advance(chain)
+        finally:
+            self.stats.in_flight -= 1
+        self.stats.last_result = self.clock.now()
+        if chain.error is None:
+            self.stats.done += 1
+            self._save_item(chain, "succeeded")
+        else:
+            self.stats.failed_now += 1
+            failed.append(chain)
 
     async def _advance(self, chain: _Chain) -> None:
         """Run the chain's remaining stages; record the first failure on the chain."""
@@ -194,18 +215,8 @@ class Runner:
 
     async def _stage(self, chain: _Chain, stage: Stage) -> None:
         context: dict[str, Any] = {"id": chain.item.id, **chain.item.fields, **chain.outputs}
-        if stage.is_tool:
-            request = None
-        else:
-            provider, model = self.pool.for_model(self.pipeline.model_for(stage))
-            system, prompt = stage.render(context)
-            request = CompletionRequest(
-                model=model,
-                prompt=prompt,
-                system=system,
-                max_tokens=stage.max_tokens,
-                temperature=stage.temperature,
-            )
+        call = self._tool_call(stage, context) if stage.is_tool else self._llm_call(stage, context)
+        gated = not stage.is_tool and self._limiter(self.pipeline.model_for(stage)) is not None
         stats = self.stats.stage(stage.name)
         attempt = 0
         service = 0.0
@@ -216,13 +227,7 @@ class Runner:
             stats.calls += 1
             started = self.clock.now()
             try:
-                if request is None:
-                    text, tokens_in, tokens_out = await self._tool(stage, context), 0, 0
-                else:
-                    completion = await provider.complete(request)
-                    text = completion.text
-                    tokens_in, tokens_out = completion.input_tokens, completion.output_tokens
-                    self.stats.cached_tokens += completion.cached_tokens
+                text, tokens_in, tokens_out = await call()
             except CallError as exc:
                 elapsed = self._count_attempt(chain, stats, started, ok=False)
                 service += elapsed
@@ -231,6 +236,8 @@ class Runner:
                 if not self.retry.should_retry(exc, attempt) or self.fatal:
                     raise
                 self.stats.calls_retried += 1
+                if exc.kind == "rate_limited" and gated:
+                    continue  # the model's cooldown gate holds the retry (see _llm_call)
                 wait = self.retry.wait(exc, attempt, self.rng)
                 self.stats.backoff_seconds += wait
                 await self.clock.sleep(wait)
@@ -251,6 +258,75 @@ class Runner:
                 attempts=attempt,
             )
             return
+
+    def _tool_call(self, stage: Stage, context: Mapping[str, Any]) -> Callable[[], Awaitable[Call]]:
+        async def call() -> Call:
+            return await self._tool(stage, context), 0, 0
+
+        return call
+
+    def _llm_call(self, stage: Stage, context: Mapping[str, Any]) -> Callable[[], Awaitable[Call]]:
+        """One attempt at an LLM stage: through the model's limiter, the adaptive gate's
+        accounting, and the provider; a 429 closes the model's cooldown gate."""
+        spec = self.pipeline.model_for(stage)
+        provider, model = self.pool.for_model(spec)
+        system, prompt = stage.render(context)
+        request = CompletionRequest(
+            model=model,
+            prompt=prompt,
+            system=system,
+            max_tokens=stage.max_tokens,
+            temperature=stage.temperature,
+        )
+        limiter = self._limiter(spec)
+        estimate = estimate_tokens((system or "") + prompt, model) + stage.max_tokens
+        attempts = 0
+
+        async def call() -> Call:
+            nonlocal attempts
+            attempts += 1
+            reservation = None
+            if limiter is not None:
+                reservation = await limiter.acquire(estimate)
+                self.stats.limiter_seconds += reservation.limiter_wait
+                self.stats.cooldown_seconds += reservation.cooldown_wait
+            started = self.clock.now()
+            try:
+                completion = await provider.complete(request)
+            except CallError as exc:
+                if self.adaptive is not None:
+                    busy = exc.kind in ("rate_limited", "overloaded")
+                    await self.adaptive.observe(ok=False, overloaded=busy, latency=None)
+                if limiter is not None and reservation is not None and exc.kind == "rate_limited":
+                    limiter.release(reservation)  # refused calls use none of the budget
+                    wait = exc.retry_after if isinstance(exc, RetryableError) else None
+                    limiter.cooldown(wait if wait is not None else self.retry.backoff(attempts, self.rng))
+                raise
+            if self.adaptive is not None:
+                latency = self.clock.now() - started
+                await self.adaptive.observe(ok=True, overloaded=False, latency=latency)
+            if limiter is not None and reservation is not None:
+                if completion.headers:
+                    limiter.observe(parse_rate_limits(completion.headers, time.time()))
+                limiter.settle(reservation, completion.input_tokens + completion.output_tokens)
+            self.stats.cached_tokens += completion.cached_tokens
+            return completion.text, completion.input_tokens, completion.output_tokens
+
+        return call
+
+    def _limiter(self, spec: str) -> ModelLimiter | None:
+        """The one limiter of model ``spec``, shared by every stage using it (None: unmetered)."""
+        if spec in self.limiters:
+            return self.limiters[spec]
+        configured = self.pipeline.limits.get(spec)
+        rpm = self.rpm if self.rpm is not None else (configured.rpm if configured else None)
+        tpm = self.tpm if self.tpm is not None else (configured.tpm if configured else None)
+        limiter = None
+        if rpm is not None or tpm is not None or not spec.startswith("sim"):
+            # real providers always get one: it learns their limits and holds the cooldown gate
+            limiter = ModelLimiter(rpm=rpm, tpm=tpm, clock=self.clock, rng=self.rng)
+        self.limiters[spec] = limiter
+        return limiter
 
     async def _tool(self, stage: Stage, context: Mapping[str, Any]) -> str:
         try:

@@ -59,6 +59,9 @@ class RunStats:
     service_seconds: float = 0.0
     #: time calls spent waiting between attempts
     backoff_seconds: float = 0.0
+    #: time calls spent waiting for the rate limiter's budgets, and behind a 429's cooldown gate
+    limiter_seconds: float = 0.0
+    cooldown_seconds: float = 0.0
     first_admission: float | None = None
     last_result: float | None = None
     admitted: int = 0
