@@ -49,6 +49,26 @@ def report_markdown(report: RunReport) -> str:
         f"- Tokens: {report.tokens.get('input', 0):,} in, {report.tokens.get('output', 0):,} out; "
         f"cost: {'unknown' if report.cost_usd is None else f'${report.cost_usd:.4f}'}",
     ]
+    waits = report.waits
+    if any(waits.values()):
+        lines.append(
+            f"- Waiting: {fmt_seconds(waits.get('limiter_seconds', 0))} on the rate limiter, "
+            f"{fmt_seconds(waits.get('cooldown_seconds', 0))} behind 429 cooldowns, "
+            f"{fmt_seconds(waits.get('backoff_seconds', 0))} in backoff (summed over calls)"
+        )
+    rates = report.rates
+    if rates.get("achieved_rpm") is not None:
+        line = (
+            f"- Achieved: {rates['achieved_rpm']:,.0f} requests/min, {rates['achieved_tpm']:,.0f} "
+            f"tokens/min; {rates.get('rate_limited_pct', 0)}% of calls rate-limited (429)"
+        )
+        for spec, m in rates.get("models", {}).items():
+            if m.get("rpm_limit") or m.get("tpm_limit"):
+                how = "learned from headers" if m.get("learned") else "configured"
+                line += f"; {spec} limits {m.get('rpm_limit')} rpm / {m.get('tpm_limit')} tpm ({how})"
+        lines.append(line)
+    if report.concurrency_mode == "auto":
+        lines.append(f"- Concurrency adapted automatically: peak {report.concurrency_peak} chains")
     if report.stopped:
         lines.append(f"- **Stopped early**: {report.stopped}")
     if report.input_error:

@@ -60,6 +60,13 @@ class RunReport:
     failures: list[dict[str, Any]] = field(default_factory=list)
     quality: list[dict[str, Any]] = field(default_factory=list)
     quality_sums: dict[str, float] = field(default_factory=dict)
+    #: waits: limiter_seconds, cooldown_seconds, backoff_seconds
+    waits: dict[str, float] = field(default_factory=dict)
+    #: achieved requests/min and tokens/min, and each model's limits (told or learned)
+    rates: dict[str, Any] = field(default_factory=dict)
+    #: "auto" when the chains in flight adapted; then ``concurrency`` is the cap
+    concurrency_mode: str = "fixed"
+    concurrency_peak: float | None = None
     stopped: str | None = None
     #: the kind of the fatal error that stopped the run (``auth_failed`` ...), if one did
     stopped_kind: str | None = None
@@ -128,7 +135,11 @@ class RunReport:
             "speedup": round(speedup, 3) if speedup is not None else None,
             "time_saved_pct": round(saved, 1) if saved is not None else None,
             "backoff_seconds": round(self.backoff_seconds, 4),
+            "waits": {k: round(v, 4) for k, v in self.waits.items()},
+            "concurrency_mode": self.concurrency_mode,
+            "concurrency_peak": self.concurrency_peak,
             "calls": self.calls,
+            "rates": self.rates,
             "tokens": self.tokens,
             "cost_usd": self.cost_usd,
             "stages": self.stages,
@@ -218,6 +229,14 @@ def build_report(runner: Runner) -> RunReport:
             "cached": stats.cached_tokens,
         },
         stages={name: stats.stage(name).to_dict() for name in order},
+        waits={
+            "limiter_seconds": stats.limiter_seconds,
+            "cooldown_seconds": stats.cooldown_seconds,
+            "backoff_seconds": stats.backoff_seconds,
+        },
+        rates=_rates(runner),
+        concurrency_mode="auto" if runner.adaptive is not None else "fixed",
+        concurrency_peak=round(runner.adaptive.max_seen, 1) if runner.adaptive is not None else None,
         stopped=str(runner.fatal) if runner.fatal else None,
         stopped_kind=runner.fatal.kind if runner.fatal else None,
         input_error=str(runner.input_error) if runner.input_error else None,
@@ -248,6 +267,29 @@ def build_report(runner: Runner) -> RunReport:
     report.items_skipped = counts["skipped"]
     report.items_total = sum(counts.values())
     return report
+
+
+def _rates(runner: Runner) -> dict[str, Any]:
+    """Achieved requests/min and tokens/min over the run, beside each model's limits."""
+    stats = runner.stats
+    minutes = stats.wall_seconds / 60
+    tokens = stats.input_tokens + stats.output_tokens
+    models = {}
+    for spec, limiter in runner.limiters.items():
+        if limiter is None:
+            continue
+        models[spec] = {
+            "rpm_limit": limiter.limit_rpm,
+            "tpm_limit": limiter.limit_tpm,
+            "learned": limiter.told_rpm is None and limiter.limit_rpm is not None,
+            "cooldowns": limiter.cooldowns,
+        }
+    return {
+        "achieved_rpm": round(stats.calls / minutes, 1) if minutes > 0 else None,
+        "achieved_tpm": round(tokens / minutes, 1) if minutes > 0 else None,
+        "rate_limited_pct": round(100 * stats.rate_limited / stats.calls, 2) if stats.calls else 0.0,
+        "models": models,
+    }
 
 
 def topic_of(fields: dict[str, Any], input_field: str) -> str | None:

@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .clock import Clock, SystemClock
 from .errors import CallError, ConfigError, FatalError, InputError, PermanentError, RetryableError
@@ -472,11 +472,14 @@ async def arun(
     pipeline: Pipeline,
     items: Items,
     *,
-    concurrency: int | None = None,
+    concurrency: int | Literal["auto"] | None = None,
     out: str | os.PathLike[str] | None = None,
     model: str | None = None,
     max_attempts: int = 4,
     retry_passes: int = 1,
+    rpm: float | None = None,
+    tpm: float | None = None,
+    max_concurrency: int = 64,
     clock: Clock | None = None,
     providers: Mapping[str, Provider] | None = None,
     check_input: bool = True,
@@ -489,11 +492,24 @@ async def arun(
     mappings. With ``out`` the output folder is written (results.jsonl, one markdown file per
     item, report.json, report.md, the run store). ``check_input`` reads the whole input once
     before the first call, so a malformed line fails the run with ``InputError`` up front.
+
+    ``rpm``/``tpm`` limit every model (else the pipeline's ``limits:``, else what the provider's
+    headers say). ``concurrency="auto"`` adapts the chains in flight to what the server takes
+    (AIMD on 429/503 and rising latency), up to ``max_concurrency``.
     """
-    pipeline, source, store, total = prepare(pipeline, items, out=out, model=model, check_input=check_input)
+    pipeline, source, store, total = prepare(
+        pipeline, items, out=out, model=model, check_input=check_input, providers=providers
+    )
+    adaptive = None
+    if concurrency == "auto":
+        adaptive = AdaptiveConcurrency(cap=max_concurrency)
+        concurrency = max_concurrency
     runner = Runner(
         pipeline,
         concurrency=concurrency,
+        rpm=rpm,
+        tpm=tpm,
+        adaptive=adaptive,
         retry=RetryPolicy(max_attempts=max_attempts),
         retry_passes=retry_passes,
         store=store,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,6 +15,28 @@ from ..report import RunReport
 from ..runner import arun, new_run_id
 from . import cli, config_errors
 from .progress import ProgressPrinter
+
+if TYPE_CHECKING:  # click >= 8.2 types ParamType as a generic; older clicks cannot subscript it
+    _ParamType = click.ParamType[Any]
+else:
+    _ParamType = click.ParamType
+
+
+class ConcurrencyType(_ParamType):
+    """A positive integer, or ``auto``."""
+
+    name = "concurrency"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            number = int(value)
+        except ValueError:
+            number = 0
+        if number < 1:
+            self.fail(f"{value!r} is not a positive whole number or 'auto'", param, ctx)
+        return number
 
 
 @cli.command("run", short_help="Run a pipeline over every item of an input file.")
@@ -31,9 +53,31 @@ from .progress import ProgressPrinter
 @click.option(
     "--concurrency",
     "-c",
+    type=ConcurrencyType(),
+    metavar="N|auto",
+    help="Chains in flight at once [default: the pipeline's, else 5]. 'auto' adapts to what the "
+    "server takes (for servers that limit concurrency: Ollama, vLLM), up to --max-concurrency.",
+)
+@click.option(
+    "--max-concurrency",
     type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
     metavar="N",
-    help="Chains in flight at once [default: the pipeline's, else 5].",
+    help="The cap for --concurrency auto.",
+)
+@click.option(
+    "--rpm",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="N",
+    help="Requests per minute allowed, per model [default: the pipeline's limits:, "
+    "else learned from the provider's headers].",
+)
+@click.option(
+    "--tpm",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="N",
+    help="Tokens per minute allowed, per model (same defaults).",
 )
 @click.option("--model", metavar="MODEL", help="Use this model for every LLM stage, e.g. sim.")
 @click.option(
@@ -57,7 +101,10 @@ def run_command(
     pipeline_file: str,
     input_file: str,
     out: str | None,
-    concurrency: int | None,
+    concurrency: int | str | None,
+    max_concurrency: int,
+    rpm: float | None,
+    tpm: float | None,
     model: str | None,
     max_attempts: int,
     retry_passes: int,
@@ -71,6 +118,8 @@ def run_command(
       chainfleet run examples/content.yaml --input examples/topics.txt
       chainfleet run examples/content.yaml -i rows.csv -c 20 --out runs/today
       chainfleet run examples/content.yaml -i topics.jsonl --sequential --quiet
+      chainfleet run examples/content.yaml -i topics.txt --model openai:gpt-4o-mini --rpm 500 -c 50
+      chainfleet run examples/content.yaml -i topics.txt --model ollama:llama3.1 -c auto
 
     Writes results.jsonl, report.json, report.md and one markdown file per item into the
     output folder. Exit code 0 when every item succeeded, 1 when some failed (the rest are
@@ -79,12 +128,6 @@ def run_command(
     if sequential and concurrency not in (None, 1):
         raise ConfigError("--sequential and --concurrency disagree; give one of them")
     pipeline = Pipeline.from_yaml(pipeline_file)
-    if pipeline.limits:
-        click.echo(
-            "warning: the pipeline's limits: are not enforced in this version of chainfleet; "
-            "use -c to keep under your provider's rate limits",
-            err=True,
-        )
     run_id = new_run_id()
     out_dir = Path(out) if out else Path("runs") / run_id
     report = asyncio.run(
@@ -97,6 +140,9 @@ def run_command(
             model=model,
             max_attempts=max_attempts,
             retry_passes=retry_passes,
+            rpm=rpm,
+            tpm=tpm,
+            max_concurrency=max_concurrency,
             run_id=run_id,
         )
     )
