@@ -6,7 +6,7 @@ status code first and the provider's error code or text second:
 ======================  ==========================================  =====================
 status                  when                                        chainfleet error
 ======================  ==========================================  =====================
-429                     ``insufficient_quota``                      QuotaExhausted (fatal)
+429 (400 at Anthropic)  ``insufficient_quota``, "credit balance"    QuotaExhausted (fatal)
 429                     "Request too large" (one request > TPM)     InvalidRequest
 429                     otherwise                                   RateLimited (+ wait)
 401, 403                                                            AuthFailed (fatal)
@@ -82,8 +82,10 @@ def classify(
     """The chainfleet error for an HTTP ``status`` answered with ``message``."""
     text = f"{provider} {status}: {message}".strip() if message else f"{provider} {status}"
     lowered = f"{message} {code or ''} {kind or ''}".lower()
+    if "credit balance is too low" in lowered or "insufficient_quota" in lowered:
+        return QuotaExhausted(text, status=status)  # Anthropic says so with a 400
     if status == 429:
-        if "insufficient_quota" in lowered or "exceeded your current quota" in lowered:
+        if "exceeded your current quota" in lowered:
             return QuotaExhausted(text, status=status)
         if "request too large" in lowered:
             return InvalidRequest(text, status=status)
