@@ -73,6 +73,10 @@ class ProviderPool:
                 self.for_model(self.pipeline.model_for(stage))
             except ConfigError as exc:
                 where = f"{self.pipeline.source or 'pipeline'}: "
+                if exc.where and exc.where.startswith("providers."):
+                    raise ConfigError(exc.reason, where=where + f"field {exc.where!r}") from exc
+                if exc.where:  # an environment variable: name it alone
+                    raise
                 if stage.model:
                     where += f"stage {stage.name!r} (stages[{index}]), field 'model'"
                 else:
@@ -84,9 +88,19 @@ class ProviderPool:
             from .sim import SimProvider
 
             return SimProvider(self.pipeline.sim, clock=self.clock)
-        raise ConfigError(
-            f"provider {name!r} is not available in this version of chainfleet; use the built-in 'sim' model"
-        )
+        timeout = self.pipeline.timeout
+        if name in ("openai", "anthropic"):
+            prefix = name.upper()
+            key = _env_key(f"{prefix}_API_KEY", name)
+            base_url = _check_url(os.environ.get(f"{prefix}_BASE_URL") or None, f"{prefix}_BASE_URL")
+            return _adapter(name, name, key, base_url, timeout)
+        settings = self.pipeline.providers[name]
+        base_url = _check_url(settings.base_url, f"providers.{name}.base_url")
+        if settings.api_key_env:
+            key = _env_key(settings.api_key_env, name)
+        else:  # local servers (Ollama, vLLM, llama.cpp) often need no key; the SDKs want one
+            key = "no-key"
+        return _adapter(settings.kind, name, key, base_url, timeout)
 
     async def aclose(self) -> None:
         for provider in self._providers.values():

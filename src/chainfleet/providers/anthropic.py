@@ -6,6 +6,7 @@ the SDK is imported only when an Anthropic model is used.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from ..errors import ConnectionFailed, ContentFiltered, ServerError, Timeout
@@ -43,6 +44,10 @@ class AnthropicProvider(Provider):
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
         )
+        # Recent SDKs dropped ``temperature`` from messages.create (newer models fix it);
+        # send the stage's temperature only where the installed SDK still takes it.
+        create = self._client.messages.create
+        self._takes_temperature = "temperature" in inspect.signature(create).parameters
 
     def __repr__(self) -> str:
         return f"AnthropicProvider(name={self.name!r}, base_url={self.base_url!r})"
@@ -54,13 +59,16 @@ class AnthropicProvider(Provider):
             "model": request.model,
             "max_tokens": request.max_tokens,
             "messages": [{"role": "user", "content": request.prompt}],
-            "temperature": request.temperature,
         }
+        if self._takes_temperature:
+            params["temperature"] = request.temperature
         if request.system:
             params["system"] = request.system
         try:
             raw = await self._client.messages.with_raw_response.create(**params)
             message: Any = raw.parse()
+            if inspect.isawaitable(message):  # AsyncAPIResponse in recent SDKs
+                message = await message
         except anthropic.APITimeoutError as exc:
             raise Timeout(f"{self.name}: the request timed out") from exc
         except anthropic.APIConnectionError as exc:
@@ -75,7 +83,7 @@ class AnthropicProvider(Provider):
                 headers=exc.response.headers,
                 provider=self.name,
             ) from exc
-        except Exception as exc:  # a 200 whose body is not a message (malformed JSON ...)
+        except ValueError as exc:  # a 200 whose body is not JSON, or not a message
             raise ServerError(f"{self.name}: malformed response: {type(exc).__name__}") from exc
         return self._completion(message, dict(raw.headers))
 

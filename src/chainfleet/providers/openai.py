@@ -8,6 +8,7 @@ runner. The SDK is imported when the first provider is made, not when chainfleet
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from ..errors import ConnectionFailed, ContentFiltered, ServerError, Timeout
@@ -62,6 +63,8 @@ class OpenAIProvider(Provider):
                 temperature=request.temperature,
             )
             completion: Any = raw.parse()
+            if inspect.isawaitable(completion):  # AsyncAPIResponse in recent SDKs
+                completion = await completion
         except openai.APITimeoutError as exc:
             raise Timeout(f"{self.name}: the request timed out") from exc
         except openai.APIConnectionError as exc:
@@ -76,7 +79,7 @@ class OpenAIProvider(Provider):
                 headers=exc.response.headers,
                 provider=self.name,
             ) from exc
-        except Exception as exc:  # a 200 whose body is not a completion (malformed JSON ...)
+        except ValueError as exc:  # a 200 whose body is not JSON, or not a completion
             raise ServerError(f"{self.name}: malformed response: {type(exc).__name__}") from exc
         return self._completion(completion, dict(raw.headers))
 
