@@ -36,9 +36,7 @@ KEY = "sim-bench"
 
 def start_server() -> tuple[subprocess.Popen[str], str]:
     exe = Path(sys.executable).parent / "chainfleet"
-    proc = subprocess.Popen(
-        [str(exe), "sim-server", "--port", "0"], stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([str(exe), "sim-server", "--port", "0"], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     match = re.search(r"http://[\d.]+:\d+", line)
@@ -102,7 +100,9 @@ async def through_chainfleet(model: str, topics: list[str], concurrency: int) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=50)
     args = parser.parse_args()
@@ -114,7 +114,10 @@ def main() -> None:
         topics = [f"topic {i}" for i in range(args.calls)]
         prompts = [f"Research {t}." for t in topics]
         print(f"machine: {platform.platform()}, Python {sys.version.split()[0]}")
-        print(f"{args.calls} calls at concurrency {args.concurrency}, sim-server in its own process, zero latency")
+        print(
+            f"{args.calls} calls at concurrency {args.concurrency}, "
+            "sim-server in its own process, zero latency"
+        )
         print(f"{'SDK':<10} {'bare SDK':>12} {'chainfleet':>12} {'ratio':>7}")
         for name, bare, model in (
             ("openai", bare_openai, "openai:gpt-sim"),

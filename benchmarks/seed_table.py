@@ -146,12 +146,8 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     args = parser.parse_args()
-    print(
-        f"machine: {platform.platform()}, Python {sys.version.split()[0]}, {platform.processor() or ''}"
-    )
-    print(
-        f"table: 3 calls a chain, 10 s a call scaled to {CALL * 1000:.0f} ms; ideal = ceil(N/C) x 30 s"
-    )
+    print(f"machine: {platform.platform()}, Python {sys.version.split()[0]}, {platform.processor() or ''}")
+    print(f"table: 3 calls a chain, 10 s a call scaled to {CALL * 1000:.0f} ms; ideal = ceil(N/C) x 30 s")
     pieces = [10, 50] if args.quick else [10, 50, 100]
     ratios = asyncio.run(table(pieces, [1, 5, 10, 25]))
     worst = max(ratios)

@@ -29,10 +29,11 @@ concatenated. P = ``count_tokens(system) + count_tokens(prompt)``, C = ``count_t
 
 Rate limits, the way providers enforce them (:class:`TokenBucket`): a bucket per limit that holds
 a minute's worth, starts full and refills continuously (``limit / 60`` a second); and, so a full
-bucket cannot be spent in one burst, at most ``ceil(limit / 30)`` (two seconds' worth) admitted in
-any 2-second sliding window. A single request larger than that window allowance is admitted only
-into an empty window. The ``x-ratelimit-*`` / ``anthropic-ratelimit-*`` headers describe the
-bucket (remaining, and the time until it is full again); the window shows only in a 429's wait.
+bucket cannot be spent in one burst, a short bucket of ``ceil(limit / 30)`` (two seconds' worth)
+refilled at the same rate. A client keeping to the rate is never refused; one that bursts past
+two seconds' worth is. A single request larger than the short bucket is admitted when it is full.
+The ``x-ratelimit-*`` / ``anthropic-ratelimit-*`` headers describe the minute bucket (remaining,
+and the time until it is full again); the short bucket shows only in a 429's wait.
 
 Prompt triggers for tests, obeyed every time: ``[[sim:500]]`` (any status 400-599, e.g. 503,
 529, 400, 429 with a 1 s retry-after), ``[[sim:quota]]``, ``[[sim:content_filter]]``,
@@ -64,7 +65,7 @@ import re
 import signal
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -203,19 +204,21 @@ class _Grant:
 class TokenBucket:
     """One per-minute limit (requests or tokens), enforced the way providers do it.
 
-    The bucket holds ``limit`` units, starts full and refills continuously at ``limit / 60`` a
-    second. To keep a full bucket from being spent in one burst, at most
-    ``window_cap = ceil(limit / 60 * 2)`` units are also admitted in any 2-second sliding window;
-    an amount above ``window_cap`` on its own (one big request) is admitted only into an empty
-    window. An amount above ``limit`` is never admissible (:meth:`wait` is ``inf``).
+    Two continuously refilled buckets, both at ``limit / 60`` units a second: the minute bucket
+    holds ``limit`` units (it starts full), and a short bucket holds ``window_cap =
+    ceil(limit / 60 * 2)``, two seconds' worth, so a full minute cannot be spent in one burst.
+    A request is admitted when both hold its amount; an amount above ``window_cap`` on its own
+    (one big request) is admitted when the short bucket is full, and goes into debt. An amount
+    above ``limit`` is never admissible (:meth:`wait` is ``inf``). A client that keeps to the
+    rate, with the ordinary jitter of a network, is never refused; one that bursts is.
 
     Time comes from ``clock`` (monotonic seconds), so tests drive it without sleeping::
 
         now = [0.0]
         bucket = TokenBucket(60, clock=lambda: now[0])
         bucket.take(1), bucket.take(1)
-        bucket.wait(1)      # 2.0: the 2-second window is full
-        now[0] += 2.0
+        bucket.wait(1)      # 1.0: the short bucket (2 units) is empty, refilling at 1 a second
+        now[0] += 1.0
         bucket.wait(1)      # 0.0
     """
 
@@ -227,22 +230,22 @@ class TokenBucket:
         self.window_cap = math.ceil(limit / 60 * BURST_WINDOW)
         self._clock = clock
         self._level = float(limit)
+        self._short = float(self.window_cap)
         self._stamp = clock()
-        self._recent: deque[_Grant] = deque()
 
     def _advance(self) -> float:
         now = self._clock()
-        self._level = min(float(self.limit), self._level + (now - self._stamp) * self.rate)
+        gained = (now - self._stamp) * self.rate
+        self._level = min(float(self.limit), self._level + gained)
+        self._short = min(float(self.window_cap), self._short + gained)
         self._stamp = now
-        while self._recent and self._recent[0].at <= now - BURST_WINDOW:
-            self._recent.popleft()
         return now
 
     @property
     def remaining(self) -> int:
         """Whole units in the bucket now (what the ``remaining`` headers say)."""
         self._advance()
-        return max(0, math.floor(self._level))
+        return max(0, math.floor(min(self._level, self._short + self.limit - self.window_cap)))
 
     def time_to_full(self) -> float:
         """Seconds until the bucket is full again (what the ``reset`` headers say)."""
@@ -253,32 +256,24 @@ class TokenBucket:
         """0 if ``amount`` can be taken now, else the seconds until it can (``inf``: never)."""
         if amount > self.limit:
             return math.inf
-        now = self._advance()
-        bucket = max(0.0, (amount - self._level) / self.rate)
-        return max(bucket, self._window_wait(amount, now))
-
-    def _window_wait(self, amount: int, now: float) -> float:
-        used = sum(grant.amount for grant in self._recent)
-        if used <= 0 or used + amount <= self.window_cap:
-            return 0.0
-        for grant in self._recent:  # oldest first: wait until enough of them leave the window
-            used -= grant.amount
-            if used <= 0 or used + amount <= self.window_cap:
-                return max(0.0, grant.at + BURST_WINDOW - now)
-        return 0.0  # pragma: no cover - the loop always ends with used <= 0
+        self._advance()
+        minute = max(0.0, (amount - self._level) / self.rate)
+        short = max(0.0, (min(amount, self.window_cap) - self._short) / self.rate)
+        return max(minute, short) if max(minute, short) > 1e-9 else 0.0
 
     def take(self, amount: int) -> _Grant:
         """Charge ``amount`` (call :meth:`wait` first); the grant can be :meth:`settle`-d later."""
         now = self._advance()
         self._level -= amount
-        grant = _Grant(now, amount)
-        self._recent.append(grant)
-        return grant
+        # one request above the short bucket empties it rather than owing it for long
+        self._short = max(0.0, self._short - amount) if amount > self.window_cap else self._short - amount
+        return _Grant(now, amount)
 
     def settle(self, grant: _Grant, amount: int) -> None:
         """Correct a grant to what was really used: the difference goes back (or is charged)."""
         self._advance()
         self._level = min(float(self.limit), self._level + grant.amount - amount)
+        self._short = min(float(self.window_cap), self._short + grant.amount - amount)
         grant.amount = amount
 
 
