@@ -1,0 +1,105 @@
+"""``chainfleet plan``: the expected time table and the concurrency that keeps under the limits."""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import ConfigError
+from ..plan import Plan
+from . import cli, config_errors
+
+
+def _numbers(text: str, name: str, kind: type[int] | type[float] = int) -> list:  # type: ignore[type-arg]
+    try:
+        values = [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a comma-separated list of numbers", where=name) from None
+    if not values or any(v <= 0 for v in values):
+        raise ConfigError("give positive numbers, e.g. 10,50,100", where=name)
+    return values
+
+
+@cli.command("plan", short_help="Expected run times per concurrency, and which limit binds.")
+@click.argument("pipeline_file", metavar="[PIPELINE.yaml]", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--items", "-n", default="10,50,100", show_default=True, metavar="N,N,...", help="Item counts (columns)."
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    default="1,5,10,25",
+    show_default=True,
+    metavar="C,C,...",
+    help="Concurrency levels (rows); 1 is sequential.",
+)
+@click.option(
+    "--latency",
+    type=float,
+    metavar="SECONDS",
+    help="Seconds per call [default: the pipeline's sim latency, else 10].",
+)
+@click.option(
+    "--calls",
+    type=click.IntRange(min=1),
+    metavar="K",
+    help="Calls per chain [default: the pipeline's LLM stages, else 3].",
+)
+@click.option("--rpm", type=click.FloatRange(min=0, min_open=True), metavar="N", help="Requests per minute.")
+@click.option("--tpm", type=click.FloatRange(min=0, min_open=True), metavar="N", help="Tokens per minute.")
+@click.option(
+    "--tokens-per-call",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="N",
+    help="Prompt + output tokens of a call, for --tpm [default: from the pipeline's max_tokens plus 500].",
+)
+@config_errors
+def plan_command(
+    pipeline_file: str | None,
+    items: str,
+    concurrency: str,
+    latency: float | None,
+    calls: int | None,
+    rpm: float | None,
+    tpm: float | None,
+    tokens_per_call: float | None,
+) -> None:
+    """Print how long a batch takes at each concurrency, before running it.
+
+    \b
+    Examples:
+      chainfleet plan                                   the classic lesson's table, computed
+      chainfleet plan --rpm 60 --latency 10             which limit binds, the best concurrency
+      chainfleet plan examples/content.yaml -n 1000 -c 10,50,100 --rpm 500 --tpm 200000
+    """
+    stage_names: list[str] = []
+    seconds = latency
+    count = calls
+    per_call_tokens = tokens_per_call
+    if pipeline_file:
+        from ..pipeline import Pipeline
+
+        pipeline = Pipeline.from_yaml(pipeline_file)
+        llm = [s for s in pipeline.stages if not s.is_tool]
+        stage_names = [s.name for s in llm]
+        count = count or len(llm) or 1
+        if seconds is None:
+            seconds = pipeline.sim.latency + pipeline.sim.jitter / 2
+        if per_call_tokens is None and llm:
+            per_call_tokens = sum(s.max_tokens for s in llm) / len(llm) + 500
+        if rpm is None and tpm is None and len(pipeline.limits) == 1:
+            only = next(iter(pipeline.limits.values()))
+            rpm, tpm = only.rpm, only.tpm
+    seconds = 10.0 if seconds is None else seconds
+    count = count or 3
+    if tpm is not None and per_call_tokens is None:
+        per_call_tokens = 1500.0
+    plan = Plan(
+        items=_numbers(items, "--items"),
+        concurrency=_numbers(concurrency, "--concurrency"),
+        call_seconds=[seconds] * count,
+        rpm=rpm,
+        tpm=tpm,
+        tokens_per_call=per_call_tokens,
+        stage_names=stage_names,
+    )
+    click.echo(plan.render())
