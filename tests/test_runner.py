@@ -17,6 +17,7 @@ from chainfleet import (
     Completion,
     CompletionRequest,
     InvalidRequest,
+    Overloaded,
     Pipeline,
     Provider,
     RateLimited,
@@ -329,3 +330,128 @@ def test_quality_is_scored_per_item() -> None:
     assert rows["1"]["topic_covered"] and rows["1"]["words"] > 100
     assert report.quality_summary()["topic_covered_pct"] == 100.0
     assert all(r.quality is not None for r in report.results())
+
+
+# -- rate limits through the runner (a provider other than sim gets a limiter) -------------------
+
+
+class Limited(Scripted):
+    """Scripted, answering with OpenAI-style rate-limit headers."""
+
+    def __init__(self, clock: VirtualClock, rpm: int, **kw: Any) -> None:
+        super().__init__(clock, **kw)
+        self.rpm = rpm
+        self.started: list[float] = []
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        self.started.append(self.clock.now())
+        done = await super().complete(request)
+        headers = {"x-ratelimit-limit-requests": str(self.rpm), "x-ratelimit-remaining-requests": "100"}
+        return Completion(text=done.text, input_tokens=10, output_tokens=5, headers=headers)
+
+
+def openai_chain() -> Pipeline:
+    return Pipeline(
+        model="openai:gpt-test",
+        input="topic",
+        stages=[
+            Stage(name="research", prompt="R {{ topic }}"),
+            Stage(name="write", prompt="W {{ research }}"),
+        ],
+    )
+
+
+def test_told_requests_per_minute_spread_the_calls() -> None:
+    clock = VirtualClock()
+    provider = Limited(clock, rpm=60, latency=0.1)
+    report = asyncio.run(
+        clock.run(
+            arun(
+                openai_chain(),
+                [f"t{i}" for i in range(15)],
+                concurrency=10,
+                rpm=60,
+                clock=clock,
+                providers={"openai": provider},
+            )
+        )
+    )
+    assert report.items_succeeded == 15
+    # 30 calls at 1 a second after a 1-call burst: the last starts at 29 s, never sooner
+    assert provider.started[-1] == pytest.approx(29.0, abs=0.01)
+    assert report.waits["limiter_seconds"] > 0
+    assert report.rates["models"]["openai:gpt-test"]["rpm_limit"] == 60
+
+
+def test_untold_limits_are_learned_from_the_headers() -> None:
+    clock = VirtualClock()
+    provider = Limited(clock, rpm=120, latency=0.1)
+    report = asyncio.run(
+        clock.run(
+            arun(
+                openai_chain(),
+                [f"t{i}" for i in range(20)],
+                concurrency=10,
+                clock=clock,
+                providers={"openai": provider},
+            )
+        )
+    )
+    model = report.rates["models"]["openai:gpt-test"]
+    assert model["learned"] is True and model["rpm_limit"] == pytest.approx(120 * 0.98)
+    # after the first answers, calls are spread at ~2 a second
+    late = provider.started[10:]
+    assert (late[-1] - late[0]) / (len(late) - 1) == pytest.approx(60 / (120 * 0.98), rel=0.05)
+
+
+def test_a_429_closes_the_gate_for_every_chain_of_that_model() -> None:
+    clock = VirtualClock()
+    limited = {"R t0": lambda n: RateLimited("429", retry_after=5.0) if n == 1 else None}
+    provider = Limited(clock, rpm=6000, latency=1.0, fail=limited)
+    report = asyncio.run(
+        clock.run(
+            arun(
+                openai_chain(),
+                [f"t{i}" for i in range(4)],
+                concurrency=4,
+                clock=clock,
+                providers={"openai": provider},
+            )
+        )
+    )
+    assert report.items_succeeded == 4
+    # the first round (t=0) got one 429 at t=1; every call after it waited for the gate (t>=6)
+    assert sorted(provider.started)[4] >= 6.0
+    assert report.waits["cooldown_seconds"] >= 4 * 5.0 - 1e-6
+    assert report.waits["backoff_seconds"] == 0  # the gate, not a per-call sleep, held the retry
+    assert report.calls["rate_limited"] == 1
+
+
+def test_concurrency_auto_finds_what_a_busy_server_takes() -> None:
+    clock = VirtualClock()
+
+    class Busy(Scripted):
+        async def complete(self, request: CompletionRequest) -> Completion:
+            if self.in_flight >= 6:
+                raise Overloaded("503 busy", status=503)
+            return await super().complete(request)
+
+    provider = Busy(clock, latency=1.0)
+    report = asyncio.run(
+        clock.run(
+            arun(
+                openai_chain(),
+                [f"t{i}" for i in range(120)],
+                concurrency="auto",
+                max_concurrency=32,
+                clock=clock,
+                providers={"openai": provider},
+                max_attempts=8,
+            )
+        )
+    )
+    assert report.items_succeeded == 120
+    assert report.concurrency_mode == "auto"
+    assert provider.max_in_flight <= 7
+    # 240 calls at up to 6 in flight, 1 s each: at least 40 s; AIMD keeps it near that
+    assert report.wall_seconds < 40 / 0.75
