@@ -102,6 +102,13 @@ class ModelLimits(_Settings):
     tpm: int | None = Field(None, gt=0)
 
 
+class PriceSettings(_Settings):
+    """US dollars per million tokens, overriding the built-in price table."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
 class Stage(BaseModel):
     """One step of a chain: an LLM call (``prompt``) or a tool step (``tool``).
 
@@ -263,6 +270,7 @@ class Pipeline(BaseModel):
     sim: SimSettings = SimSettings()
     providers: dict[str, ProviderSettings] = {}
     limits: dict[str, ModelLimits] = {}
+    prices: dict[str, PriceSettings] = {}
     concurrency: int = Field(5, ge=1)
     #: seconds before a call to a real provider counts as timed out (a retryable error)
     timeout: float = Field(120.0, gt=0)

@@ -67,6 +67,9 @@ class RunReport:
     #: "auto" when the chains in flight adapted; then ``concurrency`` is the cap
     concurrency_mode: str = "fixed"
     concurrency_peak: float | None = None
+    #: stage results reused from the store (resume) and answered from the response cache
+    reused: int = 0
+    cache_hits: int = 0
     stopped: str | None = None
     #: the kind of the fatal error that stopped the run (``auth_failed`` ...), if one did
     stopped_kind: str | None = None
@@ -89,6 +92,8 @@ class RunReport:
     def exit_code(self) -> int:
         """0 when every item succeeded; 2 when configuration stopped the run (the input broke
         mid-run, the key was refused, the model does not exist); else 1."""
+        if self.stopped_kind == "interrupted":
+            return 130
         if self.input_error or self.stopped_kind in CONFIG_FATAL:
             return 2
         return 0 if self.items_succeeded == self.items_total else 1
@@ -145,6 +150,8 @@ class RunReport:
             "stages": self.stages,
             "failures": self.failures[:LIST_CAP],
             "quality": {**self.quality_summary(), "per_item": self.quality[:LIST_CAP]},
+            "reused_stage_results": self.reused,
+            "cache_hits": self.cache_hits,
             "stopped": self.stopped,
             "stopped_kind": self.stopped_kind,
             "input_error": self.input_error,
@@ -237,8 +244,11 @@ def build_report(runner: Runner) -> RunReport:
         rates=_rates(runner),
         concurrency_mode="auto" if runner.adaptive is not None else "fixed",
         concurrency_peak=round(runner.adaptive.max_seen, 1) if runner.adaptive is not None else None,
-        stopped=str(runner.fatal) if runner.fatal else None,
-        stopped_kind=runner.fatal.kind if runner.fatal else None,
+        stopped=str(runner.fatal) if runner.fatal else runner.stopping,
+        stopped_kind=runner.fatal.kind if runner.fatal else ("interrupted" if runner.interrupted else None),
+        cost_usd=round(runner.cost_usd, 6) if runner.cost_usd is not None else None,
+        reused=stats.reused,
+        cache_hits=stats.cache_hits,
         input_error=str(runner.input_error) if runner.input_error else None,
         store=store,
     )

@@ -23,6 +23,8 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 import random
 import secrets
@@ -39,11 +41,12 @@ from .headers import parse_rate_limits
 from .inputs import InputSource, Item, items_from, open_input
 from .limits import AdaptiveConcurrency, ModelLimiter, estimate_tokens
 from .pipeline import Pipeline, Stage, parse_model
+from .prices import Price, price_for
 from .providers import CompletionRequest, Provider, ProviderPool
 from .report import RunReport, build_report
 from .retry import RetryPolicy, retry_in_next_pass
 from .stats import RunStats
-from .store import ItemRecord, RunStore
+from .store import CallRow, ItemRecord, RunStore, StageHit
 
 __all__ = ["Runner", "arun", "run"]
 
@@ -71,6 +74,83 @@ class _Chain:
     error_stage: str | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class Budget:
+    """Stop admitting items before the run would spend more than this.
+
+    The projection is what is spent so far plus, for every chain in flight and the next one,
+    what a chain has cost on average (before any chain has finished: its calls' ``max_tokens``
+    plus their prompts, priced). Chains in flight always finish.
+    """
+
+    max_cost: float | None = None
+    max_tokens: int | None = None
+
+    @property
+    def reason(self) -> str:
+        parts = []
+        if self.max_cost is not None:
+            parts.append(f"${self.max_cost:g}")
+        if self.max_tokens is not None:
+            parts.append(f"{self.max_tokens:,} tokens")
+        return f"budget of {' / '.join(parts)} reached"
+
+    def exhausted(self, runner: Runner) -> bool:
+        stats = runner.stats
+        chains = stats.done + stats.failed_now
+        ahead = stats.in_flight + 1
+        tokens = stats.input_tokens + stats.output_tokens
+        if self.max_tokens is not None:
+            per_chain = tokens / chains if chains else runner.chain_token_estimate()
+            if tokens + ahead * per_chain > self.max_tokens:
+                return True
+        if self.max_cost is not None:
+            if runner.cost_usd is None:
+                return False  # unknown prices: only a token budget can hold
+            per_chain_cost = runner.cost_usd / chains if chains else runner.chain_cost_estimate()
+            if runner.cost_usd + ahead * per_chain_cost > self.max_cost:
+                return True
+        return False
+
+
+@dataclass
+class _Attempt:
+    """One attempt's timing: queued (asked), started (the provider call began), waits."""
+
+    number: int
+    queued: float
+    started: float
+    limiter_wait: float = 0.0
+    cooldown_wait: float = 0.0
+
+
+@dataclass
+class _Prepared:
+    """A stage made ready for one item: how to attempt it and the key of its input."""
+
+    call: Callable[[_Attempt], Awaitable[Call]]
+    key: str
+    spec: str | None = None
+    gated: bool = False
+    cacheable: bool = False
+
+
+def _key(*parts: object) -> str:
+    """The key of a stage's input: same key, same request, same result to reuse."""
+    data = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _tool_call(runner: Runner, stage: Stage, context: Mapping[str, Any]) -> _Prepared:
+    tool = stage.tool
+    name = f"{getattr(tool, '__module__', '')}.{getattr(tool, '__qualname__', repr(tool))}"
+
+    async def call(record: _Attempt) -> Call:
+        return await runner._tool(stage, context), 0, 0
+
+    return _Prepared(call=call, key=_key(stage.name, "tool", name, dict(context)))
+
+
 class Runner:
     """Runs one pipeline over one input with fixed settings. Use :func:`arun` or :func:`run`."""
 
@@ -89,6 +169,9 @@ class Runner:
         rpm: float | None = None,
         tpm: float | None = None,
         adaptive: AdaptiveConcurrency | None = None,
+        reuse: bool = False,
+        cache: RunStore | None | Literal[False] = None,
+        budget: Budget | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.concurrency = concurrency or pipeline.concurrency
@@ -108,8 +191,21 @@ class Runner:
         self.limiters: dict[str, ModelLimiter | None] = {}
         #: with ``--concurrency auto``: the chains in flight adapt, up to ``concurrency``
         self.adaptive = adaptive
+        #: reuse stage results already in the store (``--resume``)
+        self.reuse = reuse
+        #: the response cache for real providers at temperature 0: a store, or False for none
+        #: (None: this run's own store)
+        self.cache: RunStore | None = None if cache is False else (cache or self.store)
+        self.budget = budget
+        self.prices = {spec: Price(p.input, p.output) for spec, p in pipeline.prices.items()}
+        self.cost_usd: float | None = 0.0
         self.fatal: FatalError | None = None
         self.input_error: InputError | None = None
+        #: why admission stopped early, other than a fatal error: "interrupted", "budget ..."
+        self.stopping: str | None = None
+        self.interrupted = False
+        self._in_flight: dict[int, _Chain] = {}
+        self._t0 = 0.0
         #: items in the input when known (the input was scanned first), for progress
         self.total: int | None = None
         self._stages = list(pipeline.stages)
@@ -118,32 +214,66 @@ class Runner:
 
     # -- the run -----------------------------------------------------------------------------------
 
+    @property
+    def halted(self) -> bool:
+        """Whether admission has stopped early (fatal error, broken input, Ctrl-C, budget)."""
+        return bool(self.fatal or self.input_error or self.stopping)
+
+    def stop(self, reason: str = "interrupted") -> None:
+        """Stop admitting items (Ctrl-C, SIGTERM); chains in flight finish. Safe to call twice."""
+        if self.stopping is None:
+            self.stopping = reason
+        self.interrupted = self.interrupted or reason == "interrupted"
+
     async def run(self, source: InputSource) -> RunReport:
-        """Run every item of ``source`` and return the report. Never raises for a failed item."""
+        """Run every item of ``source`` and return the report. Never raises for a failed item.
+
+        Cancelled (a second Ctrl-C), it re-raises; :meth:`salvage` then records what was done.
+        """
         self.pool.check()
         self.store.begin_run(self.run_id, pipeline=self.pipeline.name, settings=self._settings())
-        items = iter(source)
+        self._t0 = self.clock.now()
+        self._items = iter(source)
+        self._failed: list[_Chain] = []
         try:
-            failed = await self._pass(self._admit(items))
+            self._failed = await self._pass(self._admit(self._items))
             for _ in range(self.retry_passes):
+                failed = self._failed
                 retry = [c for c in failed if c.error is not None and retry_in_next_pass(c.error)]
-                if not retry or self.fatal:
+                if not retry or self.halted:
                     break
                 kept = [c for c in failed if c not in retry]
                 for chain in retry:
                     chain.error = chain.error_stage = None
-                failed = kept + await self._pass(iter(retry))
-            for chain in sorted(failed, key=lambda c: c.item.index):
-                self._save_item(chain, "failed")
-            if self.fatal or self.input_error:
-                self._skip_rest(items)
+                self._failed = kept + await self._pass(iter(retry))
+            self._finish()
         finally:
             self.store.flush()
             await self.pool.aclose()
         return build_report(self)
 
+    def _finish(self) -> None:
+        for chain in sorted(self._failed, key=lambda c: c.item.index):
+            self._save_item(chain, "failed")
+        if self.halted:
+            self._skip_rest(self._items)
+        status = "interrupted" if self.interrupted else ("stopped" if self.halted else "done")
+        self.store.end_run(self.run_id, status=status, summary={"done": self.stats.done})
+
+    def salvage(self) -> RunReport:
+        """After a hard stop (the run was cancelled): record the chains in flight and the items
+        never admitted, keep every finished stage result, and build the report."""
+        self.interrupted = True
+        self.stopping = self.stopping or "interrupted"
+        for chain in sorted(self._in_flight.values(), key=lambda c: c.item.index):
+            self._save_item(chain, "skipped")
+        self._in_flight.clear()
+        self._finish()
+        self.store.flush()
+        return build_report(self)
+
     def _admit(self, items: Iterator[Item]) -> Iterator[_Chain]:
-        while not self.fatal and not self.input_error:
+        while not self.halted:
             try:
                 item = next(items)
             except StopIteration:
@@ -158,7 +288,10 @@ class Runner:
         failed: list[_Chain] = []
 
         async def worker() -> None:
-            while not (self.fatal or self.input_error):
+            while not self.halted:
+                if self.budget is not None and self.budget.exhausted(self):
+                    self.stopping = self.stopping or self.budget.reason
+                    return
                 if self.adaptive is not None:
                     await self.adaptive.acquire()
                 try:
@@ -185,10 +318,12 @@ class Runner:
             self.stats.first_admission = self.clock.now()
         self.stats.admitted += 1
         self.stats.in_flight += 1
+        self._in_flight[chain.item.index] = chain
         try:
             await self._advance(chain)
         finally:
             self.stats.in_flight -= 1
+        del self._in_flight[chain.item.index]
         self.stats.last_result = self.clock.now()
         if chain.error is None:
             self.stats.done += 1
@@ -214,9 +349,12 @@ class Runner:
     # -- one stage, one call -----------------------------------------------------------------------
 
     async def _stage(self, chain: _Chain, stage: Stage) -> None:
+        """Get one stage's result for one item: from the store (resume), the response cache, or
+        by calling, with retries. The result is durable before the stage counts as done."""
         context: dict[str, Any] = {"id": chain.item.id, **chain.item.fields, **chain.outputs}
-        call = self._tool_call(stage, context) if stage.is_tool else self._llm_call(stage, context)
-        gated = not stage.is_tool and self._limiter(self.pipeline.model_for(stage)) is not None
+        prepared = _tool_call(self, stage, context) if stage.is_tool else self._llm_call(stage, context)
+        if await self._reused(chain, stage, prepared):
+            return
         stats = self.stats.stage(stage.name)
         attempt = 0
         service = 0.0
@@ -225,49 +363,112 @@ class Runner:
             chain.attempts += 1
             self.stats.calls += 1
             stats.calls += 1
-            started = self.clock.now()
+            now = self.clock.now()
+            record = _Attempt(number=attempt, queued=now, started=now)
             try:
-                text, tokens_in, tokens_out = await call()
+                text, tokens_in, tokens_out = await prepared.call(record)
             except CallError as exc:
-                elapsed = self._count_attempt(chain, stats, started, ok=False)
-                service += elapsed
+                service += self._count_attempt(chain, stats, record, ok=False)
                 if exc.kind == "rate_limited":
                     self.stats.rate_limited += 1
-                if not self.retry.should_retry(exc, attempt) or self.fatal:
+                retrying = self.retry.should_retry(exc, attempt) and not self.halted
+                wait = 0.0
+                if retrying and not (exc.kind == "rate_limited" and prepared.gated):
+                    wait = self.retry.wait(exc, attempt, self.rng)  # (else the cooldown gate waits)
+                self._save_call(chain, stage, record, exc.kind, backoff=wait, error=str(exc))
+                if not retrying:
                     raise
                 self.stats.calls_retried += 1
-                if exc.kind == "rate_limited" and gated:
-                    continue  # the model's cooldown gate holds the retry (see _llm_call)
-                wait = self.retry.wait(exc, attempt, self.rng)
-                self.stats.backoff_seconds += wait
-                await self.clock.sleep(wait)
+                if wait:
+                    self.stats.backoff_seconds += wait
+                    await self.clock.sleep(wait)
                 continue
-            service += self._count_attempt(chain, stats, started, ok=True)
-            self.stats.input_tokens += tokens_in
-            self.stats.output_tokens += tokens_out
+            service += self._count_attempt(chain, stats, record, ok=True)
+            self._save_call(chain, stage, record, "ok", tokens=(tokens_in, tokens_out))
+            self._spend(prepared.spec, tokens_in, tokens_out)
             stage.check_output(text)
-            chain.outputs[stage.name] = text
-            self.store.save_stage(
-                self.run_id,
-                chain.item.index,
-                stage.name,
-                text,
-                input_tokens=tokens_in,
-                output_tokens=tokens_out,
-                seconds=service,
-                attempts=attempt,
-            )
+            if prepared.cacheable and self.cache is not None:
+                self.cache.cache_put(prepared.key, StageHit(text, tokens_in, tokens_out))
+            self._keep(chain, stage, prepared.key, StageHit(text, tokens_in, tokens_out), service, attempt)
             return
 
-    def _tool_call(self, stage: Stage, context: Mapping[str, Any]) -> Callable[[], Awaitable[Call]]:
-        async def call() -> Call:
-            return await self._tool(stage, context), 0, 0
+    async def _reused(self, chain: _Chain, stage: Stage, prepared: _Prepared) -> bool:
+        """Take the stage's result from the store (resume) or the response cache, if there."""
+        hit = None
+        if self.reuse:
+            hit = self.store.find_stage(chain.item.id, stage.name, prepared.key)
+            if hit is not None:
+                self.stats.reused += 1
+        if hit is None and prepared.cacheable and self.cache is not None:
+            hit = self.cache.cache_get(prepared.key)
+            if hit is not None:
+                self.stats.cache_hits += 1
+        if hit is None:
+            return False
+        stage.check_output(hit.output)
+        self._keep(chain, stage, prepared.key, hit, 0.0, 0)
+        return True
 
-        return call
+    def _keep(
+        self, chain: _Chain, stage: Stage, key: str, hit: StageHit, seconds: float, attempts: int
+    ) -> None:
+        chain.outputs[stage.name] = hit.output
+        self.store.save_stage(
+            self.run_id,
+            chain.item.index,
+            stage.name,
+            hit.output,
+            input_tokens=hit.input_tokens,
+            output_tokens=hit.output_tokens,
+            seconds=seconds,
+            attempts=attempts,
+            item_id=chain.item.id,
+            key=key,
+        )
 
-    def _llm_call(self, stage: Stage, context: Mapping[str, Any]) -> Callable[[], Awaitable[Call]]:
-        """One attempt at an LLM stage: through the model's limiter, the adaptive gate's
-        accounting, and the provider; a 429 closes the model's cooldown gate."""
+    def _spend(self, spec: str | None, tokens_in: int, tokens_out: int) -> None:
+        self.stats.input_tokens += tokens_in
+        self.stats.output_tokens += tokens_out
+        if spec is None or self.cost_usd is None:
+            return
+        price = price_for(spec, self.prices)
+        self.cost_usd = None if price is None else self.cost_usd + price.cost(tokens_in, tokens_out)
+
+    def _save_call(
+        self,
+        chain: _Chain,
+        stage: Stage,
+        record: _Attempt,
+        status: str,
+        *,
+        backoff: float = 0.0,
+        tokens: tuple[int, int] = (0, 0),
+        error: str | None = None,
+    ) -> None:
+        t0 = self._t0
+        self.store.save_call(
+            self.run_id,
+            CallRow(
+                index=chain.item.index,
+                item_id=chain.item.id,
+                stage=stage.name,
+                attempt=record.number,
+                queued=record.queued - t0,
+                started=record.started - t0,
+                ended=self.clock.now() - t0,
+                status=status,
+                limiter_wait=record.limiter_wait,
+                cooldown_wait=record.cooldown_wait,
+                backoff=backoff,
+                input_tokens=tokens[0],
+                output_tokens=tokens[1],
+                error=error,
+            ),
+        )
+
+    def _llm_call(self, stage: Stage, context: Mapping[str, Any]) -> _Prepared:
+        """One LLM stage made ready: its request, its key, and an attempt that goes through the
+        model's limiter and the adaptive gate; a 429 closes the model's cooldown gate."""
         spec = self.pipeline.model_for(stage)
         provider, model = self.pool.for_model(spec)
         system, prompt = stage.render(context)
@@ -280,17 +481,17 @@ class Runner:
         )
         limiter = self._limiter(spec)
         estimate = estimate_tokens((system or "") + prompt, model) + stage.max_tokens
-        attempts = 0
+        key = _key(stage.name, spec, system, prompt, stage.max_tokens, stage.temperature)
 
-        async def call() -> Call:
-            nonlocal attempts
-            attempts += 1
+        async def call(record: _Attempt) -> Call:
             reservation = None
             if limiter is not None:
                 reservation = await limiter.acquire(estimate)
+                record.limiter_wait = reservation.limiter_wait
+                record.cooldown_wait = reservation.cooldown_wait
                 self.stats.limiter_seconds += reservation.limiter_wait
                 self.stats.cooldown_seconds += reservation.cooldown_wait
-            started = self.clock.now()
+            record.started = started = self.clock.now()
             try:
                 completion = await provider.complete(request)
             except CallError as exc:
@@ -300,7 +501,9 @@ class Runner:
                 if limiter is not None and reservation is not None and exc.kind == "rate_limited":
                     limiter.release(reservation)  # refused calls use none of the budget
                     wait = exc.retry_after if isinstance(exc, RetryableError) else None
-                    limiter.cooldown(wait if wait is not None else self.retry.backoff(attempts, self.rng))
+                    limiter.cooldown(
+                        wait if wait is not None else self.retry.backoff(record.number, self.rng)
+                    )
                 raise
             if self.adaptive is not None:
                 latency = self.clock.now() - started
@@ -312,7 +515,9 @@ class Runner:
             self.stats.cached_tokens += completion.cached_tokens
             return completion.text, completion.input_tokens, completion.output_tokens
 
-        return call
+        # the response cache: real providers only (sim must take its time), deterministic requests
+        cacheable = provider.kind != "sim" and stage.temperature == 0
+        return _Prepared(call=call, key=key, spec=spec, gated=limiter is not None, cacheable=cacheable)
 
     def _limiter(self, spec: str) -> ModelLimiter | None:
         """The one limiter of model ``spec``, shared by every stage using it (None: unmetered)."""
@@ -339,8 +544,10 @@ class Runner:
             raise ToolError(f"tool returned {type(result).__name__}, not str", stage=stage.name)
         return result
 
-    def _count_attempt(self, chain: _Chain, stats: Any, started: float, *, ok: bool) -> float:
-        elapsed = self.clock.now() - started
+    def _count_attempt(self, chain: _Chain, stats: Any, record: _Attempt, *, ok: bool) -> float:
+        """Count one attempt; its service time runs from the call's start, after any wait for
+        the limiter (so ``sequential_seconds`` is the calls' own time)."""
+        elapsed = self.clock.now() - record.started
         chain.seconds += elapsed
         stats.seconds.append(elapsed)
         self.stats.service_seconds += elapsed
@@ -371,9 +578,23 @@ class Runner:
             ),
         )
 
+    def chain_token_estimate(self) -> float:
+        """Tokens one chain may use, before any has finished: prompts unknown, ~500 each."""
+        return float(sum(s.max_tokens + 500 for s in self._stages if not s.is_tool))
+
+    def chain_cost_estimate(self) -> float:
+        total = 0.0
+        for stage in self._stages:
+            if stage.is_tool:
+                continue
+            price = price_for(self.pipeline.model_for(stage), self.prices)
+            if price is not None:
+                total += price.cost(500, stage.max_tokens)
+        return total
+
     def _skip_rest(self, items: Iterator[Item]) -> None:
         """Record items never admitted (the run stopped) so results.jsonl lists every item."""
-        reason = self.fatal or self.input_error
+        reason = self.fatal or self.input_error or self.stopping
         error = {
             "stage": None,
             "type": "skipped",

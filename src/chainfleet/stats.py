@@ -64,6 +64,9 @@ class RunStats:
     cooldown_seconds: float = 0.0
     first_admission: float | None = None
     last_result: float | None = None
+    #: stage results taken from the store (resume) or the response cache instead of called
+    reused: int = 0
+    cache_hits: int = 0
     admitted: int = 0
     in_flight: int = 0
     done: int = 0

@@ -24,7 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ItemRecord", "RunStore"]
+__all__ = ["CallRow", "ItemRecord", "RunStore", "StageHit", "StoreError"]
+
+
+class StoreError(Exception):
+    """The file is not a chainfleet run store (corrupt, foreign, or from a newer version)."""
 
 
 def m001_initial(db: sqlite3.Connection) -> None:
@@ -68,7 +72,74 @@ def m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial]
+def m002_calls_keys_cache(db: sqlite3.Connection) -> None:
+    """Every attempt of every call; stage results keyed by their input; a response cache."""
+    db.executescript(
+        """
+        ALTER TABLE stage_results ADD COLUMN item_id TEXT;
+        ALTER TABLE stage_results ADD COLUMN key TEXT;
+        CREATE INDEX stage_results_by_key ON stage_results (item_id, stage, key);
+        CREATE TABLE calls (
+            run_id TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            item_id TEXT NOT NULL,
+            stage TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            queued REAL NOT NULL,
+            started REAL NOT NULL,
+            ended REAL NOT NULL,
+            status TEXT NOT NULL,
+            limiter_wait REAL NOT NULL DEFAULT 0,
+            cooldown_wait REAL NOT NULL DEFAULT 0,
+            backoff REAL NOT NULL DEFAULT 0,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            error TEXT
+        );
+        CREATE INDEX calls_by_run ON calls (run_id, started);
+        CREATE TABLE cache (
+            key TEXT PRIMARY KEY,
+            text TEXT NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            created REAL NOT NULL
+        );
+        ALTER TABLE runs ADD COLUMN status TEXT NOT NULL DEFAULT 'running';
+        ALTER TABLE runs ADD COLUMN summary TEXT;
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_calls_keys_cache]
+
+
+@dataclass(frozen=True)
+class CallRow:
+    """One attempt of one call, as the timeline draws it. Times are seconds from the run's start."""
+
+    index: int
+    item_id: str
+    stage: str
+    attempt: int
+    queued: float
+    started: float
+    ended: float
+    status: str
+    limiter_wait: float = 0.0
+    cooldown_wait: float = 0.0
+    backoff: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class StageHit:
+    """A stage result found in the store (resume) or the cache."""
+
+    output: str
+    input_tokens: int
+    output_tokens: int
 
 
 @dataclass
@@ -113,11 +184,32 @@ class RunStore:
 
     @classmethod
     def open(cls, path: str | Path = "", **kwargs: Any) -> RunStore:
+        """Open (creating or upgrading) a store. A file that is not one raises ``StoreError``
+        and is left untouched."""
         db = sqlite3.connect(str(path))
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        cls._migrate(db)
+        try:
+            cls._check(db)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            cls._migrate(db)
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise StoreError(f"not a chainfleet run store ({exc})") from exc
+        except StoreError:
+            db.close()
+            raise
         return cls(db, **kwargs)
+
+    @staticmethod
+    def _check(db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if version == 0 and tables:
+            raise StoreError(f"a SQLite file with other tables ({', '.join(sorted(tables)[:3])}...)")
+        if version > len(MIGRATIONS):
+            raise StoreError(f"made by a newer chainfleet (store version {version})")
+        if version and "runs" not in tables:
+            raise StoreError("a SQLite file of another program")
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
@@ -141,7 +233,7 @@ class RunStore:
 
     def begin_run(self, run_id: str, *, pipeline: str, settings: dict[str, Any]) -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO runs (run_id, pipeline, started, settings) VALUES (?, ?, ?, ?)",
             (run_id, pipeline, time.time(), json.dumps(settings, sort_keys=True)),
         )
         self.flush()
@@ -157,12 +249,74 @@ class RunStore:
         output_tokens: int,
         seconds: float,
         attempts: int,
+        item_id: str | None = None,
+        key: str | None = None,
+        durable: bool = True,
     ) -> None:
+        """Record one finished stage result; with ``durable`` it is committed before returning,
+        so a killed run never loses a result it counted as done."""
         self.db.execute(
-            "INSERT OR REPLACE INTO stage_results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (run_id, index, stage, output, input_tokens, output_tokens, seconds, attempts),
+            "INSERT OR REPLACE INTO stage_results "
+            "(run_id, idx, stage, output, input_tokens, output_tokens, seconds, attempts, item_id, key) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, index, stage, output, input_tokens, output_tokens, seconds, attempts, item_id, key),
+        )
+        if durable:
+            self.flush()
+        else:
+            self._maybe_commit()
+
+    def save_call(self, run_id: str, row: CallRow) -> None:
+        self.db.execute(
+            "INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                row.index,
+                row.item_id,
+                row.stage,
+                row.attempt,
+                row.queued,
+                row.started,
+                row.ended,
+                row.status,
+                row.limiter_wait,
+                row.cooldown_wait,
+                row.backoff,
+                row.input_tokens,
+                row.output_tokens,
+                row.error,
+            ),
         )
         self._maybe_commit()
+
+    def find_stage(self, item_id: str, stage: str, key: str) -> StageHit | None:
+        """A result of ``stage`` for ``item_id`` made from the same input (any run here)."""
+        row = self.db.execute(
+            "SELECT output, input_tokens, output_tokens FROM stage_results "
+            "WHERE item_id = ? AND stage = ? AND key = ? LIMIT 1",
+            (item_id, stage, key),
+        ).fetchone()
+        return StageHit(*row) if row else None
+
+    def cache_get(self, key: str) -> StageHit | None:
+        row = self.db.execute(
+            "SELECT text, input_tokens, output_tokens FROM cache WHERE key = ?", (key,)
+        ).fetchone()
+        return StageHit(*row) if row else None
+
+    def cache_put(self, key: str, hit: StageHit) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?, ?)",
+            (key, hit.output, hit.input_tokens, hit.output_tokens, time.time()),
+        )
+        self._maybe_commit()
+
+    def end_run(self, run_id: str, *, status: str, summary: dict[str, Any]) -> None:
+        self.db.execute(
+            "UPDATE runs SET status = ?, summary = ? WHERE run_id = ?",
+            (status, json.dumps(summary, sort_keys=True), run_id),
+        )
+        self.flush()
 
     def save_item(self, run_id: str, record: ItemRecord) -> None:
         self.db.execute(
@@ -197,6 +351,41 @@ class RunStore:
         self._last_commit = time.monotonic()
 
     # -- reads ------------------------------------------------------------------------------------
+
+    def calls(self, run_id: str) -> Iterator[CallRow]:
+        """Every attempt of the run, by start time."""
+        self.flush()
+        for row in self.db.execute(
+            "SELECT idx, item_id, stage, attempt, queued, started, ended, status, limiter_wait, "
+            "cooldown_wait, backoff, input_tokens, output_tokens, error FROM calls "
+            "WHERE run_id = ? ORDER BY started",
+            (run_id,),
+        ):
+            yield CallRow(*row)
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run in this store, oldest first, with its counts."""
+        self.flush()
+        found = []
+        for run_id, pipeline, started, status, summary in self.db.execute(
+            "SELECT run_id, pipeline, started, status, summary FROM runs ORDER BY started"
+        ):
+            counts = dict(
+                self.db.execute(
+                    "SELECT status, COUNT(*) FROM items WHERE run_id = ? GROUP BY status", (run_id,)
+                ).fetchall()
+            )
+            found.append(
+                {
+                    "run_id": run_id,
+                    "pipeline": pipeline,
+                    "started": started,
+                    "status": status,
+                    "items": counts,
+                    "summary": json.loads(summary) if summary else None,
+                }
+            )
+        return found
 
     def items(self, run_id: str) -> Iterator[ItemRecord]:
         """Every item of the run in input order, with its stage outputs."""

@@ -1,0 +1,60 @@
+"""What calls cost: US dollars per million input and output tokens, for common models.
+
+The table is a snapshot of list prices and goes stale; a pipeline's ``prices:`` block overrides
+it (``"openai:gpt-4o-mini": {input: 0.15, output: 0.60}``). A model that is in neither has an
+unknown price, and then the run's ``cost_usd`` is ``null`` rather than a wrong number. The
+simulated model is free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = ["PRICES", "Price", "price_for"]
+
+
+@dataclass(frozen=True)
+class Price:
+    """Dollars per million tokens."""
+
+    input: float
+    output: float
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input + output_tokens * self.output) / 1_000_000
+
+
+#: list prices in USD per 1M tokens (input, output), by model name without the provider
+PRICES: dict[str, Price] = {
+    "gpt-4o": Price(2.50, 10.00),
+    "gpt-4o-mini": Price(0.15, 0.60),
+    "gpt-4.1": Price(2.00, 8.00),
+    "gpt-4.1-mini": Price(0.40, 1.60),
+    "gpt-4.1-nano": Price(0.10, 0.40),
+    "o3-mini": Price(1.10, 4.40),
+    "o4-mini": Price(1.10, 4.40),
+    "claude-opus-4-1": Price(15.00, 75.00),
+    "claude-sonnet-4-5": Price(3.00, 15.00),
+    "claude-sonnet-4": Price(3.00, 15.00),
+    "claude-haiku-4-5": Price(1.00, 5.00),
+    "claude-3-5-haiku-latest": Price(0.80, 4.00),
+}
+
+
+def price_for(spec: str, overrides: Mapping[str, Price] | None = None) -> Price | None:
+    """The price of model ``spec`` (``"openai:gpt-4o-mini"``), or None when unknown."""
+    if overrides and spec in overrides:
+        return overrides[spec]
+    provider, _, model = spec.partition(":")
+    if provider == "sim":
+        return Price(0.0, 0.0)
+    if overrides and model in overrides:
+        return overrides[model]
+    if model in PRICES:
+        return PRICES[model]
+    # dated snapshots ("gpt-4o-mini-2024-07-18") cost what their family costs
+    for name in sorted(PRICES, key=len, reverse=True):
+        if model.startswith(name + "-"):
+            return PRICES[name]
+    return None
