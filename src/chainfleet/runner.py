@@ -46,7 +46,7 @@ from .providers import CompletionRequest, Provider, ProviderPool
 from .report import RunReport, build_report
 from .retry import RetryPolicy, retry_in_next_pass
 from .stats import RunStats
-from .store import CallRow, ItemRecord, RunStore, StageHit
+from .store import CallRow, ItemRecord, RunStore, StageHit, StoreError
 
 __all__ = ["Runner", "arun", "run"]
 
@@ -172,6 +172,7 @@ class Runner:
         reuse: bool = False,
         cache: RunStore | None | Literal[False] = None,
         budget: Budget | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.concurrency = concurrency or pipeline.concurrency
@@ -197,6 +198,7 @@ class Runner:
         #: (None: this run's own store)
         self.cache: RunStore | None = None if cache is False else (cache or self.store)
         self.budget = budget
+        self.extra_settings = dict(settings or {})
         self.prices = {spec: Price(p.input, p.output) for spec, p in pipeline.prices.items()}
         self.cost_usd: float | None = 0.0
         self.fatal: FatalError | None = None
@@ -265,6 +267,8 @@ class Runner:
         never admitted, keep every finished stage result, and build the report."""
         self.interrupted = True
         self.stopping = self.stopping or "interrupted"
+        if self.stats.first_admission is not None:
+            self.stats.last_result = self.clock.now()
         for chain in sorted(self._in_flight.values(), key=lambda c: c.item.index):
             self._save_item(chain, "skipped")
         self._in_flight.clear()
@@ -617,6 +621,7 @@ class Runner:
 
     def _settings(self) -> dict[str, Any]:
         return {
+            **self.extra_settings,
             "concurrency": self.concurrency,
             "max_attempts": self.retry.max_attempts,
             "retry_passes": self.retry_passes,
@@ -658,6 +663,7 @@ def prepare(
     model: str | None = None,
     check_input: bool = True,
     providers: Mapping[str, Provider] | None = None,
+    resume: bool = False,
 ) -> tuple[Pipeline, InputSource, RunStore | None, int | None]:
     """Everything checked and opened before the first call: the one place exit-2 errors arise.
 
@@ -678,15 +684,54 @@ def prepare(
         raise
     if check_input and source.reiterable:
         total = source.scan(required=[v for v in pipeline.input_fields_needed() if v != "id"])
-    store = None
-    if out is not None:
-        out_dir = Path(out)
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            store = RunStore.open(out_dir / "run.db")
-        except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"cannot write the output folder: {exc}", where=str(out)) from exc
+    store = open_store(out, resume=resume) if out is not None else None
     return pipeline, source, store, total
+
+
+def open_store(out: str | os.PathLike[str], *, resume: bool) -> RunStore:
+    """The run store of output folder ``out``. A folder that already holds a run is continued
+    only with ``resume``; a file there that is not a run store is never touched."""
+    out_dir = Path(out)
+    path = out_dir / "run.db"
+    existed = path.exists()
+    if resume and not existed:
+        raise ConfigError("nothing to resume here: no run.db (run without --resume first)", where=str(out))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        store = RunStore.open(path)
+    except StoreError as exc:
+        raise ConfigError(f"{exc}; nothing was changed", where=str(path)) from exc
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(f"cannot write the output folder: {exc}", where=str(out)) from exc
+    runs = store.runs() if existed else []
+    if runs and not resume:
+        store.close()
+        last = runs[-1]
+        done = last["items"].get("succeeded", 0)
+        raise ConfigError(
+            f"already holds run {last['run_id']} ({done} items done, {last['status']}); add --resume "
+            "to continue it, or give another --out",
+            where=str(out),
+        )
+    return store
+
+
+def open_cache(
+    cache: str | os.PathLike[str] | bool | None, store: RunStore | None
+) -> RunStore | None | Literal[False]:
+    """The response cache: False (off), a shared folder's cache.db, or None (the run's store)."""
+    if cache is False:
+        return False
+    if cache is None or cache is True:
+        return None
+    folder = Path(cache)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return RunStore.open(folder / "cache.db")
+    except StoreError as exc:
+        raise ConfigError(f"{exc}; nothing was changed", where=str(folder / "cache.db")) from exc
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(f"cannot use the cache folder: {exc}", where=str(cache)) from exc
 
 
 async def arun(
@@ -706,6 +751,11 @@ async def arun(
     check_input: bool = True,
     on_start: Callable[[Runner], None] | None = None,
     run_id: str | None = None,
+    resume: bool = False,
+    cache: str | os.PathLike[str] | bool | None = None,
+    max_cost: float | None = None,
+    max_tokens: int | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> RunReport:
     """Run ``pipeline`` over ``items`` and return its :class:`RunReport`.
 
@@ -717,10 +767,25 @@ async def arun(
     ``rpm``/``tpm`` limit every model (else the pipeline's ``limits:``, else what the provider's
     headers say). ``concurrency="auto"`` adapts the chains in flight to what the server takes
     (AIMD on 429/503 and rising latency), up to ``max_concurrency``.
+
+    ``resume`` continues the run in ``out``: no stage result already there for the same input
+    is called again. ``cache``: None keeps a response cache of real-provider, temperature-0
+    calls in the run's store; a folder shares one across runs; False turns it off. The budget
+    (``max_cost`` in USD, ``max_tokens``) stops admission before the projected spend passes it.
+    ``settings`` are saved with the run (the CLI keeps what ``chainfleet resume`` needs).
     """
     pipeline, source, store, total = prepare(
-        pipeline, items, out=out, model=model, check_input=check_input, providers=providers
+        pipeline,
+        items,
+        out=out,
+        model=model,
+        check_input=check_input,
+        providers=providers,
+        resume=resume,
     )
+    budget = None
+    if max_cost is not None or max_tokens is not None:
+        budget = Budget(max_cost=max_cost, max_tokens=max_tokens)
     adaptive = None
     if concurrency == "auto":
         adaptive = AdaptiveConcurrency(cap=max_concurrency)
@@ -737,16 +802,27 @@ async def arun(
         clock=clock,
         providers=providers,
         run_id=run_id,
+        reuse=resume,
+        cache=open_cache(cache, store),
+        budget=budget,
+        settings=settings,
     )
     runner.total = total
     if on_start is not None:
         on_start(runner)
     report = await runner.run(source)
+    finish_output(runner, report, out)
+    return report
+
+
+def finish_output(runner: Runner, report: RunReport, out: str | os.PathLike[str] | None) -> None:
+    """Keep the report in the store (for ``chainfleet report``) and write the output folder."""
+    status = "interrupted" if runner.interrupted else ("stopped" if runner.halted else "done")
+    runner.store.end_run(runner.run_id, status=status, summary=report.to_dict())
     if out is not None:
         from .output import write_output
 
         write_output(Path(out), report)
-    return report
 
 
 def run(pipeline: Pipeline, items: Items, **kwargs: Any) -> RunReport:

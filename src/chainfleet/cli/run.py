@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,7 +14,7 @@ import click
 from ..errors import ConfigError
 from ..pipeline import Pipeline
 from ..report import RunReport
-from ..runner import arun, new_run_id
+from ..runner import Runner, arun, finish_output, new_run_id
 from . import cli, config_errors
 from .progress import ProgressPrinter
 
@@ -96,6 +98,29 @@ class ConcurrencyType(_ParamType):
 )
 @click.option("--sequential", is_flag=True, help="One item at a time (same as -c 1).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines; only the summary.")
+@click.option(
+    "--resume", is_flag=True, help="Continue the run in --out: completed stage results are not called again."
+)
+@click.option(
+    "--cache",
+    "cache_dir",
+    metavar="DIR",
+    help="Share a response cache (real providers, temperature 0) across runs in DIR.",
+)
+@click.option("--no-cache", is_flag=True, help="No response cache: every call really goes out.")
+@click.option(
+    "--max-cost",
+    type=click.FloatRange(min=0),
+    metavar="USD",
+    help="Stop admitting items before the projected spend passes this.",
+)
+@click.option(
+    "--max-tokens",
+    "max_tokens_budget",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Stop admitting items before the projected tokens pass this.",
+)
 @config_errors
 def run_command(
     pipeline_file: str,
@@ -110,6 +135,11 @@ def run_command(
     retry_passes: int,
     sequential: bool,
     quiet: bool,
+    resume: bool,
+    cache_dir: str | None,
+    no_cache: bool,
+    max_cost: float | None,
+    max_tokens_budget: int | None,
 ) -> None:
     """Run PIPELINE.yaml over every item of --input.
 
@@ -120,13 +150,53 @@ def run_command(
       chainfleet run examples/content.yaml -i topics.jsonl --sequential --quiet
       chainfleet run examples/content.yaml -i topics.txt --model openai:gpt-4o-mini --rpm 500 -c 50
       chainfleet run examples/content.yaml -i topics.txt --model ollama:llama3.1 -c auto
+      chainfleet run examples/content.yaml -i topics.txt --out runs/today --resume
+      chainfleet run examples/content.yaml -i topics.txt --model openai:gpt-4o --max-cost 5
 
     Writes results.jsonl, report.json, report.md and one markdown file per item into the
-    output folder. Exit code 0 when every item succeeded, 1 when some failed (the rest are
-    saved), 2 for bad usage or input (no model called), 130 when interrupted.
+    output folder, and keeps every finished stage result in its run.db as it arrives.
+    Ctrl-C stops admitting items and lets the calls in flight finish (a second Ctrl-C stops at
+    once); either way nothing finished is lost, and `chainfleet resume DIR` goes on. Exit code
+    0 when every item succeeded, 1 when some failed (the rest are saved), 2 for bad usage or
+    input (no model called), 130 when interrupted.
     """
     if sequential and concurrency not in (None, 1):
         raise ConfigError("--sequential and --concurrency disagree; give one of them")
+    if cache_dir and no_cache:
+        raise ConfigError("--cache and --no-cache disagree; give one of them")
+    if resume and not out:
+        raise ConfigError("--resume needs the --out folder of the run to continue")
+    settings = {
+        "pipeline_file": str(Path(pipeline_file).resolve()),
+        "input_file": str(Path(input_file).resolve()),
+        "cli": {
+            "concurrency": 1 if sequential else concurrency,
+            "max_concurrency": max_concurrency,
+            "rpm": rpm,
+            "tpm": tpm,
+            "model": model,
+            "max_attempts": max_attempts,
+            "retry_passes": retry_passes,
+            "cache": cache_dir,
+            "no_cache": no_cache,
+            "max_cost": max_cost,
+            "max_tokens": max_tokens_budget,
+        },
+    }
+    execute(pipeline_file, input_file, out, settings, quiet=quiet, resume=resume)
+
+
+def execute(
+    pipeline_file: str,
+    input_file: str,
+    out: str | None,
+    settings: dict[str, Any],
+    *,
+    quiet: bool,
+    resume: bool,
+) -> None:
+    """Run (or resume) and exit with the run's exit code; shared by ``run`` and ``resume``."""
+    options = settings["cli"]
     pipeline = Pipeline.from_yaml(pipeline_file)
     run_id = new_run_id()
     out_dir = Path(out) if out else Path("runs") / run_id
@@ -136,21 +206,41 @@ def run_command(
             input_file,
             out_dir,
             quiet=quiet,
-            concurrency=1 if sequential else concurrency,
-            model=model,
-            max_attempts=max_attempts,
-            retry_passes=retry_passes,
-            rpm=rpm,
-            tpm=tpm,
-            max_concurrency=max_concurrency,
+            concurrency=options["concurrency"],
+            model=options["model"],
+            max_attempts=options["max_attempts"],
+            retry_passes=options["retry_passes"],
+            rpm=options["rpm"],
+            tpm=options["tpm"],
+            max_concurrency=options["max_concurrency"],
             run_id=run_id,
+            resume=resume,
+            cache=False if options["no_cache"] else options["cache"],
+            max_cost=options["max_cost"],
+            max_tokens=options["max_tokens"],
+            settings=settings,
         )
     )
     for line in report.summary_lines():
         click.echo(line)
+    if report.reused or report.cache_hits:
+        click.echo(
+            f"reused {report.reused} finished stage results and {report.cache_hits} cached "
+            "responses: those were not called again"
+        )
     click.echo(f"output: {out_dir}/ (results.jsonl, report.md, report.json, items/)")
     if report.input_error:
         click.echo(f"error: {report.input_error}", err=True)
+    elif report.stopped_kind == "interrupted":
+        click.echo(
+            f"interrupted: everything finished is saved. Go on with: chainfleet resume {out_dir}", err=True
+        )
+    elif report.stopped and report.stopped.startswith("budget"):
+        click.echo(
+            f"stopped: the {report.stopped}; spent ${report.cost_usd or 0:.4f}, "
+            f"{report.tokens.get('input', 0) + report.tokens.get('output', 0):,} tokens",
+            err=True,
+        )
     elif report.stopped:
         click.echo(
             f"error: the run stopped: {report.stopped}. Completed items are saved in {out_dir}/.",
@@ -160,11 +250,99 @@ def run_command(
 
 
 async def _run(pipeline: Pipeline, input_file: str, out: Path, *, quiet: bool, **kwargs: Any) -> RunReport:
+    """Run with the progress display and Ctrl-C handling: the first SIGINT or SIGTERM stops
+    admission (the calls in flight finish), a second one cancels them; either way the output
+    folder is written from what finished."""
     printer = None if quiet else ProgressPrinter()
-    try:
-        return await arun(
-            pipeline, input_file, out=out, on_start=printer.start if printer else None, **kwargs
+    holder: dict[str, Runner] = {}
+    main = asyncio.current_task()
+
+    def on_start(runner: Runner) -> None:
+        holder["runner"] = runner
+        if printer:
+            printer.start(runner)
+
+    def on_signal() -> None:
+        runner = holder.get("runner")
+        if runner is None or runner.interrupted:
+            if main is not None:
+                main.cancel()
+            return
+        runner.stop("interrupted")
+        click.echo(
+            f"\nstopping: no new items; finishing the {runner.stats.in_flight} chains in flight "
+            "(Ctrl-C again to stop at once)",
+            err=True,
         )
+
+    loop = asyncio.get_running_loop()
+    installed = _install(loop, on_signal)
+    try:
+        return await arun(pipeline, input_file, out=out, on_start=on_start, **kwargs)
+    except asyncio.CancelledError:
+        runner = holder.get("runner")
+        if runner is None:
+            raise KeyboardInterrupt from None
+        report = runner.salvage()
+        finish_output(runner, report, out)
+        return report
     finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
         if printer:
             await printer.stop()
+
+
+def _install(loop: asyncio.AbstractEventLoop, handler: Any) -> list[signal.Signals]:
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, handler)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
+            pass
+    return installed
+
+
+@cli.command("resume", short_help="Continue an interrupted or stopped run.")
+@click.argument("out", metavar="OUT_DIR", type=click.Path(file_okay=False))
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines; only the summary.")
+@config_errors
+def resume_command(out: str, quiet: bool) -> None:
+    """Continue the run in OUT_DIR with the pipeline, input and options it was started with:
+    stage results already finished are not called again; failed items get their retry pass.
+
+    \b
+    Example:
+      chainfleet resume runs/today
+    """
+    from ..runner import open_store
+
+    store = open_store(out, resume=True)
+    runs = store.runs()
+    store.close()
+    if not runs:
+        raise ConfigError("nothing to resume here: the store holds no run", where=out)
+    with_settings = [r for r in runs if _settings_of(store_path=Path(out), run_id=r["run_id"])]
+    if not with_settings:
+        raise ConfigError(
+            "this run was not started by `chainfleet run`; use `chainfleet run ... --resume`", where=out
+        )
+    settings = _settings_of(store_path=Path(out), run_id=with_settings[-1]["run_id"])
+    assert settings is not None
+    for key in ("pipeline_file", "input_file"):
+        if not Path(settings[key]).exists():
+            raise ConfigError(f"the run's {key.replace('_', ' ')} is gone: {settings[key]}", where=out)
+    execute(settings["pipeline_file"], settings["input_file"], out, settings, quiet=quiet, resume=True)
+
+
+def _settings_of(*, store_path: Path, run_id: str) -> dict[str, Any] | None:
+    from ..store import RunStore
+
+    store = RunStore.open(store_path / "run.db")
+    try:
+        row = store.db.execute("SELECT settings FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    finally:
+        store.close()
+    data = json.loads(row[0]) if row else {}
+    return data if "pipeline_file" in data and "cli" in data else None
