@@ -243,3 +243,39 @@ def test_a_token_budget_stops_admission_and_says_what_was_spent(
     assert 0 < spent <= 20000 * 1.25  # chains in flight finish; admission stopped before it
     assert report["items"]["skipped"] > 0
     assert "stopped: the budget" in done.stderr and f"{spent:,} tokens" in done.stderr
+
+
+def test_a_shared_cache_makes_a_rerun_free_and_no_cache_really_calls(
+    sim: SimServerThread, files: dict[str, Path], tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    base = ["run", str(files["pipeline"]), "-i", str(files["topics"]), "-c", "4"]
+    first = finish(sim, *base, "--out", str(tmp_path / "a"), "--cache", str(cache))
+    assert first.returncode == 0, first.stderr
+    calls = sim.stats()["calls"]
+    assert calls == 3 * ITEMS, (sim.stats()["status"], first.stdout)
+    again = finish(sim, *base, "--out", str(tmp_path / "b"), "--cache", str(cache))
+    assert again.returncode == 0, again.stderr
+    assert sim.stats()["calls"] == calls  # every answer came from the cache
+    assert f"{3 * ITEMS} cached responses" in again.stdout
+    assert essentials(tmp_path / "b") == essentials(tmp_path / "a")
+    fresh = finish(sim, *base, "--out", str(tmp_path / "c"), "--no-cache")
+    assert fresh.returncode == 0
+    assert sim.stats()["calls"] == 2 * calls
+
+
+def test_the_sim_model_is_never_answered_from_a_cache(tmp_path: Path) -> None:
+    from chainfleet import Pipeline, run
+
+    pipeline = Pipeline.from_dict(
+        {
+            "sim": {"latency": 0},
+            "input": "topic",
+            "stages": [{"name": "a", "prompt": "Research {{ topic }}."}],
+        }
+    )
+    cache = tmp_path / "cache"
+    first = run(pipeline, ["tea", "coffee"], out=tmp_path / "a", cache=cache)
+    second = run(pipeline, ["tea", "coffee"], out=tmp_path / "b", cache=cache)
+    assert first.calls["total"] == second.calls["total"] == 2
+    assert second.cache_hits == 0

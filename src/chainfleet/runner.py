@@ -251,6 +251,8 @@ class Runner:
             self._finish()
         finally:
             self.store.flush()
+            if self.cache is not None and self.cache is not self.store:
+                self.cache.flush()
             await self.pool.aclose()
         return build_report(self)
 
