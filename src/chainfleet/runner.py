@@ -395,7 +395,9 @@ class Runner:
             stage.check_output(text)
             if prepared.cacheable and self.cache is not None:
                 self.cache.cache_put(prepared.key, StageHit(text, tokens_in, tokens_out))
-            self._keep(chain, stage, prepared.key, StageHit(text, tokens_in, tokens_out), service, attempt)
+            await self._keep(
+                chain, stage, prepared.key, StageHit(text, tokens_in, tokens_out), service, attempt
+            )
             return
 
     async def _reused(self, chain: _Chain, stage: Stage, prepared: _Prepared) -> bool:
@@ -412,13 +414,13 @@ class Runner:
         if hit is None:
             return False
         stage.check_output(hit.output)
-        self._keep(chain, stage, prepared.key, hit, 0.0, 0)
+        await self._keep(chain, stage, prepared.key, hit, 0.0, 0)
         return True
 
-    def _keep(
+    async def _keep(
         self, chain: _Chain, stage: Stage, key: str, hit: StageHit, seconds: float, attempts: int
     ) -> None:
-        chain.outputs[stage.name] = hit.output
+        """Record a stage result; it is committed (a group commit) before the chain goes on."""
         self.store.save_stage(
             self.run_id,
             chain.item.index,
@@ -430,7 +432,10 @@ class Runner:
             attempts=attempts,
             item_id=chain.item.id,
             key=key,
+            durable=False,
         )
+        await self.store.durable()
+        chain.outputs[stage.name] = hit.output
 
     def _spend(self, spec: str | None, tokens_in: int, tokens_out: int) -> None:
         self.stats.input_tokens += tokens_in

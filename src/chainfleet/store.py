@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -181,6 +182,7 @@ class RunStore:
         self.db = db
         self.commit_every = commit_every
         self._last_commit = time.monotonic()
+        self._group: asyncio.Future[None] | None = None
 
     @classmethod
     def open(cls, path: str | Path = "", **kwargs: Any) -> RunStore:
@@ -191,6 +193,9 @@ class RunStore:
             cls._check(db)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            # fewer, larger checkpoints (each one syncs the file) and a 64 MB page cache
+            db.execute("PRAGMA wal_autocheckpoint=16384")
+            db.execute("PRAGMA cache_size=-65536")
             cls._migrate(db)
         except sqlite3.DatabaseError as exc:
             db.close()
@@ -265,6 +270,30 @@ class RunStore:
             self.flush()
         else:
             self._maybe_commit()
+
+    async def durable(self) -> None:
+        """Return once everything written so far is committed.
+
+        A group commit: every caller in the same turn of the event loop waits for one commit
+        made on the next turn, so a thousand chains finishing together pay for one commit, not
+        a thousand, and each result is still on disk before its chain goes on.
+        """
+        if self._group is None:
+            loop = asyncio.get_running_loop()
+            self._group = loop.create_future()
+            loop.call_soon(self._commit_group)
+        await asyncio.shield(self._group)
+
+    def _commit_group(self) -> None:
+        group, self._group = self._group, None
+        try:
+            self.flush()
+        except sqlite3.Error as exc:  # every waiter learns of it
+            if group is not None and not group.done():
+                group.set_exception(exc)
+            return
+        if group is not None and not group.done():
+            group.set_result(None)
 
     def save_call(self, run_id: str, row: CallRow) -> None:
         self.db.execute(
