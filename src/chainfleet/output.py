@@ -1,4 +1,6 @@
-"""The output folder: results.jsonl, one markdown file per item, report.json, report.md.
+"""The output folder: results.jsonl, one markdown file per item, report.json, report.md,
+report.html and timeline.png; and :func:`rewrite_output`, which renders them again from the run
+store alone (``chainfleet report``).
 
 File names for items are made safe whatever the id or topic holds: only ``[a-z0-9-]``, no path
 separators, no leading dot, at most ~80 characters, and unique (when the id had to be changed to
@@ -12,12 +14,25 @@ import json
 import os
 import re
 import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
+from typing import Any
 
-from .report import RunReport, topic_of
-from .store import ItemRecord
+from .errors import ConfigError
+from .report import LIST_CAP, RunReport, topic_of
+from .stats import RunStats
+from .store import ItemRecord, RunStore, StoreError
 
-__all__ = ["safe_name", "write_output"]
+__all__ = [
+    "report_from_summary",
+    "rewrite_output",
+    "safe_name",
+    "store_problem",
+    "stored_report",
+    "write_output",
+]
 
 _UNSAFE = re.compile(r"[^a-z0-9]+")
 
@@ -55,8 +70,13 @@ def safe_name(item_id: str, topic: str | None = None) -> str:
     return name
 
 
-def write_output(out: Path, report: RunReport, *, item_files: bool = True) -> None:
-    """Write the run's output folder from its report and store; streams, never loads it whole."""
+def write_output(out: Path, report: RunReport, *, item_files: bool = True, report_json: bool = True) -> None:
+    """Write the run's output folder from its report and store; streams, never loads it whole.
+
+    Every file is written under a temporary name and moved into place, so a reader (or a run
+    killed while writing) never sees half a file: results.jsonl, items/*.md, report.json,
+    report.md, timeline.png, report.html.
+    """
     from .render import item_markdown
 
     out.mkdir(parents=True, exist_ok=True)
@@ -73,10 +93,13 @@ def write_output(out: Path, report: RunReport, *, item_files: bool = True) -> No
             if item_files and record.status != "skipped":
                 topic = topic_of(record.input, input_field)
                 path = items_dir / f"{safe_name(record.id, topic)}.md"
-                path.write_text(item_markdown(record, report, topic), encoding="utf-8")
+                _write_atomic(path, item_markdown(record, report, topic))
     os.replace(tmp, out / "results.jsonl")
-    _write_atomic(out / "report.json", report.to_json() + "\n")
+    if report_json:
+        _write_atomic(out / "report.json", report.to_json() + "\n")
     _write_atomic(out / "report.md", report.to_markdown())
+    png = _write_timeline(out / "timeline.png", report)
+    _write_atomic(out / "report.html", _html(report, png))
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -85,6 +108,283 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _write_timeline(path: Path, report: RunReport) -> Path | None:
+    """timeline.png from every call in the store; None when matplotlib is not installed."""
+    try:
+        import matplotlib  # noqa: F401 - only to know it is there
+
+        from .chart import timeline_png
+    except ImportError:
+        return None
+    calls = report.store.calls(report.run_id) if report.store is not None else iter(())
+    tmp = path.with_name(path.name + ".tmp")
+    title = f"Run {report.run_id}: {report.pipeline}"
+    timeline_png(calls, tmp, title=title, stages_order=report.stages_order, concurrency=report.concurrency)
+    os.replace(tmp, path)
+    return path
+
+
+def _html(report: RunReport, png: Path | None) -> str:
+    from .html_report import report_html
+
+    return report_html(
+        report.to_dict(),
+        png_path=png,
+        items=report.results(),
+        stages_order=report.stages_order,
+        input_field=report.input_field,
+    )
+
+
 def record_files(out: Path, record: ItemRecord, topic: str | None) -> Path:
     """Where an item's markdown file is (for messages and tests)."""
     return out / "items" / f"{safe_name(record.id, topic)}.md"
+
+
+# -- rendering again from the store ----------------------------------------------------------------
+
+
+def rewrite_output(out: Path, *, run_id: str | None = None) -> RunReport:
+    """Write ``out``'s reports again from its run store alone (``out/run.db``), calling no model.
+
+    The latest run in the store, or ``run_id``. Rewrites results.jsonl, the item files,
+    report.md, timeline.png and report.html; report.json only when it is missing (it holds the
+    numbers the run saved, which is what the others are rendered from). A run that saved its report when it
+    ended (``RunStore.end_run(..., summary=report.to_dict())``) keeps its numbers exactly; one
+    that never ended (killed, or still running) is rebuilt from its calls and items. Raises
+    ``ConfigError`` for a missing folder or store, a file that is not a run store, or an unknown
+    run. The returned report's store is closed.
+    """
+    if not out.is_dir():
+        raise ConfigError("no such folder", where=str(out))
+    path = out / "run.db"
+    if not path.is_file():
+        raise ConfigError("no run store here (run.db not found)", where=str(out))
+    try:
+        store = RunStore.open(path)
+    except StoreError as exc:
+        raise ConfigError(store_problem(exc), where=str(path)) from exc
+    with store:
+        runs = store.runs()
+        if not runs:
+            raise ConfigError("the run store holds no run", where=str(path))
+        chosen = [r for r in runs if r["run_id"] == run_id] if run_id else runs[-1:]
+        if not chosen:
+            known = ", ".join(r["run_id"] for r in runs[-5:])
+            raise ConfigError(f"no run {run_id!r} in this store (its runs: {known})", where=str(path))
+        report = stored_report(store, chosen[0])
+        same_run = _json_run_id(out / "report.json") == report.run_id
+        write_output(out, report, report_json=not same_run)
+    report.store = None
+    return report
+
+
+def store_problem(exc: StoreError) -> str:
+    """A StoreError as one message that says what the file is not."""
+    text = str(exc)
+    return text if text.startswith("not a chainfleet run store") else f"not a chainfleet run store: {text}"
+
+
+def _json_run_id(path: Path) -> str | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def stored_report(store: RunStore, run: Mapping[str, Any]) -> RunReport:
+    """The report of ``run`` (a row of ``store.runs()``): its saved summary, else rebuilt."""
+    summary = run.get("summary") or {}
+    if {"items", "wall_seconds", "sequential_seconds", "calls"} <= set(summary):
+        return report_from_summary(summary, store, run["run_id"])
+    return _report_from_calls(store, run)
+
+
+@dataclass
+class _StoredReport(RunReport):
+    """A report read back from the store: speed-up and time saved are the numbers it saved
+    (recomputing them from the rounded times could move the last digit)."""
+
+    saved_speedup: float | None = None
+    saved_time_saved_pct: float | None = None
+
+    @property
+    def speedup(self) -> float | None:
+        return self.saved_speedup
+
+    @property
+    def time_saved_pct(self) -> float | None:
+        return self.saved_time_saved_pct
+
+
+def report_from_summary(summary: Mapping[str, Any], store: RunStore, run_id: str) -> RunReport:
+    """A :class:`RunReport` from the ``report.to_dict()`` a run saved in its store, for the
+    renderers: ``to_dict()`` of the result gives ``summary`` back."""
+    items = summary.get("items", {})
+    quality = summary.get("quality", {})
+    n = quality.get("items", 0)
+    sums: dict[str, float] = {}
+    if n:
+        sums = {
+            "items": float(n),
+            "score": quality["mean_score"] * n,
+            "words": quality["mean_words"] * n,
+            "readability": quality["mean_readability"] * n,
+            "topic_covered": quality["topic_covered_pct"] * n / 100,
+        }
+    stages = summary.get("stages", {})
+    order = summary.get("stages_order") or _stage_order(store, run_id, stages)
+    return _StoredReport(
+        run_id=run_id,
+        pipeline=summary.get("pipeline", ""),
+        concurrency=summary.get("concurrency", 0),
+        stages_order=list(order),
+        input_field=summary.get("input_field", "input"),
+        items_total=items.get("total", 0),
+        items_succeeded=items.get("succeeded", 0),
+        items_failed=items.get("failed", 0),
+        items_skipped=items.get("skipped", 0),
+        wall_seconds=summary.get("wall_seconds", 0.0),
+        sequential_seconds=summary.get("sequential_seconds", 0.0),
+        backoff_seconds=summary.get("backoff_seconds", 0.0),
+        calls=dict(summary.get("calls", {})),
+        tokens=dict(summary.get("tokens", {})),
+        cost_usd=summary.get("cost_usd"),
+        stages={name: stages[name] for name in order if name in stages},
+        failures=list(summary.get("failures", [])),
+        quality=list(quality.get("per_item", [])),
+        quality_sums=sums,
+        waits=dict(summary.get("waits", {})),
+        rates=dict(summary.get("rates", {})),
+        concurrency_mode=summary.get("concurrency_mode", "fixed"),
+        concurrency_peak=summary.get("concurrency_peak"),
+        reused=summary.get("reused_stage_results", 0),
+        cache_hits=summary.get("cache_hits", 0),
+        stopped=summary.get("stopped"),
+        stopped_kind=summary.get("stopped_kind"),
+        input_error=summary.get("input_error"),
+        store=store,
+        saved_speedup=summary.get("speedup"),
+        saved_time_saved_pct=summary.get("time_saved_pct"),
+    )
+
+
+def _stage_order(store: RunStore, run_id: str, known: Iterable[str]) -> list[str]:
+    """The pipeline's stage order, for a summary read back from JSON with sorted keys: the
+    longest chain of outputs among the first items (stored in the order they were made)."""
+    order: list[str] = []
+    for record in _first(store.items(run_id), 1000):
+        if len(record.outputs) > len(order):
+            order = list(record.outputs)
+    return order + [name for name in known if name not in order]
+
+
+def _first(records: Iterable[ItemRecord], count: int) -> list[ItemRecord]:
+    """The first ``count`` records; a store cursor is closed rather than read to its end."""
+    it = iter(records)
+    try:
+        return list(islice(it, count))
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+
+
+def _report_from_calls(store: RunStore, run: Mapping[str, Any]) -> RunReport:
+    """A run that never saved its report (killed, still running, or from an older chainfleet):
+    its numbers rebuilt from its calls and items. Cost and rate limits are not known here."""
+    run_id = run["run_id"]
+    stats = RunStats()
+    first: float | None = None
+    order: list[str] = []
+    for call in store.calls(run_id):
+        first = call.queued if first is None else min(first, call.queued)
+        stats.last_result = max(stats.last_result or 0.0, call.ended)
+        if call.stage not in order:
+            order.append(call.stage)
+        stage = stats.stage(call.stage)
+        stage.calls += 1
+        stage.seconds.append(call.ended - call.started)
+        stats.calls += 1
+        stats.service_seconds += call.ended - call.started
+        stats.calls_retried += call.attempt > 1
+        stats.rate_limited += call.status == "rate_limited"
+        stats.limiter_seconds += call.limiter_wait
+        stats.cooldown_seconds += call.cooldown_wait
+        stats.backoff_seconds += call.backoff
+        stats.input_tokens += call.input_tokens
+        stats.output_tokens += call.output_tokens
+        if call.status == "ok":
+            stats.calls_succeeded += 1
+        else:
+            stats.calls_failed += 1
+            stage.failed += 1
+    stats.first_admission = first
+    status = run.get("status", "running")
+    report = RunReport(
+        run_id=run_id,
+        pipeline=run.get("pipeline", ""),
+        concurrency=int(_settings(store, run_id).get("concurrency", 0) or 0),
+        stages_order=_stage_order(store, run_id, order) or ["output"],
+        wall_seconds=stats.wall_seconds,
+        sequential_seconds=stats.service_seconds,
+        backoff_seconds=stats.backoff_seconds,
+        calls={
+            "total": stats.calls,
+            "succeeded": stats.calls_succeeded,
+            "retried": stats.calls_retried,
+            "rate_limited": stats.rate_limited,
+            "failed": stats.calls_failed,
+        },
+        tokens={"input": stats.input_tokens, "output": stats.output_tokens},
+        stages={name: stats.stage(name).to_dict() for name in order},
+        waits={
+            "limiter_seconds": stats.limiter_seconds,
+            "cooldown_seconds": stats.cooldown_seconds,
+            "backoff_seconds": stats.backoff_seconds,
+        },
+        stopped=None
+        if status == "done"
+        else f"the run is {status} and saved no report: numbers rebuilt "
+        "from its calls (cost and rate limits unknown)",
+        store=store,
+    )
+    _add_items(report, store)
+    return report
+
+
+def _add_items(report: RunReport, store: RunStore) -> None:
+    """Counts, failures and quality from the stored items (scoring outputs not yet scored)."""
+    from .quality import assess
+
+    final = report.stages_order[-1]
+    for record in store.items(report.run_id):
+        report.items_total += 1
+        if record.status == "failed":
+            report.items_failed += 1
+            if record.error and len(report.failures) < LIST_CAP:
+                report.failures.append({"id": record.id, **record.error})
+        elif record.status == "skipped":
+            report.items_skipped += 1
+        elif record.status == "succeeded":
+            report.items_succeeded += 1
+            quality: dict[str, Any] = (
+                record.quality
+                or assess(record.outputs.get(final, ""), topic_of(record.input, report.input_field)).to_dict()
+            )
+            for key in ("score", "words", "readability", "topic_covered"):
+                report.quality_sums[key] = report.quality_sums.get(key, 0.0) + float(quality[key])
+            report.quality_sums["items"] = report.quality_sums.get("items", 0.0) + 1
+            if len(report.quality) < LIST_CAP:
+                report.quality.append({"id": record.id, **quality})
+
+
+def _settings(store: RunStore, run_id: str) -> dict[str, Any]:
+    # RunStore.runs() does not return the settings; read them as `chainfleet resume` does
+    row = store.db.execute("SELECT settings FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    try:
+        settings = json.loads(row[0]) if row else {}
+    except (TypeError, ValueError):
+        return {}
+    return settings if isinstance(settings, dict) else {}

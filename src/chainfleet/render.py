@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections import Counter
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from .store import ItemRecord
 
 if TYPE_CHECKING:
     from .report import RunReport
 
-__all__ = ["item_markdown", "report_markdown"]
+__all__ = ["headline", "item_markdown", "rates_lines", "report_markdown", "time_split"]
 
 #: report.md shows at most this many per-item quality rows and failures
 TABLE_CAP = 50
@@ -19,60 +21,133 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def headline(d: Mapping[str, Any]) -> list[str]:
+    """The lines a person reads first, from a report dict (``report.json``), in markdown.
+
+    report.md shows them as its first list; report.html shows the same lines (``**`` made bold),
+    so the two never disagree. Items, wall time against one at a time, the time saved, the cost,
+    what failed and why the run stopped.
+    """
+    from .report import fmt_seconds
+
+    items = d.get("items", {})
+    lines = [
+        f"**Items: {items.get('succeeded', 0)} of {items.get('total', 0)} succeeded**, "
+        f"{items.get('failed', 0)} failed"
+        + (f", {items['skipped']} skipped (never run)" if items.get("skipped") else "")
+    ]
+    wall, sequential = d.get("wall_seconds", 0.0), d.get("sequential_seconds", 0.0)
+    chains = d.get("concurrency")
+    if d.get("concurrency_mode") == "auto":
+        how = f"up to {chains} chains in flight (adapting; peak {d.get('concurrency_peak')})"
+    elif chains == 1:
+        how = "one chain at a time"
+    else:
+        how = f"up to {chains} chains in flight"
+    lines.append(
+        f"Wall time: **{fmt_seconds(wall)}** with {how}; one at a time would take {fmt_seconds(sequential)}"
+    )
+    speedup, saved = d.get("speedup"), d.get("time_saved_pct")
+    if speedup is not None and saved is not None and saved >= 0:
+        lines.append(f"Speed-up: **{speedup:.2f}x**, time saved: **{saved:.1f}%**")
+    elif speedup is not None:
+        lines.append(f"No time saved ({speedup:.2f}x): {_slowest_wait(d)}")
+    tokens = d.get("tokens", {})
+    cost = d.get("cost_usd")
+    lines.append(
+        ("Cost: unknown (no prices for these models)" if cost is None else f"Cost: **${cost:.4f}**")
+        + f"; tokens: {tokens.get('input', 0):,} in, {tokens.get('output', 0):,} out"
+    )
+    calls = d.get("calls", {})
+    if calls.get("retried"):
+        lines.append(
+            f"Retries: {calls['retried']:,} calls retried ({calls.get('rate_limited', 0):,} rate-limited), "
+            f"{fmt_seconds(d.get('backoff_seconds', 0.0))} of backoff"
+        )
+    if items.get("failed"):
+        lines.append(f"Failed: {items['failed']} item{'' if items['failed'] == 1 else 's'}: {_why(d)}")
+    if d.get("stopped"):
+        lines.append(f"**Stopped early**: {d['stopped']}")
+    if d.get("input_error"):
+        lines.append(f"**Input error**: {d['input_error']}")
+    return lines
+
+
+def _slowest_wait(d: Mapping[str, Any]) -> str:
+    """Why the run took longer than its calls one at a time: the largest of its waits."""
+    from .report import fmt_seconds
+
+    label, seconds = max(time_split(d)[1:], key=lambda pair: pair[1])
+    if seconds <= 0:
+        return "the run took longer than its calls one at a time would"
+    return (
+        f"the run took longer than its calls one at a time would; the calls spent "
+        f"{fmt_seconds(seconds)} {label} (summed over calls)"
+    )
+
+
+def _why(d: Mapping[str, Any]) -> str:
+    """The failures grouped by where and how: ``2 at research (server_error), 1 at edit (...)``."""
+    groups: Counter[tuple[str, str]] = Counter(
+        (str(f.get("stage")), str(f.get("type"))) for f in d.get("failures", [])
+    )
+    parts = [f"{n} at {stage} ({kind})" for (stage, kind), n in groups.most_common(4)]
+    if len(groups) > 4:
+        parts.append("...")
+    return ", ".join(parts) or "see results.jsonl"
+
+
+def time_split(d: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """Where the calls' time went, summed over every call: service, limiter, cooldown, backoff."""
+    waits = d.get("waits", {})
+    return [
+        ("calling models (service time)", float(d.get("sequential_seconds", 0.0))),
+        ("waiting for the rate limiter", float(waits.get("limiter_seconds", 0.0))),
+        ("waiting out 429 cooldowns", float(waits.get("cooldown_seconds", 0.0))),
+        ("backoff before retries", float(waits.get("backoff_seconds", d.get("backoff_seconds", 0.0)))),
+    ]
+
+
+TIME_SPLIT_NOTE = (
+    "Summed over every call. Chains run side by side, so these add up to more than the wall time; "
+    "time waiting is time a chain held its place in flight without calling."
+)
+
+
 def report_markdown(report: RunReport) -> str:
     from .report import fmt_seconds
 
-    speedup, saved = report.speedup, report.time_saved_pct
-    lines = [
-        f"# Run {report.run_id}: {report.pipeline}",
-        "",
-        f"- Items: **{report.items_succeeded} of {report.items_total} succeeded**, "
-        f"{report.items_failed} failed"
-        + (f", {report.items_skipped} skipped" if report.items_skipped else ""),
-        f"- Concurrency: {report.concurrency}",
-        f"- Wall time: **{fmt_seconds(report.wall_seconds)}** (first admission to last result; "
-        "start-up and report writing not counted)",
-        f"- One at a time (sum of every call's service time): {fmt_seconds(report.sequential_seconds)}",
-    ]
-    if speedup is not None and saved is not None and saved >= 0:
-        lines.append(f"- Speed-up: **{speedup:.2f}x**, time saved: **{saved:.1f}%**")
-    elif speedup is not None:
-        lines.append(
-            f"- No time saved ({speedup:.2f}x): the run took longer than its calls one at a time "
-            f"would (backoff waits: {fmt_seconds(report.backoff_seconds)})"
-        )
+    # the numbers come from to_dict(), rounded as in report.json: rendered again from the store
+    # (`chainfleet report`), report.md is the same file
+    d = report.to_dict()
+    lines = [f"# Run {report.run_id}: {report.pipeline}", ""]
+    lines += [f"- {line}" for line in headline(d)]
+    lines += ["", "## Where the time went", "", "| | seconds | share |", "|---|---:|---:|"]
+    split = time_split(d)
+    total = sum(seconds for _, seconds in split)
+    for label, seconds in split:
+        share = f"{100 * seconds / total:.1f}%" if total > 0 else "-"
+        lines.append(f"| {label} | {seconds:.2f} | {share} |")
+    lines += ["", TIME_SPLIT_NOTE, "", "## Details", ""]
+    lines.append(
+        f"- Wall time {fmt_seconds(d['wall_seconds'])}: first admission to last result; start-up "
+        "and report writing not counted. One at a time: the sum of every call's service time."
+    )
     calls = report.calls
+    auto = report.concurrency_mode == "auto"
     lines += [
+        f"- Concurrency: {report.concurrency}"
+        + (f" (adapted automatically: peak {report.concurrency_peak} chains)" if auto else ""),
         f"- Calls: {calls.get('total', 0)} ({calls.get('succeeded', 0)} succeeded, "
         f"{calls.get('retried', 0)} retried, {calls.get('rate_limited', 0)} rate-limited, "
-        f"{calls.get('failed', 0)} failed attempts); backoff waits {fmt_seconds(report.backoff_seconds)}",
-        f"- Tokens: {report.tokens.get('input', 0):,} in, {report.tokens.get('output', 0):,} out; "
-        f"cost: {'unknown' if report.cost_usd is None else f'${report.cost_usd:.4f}'}",
+        f"{calls.get('failed', 0)} failed attempts); backoff waits {fmt_seconds(d['backoff_seconds'])}",
     ]
-    waits = report.waits
-    if any(waits.values()):
+    lines += rates_lines(report.rates)
+    if report.reused or report.cache_hits:
         lines.append(
-            f"- Waiting: {fmt_seconds(waits.get('limiter_seconds', 0))} on the rate limiter, "
-            f"{fmt_seconds(waits.get('cooldown_seconds', 0))} behind 429 cooldowns, "
-            f"{fmt_seconds(waits.get('backoff_seconds', 0))} in backoff (summed over calls)"
+            f"- Reused: {report.reused} stage results from the run store (resume), "
+            f"{report.cache_hits} from the response cache"
         )
-    rates = report.rates
-    if rates.get("achieved_rpm") is not None:
-        line = (
-            f"- Achieved: {rates['achieved_rpm']:,.0f} requests/min, {rates['achieved_tpm']:,.0f} "
-            f"tokens/min; {rates.get('rate_limited_pct', 0)}% of calls rate-limited (429)"
-        )
-        for spec, m in rates.get("models", {}).items():
-            if m.get("rpm_limit") or m.get("tpm_limit"):
-                how = "learned from headers" if m.get("learned") else "configured"
-                line += f"; {spec} limits {m.get('rpm_limit')} rpm / {m.get('tpm_limit')} tpm ({how})"
-        lines.append(line)
-    if report.concurrency_mode == "auto":
-        lines.append(f"- Concurrency adapted automatically: peak {report.concurrency_peak} chains")
-    if report.stopped:
-        lines.append(f"- **Stopped early**: {report.stopped}")
-    if report.input_error:
-        lines.append(f"- **Input error**: {report.input_error}")
     lines += [
         "",
         "## Stages",
@@ -117,6 +192,28 @@ def report_markdown(report: RunReport) -> str:
         if summary["items"] > TABLE_CAP:
             lines.append(f"\n{summary['items'] - TABLE_CAP} more in results.jsonl.")
     return "\n".join(lines) + "\n"
+
+
+def rates_lines(rates: Mapping[str, Any]) -> list[str]:
+    """Achieved requests and tokens per minute against each model's limits, as list items."""
+    if rates.get("achieved_rpm") is None:
+        return []
+    lines = [
+        f"- Achieved: {rates['achieved_rpm']:,.0f} requests/min, {rates['achieved_tpm']:,.0f} "
+        f"tokens/min; {rates.get('rate_limited_pct', 0)}% of calls rate-limited (429)"
+    ]
+    for spec, m in rates.get("models", {}).items():
+        if m.get("rpm_limit") or m.get("tpm_limit"):
+            how = "learned from headers" if m.get("learned") else "configured"
+            lines.append(
+                f"- {spec}: limits {_limit(m.get('rpm_limit'))} requests/min, "
+                f"{_limit(m.get('tpm_limit'))} tokens/min ({how}); {m.get('cooldowns', 0)} cooldowns"
+            )
+    return lines
+
+
+def _limit(value: float | None) -> str:
+    return "none" if value is None else f"{value:,.0f}"
 
 
 def item_markdown(record: ItemRecord, report: RunReport, topic: str | None) -> str:

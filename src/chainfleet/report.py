@@ -127,6 +127,8 @@ class RunReport:
         return {
             "run_id": self.run_id,
             "pipeline": self.pipeline,
+            "stages_order": self.stages_order,
+            "input_field": self.input_field,
             "concurrency": self.concurrency,
             "items": {
                 "total": self.items_total,
@@ -169,7 +171,7 @@ class RunReport:
             f"{self.items_failed} failed" + (f", {self.items_skipped} skipped" if self.items_skipped else ""),
             f"wall {fmt_seconds(self.wall_seconds)} at concurrency {self.concurrency}; "
             f"one at a time would take {fmt_seconds(self.sequential_seconds)}"
-            + _saved_note(speedup, saved, self.backoff_seconds),
+            + _saved_note(speedup, saved, self.waits),
             f"calls {self.calls.get('total', 0)} ({self.calls.get('retried', 0)} retried, "
             f"{self.calls.get('rate_limited', 0)} rate-limited); tokens in "
             f"{self.tokens.get('input', 0):,}, out {self.tokens.get('output', 0):,}",
@@ -191,11 +193,18 @@ class RunReport:
         return report_markdown(self)
 
 
-def _saved_note(speedup: float | None, saved: float | None, backoff: float) -> str:
+def _saved_note(speedup: float | None, saved: float | None, waits: dict[str, float]) -> str:
     if speedup is None or saved is None:
         return ""
     if saved < 0:
-        why = f": {fmt_seconds(backoff)} went on backoff waits between retries" if backoff > 0 else ""
+        names = {
+            "limiter_seconds": "waiting for the rate limiter",
+            "cooldown_seconds": "waiting out 429 cooldowns",
+            "backoff_seconds": "in backoff between retries",
+        }
+        biggest = max(names, key=lambda k: waits.get(k, 0.0))
+        seconds = waits.get(biggest, 0.0)
+        why = f": {fmt_seconds(seconds)} went {names[biggest]}" if seconds > 0 else ""
         return f" (no time saved{why})"
     return f" ({speedup:.2f}x, {saved:.0f}% saved)"
 

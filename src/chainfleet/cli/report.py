@@ -1,0 +1,104 @@
+"""``chainfleet report`` (render a run's reports again from its store) and ``chainfleet runs``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import ConfigError
+from ..output import rewrite_output, store_problem
+from ..report import fmt_seconds
+from ..store import RunStore, StoreError
+from . import cli, config_errors
+
+
+@cli.command("report", short_help="Write a run's reports again from its run store.")
+@click.argument("out_dir", metavar="OUT_DIR")
+@click.option("--run", "run_id", metavar="RUN_ID", help="This run of the store [default: the latest].")
+@config_errors
+def report_command(out_dir: str, run_id: str | None) -> None:
+    """Write report.md, report.html, timeline.png, results.jsonl and the item files of OUT_DIR
+    again from OUT_DIR/run.db, without calling any model (report.json too, when it is missing).
+
+    \b
+    Examples:
+      chainfleet report runs/today
+      chainfleet report runs/today --run 20250101-120000-ab12cd
+
+    A run that ended keeps the numbers it reported; one killed mid-way (or still running) is
+    rebuilt from the calls and items in its store.
+    """
+    report = rewrite_output(Path(out_dir), run_id=run_id)
+    for line in report.summary_lines():
+        click.echo(line)
+    click.echo(f"rewrote {out_dir}/: report.md, report.html, timeline.png, results.jsonl, items/")
+
+
+@cli.command("runs", short_help="List the runs under a folder.")
+@click.argument("folder", metavar="[DIR]", default="runs")
+@config_errors
+def runs_command(folder: str) -> None:
+    """List the runs found under DIR [default: runs]: DIR/run.db and every DIR/*/run.db.
+
+    \b
+    Examples:
+      chainfleet runs
+      chainfleet runs ~/work/batches
+
+    A store that cannot be read is named on stderr and skipped.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise ConfigError("no such folder", where=folder)
+    paths = ([root / "run.db"] if (root / "run.db").is_file() else []) + sorted(root.glob("*/run.db"))
+    rows: list[dict[str, Any]] = []
+    bad: list[str] = []
+    for path in paths:
+        try:
+            with RunStore.open(path) as store:
+                rows += [{**run, "folder": path.parent} for run in store.runs()]
+        except StoreError as exc:
+            if path.parent == root:
+                raise ConfigError(store_problem(exc), where=str(path)) from exc
+            bad.append(f"skipped {path}: {store_problem(exc)}")
+    if not rows:
+        click.echo(f"no runs under {folder}/")
+    else:
+        _print_table(sorted(rows, key=lambda r: r["started"]))
+    for line in bad:
+        click.echo(line, err=True)
+
+
+HEADERS = ("run", "pipeline", "started", "status", "ok", "failed", "skipped", "wall", "saved", "folder")
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    table = [HEADERS] + [_cells(r) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(HEADERS))]
+    right = {4, 5, 6, 7, 8}
+    for row in table:
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        click.echo("  ".join(cells).rstrip())
+
+
+def _cells(run: dict[str, Any]) -> tuple[str, ...]:
+    summary = run.get("summary") or {}
+    items = run.get("items") or {}
+    wall, saved = summary.get("wall_seconds"), summary.get("time_saved_pct")
+    return (
+        str(run["run_id"]),
+        str(run["pipeline"]),
+        time.strftime("%Y-%m-%d %H:%M", time.localtime(run["started"])),
+        str(run["status"]),
+        str(items.get("succeeded", 0)),
+        str(items.get("failed", 0)),
+        str(items.get("skipped", 0)),
+        fmt_seconds(wall) if wall is not None else "-",
+        f"{saved:.0f}%" if saved is not None else "-",
+        str(run["folder"]),
+    )
