@@ -228,7 +228,9 @@ def execute(
             f"reused {report.reused} finished stage results and {report.cache_hits} cached "
             "responses: those were not called again"
         )
-    click.echo(f"output: {out_dir}/ (results.jsonl, report.md, report.json, items/)")
+    click.echo(
+        f"output: {out_dir}/ (report.html, timeline.png, report.md, report.json, results.jsonl, items/)"
+    )
     if report.input_error:
         click.echo(f"error: {report.input_error}", err=True)
     elif report.stopped_kind == "interrupted":
