@@ -11,6 +11,7 @@ Example::
 from importlib.metadata import PackageNotFoundError, version
 
 from .clock import Clock, SystemClock, VirtualClock
+from .compare import CompareReport, run_compare
 from .errors import (
     AuthFailed,
     CallError,
@@ -50,6 +51,7 @@ __all__ = [
     "CallError",
     "ChainfleetError",
     "Clock",
+    "CompareReport",
     "Completion",
     "CompletionRequest",
     "ConfigError",
@@ -85,4 +87,5 @@ __all__ = [
     "items_from",
     "open_input",
     "run",
+    "run_compare",
 ]

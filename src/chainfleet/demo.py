@@ -2,21 +2,18 @@
 parallel, on the built-in simulated model; both times, failures, quality, and the time saved.
 
 With the defaults (1 s a call, concurrency 2) one at a time takes 3 x 3 x 1 s = 9 s and the
-parallel run takes 6 s (topics 1 and 2 together, then topic 3): 33% saved.
+parallel run takes 6 s (topics 1 and 2 together, then topic 3): 33% saved. The demo is
+:func:`chainfleet.compare.run_compare` on these three topics.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 from .clock import Clock
+from .compare import CompareReport, Display, run_compare
 from .pipeline import Pipeline
-from .report import RunReport
-from .runner import arun
 
 __all__ = ["DEMO_TOPICS", "DemoReport", "demo_pipeline", "run_demo"]
 
@@ -60,25 +57,8 @@ def demo_pipeline(*, latency: float = 1.0, error_rate: float = 0.0, seed: int = 
     )
 
 
-@dataclass
-class DemoReport:
-    sequential: RunReport
-    parallel: RunReport
-    outputs_identical: bool
-
-    @property
-    def time_saved_pct(self) -> float | None:
-        seq = self.sequential.wall_seconds
-        return None if seq <= 0 else 100.0 * (1 - self.parallel.wall_seconds / seq)
-
-    def to_dict(self) -> dict[str, Any]:
-        saved = self.time_saved_pct
-        return {
-            "sequential": self.sequential.to_dict(),
-            "parallel": self.parallel.to_dict(),
-            "time_saved_pct": None if saved is None else round(saved, 1),
-            "outputs_identical": self.outputs_identical,
-        }
+#: the demo's report is a comparison report (kept under its old name)
+DemoReport = CompareReport
 
 
 async def run_demo(
@@ -89,14 +69,17 @@ async def run_demo(
     error_rate: float = 0.0,
     topics: list[str] | None = None,
     clock: Clock | None = None,
-) -> DemoReport:
-    """Run the demo batch sequentially then in parallel; write both folders and report.json."""
-    out = Path(out)
+    progress: Callable[[str], Display] | None = None,
+) -> CompareReport:
+    """Run the demo batch one at a time then in parallel (:func:`~chainfleet.compare.run_compare`);
+    write both folders and report.json, replacing an earlier demo's in ``out``."""
     pipeline = demo_pipeline(latency=latency, error_rate=error_rate)
-    topics = topics or DEMO_TOPICS
-    sequential = await arun(pipeline, topics, concurrency=1, out=out / "sequential", clock=clock)
-    parallel = await arun(pipeline, topics, concurrency=concurrency, out=out / "parallel", clock=clock)
-    same = sequential.outputs() == parallel.outputs()
-    demo = DemoReport(sequential=sequential, parallel=parallel, outputs_identical=same)
-    (out / "report.json").write_text(json.dumps(demo.to_dict(), indent=2) + "\n", encoding="utf-8")
-    return demo
+    return await run_compare(
+        pipeline,
+        topics or DEMO_TOPICS,
+        concurrency=concurrency,
+        out=out,
+        clock=clock,
+        progress=progress,
+        replace=True,  # the demo's folder is its own: a second demo replaces the first
+    )

@@ -45,7 +45,7 @@ from .prices import Price, price_for
 from .providers import CompletionRequest, Provider, ProviderPool
 from .report import RunReport, build_report
 from .retry import RetryPolicy, retry_in_next_pass
-from .stats import RunStats
+from .stats import RunStats, StageStats
 from .store import CallRow, ItemRecord, RunStore, StageHit, StoreError
 
 __all__ = ["Runner", "arun", "run"]
@@ -247,6 +247,7 @@ class Runner:
                 kept = [c for c in failed if c not in retry]
                 for chain in retry:
                     chain.error = chain.error_stage = None
+                self.stats.failed_now -= len(retry)  # they are in play again
                 self._failed = kept + await self._pass(iter(retry))
             self._finish()
         finally:
@@ -362,6 +363,14 @@ class Runner:
         if await self._reused(chain, stage, prepared):
             return
         stats = self.stats.stage(stage.name)
+        stats.in_flight += 1
+        try:
+            await self._attempts(chain, stage, prepared, stats)
+        finally:
+            stats.in_flight -= 1
+
+    async def _attempts(self, chain: _Chain, stage: Stage, prepared: _Prepared, stats: StageStats) -> None:
+        """Attempt a stage until it succeeds or the retry policy gives up (then raise)."""
         attempt = 0
         service = 0.0
         while True:

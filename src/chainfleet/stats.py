@@ -31,6 +31,8 @@ class StageStats:
 
     calls: int = 0
     failed: int = 0
+    #: chains at this stage now (waiting for the limiter, calling, or backing off)
+    in_flight: int = 0
     seconds: array[float] = field(default_factory=lambda: array("d"))
 
     def to_dict(self) -> dict[str, Any]:

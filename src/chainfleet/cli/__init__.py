@@ -52,6 +52,6 @@ def config_errors(fn: F) -> F:
 
 
 def main() -> None:
-    from . import demo, plan, run, simserver  # noqa: F401 - registers the commands
+    from . import compare, demo, plan, report, run, simserver  # noqa: F401 - registers the commands
 
     cli()

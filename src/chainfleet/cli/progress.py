@@ -1,43 +1,504 @@
-"""Plain progress lines on stderr every few seconds while a run goes (``--quiet`` for none).
+"""The progress display while a run goes: a live panel on a terminal, plain lines elsewhere.
 
-The live rich display comes later; this printer reads the runner's counters on a timer, so it
-costs nothing per call.
+:class:`Progress` reads the runner's counters on a timer and never per call, so the run pays
+nothing for it but one snapshot per tick. It shows items done / failed / in flight out of the
+total, each stage's calls in flight and done, the achieved requests and tokens per minute over
+the last ``window`` seconds against each model's limits, 429s and retries, tokens and cost so
+far, the concurrency (and the adaptive limit under ``-c auto``) and, when the total is known,
+an ETA from the recent completion rate.
+
+Modes:
+
+- ``live``: a rich ``Live`` panel on ``stream`` redrawn ``refresh_per_second`` times a second
+  (rich is imported only then);
+- ``plain``: one log line every ``every`` seconds, for CI logs and pipes;
+- ``quiet``: nothing;
+- ``auto`` (the default): ``live`` when ``stream`` is a terminal, else ``plain``.
+
+Time is read from the runner's clock, so on a ``VirtualClock`` the display ticks in virtual time.
+
+Example::
+
+    progress = Progress()  # stderr; live on a terminal, plain lines otherwise
+    try:
+        report = await arun(pipeline, "topics.txt", on_start=progress.start)
+    finally:
+        await progress.stop()
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
+import os
+import sys
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any, Literal
 
-import click
+if TYPE_CHECKING:
+    from ..runner import Runner
 
-from ..runner import Runner
+__all__ = ["Progress", "ProgressPrinter", "View"]
+
+Mode = Literal["auto", "live", "plain", "quiet"]
 
 
-class ProgressPrinter:
-    def __init__(self, every: float = 2.0) -> None:
+@dataclass(frozen=True)
+class _Sample:
+    """The counters that rates are computed from, at one instant."""
+
+    at: float
+    finished: int
+    calls: int
+    tokens: int
+    #: calls so far per model spec (from the per-stage counts), for each model's request rate
+    model_calls: dict[str, int]
+
+
+@dataclass(frozen=True)
+class StageView:
+    name: str
+    #: calls of this stage under way now (waiting for the limiter or the model)
+    running: int
+    #: calls of this stage that succeeded
+    done: int
+    #: attempts, retries included
+    calls: int
+
+
+@dataclass(frozen=True)
+class ModelView:
+    spec: str
+    rpm: float | None
+    tpm: float | None
+    limit_rpm: float | None
+    limit_tpm: float | None
+    metered: bool
+
+
+@dataclass(frozen=True)
+class View:
+    """What the display shows at one instant: every number, none of the formatting."""
+
+    label: str | None
+    elapsed: float
+    total: int | None
+    admitted: int
+    done: int
+    failed: int
+    in_flight: int
+    stages: list[StageView]
+    calls: int
+    retried: int
+    rate_limited: int
+    reused: int
+    rpm: float | None
+    tpm: float | None
+    models: list[ModelView]
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    concurrency: int
+    #: with ``-c auto``: the chains allowed in flight now, and their cap
+    adaptive_limit: float | None
+    adaptive_cap: int | None
+    eta: float | None
+    window: float
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.total is None else max(0, self.total - self.done - self.failed)
+
+
+@dataclass
+class _Window:
+    """Samples of the last ``seconds``, plus the newest one before them, to compute rates."""
+
+    seconds: float
+    samples: deque[_Sample] = field(default_factory=deque)
+
+    def add(self, sample: _Sample) -> None:
+        self.samples.append(sample)
+        boundary = sample.at - self.seconds
+        while len(self.samples) > 2 and self.samples[1].at <= boundary:
+            self.samples.popleft()
+
+    def per_minute(self, value: Callable[[_Sample], int]) -> float | None:
+        """The per-minute rate of ``value(sample)`` between the oldest and newest sample."""
+        first, last = self.samples[0], self.samples[-1]
+        span = last.at - first.at
+        if span <= 0:
+            return None
+        return 60.0 * (value(last) - value(first)) / span
+
+
+class Progress:
+    """Shows a run's progress while it goes; see the module docstring for what and how.
+
+    ``start(runner)`` is called from inside the event loop (pass it as ``arun(on_start=...)``);
+    ``await stop()`` ends the display (a live panel is left showing its final state). One
+    ``Progress`` shows one run at a time; it may be started again after :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        mode: Mode = "auto",
+        *,
+        stream: IO[str] | None = None,
+        every: float = 5.0,
+        refresh_per_second: float = 4.0,
+        window: float = 30.0,
+        label: str | None = None,
+        console: Any = None,
+    ) -> None:
+        if every <= 0 or refresh_per_second <= 0 or window <= 0:
+            raise ValueError("every, refresh_per_second and window must be positive")
+        self.stream: IO[str] = stream if stream is not None else sys.stderr
+        if mode == "auto" and console is not None:
+            mode = "live"
+        self.mode: Mode = _resolve(mode, self.stream)
         self.every = every
+        self.refresh_per_second = refresh_per_second
+        self.window = window
+        self.label = label
+        #: a ``rich.console.Console`` to draw on (tests: ``Console(force_terminal=True, file=...)``)
+        self.console = console
+        self._runner: Runner | None = None
         self._task: asyncio.Task[None] | None = None
-        self._started = time.monotonic()
+        self._live: Any = None
+        self._started = 0.0
+        self._samples = _Window(window)
+        self._stage_models: dict[str, str] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------------
 
     def start(self, runner: Runner) -> None:
-        self._started = time.monotonic()
-        self._task = asyncio.get_running_loop().create_task(self._loop(runner))
-
-    async def _loop(self, runner: Runner) -> None:
-        while True:
-            await asyncio.sleep(self.every)
-            s = runner.stats
-            total = f"/{runner.total}" if runner.total is not None else ""
-            click.echo(
-                f"[{time.monotonic() - self._started:6.1f}s] {s.done}{total} done, "
-                f"{s.failed_now} failed so far, {s.in_flight} in flight, {s.calls} calls",
-                err=True,
-            )
+        """Begin showing ``runner``'s progress (from inside the running event loop)."""
+        if self.mode == "quiet":
+            return
+        self._runner = runner
+        self._started = runner.clock.now()
+        self._samples = _Window(self.window)
+        self._stage_models = {
+            s.name: runner.pipeline.model_for(s) for s in runner.pipeline.stages if not s.is_tool
+        }
+        self._samples.add(self._sample())
+        if self.mode == "live":
+            self._live = self._open_live()
+            period = 1.0 / self.refresh_per_second
+        else:
+            period = self.every
+        self._task = asyncio.get_running_loop().create_task(self._loop(period))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        """End the display; a live panel is redrawn once more with the final counts."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+        live, self._live = self._live, None
+        if live is not None:
+            with contextlib.suppress(Exception):  # a display must never fail the run's ending
+                self._samples.add(self._sample())
+                live.update(self._render_live(self.view()))
+            live.stop()  # draws the final state once more and leaves it on screen
+
+    async def _loop(self, period: float) -> None:
+        assert self._runner is not None
+        clock = self._runner.clock
+        try:
+            while True:
+                await clock.sleep(period)
+                self._tick()
+        except Exception as exc:  # a broken display (a closed pipe ...) must not touch the run
+            with contextlib.suppress(Exception):
+                self.stream.write(f"progress display stopped: {type(exc).__name__}: {exc}\n")
+
+    def _tick(self) -> None:
+        """Take a sample and draw: a frame of the live panel, or one plain line."""
+        self._samples.add(self._sample())
+        if self._live is not None:
+            self._live.update(self._render_live(self.view()), refresh=True)
+        else:
+            self.stream.write(self.line() + "\n")
+            self.stream.flush()
+
+    # -- the numbers -------------------------------------------------------------------------------
+
+    def _sample(self) -> _Sample:
+        runner = self._runner
+        assert runner is not None
+        s = runner.stats
+        per_model: dict[str, int] = {}
+        for name, spec in self._stage_models.items():
+            stage = s.stages.get(name)
+            if stage is not None:
+                per_model[spec] = per_model.get(spec, 0) + stage.calls
+        return _Sample(
+            at=runner.clock.now(),
+            finished=s.done + s.failed_now,
+            calls=s.calls,
+            tokens=s.input_tokens + s.output_tokens,
+            model_calls=per_model,
+        )
+
+    def view(self) -> View:
+        """The display's numbers now (rates as of the latest sample)."""
+        runner = self._runner
+        if runner is None:
+            raise RuntimeError("Progress.view() before start()")
+        s = runner.stats
+        window = self._samples
+        rpm = window.per_minute(lambda x: x.calls)
+        tpm = window.per_minute(lambda x: x.tokens)
+        finishing = window.per_minute(lambda x: x.finished)
+        total = runner.total
+        eta = None
+        if total is not None and finishing:
+            eta = max(0, total - s.done - s.failed_now) * 60.0 / finishing
+        adaptive = runner.adaptive
+        return View(
+            label=self.label,
+            elapsed=runner.clock.now() - self._started,
+            total=total,
+            admitted=s.admitted,
+            done=s.done,
+            failed=s.failed_now,
+            in_flight=s.in_flight,
+            stages=self._stages(runner),
+            calls=s.calls,
+            retried=s.calls_retried,
+            rate_limited=s.rate_limited,
+            reused=s.reused + s.cache_hits,
+            rpm=rpm,
+            tpm=tpm,
+            models=self._models(runner, tpm),
+            input_tokens=s.input_tokens,
+            output_tokens=s.output_tokens,
+            cost_usd=runner.cost_usd,
+            concurrency=runner.concurrency,
+            adaptive_limit=adaptive.limit if adaptive is not None else None,
+            adaptive_cap=adaptive.cap if adaptive is not None else None,
+            eta=eta,
+            window=min(self.window, window.samples[-1].at - window.samples[0].at),
+        )
+
+    @staticmethod
+    def _stages(runner: Runner) -> list[StageView]:
+        # ``in_flight``: chains at the stage now (waiting, calling or backing off); done: its
+        # successful attempts
+        views = []
+        for stage in runner.pipeline.stages:
+            st = runner.stats.stages.get(stage.name)
+            if st is None:
+                views.append(StageView(stage.name, 0, 0, 0))
+                continue
+            ended = len(st.seconds)
+            views.append(StageView(stage.name, st.in_flight, ended - st.failed, st.calls))
+        return views
+
+    def _models(self, runner: Runner, tpm: float | None) -> list[ModelView]:
+        single = len(set(self._stage_models.values())) == 1
+        views = []
+        for spec in sorted(set(self._stage_models.values())):
+            limiter = runner.limiters.get(spec)
+            rpm = self._samples.per_minute(_calls_of(spec))
+            views.append(
+                ModelView(
+                    spec=spec,
+                    rpm=rpm,
+                    tpm=tpm if single else None,  # tokens are not counted per model
+                    limit_rpm=limiter.limit_rpm if limiter is not None else None,
+                    limit_tpm=limiter.limit_tpm if limiter is not None else None,
+                    metered=limiter is not None,
+                )
+            )
+        return views
+
+    # -- plain lines -------------------------------------------------------------------------------
+
+    def line(self) -> str:
+        """One plain log line with the current counts (what ``plain`` mode prints)."""
+        return plain_line(self.view())
+
+    # -- the live panel ----------------------------------------------------------------------------
+
+    def _open_live(self) -> Any:
+        from rich.console import Console
+        from rich.live import Live
+
+        console = self.console
+        if console is None:
+            console = Console(file=self.stream, force_terminal=True)
+        live = Live(
+            self._render_live(self.view()),
+            console=console,
+            auto_refresh=False,  # redrawn by our own timer, in the event loop: no thread
+            transient=False,
+        )
+        live.start()
+        return live
+
+    @staticmethod
+    def _render_live(view: View) -> Any:
+        return live_panel(view)
+
+
+def _calls_of(spec: str) -> Callable[[_Sample], int]:
+    return lambda sample: sample.model_calls.get(spec, 0)
+
+
+#: the name this class had before the live display (``cli/run.py`` uses it)
+ProgressPrinter = Progress
+
+
+def _resolve(mode: Mode, stream: IO[str]) -> Mode:
+    if mode != "auto":
+        return mode
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        tty = False
+    return "live" if tty and os.environ.get("TERM") != "dumb" else "plain"
+
+
+# -- formatting (shared by the plain line and the live panel) ------------------------------------
+
+
+def fmt_count(n: float | None) -> str:
+    return "-" if n is None else f"{n:,.0f}"
+
+
+def fmt_cost(cost: float | None) -> str:
+    if cost is None:
+        return "cost unknown"
+    return f"${cost:,.4f}" if cost < 1 else f"${cost:,.2f}"
+
+
+def fmt_eta(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def items_text(view: View) -> str:
+    """``40/100 items done`` (total known) or ``40 items done of 45 read so far``."""
+    if view.total is not None:
+        return f"{view.done:,}/{view.total:,} items done"
+    return f"{view.done:,} items done of {view.admitted:,} read so far"
+
+
+def eta_text(view: View) -> str | None:
+    """``ETA 18s``; None when the total is unknown."""
+    if view.total is None:
+        return None
+    if view.remaining == 0:
+        return "ETA 0s" if view.in_flight == 0 else "ETA finishing"
+    return "ETA " + (fmt_eta(view.eta) if view.eta is not None else "-")
+
+
+def rate_text(rate: float | None, limit: float | None, unit: str) -> str:
+    text = f"{fmt_count(rate)} {unit}"
+    return text if limit is None else f"{fmt_count(rate)}/{fmt_count(limit)} {unit}"
+
+
+def concurrency_text(view: View) -> str:
+    if view.adaptive_limit is None:
+        return f"concurrency {view.concurrency}"
+    return f"concurrency auto {view.adaptive_limit:.1f} (cap {view.adaptive_cap})"
+
+
+def plain_line(view: View) -> str:
+    """``[  12.0s] 40/100 items done, 2 failed, 5 in flight | 120 calls, 3 retried, ...``"""
+    head = f"[{view.elapsed:6.1f}s] " + (f"{view.label}: " if view.label else "")
+    metered = [m for m in view.models if m.limit_rpm is not None or m.limit_tpm is not None]
+    limit_rpm = metered[0].limit_rpm if len(view.models) == 1 and metered else None
+    limit_tpm = metered[0].limit_tpm if len(view.models) == 1 and metered else None
+    parts = [
+        f"{items_text(view)}, {view.failed:,} failed, {view.in_flight:,} in flight",
+        f"{view.calls:,} calls, {view.retried:,} retried, {view.rate_limited:,} rate-limited"
+        + (f", {view.reused:,} reused" if view.reused else ""),
+        f"{rate_text(view.rpm, limit_rpm, 'req/min')}, {rate_text(view.tpm, limit_tpm, 'tok/min')}",
+        f"tokens {view.tokens:,}",
+        fmt_cost(view.cost_usd) if view.cost_usd is None else f"cost {fmt_cost(view.cost_usd)}",
+        concurrency_text(view),
+        "running/done " + ", ".join(f"{s.name} {s.running}/{s.done}" for s in view.stages),
+    ]
+    eta = eta_text(view)
+    if eta is not None:
+        parts.append(eta)
+    return head + " | ".join(parts)
+
+
+def live_panel(view: View) -> Any:
+    """The live panel for ``view``: a rich renderable (rich is imported here, not before).
+
+    Plain ``Text`` lines padded by hand, not tables or markup: a frame then takes a fraction of
+    a millisecond to draw rather than a few.
+    """
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.text import Text
+
+    head = Text()
+    head.append(view.label or "chainfleet", style="bold")
+    head.append(f"  {view.elapsed:.1f} s  {concurrency_text(view)}")
+    items = Text()
+    items.append(items_text(view), style="bold")
+    items.append(f", {view.failed:,} failed, {view.in_flight:,} in flight")
+    eta = eta_text(view)
+    if eta is not None:
+        items.append(f"  {eta}", style="bold")
+    bar_total = view.total if view.total is not None else max(view.admitted, 1)
+    bar = ProgressBar(total=bar_total, completed=view.done + view.failed, width=50)
+
+    width = max([5, *(len(st.name) for st in view.stages)])
+    table = Text()
+    table.append(f"{'stage':<{width}}  {'in flight':>9}  {'done':>9}  {'calls':>9}\n", style="bold")
+    for st in view.stages:
+        table.append(f"{st.name:<{width}}  {st.running:>9,}  {st.done:>9,}  {st.calls:>9,}\n")
+
+    facts = [
+        (f"rate, last {view.window:.0f} s", f"{fmt_count(view.rpm)} req/min, {fmt_count(view.tpm)} tok/min"),
+        *((("limits" if i == 0 else ""), _model_text(m)) for i, m in enumerate(view.models)),
+        (
+            "calls",
+            f"{view.calls:,}, {view.retried:,} retried, {view.rate_limited:,} rate-limited (429)"
+            + (f", {view.reused:,} reused" if view.reused else ""),
+        ),
+        (
+            "tokens",
+            f"{view.tokens:,} (in {view.input_tokens:,}, out {view.output_tokens:,}), "
+            + fmt_cost(view.cost_usd),
+        ),
+    ]
+    label_width = max(len(label) for label, _ in facts)
+    lines = Text()
+    for label, value in facts:
+        lines.append(f"{label:<{label_width}}  ", style="dim")
+        lines.append(value + "\n")
+    lines.rstrip()
+    return Group(head, items, bar, Text(""), table, lines)  # ("": the bar ends no line itself)
+
+
+def _model_text(model: ModelView) -> str:
+    if not model.metered:
+        return f"{model.spec}: {fmt_count(model.rpm)} req/min, no limits"
+    text = f"{model.spec}: {rate_text(model.rpm, model.limit_rpm, 'req/min')}"
+    if model.tpm is not None or model.limit_tpm is not None:
+        text += f", {rate_text(model.tpm, model.limit_tpm, 'tok/min')}"
+    if model.limit_rpm is None and model.limit_tpm is None:
+        text += " (limits not known yet)"
+    return text
