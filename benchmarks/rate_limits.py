@@ -42,17 +42,17 @@ Scenarios (``--scenario``):
 
 Steady state, as printed: from the server's own completion counts (``/sim/stats`` polled every
 0.25 s from a thread), over the tool's run from its start to the server's last completion, the
-first and last 10% of that time left out: (completions at 90% - completions at 10%) / that
-time, linearly interpolated between polls. Tokens/min likewise from ``tokens.input +
-tokens.output`` (real usage of answered calls). "calls" and "429s" are what the server saw
-(every attempt, refused ones included).
+first and last 10% of that time left out: the completions between the 10% and the 90% mark
+divided by the time between them, the counts interpolated linearly between polls. Tokens/min
+likewise from ``tokens.input + tokens.output`` (real usage of answered calls). "calls" and
+"429s" are what the server saw (every attempt, refused ones included).
 
 Run:  python benchmarks/rate_limits.py [--scenario told|tokens|learned|auto|all] [--items 600]
       [--quick] [--json results.json] [--timeline]
 Peers: ``pip install -r benchmarks/requirements.txt`` (langchain-openai).
 The default run (all scenarios, 600 items: 1,800 calls per tool, 12 tool runs) takes about
-25 minutes, most of it waiting on the limits as designed; ``--quick`` (200 items) keeps the
-shape in about 9.
+19 minutes on 2 cores, nearly all of it waiting on the limits as designed (told 4.5, tokens 8,
+learned 3, auto 3); ``--quick`` (200 items) keeps the shape in about 7.
 """
 
 from __future__ import annotations
@@ -78,6 +78,13 @@ from typing import Any
 import openai
 
 from chainfleet import Pipeline, arun
+
+try:
+    import langchain_openai  # noqa: F401
+
+    HAVE_LANGCHAIN = True
+except ImportError:  # the peer is optional: pip install -r benchmarks/requirements.txt
+    HAVE_LANGCHAIN = False
 
 KEY = "sim-bench"
 MODEL = "gpt-sim"
@@ -339,13 +346,13 @@ def chainfleet_tool(
     async def run() -> tuple[int, dict[str, Any]]:
         pipeline = chainfleet_pipeline(system)
         holder: dict[str, Any] = {}
-        samples: list[float] = []
+        samples: list[tuple[float, int]] = []  # (adaptive limit, chains holding a slot)
 
         async def sample_adaptive() -> None:
             while True:
                 runner = holder.get("runner")
                 if runner is not None and runner.adaptive is not None:
-                    samples.append(runner.adaptive.limit)
+                    samples.append((runner.adaptive.limit, runner.adaptive.in_flight))
                 await asyncio.sleep(POLL_SECONDS)
 
         sampler = asyncio.ensure_future(sample_adaptive())
@@ -371,9 +378,14 @@ def chainfleet_tool(
         }
         if data.get("concurrency_peak") is not None:
             diagnosis["adaptive_peak"] = data["concurrency_peak"]
-        if samples:
+        if samples:  # the middle 80% of the run, as the steady state
             middle = samples[len(samples) // 10 : len(samples) - len(samples) // 10] or samples
-            diagnosis["adaptive_limit_mean"] = round(sum(middle) / len(middle), 1)
+            diagnosis["adaptive_limit_mean"] = round(sum(m[0] for m in middle) / len(middle), 1)
+            diagnosis["adaptive_limit_range"] = [
+                round(min(m[0] for m in middle), 1),
+                round(max(m[0] for m in middle), 1),
+            ]
+            diagnosis["adaptive_slots_held_mean"] = round(sum(m[1] for m in middle) / len(middle), 1)
             diagnosis["adaptive_decreases"] = holder["runner"].adaptive.decreases
         return report.items_succeeded, diagnosis
 
@@ -420,10 +432,18 @@ def classic_tool(url: str, items: list[str], system: str, *, concurrency: int) -
             results = await asyncio.gather(*(chain(t) for t in items), return_exceptions=True)
         finally:
             await client.close()
-        done = sum(1 for r in results if isinstance(r, str))
-        return done, {"client_429s": counts["429"], "backoff_s_total": counts["backoff_s"]}
+        return _outcome(results, {"client_429s": counts["429"], "backoff_s_total": counts["backoff_s"]})
 
     return run
+
+
+def _outcome(results: list[Any], diagnosis: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Items done, and the errors of the others: a count and one message per type."""
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        diagnosis["errors"] = dict(Counter(type(e).__name__ for e in errors))
+        diagnosis["error_examples"] = {type(e).__name__: str(e)[:160] for e in reversed(errors)}
+    return sum(1 for r in results if isinstance(r, str)), diagnosis
 
 
 def langchain_tool(
@@ -441,6 +461,7 @@ def langchain_tool(
             limiter = InMemoryRateLimiter(
                 requests_per_second=rps, check_every_n_seconds=0.05, max_bucket_size=max(1.0, rps)
             )
+        http = openai.DefaultAsyncHttpxClient()
         llm = ChatOpenAI(
             base_url=f"{url}/v1",
             api_key=KEY,  # type: ignore[arg-type]
@@ -448,6 +469,10 @@ def langchain_tool(
             max_tokens=MAX_TOKENS,  # type: ignore[call-arg]
             max_retries=2,
             rate_limiter=limiter,
+            # langchain-openai caches its default httpx client process-wide; every tool run here
+            # has an event loop of its own, so a cached pool would carry connections of a closed
+            # loop ("Event loop is closed" on one item a run): give each run its own client
+            http_async_client=http,
         )
 
         def step(name: str) -> Any:
@@ -459,14 +484,15 @@ def langchain_tool(
             | RunnablePassthrough.assign(write=step("write"))
             | step("edit")
         )
-        results = await chain.abatch(
-            [{"topic": t} for t in items],
-            config={"max_concurrency": max_concurrency},
-            return_exceptions=True,
-        )
-        errors = Counter(type(r).__name__ for r in results if isinstance(r, BaseException))
-        done = sum(1 for r in results if isinstance(r, str))
-        return done, {"errors": dict(errors)} if errors else {}
+        try:
+            results = await chain.abatch(
+                [{"topic": t} for t in items],
+                config={"max_concurrency": max_concurrency},
+                return_exceptions=True,
+            )
+        finally:
+            await http.aclose()
+        return _outcome(results, {})
 
     return run
 
@@ -537,7 +563,10 @@ def run_scenario(sim: Sim, scenario: str, args: argparse.Namespace) -> tuple[lis
     results: list[Result] = []
     targets: list[Target] = []
 
-    def go(tool: str, setting: str, run: Tool, **server: Any) -> Result:
+    def go(tool: str, setting: str, run: Tool, **server: Any) -> Result | None:
+        if tool == "langchain" and not HAVE_LANGCHAIN:
+            print(f"  skipped {tool}: pip install -r benchmarks/requirements.txt")
+            return None
         sim.prepare(**server)
         print(f"  running {tool}: {setting} ...", flush=True)
         result = measure(sim, scenario, tool, setting, n, run, timeout)
@@ -554,6 +583,7 @@ def run_scenario(sim: Sim, scenario: str, args: argparse.Namespace) -> tuple[lis
             chainfleet_tool(items, SYSTEM_SHORT, concurrency=conc, rpm=RPM if told else None),
             rpm=RPM,
         )
+        assert cf is not None
         go(
             "classic",
             f"semaphore {classic_c}{rule}, Retry-After",
@@ -567,11 +597,15 @@ def run_scenario(sim: Sim, scenario: str, args: argparse.Namespace) -> tuple[lis
                 if told
                 else f"no rate limiter, max_concurrency={conc}, max_retries=2"
             ),
-            langchain_tool(sim.url, items, SYSTEM_SHORT, max_concurrency=conc, rps=RPM / 60 if told else None),
+            langchain_tool(
+                sim.url, items, SYSTEM_SHORT, max_concurrency=conc, rps=RPM / 60 if told else None
+            ),
             rpm=RPM,
         )
         goal_rate, goal_429 = (99.0, 0.5) if told else (90.0, 5.0)
-        targets.append(Target(scenario, "chainfleet steady rpm / limit", 100 * cf.steady_rpm / RPM, goal_rate))
+        targets.append(
+            Target(scenario, "chainfleet steady rpm / limit", 100 * cf.steady_rpm / RPM, goal_rate)
+        )
         targets.append(Target(scenario, "chainfleet 429s / calls", cf.share_429, goal_429, at_least=False))
         print_rate_table(results, RPM, tokens=False)
 
@@ -597,6 +631,7 @@ def run_scenario(sim: Sim, scenario: str, args: argparse.Namespace) -> tuple[lis
             chainfleet_tool(items, SYSTEM_LONG, concurrency=conc, rpm=RPM, tpm=tpm),
             **server,
         )
+        assert cf is not None
         go(
             "classic",
             f"semaphore {classic_c}{rule}, Retry-After",
@@ -625,6 +660,7 @@ def run_scenario(sim: Sim, scenario: str, args: argparse.Namespace) -> tuple[lis
             chainfleet_tool(items, SYSTEM_SHORT, concurrency="auto", max_concurrency=64),
             **server,
         )
+        assert auto is not None
         go(
             "chainfleet",
             "fixed concurrency 64",
@@ -638,7 +674,12 @@ def run_scenario(sim: Sim, scenario: str, args: argparse.Namespace) -> tuple[lis
             **server,
         )
         targets.append(
-            Target(scenario, "chainfleet auto steady calls/s / capacity", 100 * auto.steady_calls_per_s / capacity, 90.0)
+            Target(
+                scenario,
+                "chainfleet auto steady calls/s / capacity",
+                100 * auto.steady_calls_per_s / capacity,
+                90.0,
+            )
         )
         print_auto_table(results, capacity)
     else:
@@ -676,30 +717,47 @@ def print_rate_table(results: list[Result], rpm: int, *, tokens: bool, tpm: int 
         print(line + f"  {r.setting}")
     windows = ", ".join(f"{r.tool} {r.window[0]:.0f}-{r.window[1]:.0f} s" for r in results)
     print(f"  steady-state windows (from each tool's start): {windows}")
+    _note_incomplete(results)
+
+
+def _note_incomplete(results: list[Result]) -> None:
+    for r in results:
+        if r.items_ok != r.items:
+            print(
+                f"  note: {r.tool} [{r.setting}] finished {_items(r)} items: its steady state is "
+                "that of a run that gave up on work, not of the whole job"
+            )
 
 
 def print_auto_table(results: list[Result], capacity: float) -> None:
     print(
-        f"  {'setting':<30} {'wall s':>7} {'items':>9} {'calls':>6} {'503s':>6} {'503 %':>6} "
+        f"  {'setting':<38} {'wall s':>7} {'items':>9} {'calls':>6} {'503s':>6} {'503 %':>6} "
         f"{'calls/s':>8} {'% cap':>6} {'peak in flight':>14}"
     )
     for r in results:
         share = 100 * r.r503 / r.calls if r.calls else 0.0
         print(
-            f"  {r.setting:<30} {r.wall:>7.1f} {_items(r):>9} {r.calls:>6} {r.r503:>6} {share:>6.2f} "
+            f"  {r.setting:<38} {r.wall:>7.1f} {_items(r):>9} {r.calls:>6} {r.r503:>6} {share:>6.2f} "
             f"{r.steady_calls_per_s:>8.2f} {100 * r.steady_calls_per_s / capacity:>6.1f} "
             f"{r.peak_in_flight:>14}"
         )
     windows = ", ".join(f"{r.window[0]:.0f}-{r.window[1]:.0f} s" for r in results)
     print(f"  capacity {capacity:g} calls/s; steady-state windows: {windows}")
+    _note_incomplete(results)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--scenario", choices=["told", "tokens", "learned", "auto", "all"], default="all")
-    parser.add_argument("--items", type=int, default=None, help="items per tool (default 600; 200 with --quick)")
+    parser.add_argument(
+        "--items", type=int, default=None, help="items per tool (default 600; 200 with --quick)"
+    )
     parser.add_argument("--quick", action="store_true", help="200 items per tool: same shape, shorter")
-    parser.add_argument("--concurrency", type=int, default=50, help="chains in flight for chainfleet/LangChain")
+    parser.add_argument(
+        "--concurrency", type=int, default=50, help="chains in flight for chainfleet/LangChain"
+    )
     parser.add_argument(
         "--classic-concurrency", type=int, default=None, help="the classic semaphore (default: lesson's rule)"
     )
@@ -721,10 +779,16 @@ def main() -> None:
     try:
         from importlib.metadata import version
 
-        versions = f"openai {version('openai')}, langchain-openai {version('langchain-openai')}"
-        print(f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}; {versions}")
+        versions = f"openai {version('openai')}, " + (
+            f"langchain-openai {version('langchain-openai')}" if HAVE_LANGCHAIN else "no langchain-openai"
+        )
         print(
-            f"sim-server {sim.url} in its own process; {args.items} items x {CALLS_PER_CHAIN} calls per tool; "
+            f"machine: {platform.platform()}, {os.cpu_count()} cores, "
+            f"Python {sys.version.split()[0]}; {versions}"
+        )
+        print(
+            f"sim-server {sim.url} in its own process; "
+            f"{args.items} items x {CALLS_PER_CHAIN} calls per tool; "
             f"latency {LATENCY}-{LATENCY + JITTER} s unless stated; max_tokens {MAX_TOKENS}"
         )
         for scenario in scenarios:

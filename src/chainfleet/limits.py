@@ -30,9 +30,11 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from .clock import Clock, SystemClock
 from .headers import RateLimitInfo
@@ -42,14 +44,22 @@ __all__ = ["AdaptiveConcurrency", "ModelLimiter", "Reservation", "TokenBucket", 
 
 def estimate_tokens(text: str, model: str | None = None) -> int:
     """Prompt tokens of ``text``: tiktoken for OpenAI models it knows, else ~4 characters a token."""
-    if model and _tiktoken_model(model):
-        try:
-            import tiktoken
-
-            return len(tiktoken.encoding_for_model(model).encode(text))
-        except Exception:  # unknown model name, or tiktoken's data not available offline
-            pass
+    encoder = _encoder(model) if model and _tiktoken_model(model) else None
+    if encoder is not None:
+        return len(encoder.encode(text))
     return max(1, (len(text.encode("utf-8")) + 3) // 4) if text else 0
+
+
+@functools.lru_cache(maxsize=64)
+def _encoder(model: str) -> Any:
+    """tiktoken's encoder for ``model``, or None (not installed, unknown model, or its data
+    cannot be downloaded offline): looked up once per model, not per call."""
+    try:
+        import tiktoken
+
+        return tiktoken.encoding_for_model(model)
+    except Exception:
+        return None
 
 
 def _tiktoken_model(model: str) -> bool:
@@ -249,7 +259,8 @@ class AdaptiveConcurrency:
     For servers that limit concurrency rather than rate (an Ollama queue, vLLM, a provider
     answering 503 when busy). Workers hold a slot per chain (:meth:`acquire`/:meth:`release`);
     every call reports how it went (:meth:`observe`). A success raises the limit by
-    ``1 / limit`` (one step per round of calls); a 429/503/529, or a latency over
+    ``1 / limit`` (one step per round of calls), ten times more gently near the limit at the
+    last refusal; a 429/503/529, or a latency over
     ``latency_factor`` times the best seen, multiplies it by ``decrease`` (at most once per
     ``cooldown`` calls, so one burst of refusals is one decrease). The limit stays within
     [1, ``cap``].
@@ -260,7 +271,7 @@ class AdaptiveConcurrency:
         cap: int,
         *,
         start: int = 4,
-        decrease: float = 0.7,
+        decrease: float = 0.8,
         latency_factor: float = 3.0,
     ) -> None:
         self.cap = cap
@@ -271,6 +282,8 @@ class AdaptiveConcurrency:
         self.best_latency: float | None = None
         self.max_seen = self.limit
         self.decreases = 0
+        #: the limit at the last refusal: increases slow down near it
+        self.ceiling: float | None = None
         self._calls_since_decrease = 0
         self._changed: asyncio.Condition | None = None
 
@@ -301,6 +314,9 @@ class AdaptiveConcurrency:
                 self.best_latency = latency
             if latency > self.best_latency * self.latency_factor:
                 self._decrease()
+            elif self.ceiling is not None and self.limit >= self.ceiling - 1:
+                # near where the server last refused: probe upwards ten times more gently
+                self.limit = min(float(self.cap), self.limit + 0.1 / self.limit)
             else:
                 self.limit = min(float(self.cap), self.limit + 1.0 / self.limit)
         self.max_seen = max(self.max_seen, self.limit)
@@ -311,6 +327,7 @@ class AdaptiveConcurrency:
     def _decrease(self) -> None:
         # one decrease per round of calls: the refusals of one burst are one signal
         if self._calls_since_decrease >= max(1, int(self.limit)) or self.decreases == 0:
+            self.ceiling = self.limit
             self.limit = max(1.0, self.limit * self.decrease)
             self.decreases += 1
             self._calls_since_decrease = 0
