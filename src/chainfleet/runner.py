@@ -126,13 +126,21 @@ class _Attempt:
 
 @dataclass
 class _Prepared:
-    """A stage made ready for one item: how to attempt it and the key of its input."""
+    """A stage made ready for one item: how to attempt it and (made on demand: it costs a
+    hash of the whole prompt) the key of its input."""
 
     call: Callable[[_Attempt], Awaitable[Call]]
-    key: str
+    key_parts: tuple[Any, ...]
     spec: str | None = None
     gated: bool = False
     cacheable: bool = False
+    _key: str | None = None
+
+    @property
+    def key(self) -> str:
+        if self._key is None:
+            self._key = _key(*self.key_parts)
+        return self._key
 
 
 def _key(*parts: object) -> str:
@@ -148,7 +156,7 @@ def _tool_call(runner: Runner, stage: Stage, context: Mapping[str, Any]) -> _Pre
     async def call(record: _Attempt) -> Call:
         return await runner._tool(stage, context), 0, 0
 
-    return _Prepared(call=call, key=_key(stage.name, "tool", name, dict(context)))
+    return _Prepared(call=call, key_parts=(stage.name, "tool", name, dict(context)))
 
 
 class Runner:
@@ -404,9 +412,8 @@ class Runner:
             stage.check_output(text)
             if prepared.cacheable and self.cache is not None:
                 self.cache.cache_put(prepared.key, StageHit(text, tokens_in, tokens_out))
-            await self._keep(
-                chain, stage, prepared.key, StageHit(text, tokens_in, tokens_out), service, attempt
-            )
+            key = prepared.key if self.store.persistent else None  # a temporary store is never resumed
+            await self._keep(chain, stage, key, StageHit(text, tokens_in, tokens_out), service, attempt)
             return
 
     async def _reused(self, chain: _Chain, stage: Stage, prepared: _Prepared) -> bool:
@@ -427,7 +434,7 @@ class Runner:
         return True
 
     async def _keep(
-        self, chain: _Chain, stage: Stage, key: str, hit: StageHit, seconds: float, attempts: int
+        self, chain: _Chain, stage: Stage, key: str | None, hit: StageHit, seconds: float, attempts: int
     ) -> None:
         """Record a stage result; it is committed (a group commit) before the chain goes on."""
         self.store.save_stage(
@@ -501,7 +508,7 @@ class Runner:
         )
         limiter = self._limiter(spec)
         estimate = estimate_tokens((system or "") + prompt, model) + stage.max_tokens
-        key = _key(stage.name, spec, system, prompt, stage.max_tokens, stage.temperature)
+        key_parts = (stage.name, spec, system, prompt, stage.max_tokens, stage.temperature)
 
         async def call(record: _Attempt) -> Call:
             reservation = None
@@ -537,7 +544,9 @@ class Runner:
 
         # the response cache: real providers only (sim must take its time), deterministic requests
         cacheable = provider.kind != "sim" and stage.temperature == 0
-        return _Prepared(call=call, key=key, spec=spec, gated=limiter is not None, cacheable=cacheable)
+        return _Prepared(
+            call=call, key_parts=key_parts, spec=spec, gated=limiter is not None, cacheable=cacheable
+        )
 
     def _limiter(self, spec: str) -> ModelLimiter | None:
         """The one limiter of model ``spec``, shared by every stage using it (None: unmetered)."""

@@ -21,7 +21,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +183,9 @@ class RunStore:
         self.commit_every = commit_every
         self._last_commit = time.monotonic()
         self._group: asyncio.Future[None] | None = None
+        self._calls: list[tuple[Any, ...]] = []
+        #: False for a temporary or in-memory store, which no later run can resume from
+        self.persistent = True
 
     @classmethod
     def open(cls, path: str | Path = "", **kwargs: Any) -> RunStore:
@@ -203,7 +206,9 @@ class RunStore:
         except StoreError:
             db.close()
             raise
-        return cls(db, **kwargs)
+        store = cls(db, **kwargs)
+        store.persistent = str(path) not in ("", ":memory:")
+        return store
 
     @staticmethod
     def _check(db: sqlite3.Connection) -> None:
@@ -278,6 +283,8 @@ class RunStore:
         made on the next turn, so a thousand chains finishing together pay for one commit, not
         a thousand, and each result is still on disk before its chain goes on.
         """
+        if not self.persistent:
+            return  # a temporary store vanishes with the process: nothing to make durable
         if self._group is None:
             loop = asyncio.get_running_loop()
             self._group = loop.create_future()
@@ -296,27 +303,19 @@ class RunStore:
             group.set_result(None)
 
     def save_call(self, run_id: str, row: CallRow) -> None:
-        self.db.execute(
-            "INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                run_id,
-                row.index,
-                row.item_id,
-                row.stage,
-                row.attempt,
-                row.queued,
-                row.started,
-                row.ended,
-                row.status,
-                row.limiter_wait,
-                row.cooldown_wait,
-                row.backoff,
-                row.input_tokens,
-                row.output_tokens,
-                row.error,
-            ),
-        )
+        """Record one attempt. Rows are buffered and written together at the next commit: the
+        timeline needs them, a resume does not."""
+        self._calls.append((run_id, *astuple(row)))
+        if len(self._calls) >= 1000:
+            self._write_calls()
         self._maybe_commit()
+
+    def _write_calls(self) -> None:
+        if self._calls:
+            self.db.executemany(
+                "INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self._calls
+            )
+            self._calls.clear()
 
     def find_stage(self, item_id: str, stage: str, key: str) -> StageHit | None:
         """A result of ``stage`` for ``item_id`` made from the same input (any run here)."""
@@ -376,6 +375,7 @@ class RunStore:
             self.flush()
 
     def flush(self) -> None:
+        self._write_calls()
         self.db.commit()
         self._last_commit = time.monotonic()
 
