@@ -232,13 +232,7 @@ def build_report(runner: Runner) -> RunReport:
         wall_seconds=stats.wall_seconds,
         sequential_seconds=stats.service_seconds,
         backoff_seconds=stats.backoff_seconds,
-        calls={
-            "total": stats.calls,
-            "succeeded": stats.calls_succeeded,
-            "retried": stats.calls_retried,
-            "rate_limited": stats.rate_limited,
-            "failed": stats.calls_failed,
-        },
+        calls=stats.calls_summary(),
         tokens={
             "input": stats.input_tokens,
             "output": stats.output_tokens,

@@ -81,6 +81,16 @@ class RunStats:
             return 0.0
         return max(0.0, self.last_result - self.first_admission)
 
+    def calls_summary(self) -> dict[str, int]:
+        """The ``calls`` block of report.json."""
+        return {
+            "total": self.calls,
+            "succeeded": self.calls_succeeded,
+            "retried": self.calls_retried,
+            "rate_limited": self.rate_limited,
+            "failed": self.calls_failed,
+        }
+
     def stage(self, name: str) -> StageStats:
         found = self.stages.get(name)
         if found is None:

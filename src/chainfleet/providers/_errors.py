@@ -24,13 +24,15 @@ Messages never carry an API key: :func:`scrub` removes it if a server echoed it 
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ..errors import (
     AuthFailed,
     CallError,
+    ConnectionFailed,
     ContentFiltered,
     InvalidRequest,
     ModelNotFound,
@@ -109,3 +111,36 @@ def classify(
     if status >= 500 or status == 409:
         return ServerError(text, status=status)
     return InvalidRequest(text, status=status)
+
+
+async def call_sdk(
+    sdk: Any, name: str, key: str, make: Callable[[], Awaitable[Any]]
+) -> tuple[Any, dict[str, str]]:
+    """Make one call through an official SDK's ``with_raw_response`` and parse it; map every
+    failure to the error tree. ``sdk`` is the ``openai`` or ``anthropic`` module: both name
+    their errors alike (``APITimeoutError`` is a kind of ``APIConnectionError``).
+
+    Returns the parsed response and the raw response headers.
+    """
+    try:
+        raw = await make()
+        parsed = raw.parse()
+        if inspect.isawaitable(parsed):  # AsyncAPIResponse in recent SDKs
+            parsed = await parsed
+    except sdk.APITimeoutError as exc:
+        raise Timeout(f"{name}: the request timed out") from exc
+    except sdk.APIConnectionError as exc:
+        raise ConnectionFailed(f"{name}: connection failed: {scrub(str(exc), key)}") from exc
+    except sdk.APIStatusError as exc:
+        message, code, kind = error_fields(exc.body)
+        raise classify(
+            exc.status_code,
+            scrub(message or exc.message, key),
+            code=code,
+            kind=kind,
+            headers=exc.response.headers,
+            provider=name,
+        ) from exc
+    except ValueError as exc:  # a 200 whose body is not JSON, or not what was asked for
+        raise ServerError(f"{name}: malformed response: {type(exc).__name__}") from exc
+    return parsed, dict(raw.headers)

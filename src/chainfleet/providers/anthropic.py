@@ -9,9 +9,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from ..errors import ConnectionFailed, ContentFiltered, ServerError, Timeout
+from ..errors import ContentFiltered, ServerError
 from ..headers import keep_headers
-from ._errors import classify, error_fields, scrub
+from ._errors import call_sdk
 from .base import Completion, CompletionRequest, Provider
 
 __all__ = ["AnthropicProvider"]
@@ -64,28 +64,13 @@ class AnthropicProvider(Provider):
             params["temperature"] = request.temperature
         if request.system:
             params["system"] = request.system
-        try:
-            raw = await self._client.messages.with_raw_response.create(**params)
-            message: Any = raw.parse()
-            if inspect.isawaitable(message):  # AsyncAPIResponse in recent SDKs
-                message = await message
-        except anthropic.APITimeoutError as exc:
-            raise Timeout(f"{self.name}: the request timed out") from exc
-        except anthropic.APIConnectionError as exc:
-            raise ConnectionFailed(f"{self.name}: connection failed: {scrub(str(exc), self._key)}") from exc
-        except anthropic.APIStatusError as exc:
-            text, code, kind = error_fields(exc.body)
-            raise classify(
-                exc.status_code,
-                scrub(text or exc.message, self._key),
-                code=code,
-                kind=kind,
-                headers=exc.response.headers,
-                provider=self.name,
-            ) from exc
-        except ValueError as exc:  # a 200 whose body is not JSON, or not a message
-            raise ServerError(f"{self.name}: malformed response: {type(exc).__name__}") from exc
-        return self._completion(message, dict(raw.headers))
+        message, headers = await call_sdk(
+            anthropic,
+            self.name,
+            self._key,
+            lambda: self._client.messages.with_raw_response.create(**params),
+        )
+        return self._completion(message, headers)
 
     def _completion(self, message: Any, headers: dict[str, str]) -> Completion:
         try:

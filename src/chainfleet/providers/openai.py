@@ -8,12 +8,11 @@ runner. The SDK is imported when the first provider is made, not when chainfleet
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-from ..errors import ConnectionFailed, ContentFiltered, ServerError, Timeout
+from ..errors import ContentFiltered, ServerError
 from ..headers import keep_headers
-from ._errors import classify, error_fields, scrub
+from ._errors import call_sdk
 from .base import Completion, CompletionRequest, Provider
 
 __all__ = ["OpenAIProvider"]
@@ -55,33 +54,18 @@ class OpenAIProvider(Provider):
         if request.system:
             messages.append({"role": "system", "content": request.system})
         messages.append({"role": "user", "content": request.prompt})
-        try:
-            raw = await self._client.chat.completions.with_raw_response.create(
+        completion, headers = await call_sdk(
+            openai,
+            self.name,
+            self._key,
+            lambda: self._client.chat.completions.with_raw_response.create(
                 model=request.model,
                 messages=messages,  # type: ignore[arg-type]
                 max_tokens=request.max_tokens,
                 temperature=request.temperature,
-            )
-            completion: Any = raw.parse()
-            if inspect.isawaitable(completion):  # AsyncAPIResponse in recent SDKs
-                completion = await completion
-        except openai.APITimeoutError as exc:
-            raise Timeout(f"{self.name}: the request timed out") from exc
-        except openai.APIConnectionError as exc:
-            raise ConnectionFailed(f"{self.name}: connection failed: {scrub(str(exc), self._key)}") from exc
-        except openai.APIStatusError as exc:
-            message, code, kind = error_fields(exc.body)
-            raise classify(
-                exc.status_code,
-                scrub(message or exc.message, self._key),
-                code=code,
-                kind=kind,
-                headers=exc.response.headers,
-                provider=self.name,
-            ) from exc
-        except ValueError as exc:  # a 200 whose body is not JSON, or not a completion
-            raise ServerError(f"{self.name}: malformed response: {type(exc).__name__}") from exc
-        return self._completion(completion, dict(raw.headers))
+            ),
+        )
+        return self._completion(completion, headers)
 
     def _completion(self, completion: Any, headers: dict[str, str]) -> Completion:
         try:
