@@ -136,14 +136,6 @@ def _html(report: RunReport, png: Path | None) -> str:
     )
 
 
-def record_files(out: Path, record: ItemRecord, topic: str | None) -> Path:
-    """Where an item's markdown file is (for messages and tests)."""
-    return out / "items" / f"{safe_name(record.id, topic)}.md"
-
-
-# -- rendering again from the store ----------------------------------------------------------------
-
-
 def rewrite_output(out: Path, *, run_id: str | None = None) -> RunReport:
     """Write ``out``'s reports again from its run store alone (``out/run.db``), calling no model.
 

@@ -183,14 +183,6 @@ class Stage(BaseModel):
     def is_tool(self) -> bool:
         return self.tool is not None
 
-    def variables(self) -> set[str]:
-        """The template variables this stage reads."""
-        found: set[str] = set()
-        for source in (self.prompt, self.system):
-            if source is not None:
-                found |= jinja2.meta.find_undeclared_variables(_ENV.parse(source))
-        return found
-
     def render(self, context: Mapping[str, Any]) -> tuple[str | None, str]:
         """Render (system, prompt) for one item. A missing variable raises ``InvalidRequest``."""
         from .errors import InvalidRequest

@@ -209,6 +209,7 @@ class Runner:
         self.extra_settings = dict(settings or {})
         self.prices = {spec: Price(p.input, p.output) for spec, p in pipeline.prices.items()}
         self.cost_usd: float | None = 0.0
+        self._price_of: dict[str, Price | None] = {}
         self.fatal: FatalError | None = None
         self.input_error: InputError | None = None
         #: why admission stopped early, other than a fatal error: "interrupted", "budget ..."
@@ -219,8 +220,6 @@ class Runner:
         #: items in the input when known (the input was scanned first), for progress
         self.total: int | None = None
         self._stages = list(pipeline.stages)
-        self._final_stage = self._stages[-1].name
-        self._topic_field = pipeline.input
 
     # -- the run -----------------------------------------------------------------------------------
 
@@ -458,7 +457,9 @@ class Runner:
         self.stats.output_tokens += tokens_out
         if spec is None or self.cost_usd is None:
             return
-        price = price_for(spec, self.prices)
+        if spec not in self._price_of:  # one look-up per model, not per call
+            self._price_of[spec] = price_for(spec, self.prices)
+        price = self._price_of[spec]
         self.cost_usd = None if price is None else self.cost_usd + price.cost(tokens_in, tokens_out)
 
     def _save_call(
@@ -741,9 +742,7 @@ def open_store(out: str | os.PathLike[str], *, resume: bool) -> RunStore:
     return store
 
 
-def open_cache(
-    cache: str | os.PathLike[str] | bool | None, store: RunStore | None
-) -> RunStore | None | Literal[False]:
+def open_cache(cache: str | os.PathLike[str] | bool | None) -> RunStore | None | Literal[False]:
     """The response cache: False (off), a shared folder's cache.db, or None (the run's store)."""
     if cache is False:
         return False
@@ -828,7 +827,7 @@ async def arun(
         providers=providers,
         run_id=run_id,
         reuse=resume,
-        cache=open_cache(cache, store),
+        cache=open_cache(cache),
         budget=budget,
         settings=settings,
     )

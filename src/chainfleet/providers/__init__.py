@@ -52,14 +52,19 @@ class ProviderPool:
         self.pipeline = pipeline
         self.clock = clock
         self._providers: dict[str, Provider] = dict(overrides or {})
+        self._resolved: dict[str, tuple[Provider, str]] = {}
 
     def for_model(self, spec: str) -> tuple[Provider, str]:
-        """The provider and the bare model name for a model string like ``openai:gpt-4o``."""
-        name, model = parse_model(spec, self.pipeline.providers)
-        provider = self._providers.get(name)
-        if provider is None:
-            provider = self._providers[name] = self._make(name)
-        return provider, model
+        """The provider and the bare model name for a model string like ``openai:gpt-4o``
+        (resolved once per model string: every call of a stage asks again)."""
+        found = self._resolved.get(spec)
+        if found is None:
+            name, model = parse_model(spec, self.pipeline.providers)
+            provider = self._providers.get(name)
+            if provider is None:
+                provider = self._providers[name] = self._make(name)
+            found = self._resolved[spec] = (provider, model)
+        return found
 
     def check(self) -> None:
         """Make every provider the pipeline needs now, so a missing key fails before any call.
