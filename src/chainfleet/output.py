@@ -317,7 +317,7 @@ def _report_from_calls(store: RunStore, run: Mapping[str, Any]) -> RunReport:
     report = RunReport(
         run_id=run_id,
         pipeline=run.get("pipeline", ""),
-        concurrency=int(_settings(store, run_id).get("concurrency", 0) or 0),
+        concurrency=int(run.get("settings", {}).get("concurrency", 0) or 0),
         stages_order=_stage_order(store, run_id, order) or ["output"],
         wall_seconds=stats.wall_seconds,
         sequential_seconds=stats.service_seconds,
@@ -364,13 +364,3 @@ def _add_items(report: RunReport, store: RunStore) -> None:
             report.quality_sums["items"] = report.quality_sums.get("items", 0.0) + 1
             if len(report.quality) < LIST_CAP:
                 report.quality.append({"id": record.id, **quality})
-
-
-def _settings(store: RunStore, run_id: str) -> dict[str, Any]:
-    # RunStore.runs() does not return the settings; read them as `chainfleet resume` does
-    row = store.db.execute("SELECT settings FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-    try:
-        settings = json.loads(row[0]) if row else {}
-    except (TypeError, ValueError):
-        return {}
-    return settings if isinstance(settings, dict) else {}

@@ -171,6 +171,14 @@ class ItemRecord:
         }
 
 
+def _json_dict(text: str | None) -> dict[str, Any]:
+    try:
+        data = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 class RunStore:
     """A SQLite file holding runs, item outcomes and stage results.
 
@@ -396,8 +404,8 @@ class RunStore:
         """Every run in this store, oldest first, with its counts."""
         self.flush()
         found = []
-        for run_id, pipeline, started, status, summary in self.db.execute(
-            "SELECT run_id, pipeline, started, status, summary FROM runs ORDER BY started"
+        for run_id, pipeline, started, status, summary, settings in self.db.execute(
+            "SELECT run_id, pipeline, started, status, summary, settings FROM runs ORDER BY started"
         ):
             counts = dict(
                 self.db.execute(
@@ -412,6 +420,7 @@ class RunStore:
                     "status": status,
                     "items": counts,
                     "summary": json.loads(summary) if summary else None,
+                    "settings": _json_dict(settings),
                 }
             )
         return found

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
 from pathlib import Path
@@ -325,26 +324,13 @@ def resume_command(out: str, quiet: bool) -> None:
     store.close()
     if not runs:
         raise ConfigError("nothing to resume here: the store holds no run", where=out)
-    with_settings = [r for r in runs if _settings_of(store_path=Path(out), run_id=r["run_id"])]
-    if not with_settings:
+    started_by_cli = [r["settings"] for r in runs if {"pipeline_file", "cli"} <= r["settings"].keys()]
+    if not started_by_cli:
         raise ConfigError(
             "this run was not started by `chainfleet run`; use `chainfleet run ... --resume`", where=out
         )
-    settings = _settings_of(store_path=Path(out), run_id=with_settings[-1]["run_id"])
-    assert settings is not None
+    settings = started_by_cli[-1]
     for key in ("pipeline_file", "input_file"):
         if not Path(settings[key]).exists():
             raise ConfigError(f"the run's {key.replace('_', ' ')} is gone: {settings[key]}", where=out)
     execute(settings["pipeline_file"], settings["input_file"], out, settings, quiet=quiet, resume=True)
-
-
-def _settings_of(*, store_path: Path, run_id: str) -> dict[str, Any] | None:
-    from ..store import RunStore
-
-    store = RunStore.open(store_path / "run.db")
-    try:
-        row = store.db.execute("SELECT settings FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-    finally:
-        store.close()
-    data = json.loads(row[0]) if row else {}
-    return data if "pipeline_file" in data and "cli" in data else None
