@@ -23,55 +23,32 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import os
 import random
 import secrets
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from .clock import Clock, SystemClock
-from .errors import CallError, ConfigError, FatalError, InputError, PermanentError, RetryableError
-from .headers import parse_rate_limits
+from .errors import CallError, ConfigError, FatalError, InputError
 from .inputs import InputSource, Item, items_from, open_input
-from .limits import AdaptiveConcurrency, ModelLimiter, estimate_tokens
-from .pipeline import Pipeline, Stage, parse_model
+from .limits import AdaptiveConcurrency, ModelLimiter
+from .pipeline import Pipeline, parse_model
 from .prices import Price, price_for
-from .providers import CompletionRequest, Provider, ProviderPool
+from .providers import Provider, ProviderPool
 from .report import RunReport, build_report
 from .retry import RetryPolicy, retry_in_next_pass
-from .stats import RunStats, StageStats
-from .store import CallRow, ItemRecord, RunStore, StageHit, StoreError
+from .stage import Chain, StageExecutor
+from .stats import RunStats
+from .store import ItemRecord, RunStore, StoreError
 
 __all__ = ["Runner", "arun", "run"]
 
 Items = InputSource | Iterable[str | Mapping[str, Any]] | str | os.PathLike[str]
-#: what one attempt gives back: (text, input tokens, output tokens)
-Call = tuple[str, int, int]
-
-
-class ToolError(PermanentError):
-    """A tool step raised something other than a chainfleet error."""
-
-    kind = "tool_error"
-
-
-@dataclass
-class _Chain:
-    """One item's progress through the pipeline."""
-
-    item: Item
-    outputs: dict[str, str] = field(default_factory=dict)
-    next_stage: int = 0
-    attempts: int = 0
-    seconds: float = 0.0
-    error: CallError | None = None
-    error_stage: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,52 +88,6 @@ class Budget:
             if runner.cost_usd + ahead * per_chain_cost > self.max_cost:
                 return True
         return False
-
-
-@dataclass
-class _Attempt:
-    """One attempt's timing: queued (asked), started (the provider call began), waits."""
-
-    number: int
-    queued: float
-    started: float
-    limiter_wait: float = 0.0
-    cooldown_wait: float = 0.0
-
-
-@dataclass
-class _Prepared:
-    """A stage made ready for one item: how to attempt it and (made on demand: it costs a
-    hash of the whole prompt) the key of its input."""
-
-    call: Callable[[_Attempt], Awaitable[Call]]
-    key_parts: tuple[Any, ...]
-    spec: str | None = None
-    gated: bool = False
-    cacheable: bool = False
-    _key: str | None = None
-
-    @property
-    def key(self) -> str:
-        if self._key is None:
-            self._key = _key(*self.key_parts)
-        return self._key
-
-
-def _key(*parts: object) -> str:
-    """The key of a stage's input: same key, same request, same result to reuse."""
-    data = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
-    return hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
-def _tool_call(runner: Runner, stage: Stage, context: Mapping[str, Any]) -> _Prepared:
-    tool = stage.tool
-    name = f"{getattr(tool, '__module__', '')}.{getattr(tool, '__qualname__', repr(tool))}"
-
-    async def call(record: _Attempt) -> Call:
-        return await runner._tool(stage, context), 0, 0
-
-    return _Prepared(call=call, key_parts=(stage.name, "tool", name, dict(context)))
 
 
 class Runner:
@@ -215,11 +146,13 @@ class Runner:
         #: why admission stopped early, other than a fatal error: "interrupted", "budget ..."
         self.stopping: str | None = None
         self.interrupted = False
-        self._in_flight: dict[int, _Chain] = {}
+        self._in_flight: dict[int, Chain] = {}
         self._t0 = 0.0
         #: items in the input when known (the input was scanned first), for progress
         self.total: int | None = None
         self._stages = list(pipeline.stages)
+        #: runs one stage for one chain
+        self.stages = StageExecutor(self)
 
     # -- the run -----------------------------------------------------------------------------------
 
@@ -243,7 +176,7 @@ class Runner:
         self.store.begin_run(self.run_id, pipeline=self.pipeline.name, settings=self._settings())
         self._t0 = self.clock.now()
         self._items = iter(source)
-        self._failed: list[_Chain] = []
+        self._failed: list[Chain] = []
         try:
             self._failed = await self._pass(self._admit(self._items))
             for _ in range(self.retry_passes):
@@ -286,7 +219,7 @@ class Runner:
         self.store.flush()
         return build_report(self)
 
-    def _admit(self, items: Iterator[Item]) -> Iterator[_Chain]:
+    def _admit(self, items: Iterator[Item]) -> Iterator[Chain]:
         while not self.halted:
             try:
                 item = next(items)
@@ -295,11 +228,11 @@ class Runner:
             except InputError as exc:
                 self.input_error = exc
                 return
-            yield _Chain(item)
+            yield Chain(item)
 
-    async def _pass(self, chains: Iterator[_Chain]) -> list[_Chain]:
+    async def _pass(self, chains: Iterator[Chain]) -> list[Chain]:
         """Run ``chains`` with ``concurrency`` workers; return the chains that failed."""
-        failed: list[_Chain] = []
+        failed: list[Chain] = []
 
         async def worker() -> None:
             while not self.halted:
@@ -327,7 +260,7 @@ class Runner:
             raise
         return failed
 
-    async def _run_chain(self, chain: _Chain, failed: list[_Chain]) -> None:
+    async def _run_chain(self, chain: Chain, failed: list[Chain]) -> None:
         if self.stats.first_admission is None:
             self.stats.first_admission = self.clock.now()
         self.stats.admitted += 1
@@ -346,12 +279,12 @@ class Runner:
             self.stats.failed_now += 1
             failed.append(chain)
 
-    async def _advance(self, chain: _Chain) -> None:
+    async def _advance(self, chain: Chain) -> None:
         """Run the chain's remaining stages; record the first failure on the chain."""
         while chain.next_stage < len(self._stages):
             stage = self._stages[chain.next_stage]
             try:
-                await self._stage(chain, stage)
+                await self.stages.run(chain, stage)
             except CallError as exc:
                 exc.item_id, exc.stage = chain.item.id, stage.name
                 chain.error, chain.error_stage = exc, stage.name
@@ -360,237 +293,9 @@ class Runner:
                 return
             chain.next_stage += 1
 
-    # -- one stage, one call -----------------------------------------------------------------------
-
-    async def _stage(self, chain: _Chain, stage: Stage) -> None:
-        """Get one stage's result for one item: from the store (resume), the response cache, or
-        by calling, with retries. The result is durable before the stage counts as done."""
-        context: dict[str, Any] = {"id": chain.item.id, **chain.item.fields, **chain.outputs}
-        prepared = _tool_call(self, stage, context) if stage.is_tool else self._llm_call(stage, context)
-        if await self._reused(chain, stage, prepared):
-            return
-        stats = self.stats.stage(stage.name)
-        stats.in_flight += 1
-        try:
-            await self._attempts(chain, stage, prepared, stats)
-        finally:
-            stats.in_flight -= 1
-
-    async def _attempts(self, chain: _Chain, stage: Stage, prepared: _Prepared, stats: StageStats) -> None:
-        """Attempt a stage until it succeeds or the retry policy gives up (then raise)."""
-        attempt = 0
-        service = 0.0
-        while True:
-            attempt += 1
-            chain.attempts += 1
-            self.stats.calls += 1
-            stats.calls += 1
-            now = self.clock.now()
-            record = _Attempt(number=attempt, queued=now, started=now)
-            try:
-                text, tokens_in, tokens_out = await prepared.call(record)
-            except CallError as exc:
-                service += self._count_attempt(chain, stats, record, ok=False)
-                if exc.kind == "rate_limited":
-                    self.stats.rate_limited += 1
-                retrying = self.retry.should_retry(exc, attempt) and not self.halted
-                wait = 0.0
-                if retrying and not (exc.kind == "rate_limited" and prepared.gated):
-                    wait = self.retry.wait(exc, attempt, self.rng)  # (else the cooldown gate waits)
-                self._save_call(chain, stage, record, exc.kind, backoff=wait, error=str(exc))
-                if not retrying:
-                    raise
-                self.stats.calls_retried += 1
-                if wait:
-                    self.stats.backoff_seconds += wait
-                    await self.clock.sleep(wait)
-                continue
-            service += self._count_attempt(chain, stats, record, ok=True)
-            self._save_call(chain, stage, record, "ok", tokens=(tokens_in, tokens_out))
-            self._spend(prepared.spec, tokens_in, tokens_out)
-            stage.check_output(text)
-            if prepared.cacheable and self.cache is not None:
-                self.cache.cache_put(prepared.key, StageHit(text, tokens_in, tokens_out))
-            key = prepared.key if self.store.persistent else None  # a temporary store is never resumed
-            await self._keep(chain, stage, key, StageHit(text, tokens_in, tokens_out), service, attempt)
-            return
-
-    async def _reused(self, chain: _Chain, stage: Stage, prepared: _Prepared) -> bool:
-        """Take the stage's result from the store (resume) or the response cache, if there."""
-        hit = None
-        if self.reuse:
-            hit = self.store.find_stage(chain.item.id, stage.name, prepared.key)
-            if hit is not None:
-                self.stats.reused += 1
-        if hit is None and prepared.cacheable and self.cache is not None:
-            hit = self.cache.cache_get(prepared.key)
-            if hit is not None:
-                self.stats.cache_hits += 1
-        if hit is None:
-            return False
-        stage.check_output(hit.output)
-        await self._keep(chain, stage, prepared.key, hit, 0.0, 0)
-        return True
-
-    async def _keep(
-        self, chain: _Chain, stage: Stage, key: str | None, hit: StageHit, seconds: float, attempts: int
-    ) -> None:
-        """Record a stage result; it is committed (a group commit) before the chain goes on."""
-        self.store.save_stage(
-            self.run_id,
-            chain.item.index,
-            stage.name,
-            hit.output,
-            input_tokens=hit.input_tokens,
-            output_tokens=hit.output_tokens,
-            seconds=seconds,
-            attempts=attempts,
-            item_id=chain.item.id,
-            key=key,
-            durable=False,
-        )
-        await self.store.durable()
-        chain.outputs[stage.name] = hit.output
-
-    def _spend(self, spec: str | None, tokens_in: int, tokens_out: int) -> None:
-        self.stats.input_tokens += tokens_in
-        self.stats.output_tokens += tokens_out
-        if spec is None or self.cost_usd is None:
-            return
-        if spec not in self._price_of:  # one look-up per model, not per call
-            self._price_of[spec] = price_for(spec, self.prices)
-        price = self._price_of[spec]
-        self.cost_usd = None if price is None else self.cost_usd + price.cost(tokens_in, tokens_out)
-
-    def _save_call(
-        self,
-        chain: _Chain,
-        stage: Stage,
-        record: _Attempt,
-        status: str,
-        *,
-        backoff: float = 0.0,
-        tokens: tuple[int, int] = (0, 0),
-        error: str | None = None,
-    ) -> None:
-        t0 = self._t0
-        self.store.save_call(
-            self.run_id,
-            CallRow(
-                index=chain.item.index,
-                item_id=chain.item.id,
-                stage=stage.name,
-                attempt=record.number,
-                queued=record.queued - t0,
-                started=record.started - t0,
-                ended=self.clock.now() - t0,
-                status=status,
-                limiter_wait=record.limiter_wait,
-                cooldown_wait=record.cooldown_wait,
-                backoff=backoff,
-                input_tokens=tokens[0],
-                output_tokens=tokens[1],
-                error=error,
-            ),
-        )
-
-    def _llm_call(self, stage: Stage, context: Mapping[str, Any]) -> _Prepared:
-        """One LLM stage made ready: its request, its key, and an attempt that goes through the
-        model's limiter and the adaptive gate; a 429 closes the model's cooldown gate."""
-        spec = self.pipeline.model_for(stage)
-        provider, model = self.pool.for_model(spec)
-        system, prompt = stage.render(context)
-        request = CompletionRequest(
-            model=model,
-            prompt=prompt,
-            system=system,
-            max_tokens=stage.max_tokens,
-            temperature=stage.temperature,
-        )
-        limiter = self._limiter(spec)
-        estimate = estimate_tokens((system or "") + prompt, model) + stage.max_tokens
-        key_parts = (stage.name, spec, system, prompt, stage.max_tokens, stage.temperature)
-
-        async def call(record: _Attempt) -> Call:
-            reservation = None
-            if limiter is not None:
-                reservation = await limiter.acquire(estimate)
-                record.limiter_wait = reservation.limiter_wait
-                record.cooldown_wait = reservation.cooldown_wait
-                self.stats.limiter_seconds += reservation.limiter_wait
-                self.stats.cooldown_seconds += reservation.cooldown_wait
-            record.started = started = self.clock.now()
-            try:
-                completion = await provider.complete(request)
-            except CallError as exc:
-                if self.adaptive is not None:
-                    busy = exc.kind in ("rate_limited", "overloaded")
-                    await self.adaptive.observe(ok=False, overloaded=busy, latency=None)
-                if limiter is not None and reservation is not None and exc.kind == "rate_limited":
-                    limiter.release(reservation)  # refused calls use none of the budget
-                    wait = exc.retry_after if isinstance(exc, RetryableError) else None
-                    limiter.cooldown(
-                        wait if wait is not None else self.retry.backoff(record.number, self.rng)
-                    )
-                raise
-            if self.adaptive is not None:
-                latency = self.clock.now() - started
-                await self.adaptive.observe(ok=True, overloaded=False, latency=latency)
-            if limiter is not None and reservation is not None:
-                if completion.headers:
-                    limiter.observe(parse_rate_limits(completion.headers, time.time()))
-                limiter.settle(reservation, completion.input_tokens + completion.output_tokens)
-            self.stats.cached_tokens += completion.cached_tokens
-            return completion.text, completion.input_tokens, completion.output_tokens
-
-        # the response cache: real providers only (sim must take its time), deterministic requests
-        cacheable = provider.kind != "sim" and stage.temperature == 0
-        return _Prepared(
-            call=call, key_parts=key_parts, spec=spec, gated=limiter is not None, cacheable=cacheable
-        )
-
-    def _limiter(self, spec: str) -> ModelLimiter | None:
-        """The one limiter of model ``spec``, shared by every stage using it (None: unmetered)."""
-        if spec in self.limiters:
-            return self.limiters[spec]
-        configured = self.pipeline.limits.get(spec)
-        rpm = self.rpm if self.rpm is not None else (configured.rpm if configured else None)
-        tpm = self.tpm if self.tpm is not None else (configured.tpm if configured else None)
-        limiter = None
-        if rpm is not None or tpm is not None or not spec.startswith("sim"):
-            # real providers always get one: it learns their limits and holds the cooldown gate
-            limiter = ModelLimiter(rpm=rpm, tpm=tpm, clock=self.clock, rng=self.rng)
-        self.limiters[spec] = limiter
-        return limiter
-
-    async def _tool(self, stage: Stage, context: Mapping[str, Any]) -> str:
-        try:
-            result = await stage.tool(context)
-        except CallError:
-            raise
-        except Exception as exc:  # a tool's own bug or failure: the item fails, others go on
-            raise ToolError(f"{type(exc).__name__}: {exc}", stage=stage.name) from exc
-        if not isinstance(result, str):
-            raise ToolError(f"tool returned {type(result).__name__}, not str", stage=stage.name)
-        return result
-
-    def _count_attempt(self, chain: _Chain, stats: Any, record: _Attempt, *, ok: bool) -> float:
-        """Count one attempt; its service time runs from the call's start, after any wait for
-        the limiter (so ``sequential_seconds`` is the calls' own time)."""
-        elapsed = self.clock.now() - record.started
-        chain.seconds += elapsed
-        stats.seconds.append(elapsed)
-        self.stats.service_seconds += elapsed
-        if ok:
-            self.stats.calls_succeeded += 1
-        else:
-            self.stats.calls_failed += 1
-            stats.failed += 1
-        return elapsed
-
     # -- bookkeeping -------------------------------------------------------------------------------
 
-    def _save_item(self, chain: _Chain, status: str) -> None:
+    def _save_item(self, chain: Chain, status: str) -> None:
         error = None
         if chain.error is not None:
             kind = getattr(chain.error, "kind", type(chain.error).__name__)
