@@ -26,7 +26,6 @@ import asyncio
 import os
 import random
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from typing import Any, Literal
 
 from .clock import Clock, SystemClock
 from .errors import CallError, ConfigError, FatalError, InputError
+from .folder import open_cache, open_store
 from .inputs import InputSource, Item, items_from, open_input
 from .limits import AdaptiveConcurrency, ModelLimiter
 from .pipeline import Pipeline, parse_model
@@ -44,7 +44,7 @@ from .report import RunReport, build_report
 from .retry import RetryPolicy, retry_in_next_pass
 from .stage import Chain, StageExecutor
 from .stats import RunStats
-from .store import ItemRecord, RunStore, StoreError
+from .store import ItemRecord, RunStore
 
 __all__ = ["Runner", "arun", "run"]
 
@@ -417,50 +417,6 @@ def prepare(
         total = source.scan(required=[v for v in pipeline.input_fields_needed() if v != "id"])
     store = open_store(out, resume=resume) if out is not None else None
     return pipeline, source, store, total
-
-
-def open_store(out: str | os.PathLike[str], *, resume: bool) -> RunStore:
-    """The run store of output folder ``out``. A folder that already holds a run is continued
-    only with ``resume``; a file there that is not a run store is never touched."""
-    out_dir = Path(out)
-    path = out_dir / "run.db"
-    existed = path.exists()
-    if resume and not existed:
-        raise ConfigError("nothing to resume here: no run.db (run without --resume first)", where=str(out))
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        store = RunStore.open(path)
-    except StoreError as exc:
-        raise ConfigError(f"{exc}; nothing was changed", where=str(path)) from exc
-    except (OSError, sqlite3.Error) as exc:
-        raise ConfigError(f"cannot write the output folder: {exc}", where=str(out)) from exc
-    runs = store.runs() if existed else []
-    if runs and not resume:
-        store.close()
-        last = runs[-1]
-        done = last["items"].get("succeeded", 0)
-        raise ConfigError(
-            f"already holds run {last['run_id']} ({done} items done, {last['status']}); add --resume "
-            "to continue it, or give another --out",
-            where=str(out),
-        )
-    return store
-
-
-def open_cache(cache: str | os.PathLike[str] | bool | None) -> RunStore | None | Literal[False]:
-    """The response cache: False (off), a shared folder's cache.db, or None (the run's store)."""
-    if cache is False:
-        return False
-    if cache is None or cache is True:
-        return None
-    folder = Path(cache)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        return RunStore.open(folder / "cache.db")
-    except StoreError as exc:
-        raise ConfigError(f"{exc}; nothing was changed", where=str(folder / "cache.db")) from exc
-    except (OSError, sqlite3.Error) as exc:
-        raise ConfigError(f"cannot use the cache folder: {exc}", where=str(cache)) from exc
 
 
 async def arun(

@@ -317,7 +317,7 @@ def resume_command(out: str, quiet: bool) -> None:
     Example:
       chainfleet resume runs/today
     """
-    from ..runner import open_store
+    from ..folder import open_store
 
     store = open_store(out, resume=True)
     runs = store.runs()
