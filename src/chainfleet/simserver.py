@@ -20,7 +20,8 @@ What it does to a request, in order (each step answers at once and stops there):
    ``drop_rate`` and ``malformed_rate`` in that order. A failed call keeps its request slot and
    gets its tokens back (it generated nothing); a slow one sleeps ``slow_seconds`` and goes on;
 6. ``latency`` plus up to ``jitter`` seconds, then the answer; the token charge is corrected to
-   the real usage ``P + C``.
+   the real usage ``P + C``. With ``slots`` set (queueing mode, :mod:`chainfleet.simserver_queue`)
+   that service time, or a slow call's, is spent holding one of N slots: others wait in line.
 
 The text is ``simtext.generate(prompt, system=system, seed=seed, max_tokens=max_tokens,
 model=model)``: ``prompt`` is the user and assistant message texts joined by a blank line, and
@@ -75,6 +76,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from . import simtext
+from .simserver_queue import SlotQueue
 
 __all__ = [
     "SimServer",
@@ -113,6 +115,8 @@ class SimServerSettings(BaseModel):
       ``malformed_rate`` (200 with a body that is not JSON): shares of admitted requests, together
       at most 1;
     - ``max_in_flight``: above it, 503 "server busy";
+    - ``slots``: queueing mode, at most N served at once and the rest wait inside the server, as
+      llama.cpp and Ollama do (:mod:`chainfleet.simserver_queue`); None: every request at once;
     - ``api_keys``, ``models``: the accepted ones; empty accepts any (non-empty) key or model;
     - ``quota_tokens``: once the tokens served (input + output) reach it, "insufficient quota".
 
@@ -136,6 +140,7 @@ class SimServerSettings(BaseModel):
     drop_rate: float = Field(0.0, ge=0, le=1)
     malformed_rate: float = Field(0.0, ge=0, le=1)
     max_in_flight: int | None = Field(None, gt=0)
+    slots: int | None = Field(None, gt=0)
     api_keys: tuple[str, ...] = Field((), repr=False)
     models: tuple[str, ...] = ()
     quota_tokens: int | None = Field(None, ge=0)
@@ -730,6 +735,7 @@ class SimServer:
         self._failed_once: set[str] = set()
         self._numbers = itertools.count(1)
         self._in_flight = 0
+        self._queue = SlotQueue(self._settings.slots, clock=clock)
         self._stats = _Stats()
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
@@ -764,6 +770,8 @@ class SimServer:
             self._tokens = self._bucket(new.tpm)
         if new.seed != old.seed:
             self._rng.seed(new.seed)
+        if new.slots != old.slots:
+            self._queue.resize(new.slots)
         self._settings = new
         return new
 
@@ -774,6 +782,7 @@ class SimServer:
         self._tokens = self._bucket(self._settings.tpm)
         self._rng.seed(self._settings.seed)
         self._failed_once.clear()
+        self._queue.reset_stats()
 
     def stats(self) -> dict[str, Any]:
         """Counts since the start or the last reset (the ``GET /sim/stats`` body)."""
@@ -789,6 +798,7 @@ class SimServer:
             "tokens": {"input": s.input_tokens, "output": s.output_tokens},
             "completed_by_key": dict(s.completed_by_key),
             "started": s.started,
+            "queue": self._queue.stats(),
         }
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -943,15 +953,16 @@ class SimServer:
         reservation = self._admit(call)
         try:
             fault = self._fault(trigger)
-            if fault == "slow":
-                self._stats.faults["slow"] += 1
-                await asyncio.sleep(self._settings.slow_seconds)
-            elif fault == "drop":
+            if fault == "drop":
                 return None
-            elif fault == "malformed":
+            if fault == "malformed":
                 self._stats.faults["malformed"] += 1
                 return web.Response(body=_malformed(call, number), content_type="application/json")
-            await asyncio.sleep(self._delay())
+            async with self._queue.slot():
+                if fault == "slow":
+                    self._stats.faults["slow"] += 1
+                    await asyncio.sleep(self._settings.slow_seconds)
+                await asyncio.sleep(self._delay())
             return self._success(call, dialect, number, reservation)
         finally:
             reservation.settle(0)  # a call that generated nothing gets its tokens back

@@ -77,6 +77,12 @@ _RATE = click.FloatRange(0, 1)
     help="Above N concurrent calls, answer 503 busy.",
 )
 @click.option(
+    "--slots",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Queueing mode: serve N at once, the rest wait in line (as llama.cpp, Ollama).",
+)
+@click.option(
     "--quota-tokens",
     type=click.IntRange(min=0),
     metavar="N",
@@ -103,6 +109,8 @@ def sim_server_command(host: str, port: int, **options: Any) -> None:
       OPENAI_BASE_URL=http://127.0.0.1:8765/v1 OPENAI_API_KEY=sim \\
         chainfleet run pipeline.yaml -i topics.txt --model openai:gpt-4o-mini
       chainfleet sim-server --port 0 --drop-rate 0.05 --slow-rate 0.05 --slow-seconds 120
+      # a local model server with 4 slots and a queue (latency grows, throughput does not):
+      chainfleet sim-server --slots 4 --latency 0.5
     """
     from pydantic import ValidationError
 
