@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from .clock import Clock, SystemClock
 from .errors import CallError, ConfigError, FatalError, InputError
-from .folder import open_cache, open_store
+from .folder import open_cache, open_store, releasing_out
 from .inputs import InputSource, Item, items_from, open_input
 from .limits import AdaptiveConcurrency, ModelLimiter
 from .pipeline import Pipeline, parse_model
@@ -395,11 +395,13 @@ def prepare(
     check_input: bool = True,
     providers: Mapping[str, Provider] | None = None,
     resume: bool = False,
+    force: bool = False,
 ) -> tuple[Pipeline, InputSource, RunStore | None, int | None]:
     """Everything checked and opened before the first call: the one place exit-2 errors arise.
 
     Applies ``--model``, opens the input, checks every template variable against its fields,
-    scans the whole input (when it can be read twice) and opens the run store in ``out``.
+    scans the whole input (when it can be read twice) and opens the run store in ``out``,
+    holding the folder (see :mod:`chainfleet.folder`; the caller releases it).
     Returns (pipeline, source, store, item count or None).
     """
     if model:
@@ -415,10 +417,11 @@ def prepare(
         raise
     if check_input and source.reiterable:
         total = source.scan(required=[v for v in pipeline.input_fields_needed() if v != "id"])
-    store = open_store(out, resume=resume) if out is not None else None
+    store = open_store(out, resume=resume, force=force) if out is not None else None
     return pipeline, source, store, total
 
 
+@releasing_out
 async def arun(
     pipeline: Pipeline,
     items: Items,
@@ -441,6 +444,7 @@ async def arun(
     max_cost: float | None = None,
     max_tokens: int | None = None,
     settings: Mapping[str, Any] | None = None,
+    force: bool = False,
 ) -> RunReport:
     """Run ``pipeline`` over ``items`` and return its :class:`RunReport`.
 
@@ -458,6 +462,9 @@ async def arun(
     calls in the run's store; a folder shares one across runs; False turns it off. The budget
     (``max_cost`` in USD, ``max_tokens``) stops admission before the projected spend passes it.
     ``settings`` are saved with the run (the CLI keeps what ``chainfleet resume`` needs).
+
+    ``out`` is held for the whole run: another process (or run) on it is refused with
+    ``ConfigError``, and so is a non-empty folder that holds no run, unless ``force``.
     """
     pipeline, source, store, total = prepare(
         pipeline,
@@ -467,6 +474,7 @@ async def arun(
         check_input=check_input,
         providers=providers,
         resume=resume,
+        force=force,
     )
     budget = None
     if max_cost is not None or max_tokens is not None:

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from ..errors import ConfigError
+from ..folder import held
 from ..output import rewrite_output, store_problem
 from ..report import fmt_seconds
 from ..store import RunStore, StoreError
@@ -31,7 +32,11 @@ def report_command(out_dir: str, run_id: str | None) -> None:
     A run that ended keeps the numbers it reported; one killed mid-way (or still running) is
     rebuilt from the calls and items in its store.
     """
-    report = rewrite_output(Path(out_dir), run_id=run_id)
+    if Path(out_dir, "run.db").is_file():
+        with held(out_dir):  # never while a run is writing the same files
+            report = rewrite_output(Path(out_dir), run_id=run_id)
+    else:
+        report = rewrite_output(Path(out_dir), run_id=run_id)  # says what is missing
     for line in report.summary_lines():
         click.echo(line)
     click.echo(f"rewrote {out_dir}/: report.md, report.html, timeline.png, results.jsonl, items/")

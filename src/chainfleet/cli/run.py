@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import ConfigError
+from ..folder import acquire, open_store, release
 from ..pipeline import Pipeline
 from ..report import RunReport
 from ..runner import Runner, arun, finish_output, new_run_id
@@ -108,6 +109,11 @@ class ConcurrencyType(_ParamType):
 )
 @click.option("--no-cache", is_flag=True, help="No response cache: every call really goes out.")
 @click.option(
+    "--force",
+    is_flag=True,
+    help="Write into --out even when it is a non-empty folder that holds no chainfleet run.",
+)
+@click.option(
     "--max-cost",
     type=click.FloatRange(min=0),
     metavar="USD",
@@ -139,6 +145,7 @@ def run_command(
     no_cache: bool,
     max_cost: float | None,
     max_tokens_budget: int | None,
+    force: bool,
 ) -> None:
     """Run PIPELINE.yaml over every item of --input.
 
@@ -182,7 +189,7 @@ def run_command(
             "max_tokens": max_tokens_budget,
         },
     }
-    execute(pipeline_file, input_file, out, settings, quiet=quiet, resume=resume)
+    execute(pipeline_file, input_file, out, settings, quiet=quiet, resume=resume, force=force)
 
 
 def execute(
@@ -193,6 +200,7 @@ def execute(
     *,
     quiet: bool,
     resume: bool,
+    force: bool = False,
 ) -> None:
     """Run (or resume) and exit with the run's exit code; shared by ``run`` and ``resume``."""
     options = settings["cli"]
@@ -218,6 +226,7 @@ def execute(
             max_cost=options["max_cost"],
             max_tokens=options["max_tokens"],
             settings=settings,
+            force=force,
         )
     )
     for line in report.summary_lines():
@@ -260,6 +269,7 @@ async def _run(pipeline: Pipeline, input_file: str, out: Path, *, quiet: bool, *
 
     def on_start(runner: Runner) -> None:
         holder["runner"] = runner
+        acquire(out)  # the folder stays held through the salvage after a hard stop
         if printer:
             printer.start(runner)
 
@@ -292,6 +302,8 @@ async def _run(pipeline: Pipeline, input_file: str, out: Path, *, quiet: bool, *
             loop.remove_signal_handler(sig)
         if printer:
             await printer.stop()
+        if "runner" in holder:
+            release(out)
 
 
 def _install(loop: asyncio.AbstractEventLoop, handler: Any) -> list[signal.Signals]:
@@ -317,11 +329,11 @@ def resume_command(out: str, quiet: bool) -> None:
     Example:
       chainfleet resume runs/today
     """
-    from ..folder import open_store
 
     store = open_store(out, resume=True)
     runs = store.runs()
     store.close()
+    release(out)
     if not runs:
         raise ConfigError("nothing to resume here: the store holds no run", where=out)
     started_by_cli = [r["settings"] for r in runs if {"pipeline_file", "cli"} <= r["settings"].keys()]
