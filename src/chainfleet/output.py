@@ -256,6 +256,7 @@ def report_from_summary(summary: Mapping[str, Any], store: RunStore, run_id: str
         stopped=summary.get("stopped"),
         stopped_kind=summary.get("stopped_kind"),
         input_error=summary.get("input_error"),
+        gates=summary.get("gates"),
         store=store,
         saved_speedup=summary.get("speedup"),
         saved_time_saved_pct=summary.get("time_saved_pct"),
@@ -355,12 +356,17 @@ def _add_items(report: RunReport, store: RunStore) -> None:
             report.items_skipped += 1
         elif record.status == "succeeded":
             report.items_succeeded += 1
+            topic = topic_of(record.input, report.input_field)
             quality: dict[str, Any] = (
-                record.quality
-                or assess(record.outputs.get(final, ""), topic_of(record.input, report.input_field)).to_dict()
+                record.quality or assess(_text(record.outputs.get(final, "")), topic).to_dict()
             )
             for key in ("score", "words", "readability", "topic_covered"):
                 report.quality_sums[key] = report.quality_sums.get(key, 0.0) + float(quality[key])
             report.quality_sums["items"] = report.quality_sums.get("items", 0.0) + 1
             if len(report.quality) < LIST_CAP:
                 report.quality.append({"id": record.id, **quality})
+
+
+def _text(output: Any) -> str:
+    """A final output as text: a structured output's JSON."""
+    return output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)

@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import contextvars
 import difflib
 import importlib
 import inspect
@@ -46,7 +47,9 @@ from pydantic import (
     model_validator,
 )
 
+from .contracts import Contract, strict_schema, template_paths, unknown_property
 from .errors import InvalidOutput, PipelineError
+from .gates import Check, JudgeCheck, SpecError, parse_gate
 
 __all__ = [
     "Gate",
@@ -66,6 +69,10 @@ Gate = Callable[[str], "str | None"]
 
 BUILTIN_PROVIDERS = ("sim", "openai", "anthropic")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: the folder a ``schema_file`` is relative to while a pipeline file loads
+_SCHEMA_BASE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("schema_base", default=None)
+#: template variables every LLM stage has: a revision's gate feedback and the output it revises
+REVISION_VARIABLES = ("feedback", "previous")
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
 
 
@@ -78,6 +85,8 @@ class SimSettings(_Settings):
 
     ``fail_on`` lists texts: a call whose prompt contains one of them always fails with a
     simulated 500, to rehearse what a run does with an item that cannot succeed.
+    ``invalid_output_rate`` makes that share of structured replies (a stage with ``output:``)
+    malformed or off-schema, decided by (seed, prompt), to rehearse repairs.
     """
 
     latency: float = Field(1.0, ge=0)
@@ -85,6 +94,8 @@ class SimSettings(_Settings):
     error_rate: float = Field(0.0, ge=0, le=1)
     seed: int = 0
     fail_on: tuple[str, ...] = ()
+    #: the share of structured replies that come back malformed or off-schema (to rehearse repairs)
+    invalid_output_rate: float = Field(0.0, ge=0, le=1)
 
 
 class ProviderSettings(_Settings):
@@ -93,6 +104,10 @@ class ProviderSettings(_Settings):
     kind: Literal["openai", "anthropic"]
     base_url: str | None = None
     api_key_env: str | None = None
+    #: how a stage with an ``output:`` schema asks this server for JSON: natively
+    #: (``json_schema``: OpenAI's strict response_format, Anthropic's forced tool call), as
+    #: ``json_object`` mode with the schema in the prompt, or by the ``prompt`` alone
+    structured: Literal["json_schema", "json_object", "prompt"] = "json_schema"
 
 
 class ModelLimits(_Settings):
@@ -112,8 +127,15 @@ class PriceSettings(_Settings):
 class Stage(BaseModel):
     """One step of a chain: an LLM call (``prompt``) or a tool step (``tool``).
 
-    ``gate`` is an optional quality gate: a function of the output returning ``None`` when the
-    output is acceptable, else the reason; a failing output fails the item with ``InvalidOutput``.
+    ``output`` is the stage's contract: a JSON Schema (inline, ``{schema_file: PATH}``, or a
+    pydantic model class). A reply that does not parse or validate is asked again with the
+    validator's message, up to ``max_repairs`` times, then fails the item (``invalid_output``).
+
+    ``gate`` is a list of checks (see :mod:`chainfleet.gates`) or a function of the output
+    returning ``None`` when it is acceptable, else the reason. ``on_fail`` says what a failed
+    gate does: ``fail`` the item (the default), ``accept`` the output and flag it, or
+    ``revise``: run again from stage ``revise`` (default: this one) with ``{{ feedback }}`` and
+    ``{{ previous }}``, up to ``max_revisions`` times, then ``then`` (fail or accept).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
@@ -125,10 +147,18 @@ class Stage(BaseModel):
     max_tokens: int = Field(1024, ge=1)
     temperature: float = Field(0.0, ge=0, le=2)
     tool: Any = None
+    output: Any = None
+    max_repairs: int = Field(2, ge=0)
     gate: Any = None
+    on_fail: Literal["revise", "fail", "accept"] | None = None
+    revise: str | None = None
+    max_revisions: int = Field(2, ge=0)
+    then: Literal["fail", "accept"] = "fail"
 
     _prompt_t: jinja2.Template | None = PrivateAttr(None)
     _system_t: jinja2.Template | None = PrivateAttr(None)
+    _checks: tuple[Check, ...] = PrivateAttr(())
+    _uses_feedback: bool = PrivateAttr(False)
 
     # No __init__ override here: pydantic would call it for every nested stage of a Pipeline
     # too, losing the stage's index. A Stage built alone raises pydantic's ValidationError.
@@ -140,6 +170,8 @@ class Stage(BaseModel):
             raise ValueError("must be a plain identifier (letters, digits, _), used in templates")
         if value == "id":
             raise ValueError("'id' is reserved for the item's id")
+        if value in REVISION_VARIABLES:
+            raise ValueError(f"{value!r} is reserved: every LLM stage's templates have {{{{ {value} }}}}")
         return value
 
     @field_validator("prompt", "system")
@@ -167,9 +199,19 @@ class Stage(BaseModel):
     def _check_gate(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = _import_object(value)
-        if value is not None and not callable(value):
-            raise ValueError("must be a function: gate(output) -> None or a reason")
+        if value is not None and not callable(value) and not isinstance(value, list | tuple):
+            raise ValueError(
+                "must be a function: gate(output) -> None or a reason; or a list of checks"
+            )
+        parse_gate(value)  # a SpecError names the check that is wrong
         return value
+
+    @field_validator("output")
+    @classmethod
+    def _check_output(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        return Contract.from_value(value, base=_SCHEMA_BASE.get())
 
     @model_validator(mode="after")
     def _check_kind(self) -> Stage:
@@ -177,7 +219,42 @@ class Stage(BaseModel):
             raise ValueError("a stage needs exactly one of 'prompt' (an LLM call) or 'tool'")
         self._prompt_t = _compile(self.prompt) if self.prompt is not None else None
         self._system_t = _compile(self.system) if self.system is not None else None
+        self._checks = parse_gate(self.gate)
+        used: set[str] = set()
+        for source in (self.prompt, self.system):
+            if source is not None:
+                used |= jinja2.meta.find_undeclared_variables(_ENV.parse(source))
+        self._uses_feedback = "feedback" in used
+        if self.revise is not None and self.on_fail not in (None, "revise"):
+            raise SpecError(f"revise: needs on_fail: revise (on_fail is {self.on_fail!r})", ("revise",))
+        if self.on_fail == "revise" and self.is_tool and self.revise in (None, self.name):
+            raise SpecError("a tool step cannot revise itself: name an earlier LLM stage", ("on_fail",))
         return self
+
+    @property
+    def contract(self) -> Contract | None:
+        return self.output if isinstance(self.output, Contract) else None
+
+    @property
+    def checks(self) -> tuple[Check, ...]:
+        return self._checks
+
+    @property
+    def uses_feedback(self) -> bool:
+        """Whether the templates show ``{{ feedback }}`` (else a revision appends it)."""
+        return self._uses_feedback
+
+    @property
+    def failure_action(self) -> str:
+        """What a failed gate does: revise, fail or accept."""
+        if self.on_fail is not None:
+            return self.on_fail
+        return "revise" if self.revise is not None else "fail"
+
+    @property
+    def revise_from(self) -> str:
+        """The stage a revision starts again from (this one unless ``revise:`` names another)."""
+        return self.revise or self.name
 
     @property
     def is_tool(self) -> bool:
@@ -195,13 +272,16 @@ class Stage(BaseModel):
             raise InvalidRequest(f"template: {exc.message}", stage=self.name) from exc
         return system, prompt
 
-    def check_output(self, text: str) -> None:
-        """Apply the stage's quality gate; raise ``InvalidOutput`` when it fails."""
-        if self.gate is None:
-            return
-        reason = self.gate(text)
-        if reason:
-            raise InvalidOutput(f"quality gate: {reason}", stage=self.name)
+    def check_output(self, output: Any, context: Mapping[str, Any] | None = None) -> None:
+        """Apply the stage's rule checks (not a judge: that is a call); raise ``InvalidOutput``
+        naming the first that fails."""
+        for check in self._checks:
+            if isinstance(check, JudgeCheck):
+                continue
+            result = check.result(output, context or {})
+            if not result.passed:
+                label = "quality gate" if check.name == "gate" else f"quality gate {check.name!r}"
+                raise InvalidOutput(f"{label}: {result.reason}", stage=self.name)
 
 
 def _compile(source: str) -> jinja2.Template:
@@ -313,6 +393,83 @@ class Pipeline(BaseModel):
                         f"uses {{{{ {var} }}}}, which is {when}: a stage sees only earlier stages",
                         (*at, field),
                     )
+            self._check_gate_settings(index, stage)
+            self._check_schema_reads(index, stage)
+
+    def _check_gate_settings(self, index: int, stage: Stage) -> None:
+        """``revise:`` names this or an earlier stage; a judge's model exists; a schema sent to
+        OpenAI's strict mode can be adapted to it."""
+        at = ("stages", index)
+        names = [s.name for s in self.stages]
+        if stage.revise is not None and stage.revise not in names[: index + 1]:
+            later = stage.revise in names
+            hint = difflib.get_close_matches(stage.revise, names[: index + 1], n=1)
+            did = f" (did you mean {hint[0]!r}?)" if hint and not later else ""
+            what = "a later stage" if later else "no stage"
+            raise self._error(
+                f"revise: {stage.revise!r} is {what}{did}: a revision starts again from this stage "
+                "or an earlier one",
+                (*at, "revise"),
+            )
+        for number, check in enumerate(stage.checks):
+            if isinstance(check, JudgeCheck):
+                spec = check.model or (self.model if stage.is_tool else self.model_for(stage))
+                try:
+                    parse_model(spec, self.providers)
+                except ValueError as exc:
+                    raise self._error(f"judge: {exc}", (*at, "gate", number, "judge", "model")) from exc
+        contract = stage.contract
+        if contract is not None and not stage.is_tool and self.structured_mode(stage) == "strict":
+            try:
+                strict_schema(contract.schema)
+            except ValueError as exc:
+                raise self._error(
+                    f"cannot ask {self.model_for(stage)} for this schema in strict mode: {exc} "
+                    "(simplify the schema, or use a named provider with structured: json_object)",
+                    (*at, "output"),
+                ) from exc
+
+    def _check_schema_reads(self, index: int, stage: Stage) -> None:
+        """A template reading ``research.fact`` when research's schema has ``facts`` is an error."""
+        contracts = {s.name: s.contract for s in self.stages[:index] if s.contract is not None}
+        if not contracts:
+            return
+        for field in ("prompt", "system"):
+            template = getattr(stage, field)
+            if template is None:
+                continue
+            for name, path in template_paths(_ENV.parse(template)):
+                contract = contracts.get(name)
+                wrong = unknown_property(contract, path) if contract is not None else None
+                if wrong is None:
+                    continue
+                part, known = wrong
+                hint = difflib.get_close_matches(part, known, n=1)
+                did = f"; did you mean {{{{ {name}.{hint[0]} }}}}?" if hint else ""
+                raise self._error(
+                    f"reads {name}.{part}, but the output schema of stage {name!r} has no property "
+                    f"{part!r} (it has: {', '.join(known) or 'none'}){did}",
+                    ("stages", index, field),
+                )
+
+    def structured_setting(self, spec: str) -> Literal["json_schema", "json_object", "prompt"]:
+        """The ``structured:`` setting of model ``spec``'s provider (json_schema unless named)."""
+        provider, _ = parse_model(spec, self.providers)
+        settings = self.providers.get(provider)
+        return settings.structured if settings is not None else "json_schema"
+
+    def structured_mode(self, stage: Stage) -> str:
+        """How ``stage``'s model is asked for its schema: strict (OpenAI json_schema), tool
+        (Anthropic), json_object, prompt, or sim (the simulated model reads the schema)."""
+        provider, _ = parse_model(self.model_for(stage), self.providers)
+        if provider == "sim":
+            return "sim"
+        settings = self.providers.get(provider)
+        kind = settings.kind if settings is not None else provider
+        mode = self.structured_setting(self.model_for(stage))
+        if mode != "json_schema":
+            return mode
+        return "strict" if kind == "openai" else "tool"
 
     def _error(self, reason: str, loc: tuple[Any, ...]) -> PipelineError:
         names = [s.name for s in self.stages]
@@ -350,6 +507,8 @@ class Pipeline(BaseModel):
         cls, data: Mapping[str, Any], *, source: str | None = None, _yaml_root: Any = None
     ) -> Pipeline:
         """Validate a pipeline given as plain data (what a YAML file holds)."""
+        # (a contextvar, not pydantic's validation context: Pipeline's own __init__ drops that)
+        token = _SCHEMA_BASE.set(Path(source).parent if source else None)
         try:
             pipeline = cls.model_validate(data)
         except ValidationError as exc:
@@ -363,6 +522,8 @@ class Pipeline(BaseModel):
             error = PipelineError(exc.reason, where=_where(source, _yaml_root, loc, names))
             error.loc = loc
             raise error from None
+        finally:
+            _SCHEMA_BASE.reset(token)
         pipeline._source = source
         pipeline._root = _yaml_root
         return pipeline
@@ -382,7 +543,7 @@ class Pipeline(BaseModel):
                 if source is None:
                     continue
                 names = jinja2.meta.find_undeclared_variables(_ENV.parse(source))
-                for var in sorted(names - earlier):
+                for var in sorted(names - earlier - set(REVISION_VARIABLES)):
                     needed.setdefault(var, []).append((stage.name, field))
             earlier.add(stage.name)
         return needed
@@ -424,6 +585,9 @@ def _explain(
     """Turn pydantic's first error into one line naming the YAML line, stage and field."""
     error = exc.errors()[0]
     loc = (*prefix, *error["loc"])
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, SpecError):
+        loc = (*loc, *cause.loc)
     stages = data.get("stages") if isinstance(data.get("stages"), list) else []
     names = [s.get("name") if isinstance(s, Mapping) else None for s in stages or []]
     in_stage = len(loc) >= 2 and loc[0] == "stages" and isinstance(loc[1], int)

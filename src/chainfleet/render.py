@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .gate_report import gate_markdown
 from .store import ItemRecord
 
 if TYPE_CHECKING:
@@ -170,6 +172,7 @@ def report_markdown(report: RunReport) -> str:
             lines.append(f"| {_cell(f['id'])} | {f['stage']} | {f['type']} | {_cell(f['message'])} |")
         if report.items_failed > TABLE_CAP:
             lines.append(f"\n{report.items_failed - TABLE_CAP} more in results.jsonl.")
+    lines += gate_markdown(d.get("gates"))
     lines += ["", "## Quality of each output", ""]
     summary = report.quality_summary()
     if not report.quality:
@@ -243,5 +246,9 @@ def item_markdown(record: ItemRecord, report: RunReport, topic: str | None) -> s
                 f"## {label}" + (f" (`{name}`)" if name == order[-1] else ""),
                 "",
             ]
-            lines.append(record.outputs[name].rstrip())
+            output = record.outputs[name]
+            if isinstance(output, str):
+                lines.append(output.rstrip())
+            else:  # a structured output
+                lines += ["```json", json.dumps(output, indent=2, ensure_ascii=False), "```"]
     return "\n".join(lines) + "\n"

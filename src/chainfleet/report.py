@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .gate_report import gate_summary
 from .quality import assess
 from .store import ItemRecord, RunStore
 
@@ -74,6 +75,8 @@ class RunReport:
     #: the kind of the fatal error that stopped the run (``auth_failed`` ...), if one did
     stopped_kind: str | None = None
     input_error: str | None = None
+    #: gates and contracts: pass rates, revisions, repairs (see chainfleet.gate_report)
+    gates: dict[str, Any] | None = None
     store: RunStore | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -157,6 +160,7 @@ class RunReport:
             "stopped": self.stopped,
             "stopped_kind": self.stopped_kind,
             "input_error": self.input_error,
+            "gates": self.gates,
         }
 
     def to_json(self) -> str:
@@ -263,6 +267,8 @@ def build_report(runner: Runner) -> RunReport:
             report.failures.append({"id": record.id, **record.error})
         if record.status == "succeeded":
             text = record.outputs.get(order[-1], "")
+            if not isinstance(text, str):  # a structured output: assess its JSON
+                text = json.dumps(text, ensure_ascii=False)
             quality = assess(text, topic_of(record.input, runner.pipeline.input)).to_dict()
             updates.append((record.index, quality))
             if len(updates) >= 1000:
@@ -275,6 +281,7 @@ def build_report(runner: Runner) -> RunReport:
                 report.quality.append({"id": record.id, **quality})
     store.save_quality(run_id, updates)
     store.flush()
+    report.gates = gate_summary(store, run_id)
     report.items_succeeded = counts["succeeded"]
     report.items_failed = counts["failed"]
     report.items_skipped = counts["skipped"]

@@ -1,13 +1,23 @@
-"""One stage for one item: render, call (with retries), check, store.
+"""One stage for one item: render, call (with retries), repair, gate, revise, store.
 
 The runner decides which item runs and when (admission, passes, stopping); a
 :class:`StageExecutor` gets one stage's result for one item: from the store on resume, from the
-response cache, or by calling the model through its limiter with the retry policy. The result is
-durable in the run store before the stage counts as done.
+response cache, or by calling the model through its limiter with the retry policy. A reply that
+breaks the stage's contract is asked again with the validator's message (a repair); an output
+that fails the stage's gate is revised, accepted or failed, as the stage says. Every try of a
+gated or contracted stage is stored with its gate results, so a resumed run continues a revision
+loop where it stopped. The result is durable in the run store before the stage counts as done.
+
+How one gated stage goes::
+
+    produce (render -> call -> repair) -> gate -> passed: done
+                                            \\-> failed: revise (produce again, told the
+                                                 feedback) | accept (flagged) | fail the item
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -15,7 +25,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import CallError, PermanentError, RetryableError
+from .contracts import Contract
+from .errors import CallError, InvalidOutput, PermanentError, RetryableError
+from .gates import JUDGE_SCHEMA, CheckResult, JudgeCheck, as_text, feedback_of
 from .headers import parse_rate_limits
 from .inputs import Item
 from .limits import ModelLimiter, estimate_tokens
@@ -23,13 +35,14 @@ from .pipeline import Stage
 from .prices import price_for
 from .providers import CompletionRequest
 from .stats import StageStats
-from .store import CallRow, StageHit
+from .store import CallRow, RevisionRow, StageHit
 
 if TYPE_CHECKING:
     from .runner import Runner
 
 #: what one attempt gives back: (text, input tokens, output tokens)
 Call = tuple[str, int, int]
+_JUDGE = Contract(JUDGE_SCHEMA)
 
 
 class ToolError(PermanentError):
@@ -37,17 +50,42 @@ class ToolError(PermanentError):
 
     kind = "tool_error"
 
+
+@dataclass
+class GateOutcome:
+    """How one item fared at one gated stage: each try's check results, and the end."""
+
+    stage: str
+    #: passed, accepted (kept though it failed: flagged) or failed; None while in progress
+    outcome: str | None = None
+    tries: list[list[CheckResult]] = field(default_factory=list)
+
+    def add(self, results: list[CheckResult]) -> None:
+        self.tries.append(results)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.tries) and all(r.passed for r in self.tries[-1])
+
+    @property
+    def revisions(self) -> int:
+        return max(0, len(self.tries) - 1)
+
+
 @dataclass
 class Chain:
     """One item's progress through the pipeline."""
 
     item: Item
-    outputs: dict[str, str] = field(default_factory=dict)
+    #: each finished stage's output: text, or a structured output's value
+    outputs: dict[str, Any] = field(default_factory=dict)
     next_stage: int = 0
     attempts: int = 0
     seconds: float = 0.0
     error: CallError | None = None
     error_stage: str | None = None
+    #: per gated stage, its tries' gate results and outcome
+    gates: dict[str, GateOutcome] = field(default_factory=dict)
 
 
 @dataclass
@@ -62,15 +100,66 @@ class Attempt:
 
 
 @dataclass
+class Called:
+    """A call's text after its attempts, with the tokens and service time they took."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    seconds: float
+    attempts: int
+
+    def add(self, more: Called) -> None:
+        self.text = more.text
+        self.input_tokens += more.input_tokens
+        self.output_tokens += more.output_tokens
+        self.seconds += more.seconds
+        self.attempts += more.attempts
+
+
+@dataclass
+class Try:
+    """One output of a stage for one item (a revision is another try)."""
+
+    value: Any
+    text: str
+    revision: int = 0
+    gates: list[dict[str, Any]] | None = None
+    repairs: int = 0
+    feedback: str = ""
+
+    def row(
+        self, chain: Chain, stage: str, key: str | None, hit: StageHit, structured: bool, outcome: str | None
+    ) -> RevisionRow:
+        return RevisionRow(
+            index=chain.item.index,
+            item_id=chain.item.id,
+            stage=stage,
+            revision=self.revision,
+            key=key,
+            output=hit.output,
+            is_json=structured,
+            input_tokens=hit.input_tokens,
+            output_tokens=hit.output_tokens,
+            repairs=self.repairs,
+            feedback=self.feedback,
+            gates=self.gates,
+            outcome=outcome,
+        )
+
+
+@dataclass
 class Prepared:
-    """A stage made ready for one item: how to attempt it and (made on demand: it costs a
-    hash of the whole prompt) the key of its input."""
+    """A call made ready for one item: how to attempt it, how to ask again to repair it, and
+    (made on demand: it costs a hash of the whole prompt) the key of its input."""
 
     call: Callable[[Attempt], Awaitable[Call]]
     key_parts: tuple[Any, ...]
     spec: str | None = None
     gated: bool = False
     cacheable: bool = False
+    #: the same call with the validator's message appended (None: cannot be asked again)
+    repair: Callable[[str, str], Prepared] | None = None
     _key: str | None = None
 
     @property
@@ -86,29 +175,222 @@ def _key(*parts: object) -> str:
     return hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+def gate_message(results: list[CheckResult]) -> str:
+    """The failure of an item at a gate: each failed check and its reason."""
+    failed = [r for r in results if not r.passed]
+    return "; ".join(
+        f"quality gate: {r.reason}" if r.name == "gate" else f"quality gate {r.name!r}: {r.reason}"
+        for r in failed
+    )
+
+
+def repair_note(problem: str, reply: str) -> str:
+    """What a repair call adds to the prompt: the reply and what was wrong with it."""
+    return (
+        f"\n\nYour previous reply was not valid: {problem}.\nPrevious reply:\n{reply[:2000]}\n"
+        "Reply again with only the corrected JSON value."
+    )
+
+
+def revision_note(feedback: str, previous: str) -> str:
+    """What a revision adds to a prompt that does not use ``{{ feedback }}`` itself."""
+    return (
+        f"\n\nA previous answer did not pass review:\n{feedback}\n\nPrevious answer:\n{previous}\n\n"
+        "Write it again, fixing every point above."
+    )
+
+
 class StageExecutor:
-    """Runs single stages for the chains of one :class:`~chainfleet.runner.Runner`."""
+    """Runs single stages for the chains of one :class:`~chainfleet.runner.Runner`.
+
+    :meth:`run` is one stage for one item, start to finish: :meth:`produce` an output (render,
+    call with retries, repair it against the stage's contract, store it), then the gate; a
+    failed gate revises (produce again with the feedback), accepts or fails, as the stage says.
+    """
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
-
+        stages = list(runner.pipeline.stages)
+        #: stages whose every try is stored (contracts, gates, and stages a revision re-runs)
+        self._tracked = {s.name for s in stages if s.contract is not None or s.checks}
+        for index, stage in enumerate(stages):
+            if stage.failure_action == "revise":
+                start = next(i for i, s in enumerate(stages) if s.name == stage.revise_from)
+                self._tracked.update(s.name for s in stages[start:index])
 
     async def run(self, chain: Chain, stage: Stage) -> None:
-        """Get one stage's result for one item: from the store (resume), the response cache, or
-        by calling, with retries. The result is durable before the stage counts as done."""
-        context: dict[str, Any] = {"id": chain.item.id, **chain.item.fields, **chain.outputs}
-        prepared = self._tool_call(stage, context) if stage.is_tool else self._llm_call(stage, context)
-        if await self._reused(chain, stage, prepared):
+        """Get one stage's result for one item, gated. Raises the ``CallError`` that fails it."""
+        if not stage.checks:
+            await self.produce(chain, stage)
             return
+        revision, feedback, previous = 0, "", None
+        outcome = chain.gates[stage.name] = GateOutcome(stage.name)
+        while True:
+            tried = await self.produce(chain, stage, revision=revision, feedback=feedback, previous=previous)
+            results = await self._gate_results(chain, stage, tried)
+            outcome.add(results)
+            action = "pass" if outcome.passed else self.after_failure(stage, revision)
+            if action == "revise":
+                feedback, previous, revision = feedback_of(results), tried.value, revision + 1
+                self.runner.stats.revisions += 1
+                await self._revise_earlier(chain, stage, revision, feedback)
+                continue
+            outcome.outcome = {"pass": "passed", "accept": "accepted"}.get(action, "failed")
+            await self._settle(chain, stage, tried, results, outcome.outcome)
+            if action == "fail":
+                raise InvalidOutput(gate_message(results), stage=stage.name)
+            return
+
+    def after_failure(self, stage: Stage, revision: int) -> str:
+        """What a failed gate does now: revise, accept or fail (``then`` after the last revision)."""
+        action = stage.failure_action
+        if action != "revise":
+            return action
+        return "revise" if revision < stage.max_revisions else stage.then
+
+    async def _revise_earlier(self, chain: Chain, stage: Stage, revision: int, feedback: str) -> None:
+        """With ``revise: EARLIER``, run the stages from EARLIER up to this one again, each told
+        the feedback and shown its own previous output (their own gates are not run again)."""
+        if stage.revise_from == stage.name:
+            return
+        names = [s.name for s in self.runner.pipeline.stages]
+        start, end = names.index(stage.revise_from), names.index(stage.name)
+        for earlier in self.runner.pipeline.stages[start:end]:
+            previous = chain.outputs.get(earlier.name)
+            await self.produce(chain, earlier, revision=revision, feedback=feedback, previous=previous)
+
+    async def _gate_results(self, chain: Chain, stage: Stage, tried: Try) -> list[CheckResult]:
+        """Every check's result on one try (stored ones on resume: a judge is not asked twice)."""
+        if tried.gates is not None:
+            return [CheckResult.from_dict(g) for g in tried.gates]
+        context = self._context(chain)
+        results = []
+        for check in stage.checks:
+            if isinstance(check, JudgeCheck):
+                results.append(await self._judge(chain, stage, check, tried.value, context))
+            else:
+                results.append(check.result(tried.value, context))
+        await self._settle(chain, stage, tried, results, None)
+        return results
+
+    async def _settle(
+        self, chain: Chain, stage: Stage, tried: Try, results: list[CheckResult], outcome: str | None
+    ) -> None:
+        """Store a try's gate results (and on the last try the stage's outcome), durably."""
+        dicts = [r.to_dict() for r in results]
+        store = self.runner.store
+        store.set_gates(self.runner.run_id, chain.item.index, stage.name, tried.revision, dicts, outcome)
+        await store.durable()
+
+    # -- one output ---------------------------------------------------------------------------------
+
+    async def produce(
+        self,
+        chain: Chain,
+        stage: Stage,
+        *,
+        revision: int = 0,
+        feedback: str = "",
+        previous: Any = None,
+    ) -> Try:
+        """One output of ``stage`` for the item: reused (store, cache) or called, repaired
+        against the contract, and durable in the store before it is returned."""
+        context = self._context(chain)
+        if stage.is_tool:
+            prepared = self._tool_call(stage, context)
+        else:
+            context["feedback"] = feedback
+            context["previous"] = "" if previous is None else as_text(previous)
+            prepared = self._llm_call(stage, context, revision)
+        found = await self._reused(chain, stage, prepared, revision, feedback)
+        if found is not None:
+            return found
         stats = self.runner.stats.stage(stage.name)
         stats.in_flight += 1
         try:
-            await self._attempts(chain, stage, prepared, stats)
+            called = await self._attempts(chain, stage.name, prepared, stats)
+            contract, limit = stage.contract, stage.max_repairs
+            value, repairs = await self._repair(chain, stage.name, contract, limit, prepared, called, stats)
         finally:
             stats.in_flight -= 1
+        hit = StageHit(called.text, called.input_tokens, called.output_tokens)
+        if prepared.cacheable and self.runner.cache is not None:
+            self.runner.cache.cache_put(prepared.key, hit)
+        track = stage.name in self._tracked
+        key = prepared.key if self.runner.store.persistent or track else None
+        tried = Try(value, called.text, revision, repairs=repairs, feedback=feedback)
+        await self._keep(chain, stage, key, hit, called.seconds, called.attempts, tried)
+        return tried
 
-    async def _attempts(self, chain: Chain, stage: Stage, prepared: Prepared, stats: StageStats) -> None:
-        """Attempt a stage until it succeeds or the retry policy gives up (then raise)."""
+    def _context(self, chain: Chain) -> dict[str, Any]:
+        return {"id": chain.item.id, **chain.item.fields, **chain.outputs}
+
+    async def _reused(
+        self, chain: Chain, stage: Stage, prepared: Prepared, revision: int, feedback: str
+    ) -> Try | None:
+        """The output (and gate results) from the store or the response cache, if there: a try
+        of this run (a retry pass) or, on resume, of an earlier run here."""
+        runner, hit, row = self.runner, None, None
+        if stage.name in self._tracked:
+            scope = None if runner.reuse else runner.run_id
+            row = runner.store.find_revision(chain.item.id, stage.name, prepared.key, run_id=scope)
+            if row is not None:
+                hit = StageHit(row.output, row.input_tokens, row.output_tokens)
+        if hit is None and runner.reuse:
+            hit = runner.store.find_stage(chain.item.id, stage.name, prepared.key)
+        if hit is not None:
+            runner.stats.reused += 1
+        elif prepared.cacheable and runner.cache is not None:
+            hit = runner.cache.cache_get(prepared.key)
+            if hit is not None:
+                runner.stats.cache_hits += 1
+        if hit is None:
+            return None
+        value = self._decode(stage, hit.output)
+        gates = row.gates if row is not None else None
+        repairs = row.repairs if row is not None else 0
+        tried = Try(value, hit.output, revision, gates=gates, repairs=repairs, feedback=feedback)
+        await self._keep(chain, stage, prepared.key, hit, 0.0, 0, tried, outcome=row.outcome if row else None)
+        return tried
+
+    @staticmethod
+    def _decode(stage: Stage, text: str) -> Any:
+        if stage.contract is None:
+            return text
+        value, problem = stage.contract.check(text)
+        return text if problem else value
+
+    async def _repair(
+        self,
+        chain: Chain,
+        label: str,
+        contract: Contract | None,
+        max_repairs: int,
+        prepared: Prepared,
+        called: Called,
+        stats: StageStats,
+    ) -> tuple[Any, int]:
+        """Parse and validate against ``contract``; ask again with the validator's message up
+        to ``max_repairs`` times. Returns (value, repairs); raises ``InvalidOutput`` after."""
+        if contract is None:
+            return called.text, 0
+        value, problem = contract.check(called.text)
+        repairs = 0
+        while problem is not None:
+            if repairs >= max_repairs or prepared.repair is None:
+                tries = f" after {repairs} repair{'' if repairs == 1 else 's'}" if repairs else ""
+                raise InvalidOutput(f"output does not match the schema{tries}: {problem}", stage=label)
+            repairs += 1
+            self.runner.stats.repairs += 1
+            prepared = prepared.repair(problem, called.text)
+            more = await self._attempts(chain, label, prepared, stats)
+            called.add(more)
+            value, problem = contract.check(more.text)
+        called.text = json.dumps(value, ensure_ascii=False)
+        return value, repairs
+
+    async def _attempts(self, chain: Chain, label: str, prepared: Prepared, stats: StageStats) -> Called:
+        """Attempt one call until it succeeds or the retry policy gives up (then raise)."""
         attempt = 0
         service = 0.0
         while True:
@@ -129,7 +411,7 @@ class StageExecutor:
                 if retrying and not (exc.kind == "rate_limited" and prepared.gated):
                     # (else the cooldown gate waits)
                     wait = self.runner.retry.wait(exc, attempt, self.runner.rng)
-                self._save_call(chain, stage, record, exc.kind, backoff=wait, error=str(exc))
+                self._save_call(chain, label, record, exc.kind, backoff=wait, error=str(exc))
                 if not retrying:
                     raise
                 self.runner.stats.calls_retried += 1
@@ -138,38 +420,27 @@ class StageExecutor:
                     await self.runner.clock.sleep(wait)
                 continue
             service += self._count_attempt(chain, stats, record, ok=True)
-            self._save_call(chain, stage, record, "ok", tokens=(tokens_in, tokens_out))
+            self._save_call(chain, label, record, "ok", tokens=(tokens_in, tokens_out))
             self._spend(prepared.spec, tokens_in, tokens_out)
-            stage.check_output(text)
-            if prepared.cacheable and self.runner.cache is not None:
-                self.runner.cache.cache_put(prepared.key, StageHit(text, tokens_in, tokens_out))
-            key = prepared.key if self.runner.store.persistent else None  # a temporary store is never resumed
-            await self._keep(chain, stage, key, StageHit(text, tokens_in, tokens_out), service, attempt)
-            return
-
-    async def _reused(self, chain: Chain, stage: Stage, prepared: Prepared) -> bool:
-        """Take the stage's result from the store (resume) or the response cache, if there."""
-        hit = None
-        if self.runner.reuse:
-            hit = self.runner.store.find_stage(chain.item.id, stage.name, prepared.key)
-            if hit is not None:
-                self.runner.stats.reused += 1
-        if hit is None and prepared.cacheable and self.runner.cache is not None:
-            hit = self.runner.cache.cache_get(prepared.key)
-            if hit is not None:
-                self.runner.stats.cache_hits += 1
-        if hit is None:
-            return False
-        stage.check_output(hit.output)
-        await self._keep(chain, stage, prepared.key, hit, 0.0, 0)
-        return True
+            return Called(text, tokens_in, tokens_out, service, attempt)
 
     async def _keep(
-        self, chain: Chain, stage: Stage, key: str | None, hit: StageHit, seconds: float, attempts: int
+        self,
+        chain: Chain,
+        stage: Stage,
+        key: str | None,
+        hit: StageHit,
+        seconds: float,
+        attempts: int,
+        tried: Try,
+        outcome: str | None = None,
     ) -> None:
-        """Record a stage result; it is committed (a group commit) before the chain goes on."""
-        self.runner.store.save_stage(
-            self.runner.run_id,
+        """Record a stage result (and, for a tracked stage, the try); it is committed (a group
+        commit) before the chain goes on."""
+        store, run_id = self.runner.store, self.runner.run_id
+        structured = stage.contract is not None and not isinstance(tried.value, str)
+        store.save_stage(
+            run_id,
             chain.item.index,
             stage.name,
             hit.output,
@@ -180,9 +451,48 @@ class StageExecutor:
             item_id=chain.item.id,
             key=key,
             durable=False,
+            is_json=structured,
         )
-        await self.runner.store.durable()
-        chain.outputs[stage.name] = hit.output
+        if stage.name in self._tracked:
+            store.save_revision(run_id, tried.row(chain, stage.name, key, hit, structured, outcome))
+        await store.durable()
+        chain.outputs[stage.name] = tried.value
+
+    # -- the judge ------------------------------------------------------------------------------------
+
+    async def _judge(
+        self, chain: Chain, stage: Stage, check: JudgeCheck, output: Any, context: Mapping[str, Any]
+    ) -> CheckResult:
+        """Ask the judge's model for ``{score, feedback}``: a call like any other (limiter,
+        retries, budget, cache), counted under ``STAGE:judge``."""
+        pipeline = self.runner.pipeline
+        spec = check.model or (pipeline.model if stage.is_tool else pipeline.model_for(stage))
+        _, model = self.runner.pool.for_model(spec)
+        prompt = check.prompt(output, context)
+        request = CompletionRequest(
+            model=model,
+            prompt=prompt,
+            max_tokens=check.max_tokens,
+            temperature=0.0,
+            schema=JUDGE_SCHEMA,
+            structured=pipeline.structured_setting(spec),
+            schema_name="verdict",
+        )
+        prepared = self._prepare(spec, request, ("judge", spec, prompt, check.max_tokens))
+        label = f"{stage.name}:judge"
+        stats = self.runner.stats.stage(label)
+        self.runner.stats.judge_calls += 1
+        hit = self.runner.cache.cache_get(prepared.key) if prepared.cacheable and self.runner.cache else None
+        if hit is not None:
+            self.runner.stats.cache_hits += 1
+            called = Called(hit.output, hit.input_tokens, hit.output_tokens, 0.0, 0)
+        else:
+            called = await self._attempts(chain, label, prepared, stats)
+        value, _ = await self._repair(chain, label, _JUDGE, 2, prepared, called, stats)
+        if hit is None and prepared.cacheable and self.runner.cache is not None:
+            verdict = StageHit(called.text, called.input_tokens, called.output_tokens)
+            self.runner.cache.cache_put(prepared.key, verdict)
+        return check.verdict(value)
 
     def _spend(self, spec: str | None, tokens_in: int, tokens_out: int) -> None:
         self.runner.stats.input_tokens += tokens_in
@@ -198,7 +508,7 @@ class StageExecutor:
     def _save_call(
         self,
         chain: Chain,
-        stage: Stage,
+        label: str,
         record: Attempt,
         status: str,
         *,
@@ -212,7 +522,7 @@ class StageExecutor:
             CallRow(
                 index=chain.item.index,
                 item_id=chain.item.id,
-                stage=stage.name,
+                stage=label,
                 attempt=record.number,
                 queued=record.queued - t0,
                 started=record.started - t0,
@@ -227,22 +537,36 @@ class StageExecutor:
             ),
         )
 
-    def _llm_call(self, stage: Stage, context: Mapping[str, Any]) -> Prepared:
-        """One LLM stage made ready: its request, its key, and an attempt that goes through the
-        model's limiter and the adaptive gate; a 429 closes the model's cooldown gate."""
+    def _llm_call(self, stage: Stage, context: Mapping[str, Any], revision: int) -> Prepared:
+        """One LLM stage made ready: its request (with its schema), its key, its repairs."""
         spec = self.runner.pipeline.model_for(stage)
-        provider, model = self.runner.pool.for_model(spec)
+        _, model = self.runner.pool.for_model(spec)
         system, prompt = stage.render(context)
+        if revision and not stage.uses_feedback:
+            prompt += revision_note(context["feedback"], context["previous"])
+        contract = stage.contract
         request = CompletionRequest(
             model=model,
             prompt=prompt,
             system=system,
             max_tokens=stage.max_tokens,
             temperature=stage.temperature,
+            schema=contract.schema if contract is not None else None,
+            structured=self.runner.pipeline.structured_setting(spec),
         )
+        key_parts: tuple[Any, ...] = (stage.name, spec, system, prompt, stage.max_tokens, stage.temperature)
+        if contract is not None:
+            key_parts += (json.dumps(contract.schema, sort_keys=True), request.structured)
+        if revision:
+            key_parts += (("revision", revision),)
+        return self._prepare(spec, request, key_parts)
+
+    def _prepare(self, spec: str, request: CompletionRequest, key_parts: tuple[Any, ...]) -> Prepared:
+        """A request made ready: an attempt goes through the model's limiter and the adaptive
+        gate; a 429 closes the model's cooldown gate."""
+        provider, model = self.runner.pool.for_model(spec)
         limiter = self._limiter(spec)
-        estimate = estimate_tokens((system or "") + prompt, model) + stage.max_tokens
-        key_parts = (stage.name, spec, system, prompt, stage.max_tokens, stage.temperature)
+        estimate = estimate_tokens((request.system or "") + request.prompt, model) + request.max_tokens
 
         async def call(record: Attempt) -> Call:
             reservation = None
@@ -276,10 +600,19 @@ class StageExecutor:
             self.runner.stats.cached_tokens += completion.cached_tokens
             return completion.text, completion.input_tokens, completion.output_tokens
 
+        def repair(problem: str, reply: str) -> Prepared:
+            again = dataclasses.replace(request, prompt=request.prompt + repair_note(problem, reply))
+            return self._prepare(spec, again, (*key_parts, ("repair", problem)))
+
         # the response cache: real providers only (sim must take its time), deterministic requests
-        cacheable = provider.kind != "sim" and stage.temperature == 0
+        cacheable = provider.kind != "sim" and request.temperature == 0
         return Prepared(
-            call=call, key_parts=key_parts, spec=spec, gated=limiter is not None, cacheable=cacheable
+            call=call,
+            key_parts=key_parts,
+            spec=spec,
+            gated=limiter is not None,
+            cacheable=cacheable,
+            repair=repair if request.schema is not None else None,
         )
 
     def _limiter(self, spec: str) -> ModelLimiter | None:

@@ -69,6 +69,10 @@ class RunStats:
     #: stage results taken from the store (resume) or the response cache instead of called
     reused: int = 0
     cache_hits: int = 0
+    #: calls asked again because the reply broke the stage's contract, gate revisions, judge calls
+    repairs: int = 0
+    revisions: int = 0
+    judge_calls: int = 0
     admitted: int = 0
     in_flight: int = 0
     done: int = 0

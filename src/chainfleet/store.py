@@ -25,7 +25,7 @@ from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CallRow", "ItemRecord", "RunStore", "StageHit", "StoreError"]
+__all__ = ["CallRow", "ItemRecord", "RevisionRow", "RunStore", "StageHit", "StoreError"]
 
 
 class StoreError(Exception):
@@ -111,7 +111,44 @@ def m002_calls_keys_cache(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_calls_keys_cache]
+def m004_contracts_gates(db: sqlite3.Connection) -> None:
+    """Structured outputs flagged as JSON; every try of a gated or contracted stage (its output,
+    repairs, gate results and the feedback it was given), so a resume continues a revision loop.
+
+    Creates only its own table and column, so its place in ``MIGRATIONS`` does not matter.
+    """
+    columns = {row[1] for row in db.execute("PRAGMA table_info(stage_results)")}
+    if "is_json" not in columns:
+        db.execute("ALTER TABLE stage_results ADD COLUMN is_json INTEGER NOT NULL DEFAULT 0")
+    db.executescript(
+        """
+        CREATE TABLE IF NOT EXISTS revisions (
+            run_id TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            item_id TEXT NOT NULL,
+            stage TEXT NOT NULL,
+            revision INTEGER NOT NULL,
+            key TEXT,
+            output TEXT NOT NULL,
+            is_json INTEGER NOT NULL DEFAULT 0,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            repairs INTEGER NOT NULL DEFAULT 0,
+            feedback TEXT NOT NULL DEFAULT '',
+            gates TEXT,
+            outcome TEXT,
+            PRIMARY KEY (run_id, idx, stage, revision)
+        );
+        CREATE INDEX IF NOT EXISTS revisions_by_key ON revisions (item_id, stage, key);
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    m001_initial,
+    m002_calls_keys_cache,
+    m004_contracts_gates,
+]
 
 
 @dataclass(frozen=True)
@@ -143,6 +180,27 @@ class StageHit:
     output_tokens: int
 
 
+@dataclass(frozen=True)
+class RevisionRow:
+    """One try of a gated or contracted stage: its output, and (once judged) its gate results."""
+
+    index: int
+    item_id: str
+    stage: str
+    revision: int
+    key: str | None
+    output: str
+    is_json: bool = False
+    input_tokens: int = 0
+    output_tokens: int = 0
+    repairs: int = 0
+    feedback: str = ""
+    #: each check's result as a dict (name, kind, passed, reason, score), None until gated
+    gates: list[dict[str, Any]] | None = None
+    #: on the stage's last try: passed, accepted or failed
+    outcome: str | None = None
+
+
 @dataclass
 class ItemRecord:
     """One item's outcome as stored: what ``results.jsonl`` holds for it."""
@@ -151,11 +209,13 @@ class ItemRecord:
     id: str
     input: dict[str, Any]
     status: str
-    outputs: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
     attempts: int = 0
     seconds: float = 0.0
     quality: dict[str, Any] | None = None
+    #: per gated or contracted stage: outcome, revisions, repairs, each try's checks
+    gates: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self, final_stage: str | None) -> dict[str, Any]:
         return {
@@ -168,6 +228,7 @@ class ItemRecord:
             "attempts": self.attempts,
             "seconds": round(self.seconds, 6),
             "quality": self.quality,
+            "gates": self.gates or None,
         }
 
 
@@ -177,6 +238,35 @@ def _json_dict(text: str | None) -> dict[str, Any]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _revision(row: tuple[Any, ...]) -> RevisionRow:
+    index, item_id, stage, revision, key, output = row[:6]
+    is_json, tokens_in, tokens_out, repairs, feedback, gates, outcome = row[6:]
+    return RevisionRow(
+        index=index,
+        item_id=item_id,
+        stage=stage,
+        revision=revision,
+        key=key,
+        output=output,
+        is_json=bool(is_json),
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        repairs=repairs,
+        feedback=feedback,
+        gates=json.loads(gates) if gates else None,
+        outcome=outcome,
+    )
+
+
+def _output(text: str, is_json: int) -> Any:
+    if not is_json:
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 class RunStore:
@@ -270,14 +360,28 @@ class RunStore:
         item_id: str | None = None,
         key: str | None = None,
         durable: bool = True,
+        is_json: bool = False,
     ) -> None:
         """Record one finished stage result; with ``durable`` it is committed before returning,
-        so a killed run never loses a result it counted as done."""
+        so a killed run never loses a result it counted as done. ``is_json``: a structured
+        output, written back as a JSON value."""
         self.db.execute(
             "INSERT OR REPLACE INTO stage_results "
-            "(run_id, idx, stage, output, input_tokens, output_tokens, seconds, attempts, item_id, key) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (run_id, index, stage, output, input_tokens, output_tokens, seconds, attempts, item_id, key),
+            "(run_id, idx, stage, output, input_tokens, output_tokens, seconds, attempts, item_id, key, "
+            "is_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                index,
+                stage,
+                output,
+                input_tokens,
+                output_tokens,
+                seconds,
+                attempts,
+                item_id,
+                key,
+                int(is_json),
+            ),
         )
         if durable:
             self.flush()
@@ -333,6 +437,73 @@ class RunStore:
             (item_id, stage, key),
         ).fetchone()
         return StageHit(*row) if row else None
+
+    def save_revision(self, run_id: str, row: RevisionRow) -> None:
+        """Record one try of a stage (repeating it replaces it); committed at the next commit."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO revisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                row.index,
+                row.item_id,
+                row.stage,
+                row.revision,
+                row.key,
+                row.output,
+                int(row.is_json),
+                row.input_tokens,
+                row.output_tokens,
+                row.repairs,
+                row.feedback,
+                json.dumps(row.gates) if row.gates is not None else None,
+                row.outcome,
+            ),
+        )
+        self._maybe_commit()
+
+    def set_gates(
+        self,
+        run_id: str,
+        index: int,
+        stage: str,
+        revision: int,
+        gates: list[dict[str, Any]],
+        outcome: str | None,
+    ) -> None:
+        """Record a try's gate results (and, on its last try, the stage's outcome)."""
+        self.db.execute(
+            "UPDATE revisions SET gates = ?, outcome = ? WHERE run_id = ? AND idx = ? AND stage = ? "
+            "AND revision = ?",
+            (json.dumps(gates), outcome, run_id, index, stage, revision),
+        )
+        self._maybe_commit()
+
+    def find_revision(
+        self, item_id: str, stage: str, key: str, *, run_id: str | None = None
+    ) -> RevisionRow | None:
+        """A try of ``stage`` for ``item_id`` made from the same input: in run ``run_id``, or in
+        any run here (resume)."""
+        sql = (
+            "SELECT idx, item_id, stage, revision, key, output, is_json, input_tokens, output_tokens, "
+            "repairs, feedback, gates, outcome FROM revisions WHERE item_id = ? AND stage = ? AND key = ?"
+        )
+        args: tuple[Any, ...] = (item_id, stage, key)
+        if run_id is not None:
+            sql += " AND run_id = ?"
+            args += (run_id,)
+        row = self.db.execute(sql + " ORDER BY gates IS NULL LIMIT 1", args).fetchone()
+        return _revision(row) if row else None
+
+    def revisions(self, run_id: str) -> Iterator[RevisionRow]:
+        """Every try of the run, by item, stage and revision."""
+        self.flush()
+        for row in self.db.execute(
+            "SELECT idx, item_id, stage, revision, key, output, is_json, input_tokens, output_tokens, "
+            "repairs, feedback, gates, outcome FROM revisions WHERE run_id = ? "
+            "ORDER BY idx, stage, revision",
+            (run_id,),
+        ):
+            yield _revision(row)
 
     def cache_get(self, key: str) -> StageHit | None:
         row = self.db.execute(
@@ -400,6 +571,12 @@ class RunStore:
         ):
             yield CallRow(*row)
 
+    def call_counts(self, run_id: str) -> dict[str, int]:
+        """Attempts per stage label (``write``, ``write:judge``) in the run."""
+        self.flush()
+        rows = self.db.execute("SELECT stage, COUNT(*) FROM calls WHERE run_id = ? GROUP BY stage", (run_id,))
+        return dict(rows.fetchall())
+
     def runs(self) -> list[dict[str, Any]]:
         """Every run in this store, oldest first, with its counts."""
         self.flush()
@@ -435,10 +612,12 @@ class RunStore:
             (run_id,),
         )
         outputs = self.db.execute(
-            "SELECT idx, stage, output FROM stage_results WHERE run_id = ? ORDER BY idx, rowid",
+            "SELECT idx, stage, output, is_json FROM stage_results WHERE run_id = ? ORDER BY idx, rowid",
             (run_id,),
         )
         pending = next(outputs, None)
+        tries = iter(self.revisions(run_id))
+        tried = next(tries, None)
         for idx, id_, input_, status, error, attempts, seconds, quality in rows:
             record = ItemRecord(
                 index=idx,
@@ -452,6 +631,24 @@ class RunStore:
             )
             while pending is not None and pending[0] <= idx:
                 if pending[0] == idx:
-                    record.outputs[pending[1]] = pending[2]
+                    record.outputs[pending[1]] = _output(pending[2], pending[3])
                 pending = next(outputs, None)
+            while tried is not None and tried.index <= idx:
+                if tried.index == idx:
+                    _add_try(record.gates, tried)
+                tried = next(tries, None)
             yield record
+
+
+def _add_try(gates: dict[str, Any], row: RevisionRow) -> None:
+    """Fold one try into an item's ``gates`` entry for results.jsonl."""
+    entry = gates.setdefault(row.stage, {"revisions": 0, "repairs": 0})
+    entry["revisions"] = max(entry["revisions"], row.revision)
+    entry["repairs"] += row.repairs
+    if row.gates is not None:
+        passed = all(g.get("passed") for g in row.gates)
+        try_ = {"revision": row.revision, "passed": passed, "checks": row.gates}
+        entry.setdefault("tries", []).append(try_)
+        entry["checks"] = {g["name"]: g.get("passed") for g in row.gates}
+    if row.outcome is not None:
+        entry["outcome"] = row.outcome

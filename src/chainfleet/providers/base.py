@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,6 +27,13 @@ class CompletionRequest:
     system: str | None = None
     max_tokens: int = 1024
     temperature: float = 0.0
+    #: a JSON Schema the reply must match (a stage's ``output:`` contract, or a judge's verdict)
+    schema: Mapping[str, Any] | None = None
+    #: how to ask for it: natively (OpenAI's strict response_format, Anthropic's forced tool
+    #: call), as JSON mode with the schema in the prompt, or by the prompt alone
+    structured: Literal["json_schema", "json_object", "prompt"] = "json_schema"
+    #: the schema's name where the wire format wants one
+    schema_name: str = "output"
 
 
 @dataclass(frozen=True, kw_only=True)

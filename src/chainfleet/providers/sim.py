@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 
-from .. import simtext
+from .. import simjson, simtext
 from ..clock import Clock, SystemClock
 from ..errors import ServerError
 from ..pipeline import SimSettings
@@ -61,11 +61,7 @@ class SimProvider(Provider):
             nth = self._failures.get(key, 0)
             failing = _unit(s.seed, "fail", key, nth) < s.error_rate
             self._failures[key] = nth + 1
-        text = (
-            ""
-            if failing
-            else _generate(request.prompt, request.system, s.seed, request.max_tokens, request.model)
-        )
+        text = "" if failing else self._text(request, key)
         # the latency is the whole service time, like a server's: generating the text is part of it
         remaining = delay - (self.clock.now() - started)
         if remaining > 0:
@@ -82,6 +78,17 @@ class SimProvider(Provider):
             output_tokens=simtext.count_tokens(text),
             model=request.model,
         )
+
+    def _text(self, request: CompletionRequest, key: str) -> str:
+        """The reply: prose, or JSON for the request's schema (malformed for a deterministic
+        share of prompts with ``invalid_output_rate``)."""
+        s = self.settings
+        if request.schema is None:
+            return _generate(request.prompt, request.system, s.seed, request.max_tokens, request.model)
+        prompt = f"{request.system}\n{request.prompt}" if request.system else request.prompt
+        if s.invalid_output_rate and _unit(s.seed, "invalid", key) < s.invalid_output_rate:
+            return simjson.malformed(request.schema, prompt=prompt, seed=s.seed)
+        return simjson.reply(request.schema, prompt=prompt, seed=s.seed)
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep so the call's service time is ``latency`` on average, not latency + lateness.

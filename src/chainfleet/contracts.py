@@ -1,0 +1,339 @@
+"""Output contracts: the JSON Schema a stage's output must match, checked between stages.
+
+A stage's ``output:`` is a JSON Schema given inline, ``{schema_file: schemas/research.json}``
+(relative to the pipeline file), or in Python a schema dict or a pydantic model class. The
+schema itself is checked when the pipeline loads (against its meta-schema, by ``jsonschema``);
+outputs are validated by ``jsonschema`` (or pydantic's ``TypeAdapter`` for a model class), never
+by hand. A failed validation is one message naming the field, which the repair call sends back
+to the model.
+
+Also here: the adaptation of a schema to OpenAI's strict structured-output rules, the schema
+appended to a prompt for servers without native structured output, and the tolerant parse of a
+reply that wraps its JSON in a fenced block or prose.
+
+Example::
+
+    contract = Contract.from_value({"type": "object", "properties": {"facts": {"type": "array"}},
+                                    "required": ["facts"]})
+    value, problem = contract.check('{"facts": ["a"]}')   # ({'facts': ['a']}, None)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Contract", "parse_reply", "schema_instructions", "strict_schema"]
+
+#: keywords OpenAI's strict mode rejects; a schema using them cannot be adapted
+_STRICT_UNSUPPORTED = (
+    "patternProperties",
+    "unevaluatedProperties",
+    "propertyNames",
+    "minProperties",
+    "maxProperties",
+    "dependentRequired",
+    "dependentSchemas",
+    "if",
+    "then",
+    "else",
+    "not",
+)
+_FENCE = re.compile(r"```(?:json|JSON)?\s*\n(.*?)```", re.DOTALL)
+
+
+class Contract:
+    """A checked output schema: validates replies and names the field that is wrong."""
+
+    def __init__(self, schema: dict[str, Any], *, model: Any = None, source: str | None = None) -> None:
+        self.schema = schema
+        #: the pydantic model class the contract came from, if any
+        self.model = model
+        #: the schema file, when it came from one
+        self.source = source
+        self._validator: Any = None
+        self._adapter: Any = None
+
+    @classmethod
+    def from_value(cls, value: Any, *, base: Path | None = None) -> Contract:
+        """A contract from ``output:``: a schema dict, ``{schema_file: PATH}``, or a pydantic
+        model class. Raises ``ValueError`` with the reason (the pipeline adds file and line)."""
+        if isinstance(value, Contract):
+            return value
+        if isinstance(value, type):
+            from pydantic import BaseModel, TypeAdapter
+
+            if not issubclass(value, BaseModel):
+                raise ValueError(f"{value.__name__} is not a pydantic model class")
+            return cls(TypeAdapter(value).json_schema(), model=value)
+        if not isinstance(value, Mapping):
+            raise ValueError("must be a JSON Schema (a mapping) or {schema_file: PATH}")
+        source = None
+        if "schema_file" in value:
+            if len(value) != 1:
+                raise ValueError("{schema_file: PATH} takes no other keys")
+            source, value = _read_schema(value["schema_file"], base)
+        schema = dict(value)
+        check_schema(schema, source)
+        return cls(schema, source=source)
+
+    def check(self, reply: str | Any) -> tuple[Any, str | None]:
+        """(value, None) for a reply that parses and validates, else (None, the problem)."""
+        if isinstance(reply, str):
+            try:
+                value = parse_reply(reply)
+            except ValueError as exc:
+                return None, f"the reply is not JSON ({exc})"
+        else:
+            value = reply
+        value = _drop_optional_nulls(value, self.schema, self)
+        problem = self.problem(value)
+        return (None, problem) if problem else (value, None)
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` against the schema (naming the field), or None."""
+        if self.model is not None:
+            return self._pydantic_problem(value)
+        import jsonschema
+
+        if self._validator is None:
+            cls = jsonschema.validators.validator_for(self.schema)
+            self._validator = cls(self.schema)
+        error = jsonschema.exceptions.best_match(self._validator.iter_errors(value))
+        if error is None:
+            return None
+        return f"{_field(list(error.absolute_path))}: {error.message}"
+
+    def _pydantic_problem(self, value: Any) -> str | None:
+        from pydantic import TypeAdapter, ValidationError
+
+        if self._adapter is None:
+            self._adapter = TypeAdapter(self.model)
+        try:
+            self._adapter.validate_python(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            return f"{_field(list(first['loc']))}: {first['msg']}"
+        return None
+
+    def properties(self, path: list[str | int]) -> list[str] | None:
+        """The property names of the object at ``path`` (attribute names and indexes from the
+        output's root), or None when the schema does not say (any name may be right)."""
+        node: Any = self.schema
+        for part in path:
+            node = self._resolve(node)
+            if isinstance(part, int) or part.isdigit():
+                node = node.get("items") if isinstance(node, Mapping) else None
+            else:
+                props = node.get("properties") if isinstance(node, Mapping) else None
+                node = props.get(part) if isinstance(props, Mapping) else None
+            if node is None:
+                return None
+        node = self._resolve(node)
+        props = node.get("properties") if isinstance(node, Mapping) else None
+        return list(props) if isinstance(props, Mapping) else None
+
+    def _resolve(self, node: Any) -> Any:
+        """Follow a local ``$ref`` (``#/$defs/Name``, as pydantic writes them)."""
+        for _ in range(20):
+            ref = node.get("$ref") if isinstance(node, Mapping) else None
+            if not isinstance(ref, str) or not ref.startswith("#/"):
+                return node
+            target: Any = self.schema
+            for key in ref[2:].split("/"):
+                target = target.get(key) if isinstance(target, Mapping) else None
+            node = target
+        return node
+
+    def __repr__(self) -> str:
+        what = self.model.__name__ if self.model is not None else (self.source or "inline")
+        return f"Contract({what})"
+
+
+def _drop_optional_nulls(value: Any, schema: Any, contract: Contract) -> Any:
+    """A null given for an optional property counts as absent: strict mode (which makes every
+    property required) answers null for the ones a model leaves out."""
+    node = contract._resolve(schema)
+    if not isinstance(value, dict) or not isinstance(node, Mapping):
+        return value
+    props = node.get("properties")
+    if not isinstance(props, Mapping):
+        return value
+    required = set(node.get("required", []))
+    return {
+        k: _drop_optional_nulls(v, props.get(k), contract)
+        for k, v in value.items()
+        if not (v is None and k in props and k not in required)
+    }
+
+
+def check_schema(schema: Mapping[str, Any], source: str | None = None) -> None:
+    """Raise ``ValueError`` unless ``schema`` is valid JSON Schema (checked by its meta-schema)."""
+    import jsonschema
+
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.exceptions.SchemaError as exc:
+        where = f" in {source}" if source else ""
+        at = "/".join(str(p) for p in exc.absolute_path) or "the root"
+        raise ValueError(f"not a valid JSON Schema{where} (at {at}: {exc.message})") from None
+
+
+def _read_schema(path: Any, base: Path | None) -> tuple[str, dict[str, Any]]:
+    if not isinstance(path, str) or not path:
+        raise ValueError("schema_file must be a path")
+    full = Path(path) if base is None or Path(path).is_absolute() else base / path
+    try:
+        data = json.loads(full.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"schema file {str(full)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read schema file {str(full)!r}: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"schema file {str(full)!r} is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"schema file {str(full)!r} holds no JSON object")
+    return str(full), data
+
+
+def _field(path: list[Any]) -> str:
+    if not path:
+        return "the output"
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return f"field {text!r}"
+
+
+def parse_reply(text: str) -> Any:
+    """The JSON value in a model's reply, tolerating a fenced block or prose around it.
+
+    Raises ``ValueError`` when no JSON value can be found.
+    """
+    stripped = text.strip()
+    try:
+        return json.loads(stripped)
+    except ValueError:
+        pass
+    fenced = _FENCE.search(text)
+    if fenced:
+        try:
+            return json.loads(fenced.group(1))
+        except ValueError:
+            pass
+    decoder = json.JSONDecoder()
+    error = "no JSON object in it"
+    for match in re.finditer(r"[{\[]", text):
+        try:
+            value, _ = decoder.raw_decode(text, match.start())
+            return value
+        except ValueError as exc:
+            error = str(exc)
+    raise ValueError(error)
+
+
+def schema_instructions(schema: Mapping[str, Any]) -> str:
+    """What ``structured: prompt`` appends to a prompt: the schema, and how to answer."""
+    return (
+        "\n\nAnswer with one JSON value that matches this JSON Schema, and nothing else:\n"
+        + json.dumps(schema, indent=1, sort_keys=True)
+    )
+
+
+def strict_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """``schema`` adapted to OpenAI's strict structured outputs.
+
+    Strict mode wants every object closed (``additionalProperties: false``) with every property
+    required; an optional property becomes required but nullable. Raises ``ValueError`` naming
+    the place and keyword that strict mode cannot express (e.g. ``patternProperties``).
+    """
+    adapted = copy.deepcopy(dict(schema))
+    if adapted.get("type") != "object":
+        raise ValueError("strict mode needs an object at the root (type: object)")
+    _strict(adapted, "#")
+    return adapted
+
+
+def _strict(node: Any, where: str) -> None:
+    if isinstance(node, list):
+        for i, child in enumerate(node):
+            _strict(child, f"{where}/{i}")
+        return
+    if not isinstance(node, dict):
+        return
+    for keyword in _STRICT_UNSUPPORTED:
+        if keyword in node:
+            raise ValueError(f"strict mode cannot express {keyword!r} (at {where})")
+    if node.get("type") == "object" or "properties" in node:
+        extra = node.get("additionalProperties", False)
+        if extra is not False:
+            raise ValueError(f"strict mode needs additionalProperties: false (at {where})")
+        node["additionalProperties"] = False
+        props = node.setdefault("properties", {})
+        required = set(node.get("required", []))
+        for name, sub in props.items():
+            if name not in required and isinstance(sub, dict):
+                _nullable(sub)
+        node["required"] = list(props)
+    for key in ("properties", "$defs", "definitions"):
+        for name, child in (node.get(key) or {}).items():
+            _strict(child, f"{where}/{key}/{name}")
+    for key in ("items", "anyOf", "prefixItems"):
+        if key in node:
+            _strict(node[key], f"{where}/{key}")
+
+
+def _nullable(sub: dict[str, Any]) -> None:
+    kind = sub.get("type")
+    if isinstance(kind, str) and kind != "null":
+        sub["type"] = [kind, "null"]
+    elif isinstance(kind, list) and "null" not in kind:
+        sub["type"] = [*kind, "null"]
+    elif kind is None and "anyOf" in sub:
+        sub["anyOf"] = [*sub["anyOf"], {"type": "null"}]
+
+
+def template_paths(ast: Any) -> list[tuple[str, list[str | int]]]:
+    """Every ``name.attr[0].attr`` a parsed Jinja2 template reads: (name, [attr, 0, attr]).
+
+    A subscript that is not a constant (``sources[i]``) reads as index 0: any item of a list.
+    """
+    from jinja2 import nodes
+
+    found: list[tuple[str, list[str | int]]] = []
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        path: list[str | int] = []
+        current: Any = node
+        while isinstance(current, nodes.Getattr | nodes.Getitem):
+            if isinstance(current, nodes.Getattr):
+                path.append(current.attr)
+            elif isinstance(current.arg, nodes.Const) and isinstance(current.arg.value, str | int):
+                path.append(current.arg.value)
+            else:
+                path.append(0)
+            current = current.node
+        if isinstance(current, nodes.Name):
+            found.append((current.name, path[::-1]))
+    return found
+
+
+#: attribute names a template may call on any mapping or list (``research.items()``)
+_METHODS = frozenset({"items", "keys", "values", "get"})
+
+
+def unknown_property(contract: Contract, path: list[str | int]) -> tuple[str, list[str]] | None:
+    """The first name in ``path`` the schema does not have, with the names it does have."""
+    for i, part in enumerate(path):
+        if not isinstance(part, str) or part.isdigit():
+            continue
+        known = contract.properties(path[:i])
+        if known is None:
+            return None
+        if part not in known:
+            return (None if part in _METHODS else (part, known))
+    return None
