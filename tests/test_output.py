@@ -73,6 +73,16 @@ def test_safe_name_with_a_nasty_topic_is_safe(text: str) -> None:
     check_safe(safe_name(text, "x" * 1000))
 
 
+def test_many_near_identical_long_ids_get_distinct_names() -> None:
+    # URL-like ids sharing a 60-character prefix: a short hash of a 40-character prefix collided
+    base = "https://example.com/catalogue/products/category/subcategory/item?id="
+    ids = [f"{base}{n}" for n in range(200_000)] + [f"{base}{n}&x" for n in range(20_000)]
+    names = {safe_name(i, "the same topic for every one of them") for i in ids}
+    assert len(names) == len(ids)
+    for name in list(names)[:100]:
+        check_safe(name)
+
+
 def test_ids_that_sanitize_alike_get_different_names() -> None:
     ids = ["a/b", "a_b", "a b", "a-b", "A-B", "a--b", "a.b", "a\\b", "a\x00b", "ab", "a🚀b"]
 

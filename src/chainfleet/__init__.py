@@ -8,7 +8,14 @@ Example::
     print(report.items_succeeded, f"{report.time_saved_pct:.0f}% saved")
 """
 
-from importlib.metadata import PackageNotFoundError, version
+import sys as _sys
+
+if _sys.argv and _sys.argv[0].endswith("chainfleet"):  # the command: Ctrl-C while importing is quiet
+    from .signals import quiet_while_starting as _quiet
+
+    _quiet()
+
+from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 
 from .clock import Clock, SystemClock, VirtualClock
 from .compare import CompareReport, run_compare

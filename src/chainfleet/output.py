@@ -50,10 +50,12 @@ def safe_name(item_id: str, topic: str | None = None) -> str:
     """A file name (without extension) for an item: ``<id>--<topic words>``, safe and unique.
 
     Only ``[a-z0-9-]``: no path separators, no dots, never empty, never a Windows device name,
-    at most ~95 characters. Distinct ids always give distinct names: an id that is not already
-    its own safe form gets ``---`` and a hash of the real id; ``--`` comes before the topic
-    words. (A slug never holds ``--`` and topic words never start with ``-``, so the parts
-    cannot be confused.)
+    at most 100 characters. Distinct ids give distinct names: an id that is its own safe form
+    (at most 40 characters of ``[a-z0-9-]``) is the name; any other id gets its first 24 safe
+    characters, ``---`` and a 128-bit BLAKE2b digest of the whole id, so ids that share a long
+    prefix still differ (a chance collision needs about 2**64 ids). ``--`` comes before the
+    topic words. (A slug never holds
+    ``--`` and topic words never start with ``-``, so the parts cannot be confused.)
 
     >>> safe_name("7", "Solar power in Kenya")
     '7--solar-power-in-kenya'
@@ -63,8 +65,9 @@ def safe_name(item_id: str, topic: str | None = None) -> str:
     slug_id = _slug(item_id, 40)
     name = slug_id or "item"
     if slug_id != item_id or slug_id in _DEVICES:
-        name += "---" + hashlib.blake2b(item_id.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
-    topic_slug = _slug(topic, 40) if topic else ""
+        digest = hashlib.blake2b(item_id.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+        name = (slug_id[:24].strip("-") or "item") + "---" + digest
+    topic_slug = _slug(topic, 36) if topic else ""
     if topic_slug and topic_slug != slug_id:
         name += "--" + topic_slug
     return name

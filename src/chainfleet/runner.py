@@ -50,6 +50,10 @@ __all__ = ["Runner", "arun", "run"]
 
 Items = InputSource | Iterable[str | Mapping[str, Any]] | str | os.PathLike[str]
 
+#: the most chains in flight a run may ask for: each one is a task, and past this no provider
+#: answers faster, while ten million of them take gigabytes before the first call
+MAX_CONCURRENCY = 10_000
+
 
 @dataclass(frozen=True, kw_only=True)
 class Budget:
@@ -117,6 +121,8 @@ class Runner:
         self.concurrency = concurrency or pipeline.concurrency
         if self.concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
+        if self.concurrency > MAX_CONCURRENCY:
+            raise ConfigError(f"concurrency {self.concurrency:,} is over the cap of {MAX_CONCURRENCY:,}")
         if retry_passes < 0:
             raise ConfigError("retry_passes must not be negative")
         self.retry = retry or RetryPolicy()
@@ -231,7 +237,10 @@ class Runner:
             yield Chain(item)
 
     async def _pass(self, chains: Iterator[Chain]) -> list[Chain]:
-        """Run ``chains`` with ``concurrency`` workers; return the chains that failed."""
+        """Run ``chains`` with up to ``concurrency`` workers; return the chains that failed.
+
+        A worker starts the next one only once it has taken a chain, so there are never more
+        workers than chains (plus one): ``-c 10000`` on 3 items makes 4 tasks, not 10,000."""
         failed: list[Chain] = []
 
         async def worker() -> None:
@@ -245,14 +254,19 @@ class Runner:
                     chain = next(chains, None)  # shared iterator: the next item when free
                     if chain is None:
                         return
+                    if len(workers) < self.concurrency:
+                        workers.append(asyncio.ensure_future(worker()))
                     await self._run_chain(chain, failed)
                 finally:
                     if self.adaptive is not None:
                         await self.adaptive.release()
 
-        workers = [asyncio.ensure_future(worker()) for _ in range(self.concurrency)]
+        workers = [asyncio.ensure_future(worker())]
         try:
-            await asyncio.gather(*workers)
+            while pending := [task for task in workers if not task.done()]:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    task.result()  # a worker's own bug: raise it now
         except BaseException:
             for task in workers:
                 task.cancel()

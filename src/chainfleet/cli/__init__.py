@@ -6,6 +6,7 @@ saved); 2 bad usage, configuration or input (no model was called); 130 interrupt
 
 from __future__ import annotations
 
+import atexit
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from ..errors import ConfigError
+from ..signals import Interrupted, raise_on_signals, say, settle_streams
 
 __all__ = ["main"]
 
@@ -34,7 +36,8 @@ def cli() -> None:
 
 
 def config_errors(fn: F) -> F:
-    """Turn a ConfigError into one line on stderr and exit code 2; Ctrl-C into 130."""
+    """Turn a ConfigError into one line on stderr and exit code 2; Ctrl-C, SIGTERM or SIGHUP
+    before a run has its own handlers into one line and 130."""
     import functools
 
     @functools.wraps(fn)
@@ -44,14 +47,24 @@ def config_errors(fn: F) -> F:
         except ConfigError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_USAGE)
-        except KeyboardInterrupt:
-            click.echo("\ninterrupted: every finished stage result is kept in run.db.", err=True)
+        except KeyboardInterrupt as exc:
+            what = exc.args[0] if isinstance(exc, Interrupted) else "Ctrl-C"
+            say(f"\n{what} received: stopped; every finished stage result is kept.", err=True)
+            settle_streams()
             sys.exit(EXIT_INTERRUPTED)
 
     return wrapper  # type: ignore[return-value]
 
 
 def main() -> None:
-    from . import compare, demo, plan, report, run, simserver  # noqa: F401 - registers the commands
+    raise_on_signals()
+    atexit.register(settle_streams)  # the last word before the interpreter's own final flush
+    try:
+        from . import compare, demo, plan, report, run, simserver  # noqa: F401 - registers the commands
 
-    cli()
+        cli()
+    except KeyboardInterrupt as exc:  # while parsing, before a command's own handling
+        what = exc.args[0] if isinstance(exc, Interrupted) else "Ctrl-C"
+        say(f"\n{what} received while starting: nothing was run.", err=True)
+        settle_streams()
+        sys.exit(EXIT_INTERRUPTED)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ from ..errors import ConfigError
 from ..folder import acquire, open_store, release
 from ..pipeline import Pipeline
 from ..report import RunReport
-from ..runner import Runner, arun, finish_output, new_run_id
+from ..runner import MAX_CONCURRENCY, Runner, arun, finish_output, new_run_id
+from ..signals import STOP_SIGNALS, label, raise_on_signals, say, settle_streams
 from . import cli, config_errors
 from .progress import ProgressPrinter
 
@@ -38,6 +40,8 @@ class ConcurrencyType(_ParamType):
             number = 0
         if number < 1:
             self.fail(f"{value!r} is not a positive whole number or 'auto'", param, ctx)
+        if number > MAX_CONCURRENCY:
+            self.fail(f"{number:,} is over the cap of {MAX_CONCURRENCY:,} chains in flight", param, ctx)
         return number
 
 
@@ -62,7 +66,7 @@ class ConcurrencyType(_ParamType):
 )
 @click.option(
     "--max-concurrency",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_CONCURRENCY),
     default=64,
     show_default=True,
     metavar="N",
@@ -230,32 +234,33 @@ def execute(
         )
     )
     for line in report.summary_lines():
-        click.echo(line)
+        say(line)
     if report.reused or report.cache_hits:
-        click.echo(
+        say(
             f"reused {report.reused} finished stage results and {report.cache_hits} cached "
             "responses: those were not called again"
         )
-    click.echo(
+    say(
         f"output: {out_dir}/ (report.html, timeline.png, report.md, report.json, results.jsonl, items/)"
     )
     if report.input_error:
-        click.echo(f"error: {report.input_error}", err=True)
+        say(f"error: {report.input_error}", err=True)
     elif report.stopped_kind == "interrupted":
-        click.echo(
+        say(
             f"interrupted: everything finished is saved. Go on with: chainfleet resume {out_dir}", err=True
         )
     elif report.stopped and report.stopped.startswith("budget"):
-        click.echo(
+        say(
             f"stopped: the {report.stopped}; spent ${report.cost_usd or 0:.4f}, "
             f"{report.tokens.get('input', 0) + report.tokens.get('output', 0):,} tokens",
             err=True,
         )
     elif report.stopped:
-        click.echo(
+        say(
             f"error: the run stopped: {report.stopped}. Completed items are saved in {out_dir}/.",
             err=True,
         )
+    settle_streams()  # a closed terminal or a full /dev/full never changes the exit code
     sys.exit(report.exit_code)
 
 
@@ -267,27 +272,30 @@ async def _run(pipeline: Pipeline, input_file: str, out: Path, *, quiet: bool, *
     holder: dict[str, Runner] = {}
     main = asyncio.current_task()
 
+    loop = asyncio.get_running_loop()
+    installed: list[int] = []
+
     def on_start(runner: Runner) -> None:
         holder["runner"] = runner
         acquire(out)  # the folder stays held through the salvage after a hard stop
+        installed.extend(_install(loop, on_signal))  # until now a signal raises Interrupted
         if printer:
             printer.start(runner)
 
-    def on_signal() -> None:
-        runner = holder.get("runner")
-        if runner is None or runner.interrupted:
+    def on_signal(signum: int) -> None:
+        runner = holder["runner"]
+        if runner.interrupted:
             if main is not None:
                 main.cancel()
             return
         runner.stop("interrupted")
-        click.echo(
-            f"\nstopping: no new items; finishing the {runner.stats.in_flight} chains in flight "
-            "(Ctrl-C again to stop at once)",
+        again = "Ctrl-C again" if signum == signal.SIGINT else f"send {label(signum)} again"
+        say(
+            f"\n{label(signum)} received: stopping: no new items; finishing the "
+            f"{runner.stats.in_flight} chains in flight ({again} to stop at once)",
             err=True,
         )
 
-    loop = asyncio.get_running_loop()
-    installed = _install(loop, on_signal)
     try:
         return await arun(pipeline, input_file, out=out, on_start=on_start, **kwargs)
     except asyncio.CancelledError:
@@ -300,17 +308,19 @@ async def _run(pipeline: Pipeline, input_file: str, out: Path, *, quiet: bool, *
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+        raise_on_signals()  # the output phase and the summary: a signal is still one clean line
         if printer:
-            await printer.stop()
+            with contextlib.suppress(OSError):  # the terminal closed (SIGHUP): nothing to draw on
+                await printer.stop()
         if "runner" in holder:
             release(out)
 
 
-def _install(loop: asyncio.AbstractEventLoop, handler: Any) -> list[signal.Signals]:
+def _install(loop: asyncio.AbstractEventLoop, handler: Any) -> list[int]:
     installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         try:
-            loop.add_signal_handler(sig, handler)
+            loop.add_signal_handler(sig, handler, sig)
             installed.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
             pass
