@@ -240,15 +240,11 @@ def execute(
             f"reused {report.reused} finished stage results and {report.cache_hits} cached "
             "responses: those were not called again"
         )
-    say(
-        f"output: {out_dir}/ (report.html, timeline.png, report.md, report.json, results.jsonl, items/)"
-    )
+    say(f"output: {out_dir}/ (report.html, timeline.png, report.md, report.json, results.jsonl, items/)")
     if report.input_error:
         say(f"error: {report.input_error}", err=True)
     elif report.stopped_kind == "interrupted":
-        say(
-            f"interrupted: everything finished is saved. Go on with: chainfleet resume {out_dir}", err=True
-        )
+        say(f"interrupted: everything finished is saved. Go on with: chainfleet resume {out_dir}", err=True)
     elif report.stopped and report.stopped.startswith("budget"):
         say(
             f"stopped: the {report.stopped}; spent ${report.cost_usd or 0:.4f}, "
