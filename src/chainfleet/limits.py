@@ -155,8 +155,9 @@ class ModelLimiter:
 
     # -- before and after a call ---------------------------------------------------------------
 
-    async def acquire(self, tokens: int) -> Reservation:
-        """Wait for the gate and for one request and ``tokens`` tokens; take them.
+    async def acquire(self, tokens: int, requests: int = 1) -> Reservation:
+        """Wait for the gate and for ``requests`` requests (one call: 1) and ``tokens`` tokens;
+        take them. (A block of several is what a Ray worker leases for its next calls.)
 
         The time spent waiting is split into ``cooldown_wait`` (while the gate was closed by a
         429) and ``limiter_wait`` (the budgets), whether it was spent sleeping or queued
@@ -171,7 +172,7 @@ class ModelLimiter:
                     await self.clock.sleep(self.reopen_at - now + self.rng.uniform(0, self.wake_jitter))
                     continue
                 wait = max(
-                    self.requests.wait_for(1, now) if self.requests else 0.0,
+                    self.requests.wait_for(requests, now) if self.requests else 0.0,
                     self.tokens.wait_for(tokens, now) if self.tokens else 0.0,
                 )
                 if wait <= 0:
@@ -179,7 +180,7 @@ class ModelLimiter:
                 await self.clock.sleep(wait)
             now = self.clock.now()
             if self.requests:
-                self.requests.take(1, now)
+                self.requests.take(requests, now)
             if self.tokens:
                 self.tokens.take(tokens, now)
         waited = now - started

@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from .backends import Backend, LocalBackend, backend_for
 from .clock import Clock, SystemClock
-from .errors import CallError, ConfigError, FatalError, InputError
+from .errors import ConfigError, FatalError, InputError
 from .folder import open_cache, open_store, releasing_out
 from .inputs import InputSource, Item, items_from, open_input
 from .limits import AdaptiveConcurrency, ModelLimiter
@@ -116,6 +117,7 @@ class Runner:
         cache: RunStore | None | Literal[False] = None,
         budget: Budget | None = None,
         settings: Mapping[str, Any] | None = None,
+        backend: Backend | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.concurrency = concurrency or pipeline.concurrency
@@ -159,6 +161,8 @@ class Runner:
         self._stages = list(pipeline.stages)
         #: runs one stage for one chain
         self.stages = StageExecutor(self)
+        #: where admitted chains run: here (local) or on a Ray cluster
+        self.backend: Backend = backend or LocalBackend()
 
     # -- the run -----------------------------------------------------------------------------------
 
@@ -179,11 +183,13 @@ class Runner:
         Cancelled (a second Ctrl-C), it re-raises; :meth:`salvage` then records what was done.
         """
         self.pool.check()
-        self.store.begin_run(self.run_id, pipeline=self.pipeline.name, settings=self._settings())
-        self._t0 = self.clock.now()
-        self._items = iter(source)
         self._failed: list[Chain] = []
+        self._items: Iterator[Item] = iter(())
         try:
+            await self.backend.start(self)
+            self.store.begin_run(self.run_id, pipeline=self.pipeline.name, settings=self._settings())
+            self._t0 = self.clock.now()
+            self._items = iter(source)
             self._failed = await self._pass(self._admit(self._items))
             for _ in range(self.retry_passes):
                 failed = self._failed
@@ -197,6 +203,7 @@ class Runner:
                 self._failed = kept + await self._pass(iter(retry))
             self._finish()
         finally:
+            await self.backend.aclose()
             self.store.flush()
             if self.cache is not None and self.cache is not self.store:
                 self.cache.flush()
@@ -294,18 +301,9 @@ class Runner:
             failed.append(chain)
 
     async def _advance(self, chain: Chain) -> None:
-        """Run the chain's remaining stages; record the first failure on the chain."""
-        while chain.next_stage < len(self._stages):
-            stage = self._stages[chain.next_stage]
-            try:
-                await self.stages.run(chain, stage)
-            except CallError as exc:
-                exc.item_id, exc.stage = chain.item.id, stage.name
-                chain.error, chain.error_stage = exc, stage.name
-                if isinstance(exc, FatalError) and self.fatal is None:
-                    self.fatal = exc
-                return
-            chain.next_stage += 1
+        """Run the chain's remaining stages where the backend runs them; a failure is recorded
+        on the chain."""
+        await self.backend.advance(self, chain)
 
     # -- bookkeeping -------------------------------------------------------------------------------
 
@@ -370,6 +368,7 @@ class Runner:
             "concurrency": self.concurrency,
             "max_attempts": self.retry.max_attempts,
             "retry_passes": self.retry_passes,
+            "backend": self.backend.name,
             "models": sorted({self.pipeline.model_for(s) for s in self._stages if not s.is_tool}),
         }
 
@@ -459,6 +458,9 @@ async def arun(
     max_tokens: int | None = None,
     settings: Mapping[str, Any] | None = None,
     force: bool = False,
+    backend: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
 ) -> RunReport:
     """Run ``pipeline`` over ``items`` and return its :class:`RunReport`.
 
@@ -479,7 +481,13 @@ async def arun(
 
     ``out`` is held for the whole run: another process (or run) on it is refused with
     ``ConfigError``, and so is a non-empty folder that holds no run, unless ``force``.
+
+    ``backend="ray"`` runs the chains in ``workers`` Ray actors (default: one per CPU of the
+    cluster, at most ``concurrency``) on the cluster at ``address`` (``auto``, ``HOST:PORT`` or
+    ``ray://HOST:10001``; default: ``RAY_ADDRESS``, else a Ray node started here on 127.0.0.1
+    only). The store, the output folder and the report are the same as a local run's.
     """
+    engine = backend_for(backend, address=address, workers=workers)
     pipeline, source, store, total = prepare(
         pipeline,
         items,
@@ -513,6 +521,7 @@ async def arun(
         cache=open_cache(cache),
         budget=budget,
         settings=settings,
+        backend=engine,
     )
     runner.total = total
     if on_start is not None:

@@ -333,15 +333,15 @@ class StageExecutor:
         runner, hit, row = self.runner, None, None
         if stage.name in self._tracked:
             scope = None if runner.reuse else runner.run_id
-            row = runner.store.find_revision(chain.item.id, stage.name, prepared.key, run_id=scope)
+            row = await self.stored_try(chain.item.id, stage.name, prepared.key, scope)
             if row is not None:
                 hit = StageHit(row.output, row.input_tokens, row.output_tokens)
         if hit is None and runner.reuse:
-            hit = runner.store.find_stage(chain.item.id, stage.name, prepared.key)
+            hit = await self.stored(chain.item.id, stage.name, prepared.key)
         if hit is not None:
             runner.stats.reused += 1
         elif prepared.cacheable and runner.cache is not None:
-            hit = runner.cache.cache_get(prepared.key)
+            hit = await self.cached(prepared.key)
             if hit is not None:
                 runner.stats.cache_hits += 1
         if hit is None:
@@ -424,6 +424,19 @@ class StageExecutor:
             self._spend(prepared.spec, tokens_in, tokens_out)
             return Called(text, tokens_in, tokens_out, service, attempt)
 
+    async def stored(self, item_id: str, stage: str, key: str) -> StageHit | None:
+        """A result of ``stage`` for this input already in the store (a Ray worker asks the
+        driver's store instead)."""
+        return self.runner.store.find_stage(item_id, stage, key)
+
+    async def stored_try(self, item_id: str, stage: str, key: str, run_id: str | None) -> RevisionRow | None:
+        """A try of a tracked stage made from this input (in run ``run_id``, or any run)."""
+        return self.runner.store.find_revision(item_id, stage, key, run_id=run_id)
+
+    async def cached(self, key: str) -> StageHit | None:
+        """A cached response for this request, if any (a Ray worker asks the driver)."""
+        return self.runner.cache.cache_get(key) if self.runner.cache is not None else None
+
     async def _keep(
         self,
         chain: Chain,
@@ -482,7 +495,7 @@ class StageExecutor:
         label = f"{stage.name}:judge"
         stats = self.runner.stats.stage(label)
         self.runner.stats.judge_calls += 1
-        hit = self.runner.cache.cache_get(prepared.key) if prepared.cacheable and self.runner.cache else None
+        hit = await self.cached(prepared.key) if prepared.cacheable and self.runner.cache else None
         if hit is not None:
             self.runner.stats.cache_hits += 1
             called = Called(hit.output, hit.input_tokens, hit.output_tokens, 0.0, 0)
@@ -619,12 +632,9 @@ class StageExecutor:
         """The one limiter of model ``spec``, shared by every stage using it (None: unmetered)."""
         if spec in self.runner.limiters:
             return self.runner.limiters[spec]
-        configured = self.runner.pipeline.limits.get(spec)
-        rpm = self.runner.rpm if self.runner.rpm is not None else (configured.rpm if configured else None)
-        tpm = self.runner.tpm if self.runner.tpm is not None else (configured.tpm if configured else None)
+        rpm, tpm, metered = limits_of(self.runner, spec)
         limiter = None
-        if rpm is not None or tpm is not None or not spec.startswith("sim"):
-            # real providers always get one: it learns their limits and holds the cooldown gate
+        if metered:
             limiter = ModelLimiter(rpm=rpm, tpm=tpm, clock=self.runner.clock, rng=self.runner.rng)
         self.runner.limiters[spec] = limiter
         return limiter
@@ -662,3 +672,13 @@ class StageExecutor:
             return await self._tool(stage, context), 0, 0
 
         return Prepared(call=call, key_parts=(stage.name, "tool", name, dict(context)))
+
+
+def limits_of(runner: Runner, spec: str) -> tuple[float | None, float | None, bool]:
+    """Model ``spec``'s told limits (``--rpm/--tpm``, else the pipeline's ``limits:``) and
+    whether it gets a limiter at all: real providers always do (it learns their limits from
+    headers and holds the cooldown gate), ``sim`` only when told a limit."""
+    configured = runner.pipeline.limits.get(spec)
+    rpm = runner.rpm if runner.rpm is not None else (configured.rpm if configured else None)
+    tpm = runner.tpm if runner.tpm is not None else (configured.tpm if configured else None)
+    return rpm, tpm, rpm is not None or tpm is not None or not spec.startswith("sim")

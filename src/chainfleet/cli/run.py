@@ -130,6 +130,24 @@ class ConcurrencyType(_ParamType):
     metavar="N",
     help="Stop admitting items before the projected tokens pass this.",
 )
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where chains run: here, or in Ray actors on a cluster (pip install 'chainfleet[ray]').",
+)
+@click.option(
+    "--address",
+    metavar="auto|HOST:PORT|ray://HOST:10001",
+    help="The Ray cluster [default: RAY_ADDRESS, else a Ray node started here on 127.0.0.1].",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Ray worker actors [default: one per CPU of the cluster, at most --concurrency].",
+)
 @config_errors
 def run_command(
     pipeline_file: str,
@@ -150,6 +168,9 @@ def run_command(
     max_cost: float | None,
     max_tokens_budget: int | None,
     force: bool,
+    backend: str,
+    address: str | None,
+    workers: int | None,
 ) -> None:
     """Run PIPELINE.yaml over every item of --input.
 
@@ -162,6 +183,7 @@ def run_command(
       chainfleet run examples/content.yaml -i topics.txt --model ollama:llama3.1 -c auto
       chainfleet run examples/content.yaml -i topics.txt --out runs/today --resume
       chainfleet run examples/content.yaml -i topics.txt --model openai:gpt-4o --max-cost 5
+      chainfleet run examples/content.yaml -i topics.txt --backend ray --address auto -c 64
 
     Writes results.jsonl, report.json, report.md and one markdown file per item into the
     output folder, and keeps every finished stage result in its run.db as it arrives.
@@ -191,6 +213,9 @@ def run_command(
             "no_cache": no_cache,
             "max_cost": max_cost,
             "max_tokens": max_tokens_budget,
+            "backend": backend,
+            "address": address,
+            "workers": workers,
         },
     }
     execute(pipeline_file, input_file, out, settings, quiet=quiet, resume=resume, force=force)
@@ -231,6 +256,9 @@ def execute(
             max_tokens=options["max_tokens"],
             settings=settings,
             force=force,
+            backend=options.get("backend", "local"),  # runs saved before backends existed: local
+            address=options.get("address"),
+            workers=options.get("workers"),
         )
     )
     for line in report.summary_lines():

@@ -1,0 +1,40 @@
+"""The local backend: a chain's stages run here, on this event loop, one after the other."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import CallError, FatalError
+
+if TYPE_CHECKING:
+    from ..runner import Runner
+    from ..stage import Chain
+
+__all__ = ["LocalBackend"]
+
+
+class LocalBackend:
+    """Runs each chain in this process (what every run did before backends existed)."""
+
+    name = "local"
+
+    async def start(self, runner: Runner) -> None:
+        return None
+
+    async def advance(self, runner: Runner, chain: Chain) -> None:
+        """Run the chain's remaining stages; record the first failure on the chain."""
+        stages = runner.pipeline.stages
+        while chain.next_stage < len(stages):
+            stage = stages[chain.next_stage]
+            try:
+                await runner.stages.run(chain, stage)
+            except CallError as exc:
+                exc.item_id, exc.stage = chain.item.id, stage.name
+                chain.error, chain.error_stage = exc, stage.name
+                if isinstance(exc, FatalError) and runner.fatal is None:
+                    runner.fatal = exc
+                return
+            chain.next_stage += 1
+
+    async def aclose(self) -> None:
+        return None

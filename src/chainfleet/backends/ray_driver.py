@@ -1,0 +1,353 @@
+"""The Ray backend's driver side: workers, limiter actors, and the one writer of the store.
+
+The runner admits chains as it always does (lazily, ``concurrency`` in flight, depth first);
+:meth:`RayBackend.advance` hands each admitted chain to the least busy worker (chains admitted in
+the same turn of the event loop travel together) and waits for it to finish there. One pump per
+worker calls its ``exchange`` in a loop, writes the events it brings into the run store, commits,
+and tells the worker what is committed (so its chains go on), answers its look-ups, and adds its
+counters into the run's. The driver's copy of each chain follows the committed stage results.
+
+A worker that dies (its process killed, its node lost) loses only what it had not sent: its
+chains go to the other workers from their last committed stage, and a replacement worker is
+started (at most ``workers`` replacements over a run). When no worker is left, the chains fail
+with ``worker_lost`` and the run stops. The driver's own death is a kill -9 of a local run:
+everything committed is in the store, and ``--resume`` goes on from it (on Ray or locally).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError, FatalError
+from ..limits import ModelLimiter
+from ..stage import Chain, limits_of
+from ..store import CallRow, RunStore, StageHit
+from .ray_cluster import RayConnection, connect
+from .ray_limits import SharedLimits
+from .ray_wire import READS, WRITES, ChainTask, Inbound, Outbound, StoreCall
+from .ray_worker import ChainWorker, Secrets, WorkerSpec
+
+if TYPE_CHECKING:
+    from ..runner import Runner
+
+__all__ = ["RayBackend", "WorkerLost"]
+
+#: the environment a worker needs to reach the providers, when set here
+FORWARDED_ENV = ("OPENAI_BASE_URL", "OPENAI_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY")
+
+
+class WorkerLost(FatalError):
+    """Every Ray worker died and none could be started again."""
+
+    kind = "worker_lost"
+
+
+@dataclass
+class _Link:
+    """One worker as the driver sees it."""
+
+    number: int
+    actor: Any
+    pid: int = 0
+    #: chains sent there and not finished: index -> (driver's chain, its future)
+    assigned: dict[int, tuple[Chain, asyncio.Future[None]]] = field(default_factory=dict)
+    to_send: list[ChainTask] = field(default_factory=list)
+    committed: int = 0
+    answers: dict[int, StageHit | None] = field(default_factory=dict)
+    #: chains at each stage on this worker now
+    in_flight: dict[str, int] = field(default_factory=dict)
+    alive: bool = True
+    pump: asyncio.Task[None] | None = None
+
+
+class RayBackend:
+    """Runs chains in ``workers`` async Ray actors on the cluster at ``address``.
+
+    ``address``: ``auto``, ``HOST:PORT`` or ``ray://HOST:10001``; None: ``RAY_ADDRESS``, else a
+    Ray node started here, on 127.0.0.1 only. ``workers``: None is one per CPU of the cluster,
+    at most the run's ``concurrency``.
+    """
+
+    name = "ray"
+
+    def __init__(self, *, address: str | None = None, workers: int | None = None) -> None:
+        if workers is not None and workers < 1:
+            raise ConfigError("--workers must be at least 1", where="--workers")
+        self.address = address
+        self.workers = workers
+        self.connection: RayConnection | None = None
+        self.links: list[_Link] = []
+        self.limiters: dict[str, Any] = {}
+        self.replacements = 0
+        self._runner: Runner | None = None
+        self._spec: WorkerSpec | None = None
+        self._worker_class: Any = None
+        self._joined = asyncio.Event()
+        self._closed = False
+        self._sending = False
+
+    # -- start and stop ---------------------------------------------------------------------------
+
+    async def start(self, runner: Runner) -> None:
+        if runner.adaptive is not None:
+            raise ConfigError("--concurrency auto runs locally only; give a number", where="--backend ray")
+        self._runner = runner
+        self.connection = await asyncio.to_thread(connect, self.address)
+        ray = self.connection.ray
+        cpus = self.connection.cpus()
+        count = self.workers or max(1, min(runner.concurrency, int(cpus)))
+        self.workers = count
+        self._make_limiters(runner, count)
+        self._spec = WorkerSpec(
+            pipeline=runner.pipeline.model_dump(),
+            run_id=runner.run_id,
+            retry=runner.retry,
+            rpm=runner.rpm,
+            tpm=runner.tpm,
+            reuse=runner.reuse,
+            cache=runner.cache is not None,
+            persistent=runner.store.persistent,
+            limiters=self.limiters,
+            env=Secrets(self._env(runner)),
+        )
+        options = {"num_cpus": min(1.0, cpus / count), "max_restarts": 0, "max_concurrency": 1000}
+        self._worker_class = ray.remote(**options)(ChainWorker)
+        await asyncio.gather(*(self._spawn() for _ in range(count)))
+
+    def _make_limiters(self, runner: Runner, workers: int) -> None:
+        ray = self.connection.ray if self.connection else None
+        remote = ray.remote(num_cpus=0, max_concurrency=1000)(SharedLimits) if ray else None
+        specs = {runner.pipeline.model_for(s) for s in runner.pipeline.stages if not s.is_tool}
+        for spec in sorted(specs):
+            rpm, tpm, metered = limits_of(runner, spec)
+            if metered and remote is not None:
+                self.limiters[spec] = remote.remote(rpm=rpm, tpm=tpm, workers=workers)
+
+    def _env(self, runner: Runner) -> dict[str, str]:
+        names = set(FORWARDED_ENV)
+        names.update(p.api_key_env for p in runner.pipeline.providers.values() if p.api_key_env)
+        return {name: os.environ[name] for name in sorted(names) if name in os.environ}
+
+    async def _spawn(self) -> _Link:
+        """Start one worker and its pump; it takes chains once it answers."""
+        actor = self._worker_class.remote(self._spec)
+        link = _Link(number=len(self.links), actor=actor)
+        link.pid = await actor.pid.remote()
+        self.links.append(link)
+        link.pump = asyncio.ensure_future(self._pump(link))
+        self._joined.set()
+        return link
+
+    async def aclose(self) -> None:
+        self._closed = True
+        pumps = [link.pump for link in self.links if link.pump is not None]
+        for pump in pumps:
+            pump.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+        if self.connection is None:
+            return
+        ray = self.connection.ray
+        await self._report_limits()
+        closing = [link.actor.close.remote() for link in self.links if link.alive]
+        await asyncio.gather(*closing, return_exceptions=True)
+        for actor in [link.actor for link in self.links] + list(self.limiters.values()):
+            ray.kill(actor)
+        self.links, self.limiters = [], {}
+        await asyncio.to_thread(self.connection.close)
+        self.connection = None
+
+    async def _report_limits(self) -> None:
+        """The limiter actors' state into ``runner.limiters``, which the report reads."""
+        if self._runner is None:
+            return
+        for spec, actor in self.limiters.items():
+            try:
+                state = await actor.state.remote()
+            except Exception:  # the actor is gone: the report says less about its limits
+                continue
+            limiter = ModelLimiter(rpm=state.told_rpm, tpm=state.told_tpm)
+            limiter.limit_rpm, limiter.limit_tpm = state.limit_rpm, state.limit_tpm
+            limiter.cooldowns = state.cooldowns
+            self._runner.limiters[spec] = limiter
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of the live workers (tests kill one)."""
+        return [link.pid for link in self.links if link.alive]
+
+    # -- chains -----------------------------------------------------------------------------------
+
+    async def advance(self, runner: Runner, chain: Chain) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._dispatch(chain, future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            self._withdraw(chain)
+            raise
+
+    async def _dispatch(self, chain: Chain, future: asyncio.Future[None]) -> None:
+        """Give the chain to the least busy live worker (waiting for a replacement if none)."""
+        while True:
+            alive = [link for link in self.links if link.alive]
+            if alive:
+                break
+            if self.replacements >= (self.workers or 1) or self._closed:
+                self._fail(chain, WorkerLost("every Ray worker died; no replacement could be started"))
+                future.set_result(None)
+                return
+            self._joined.clear()
+            await self._joined.wait()
+        link = min(alive, key=lambda candidate: len(candidate.assigned))
+        link.assigned[chain.item.index] = (chain, future)
+        chain.next_stage = self._next_stage(chain)
+        item = chain.item
+        task = ChainTask(item.index, item.id, item.line, item.fields, dict(chain.outputs), chain.next_stage)
+        link.to_send.append(task)
+        if not self._sending:  # everything admitted this turn goes in one call per worker
+            self._sending = True
+            asyncio.get_running_loop().call_soon(self._send)
+
+    def _send(self) -> None:
+        self._sending = False
+        for link in self.links:
+            if link.alive and link.to_send:
+                link.actor.submit.remote(link.to_send)
+                link.to_send = []
+
+    def _withdraw(self, chain: Chain) -> None:
+        for link in self.links:
+            if link.assigned.pop(chain.item.index, None) is not None and link.alive:
+                link.actor.cancel.remote([chain.item.index])
+
+    def _next_stage(self, chain: Chain) -> int:
+        stages = self._runner.pipeline.stages if self._runner else []
+        done = 0
+        while done < len(stages) and stages[done].name in chain.outputs:
+            done += 1
+        return done
+
+    def _fail(self, chain: Chain, error: FatalError) -> None:
+        runner = self._runner
+        stages = runner.pipeline.stages if runner else []
+        stage = stages[chain.next_stage].name if chain.next_stage < len(stages) else None
+        error.item_id, error.stage = chain.item.id, stage
+        chain.error, chain.error_stage = error, stage
+        if runner is not None and runner.fatal is None:
+            runner.fatal = error
+
+    # -- the pump: one per worker -----------------------------------------------------------------
+
+    async def _pump(self, link: _Link) -> None:
+        ray = self.connection.ray if self.connection else None
+        lost = (ray.exceptions.RayActorError, ray.exceptions.RaySystemError) if ray else ()
+        runner = self._runner
+        assert runner is not None
+        while not self._closed:
+            out = Outbound(
+                committed=link.committed,
+                answers=link.answers,
+                halted=runner.halted,
+                elapsed=runner.clock.now() - runner._t0,
+            )
+            link.answers = {}
+            try:
+                inbound: Inbound = await link.actor.exchange.remote(out)
+            except lost:
+                await self._lost(link)
+                return
+            await self._commit(runner, link, inbound)
+
+    async def _commit(self, runner: Runner, link: _Link, inbound: Inbound) -> None:
+        """Make a worker's store calls on the run store, commit, then settle its finished chains."""
+        last = link.committed
+        for number, call in inbound.events:
+            last = max(last, number)
+            self._follow(link, call)
+            target = self._target(runner, call)
+            if target is not None and call.method in WRITES:
+                getattr(target, call.method)(*call.args, **call.kwargs)
+        for number, call in inbound.lookups:
+            last = max(last, number)
+            target = self._target(runner, call)
+            found = getattr(target, call.method)(*call.args, **call.kwargs) if call.method in READS else None
+            link.answers[number] = None if target is None else found
+        self._add_stats(runner, link, inbound)
+        await runner.store.durable()
+        link.committed = last
+        for finished in inbound.finished:
+            owner = link.assigned.pop(finished.index, None)
+            if owner is None:
+                continue
+            chain, future = owner
+            if finished.error is None:
+                chain.next_stage = len(runner.pipeline.stages)
+            else:
+                chain.error, chain.error_stage = finished.error, finished.error_stage
+                chain.next_stage = self._next_stage(chain)
+                if isinstance(finished.error, FatalError) and runner.fatal is None:
+                    runner.fatal = finished.error
+            if not future.done():
+                future.set_result(None)
+
+    @staticmethod
+    def _target(runner: Runner, call: StoreCall) -> RunStore | None:
+        return runner.cache if call.target == "cache" else runner.store
+
+    def _follow(self, link: _Link, call: StoreCall) -> None:
+        """Keep the driver's copy of a chain up with what is committed (its outputs, attempts
+        and call seconds), so a chain whose worker dies goes on from there."""
+        if call.method == "save_stage":
+            _, index, stage, output = call.args[:4]
+            owner = link.assigned.get(index)
+            if owner is not None:
+                owner[0].outputs[stage] = json.loads(output) if call.kwargs.get("is_json") else output
+        elif call.method == "save_call":
+            row: CallRow = call.args[1]
+            owner = link.assigned.get(row.index)
+            if owner is not None:
+                owner[0].attempts += 1
+                owner[0].seconds += max(0.0, row.ended - row.started)
+
+    def _add_stats(self, runner: Runner, link: _Link, inbound: Inbound) -> None:
+        stats, delta = runner.stats, inbound.stats
+        for name, value in delta.counts.items():
+            setattr(stats, name, getattr(stats, name) + value)
+        if delta.cost_usd is None or runner.cost_usd is None:
+            runner.cost_usd = None
+        else:
+            runner.cost_usd += delta.cost_usd
+        for name, (calls, failed, seconds, in_flight) in delta.stages.items():
+            stage = stats.stage(name)
+            stage.calls += calls
+            stage.failed += failed
+            stage.seconds.extend(seconds)
+            link.in_flight[name] = in_flight
+            stage.in_flight = sum(other.in_flight.get(name, 0) for other in self.links if other.alive)
+
+    async def _lost(self, link: _Link) -> None:
+        """A worker died: its chains go to the others from their last committed stage."""
+        link.alive = False
+        orphans = list(link.assigned.values())
+        link.assigned.clear()
+        link.to_send = []
+        for name in link.in_flight:
+            if self._runner is not None:
+                self._runner.stats.stage(name).in_flight = sum(
+                    other.in_flight.get(name, 0) for other in self.links if other.alive
+                )
+        if not self._closed and self.replacements < (self.workers or 1):
+            self.replacements += 1
+            asyncio.ensure_future(self._replace())
+        for chain, future in orphans:
+            if not future.done():
+                await self._dispatch(chain, future)
+
+    async def _replace(self) -> None:
+        try:
+            await self._spawn()
+        except Exception:  # no room on the cluster: the others go on
+            self._joined.set()

@@ -1,0 +1,212 @@
+"""Rate limits held cluster-wide: one limiter actor per model, and leases of small blocks.
+
+A call cannot ask a remote actor for its budget: one actor answers about 1,500 requests a second
+on a small machine, and every call would pay a round trip. So each worker *leases* a block of
+budget (a few requests and their tokens) and spends it locally:
+
+- :class:`SharedLimits` (runs in a Ray actor, one per model) holds the model's one
+  :class:`~chainfleet.limits.ModelLimiter`: the buckets, the cooldown gate, the limits learned
+  from headers. A lease waits there like one local call would, for a block sized so that every
+  worker holds at most ``window`` seconds of the rate between them.
+- :class:`LeasedLimiter` (in each worker) has the interface the stage code uses (``acquire``,
+  ``settle``, ``release``, ``cooldown``, ``observe``). It spends its block, refunds a call's
+  unused tokens into it, and gives back what it has not spent when the lease is ``ttl`` old.
+  A 429 drops its block and closes the actor's gate for every worker; response headers ride
+  along with the next lease, so limits learned by one worker hold for all.
+
+Why hand-written: the lease protocol is the point (no library meters a budget shared by
+processes this way); the buckets themselves are the local limiter's.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from ..clock import Clock, SystemClock
+from ..headers import RateLimitInfo
+from ..limits import ModelLimiter, Reservation
+
+__all__ = ["Grant", "LeasedLimiter", "SharedLimits"]
+
+#: requests in one lease of an unmetered model (only the cooldown gate holds it)
+UNMETERED_BLOCK = 1_000_000
+
+
+@dataclass
+class Grant:
+    """One lease: spend ``requests`` and ``tokens`` (inf: unmetered) within ``ttl`` seconds."""
+
+    requests: int
+    tokens: float
+    ttl: float
+
+
+@dataclass
+class LimitState:
+    """What the report shows of a model's limiter."""
+
+    told_rpm: float | None
+    told_tpm: float | None
+    limit_rpm: float | None
+    limit_tpm: float | None
+    cooldowns: int
+    leases: int
+
+
+class SharedLimits:
+    """A model's limiter for the whole cluster (the body of its Ray actor)."""
+
+    def __init__(
+        self,
+        *,
+        rpm: float | None,
+        tpm: float | None,
+        workers: int,
+        window: float = 0.25,
+        ttl: float = 1.0,
+        seed: int | None = None,
+    ) -> None:
+        self.limiter = ModelLimiter(rpm=rpm, tpm=tpm, rng=random.Random(seed))
+        self.workers = max(1, workers)
+        self.window = window
+        self.ttl = ttl
+        self.leases = 0
+
+    def _block(self, per_call_tokens: int) -> int:
+        """Requests in one lease: the workers together hold ``window`` seconds of the rate."""
+        limiter = self.limiter
+        if limiter.requests is None and limiter.tokens is None:
+            return UNMETERED_BLOCK
+        block = math.inf
+        for bucket, per_call in ((limiter.requests, 1), (limiter.tokens, max(1, per_call_tokens))):
+            if bucket is not None:
+                share = bucket.rate * self.window / self.workers / per_call
+                block = min(block, share, bucket.capacity / per_call)
+        return max(1, int(block))
+
+    async def lease(self, per_call_tokens: int, give: tuple[int, float], info: RateLimitInfo | None) -> Grant:
+        """Take back what a worker did not spend, learn from its latest headers, and lease it
+        a block for calls of about ``per_call_tokens`` tokens (waiting as a call would)."""
+        self.leases += 1
+        self.give(*give)
+        if info is not None:
+            self.limiter.observe(info)
+        requests = self._block(per_call_tokens)
+        if requests == UNMETERED_BLOCK:
+            await self.limiter.acquire(0, requests=0)  # the gate only
+            return Grant(requests=requests, tokens=math.inf, ttl=self.ttl / 2)
+        tokens = requests * per_call_tokens if self.limiter.tokens is not None else 0
+        await self.limiter.acquire(tokens, requests=requests)
+        return Grant(
+            requests=requests,
+            tokens=float(tokens) if self.limiter.tokens is not None else math.inf,
+            ttl=self.ttl,
+        )
+
+    def give(self, requests: int, tokens: float) -> None:
+        """Unspent budget back into the buckets (negative tokens: a worker's overspend)."""
+        now = self.limiter.clock.now()
+        if requests > 0 and self.limiter.requests is not None:
+            self.limiter.requests.give(requests, now)
+        if self.limiter.tokens is not None and math.isfinite(tokens) and tokens:
+            if tokens > 0:
+                self.limiter.tokens.give(tokens, now)
+            else:
+                self.limiter.tokens.take(-tokens, now)
+
+    def cooldown(self, seconds: float) -> None:
+        """A 429 somewhere: close the gate for every worker."""
+        self.limiter.cooldown(seconds)
+
+    def state(self) -> LimitState:
+        limiter = self.limiter
+        return LimitState(
+            told_rpm=limiter.told_rpm,
+            told_tpm=limiter.told_tpm,
+            limit_rpm=limiter.limit_rpm,
+            limit_tpm=limiter.limit_tpm,
+            cooldowns=limiter.cooldowns,
+            leases=self.leases,
+        )
+
+
+class LeasedLimiter(ModelLimiter):
+    """A worker's view of a model's shared limiter: spends leased blocks, leases more.
+
+    ``actor`` is the handle of the model's :class:`SharedLimits` actor.
+    """
+
+    def __init__(self, actor: Any, *, clock: Clock | None = None, rng: random.Random | None = None) -> None:
+        super().__init__(clock=clock or SystemClock(), rng=rng)
+        self.actor = actor
+        self.requests_left = 0
+        self.tokens_left = 0.0
+        self.expires = 0.0
+        self._info: RateLimitInfo | None = None
+        self.leases = 0
+
+    async def acquire(self, tokens: int, requests: int = 1) -> Reservation:
+        reservation = Reservation(tokens=tokens)
+        started = self.clock.now()
+        async with self._lock:  # this worker's callers in the order they asked
+            while True:
+                now = self.clock.now()
+                if now < self.reopen_at:
+                    await self.clock.sleep(self.reopen_at - now + self.rng.uniform(0, self.wake_jitter))
+                    continue
+                if now >= self.expires:
+                    await self._lease(tokens, give=True)
+                    continue
+                if self.requests_left >= requests and self.tokens_left >= tokens:
+                    break
+                await self._lease(tokens, give=False)
+            self.requests_left -= requests
+            self.tokens_left -= tokens
+        waited = self.clock.now() - started
+        reservation.cooldown_wait = min(waited, max(0.0, self.reopen_at - started))
+        reservation.limiter_wait = waited - reservation.cooldown_wait
+        return reservation
+
+    async def _lease(self, tokens: int, *, give: bool) -> None:
+        """One lease from the actor; with ``give``, the expired block goes back first."""
+        back = (self.requests_left, self.tokens_left) if give else (0, 0.0)
+        if give:
+            self.requests_left, self.tokens_left = 0, 0.0
+        info, self._info = self._info, None
+        grant: Grant = await self.actor.lease.remote(tokens, _finite(back), info)
+        self.leases += 1
+        self.requests_left += grant.requests
+        self.tokens_left += grant.tokens
+        self.expires = self.clock.now() + grant.ttl
+
+    def settle(self, reservation: Reservation, used_tokens: int | None) -> None:
+        if used_tokens is not None and math.isfinite(self.tokens_left):
+            self.tokens_left += reservation.tokens - used_tokens
+
+    def release(self, reservation: Reservation) -> None:
+        if math.isfinite(self.tokens_left):
+            self.tokens_left += reservation.tokens
+
+    def cooldown(self, seconds: float) -> None:
+        """A 429 here: drop the block (the server has less than we thought) and close the gate
+        on the actor, so every worker waits."""
+        until = self.clock.now() + max(0.0, seconds)
+        if until > self.reopen_at:
+            self.reopen_at = until
+            self.cooldowns += 1
+        self.requests_left, self.tokens_left = 0, min(self.tokens_left, 0.0)
+        self.expires = 0.0
+        self.actor.cooldown.remote(seconds)
+
+    def observe(self, info: RateLimitInfo) -> None:
+        """Keep the latest headers; they go to the actor with the next lease."""
+        if not info.empty:
+            self._info = info
+
+
+def _finite(back: tuple[int, float]) -> tuple[int, float]:
+    requests, tokens = back
+    return (requests if requests < UNMETERED_BLOCK // 2 else 0, tokens if math.isfinite(tokens) else 0.0)

@@ -1,0 +1,322 @@
+"""A Ray worker: an async actor that runs chains with the same stage code as a local run.
+
+Each worker holds a :class:`~chainfleet.runner.Runner` of its own whose store is a thin client
+(:class:`RemoteStore`): a stage result, an attempt, a cache write becomes a numbered event for
+the driver; ``durable()`` waits until the driver says it has committed that event; a look-up
+(a result to reuse on resume, a cached response) is a question answered by the driver's store.
+Limits go through :class:`~chainfleet.backends.ray_limits.LeasedLimiter` (the model's limiter
+actor). Everything reaches the driver through :meth:`ChainWorker.exchange`, which the driver calls
+in a loop: the worker never calls the driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+from ..errors import CallError, PermanentError
+from ..inputs import Item
+from ..pipeline import Pipeline
+from ..retry import RetryPolicy
+from ..runner import Runner
+from ..stage import Chain, StageExecutor
+from ..stats import RunStats
+from ..store import CallRow, RevisionRow, RunStore, StageHit
+from .ray_limits import LeasedLimiter
+from .ray_wire import ChainTask, Finished, Inbound, Outbound, StatsDelta, StoreCall
+
+if TYPE_CHECKING:
+    from ..limits import ModelLimiter
+    from ..providers import Provider
+
+__all__ = ["ChainWorker", "RemoteStore", "Secrets", "WorkerSpec"]
+
+#: RunStats fields that add up across workers
+COUNTED = (
+    "calls",
+    "calls_succeeded",
+    "calls_failed",
+    "calls_retried",
+    "rate_limited",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "service_seconds",
+    "backoff_seconds",
+    "limiter_seconds",
+    "cooldown_seconds",
+    "reused",
+    "cache_hits",
+)
+
+
+class Secrets:
+    """Environment variables for the workers (API keys, base URLs); the repr shows names only."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = dict(values)
+
+    def __repr__(self) -> str:
+        return f"Secrets({sorted(self.values)})"
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a worker needs to run chains of one run."""
+
+    #: the pipeline as data (compiled templates do not pickle): ``Pipeline.model_dump()``
+    pipeline: dict[str, Any]
+    run_id: str
+    retry: RetryPolicy
+    rpm: float | None
+    tpm: float | None
+    reuse: bool
+    cache: bool
+    persistent: bool
+    #: model spec -> the handle of its limiter actor (models without a limiter are absent)
+    limiters: dict[str, Any]
+    env: Secrets
+    providers: dict[str, Provider] = field(default_factory=dict)
+
+
+class _Outbox:
+    """What the worker has for the driver, and the waits for the driver's answers."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[int, StoreCall]] = []
+        self.lookups: list[tuple[int, StoreCall]] = []
+        self.finished: list[Finished] = []
+        self.number = 0
+        self.committed = 0
+        self._durable: list[tuple[int, asyncio.Future[None]]] = []
+        self._answers: dict[int, asyncio.Future[Any]] = {}
+        self.ready = asyncio.Event()
+
+    def add(self, event: StoreCall) -> None:
+        self.number += 1
+        self.events.append((self.number, event))
+        self.ready.set()
+
+    async def committed_through(self, number: int) -> None:
+        if self.committed >= number:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._durable.append((number, future))
+        self.ready.set()
+        await future
+
+    async def ask(self, lookup: StoreCall) -> Any:
+        self.number += 1
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._answers[self.number] = future
+        self.lookups.append((self.number, lookup))
+        self.ready.set()
+        return await future
+
+    def apply(self, out: Outbound) -> None:
+        self.committed = max(self.committed, out.committed)
+        waiting = []
+        for number, future in self._durable:
+            if number <= self.committed:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                waiting.append((number, future))
+        self._durable = waiting
+        for number, hit in out.answers.items():
+            answer = self._answers.pop(number, None)
+            if answer is not None and not answer.done():
+                answer.set_result(hit)
+
+    def drain(self, stats: StatsDelta) -> Inbound:
+        inbound = Inbound(events=self.events, lookups=self.lookups, finished=self.finished, stats=stats)
+        self.events, self.lookups, self.finished = [], [], []
+        self.ready.clear()
+        return inbound
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.events or self.lookups or self.finished)
+
+
+class RemoteStore:
+    """The worker's run store (or response cache): every write becomes an event for the
+    driver, ``durable()`` waits for the driver's commit, reads go through ``WorkerStages``."""
+
+    def __init__(self, outbox: _Outbox, *, persistent: bool, target: str = "store") -> None:
+        self.outbox = outbox
+        self.persistent = persistent
+        self.target = target
+
+    def _write(self, method: str, *args: Any, **kwargs: Any) -> None:
+        kwargs.pop("durable", None)  # the driver commits every exchange before acknowledging
+        self.outbox.add(StoreCall(method, args, kwargs, self.target))
+
+    def save_stage(self, *args: Any, **kwargs: Any) -> None:
+        self._write("save_stage", *args, **kwargs)
+
+    def save_call(self, run_id: str, row: CallRow) -> None:
+        self._write("save_call", run_id, row)
+
+    def save_revision(self, run_id: str, row: RevisionRow) -> None:
+        self._write("save_revision", run_id, row)
+
+    def set_gates(self, *args: Any, **kwargs: Any) -> None:
+        self._write("set_gates", *args, **kwargs)
+
+    def cache_put(self, key: str, hit: StageHit) -> None:
+        self._write("cache_put", key, hit)
+
+    async def durable(self) -> None:
+        """Return once the driver has committed everything this worker sent so far."""
+        await self.outbox.committed_through(self.outbox.number)
+
+    def flush(self) -> None:
+        return None
+
+
+class WorkerStages(StageExecutor):
+    """The stage code of a local run, with the look-ups and the limiters of the cluster."""
+
+    def __init__(self, runner: Runner, outbox: _Outbox, limiters: dict[str, LeasedLimiter]) -> None:
+        super().__init__(runner)
+        self.outbox = outbox
+        self.leased = limiters
+
+    async def stored(self, item_id: str, stage: str, key: str) -> StageHit | None:
+        hit: StageHit | None = await self.outbox.ask(StoreCall("find_stage", (item_id, stage, key)))
+        return hit
+
+    async def stored_try(self, item_id: str, stage: str, key: str, run_id: str | None) -> RevisionRow | None:
+        call = StoreCall("find_revision", (item_id, stage, key), {"run_id": run_id})
+        row: RevisionRow | None = await self.outbox.ask(call)
+        return row
+
+    async def cached(self, key: str) -> StageHit | None:
+        hit: StageHit | None = await self.outbox.ask(StoreCall("cache_get", (key,), target="cache"))
+        return hit
+
+    def _limiter(self, spec: str) -> ModelLimiter | None:
+        return self.leased.get(spec)
+
+
+class ChainWorker:
+    """The body of a worker actor (``ray.remote`` is applied by the driver)."""
+
+    def __init__(self, spec: WorkerSpec, poll: float = 0.2) -> None:
+        os.environ.update(spec.env.values)
+        self.poll = poll
+        self.outbox = _Outbox()
+        store = RemoteStore(self.outbox, persistent=spec.persistent)
+        cache = RemoteStore(self.outbox, persistent=True, target="cache")
+        self.runner = Runner(
+            Pipeline.model_validate(spec.pipeline),
+            store=cast(RunStore, store),
+            run_id=spec.run_id,
+            retry=spec.retry,
+            rpm=spec.rpm,
+            tpm=spec.tpm,
+            reuse=spec.reuse,
+            cache=cast(RunStore, cache) if spec.cache else False,
+            providers=spec.providers,
+        )
+        clock = self.runner.clock
+        limiters = {model: LeasedLimiter(actor, clock=clock) for model, actor in spec.limiters.items()}
+        self.runner.stages = WorkerStages(self.runner, self.outbox, limiters)
+        self.limiters = limiters
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self._started = False
+        self._sent = RunStats()
+        self._sent_cost: float | None = 0.0
+        self._sent_seconds: dict[str, int] = {}
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    async def submit(self, tasks: list[ChainTask]) -> None:
+        """Start running ``tasks`` (each returns through :meth:`exchange` when finished)."""
+        for task in tasks:
+            chain = Chain(Item(id=task.id, index=task.index, line=task.line, fields=task.fields))
+            chain.outputs = dict(task.outputs)
+            chain.next_stage = task.next_stage
+            self.tasks[task.index] = asyncio.ensure_future(self._run(chain))
+
+    async def cancel(self, indexes: list[int]) -> None:
+        for index in indexes:
+            task = self.tasks.pop(index, None)
+            if task is not None:
+                task.cancel()
+
+    async def _run(self, chain: Chain) -> None:
+        try:
+            await self.runner._advance(chain)
+            error = chain.error
+        except Exception as exc:  # a bug of ours: this item fails, the worker goes on
+            error = PermanentError(f"{type(exc).__name__}: {exc}")
+        self.tasks.pop(chain.item.index, None)
+        self.outbox.finished.append(Finished(chain.item.index, _sendable(error), chain.error_stage))
+        self.outbox.ready.set()
+
+    async def exchange(self, out: Outbound) -> Inbound:
+        """Take the driver's word (committed events, answers, stopping); return what is new,
+        waiting up to ``poll`` seconds for something to happen."""
+        if not self._started:
+            self.runner._t0 = self.runner.clock.now() - out.elapsed
+            self._started = True
+        self.outbox.apply(out)
+        if out.halted:
+            self.runner.stop("stopping")
+        if not self.outbox.pending:
+            try:
+                await asyncio.wait_for(self.outbox.ready.wait(), timeout=self.poll)
+            except asyncio.TimeoutError:
+                pass
+        await asyncio.sleep(0)  # let the chains just woken add theirs: one larger batch
+        return self.outbox.drain(self._delta())
+
+    def _delta(self) -> StatsDelta:
+        stats, sent = self.runner.stats, self._sent
+        counts = {}
+        for name in COUNTED:
+            value, before = getattr(stats, name), getattr(sent, name)
+            if value != before:
+                counts[name] = value - before
+                setattr(sent, name, value)
+        cost = self.runner.cost_usd
+        cost_delta = None if cost is None or self._sent_cost is None else cost - self._sent_cost
+        self._sent_cost = cost
+        stages = {}
+        for name, stage in stats.stages.items():
+            old = sent.stage(name)
+            start = self._sent_seconds.get(name, 0)
+            new_seconds = list(stage.seconds[start:])
+            stages[name] = (stage.calls - old.calls, stage.failed - old.failed, new_seconds, stage.in_flight)
+            old.calls, old.failed = stage.calls, stage.failed
+            self._sent_seconds[name] = len(stage.seconds)
+        return StatsDelta(counts=counts, cost_usd=cost_delta, stages=stages)
+
+    async def leases(self) -> int:
+        """How many leases this worker took from the limiter actors (for the benchmark)."""
+        return sum(limiter.leases for limiter in self.limiters.values())
+
+    async def close(self) -> None:
+        for task in list(self.tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        await self.runner.pool.aclose()
+
+
+def _sendable(error: CallError | None) -> CallError | None:
+    """The error itself when it pickles (it always should), else a plain copy of its message."""
+    if error is None:
+        return None
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:
+        copy = PermanentError(str(error), status=error.status, item_id=error.item_id, stage=error.stage)
+        copy.kind = error.kind
+        return copy

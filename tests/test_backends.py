@@ -1,0 +1,66 @@
+"""The execution seam without Ray: the local backend is the default, Ray is never imported by
+`--help` or a local run, and the Ray-only flags are refused with exit code 2 elsewhere."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from click.testing import CliRunner
+
+import chainfleet.cli.run  # noqa: F401 - registers the command
+from chainfleet.cli import cli
+from conftest import read_report
+
+#: the console script's main(), run three times in one process: --help, run --help, a sim run
+PROBE = """
+import sys
+from chainfleet.cli import main
+pipeline, items, out = sys.argv[1:4]
+for argv in (["--help"], ["run", "--help"], ["run", pipeline, "-i", items, "--out", out, "-q"]):
+    sys.argv = ["chainfleet", *argv]
+    try:
+        main()
+    except SystemExit as exc:
+        assert exc.code in (0, None), (argv, exc.code)
+print(sorted(name for name in sys.modules if name == "ray" or name.startswith("ray.")))
+"""
+
+
+def test_help_and_a_local_run_never_import_ray(
+    write_pipeline: Callable[..., Path], topics_file: Callable[..., Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE, str(write_pipeline()), str(topics_file()), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip().splitlines()[-1] == "[]"
+    assert read_report(out)["items"]["succeeded"] == 5
+
+
+def test_ray_flags_without_the_ray_backend_exit_2_before_any_call(
+    write_pipeline: Callable[..., Path], topics_file: Callable[..., Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli, ["run", str(write_pipeline()), "-i", str(topics_file()), "--workers", "3", "--out", str(out)]
+    )
+    assert result.exit_code == 2
+    assert "--workers only apply with --backend ray" in result.output
+    assert not (out / "results.jsonl").exists()
+
+
+def test_an_unknown_backend_is_a_usage_error(
+    write_pipeline: Callable[..., Path], topics_file: Callable[..., Path]
+) -> None:
+    args = ["run", str(write_pipeline()), "-i", str(topics_file()), "--backend", "k8s"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert "k8s" in result.output
