@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from typing import Any
 import pytest
 
 from chainfleet.pipeline import Pipeline
-from chainfleet.runner import arun
+from chainfleet.runner import Runner, arun
 from chainfleet.simserver import SimServerSettings, SimServerThread
 from conftest import TOPICS, read_report, read_results
 
@@ -89,12 +92,21 @@ def comparable(out: Path) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if k != "seconds"} for row in read_results(out)]
 
 
+def essentials(out: Path) -> list[tuple[str, str, dict[str, str]]]:
+    """What a resumed run must end with (its attempts count only the calls it made itself)."""
+    return [(r["id"], r["status"], r["outputs"]) for r in read_results(out)]
+
+
 def cli_env(sim: SimServerThread) -> dict[str, str]:
+    """A CLI subprocess's environment: the sim-server, and Ray's token authentication the way a
+    user joining a cluster sets it (the node's ``ray.init`` turned it on in this process)."""
+    ray_auth = {k: v for k, v in os.environ.items() if k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
     return {
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", "/tmp"),
         "OPENAI_BASE_URL": f"{sim.url}/v1",
         "OPENAI_API_KEY": KEY,
+        **ray_auth,
     }
 
 
@@ -181,3 +193,129 @@ def test_every_port_the_ray_node_listens_on_is_loopback(ray_node: str) -> None:
     assert ray_node.startswith("127.0.0.1:")
     outside = [s for s in sockets if s[1] != "127.0.0.1"]
     assert not outside, f"Ray listens beyond loopback: {outside}"
+
+
+def _start(sim: SimServerThread, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [CHAINFLEET, *args, "-q"], env=cli_env(sim), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _wait_for(sim: SimServerThread, ok: int, timeout: float = 90) -> float:
+    """Wait until the server has answered ``ok`` calls; the monotonic time it got there."""
+    deadline = time.monotonic() + timeout
+    while sim.stats()["ok"] < ok:
+        assert time.monotonic() < deadline, f"the run did not get to {ok} calls: {sim.stats()['ok']}"
+        time.sleep(0.005)
+    return time.monotonic()
+
+
+def test_four_workers_hold_a_told_limit_cluster_wide(
+    ray_node: str, sim: SimServerThread, tmp_path: Path
+) -> None:
+    rpm = 2400  # 40 calls a second, told to the server and to chainfleet
+    sim.configure(rpm=rpm)
+    sim.reset()
+    pipeline, topics = sim_files(tmp_path, 100)
+    out = tmp_path / "run"
+    args = ["run", str(pipeline), "-i", str(topics), "-c", "16", "--rpm", str(rpm), "--out", str(out)]
+    proc = _start(sim, *args, "--backend", "ray", "--address", ray_node, "--workers", "4")
+    try:
+        # the steady state, by the server's counts: after the first burst, over 200 calls (~5 s)
+        first = _wait_for(sim, 80)
+        last = _wait_for(sim, 280)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 0, stderr
+    rate = 200 / (last - first) * 60
+    stats = sim.stats()
+    assert rate >= 0.98 * rpm, f"{rate:.0f}/min of {rpm}"
+    assert rate <= 1.05 * rpm, f"{rate:.0f}/min of {rpm}"
+    assert stats["rate_limited"] <= 0.005 * stats["calls"], stats
+    assert read_report(out)["items"]["succeeded"] == 100
+    assert read_report(out)["rates"]["models"]["openai:gpt-sim"]["rpm_limit"] == rpm
+
+
+def test_a_killed_worker_loses_only_its_calls_in_flight(
+    ray_node: str, sim: SimServerThread, tmp_path: Path
+) -> None:
+    sim.configure(latency=0.05)
+    pipeline, topics = sim_files(tmp_path, 40)
+    holder: dict[str, Runner] = {}
+
+    async def run_and_kill() -> Any:
+        task = asyncio.ensure_future(
+            arun(
+                Pipeline.from_yaml(pipeline),
+                topics,
+                out=tmp_path / "run",
+                concurrency=8,
+                backend="ray",
+                workers=2,
+                on_start=lambda runner: holder.setdefault("runner", runner),
+            )
+        )
+        for _ in range(9000):  # up to 90 s
+            if sim.stats()["ok"] >= 30:
+                break
+            await asyncio.sleep(0.01)
+        backend = holder["runner"].backend
+        victim = backend.worker_pids()[0]  # type: ignore[attr-defined]
+        os.kill(victim, signal.SIGKILL)
+        report = await task
+        return report, victim, backend
+
+    report, victim, backend = asyncio.run(run_and_kill())
+    assert report.items_succeeded == 40 and report.items_failed == 0
+    assert backend.replacements == 1
+    rows = read_results(tmp_path / "run")
+    assert [r["status"] for r in rows] == ["succeeded"] * 40
+    assert all(sorted(r["outputs"]) == ["edit", "research", "write"] for r in rows)
+    completed = sim.stats()["completed_by_key"]
+    # every call was answered once, except those in flight on the killed worker (4 chains there)
+    assert sum(completed.values()) <= 3 * 40 + 4, sum(completed.values())
+    assert len([key for key, n in completed.items() if n > 1]) <= 4
+
+
+def _kill_midway(sim: SimServerThread, args: list[str], after: int) -> None:
+    proc = _start(sim, *args)
+    try:
+        _wait_for(sim, after)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [(["--backend", "ray", "--workers", "2"], []), ([], ["--backend", "ray", "--workers", "2"])],
+    ids=["ray-then-local", "local-then-ray"],
+)
+def test_a_run_killed_on_one_backend_resumes_on_the_other(
+    ray_node: str, sim: SimServerThread, tmp_path: Path, first: list[str], then: list[str]
+) -> None:
+    sim.configure(latency=0.05)
+    pipeline, topics = sim_files(tmp_path, 30)
+    reference = tmp_path / "reference"
+    asyncio.run(arun(Pipeline.from_yaml(pipeline), topics, out=reference, concurrency=4))
+    sim.reset()
+    base = ["run", str(pipeline), "-i", str(topics), "-c", "4"]
+    out = tmp_path / "run"
+    address = ["--address", ray_node]
+    _kill_midway(sim, [*base, "--out", str(out), *first, *(address if first else [])], after=30)
+    partial = sum(sim.stats()["completed_by_key"].values())
+    resumed = subprocess.run(
+        [CHAINFLEET, *base, "--out", str(out), "--resume", *then, *(address if then else []), "-q"],
+        env=cli_env(sim),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert essentials(out) == essentials(reference)
+    completed = sim.stats()["completed_by_key"]
+    # nothing committed is called again: only what was in flight at the kill (4 chains)
+    assert sum(completed.values()) <= 3 * 30 + 4, (partial, sum(completed.values()))
+    assert len([key for key, n in completed.items() if n > 1]) <= 4

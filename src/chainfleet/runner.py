@@ -132,7 +132,9 @@ class Runner:
         self.clock = clock or SystemClock()
         self.store = store or RunStore.open("")  # "" = a private temporary file: memory stays flat
         self.run_id = run_id or new_run_id()
-        self.pool = ProviderPool(pipeline, clock=self.clock, overrides=dict(providers or {}))
+        #: providers given by the caller (the Ray backend sends them to its workers)
+        self.provider_overrides = dict(providers or {})
+        self.pool = ProviderPool(pipeline, clock=self.clock, overrides=dict(self.provider_overrides))
         self.stats = RunStats()
         self.rng = random.Random(seed)
         self.rpm, self.tpm = rpm, tpm

@@ -83,6 +83,8 @@ class RayBackend:
         self.links: list[_Link] = []
         self.limiters: dict[str, Any] = {}
         self.replacements = 0
+        #: per model: leases the workers took from its limiter actor over the run
+        self.leases: dict[str, int] = {}
         self._runner: Runner | None = None
         self._spec: WorkerSpec | None = None
         self._worker_class: Any = None
@@ -113,6 +115,7 @@ class RayBackend:
             persistent=runner.store.persistent,
             limiters=self.limiters,
             env=Secrets(self._env(runner)),
+            providers=runner.provider_overrides,
         )
         options = {"num_cpus": min(1.0, cpus / count), "max_restarts": 0, "max_concurrency": 1000}
         self._worker_class = ray.remote(**options)(ChainWorker)
@@ -173,6 +176,7 @@ class RayBackend:
             limiter.limit_rpm, limiter.limit_tpm = state.limit_rpm, state.limit_tpm
             limiter.cooldowns = state.cooldowns
             self._runner.limiters[spec] = limiter
+            self.leases[spec] = state.leases
 
     def worker_pids(self) -> list[int]:
         """The process ids of the live workers (tests kill one)."""
