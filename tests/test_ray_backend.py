@@ -232,7 +232,9 @@ def test_four_workers_hold_a_told_limit_cluster_wide(
     rate = 200 / (last - first) * 60
     stats = sim.stats()
     assert rate >= 0.98 * rpm, f"{rate:.0f}/min of {rpm}"
-    assert rate <= 1.05 * rpm, f"{rate:.0f}/min of {rpm}"
+    # never above the limit, but for the limiter's burst (one second of the rate) saved up
+    # while the workers lagged behind it
+    assert 200 <= rpm / 60 * (last - first + 1) + 1, f"{rate:.0f}/min of {rpm}"
     assert stats["rate_limited"] <= 0.005 * stats["calls"], stats
     assert read_report(out)["items"]["succeeded"] == 100
     assert read_report(out)["rates"]["models"]["openai:gpt-sim"]["rpm_limit"] == rpm
