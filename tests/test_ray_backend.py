@@ -25,7 +25,7 @@ import pytest
 from chainfleet.pipeline import Pipeline
 from chainfleet.runner import Runner, arun
 from chainfleet.simserver import SimServerSettings, SimServerThread
-from conftest import TOPICS, read_report, read_results
+from conftest import TOPICS, pipeline_data, read_report, read_results
 
 if importlib.util.find_spec("ray") is None:
     if os.environ.get("CI"):
@@ -125,6 +125,22 @@ def test_a_ray_run_writes_the_same_results_as_a_local_run(
     assert report["calls"]["total"] == 45 and report["calls"]["failed"] == 0
     assert report["tokens"] == read_report(tmp_path / "local")["tokens"]
     assert sorted(report["stages"]) == ["edit", "research", "write"]
+
+
+def test_gates_and_revisions_run_on_ray_as_they_do_locally(
+    ray_node: str, write_pipeline: Callable[..., Path], topics_file: Callable[..., Path], tmp_path: Path
+) -> None:
+    stages = [dict(stage) for stage in pipeline_data()["stages"]]
+    stages[-1].update(gate=[{"min_words": 5}, {"must_include": ["never-said"]}], on_fail="revise")
+    stages[-1].update(max_revisions=1, then="accept")
+    pipeline = Pipeline.from_yaml(write_pipeline(stages=stages))
+    topics = topics_file(TOPICS[:4])
+    asyncio.run(arun(pipeline, topics, out=tmp_path / "local", concurrency=4))
+    asyncio.run(arun(pipeline, topics, out=tmp_path / "ray", concurrency=4, backend="ray", workers=2))
+    rows = comparable(tmp_path / "ray")
+    assert rows == comparable(tmp_path / "local")
+    assert all(row["gates"]["edit"]["revisions"] == 1 for row in rows), rows[0]["gates"]  # revised once
+    assert read_report(tmp_path / "ray")["calls"] == read_report(tmp_path / "local")["calls"]
 
 
 def _children(root: int) -> set[int]:
