@@ -22,6 +22,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .report import LIST_CAP, RunReport, topic_of
+from .review.summary import review_summary
 from .stats import RunStats
 from .store import ItemRecord, RunStore, StoreError
 
@@ -240,6 +241,8 @@ def report_from_summary(summary: Mapping[str, Any], store: RunStore, run_id: str
         items_succeeded=items.get("succeeded", 0),
         items_failed=items.get("failed", 0),
         items_skipped=items.get("skipped", 0),
+        items_needs_review=items.get("needs_review", 0),
+        review=review_summary(store, run_id),  # decisions made since the run are counted too
         wall_seconds=summary.get("wall_seconds", 0.0),
         sequential_seconds=summary.get("sequential_seconds", 0.0),
         backoff_seconds=summary.get("backoff_seconds", 0.0),
@@ -341,6 +344,7 @@ def _report_from_calls(store: RunStore, run: Mapping[str, Any]) -> RunReport:
         store=store,
     )
     _add_items(report, store)
+    report.review = review_summary(store, run_id)
     return report
 
 
@@ -357,6 +361,8 @@ def _add_items(report: RunReport, store: RunStore) -> None:
                 report.failures.append({"id": record.id, **record.error})
         elif record.status == "skipped":
             report.items_skipped += 1
+        elif record.status == "needs_review":
+            report.items_needs_review += 1
         elif record.status == "succeeded":
             report.items_succeeded += 1
             topic = topic_of(record.input, report.input_field)

@@ -50,6 +50,7 @@ from pydantic import (
 from .contracts import Contract, strict_schema, template_paths, unknown_property
 from .errors import InvalidOutput, PipelineError
 from .gates import Check, JudgeCheck, SpecError, parse_gate
+from .review.rules import ReviewRule
 
 __all__ = [
     "Gate",
@@ -154,6 +155,8 @@ class Stage(BaseModel):
     revise: str | None = None
     max_revisions: int = Field(2, ge=0)
     then: Literal["fail", "accept"] = "fail"
+    #: where a person reviews this stage's output: always, on_gate_fail, {sample: F} (issue 10)
+    review: ReviewRule | None = None
 
     _prompt_t: jinja2.Template | None = PrivateAttr(None)
     _system_t: jinja2.Template | None = PrivateAttr(None)
@@ -212,6 +215,10 @@ class Stage(BaseModel):
         if value is None:
             return None
         return Contract.from_value(value, base=_SCHEMA_BASE.get())
+    @field_validator("review", mode="before")
+    @classmethod
+    def _check_review(cls, value: Any) -> ReviewRule | None:
+        return None if value is None else ReviewRule.parse(value)
 
     @model_validator(mode="after")
     def _check_kind(self) -> Stage:

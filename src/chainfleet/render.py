@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .gate_report import gate_markdown
+from .review.summary import review_lines
 from .store import ItemRecord
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ def headline(d: Mapping[str, Any]) -> list[str]:
         )
     if items.get("failed"):
         lines.append(f"Failed: {items['failed']} item{'' if items['failed'] == 1 else 's'}: {_why(d)}")
+    lines += review_lines(d)
     if d.get("stopped"):
         lines.append(f"**Stopped early**: {d['stopped']}")
     if d.get("input_error"):

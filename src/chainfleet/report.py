@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .gate_report import gate_summary
 from .quality import assess
+from .review.summary import review_summary
 from .store import ItemRecord, RunStore
 
 if TYPE_CHECKING:
@@ -33,6 +34,9 @@ __all__ = ["RunReport", "build_report"]
 
 #: fatal errors that mean "fix your configuration" (exit code 2), unlike an exhausted quota
 CONFIG_FATAL = ("auth_failed", "model_not_found")
+
+#: the exit code of a run where nothing failed but some items wait for a person
+EXIT_REVIEW = 3
 
 #: report.json lists at most this many failures and per-item quality rows (the counts are exact)
 LIST_CAP = 1000
@@ -51,6 +55,10 @@ class RunReport:
     items_succeeded: int = 0
     items_failed: int = 0
     items_skipped: int = 0
+    #: items parked for a person (``review:``): never failed
+    items_needs_review: int = 0
+    #: review counts and time waiting for people (chainfleet.review.summary)
+    review: dict[str, Any] = field(default_factory=dict)
     wall_seconds: float = 0.0
     sequential_seconds: float = 0.0
     backoff_seconds: float = 0.0
@@ -99,6 +107,8 @@ class RunReport:
             return 130
         if self.input_error or self.stopped_kind in CONFIG_FATAL:
             return 2
+        if self.items_needs_review and self.items_succeeded + self.items_needs_review == self.items_total:
+            return EXIT_REVIEW
         return 0 if self.items_succeeded == self.items_total else 1
 
     def results(self) -> Iterator[ItemRecord]:
@@ -138,7 +148,9 @@ class RunReport:
                 "succeeded": self.items_succeeded,
                 "failed": self.items_failed,
                 "skipped": self.items_skipped,
+                "needs_review": self.items_needs_review,
             },
+            "review": self.review,
             "wall_seconds": round(self.wall_seconds, 4),
             "wall_clock_note": "first admission to last result; excludes start-up and report writing",
             "sequential_seconds": round(self.sequential_seconds, 4),
@@ -172,7 +184,9 @@ class RunReport:
         speedup = self.speedup
         lines = [
             f"run {self.run_id}: {self.items_succeeded}/{self.items_total} items succeeded, "
-            f"{self.items_failed} failed" + (f", {self.items_skipped} skipped" if self.items_skipped else ""),
+            f"{self.items_failed} failed"
+            + (f", {self.items_skipped} skipped" if self.items_skipped else "")
+            + (f", {self.items_needs_review} wait for review" if self.items_needs_review else ""),
             f"wall {fmt_seconds(self.wall_seconds)} at concurrency {self.concurrency}; "
             f"one at a time would take {fmt_seconds(self.sequential_seconds)}"
             + _saved_note(speedup, saved, self.waits),
@@ -259,7 +273,7 @@ def build_report(runner: Runner) -> RunReport:
         input_error=str(runner.input_error) if runner.input_error else None,
         store=store,
     )
-    counts = {"succeeded": 0, "failed": 0, "skipped": 0}
+    counts = {"succeeded": 0, "failed": 0, "skipped": 0, "needs_review": 0}
     updates: list[tuple[int, dict[str, Any]]] = []
     for record in store.items(run_id):
         counts[record.status] = counts.get(record.status, 0) + 1
@@ -285,7 +299,9 @@ def build_report(runner: Runner) -> RunReport:
     report.items_succeeded = counts["succeeded"]
     report.items_failed = counts["failed"]
     report.items_skipped = counts["skipped"]
+    report.items_needs_review = counts["needs_review"]
     report.items_total = sum(counts.values())
+    report.review = review_summary(store, run_id)
     return report
 
 

@@ -43,6 +43,7 @@ from .prices import Price, price_for
 from .providers import Provider, ProviderPool
 from .report import RunReport, build_report
 from .retry import RetryPolicy, retry_in_next_pass
+from .review.hook import ReviewHook
 from .stage import Chain, StageExecutor
 from .stats import RunStats
 from .store import ItemRecord, RunStore
@@ -165,6 +166,13 @@ class Runner:
         self.stages = StageExecutor(self)
         #: where admitted chains run: here (local) or on a Ray cluster
         self.backend: Backend = backend or LocalBackend()
+        #: parks items that need a person (``review:``) and takes reviewers' decisions on
+        self.review = ReviewHook(self)
+        if self.backend.name != "local" and any(st.review is not None for st in self._stages):
+            raise ConfigError(
+                f"review: needs the local backend for now (a person's decisions are applied where "
+                f"the chain runs); run without --backend {self.backend.name}"
+            )
 
     # -- the run -----------------------------------------------------------------------------------
 
@@ -295,7 +303,9 @@ class Runner:
             self.stats.in_flight -= 1
         del self._in_flight[chain.item.index]
         self.stats.last_result = self.clock.now()
-        if chain.error is None:
+        if chain.parked is not None:
+            self._save_item(chain, "needs_review")  # never failed: it waits for a person
+        elif chain.error is None:
             self.stats.done += 1
             self._save_item(chain, "succeeded")
         else:

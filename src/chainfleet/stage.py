@@ -34,6 +34,7 @@ from .limits import ModelLimiter, estimate_tokens
 from .pipeline import Stage
 from .prices import price_for
 from .providers import CompletionRequest
+from .review.hook import with_feedback
 from .stats import StageStats
 from .store import CallRow, RevisionRow, StageHit
 
@@ -86,6 +87,10 @@ class Chain:
     error_stage: str | None = None
     #: per gated stage, its tries' gate results and outcome
     gates: dict[str, GateOutcome] = field(default_factory=dict)
+    #: the stage where the item waits for a person (``review:``), if it does
+    parked: str | None = None
+    #: outputs a gate refused that wait for review instead (stage -> reason)
+    gate_failures: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -219,11 +224,16 @@ class StageExecutor:
                 self._tracked.update(s.name for s in stages[start:index])
 
     async def run(self, chain: Chain, stage: Stage) -> None:
-        """Get one stage's result for one item, gated. Raises the ``CallError`` that fails it."""
+        """Get one stage's result for one item, gated. Raises the ``CallError`` that fails it.
+
+        A stage a reviewer sent this item back to starts with the reviewer's note as its
+        ``feedback`` (and the rejected output as ``previous``)."""
+        sent_back = self.runner.review.context(chain, stage)
+        feedback, previous = sent_back.get("feedback", ""), sent_back.get("previous") or None
         if not stage.checks:
-            await self.produce(chain, stage)
+            await self.produce(chain, stage, feedback=feedback, previous=previous)
             return
-        revision, feedback, previous = 0, "", None
+        revision = 0
         outcome = chain.gates[stage.name] = GateOutcome(stage.name)
         while True:
             tried = await self.produce(chain, stage, revision=revision, feedback=feedback, previous=previous)
@@ -238,6 +248,8 @@ class StageExecutor:
             outcome.outcome = {"pass": "passed", "accept": "accepted"}.get(action, "failed")
             await self._settle(chain, stage, tried, results, outcome.outcome)
             if action == "fail":
+                if self.runner.review.gate_failed(chain, stage, gate_message(results)):
+                    return  # review: on_gate_fail: a person decides instead
                 raise InvalidOutput(gate_message(results), stage=stage.name)
             return
 
@@ -297,6 +309,8 @@ class StageExecutor:
         against the contract, and durable in the store before it is returned."""
         context = self._context(chain)
         if stage.is_tool:
+            if feedback:  # sent back by a reviewer: the tool sees the note (and its key changes)
+                context |= {"feedback": feedback, "previous": "" if previous is None else as_text(previous)}
             prepared = self._tool_call(stage, context)
         else:
             context["feedback"] = feedback
@@ -557,6 +571,8 @@ class StageExecutor:
         system, prompt = stage.render(context)
         if revision and not stage.uses_feedback:
             prompt += revision_note(context["feedback"], context["previous"])
+        elif context.get("feedback"):  # sent back by a reviewer: the note reaches the model
+            prompt = with_feedback(prompt, stage, context["feedback"])
         contract = stage.contract
         request = CompletionRequest(
             model=model,

@@ -144,10 +144,18 @@ def m004_contracts_gates(db: sqlite3.Connection) -> None:
     )
 
 
+def m005_review(db: sqlite3.Connection) -> None:
+    """The review queue and its decisions (defined with the queue, in ``review/queue.py``)."""
+    from .review.queue import m005_review as migrate
+
+    migrate(db)
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_calls_keys_cache,
     m004_contracts_gates,
+    m005_review,
 ]
 
 

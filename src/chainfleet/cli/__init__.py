@@ -60,7 +60,7 @@ def main() -> None:
     raise_on_signals()
     atexit.register(settle_streams)  # the last word before the interpreter's own final flush
     try:
-        from . import compare, demo, plan, report, run, simserver  # noqa: F401 - registers the commands
+        from . import compare, demo, plan, report, review, run, simserver  # noqa: F401 - registers the commands
 
         cli()
     except KeyboardInterrupt as exc:  # while parsing, before a command's own handling

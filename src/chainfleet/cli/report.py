@@ -12,6 +12,7 @@ from ..errors import ConfigError
 from ..folder import held
 from ..output import rewrite_output, store_problem
 from ..report import fmt_seconds
+from ..review.queue import ReviewQueue
 from ..store import RunStore, StoreError
 from . import cli, config_errors
 
@@ -64,7 +65,8 @@ def runs_command(folder: str) -> None:
     for path in paths:
         try:
             with RunStore.open(path) as store:
-                rows += [{**run, "folder": path.parent} for run in store.runs()]
+                review = ReviewQueue(store.db).counts()
+                rows += [{**run, "folder": path.parent, "review": review} for run in store.runs()]
         except StoreError as exc:
             if path.parent == root:
                 raise ConfigError(store_problem(exc), where=str(path)) from exc
@@ -77,13 +79,25 @@ def runs_command(folder: str) -> None:
         click.echo(line, err=True)
 
 
-HEADERS = ("run", "pipeline", "started", "status", "ok", "failed", "skipped", "wall", "saved", "folder")
+HEADERS = (
+    "run",
+    "pipeline",
+    "started",
+    "status",
+    "ok",
+    "failed",
+    "skipped",
+    "review",
+    "wall",
+    "saved",
+    "folder",
+)
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
     table = [HEADERS] + [_cells(r) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(HEADERS))]
-    right = {4, 5, 6, 7, 8}
+    right = {4, 5, 6, 8, 9}
     for row in table:
         cells = [
             c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
@@ -103,7 +117,16 @@ def _cells(run: dict[str, Any]) -> tuple[str, ...]:
         str(items.get("succeeded", 0)),
         str(items.get("failed", 0)),
         str(items.get("skipped", 0)),
+        _review_cell(run),
         fmt_seconds(wall) if wall is not None else "-",
         f"{saved:.0f}%" if saved is not None else "-",
         str(run["folder"]),
     )
+
+
+def _review_cell(run: dict[str, Any]) -> str:
+    """``waiting/approved/edited/rejected`` of the store's review queue, ``-`` when none."""
+    review = run.get("review") or {}
+    if not any(review.values()):
+        return "-"
+    return "{waiting}w {approved}a {edited}e {rejected}r".format(**review)

@@ -269,6 +269,11 @@ def execute(
             "responses: those were not called again"
         )
     say(f"output: {out_dir}/ (report.html, timeline.png, report.md, report.json, results.jsonl, items/)")
+    if report.items_needs_review:
+        say(
+            f"{report.items_needs_review} item{'s wait' if report.items_needs_review > 1 else ' waits'} "
+            f"for review: chainfleet review {out_dir} (then: chainfleet resume {out_dir})"
+        )
     if report.input_error:
         say(f"error: {report.input_error}", err=True)
     elif report.stopped_kind == "interrupted":

@@ -1,0 +1,111 @@
+"""``chainfleet review OUT_DIR``: the items waiting for a person, in the terminal, from a
+script, or on a local web page."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from ..errors import ConfigError
+from . import cli, config_errors
+
+if TYPE_CHECKING:
+    from ..review.session import ReviewSession
+
+
+@cli.command("review", short_help="Approve, edit or send back the items waiting for review.")
+@click.argument("out", metavar="OUT_DIR", type=click.Path(file_okay=False))
+@click.argument("ids", nargs=-1, metavar="[ID]...")
+@click.option("--list", "list_", is_flag=True, help="Print the queue (id, stage, quality, why) and exit.")
+@click.option("--approve", is_flag=True, help="Approve the items ID...")
+@click.option("--reject", "reject_id", metavar="ID", help="Send item ID back (needs --note).")
+@click.option("--note", metavar="TEXT", help="The rejection's note: the stage sees it as {{ feedback }}.")
+@click.option("--from", "from_stage", metavar="STAGE", help="Re-run from STAGE [default: the reviewed one].")
+@click.option("--approve-all", is_flag=True, help="Approve every waiting item (narrow it with --where).")
+@click.option("--where", metavar="EXPR", help="With --approve-all: e.g. 'quality >= 80' (a safe expression).")
+@click.option("--export", "export_file", metavar="FILE", help="Write every decision as JSON lines.")
+@click.option("--reviewer", metavar="NAME", help="Who decides [default: the OS user].")
+@config_errors
+def review_command(
+    out: str,
+    ids: tuple[str, ...],
+    list_: bool,
+    approve: bool,
+    reject_id: str | None,
+    note: str | None,
+    from_stage: str | None,
+    approve_all: bool,
+    where: str | None,
+    export_file: str | None,
+    reviewer: str | None,
+) -> None:
+    """Review the items of OUT_DIR that wait for a person (a stage's `review:`), then go on
+    with `chainfleet resume OUT_DIR`: approved and edited items take their next stages,
+    rejected ones re-run from their stage with the note as {{ feedback }}.
+
+    \b
+    Examples:
+      chainfleet review runs/today                       one item at a time, keys a/e/r/s/u/q
+      chainfleet review runs/today --list
+      chainfleet review runs/today --approve 3 7 12
+      chainfleet review runs/today --reject 5 --note "cite a source" --from research
+      chainfleet review runs/today --approve-all --where 'quality >= 80'
+      chainfleet review runs/today --export decisions.jsonl
+
+    An unknown id, or one not waiting, is exit code 2 and changes nothing.
+    """
+    from ..review.session import ReviewSession
+
+    actions = [bool(list_), approve, reject_id is not None, approve_all, export_file is not None]
+    if sum(actions) > 1:
+        raise ConfigError("give one of --list, --approve, --reject, --approve-all, --export")
+    if ids and not approve:
+        raise ConfigError(f"item ids ({' '.join(ids)}) are only for --approve")
+    if approve and not ids:
+        raise ConfigError("--approve needs the ids of the items to approve")
+    if (note is not None or from_stage is not None) and reject_id is None:
+        raise ConfigError("--note and --from go with --reject ID")
+    if reject_id is not None and not note:
+        raise ConfigError("--reject needs --note TEXT: the stage sees it as {{ feedback }}")
+    if where is not None and not approve_all:
+        raise ConfigError("--where goes with --approve-all")
+    with ReviewSession.open(out, reviewer=reviewer) as session:
+        if list_:
+            _list(session)
+        elif approve:
+            session.check_waiting(ids)  # all of them, before deciding any
+            for item_id in ids:
+                session.approve(item_id)
+            click.echo(f"approved {len(ids)}; go on with: chainfleet resume {out}")
+        elif reject_id is not None:
+            assert note is not None
+            decision = session.reject(reject_id, note, from_stage=from_stage)
+            click.echo(
+                f"rejected {reject_id}: it re-runs from {decision.from_stage} with your note; "
+                f"go on with: chainfleet resume {out}"
+            )
+        elif approve_all:
+            entries = session.select(where) if where else session.waiting()
+            for entry in entries:
+                session.approve(entry.item_id, qid=entry.qid)
+            click.echo(f"approved {len(entries)}" + (f" matching {where!r}" if where else ""))
+        elif export_file is not None:
+            count = session.export(export_file)
+            click.echo(f"wrote {count} decisions to {export_file}")
+        else:
+            from ..review.terminal import interact
+
+            interact(session)
+
+
+def _list(session: ReviewSession) -> None:
+    entries = session.waiting()
+    if not entries:
+        click.echo("nothing waits for review")
+        return
+    click.echo(f"{len(entries)} waiting for review:")
+    width = max(len(e.item_id) for e in entries)
+    for entry in entries:
+        quality = f"{entry.quality:.0f}" if entry.quality is not None else "-"
+        click.echo(f"  {entry.item_id:<{width}}  {entry.stage:<12} quality {quality:>3}  {entry.reason}")

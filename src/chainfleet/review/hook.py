@@ -1,0 +1,129 @@
+"""The runner's side of review: park an item at a stage that needs a person, and on resume
+take each decision on (approved, edited: go on; rejected: back to a stage with the note).
+
+The runner calls three things, and nothing else of review:
+
+- :meth:`ReviewHook.context` before a stage runs: ``feedback`` and ``previous`` when a reviewer
+  sent the item back to this stage (empty strings otherwise);
+- :meth:`ReviewHook.gate_failed` when a stage's gate refuses an output: with
+  ``review: on_gate_fail`` the output waits for a person instead of failing the item;
+- :meth:`ReviewHook.park` after a stage's result is kept: True when the item must wait.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..gates import as_text
+from ..quality import assess
+from .queue import ReviewQueue
+
+if TYPE_CHECKING:
+    from ..pipeline import Stage
+    from ..runner import Runner
+    from ..stage import Chain
+
+__all__ = ["ReviewHook", "with_feedback"]
+
+FEEDBACK_HEADER = "\n\nA reviewer sent the previous attempt back with this note:\n"
+
+
+class ReviewHook:
+    """Review for one run: queues outputs and applies decisions, on the run's own store."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.queue = ReviewQueue(runner.store.db)
+        #: items parked in this run
+        self.parked = 0
+
+    def context(self, chain: Chain, stage: Stage) -> dict[str, str]:
+        """``feedback``/``previous`` for a stage a reviewer sent this item back to, else {}."""
+        found = self.queue.feedback(chain.item.id, stage.name)
+        if found is None:
+            return {}
+        qid, note, previous = found
+        self.queue.mark_taken(qid, self.runner.run_id)
+        return {"feedback": note, "previous": previous}
+
+    def gate_failed(self, chain: Chain, stage: Stage, reason: str) -> bool:
+        """Whether a refused output waits for a person (``review: on_gate_fail``) rather than
+        failing the item; the reason is kept for the reviewer."""
+        if stage.review is None or stage.review.mode != "on_gate_fail":
+            return False
+        chain.gate_failures[stage.name] = reason
+        return True
+
+    def park(self, chain: Chain, stage: Stage) -> bool:
+        """After ``stage``'s result is kept: True when the item waits for a person here."""
+        output = as_text(chain.outputs[stage.name])  # a structured output is reviewed as JSON
+        entry = self.queue.match(chain.item.id, stage.name, output)
+        if entry is not None and entry.state == "waiting":
+            self.parked += 1
+            return True
+        if entry is not None and entry.state in ("approved", "edited"):
+            self.queue.mark_taken(entry.qid, self.runner.run_id)
+            if entry.final_output != output:
+                self._keep_edit(chain, stage, entry.final_output)
+            return False
+        gate = chain.gate_failures.pop(stage.name, None)
+        if stage.review is None:
+            return False
+        reason = stage.review.wants(chain.item.id, stage.name, gate_failed=gate is not None)
+        if reason is None:
+            return False
+        checks = {"gate": f"failed: {gate}" if gate else "passed"} if stage.gate is not None else {}
+        topic = _topic(chain.item.fields, self.runner.pipeline.input)
+        self.queue.enqueue(
+            run_id=self.runner.run_id,
+            index=chain.item.index,
+            item_id=chain.item.id,
+            stage=stage.name,
+            reason=f"gate failed: {gate}" if gate else reason,
+            output=output,
+            checks=checks,
+            quality=float(assess(output, topic).score),
+        )
+        self.parked += 1
+        return True
+
+    def _keep_edit(self, chain: Chain, stage: Stage, text: str) -> None:
+        """The reviewer's edit becomes the stage's output in this run (results.jsonl shows it);
+        the machine's output stays stored under its input key, so a later resume finds both."""
+        value = chain.outputs[stage.name] = _decode(stage, text)
+        self.runner.store.save_stage(
+            self.runner.run_id,
+            chain.item.index,
+            stage.name,
+            text,
+            input_tokens=0,
+            output_tokens=0,
+            seconds=0.0,
+            attempts=0,
+            item_id=chain.item.id,
+            key=None,
+            durable=False,
+            is_json=not isinstance(value, str),
+        )
+
+
+def with_feedback(prompt: str, stage: Stage, note: str) -> str:
+    """The prompt a sent-back stage is called with: when its template does not place
+    ``{{ feedback }}`` itself, the reviewer's note is appended, so the model always sees it."""
+    if stage.uses_feedback:
+        return prompt
+    return prompt + FEEDBACK_HEADER + note
+
+
+def _decode(stage: Stage, text: str) -> Any:
+    """An edited structured output as its value (the review checked it against the contract)."""
+    if stage.contract is None:
+        return text
+    value, problem = stage.contract.check(text)
+    return text if problem else value
+
+
+def _topic(fields: dict[str, Any], input_field: str) -> str | None:
+    from ..report import topic_of
+
+    return topic_of(fields, input_field)

@@ -1,0 +1,13 @@
+"""Quality gates the review tests name in pipelines (``review_gates:no_lorem``)."""
+
+from __future__ import annotations
+
+
+def no_lorem(text: str) -> str | None:
+    """Refuse placeholder text."""
+    return "says lorem ipsum" if "lorem" in text.lower() else None
+
+
+def cites_a_source(text: str) -> str | None:
+    """Refuse an output without a 'Source:' line (the simulated model never writes one)."""
+    return None if "Source:" in text else "no 'Source:' line"
