@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+import chainfleet.cli.demo
 import chainfleet.cli.report
 import chainfleet.cli.review
 import chainfleet.cli.run  # noqa: F401 - registers the commands
@@ -117,6 +118,7 @@ def test_approve_then_resume_finishes_the_chains(queued: Path) -> None:
     assert rows["1"]["status"] == rows["2"]["status"] == "succeeded"
     assert list(rows["1"]["outputs"]) == ["research", "write", "edit"]
     assert rows["3"]["status"] == "needs_review"
+    assert rows["1"]["review"]["state"] == "approved" and rows["3"]["review"]["state"] == "waiting"
     report = read_report(queued)
     assert report["calls"]["total"] == 2  # only the two edits: nothing else was called again
     assert report["review"]["approved"] == 2
@@ -260,3 +262,29 @@ def test_a_bad_review_setting_names_the_stage_and_field(write_pipeline: Callable
     assert result.exit_code == 2
     assert "stage 'write' (stages[1]), field 'review'" in result.output
     assert "0 < F <= 1" in result.output
+
+
+def test_compare_reports_the_review_queue_identical_at_c1_and_c25(tmp_path: Path) -> None:
+    import asyncio
+
+    from chainfleet.compare import run_compare
+
+    pipeline = Pipeline.from_dict(reviewed({"sample": 0.25}))
+    topics = [f"topic {n}" for n in range(30)]
+    report = asyncio.run(run_compare(pipeline, topics, concurrency=25, out=tmp_path / "c"))
+    data = json.loads((tmp_path / "c" / "report.json").read_text(encoding="utf-8"))
+    assert data["review_queue_identical"] is True
+    assert data["review_queued"] == report.parallel.items_needs_review > 0
+    assert report.exit_code == 3
+
+
+def test_the_demo_leaves_a_small_queue_a_newcomer_can_review_and_resume(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = invoke("demo", "--review", "--latency", "0", "-q", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "Review queue identical between the two modes: yes; 3 items wait for a person" in result.output
+    assert f"chainfleet review {out}/parallel" in result.output
+    assert invoke("review", out / "parallel", "--approve-all").output.startswith("approved 3")
+    resumed = invoke("resume", out / "parallel", "-q")
+    assert resumed.exit_code == 0, resumed.output
+    assert [r["status"] for r in read_results(out / "parallel")] == ["succeeded"] * 3

@@ -77,6 +77,15 @@ class CompareReport:
     mean_score_parallel: float | None = None
     #: mean of (parallel score - sequential score) per item
     mean_score_difference: float | None = None
+    #: items waiting for review in the parallel run, and items waiting in one run but not the
+    #: other (``review:``); None when no item waits in either run
+    review_queued: int | None = None
+    review_differing: int = 0
+
+    @property
+    def review_queue_identical(self) -> bool | None:
+        """Whether the same items wait for review in both runs (None: nothing waits)."""
+        return None if self.review_queued is None else self.review_differing == 0
 
     @property
     def concurrency(self) -> int:
@@ -97,7 +106,7 @@ class CompareReport:
         """0 when both runs succeeded fully; else the more serious of the two runs' codes
         (130 interrupted, 2 stopped by configuration, 1 items failed)."""
         codes = {self.sequential.exit_code, self.parallel.exit_code}
-        for code in (130, 2, 1):
+        for code in (130, 2, 1, 3):
             if code in codes:
                 return code
         return 0
@@ -113,6 +122,8 @@ class CompareReport:
             "outputs_identical": self.outputs_identical,
             "items": self.items,
             "outputs_differing": self.outputs_differing,
+            "review_queue_identical": self.review_queue_identical,
+            "review_queued": self.review_queued,
             "quality": {
                 "items": self.quality_items,
                 "mean_score_sequential": _round(self.mean_score_sequential),
@@ -184,6 +195,7 @@ def compare_reports(sequential: RunReport, parallel: RunReport) -> CompareReport
         report.items += 1
         if seq is None or par is None or seq.outputs.get(last) != par.outputs.get(last):
             report.outputs_differing += 1
+        _count_review(report, seq, par)
         record = seq if seq is not None else par
         assert record is not None
         row: dict[str, Any] = {
@@ -193,6 +205,8 @@ def compare_reports(sequential: RunReport, parallel: RunReport) -> CompareReport
             PARALLEL: _quality(par),
             "score_difference": None,
         }
+        if any(r is not None and r.status == "needs_review" for r in (seq, par)):
+            row["needs_review"] = True
         if row[SEQUENTIAL] is not None and row[PARALLEL] is not None:
             a, b = row[SEQUENTIAL]["score"], row[PARALLEL]["score"]
             row["score_difference"] = round(b - a, 2)
@@ -208,6 +222,14 @@ def compare_reports(sequential: RunReport, parallel: RunReport) -> CompareReport
         report.mean_score_parallel = sums[PARALLEL] / n
         report.mean_score_difference = (sums[PARALLEL] - sums[SEQUENTIAL]) / n
     return report
+
+
+def _count_review(report: CompareReport, seq: ItemRecord | None, par: ItemRecord | None) -> None:
+    """Whether this item waits for review in both runs, or in one only."""
+    waits = [r is not None and r.status == "needs_review" for r in (seq, par)]
+    if any(waits):
+        report.review_queued = (report.review_queued or 0) + waits[1]
+        report.review_differing += waits[0] != waits[1]
 
 
 def _pairs(

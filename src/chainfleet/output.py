@@ -22,7 +22,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .report import LIST_CAP, RunReport, topic_of
-from .review.summary import review_summary
+from .review.summary import item_reviews, review_summary
 from .stats import RunStats
 from .store import ItemRecord, RunStore, StoreError
 
@@ -90,10 +90,14 @@ def write_output(out: Path, report: RunReport, *, item_files: bool = True, repor
     final = report.stages_order[-1]
     input_field = report.input_field
     tmp = out / "results.jsonl.tmp"
+    reviews = item_reviews(report.store) if report.store is not None else {}
     with tmp.open("w", encoding="utf-8") as results:
         for record in report.results():
             record.outputs = {s: record.outputs[s] for s in report.stages_order if s in record.outputs}
-            results.write(json.dumps(record.to_json(final), ensure_ascii=False) + "\n")
+            row = record.to_json(final)
+            if record.id in reviews:
+                row["review"] = reviews[record.id]
+            results.write(json.dumps(row, ensure_ascii=False) + "\n")
             if item_files and record.status != "skipped":
                 topic = topic_of(record.input, input_field)
                 path = items_dir / f"{safe_name(record.id, topic)}.md"

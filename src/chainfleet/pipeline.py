@@ -43,6 +43,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -219,6 +220,10 @@ class Stage(BaseModel):
     @classmethod
     def _check_review(cls, value: Any) -> ReviewRule | None:
         return None if value is None else ReviewRule.parse(value)
+
+    @field_serializer("review")
+    def _dump_review(self, value: ReviewRule | None) -> Any:
+        return None if value is None else value.to_data()
 
     @model_validator(mode="after")
     def _check_kind(self) -> Stage:

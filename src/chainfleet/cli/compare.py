@@ -111,6 +111,12 @@ def print_comparison(report: CompareReport, out: str | Path) -> None:
     click.echo("")
     same = "yes" if report.outputs_identical else f"NO ({report.outputs_differing} differ)"
     click.echo(f"Outputs identical between the two modes: {same}")
+    if report.review_queue_identical is not None:
+        queue = "yes" if report.review_queue_identical else f"NO ({report.review_differing} differ)"
+        click.echo(
+            f"Review queue identical between the two modes: {queue}; {report.review_queued} items wait "
+            f"for a person: chainfleet review {out}/parallel"
+        )
     saved = report.to_dict()["time_saved_pct"]  # the figure report.json holds
     if saved is not None:
         click.echo(
@@ -135,8 +141,10 @@ def print_quality(report: CompareReport) -> None:
         if par is not None:
             words, readability = par["words"], par["readability"]
             covered = "yes" if par["topic_covered"] else "no"
+        waits = row.get("needs_review", False)
+        diff = _signed(row["score_difference"])
         click.echo(
-            f"  {item:<50} {_score(seq):>10} {_score(par):>8} {_signed(row['score_difference']):>6} "
+            f"  {item:<50} {_score(seq, waits):>10} {_score(par, waits):>8} {diff:>6} "
             f"{words:>6} {readability:>11} {covered:>8}"
         )
     if report.items > SHOWN_ITEMS:
@@ -149,8 +157,10 @@ def print_quality(report: CompareReport) -> None:
         )
 
 
-def _score(quality: dict[str, object] | None) -> str:
-    return "failed" if quality is None else f"{quality['score']}"
+def _score(quality: dict[str, object] | None, waits: bool = False) -> str:
+    if quality is None:
+        return "review" if waits else "failed"
+    return f"{quality['score']}"
 
 
 def _signed(value: float | None) -> str:

@@ -47,8 +47,11 @@ from .compare import display, print_comparison
     help="Where the two runs and report.json are written.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress display while the runs go.")
+@click.option("--review", is_flag=True, help="Leave the edited articles waiting for a person to review.")
 @config_errors
-def demo_command(concurrency: int, latency: float, error_rate: float, out: str, quiet: bool) -> None:
+def demo_command(
+    concurrency: int, latency: float, error_rate: float, out: str, quiet: bool, review: bool
+) -> None:
     """Three topics through Research -> Write -> Edit on the simulated model: once one at a
     time, once in parallel. Shows each run's progress, then prints both times, failures, each
     output's quality in both runs, whether the outputs are identical, and the time saved.
@@ -58,6 +61,7 @@ def demo_command(concurrency: int, latency: float, error_rate: float, out: str, 
       chainfleet demo
       chainfleet demo --concurrency 3 --latency 0.2
       chainfleet demo --error-rate 0.2
+      chainfleet demo --review             then: chainfleet review chainfleet-demo/parallel
     """
     click.echo(
         f"Running {len(DEMO_TOPICS)} topics x 3 agents (research -> write -> edit) on the "
@@ -70,7 +74,11 @@ def demo_command(concurrency: int, latency: float, error_rate: float, out: str, 
             latency=latency,
             error_rate=error_rate,
             progress=None if quiet else display,
+            review=review,
         )
     )
     print_comparison(demo, out)
+    if review:
+        click.echo(f"Then: chainfleet resume {out}/parallel finishes the approved chains.")
+        sys.exit(0)  # items waiting is what --review is for
     sys.exit(demo.exit_code)

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 @click.option("--where", metavar="EXPR", help="With --approve-all: e.g. 'quality >= 80' (a safe expression).")
 @click.option("--export", "export_file", metavar="FILE", help="Write every decision as JSON lines.")
 @click.option("--reviewer", metavar="NAME", help="Who decides [default: the OS user].")
+@click.option("--web", is_flag=True, help="Serve a review page on 127.0.0.1 (random port and token).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=0, help="With --web: the port [default: random]."
+)
 @config_errors
 def review_command(
     out: str,
@@ -39,6 +43,8 @@ def review_command(
     where: str | None,
     export_file: str | None,
     reviewer: str | None,
+    web: bool,
+    port: int,
 ) -> None:
     """Review the items of OUT_DIR that wait for a person (a stage's `review:`), then go on
     with `chainfleet resume OUT_DIR`: approved and edited items take their next stages,
@@ -52,14 +58,15 @@ def review_command(
       chainfleet review runs/today --reject 5 --note "cite a source" --from research
       chainfleet review runs/today --approve-all --where 'quality >= 80'
       chainfleet review runs/today --export decisions.jsonl
+      chainfleet review runs/today --web                 a local page; open the printed URL
 
     An unknown id, or one not waiting, is exit code 2 and changes nothing.
     """
     from ..review.session import ReviewSession
 
-    actions = [bool(list_), approve, reject_id is not None, approve_all, export_file is not None]
+    actions = [bool(list_), approve, reject_id is not None, approve_all, export_file is not None, web]
     if sum(actions) > 1:
-        raise ConfigError("give one of --list, --approve, --reject, --approve-all, --export")
+        raise ConfigError("give one of --list, --approve, --reject, --approve-all, --export, --web")
     if ids and not approve:
         raise ConfigError(f"item ids ({' '.join(ids)}) are only for --approve")
     if approve and not ids:
@@ -93,6 +100,10 @@ def review_command(
         elif export_file is not None:
             count = session.export(export_file)
             click.echo(f"wrote {count} decisions to {export_file}")
+        elif web:
+            from ..review.web import serve
+
+            serve(session, port=port)
         else:
             from ..review.terminal import interact
 

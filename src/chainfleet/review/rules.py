@@ -51,6 +51,10 @@ class ReviewRule:
             return "gate failed" if gate_failed else None
         return f"sample {self.rate:g}" if sample_unit(item_id, stage) < self.rate else None
 
+    def to_data(self) -> Any:
+        """The setting as a pipeline file writes it."""
+        return {"sample": self.rate} if self.mode == "sample" else self.mode
+
     def __str__(self) -> str:
         return f"sample: {self.rate:g}" if self.mode == "sample" else self.mode
 

@@ -111,10 +111,13 @@ class ReviewSession:
         """Every id waiting, or ``ReviewError`` naming the first that is not (nothing changed)."""
         return [self.queue.find_waiting(item_id) for item_id in ids]
 
-    def approve(self, item_id: str, *, qid: int | None = None) -> Decision:
-        return self._made(self.queue.decide(item_id, "approve", reviewer=self.reviewer, qid=qid))
+    def approve(self, item_id: str, *, qid: int | None = None, reviewer: str | None = None) -> Decision:
+        who = reviewer or self.reviewer
+        return self._made(self.queue.decide(item_id, "approve", reviewer=who, qid=qid))
 
-    def edit(self, item_id: str, text: str, *, qid: int | None = None) -> Decision:
+    def edit(
+        self, item_id: str, text: str, *, qid: int | None = None, reviewer: str | None = None
+    ) -> Decision:
         """Approve with the reviewer's text; the stage's contract is checked again first."""
         entry = self.queue.get(qid) if qid is not None else self.queue.find_waiting(item_id)
         if entry is None:
@@ -122,11 +125,18 @@ class ReviewSession:
         problem = self.check_edit(entry.stage, text)
         if problem:
             raise EditRefused(problem, where=f"{item_id} ({entry.stage})")
-        decision = self.queue.decide(item_id, "edit", reviewer=self.reviewer, after=text, qid=entry.qid)
+        who = reviewer or self.reviewer
+        decision = self.queue.decide(item_id, "edit", reviewer=who, after=text, qid=entry.qid)
         return self._made(decision)
 
     def reject(
-        self, item_id: str, note: str, *, from_stage: str | None = None, qid: int | None = None
+        self,
+        item_id: str,
+        note: str,
+        *,
+        from_stage: str | None = None,
+        qid: int | None = None,
+        reviewer: str | None = None,
     ) -> Decision:
         """Send the item back to ``from_stage`` (default: the reviewed one) with ``note``."""
         entry = self.queue.get(qid) if qid is not None else self.queue.find_waiting(item_id)
@@ -137,7 +147,12 @@ class ReviewSession:
         if from_stage is not None:
             self._check_from(entry, from_stage)
         decision = self.queue.decide(
-            item_id, "reject", reviewer=self.reviewer, note=note, from_stage=from_stage, qid=entry.qid
+            item_id,
+            "reject",
+            reviewer=reviewer or self.reviewer,
+            note=note,
+            from_stage=from_stage,
+            qid=entry.qid,
         )
         return self._made(decision)
 

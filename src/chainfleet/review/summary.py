@@ -16,7 +16,7 @@ from typing import Any
 from ..store import RunStore
 from .queue import ReviewQueue
 
-__all__ = ["review_lines", "review_summary"]
+__all__ = ["item_reviews", "review_lines", "review_summary"]
 
 
 def review_summary(store: RunStore, run_id: str) -> dict[str, Any]:
@@ -52,3 +52,17 @@ def review_lines(d: Mapping[str, Any]) -> list[str]:
         f"{review.get('rejected', 0)} rejected; time waiting for people "
         f"{fmt_seconds(review.get('human_wait_seconds', 0.0))} (not in the wall time)"
     ]
+
+
+def item_reviews(store: RunStore) -> dict[str, dict[str, Any]]:
+    """Each reviewed item's latest review (results.jsonl's ``review``): state, stage, reviewer,
+    note. Only items ever queued are here, so it stays small next to the input."""
+    latest: dict[str, dict[str, Any]] = {}
+    for entry in ReviewQueue(store.db).entries():
+        latest[entry.item_id] = {
+            "state": entry.state,
+            "stage": entry.stage,
+            "reviewer": entry.reviewer,
+            "note": entry.note,
+        }
+    return latest

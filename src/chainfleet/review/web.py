@@ -1,0 +1,194 @@
+"""``chainfleet review OUT_DIR --web``: the review queue as a local web page (aiohttp).
+
+Safe by default: the server listens on 127.0.0.1 only, on a random port, and every request
+must carry the random token printed with the URL (else 403), so another user of the machine,
+or a web page in another tab, cannot read the outputs or decide anything. The pages are Jinja2
+templates shipped with the package, with autoescape on: item text is shown as text, never run.
+
+Several reviewers can work at once (two browsers, or two servers on one folder): a decision is
+atomic in run.db, and a page shown before someone else decided is told "already decided by
+NAME at TIME".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from .queue import AlreadyDecided, Entry, ReviewError
+from .session import EditRefused, ReviewSession
+from .terminal import _is_json
+
+__all__ = ["make_app", "serve"]
+
+HOST = "127.0.0.1"
+SESSION: web.AppKey[ReviewSession] = web.AppKey("session", ReviewSession)
+TOKEN: web.AppKey[str] = web.AppKey("token", str)
+TEMPLATES: web.AppKey[jinja2.Environment] = web.AppKey("templates", jinja2.Environment)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def serve(session: ReviewSession, *, port: int = 0, token: str | None = None) -> None:
+    """Serve the review page until Ctrl-C; prints the URL (with its token) first."""
+    token = token or secrets.token_urlsafe(18)
+    try:
+        asyncio.run(_serve(session, port, token))
+    except KeyboardInterrupt:
+        print("review page stopped; go on with: chainfleet resume", session.folder, flush=True)
+
+
+async def _serve(session: ReviewSession, port: int, token: str) -> None:
+    runner = web.AppRunner(make_app(session, token))
+    await runner.setup()
+    site = web.TCPSite(runner, HOST, port)
+    await site.start()
+    bound = runner.addresses[0][1]
+    print(f"review page: http://{HOST}:{bound}/?token={token}", flush=True)
+    print("(only this machine can open it; Ctrl-C stops it)", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def make_app(session: ReviewSession, token: str) -> web.Application:
+    app = web.Application(middlewares=[_require_token])
+    app[SESSION], app[TOKEN] = session, token
+    app[TEMPLATES] = jinja2.Environment(
+        loader=jinja2.PackageLoader("chainfleet.review", "templates"),
+        autoescape=True,  # item text holding <script> is shown, never run
+        undefined=jinja2.StrictUndefined,
+    )
+    app.router.add_get("/", queue_page)
+    app.router.add_get("/item/{qid:\\d+}", item_page)
+    app.router.add_post("/item/{qid:\\d+}", decide)
+    app.router.add_post("/bulk", bulk_approve)
+    return app
+
+
+@web.middleware
+async def _require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    given = request.query.get("token", "")
+    if not hmac.compare_digest(given.encode(), request.app[TOKEN].encode()):
+        return web.Response(status=403, text="403: this page needs the token printed with its URL\n")
+    return await handler(request)
+
+
+def _render(request: web.Request, name: str, status: int = 200, **values: Any) -> web.Response:
+    session = request.app[SESSION]
+    html = (
+        request.app[TEMPLATES]
+        .get_template(name)
+        .render(token=request.app[TOKEN], reviewer=session.reviewer, folder=str(session.folder), **values)
+    )
+    return web.Response(status=status, text=html, content_type="text/html")
+
+
+async def queue_page(request: web.Request) -> web.Response:
+    session = request.app[SESSION]
+    message = request.query.get("msg", "")
+    return _render(request, "queue.html", entries=session.waiting(), message=message)
+
+
+async def item_page(request: web.Request) -> web.Response:
+    entry = _entry(request)
+    values = _item_values(request, entry, message=request.query.get("msg", ""))
+    return _render(request, "item.html", **values)
+
+
+def _entry(request: web.Request) -> Entry:
+    entry = request.app[SESSION].queue.get(int(request.match_info["qid"]))
+    if entry is None:
+        raise web.HTTPNotFound(text="no such item in the review queue")
+    entry.input = request.app[SESSION].queue._input(entry)
+    return entry
+
+
+def _item_values(request: web.Request, entry: Entry, **extra: Any) -> dict[str, Any]:
+    session = request.app[SESSION]
+    order = session.stages_order
+    stages = order[: order.index(entry.stage) + 1] if entry.stage in order else [entry.stage]
+    waiting = [e.qid for e in session.waiting()]
+    later = [qid for qid in waiting if qid > entry.qid] or [qid for qid in waiting if qid != entry.qid]
+    values: dict[str, Any] = {
+        "entry": entry,
+        "stages": stages,
+        "pretty": _pretty(entry.output),
+        "edited": entry.output,
+        "next_qid": later[0] if later else None,
+        "message": "",
+        "problem": "",
+    }
+    return {**values, **extra}
+
+
+async def decide(request: web.Request) -> web.Response:
+    """One decision from the item page; a stale page gets "already decided by NAME at TIME"."""
+    session, entry = request.app[SESSION], _entry(request)
+    form = await request.post()
+    action, who = str(form.get("action", "")), str(form.get("reviewer") or session.reviewer)
+    try:
+        if action == "approve":
+            session.approve(entry.item_id, qid=entry.qid, reviewer=who)
+        elif action == "edit":
+            session.edit(entry.item_id, str(form.get("output", "")), qid=entry.qid, reviewer=who)
+        elif action == "reject":
+            note, stage = str(form.get("note", "")), str(form.get("from_stage") or entry.stage)
+            session.reject(entry.item_id, note, from_stage=stage, qid=entry.qid, reviewer=who)
+        else:
+            raise ReviewError(f"unknown action {action!r}")
+    except EditRefused as exc:  # the edit is kept in the page for another try; nothing stored
+        values = _item_values(request, entry, problem=exc.reason, edited=str(form.get("output", "")))
+        return _render(request, "item.html", status=422, **values)
+    except AlreadyDecided as exc:
+        return _render(request, "item.html", status=409, **_item_values(request, entry, problem=exc.reason))
+    except ReviewError as exc:
+        return _render(request, "item.html", status=400, **_item_values(request, entry, problem=exc.reason))
+    done = f"{_past(action)} {entry.item_id}"
+    following = _item_values(request, entry)["next_qid"]
+    target = f"/item/{following}" if following else "/"
+    raise web.HTTPSeeOther(f"{target}?token={request.app[TOKEN]}&msg={_quote(done)}")
+
+
+async def bulk_approve(request: web.Request) -> web.Response:
+    """Approve every ticked item of the queue page; each one atomically."""
+    session = request.app[SESSION]
+    form = await request.post()
+    who = str(form.get("reviewer") or session.reviewer)
+    approved, refused = 0, []
+    for value in form.getall("qid", []):
+        entry = session.queue.get(int(str(value)))
+        if entry is None:
+            continue
+        try:
+            session.approve(entry.item_id, qid=entry.qid, reviewer=who)
+            approved += 1
+        except ReviewError as exc:
+            refused.append(f"{entry.item_id}: {exc.reason}")
+    message = f"approved {approved}" + (f"; not approved: {'; '.join(refused)}" if refused else "")
+    raise web.HTTPSeeOther(f"/?token={request.app[TOKEN]}&msg={_quote(message)}")
+
+
+def _past(action: str) -> str:
+    return {"approve": "approved", "edit": "edited", "reject": "rejected"}.get(action, action)
+
+
+def _quote(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe="")
+
+
+def _pretty(text: str) -> str:
+    if _is_json(text):
+        import json
+
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    return text
