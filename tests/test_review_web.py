@@ -126,7 +126,7 @@ def test_every_request_needs_the_token_and_the_server_is_on_loopback_only(server
 
 
 def test_approve_edit_reject_and_bulk_approve_in_the_browser(browser: Any, server: str, queued: Path) -> None:
-    page = browser.new_page(viewport={"width": 1100, "height": 760})
+    page = browser.new_page(viewport={"width": 1100, "height": 880})
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     page.goto(server)

@@ -39,10 +39,11 @@ ACTIONS = {"approve": "approved", "edit": "edited", "reject": "rejected"}
 
 
 def m005_review(db: sqlite3.Connection) -> None:
-    """The review queue and the decisions made on it (issue 10)."""
+    """The review queue and the decisions made on it (issue 10). Creates only its own tables,
+    so its place in ``MIGRATIONS`` does not matter."""
     db.executescript(
         """
-        CREATE TABLE review_queue (
+        CREATE TABLE IF NOT EXISTS review_queue (
             qid INTEGER PRIMARY KEY AUTOINCREMENT,
             run_id TEXT NOT NULL,
             idx INTEGER NOT NULL,
@@ -57,8 +58,8 @@ def m005_review(db: sqlite3.Connection) -> None:
             decision INTEGER,
             taken_by TEXT
         );
-        CREATE INDEX review_queue_by_item ON review_queue (item_id, stage, state);
-        CREATE TABLE review_decisions (
+        CREATE INDEX IF NOT EXISTS review_queue_by_item ON review_queue (item_id, stage, state);
+        CREATE TABLE IF NOT EXISTS review_decisions (
             did INTEGER PRIMARY KEY AUTOINCREMENT,
             qid INTEGER NOT NULL,
             item_id TEXT NOT NULL,
