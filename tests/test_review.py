@@ -288,3 +288,56 @@ def test_the_demo_leaves_a_small_queue_a_newcomer_can_review_and_resume(tmp_path
     resumed = invoke("resume", out / "parallel", "-q")
     assert resumed.exit_code == 0, resumed.output
     assert [r["status"] for r in read_results(out / "parallel")] == ["succeeded"] * 3
+
+
+FACTS = {
+    "type": "object",
+    "properties": {"facts": {"type": "array", "items": {"type": "string"}, "minItems": 1}},
+    "required": ["facts"],
+}
+
+
+def test_an_edited_structured_output_is_checked_against_its_contract(
+    write_pipeline: Callable[..., Path], topics_file: Callable[..., Path], tmp_path: Path
+) -> None:
+    data = pipeline_data()
+    data["stages"][0] |= {"output": FACTS, "review": "always"}
+    data["stages"][1]["prompt"] = "Write on {{ topic }} from: {{ research.facts | join('; ') }}"
+    out = tmp_path / "o"
+    assert (
+        invoke(
+            "run", write_pipeline(stages=data["stages"]), "-i", topics_file(TOPICS[:2]), "-o", out
+        ).exit_code
+        == 3
+    )
+    with ReviewSession.open(out, reviewer="ana") as session:
+        entry = session.waiting()[0]
+        assert json.loads(entry.output)["facts"]  # the queue holds the structured output as JSON
+        for broken in ("not json", '{"facts": []}'):
+            with pytest.raises(EditRefused, match="does not match the stage's output schema"):
+                session.edit("1", broken)
+        assert states(out)["1"] == "waiting"  # nothing stored
+        session.edit("1", '{"facts": ["Heat pumps move heat rather than make it"]}')
+    assert invoke("resume", out, "-q").exit_code == 3  # item 2 still waits
+    row = next(r for r in read_results(out) if r["id"] == "1")
+    assert row["status"] == "succeeded"
+    assert "Heat pumps move heat" in json.dumps(row["outputs"]["research"])
+
+
+def test_on_gate_fail_parks_an_item_whose_gate_checks_fail_and_approval_goes_on(
+    write_pipeline: Callable[..., Path], topics_file: Callable[..., Path], tmp_path: Path
+) -> None:
+    data = pipeline_data()
+    data["stages"][1] |= {"gate": [{"must_include": ["Source:"]}], "review": "on_gate_fail"}
+    out = tmp_path / "o"
+    result = invoke(
+        "run", write_pipeline(stages=data["stages"]), "-i", topics_file(TOPICS[:2]), "-o", out, "-q"
+    )
+    assert result.exit_code == 3
+    with ReviewSession.open(out) as session:
+        entry = session.waiting()[0]
+    assert "does not mention 'source:'" in entry.reason.lower()
+    assert entry.checks["must_include"].startswith("failed: does not mention")
+    assert invoke("review", out, "--approve", "1", "2").exit_code == 0
+    assert invoke("resume", out, "-q").exit_code == 0
+    assert [r["status"] for r in read_results(out)] == ["succeeded", "succeeded"]

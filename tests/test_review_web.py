@@ -97,7 +97,8 @@ def server(queued: Path) -> Iterator[str]:
 def decisions(out: Path) -> list[tuple[str, str, str, str | None, str | None, str | None]]:
     with sqlite3.connect(out / "run.db") as db:
         return db.execute(
-            "SELECT item_id, action, reviewer, note, from_stage, after FROM review_decisions ORDER BY did"
+            "SELECT item_id, action, reviewer, note, from_stage, after FROM review_decisions "
+            "WHERE undone IS NULL ORDER BY did"
         ).fetchall()
 
 
@@ -137,6 +138,11 @@ def test_approve_edit_reject_and_bulk_approve_in_the_browser(browser: Any, serve
     page.keyboard.press("a")  # approve by its key
     page.wait_for_selector("#message")
     assert page.inner_text("#message") == "approved 1"
+    page.keyboard.press("u")  # undo it: item 1 waits again, then approve it again
+    page.wait_for_selector("text=undone: 1 waits again")
+    assert "item 1" in page.inner_text("h2").lower()
+    page.click("#approve")
+    assert page.inner_text("#message") == "approved 1"
     page.fill("#after", "Lorem ipsum draft")  # the gate refuses it: shown, kept, nothing stored
     page.click("#save-edit")
     assert "says lorem ipsum" in page.inner_text("#problem")
@@ -157,6 +163,10 @@ def test_approve_edit_reject_and_bulk_approve_in_the_browser(browser: Any, serve
     assert page.inner_text("#message") == "approved 1"
     assert page.is_visible("#empty")
     assert dialogs == []  # no script of an item ever ran
+    with sqlite3.connect(queued / "run.db") as db:
+        assert db.execute(
+            "SELECT item_id, action FROM review_decisions WHERE undone IS NOT NULL"
+        ).fetchall() == [("1", "approve")]
     assert decisions(queued) == [
         ("1", "approve", "webby", None, None, None),
         ("2", "edit", "webby", None, None, "A careful article on scripts in topics."),

@@ -72,7 +72,7 @@ class ReviewHook:
         reason = stage.review.wants(chain.item.id, stage.name, gate_failed=gate is not None)
         if reason is None:
             return False
-        checks = {"gate": f"failed: {gate}" if gate else "passed"} if stage.gate is not None else {}
+        checks = _checks(chain, stage)
         topic = _topic(chain.item.fields, self.runner.pipeline.input)
         self.queue.enqueue(
             run_id=self.runner.run_id,
@@ -113,6 +113,18 @@ def with_feedback(prompt: str, stage: Stage, note: str) -> str:
     if stage.uses_feedback:
         return prompt
     return prompt + FEEDBACK_HEADER + note
+
+
+def _checks(chain: Chain, stage: Stage) -> dict[str, str]:
+    """The gate's results on the output under review, by check name, for the reviewer."""
+    outcome = chain.gates.get(stage.name)
+    if outcome is None or not outcome.tries:
+        return {}
+    return {
+        r.name: ("passed" if r.passed else f"failed: {r.reason}")
+        + (f" ({r.score:g})" if r.score is not None else "")
+        for r in outcome.tries[-1]
+    }
 
 
 def _decode(stage: Stage, text: str) -> Any:

@@ -46,8 +46,9 @@ def review_lines(d: Mapping[str, Any]) -> list[str]:
         return []
     from ..report import fmt_seconds
 
+    waiting = review.get("items_waiting", 0)
     return [
-        f"Review: **{review.get('items_waiting', 0)} items wait for a person**; decisions so far: "
+        f"Review: **{waiting} item{' waits' if waiting == 1 else 's wait'} for a person**; decisions so far: "
         f"{review.get('approved', 0)} approved, {review.get('edited', 0)} edited, "
         f"{review.get('rejected', 0)} rejected; time waiting for people "
         f"{fmt_seconds(review.get('human_wait_seconds', 0.0))} (not in the wall time)"

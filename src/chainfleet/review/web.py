@@ -70,6 +70,7 @@ def make_app(session: ReviewSession, token: str) -> web.Application:
     app.router.add_get("/item/{qid:\\d+}", item_page)
     app.router.add_post("/item/{qid:\\d+}", decide)
     app.router.add_post("/bulk", bulk_approve)
+    app.router.add_post("/undo/{did:\\d+}", undo)
     return app
 
 
@@ -99,7 +100,10 @@ async def queue_page(request: web.Request) -> web.Response:
 
 async def item_page(request: web.Request) -> web.Response:
     entry = _entry(request)
-    values = _item_values(request, entry, message=request.query.get("msg", ""))
+    undo_id = request.query.get("undo", "")
+    values = _item_values(
+        request, entry, message=request.query.get("msg", ""), undo=int(undo_id) if undo_id.isdigit() else None
+    )
     return _render(request, "item.html", **values)
 
 
@@ -125,6 +129,7 @@ def _item_values(request: web.Request, entry: Entry, **extra: Any) -> dict[str, 
         "next_qid": later[0] if later else None,
         "message": "",
         "problem": "",
+        "undo": None,
     }
     return {**values, **extra}
 
@@ -154,7 +159,19 @@ async def decide(request: web.Request) -> web.Response:
     done = f"{_past(action)} {entry.item_id}"
     following = _item_values(request, entry)["next_qid"]
     target = f"/item/{following}" if following else "/"
-    raise web.HTTPSeeOther(f"{target}?token={request.app[TOKEN]}&msg={_quote(done)}")
+    did = session.made[-1].did
+    raise web.HTTPSeeOther(f"{target}?token={request.app[TOKEN]}&msg={_quote(done)}&undo={did}")
+
+
+async def undo(request: web.Request) -> web.Response:
+    """Take a decision back (until a run acted on it): its item waits again."""
+    session = request.app[SESSION]
+    try:
+        entry = session.queue.undo(int(request.match_info["did"]))
+    except ReviewError as exc:
+        raise web.HTTPSeeOther(f"/?token={request.app[TOKEN]}&msg={_quote(exc.reason)}") from None
+    message = f"undone: {entry.item_id} waits again"
+    raise web.HTTPSeeOther(f"/item/{entry.qid}?token={request.app[TOKEN]}&msg={_quote(message)}")
 
 
 async def bulk_approve(request: web.Request) -> web.Response:
