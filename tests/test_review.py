@@ -341,3 +341,14 @@ def test_on_gate_fail_parks_an_item_whose_gate_checks_fail_and_approval_goes_on(
     assert invoke("review", out, "--approve", "1", "2").exit_code == 0
     assert invoke("resume", out, "-q").exit_code == 0
     assert [r["status"] for r in read_results(out)] == ["succeeded", "succeeded"]
+
+
+def test_review_with_a_remote_backend_is_refused_before_any_call() -> None:
+    from chainfleet.errors import ConfigError
+    from chainfleet.runner import Runner
+
+    class Remote:
+        name = "ray"
+
+    with pytest.raises(ConfigError, match="review: needs the local backend"):
+        Runner(Pipeline.from_dict(reviewed("always")), backend=Remote())  # type: ignore[arg-type]
