@@ -352,3 +352,11 @@ def test_review_with_a_remote_backend_is_refused_before_any_call() -> None:
 
     with pytest.raises(ConfigError, match="review: needs the local backend"):
         Runner(Pipeline.from_dict(reviewed("always")), backend=Remote())  # type: ignore[arg-type]
+
+
+def test_a_run_without_a_saved_summary_still_checks_the_stage_of_a_rejection(queued: Path) -> None:
+    with sqlite3.connect(queued / "run.db") as db:  # as while a run is still going
+        db.execute("UPDATE runs SET summary = NULL")
+    result = invoke("review", queued, "--reject", "1", "--note", "x", "--from", "nope")
+    assert result.exit_code == 2
+    assert "not the reviewed stage or one before it: research, write" in result.output

@@ -61,6 +61,8 @@ class ReviewSession:
         self._pipeline: Any = None
         #: decisions made in this session, for undo
         self.made: list[Decision] = []
+        if not self.stages_order:  # a run still going (or killed) saved no summary yet
+            self.stages_order = [stage.name for stage in self._stages()]
 
     @classmethod
     def open(cls, folder: str | os.PathLike[str], *, reviewer: str | None = None) -> ReviewSession:
@@ -197,13 +199,15 @@ class ReviewSession:
         return None
 
     def _stage(self, name: str) -> Any:
+        return next((s for s in self._stages() if s.name == name), None)
+
+    def _stages(self) -> list[Any]:
+        """The stages of the run's pipeline file (none when the run was not started from one)."""
         if self._pipeline is None and self._pipeline_file and Path(self._pipeline_file).is_file():
             from ..pipeline import Pipeline
 
             self._pipeline = Pipeline.from_yaml(self._pipeline_file)
-        if self._pipeline is None:
-            return None
-        return next((s for s in self._pipeline.stages if s.name == name), None)
+        return list(self._pipeline.stages) if self._pipeline is not None else []
 
     # -- export ----------------------------------------------------------------------------------
 
