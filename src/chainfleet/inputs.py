@@ -19,7 +19,13 @@ extension                                 one item is                           
 comment is added below. (2) the ``id`` field or column when there is one, else the line number
 (JSONL) or the row number after the header, 1-based (CSV).
 
-Every file is read as UTF-8 (a byte-order mark is tolerated). Anything that cannot be read
+Every file is read as UTF-8 (a byte-order mark is tolerated). Any valid JSON is carried safely,
+within limits that keep one poison line from taking the run down, each a ``path:line`` error:
+a line of at most :data:`MAX_LINE_BYTES`, integers of at most :data:`MAX_INT_DIGITS` digits,
+values nested at most :data:`MAX_DEPTH` deep. A lone surrogate escape (``"\ud800"``, valid
+JSON but not text that can be written as UTF-8) is replaced with U+FFFD, the replacement
+character, with a warning naming the line: the item still runs, and every file written from
+it can be read back. Anything that cannot be read
 raises :class:`~chainfleet.errors.InputError` whose ``where`` is ``"path:line"``, so a user can
 jump to it in an editor. Iteration checks each line as it meets it; :meth:`InputSource.scan`
 reads the whole input once up front and also catches what only a full pass can see (duplicate
@@ -37,6 +43,7 @@ import codecs
 import csv
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -68,6 +75,16 @@ _ACCEPTED = (
     ".jsonl or .ndjson (one JSON object per line), "
     ".csv or .tsv (a header row, then one row per input)"
 )
+
+#: the longest line read (bytes): past it, a clear error rather than gigabytes read into memory
+MAX_LINE_BYTES = 16 * 1024 * 1024
+#: the most digits of one JSON integer (Python refuses to convert past 4,300 anyway)
+MAX_INT_DIGITS = 1000
+#: the deepest nesting of JSON arrays and objects in one line
+MAX_DEPTH = 100
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_log = logging.getLogger("chainfleet.inputs")
+_WARNED: set[str] = set()
 
 #: a carriage return that is not part of "\r\n": an old-style line break on its own
 _LONE_CR = re.compile(r"(?<=\r)(?!\n)")
@@ -330,10 +347,7 @@ def _read_jsonl(path: Path) -> _Stream:
         if not text.strip():
             continue
         where = f"{path}:{lineno}"
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON: {exc.msg} (column {exc.colno})", where=where) from None
+        value = _parse_json(text, where)
         if not isinstance(value, dict):
             raise InputError(f"expected a JSON object, got {_json_type(value)}", where=where)
         yield Item(_item_id(value, lineno, where), index, lineno, value), lineno
@@ -418,6 +432,60 @@ def _open(path: Path) -> IO[bytes]:
         raise InputError(f"cannot read the input file: {exc.strerror or exc}", where=str(path)) from exc
 
 
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _TooLong(f"an integer of {len(text.lstrip('-')):,} digits (at most {MAX_INT_DIGITS:,})")
+    return int(text)
+
+
+class _TooLong(ValueError):
+    pass
+
+
+def _parse_json(text: str, where: str) -> Any:
+    """One JSONL line, within the limits; lone surrogates replaced (with a warning)."""
+    try:
+        value = json.loads(text, parse_int=_parse_int)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON: {exc.msg} (column {exc.colno})", where=where) from None
+    except _TooLong as exc:
+        raise InputError(f"not accepted: {exc}", where=where) from None
+    except RecursionError:
+        raise InputError(f"not accepted: nested more than {MAX_DEPTH} levels deep", where=where) from None
+    if _depth_over(value, MAX_DEPTH):
+        raise InputError(f"not accepted: nested more than {MAX_DEPTH} levels deep", where=where)
+    if "\\u" in text and _SURROGATE.search(json.dumps(value, ensure_ascii=False)):
+        if where not in _WARNED:
+            _WARNED.add(where)
+            _log.warning("%s: a lone surrogate escape (\\ud800-\\udfff) replaced with U+FFFD", where)
+        value = _replace_surrogates(value)
+    return value
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests arrays and objects more than ``limit`` deep (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def _replace_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_replace_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_replace_surrogates(k): _replace_surrogates(v) for k, v in value.items()}
+    return value
+
+
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """Yield (line number, text with its line ending) for each physical line of a UTF-8 file.
 
@@ -427,7 +495,12 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """
     lineno = 0
     with _open(path) as file:
-        for raw in file:
+        for raw in iter(lambda: file.readline(MAX_LINE_BYTES + 1), b""):
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                raise InputError(
+                    f"not accepted: a line longer than {MAX_LINE_BYTES // 1024 // 1024} MiB",
+                    where=f"{path}:{lineno + 1}",
+                )
             if lineno == 0 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[len(codecs.BOM_UTF8) :]
             try:

@@ -37,6 +37,8 @@ from typing import Any, Literal
 
 import jinja2
 import jinja2.meta
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -51,6 +53,7 @@ from pydantic import (
 from .contracts import Contract, strict_schema, template_paths, unknown_property
 from .errors import InvalidOutput, PipelineError
 from .gates import Check, JudgeCheck, SpecError, parse_gate
+from .redact import clip
 from .review.rules import ReviewRule
 
 __all__ = [
@@ -75,7 +78,9 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SCHEMA_BASE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("schema_base", default=None)
 #: template variables every LLM stage has: a revision's gate feedback and the output it revises
 REVISION_VARIABLES = ("feedback", "previous")
-_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+#: templates render sandboxed (no private attributes, no unsafe calls) unless ``sandbox: false``
+_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+_OPEN_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
 
 
 class _Settings(BaseModel):
@@ -282,6 +287,8 @@ class Stage(BaseModel):
             system = self._system_t.render(context) if self._system_t is not None else None
         except jinja2.UndefinedError as exc:
             raise InvalidRequest(f"template: {exc.message}", stage=self.name) from exc
+        except SecurityError as exc:
+            raise InvalidRequest(f"template: the sandbox refused it: {clip(exc)}", stage=self.name) from exc
         return system, prompt
 
     def check_output(self, output: Any, context: Mapping[str, Any] | None = None) -> None:
@@ -294,6 +301,15 @@ class Stage(BaseModel):
             if not result.passed:
                 label = "quality gate" if check.name == "gate" else f"quality gate {check.name!r}"
                 raise InvalidOutput(f"{label}: {result.reason}", stage=self.name)
+
+
+def _private_names(tree: jinja2.nodes.Template) -> list[str]:
+    """Attribute and item names starting with ``_`` anywhere in a template."""
+    found = [node.attr for node in tree.find_all(jinja2.nodes.Getattr) if node.attr.startswith("_")]
+    for node in tree.find_all(jinja2.nodes.Getitem):
+        if isinstance(node.arg, jinja2.nodes.Const) and str(node.arg.value).startswith("_"):
+            found.append(str(node.arg.value))
+    return found
 
 
 def _compile(source: str) -> jinja2.Template:
@@ -360,6 +376,8 @@ class Pipeline(BaseModel):
     timeout: float = Field(120.0, gt=0)
     input: str = "input"
     stages: list[Stage] = Field(min_length=1)
+    #: templates render in Jinja2's sandbox; ``false`` trusts them with Python's internals
+    sandbox: bool = True
 
     #: where the pipeline came from (a file path) and its YAML tree, for messages with lines
     _source: str | None = PrivateAttr(None)
@@ -376,6 +394,7 @@ class Pipeline(BaseModel):
         return self._source
 
     def model_post_init(self, __context: Any) -> None:
+        self._check_sandbox()
         seen: set[str] = set()
         for index, stage in enumerate(self.stages):  # names first: templates refer to them
             if stage.name in seen:
@@ -483,6 +502,26 @@ class Pipeline(BaseModel):
             return mode
         return "strict" if kind == "openai" else "tool"
 
+    def _check_sandbox(self) -> None:
+        """Refuse, at load, a template that reaches for a private attribute (the way out of the
+        sandbox); with ``sandbox: false``, compile the templates outside it instead."""
+        for index, stage in enumerate(self.stages):
+            for field in ("prompt", "system"):
+                template = getattr(stage, field)
+                if template is None:
+                    continue
+                if not self.sandbox:
+                    setattr(stage, f"_{field}_t", _OPEN_ENV.from_string(template))
+                    continue
+                private = _private_names(_ENV.parse(template))
+                if private:
+                    raise self._error(
+                        f"uses {private[0]!r}, which the template sandbox refuses (private "
+                        "attributes lead out of it); set `sandbox: false` only for a pipeline "
+                        "you trust as code",
+                        ("stages", index, field),
+                    )
+
     def _error(self, reason: str, loc: tuple[Any, ...]) -> PipelineError:
         names = [s.name for s in self.stages]
         error = PipelineError(reason, where=_where(self._source, self._root, loc, names))
@@ -496,6 +535,8 @@ class Pipeline(BaseModel):
         """Load and validate a pipeline file. Every problem is a ``PipelineError`` naming it."""
         import yaml
 
+        from .yamlsafe import LimitExceeded, load_limited
+
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
@@ -503,13 +544,13 @@ class Pipeline(BaseModel):
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise PipelineError(f"cannot read the pipeline file: {reason}", where=str(path)) from exc
         try:
-            data = yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            data, root = load_limited(text)  # limits on size, depth and aliases; unique keys
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark else str(path)
             problem = getattr(exc, "problem", None) or str(exc)
-            raise PipelineError(f"not valid YAML: {problem}", where=where) from exc
+            what = "not accepted" if isinstance(exc, LimitExceeded) else "not valid YAML"
+            raise PipelineError(f"{what}: {clip(problem)}", where=where) from exc
         if not isinstance(data, dict):
             raise PipelineError("a pipeline file is a YAML mapping with a 'stages' list", where=str(path))
         return cls.from_dict(data, source=str(path), _yaml_root=root)
@@ -529,8 +570,9 @@ class Pipeline(BaseModel):
             loc = getattr(exc, "loc", None)
             if loc is None:
                 raise
-            stages = data.get("stages") or []
-            names = [s.get("name") if isinstance(s, Mapping) else None for s in stages]
+            stages = data.get("stages")
+            listed = stages if isinstance(stages, list) else []
+            names = [s.get("name") if isinstance(s, Mapping) else None for s in listed]
             error = PipelineError(exc.reason, where=_where(source, _yaml_root, loc, names))
             error.loc = loc
             raise error from None
@@ -609,7 +651,7 @@ def _explain(
     if kind == "extra_forbidden":
         model: type[BaseModel] = Stage if in_stage and len(rest) == 1 else Pipeline
         known = list(model.model_fields)
-        hint = difflib.get_close_matches(str(rest[-1]), known, n=1) if rest else []
+        hint = difflib.get_close_matches(str(rest[-1])[:100], known, n=1) if rest else []
         message = "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
     elif kind == "missing":
         message = "is required"
@@ -618,7 +660,7 @@ def _explain(
     elif kind in ("dict_type", "model_type", "model_attributes_type") and in_stage and not rest:
         message = "a stage is a mapping with a 'name' and a 'prompt' (or a 'tool')"
     elif kind in _RANGE_ERRORS or kind.endswith("_parsing") or kind.endswith("_type"):
-        message += f" (got {error.get('input')!r})"
+        message += f" (got {clip(repr(error.get('input')))})"
     result = PipelineError(message, where=_where(source, root, loc, names))
     result.loc = loc
     return result
@@ -633,34 +675,11 @@ def _where(source: str | None, root: Any, loc: tuple[Any, ...], names: list[Any]
     if len(loc) >= 2 and loc[0] == "stages" and isinstance(loc[1], int):
         index = loc[1]
         name = names[index] if index < len(names) else None
-        parts.append(f"stage {name!r} (stages[{index}])" if name else f"stages[{index}]")
+        parts.append(f"stage {clip(repr(name), 80)} (stages[{index}])" if name else f"stages[{index}]")
         rest = loc[2:]
     if rest:
-        parts.append(f"field {'.'.join(str(p) for p in rest)!r}")
+        parts.append(f"field {clip(repr('.'.join(str(p) for p in rest)), 120)}")
     return f"{place}: {', '.join(parts)}" if parts else place
-
-
-def _unique_key_loader() -> Any:
-    """A YAML SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
-    import yaml
-
-    class UniqueKeyLoader(yaml.SafeLoader):
-        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-            seen: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=deep)
-                if isinstance(key, str) and key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None,
-                        None,
-                        f"key {key!r} is given twice (first on line {seen[key]})",
-                        key_node.start_mark,
-                    )
-                if isinstance(key, str):
-                    seen[key] = key_node.start_mark.line + 1
-            return super().construct_mapping(node, deep=deep)
-
-    return UniqueKeyLoader
 
 
 def _yaml_line(root: Any, loc: tuple[Any, ...]) -> int | None:

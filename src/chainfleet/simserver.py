@@ -834,7 +834,9 @@ class SimServer:
     # -- HTTP
 
     def _app(self) -> web.Application:
-        app = web.Application(client_max_size=32 * 2**20)
+        from .simserver_admin import admin_guard  # admin routes refuse what a web page can send
+
+        app = web.Application(client_max_size=32 * 2**20, middlewares=[admin_guard])
         openai, anthropic = _OpenAI(), _Anthropic()
 
         async def chat(request: web.Request) -> web.StreamResponse:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -157,6 +159,38 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m004_contracts_gates,
     m005_review,
 ]
+
+
+#: pages of WAL (4 KiB each) between checkpoints, and what it is cut back to after one
+WAL_PAGES = 2048
+
+
+class _OneTransaction:
+    """A connection whose ``executescript`` runs inside the caller's transaction (sqlite3's own
+    commits first); everything else is the connection's."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+    def executescript(self, script: str) -> None:
+        statement = ""
+        for piece in script.split(";"):
+            statement += piece + ";"
+            if sqlite3.complete_statement(statement):
+                if statement.strip(" \n\t;"):
+                    self._db.execute(statement)
+                statement = ""
+        if statement.strip(" \n\t;"):
+            self._db.execute(statement)
+
+
+def _kill_point(name: str) -> None:
+    """Tests only: ``CHAINFLEET_TEST_KILL_AT=migration-1`` kills the process (SIGKILL) there."""
+    if os.environ.get("CHAINFLEET_TEST_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -302,8 +336,10 @@ class RunStore:
             cls._check(db)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            # fewer, larger checkpoints (each one syncs the file) and a 64 MB page cache
-            db.execute("PRAGMA wal_autocheckpoint=16384")
+            # checkpoint every ~8 MB of WAL (each checkpoint syncs the file) and cut the WAL back
+            # to 8 MB after one, so it never grows past that whatever the run's size; 64 MB cache
+            db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+            db.execute(f"PRAGMA journal_size_limit={WAL_PAGES * 4096}")
             db.execute("PRAGMA cache_size=-65536")
             cls._migrate(db)
         except sqlite3.DatabaseError as exc:
@@ -329,11 +365,24 @@ class RunStore:
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
+        """Apply the missing migrations and their version numbers in one transaction: a process
+        killed at any point leaves the store as it was (or no tables at all), never half-made.
+        (``executescript`` would commit first, so migrations' scripts run statement by statement.)
+        """
         version = db.execute("PRAGMA user_version").fetchone()[0]
-        for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
-            migration(db)
-            db.execute(f"PRAGMA user_version = {number}")
-        db.commit()
+        if version == len(MIGRATIONS):
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            scripted = _OneTransaction(db)
+            for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
+                migration(scripted)  # type: ignore[arg-type]
+                db.execute(f"PRAGMA user_version = {number}")
+                _kill_point(f"migration-{number}")
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
 
     def __enter__(self) -> RunStore:
         return self

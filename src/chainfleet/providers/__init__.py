@@ -8,12 +8,23 @@ from urllib.parse import urlsplit
 from ..clock import Clock
 from ..errors import ConfigError
 from ..pipeline import Pipeline, parse_model
+from ..redact import ENV_NAME, clip, looks_like_key
 from .base import Completion, CompletionRequest, Provider
 
 __all__ = ["Completion", "CompletionRequest", "Provider", "ProviderPool"]
 
 
 def _env_key(variable: str, provider: str) -> str:
+    if not ENV_NAME.fullmatch(variable):
+        what = (
+            "the value looks like a key and is not shown"
+            if looks_like_key(variable)
+            else f"{clip(repr(variable), 80)} is not a variable name"
+        )
+        raise ConfigError(
+            f"api_key_env must name an environment variable (e.g. LOCAL_KEY); {what}",
+            where=f"providers.{provider}.api_key_env",
+        )
     key = os.environ.get(variable, "").strip()
     if not key:
         raise ConfigError(f"{variable} is not set: the {provider!r} provider needs an API key")
@@ -25,7 +36,8 @@ def _check_url(url: str | None, where: str) -> str | None:
         return None
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"{url!r} is not a URL (want e.g. http://127.0.0.1:11434/v1)", where=where)
+        shown = "the value looks like a key and is not shown" if looks_like_key(url) else clip(repr(url))
+        raise ConfigError(f"not a URL (want e.g. http://127.0.0.1:11434/v1): {shown}", where=where)
     return url
 
 

@@ -1,0 +1,48 @@
+"""Error messages that never leak a key and never flood the terminal.
+
+- :func:`clip` shortens any value shown in a message to about 200 characters, so a 10 kB
+  string (or a 312 MB expanded YAML alias bomb) is one readable line.
+- :func:`looks_like_key` spots an API key written where a variable name or a URL belongs
+  (``api_key_env: "sk-..."``), so the message can say so without echoing it.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["ENV_NAME", "clip", "looks_like_key", "shown"]
+
+#: an environment variable's name
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_KEY_PREFIX = re.compile(r"(sk|pk|rk|ak|xai|gsk|hf|key|api|tok|ghp|gho|glpat|AIza)[-_]?", re.IGNORECASE)
+_TOKENISH = re.compile(r"[A-Za-z0-9_\-+/=.]{20,}")
+
+
+def clip(text: object, limit: int = 200) -> str:
+    """``str(text)``, cut to ``limit`` characters with a note of how much was left out."""
+    value = str(text)
+    if len(value) <= limit:
+        return value
+    return f"{value[:limit]}... ({len(value) - limit:,} more characters)"
+
+
+def looks_like_key(value: str) -> bool:
+    """Whether ``value`` looks like a secret rather than a name: one unbroken run of 20 or more
+    key characters that is not an upper-case variable name, with a known key prefix (``sk-``,
+    ``xai-``, ``AIza`` ...) or mixing letters and digits.
+
+    >>> looks_like_key("sk-proj-abc123DEF456ghi789"), looks_like_key("OPENAI_API_KEY")
+    (True, False)
+    """
+    text = value.strip()
+    if not _TOKENISH.fullmatch(text) or (ENV_NAME.fullmatch(text) and text == text.upper()):
+        return False
+    mixed = any(c.isdigit() for c in text) and any(c.isalpha() for c in text)
+    return bool(_KEY_PREFIX.match(text)) or mixed
+
+
+def shown(value: str, limit: int = 200) -> str:
+    """``value`` as a message may show it: repr'd and clipped, or a note when it looks like a key."""
+    if looks_like_key(value):
+        return "(a value that looks like a key, not shown)"
+    return clip(repr(value), limit)

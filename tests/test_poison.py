@@ -1,0 +1,220 @@
+"""Poison inputs and pipelines: every one is a clear error naming its file and line (or is
+carried safely), never a crash, a hang, a flood of output, or a leaked key."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chainfleet import InputError, Pipeline, PipelineError, run
+from chainfleet.inputs import MAX_DEPTH, MAX_INT_DIGITS, open_input
+from chainfleet.providers import Completion, CompletionRequest, Provider
+
+CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")
+
+SIM = "name: t\nmodel: sim\nsim: {latency: 0}\ninput: topic\n"
+ONE_STAGE = SIM + "stages:\n  - {name: a, prompt: 'A {{ topic }} {{ note }}'}\n"
+
+
+def cli(*args: str, cwd: Path, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CHAINFLEET, *args], capture_output=True, text=True, timeout=60, cwd=cwd, check=False, **kw
+    )
+
+
+def scan_error(tmp_path: Path, line: str) -> str:
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"topic": "fine"}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        open_input(path, input_field="topic").scan()
+    return str(caught.value)
+
+
+def test_a_huge_integer_is_a_clear_error_naming_the_line(tmp_path: Path) -> None:
+    message = scan_error(tmp_path, '{"topic": "x", "n": ' + "9" * 5000 + "}")
+    assert message.startswith(f"{tmp_path / 'in.jsonl'}:2: ")
+    assert f"an integer of 5,000 digits (at most {MAX_INT_DIGITS:,})" in message
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 1200, 100_000])
+def test_deep_nesting_is_a_clear_error_naming_the_line(tmp_path: Path, depth: int) -> None:
+    message = scan_error(tmp_path, '{"topic": "x", "n": ' + "[" * depth + "]" * depth + "}")
+    assert message.endswith(f":2: not accepted: nested more than {MAX_DEPTH} levels deep")
+
+
+def test_a_line_past_the_size_limit_is_refused_without_reading_it_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("chainfleet.inputs.MAX_LINE_BYTES", 1024 * 1024)
+    message = scan_error(tmp_path, '{"topic": "' + "x" * (2 * 1024 * 1024) + '"}')
+    assert message.endswith(":2: not accepted: a line longer than 1 MiB")
+
+
+def test_a_lone_surrogate_is_replaced_with_a_warning_and_the_run_finishes(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(ONE_STAGE, encoding="utf-8")
+    lines = [
+        {"topic": "plain", "note": "ok"},
+        {"topic": "in the input field \ud800", "note": "ok"},
+        {"topic": "elsewhere", "note": "a lone low half \udfff here", "id": "x\udc00"},
+    ]
+    text = "".join(json.dumps(line) + "\n" for line in lines)  # json.dumps escapes them: valid JSON
+    (tmp_path / "in.jsonl").write_text(text, encoding="ascii")
+    for attempt in ("run", "again"):
+        args = ["run", "p.yaml", "-i", "in.jsonl", "--out", "out", "-q"]
+        done = cli(*args, *(["--resume"] if attempt == "again" else []), cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    assert "in.jsonl:2: a lone surrogate escape" in done.stderr and "in.jsonl:3:" in done.stderr
+    rows = [json.loads(x) for x in (tmp_path / "out" / "results.jsonl").read_text("utf-8").splitlines()]
+    assert [r["status"] for r in rows] == ["succeeded"] * 3
+    assert rows[1]["input"]["topic"] == "in the input field \ufffd"
+    assert rows[2]["input"]["note"] == "a lone low half \ufffd here" and rows[2]["id"] == "x\ufffd"
+    assert len(list((tmp_path / "out" / "items").iterdir())) == 3
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_error(tmp_path: Path, text: str) -> str:
+    with pytest.raises(PipelineError) as caught:
+        Pipeline.from_yaml(write(tmp_path, text))
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("stages", ["5", "'five'", "{name: a}", "null"])
+def test_stages_that_are_not_a_list_are_one_clear_error(tmp_path: Path, stages: str) -> None:
+    message = load_error(tmp_path, SIM + f"stages: {stages}\n")
+    assert message.startswith(f"{tmp_path / 'p.yaml'}:")
+    assert "stages" in message
+
+
+@pytest.mark.parametrize("depth", [65, 500, 5000])
+def test_deeply_nested_yaml_is_refused_with_its_line(tmp_path: Path, depth: int) -> None:
+    message = load_error(tmp_path, SIM + "deep: " + "[" * depth + "]" * depth + "\n")
+    assert "nested more than 64 levels deep" in message
+    assert message.startswith(f"{tmp_path / 'p.yaml'}:5: ")
+
+
+BILLION_LAUGHS = """\
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+"""
+
+
+def test_a_billion_laughs_pipeline_is_refused_at_once_in_one_short_line(tmp_path: Path) -> None:
+    started = time.process_time()
+    message = load_error(tmp_path, BILLION_LAUGHS)
+    assert time.process_time() - started < 5  # CPU seconds, not wall: it stops counting early
+    assert "more than 100,000 values once its aliases are expanded" in message
+    assert len(message) < 300
+    few = "a: &a [1, 2]\nb: [" + ", ".join(["*a"] * 101) + "]\n"
+    assert "more than 100 aliases" in load_error(tmp_path, few)
+
+
+def test_error_messages_clip_long_values(tmp_path: Path) -> None:
+    message = load_error(
+        tmp_path, SIM + "concurrency: '" + "x" * 10_000 + "'\nstages: [{name: a, prompt: hi}]\n"
+    )
+    assert "more characters)" in message and len(message) < 600
+
+
+def test_a_key_written_where_a_variable_name_belongs_is_never_echoed(tmp_path: Path) -> None:
+    key = "sk-proj-Zx81bQ0aLw2Yt4Ue7Hn3Pq9"
+    write(
+        tmp_path,
+        SIM.replace("model: sim", "model: local:llama")
+        + f"providers:\n  local: {{kind: openai, base_url: 'http://127.0.0.1:9/v1', api_key_env: '{key}'}}\n"
+        + "stages:\n  - {name: a, prompt: 'A {{ topic }}'}\n",
+    )
+    (tmp_path / "t.txt").write_text("x\n", encoding="utf-8")
+    done = cli("run", "p.yaml", "-i", "t.txt", "--out", "out", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "api_key_env must name an environment variable" in done.stderr
+    assert "the value looks like a key and is not shown" in done.stderr
+    assert key not in done.stderr + done.stdout and key[:12] not in done.stderr
+    write(
+        tmp_path,
+        SIM.replace("model: sim", "model: local:llama")
+        + f"providers:\n  local: {{kind: openai, base_url: '{key}'}}\n"
+        + "stages:\n  - {name: a, prompt: 'A {{ topic }}'}\n",
+    )
+    done = cli("run", "p.yaml", "-i", "t.txt", "--out", "out", cwd=tmp_path)
+    assert done.returncode == 2 and "not a URL" in done.stderr and key not in done.stderr
+
+
+ESCAPE = "{{ cycler.__init__.__globals__.os.popen('echo PWNED > pwned.txt').read() }}"
+
+
+def test_a_template_escaping_the_sandbox_is_refused_before_any_call(tmp_path: Path) -> None:
+    write(tmp_path, SIM + f'stages:\n  - name: a\n    prompt: "{ESCAPE} {{{{ topic }}}}"\n')
+    (tmp_path / "t.txt").write_text("x\n", encoding="utf-8")
+    done = cli("run", "p.yaml", "-i", "t.txt", "--out", "out", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "p.yaml:7: stage 'a' (stages[0]), field 'prompt': uses '__" in done.stderr
+    assert "which the template sandbox refuses" in done.stderr
+    assert not (tmp_path / "pwned.txt").exists() and not (tmp_path / "out").exists()
+
+
+def test_the_sandbox_also_refuses_at_render_what_slips_past_the_load_check(tmp_path: Path) -> None:
+    # no private name in the source: the attribute is computed, so only the sandbox can see it
+    prompt = "{{ (cycler|attr('_' ~ '_init_' ~ '_')) }} {{ topic }}"
+    pipeline = Pipeline.model_validate(
+        {"model": "sim", "sim": {"latency": 0}, "input": "topic", "stages": [{"name": "a", "prompt": prompt}]}
+    )
+    report = run(pipeline, ["x"])
+    [result] = report.results()
+    assert result.status == "failed"
+    assert "the sandbox refused it" in (result.error or {}).get("message", "")
+
+
+class Echo(Provider):
+    """Answers with the prompt it was sent."""
+
+    kind = "sim"
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        return Completion(text=request.prompt, input_tokens=1, output_tokens=1)
+
+
+def test_input_data_and_model_outputs_are_never_rendered_as_templates() -> None:
+    pipeline = Pipeline.model_validate(
+        {
+            "input": "topic",
+            "stages": [
+                {"name": "a", "prompt": "T={{ topic }}"},
+                {"name": "b", "prompt": "A={{ a }} {{ '{{ 6 * 6 }}' }}"},
+                {"name": "c", "prompt": "B={{ b }}"},
+            ],
+        }
+    )
+    topic = "{{ 7 * 7 }} {% for x in range(3) %}x{% endfor %}"
+    report = run(pipeline, [topic], providers={"sim": Echo()})
+    [result] = report.results()
+    assert result.status == "succeeded", result.error
+    assert result.outputs["a"] == f"T={topic}"
+    assert result.outputs["c"] == f"B=A=T={topic} {{{{ 6 * 6 }}}}"  # b's output: literal braces
+    assert "49" not in result.outputs["c"] and "36" not in result.outputs["c"]
+
+
+def test_a_pipeline_may_opt_out_of_the_sandbox() -> None:
+    stages = [{"name": "a", "prompt": "{{ cycler.__init__.__name__ }} {{ topic }}"}]
+    with pytest.raises(PipelineError, match="sandbox refuses"):
+        Pipeline.model_validate({"input": "topic", "stages": stages})
+    trusted = Pipeline.model_validate({"input": "topic", "sandbox": False, "stages": stages})
+    [result] = run(trusted, ["x"], providers={"sim": Echo()}).results()
+    assert result.outputs["a"] == "__init__ x"
