@@ -360,17 +360,7 @@ class Runner:
             "message": f"not run: the run stopped ({reason})",
         }
         try:
-            for item in items:
-                self.store.save_item(
-                    self.run_id,
-                    ItemRecord(
-                        index=item.index,
-                        id=item.id,
-                        input=item.fields,
-                        status="skipped",
-                        error=error,
-                    ),
-                )
+            self.store.save_skipped(self.run_id, ((i.index, i.id, i.fields) for i in items), error)
         except InputError:
             pass  # already stopping because of the input; what was read is recorded
 

@@ -22,7 +22,7 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -596,6 +596,19 @@ class RunStore:
                 record.seconds,
             ),
         )
+        self._maybe_commit()
+
+    def save_skipped(
+        self, run_id: str, items: Iterable[tuple[int, str, Mapping[str, Any]]], error: dict[str, Any]
+    ) -> None:
+        """Record items never admitted, as (index, id, fields), all with one ``error``: one
+        statement for all of them, so a stopped million-item run lists its rest in seconds."""
+        text = json.dumps(error)
+        rows = (
+            (run_id, index, ident, json.dumps(fields, ensure_ascii=False), "skipped", text, 0, 0.0)
+            for index, ident, fields in items
+        )
+        self.db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         self._maybe_commit()
 
     def save_quality(self, run_id: str, rows: list[tuple[int, dict[str, Any]]]) -> None:

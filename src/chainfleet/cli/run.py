@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..diskfull import EXIT_DISK_FULL, is_disk_full
+from ..diskfull import message as disk_full_message
 from ..errors import ConfigError
 from ..folder import acquire, open_store, release
 from ..pipeline import Pipeline
@@ -236,31 +239,38 @@ def execute(
     pipeline = Pipeline.from_yaml(pipeline_file)
     run_id = new_run_id()
     out_dir = Path(out) if out else Path("runs") / run_id
-    report = asyncio.run(
-        _run(
-            pipeline,
-            input_file,
-            out_dir,
-            quiet=quiet,
-            concurrency=options["concurrency"],
-            model=options["model"],
-            max_attempts=options["max_attempts"],
-            retry_passes=options["retry_passes"],
-            rpm=options["rpm"],
-            tpm=options["tpm"],
-            max_concurrency=options["max_concurrency"],
-            run_id=run_id,
-            resume=resume,
-            cache=False if options["no_cache"] else options["cache"],
-            max_cost=options["max_cost"],
-            max_tokens=options["max_tokens"],
-            settings=settings,
-            force=force,
-            backend=options.get("backend", "local"),  # runs saved before backends existed: local
-            address=options.get("address"),
-            workers=options.get("workers"),
+    try:
+        report = asyncio.run(
+            _run(
+                pipeline,
+                input_file,
+                out_dir,
+                quiet=quiet,
+                concurrency=options["concurrency"],
+                model=options["model"],
+                max_attempts=options["max_attempts"],
+                retry_passes=options["retry_passes"],
+                rpm=options["rpm"],
+                tpm=options["tpm"],
+                max_concurrency=options["max_concurrency"],
+                run_id=run_id,
+                resume=resume,
+                cache=False if options["no_cache"] else options["cache"],
+                max_cost=options["max_cost"],
+                max_tokens=options["max_tokens"],
+                settings=settings,
+                force=force,
+                backend=options.get("backend", "local"),  # runs saved before backends existed: local
+                address=options.get("address"),
+                workers=options.get("workers"),
+            )
         )
-    )
+    except (OSError, sqlite3.Error) as exc:  # a full disk: one line, exit 74, nothing lost
+        if not is_disk_full(exc):
+            raise
+        say(disk_full_message(out_dir), err=True)
+        settle_streams()
+        sys.exit(EXIT_DISK_FULL)
     for line in report.summary_lines():
         say(line)
     if report.reused or report.cache_hits:
