@@ -57,6 +57,7 @@ from .redact import clip
 from .review.rules import ReviewRule
 
 __all__ = [
+    "BatchSettings",
     "Gate",
     "ModelLimits",
     "Pipeline",
@@ -131,6 +132,24 @@ class PriceSettings(_Settings):
     output: float = Field(ge=0)
 
 
+class BatchSettings(_Settings):
+    """How batch mode (``mode: batch``) forms and watches provider batch jobs.
+
+    ``window``: seconds a chunk keeps collecting requests after its first one; ``poll`` and
+    ``poll_max``: the first wait between status checks and its cap (it grows 1.5x a check);
+    ``max_requests``: a chunk cap below the provider's own; ``concurrency``: the chains in flight
+    in batch mode (they wait cheaply); ``sim_delay``: how long the built-in ``sim`` takes to finish
+    a batch.
+    """
+
+    window: float = Field(1.0, ge=0)
+    poll: float = Field(2.0, gt=0)
+    poll_max: float = Field(60.0, gt=0)
+    max_requests: int | None = Field(None, ge=1)
+    concurrency: int = Field(10_000, ge=1)
+    sim_delay: float = Field(1.0, ge=0)
+
+
 class Stage(BaseModel):
     """One step of a chain: an LLM call (``prompt``) or a tool step (``tool``).
 
@@ -163,6 +182,8 @@ class Stage(BaseModel):
     then: Literal["fail", "accept"] = "fail"
     #: where a person reviews this stage's output: always, on_gate_fail, {sample: F} (issue 10)
     review: ReviewRule | None = None
+    #: "batch": this stage's calls go through the provider's batch API (None: the pipeline's mode)
+    mode: Literal["online", "batch"] | None = None
 
     _prompt_t: jinja2.Template | None = PrivateAttr(None)
     _system_t: jinja2.Template | None = PrivateAttr(None)
@@ -375,6 +396,9 @@ class Pipeline(BaseModel):
     #: seconds before a call to a real provider counts as timed out (a retryable error)
     timeout: float = Field(120.0, gt=0)
     input: str = "input"
+    #: "batch": every LLM stage goes through the provider's batch API (see BatchSettings)
+    mode: Literal["online", "batch"] = "online"
+    batch: BatchSettings = BatchSettings()
     stages: list[Stage] = Field(min_length=1)
     #: templates render in Jinja2's sandbox; ``false`` trusts them with Python's internals
     sandbox: bool = True
@@ -586,6 +610,10 @@ class Pipeline(BaseModel):
 
     def model_for(self, stage: Stage) -> str:
         return stage.model or self.model
+
+    def batched(self, stage: Stage) -> bool:
+        """Whether ``stage``'s calls go through a provider batch API (tool steps never do)."""
+        return not stage.is_tool and (stage.mode or self.mode) == "batch"
 
     def input_fields_needed(self) -> dict[str, list[tuple[str, str]]]:
         """Variables no stage provides, so the input must: {variable: [(stage, field), ...]}."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["PRICES", "Price", "price_for"]
+__all__ = ["BATCH_RATES", "PRICES", "Price", "batch_price", "price_for"]
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,31 @@ PRICES: dict[str, Price] = {
 }
 
 
+#: what a provider's batch API charges, as a share of its list price (OpenAI Batch API and
+#: Anthropic Message Batches: half)
+BATCH_RATES: dict[str, float] = {"openai": 0.5, "anthropic": 0.5, "sim": 0.0}
+
+
+def batch_price(spec: str, price: Price | None) -> Price | None:
+    """``price`` at the batch rate of ``spec``'s provider (half, unless the table says else).
+
+    A named OpenAI-compatible endpoint (``local:llama3``) is charged as OpenAI's batch API.
+    """
+    if price is None:
+        return None
+    provider = spec.partition(":")[0]
+    rate = BATCH_RATES.get(provider, 0.5)
+    return Price(price.input * rate, price.output * rate)
+
+
 def price_for(spec: str, overrides: Mapping[str, Price] | None = None) -> Price | None:
-    """The price of model ``spec`` (``"openai:gpt-4o-mini"``), or None when unknown."""
+    """The price of model ``spec`` (``"openai:gpt-4o-mini"``), or None when unknown.
+
+    ``spec@batch`` (``"openai:gpt-4o-mini@batch"``) is the price through the batch API.
+    """
+    if spec.endswith("@batch"):
+        base = spec[: -len("@batch")]
+        return batch_price(base, price_for(base, overrides))
     if overrides and spec in overrides:
         return overrides[spec]
     provider, _, model = spec.partition(":")

@@ -33,12 +33,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .backends import Backend, LocalBackend, backend_for
+from .batch import BatchCalls, Batcher, attach_batcher, with_batch
 from .clock import Clock, SystemClock
 from .errors import ConfigError, FatalError, InputError
 from .folder import open_cache, open_store, releasing_out
 from .inputs import InputSource, Item, items_from, open_input
 from .limits import AdaptiveConcurrency, ModelLimiter
-from .pipeline import Pipeline, parse_model
+from .pipeline import Pipeline, Stage, parse_model
 from .prices import Price, price_for
 from .providers import Provider, ProviderPool
 from .report import RunReport, build_report
@@ -173,6 +174,14 @@ class Runner:
                 f"review: needs the local backend for now (a person's decisions are applied where "
                 f"the chain runs); run without --backend {self.backend.name}"
             )
+        #: batch mode's jobs (chainfleet.batch), when any stage is in batch mode
+        self.batch: Batcher | None = None
+
+    def batch_calls(self, stage: Stage, item_id: str) -> BatchCalls | None:
+        """How a stage in batch mode calls its model (None: online, ``provider.complete``)."""
+        if self.batch is None or not self.pipeline.batched(stage):
+            return None
+        return self.batch.calls(self.pool.for_model(self.pipeline.model_for(stage))[0], item_id)
 
     # -- the run -----------------------------------------------------------------------------------
 
@@ -196,6 +205,8 @@ class Runner:
         self._failed: list[Chain] = []
         self._items: Iterator[Item] = iter(())
         try:
+            if self.batch is not None:
+                await self.batch.check(self)  # an endpoint without a batch API: exit 2, nothing sent
             await self.backend.start(self)
             self.store.begin_run(self.run_id, pipeline=self.pipeline.name, settings=self._settings())
             self._t0 = self.clock.now()
@@ -217,6 +228,8 @@ class Runner:
             self.store.flush()
             if self.cache is not None and self.cache is not self.store:
                 self.cache.flush()
+            if self.batch is not None:
+                await self.batch.aclose()
             await self.pool.aclose()
         return build_report(self)
 
@@ -463,6 +476,7 @@ async def arun(
     backend: str = "local",
     address: str | None = None,
     workers: int | None = None,
+    batch: bool = False,
 ) -> RunReport:
     """Run ``pipeline`` over ``items`` and return its :class:`RunReport`.
 
@@ -488,8 +502,21 @@ async def arun(
     cluster, at most ``concurrency``) on the cluster at ``address`` (``auto``, ``HOST:PORT`` or
     ``ray://HOST:10001``; default: ``RAY_ADDRESS``, else a Ray node started here on 127.0.0.1
     only). The store, the output folder and the report are the same as a local run's.
+
+    ``batch`` puts every LLM stage in batch mode (as ``mode: batch`` does; see
+    :mod:`chainfleet.batch`); without ``concurrency``, batch mode keeps ``batch.concurrency``
+    chains in flight.
     """
+    if batch:
+        pipeline = with_batch(pipeline)
+    batched = any(pipeline.batched(stage) for stage in pipeline.stages)
+    if batched and concurrency == "auto":
+        raise ConfigError("--concurrency auto is for online calls; batch mode has no use for it")
+    if batched and backend != "local":
+        raise ConfigError("batch mode runs on the local backend: the provider runs the batch, not Ray")
     engine = backend_for(backend, address=address, workers=workers)
+    if batched and concurrency is None:
+        concurrency = max(pipeline.concurrency, pipeline.batch.concurrency)
     pipeline, source, store, total = prepare(
         pipeline,
         items,
@@ -526,6 +553,7 @@ async def arun(
         backend=engine,
     )
     runner.total = total
+    attach_batcher(runner)
     if on_start is not None:
         on_start(runner)
     report = await runner.run(source)

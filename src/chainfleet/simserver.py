@@ -70,13 +70,16 @@ from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from . import simtext
 from .simserver_queue import SlotQueue
+
+if TYPE_CHECKING:
+    from .simserver_batch import BatchSimSettings
 
 __all__ = [
     "SimServer",
@@ -725,8 +728,16 @@ class SimServer:
     """
 
     def __init__(
-        self, settings: SimServerSettings | None = None, *, clock: Callable[[], float] = time.monotonic
+        self,
+        settings: SimServerSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        batch: BatchSimSettings | None = None,
     ) -> None:
+        from .simserver_batch import BatchSim
+
+        #: the batch APIs (OpenAI Files + Batches, Anthropic Message Batches): simserver_batch
+        self.batch = BatchSim(self, batch)
         self._settings = settings or SimServerSettings()
         self._clock = clock
         self._rng = random.Random(self._settings.seed)
@@ -783,6 +794,7 @@ class SimServer:
         self._rng.seed(self._settings.seed)
         self._failed_once.clear()
         self._queue.reset_stats()
+        self.batch.reset()
 
     def stats(self) -> dict[str, Any]:
         """Counts since the start or the last reset (the ``GET /sim/stats`` body)."""
@@ -851,6 +863,7 @@ class SimServer:
         app.router.add_get("/sim/stats", self._get_stats)
         app.router.add_post("/sim/reset", self._post_reset)
         app.router.add_post("/sim/config", self._post_config)
+        self.batch.add_routes(app, openai, anthropic)
         return app
 
     async def _health(self, request: web.Request) -> web.StreamResponse:
@@ -1050,12 +1063,13 @@ def run_server(
     port: int = 8765,
     *,
     ready: Callable[[str], None] | None = None,
+    batch: BatchSimSettings | None = None,
 ) -> dict[str, Any]:
     """Serve until Ctrl-C or SIGTERM (blocking); return the final stats.
 
     ``ready`` is called with the base URL once the port is bound (port 0 picks a free one).
     """
-    server = SimServer(settings)
+    server = SimServer(settings, batch=batch)
     try:
         asyncio.run(_serve_until_signal(server, host, port, ready))
     except KeyboardInterrupt:  # where signal handlers are not available (Windows)
@@ -1097,8 +1111,10 @@ class SimServerThread:
             print(sim.stats()["status"])
     """
 
-    def __init__(self, settings: SimServerSettings | None = None) -> None:
-        self.server = SimServer(settings)
+    def __init__(
+        self, settings: SimServerSettings | None = None, *, batch: BatchSimSettings | None = None
+    ) -> None:
+        self.server = SimServer(settings, batch=batch)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 

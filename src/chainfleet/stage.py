@@ -39,6 +39,7 @@ from .stats import StageStats
 from .store import CallRow, RevisionRow, StageHit
 
 if TYPE_CHECKING:
+    from .batch import BatchCalls
     from .runner import Runner
 
 #: what one attempt gives back: (text, input tokens, output tokens)
@@ -588,13 +589,22 @@ class StageExecutor:
             key_parts += (json.dumps(contract.schema, sort_keys=True), request.structured)
         if revision:
             key_parts += (("revision", revision),)
-        return self._prepare(spec, request, key_parts)
+        return self._prepare(spec, request, key_parts, self.runner.batch_calls(stage, str(context["id"])))
 
-    def _prepare(self, spec: str, request: CompletionRequest, key_parts: tuple[Any, ...]) -> Prepared:
+    def _prepare(
+        self,
+        spec: str,
+        request: CompletionRequest,
+        key_parts: tuple[Any, ...],
+        batch: BatchCalls | None = None,
+    ) -> Prepared:
         """A request made ready: an attempt goes through the model's limiter and the adaptive
-        gate; a 429 closes the model's cooldown gate."""
+        gate; a 429 closes the model's cooldown gate. In batch mode (``batch``, see
+        chainfleet.batch) it goes into a provider batch job instead: no limiter (a batch API
+        has limits of its own), and the batch price."""
         provider, model = self.runner.pool.for_model(spec)
-        limiter = self._limiter(spec)
+        caller = batch(key_parts) if batch is not None else None
+        limiter = self._limiter(spec) if caller is None else None
         estimate = estimate_tokens((request.system or "") + request.prompt, model) + request.max_tokens
 
         async def call(record: Attempt) -> Call:
@@ -607,7 +617,7 @@ class StageExecutor:
                 self.runner.stats.cooldown_seconds += reservation.cooldown_wait
             record.started = started = self.runner.clock.now()
             try:
-                completion = await provider.complete(request)
+                completion = await (provider.complete(request) if caller is None else caller(request))
             except CallError as exc:
                 if self.runner.adaptive is not None:
                     busy = exc.kind in ("rate_limited", "overloaded")
@@ -631,14 +641,14 @@ class StageExecutor:
 
         def repair(problem: str, reply: str) -> Prepared:
             again = dataclasses.replace(request, prompt=request.prompt + repair_note(problem, reply))
-            return self._prepare(spec, again, (*key_parts, ("repair", problem)))
+            return self._prepare(spec, again, (*key_parts, ("repair", problem)), batch)
 
         # the response cache: real providers only (sim must take its time), deterministic requests
         cacheable = provider.kind != "sim" and request.temperature == 0
         return Prepared(
             call=call,
             key_parts=key_parts,
-            spec=spec,
+            spec=spec if caller is None else f"{spec}@batch",
             gated=limiter is not None,
             cacheable=cacheable,
             repair=repair if request.schema is not None else None,

@@ -153,11 +153,48 @@ def m005_review(db: sqlite3.Connection) -> None:
     migrate(db)
 
 
+def m006_batches(db: sqlite3.Connection) -> None:
+    """Batch mode: every chunk (its provider batch and file ids, state, times) and its requests
+    (membership, state, and a finished request's result), so a resume polls instead of
+    submitting again. Its own tables only, so its place among the migrations does not matter."""
+    db.executescript(
+        """
+        CREATE TABLE IF NOT EXISTS batch_chunks (
+            chunk_id TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            spec TEXT NOT NULL,
+            state TEXT NOT NULL,
+            file_id TEXT,
+            batch_id TEXT,
+            requests INTEGER NOT NULL,
+            bytes INTEGER NOT NULL,
+            created REAL NOT NULL,
+            submitted REAL,
+            ended REAL,
+            counts TEXT,
+            error TEXT
+        );
+        CREATE TABLE IF NOT EXISTS batch_requests (
+            chunk_id TEXT NOT NULL,
+            custom_id TEXT NOT NULL,
+            state TEXT NOT NULL,
+            output TEXT,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            PRIMARY KEY (chunk_id, custom_id)
+        );
+        CREATE INDEX IF NOT EXISTS batch_requests_by_id ON batch_requests (custom_id);
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_calls_keys_cache,
     m004_contracts_gates,
     m005_review,
+    m006_batches,
 ]
 
 

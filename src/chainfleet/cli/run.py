@@ -151,6 +151,12 @@ class ConcurrencyType(_ParamType):
     metavar="N",
     help="Ray worker actors [default: one per CPU of the cluster, at most --concurrency].",
 )
+@click.option(
+    "--batch",
+    is_flag=True,
+    help="Send every LLM stage through the provider's batch API (half price, up to 24 h); "
+    "the pipeline's mode: batch does it per stage.",
+)
 @config_errors
 def run_command(
     pipeline_file: str,
@@ -174,6 +180,7 @@ def run_command(
     backend: str,
     address: str | None,
     workers: int | None,
+    batch: bool,
 ) -> None:
     """Run PIPELINE.yaml over every item of --input.
 
@@ -187,6 +194,7 @@ def run_command(
       chainfleet run examples/content.yaml -i topics.txt --out runs/today --resume
       chainfleet run examples/content.yaml -i topics.txt --model openai:gpt-4o --max-cost 5
       chainfleet run examples/content.yaml -i topics.txt --backend ray --address auto -c 64
+      chainfleet run examples/content.yaml -i topics.txt --model openai:gpt-4o-mini --batch
 
     Writes results.jsonl, report.json, report.md and one markdown file per item into the
     output folder, and keeps every finished stage result in its run.db as it arrives.
@@ -219,6 +227,7 @@ def run_command(
             "backend": backend,
             "address": address,
             "workers": workers,
+            "batch": batch,
         },
     }
     execute(pipeline_file, input_file, out, settings, quiet=quiet, resume=resume, force=force)
@@ -258,6 +267,7 @@ def execute(
                 cache=False if options["no_cache"] else options["cache"],
                 max_cost=options["max_cost"],
                 max_tokens=options["max_tokens"],
+                batch=options.get("batch", False),
                 settings=settings,
                 force=force,
                 backend=options.get("backend", "local"),  # runs saved before backends existed: local
