@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from .batch_ledger import SUBMITTED, BatchLedger, RequestResult
 from .clock import Clock
-from .errors import CallError, ConfigError, FatalError, RetryableError
+from .errors import CallError, ConfigError, FatalError, RetryableError, ServerError
 from .pipeline import BatchSettings, Pipeline
 from .providers import Completion, CompletionRequest, Provider
 from .providers.batch_base import (
@@ -239,7 +239,13 @@ class Batcher:
         while lane.items:
             await self.clock.sleep(self.settings.window)
             while lane.items:
-                await self._submit(lane, self._take(lane))
+                chunk = self._take(lane)
+                try:
+                    await self._submit(lane, chunk)
+                except Exception as exc:  # a bug or a broken store must not leave calls waiting forever
+                    waiters = {item.custom_id: future for item, future in chunk}
+                    self._resolve(waiters, {}, ServerError(f"batch submission failed: {exc!r}"))
+                    raise
 
     def _take(self, lane: _Lane) -> list[tuple[BatchItem, asyncio.Future[Outcome]]]:
         adapter = lane.adapter
@@ -286,10 +292,21 @@ class Batcher:
 
     async def _watch(self, live: _Chunk, batch_id: str) -> None:
         """Poll until the batch ends, keep its results, resolve the calls waiting on it."""
+        try:
+            await self._watched(live, batch_id)
+        except Exception as exc:  # as in _collect: no call is left waiting
+            self._chunks.pop(live.chunk_id, None)
+            self._resolve(live.waiters, {}, ServerError(f"watching batch {batch_id} failed: {exc!r}"))
+            raise
+
+    async def _watched(self, live: _Chunk, batch_id: str) -> None:
         status = await self._until_ended(live, batch_id)
         results: dict[str, Outcome] = {}
         if status.ended and not status.failed:
-            results = await self._download(live, batch_id, status)
+            try:
+                results = await self._download(live, batch_id, status)
+            except CallError as exc:  # a revoked key, a deleted file: the results are out of reach
+                status = BatchStatus(state=status.state, ended=True, failed=True, error=exc)
         stored = {cid: _stored(outcome) for cid, outcome in results.items()}
         error = status.error or BatchExpired(f"batch {batch_id} ended ({status.state}) without this request")
         self.ledger.ended(live.chunk_id, stored, failed=status.failed, error=str(error))
@@ -338,6 +355,8 @@ class Batcher:
                 self.counts.expired += 1
             elif isinstance(outcome, CallError):
                 self.counts.errored += 1
+                if isinstance(outcome, RetryableError) and outcome.retry_after is None:
+                    outcome.retry_after = 0.0  # the next chunk's window and turnaround are the backoff
                 if isinstance(outcome, FatalError):
                     self.fatal = self.fatal or outcome
             else:

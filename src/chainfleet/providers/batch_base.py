@@ -45,6 +45,10 @@ class BatchExpired(RetryableError):
 
     kind = "batch_expired"
 
+    def __init__(self, message: str, *, retry_after: float | None = 0.0, status: int | None = None) -> None:
+        # no wait of its own: the next chunk's window is the wait
+        super().__init__(message, retry_after=retry_after, status=status)
+
 
 @dataclass(frozen=True)
 class BatchItem:
