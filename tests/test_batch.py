@@ -105,7 +105,7 @@ def test_three_stages_in_batch_mode_give_the_online_outputs(
     # chains are pipelined: stage 2 went out in chunks of its own, after stage 1's came back
     assert stats["jobs_created"] >= 3
     # half price: the same tokens cost half as much through the batch API
-    assert batch.cost_usd == pytest.approx(online.cost_usd / 2, rel=1e-6)
+    assert batch.cost_usd == pytest.approx(online.cost_usd / 2, abs=2e-6)  # (rounded to 6 places)
 
 
 def test_errored_and_expired_requests_are_resubmitted_on_their_own(
