@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .batch_report import batch_markdown
 from .gate_report import gate_markdown
 from .review.summary import review_lines
 from .store import ItemRecord
@@ -175,6 +176,7 @@ def report_markdown(report: RunReport) -> str:
         if report.items_failed > TABLE_CAP:
             lines.append(f"\n{report.items_failed - TABLE_CAP} more in results.jsonl.")
     lines += gate_markdown(d.get("gates"))
+    lines += batch_markdown(d.get("batch"))
     lines += ["", "## Quality of each output", ""]
     summary = report.quality_summary()
     if not report.quality:

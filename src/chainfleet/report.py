@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .batch_report import batch_lines, batch_section
 from .gate_report import gate_summary
 from .quality import assess
 from .review.summary import review_summary
@@ -85,6 +86,8 @@ class RunReport:
     input_error: str | None = None
     #: gates and contracts: pass rates, revisions, repairs (see chainfleet.gate_report)
     gates: dict[str, Any] | None = None
+    #: batch mode: chunks and requests by state, provider wait (see chainfleet.batch_report)
+    batch: dict[str, Any] | None = None
     store: RunStore | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -174,6 +177,7 @@ class RunReport:
             "stopped_kind": self.stopped_kind,
             "input_error": self.input_error,
             "gates": self.gates,
+            "batch": self.batch,
         }
 
     def to_json(self) -> str:
@@ -195,6 +199,7 @@ class RunReport:
             f"{self.calls.get('rate_limited', 0)} rate-limited); tokens in "
             f"{self.tokens.get('input', 0):,}, out {self.tokens.get('output', 0):,}",
         ]
+        lines += batch_lines(self.batch)
         if self.stopped:
             lines.append(f"stopped early: {self.stopped}")
         for failure in self.failures[:10]:
@@ -297,6 +302,7 @@ def build_report(runner: Runner) -> RunReport:
     store.save_quality(run_id, updates)
     store.flush()
     report.gates = gate_summary(store, run_id)
+    report.batch = batch_section(store, wall_seconds=stats.wall_seconds)
     report.items_succeeded = counts["succeeded"]
     report.items_failed = counts["failed"]
     report.items_skipped = counts["skipped"]

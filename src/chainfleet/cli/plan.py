@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ..errors import ConfigError
@@ -52,6 +54,20 @@ def _numbers(text: str, name: str, kind: type[int] | type[float] = int) -> list:
     metavar="N",
     help="Prompt + output tokens of a call, for --tpm [default: from the pipeline's max_tokens plus 500].",
 )
+@click.option(
+    "--batch",
+    "compare_batch",
+    is_flag=True,
+    help="Also compare online with the provider's batch API: time (the batch window) and cost.",
+)
+@click.option(
+    "--batch-hours",
+    type=click.FloatRange(min=0, min_open=True, max=24),
+    default=1.0,
+    show_default=True,
+    metavar="H",
+    help="Hours one batch takes, for --batch (providers promise 24 h at most).",
+)
 @config_errors
 def plan_command(
     pipeline_file: str | None,
@@ -62,6 +78,8 @@ def plan_command(
     rpm: float | None,
     tpm: float | None,
     tokens_per_call: float | None,
+    compare_batch: bool,
+    batch_hours: float,
 ) -> None:
     """Print how long a batch takes at each concurrency, before running it.
 
@@ -70,8 +88,12 @@ def plan_command(
       chainfleet plan                                   the classic lesson's table, computed
       chainfleet plan --rpm 60 --latency 10             which limit binds, the best concurrency
       chainfleet plan examples/content.yaml -n 1000 -c 10,50,100 --rpm 500 --tpm 200000
+      chainfleet plan examples/content.yaml -n 100000 --rpm 500 --batch    online vs batch API
     """
     stage_names: list[str] = []
+    spec: str | None = None
+    prices: dict[str, Any] = {}
+    output_tokens = 1024.0
     seconds = latency
     count = calls
     per_call_tokens = tokens_per_call
@@ -81,6 +103,9 @@ def plan_command(
         pipeline = Pipeline.from_yaml(pipeline_file)
         llm = [s for s in pipeline.stages if not s.is_tool]
         stage_names = [s.name for s in llm]
+        spec = pipeline.model_for(llm[0]) if llm else None
+        prices = {name: (p.input, p.output) for name, p in pipeline.prices.items()}
+        output_tokens = sum(s.max_tokens for s in llm) / len(llm) if llm else output_tokens
         count = count or len(llm) or 1
         if seconds is None:
             seconds = pipeline.sim.latency + pipeline.sim.jitter / 2
@@ -103,3 +128,15 @@ def plan_command(
         stage_names=stage_names,
     )
     click.echo(plan.render())
+    if compare_batch:
+        from ..batch_plan import BatchPlan
+        from ..prices import Price, price_for
+
+        price = price_for(spec, {k: Price(*v) for k, v in prices.items()}) if spec else None
+        click.echo("")
+        compared = BatchPlan(online=plan, price=price, output_tokens=output_tokens, batch_hours=batch_hours)
+        compared.spec = spec or "openai"
+        for n in plan.items:
+            click.echo("\n".join(compared.lines(n)))
+        if spec is None or price is None:
+            click.echo("cost: unknown without a pipeline whose model has a price (or its prices: block)")

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from ..batch import BatchCounts
     from ..runner import Runner
 
 __all__ = ["Progress", "ProgressPrinter", "View"]
@@ -106,6 +107,8 @@ class View:
     adaptive_cap: int | None
     eta: float | None
     window: float
+    #: batch mode: "batches 3 out, 1 done; requests 120 in batches, 40 queued" (None: online)
+    batch: str | None = None
 
     @property
     def tokens(self) -> int:
@@ -288,6 +291,7 @@ class Progress:
             adaptive_cap=adaptive.cap if adaptive is not None else None,
             eta=eta,
             window=min(self.window, window.samples[-1].at - window.samples[0].at),
+            batch=batch_text(runner.batch.counts) if runner.batch is not None else None,
         )
 
     @staticmethod
@@ -372,6 +376,16 @@ def _resolve(mode: Mode, stream: IO[str]) -> Mode:
 # -- formatting (shared by the plain line and the live panel) ------------------------------------
 
 
+def batch_text(counts: BatchCounts) -> str:
+    """Batch mode's line: chunks by state, then requests by state."""
+    c = counts
+    return (
+        f"batches {c.in_progress:,} in progress, {c.ended:,} done, {c.failed:,} failed; requests "
+        f"{c.in_batches:,} in batches, {c.queued:,} queued, {c.succeeded:,} back, "
+        f"{c.errored:,} errored, {c.expired:,} expired"
+    )
+
+
 def fmt_count(n: float | None) -> str:
     return "-" if n is None else f"{n:,.0f}"
 
@@ -439,6 +453,8 @@ def plain_line(view: View) -> str:
     eta = eta_text(view)
     if eta is not None:
         parts.append(eta)
+    if view.batch is not None:
+        parts.append(view.batch)
     return head + " | ".join(parts)
 
 
@@ -483,6 +499,7 @@ def live_panel(view: View) -> Any:
             f"{view.tokens:,} (in {view.input_tokens:,}, out {view.output_tokens:,}), "
             + fmt_cost(view.cost_usd),
         ),
+        *((("batches", view.batch),) if view.batch is not None else ()),
     ]
     label_width = max(len(label) for label, _ in facts)
     lines = Text()

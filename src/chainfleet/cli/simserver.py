@@ -93,6 +93,24 @@ _RATE = click.FloatRange(0, 1)
 )
 @click.option("--model", "models", multiple=True, metavar="NAME", help="Accept only this model (repeatable).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the text and the fault draws.")
+@click.option(
+    "--batch-delay",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    metavar="S",
+    help="Seconds a batch job takes (OpenAI /v1/batches, Anthropic /v1/messages/batches).",
+)
+@click.option(
+    "--batch-error-rate", type=_RATE, default=0.0, metavar="F", help="Share of batched requests errored."
+)
+@click.option(
+    "--batch-expire-rate", type=_RATE, default=0.0, metavar="F", help="Share of batched requests expired."
+)
+@click.option(
+    "--batch-fail-rate", type=_RATE, default=0.0, metavar="F", help="Share of whole batch jobs failed."
+)
+@click.option("--no-batch-api", is_flag=True, help="No batch routes (404), like a server without them.")
 @config_errors
 def sim_server_command(host: str, port: int, **options: Any) -> None:
     """Serve chainfleet's simulated model on POST /v1/chat/completions (OpenAI) and
@@ -115,7 +133,15 @@ def sim_server_command(host: str, port: int, **options: Any) -> None:
     from pydantic import ValidationError
 
     from ..simserver import SimServerSettings, run_server
+    from ..simserver_batch import BatchSimSettings
 
+    batch = BatchSimSettings(
+        enabled=not options.pop("no_batch_api"),
+        delay=options.pop("batch_delay"),
+        error_rate=options.pop("batch_error_rate"),
+        expire_rate=options.pop("batch_expire_rate"),
+        fail_rate=options.pop("batch_fail_rate"),
+    )
     try:
         settings = SimServerSettings(**options)
     except ValidationError as exc:
@@ -134,7 +160,7 @@ def sim_server_command(host: str, port: int, **options: Any) -> None:
         sys.stdout.flush()
 
     try:
-        stats = run_server(settings, host, port, ready=ready)
+        stats = run_server(settings, host, port, ready=ready, batch=batch)
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise ConfigError(f"cannot listen on {host}:{port}: {reason}") from None
