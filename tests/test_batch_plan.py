@@ -59,3 +59,16 @@ def test_plan_batch_without_a_pipeline_says_the_cost_is_unknown() -> None:
     result = CliRunner().invoke(cli, ["plan", "-n", "1000", "-c", "10", "--batch"])
     assert result.exit_code == 0, result.output
     assert "unknown" in result.output and "cost: unknown without a pipeline" in result.output
+
+
+def test_the_progress_line_shows_batches_and_requests_by_state() -> None:
+    from chainfleet.batch import BatchCounts
+    from chainfleet.cli.progress import batch_text
+
+    counts = BatchCounts(
+        submitted=4, in_progress=1, ended=3, in_batches=50, queued=7, succeeded=140, errored=2
+    )
+    assert batch_text(counts) == (
+        "batches 1 in progress, 3 done, 0 failed; requests 50 in batches, 7 queued, 140 back, "
+        "2 errored, 0 expired"
+    )

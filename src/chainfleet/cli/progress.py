@@ -291,7 +291,7 @@ class Progress:
             adaptive_cap=adaptive.cap if adaptive is not None else None,
             eta=eta,
             window=min(self.window, window.samples[-1].at - window.samples[0].at),
-            batch=batch_text(runner.batch.counts) if runner.batch is not None else None,
+            batch=_batch_text(runner),
         )
 
     @staticmethod
@@ -374,6 +374,11 @@ def _resolve(mode: Mode, stream: IO[str]) -> Mode:
 
 
 # -- formatting (shared by the plain line and the live panel) ------------------------------------
+
+
+def _batch_text(runner: Runner) -> str | None:
+    batcher = getattr(runner, "batch", None)  # (stand-in runners in tests have none)
+    return None if batcher is None else batch_text(batcher.counts)
 
 
 def batch_text(counts: BatchCounts) -> str:
