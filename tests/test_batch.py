@@ -32,7 +32,7 @@ FAST_BATCH = {"window": 0.1, "poll": 0.1, "poll_max": 0.3, "sim_delay": 0.2}
 
 def pipeline(model: str = "sim", **changes: Any) -> Pipeline:
     data = json.loads(json.dumps(FAST_PIPELINE))
-    data.update(model=model, batch=FAST_BATCH, **changes)
+    data.update({"model": model, "batch": FAST_BATCH, **changes})
     return Pipeline.from_dict(data)
 
 
@@ -266,3 +266,40 @@ def test_kill_9_while_batches_are_in_flight_then_resume(sim: SimServerThread, tm
     results = read_results(out)
     assert [r["status"] for r in results] == ["succeeded"] * 30
     assert all(r["outputs"]["edit"] for r in results)
+
+
+def test_one_stage_in_batch_mode_the_others_online(tmp_path: Path) -> None:
+    data = json.loads(json.dumps(FAST_PIPELINE))
+    data["stages"][1]["mode"] = "batch"
+    data.update(batch=FAST_BATCH)
+    items = topics(50)
+    mixed = run(Pipeline.from_dict(data), items, out=tmp_path / "mixed")
+    online = run(pipeline(), items)
+    assert mixed.items_succeeded == 50
+    assert outputs(tmp_path / "mixed") == [r.outputs for r in online.results()]
+    rows = ledger(tmp_path / "mixed", "SELECT COUNT(*), COUNT(DISTINCT chunk_id) FROM batch_requests")
+    assert rows[0][0] == 50  # only the write stage went through batches
+    assert mixed.concurrency == 10_000  # batch mode keeps many chains in flight
+
+
+def test_chunks_are_cut_at_the_cap(tmp_path: Path) -> None:
+    capped = pipeline(batch={**FAST_BATCH, "max_requests": 40, "window": 0.3})
+    report = run(capped, topics(100), out=tmp_path / "out", batch=True)
+    assert report.items_succeeded == 100
+    sizes = [r[0] for r in ledger(tmp_path / "out", "SELECT requests FROM batch_chunks")]
+    assert max(sizes) <= 40 and sum(sizes) == 300
+
+
+def test_batch_from_the_command_line_on_sim_offline(tmp_path: Path) -> None:
+    data = json.loads(json.dumps(FAST_PIPELINE))
+    data.update(mode="batch", batch=FAST_BATCH)
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    (tmp_path / "t.txt").write_text("".join(f"{t}\n" for t in topics(10)), encoding="utf-8")
+    out = tmp_path / "out"
+    args = [CHAINFLEET, "run", str(tmp_path / "p.yaml"), "-i", str(tmp_path / "t.txt"), "--out", str(out)]
+    done = subprocess.run(
+        args, env={"PATH": os.environ.get("PATH", "")}, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "batches 3 submitted (0 in progress, 3 done, 0 failed); requests 30 for 30 calls" in done.stdout
+    assert read_report(out)["batch"]["requests"]["succeeded"] == 30
