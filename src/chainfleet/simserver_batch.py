@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -187,13 +188,11 @@ class BatchSim:
     # -- OpenAI --------------------------------------------------------------------------------
 
     async def _upload(self, request: web.Request) -> web.StreamResponse:
-        form = await request.post()
-        upload = form.get("file")
-        data = upload.file.read() if isinstance(upload, web.FileField) else str(upload or "").encode()
+        fields = _multipart(request.headers.get("Content-Type", ""), await request.read())
         file_id = f"file-sim{next(self._numbers)}"
-        self._files[file_id] = data
+        self._files[file_id] = fields.get("file", b"")
         self._counts.files += 1
-        return web.json_response(self._file_object(file_id, str(form.get("purpose", "batch"))))
+        return web.json_response(self._file_object(file_id, fields.get("purpose", b"batch").decode()))
 
     def _file_object(self, file_id: str, purpose: str) -> dict[str, Any]:
         return {
@@ -414,6 +413,21 @@ class BatchSim:
         server._stats.output_tokens += tokens
         server._stats.completed_by_key[completion_key(call.model, call.system, call.prompt)] += 1
         return custom_id, "succeeded", dialect.answer(call, text, tokens, next(self._numbers))
+
+
+def _multipart(content_type: str, body: bytes) -> dict[str, bytes]:
+    """The fields of a multipart/form-data body. By hand, not ``request.post()``: aiohttp's
+    reader warns (DeprecationWarning) on some chunk boundaries, and the upload is one small form."""
+    match = re.search(r'boundary="?([^";]+)"?', content_type)
+    if match is None:
+        return {}
+    fields: dict[str, bytes] = {}
+    for part in body.split(b"--" + match.group(1).encode())[1:]:
+        head, _, data = part.partition(b"\r\n\r\n")
+        name = re.search(rb'name="([^"]*)"', head)
+        if name is not None:
+            fields[name.group(1).decode()] = data[:-2] if data.endswith(b"\r\n") else data
+    return fields
 
 
 def _openai_error(status: int, message: str, kind: str) -> web.Response:
