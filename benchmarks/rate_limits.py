@@ -40,6 +40,23 @@ Scenarios (``--scenario``):
   against fixed 64 (gets 503s) and fixed 16 (the ideal, if you knew). Target: auto >= 90% of
   32 calls/s.
 
+Issue 13's scenarios, against the strict server (``window`` 1: 1,200 requests/min enforced as at
+most 20 in any second and 1,200 in any minute, sliding windows; ``--chains`` 100 chains x 3
+calls per job, as the issue measured):
+
+- cold: the start-up burst. chainfleet told nothing at -c 50 and -c 200, and told right at -c 50;
+  the classic pattern; LangChain without a limiter at 50 and 200, and with its limiter told.
+  Targets: told nothing <= 1% 429s with >= 95% of the limit; told right <= 0.5% 429s.
+- shared: 2 and 4 jobs started together on one key, each metering only itself (in one process,
+  each with its own runner and limiter, sharing nothing but the server), told nothing and each
+  told the full limit; the classic pattern and LangChain likewise. Targets: <= 5% 429s
+  combined, >= 90% of the limit combined (steady state over all jobs), every job finished,
+  each job's share (its calls/s over its own run) within 2x of the others'.
+- queue: a server that queues (``slots`` 8, 0.5 s a call, the rest wait in line; no refusals):
+  ``-c auto`` against fixed 64 and fixed 8 (the ideal), the classic pattern (semaphore 50) and
+  LangChain (max_concurrency 50). Targets: auto >= 90% of the 16 calls/s, p50 latency (its
+  calls' own time, from the report) <= 1.3x the unloaded 0.5 s.
+
 Steady state, as printed: from the server's own completion counts (``/sim/stats`` polled every
 0.25 s from a thread), over the tool's run from its start to the server's last completion, the
 first and last 10% of that time left out: the completions between the 10% and the 90% mark
@@ -47,8 +64,8 @@ divided by the time between them, the counts interpolated linearly between polls
 likewise from ``tokens.input + tokens.output`` (real usage of answered calls). "calls" and
 "429s" are what the server saw (every attempt, refused ones included).
 
-Run:  python benchmarks/rate_limits.py [--scenario told|tokens|learned|auto|all] [--items 600]
-      [--quick] [--json results.json] [--timeline]
+Run:  python benchmarks/rate_limits.py [--scenario told|tokens|learned|auto|cold|shared|queue|all]
+      [--items 600] [--chains 100] [--quick] [--only chainfleet] [--json results.json] [--timeline]
 Peers: ``pip install -r benchmarks/requirements.txt`` (langchain-openai).
 The default run (all scenarios, 600 items: 1,800 calls per tool, 12 tool runs) takes about
 19 minutes on 2 cores, nearly all of it waiting on the limits as designed (told 4.5, tokens 8,
@@ -144,7 +161,15 @@ class Sim:
 
     def prepare(self, **settings: Any) -> None:
         """Every setting a scenario uses, given explicitly (nothing leaks from the last one)."""
-        full = {"rpm": None, "tpm": None, "latency": LATENCY, "jitter": JITTER, "max_in_flight": None}
+        full = {
+            "rpm": None,
+            "tpm": None,
+            "window": None,
+            "latency": LATENCY,
+            "jitter": JITTER,
+            "max_in_flight": None,
+            "slots": None,
+        }
         self._request("/sim/config", {**full, **settings})
         self._request("/sim/reset", {})
 
@@ -370,7 +395,13 @@ def chainfleet_tool(
         finally:
             sampler.cancel()
         data = report.to_dict()
+        p50s = [s["p50_seconds"] for s in report.stages.values() if s.get("p50_seconds") is not None]
         diagnosis: dict[str, Any] = {
+            "p50_latency_s": round(sorted(p50s)[len(p50s) // 2], 3) if p50s else None,
+            "shared": {
+                spec: {k: m.get(k) for k in ("held", "share", "share_lowest", "others_pct", "shared")}
+                for spec, m in report.rates.get("models", {}).items()
+            },
             "report_wall_s": round(report.wall_seconds, 1),
             "report_calls": report.calls,
             "waits_s": {k: round(v, 1) for k, v in report.waits.items()},
@@ -433,6 +464,39 @@ def classic_tool(url: str, items: list[str], system: str, *, concurrency: int) -
         finally:
             await client.close()
         return _outcome(results, {"client_429s": counts["429"], "backoff_s_total": counts["backoff_s"]})
+
+    return run
+
+
+def jobs_tool(jobs: list[Tool]) -> Tool:
+    """Several jobs on one key, started together, each metering only itself; the diagnosis
+    holds each job's wall time and calls/s, and the spread of their shares (max / min)."""
+
+    async def run() -> tuple[int, dict[str, Any]]:
+        t0 = time.monotonic()
+        walls = [0.0] * len(jobs)
+
+        async def one(number: int, job: Tool) -> tuple[int, dict[str, Any]]:
+            result = await job()
+            walls[number] = time.monotonic() - t0
+            return result
+
+        results = await asyncio.gather(*(one(i, job) for i, job in enumerate(jobs)))
+        done = [ok for ok, _ in results]
+        ends = walls
+        # each job does the same work: its share while all ran is inversely its wall time
+        rates = [CALLS_PER_CHAIN * ok / wall for ok, wall in zip(done, walls, strict=True)]
+        diagnosis: dict[str, Any] = {
+            "jobs_items_ok": done,
+            "jobs_wall_s": [round(w, 1) for w in ends],
+            "jobs_calls_per_s": [round(r, 2) for r in rates],
+            "share_spread": round(max(rates) / min(rates), 2) if min(rates) > 0 else None,
+        }
+        for number, (_, job_diagnosis) in enumerate(results, 1):
+            shared = job_diagnosis.get("shared")
+            if shared is not None:
+                diagnosis[f"job{number}_limits"] = shared
+        return sum(done), diagnosis
 
     return run
 
@@ -563,13 +627,15 @@ def run_scenario(sim: Sim, scenario: str, args: argparse.Namespace) -> tuple[lis
     results: list[Result] = []
     targets: list[Target] = []
 
-    def go(tool: str, setting: str, run: Tool, **server: Any) -> Result | None:
+    def go(tool: str, setting: str, run: Tool, count: int | None = None, **server: Any) -> Result | None:
         if tool == "langchain" and not HAVE_LANGCHAIN:
             print(f"  skipped {tool}: pip install -r benchmarks/requirements.txt")
             return None
+        if args.only and tool not in args.only:
+            return None
         sim.prepare(**server)
         print(f"  running {tool}: {setting} ...", flush=True)
-        result = measure(sim, scenario, tool, setting, n, run, timeout)
+        result = measure(sim, scenario, tool, setting, count or n, run, timeout)
         results.append(result)
         return result
 
@@ -682,6 +748,16 @@ def run_scenario(sim: Sim, scenario: str, args: argparse.Namespace) -> tuple[lis
             )
         )
         print_auto_table(results, capacity)
+    elif scenario == "cold":
+        run_cold(go, targets, items[: args.chains], conc_list=(50, 200))
+        print_rate_table(results, RPM, tokens=False)
+    elif scenario == "queue":
+        run_queue(go, targets, items, sim)
+        print_queue_table(results)
+    elif scenario == "shared":
+        for jobs in (2, 4):
+            run_shared(go, targets, sim.url, items[: args.chains], jobs=jobs)
+        print_shared_table(results, RPM)
     else:
         raise ValueError(scenario)
 
@@ -693,6 +769,196 @@ def run_scenario(sim: Sim, scenario: str, args: argparse.Namespace) -> tuple[lis
         if r.diagnosis:
             print(f"  {r.tool} [{r.setting}]: {json.dumps(r.diagnosis, default=str)}")
     return results, targets
+
+
+#: the strict server of issue 13: 1,200 requests/min, at most 20 in any second
+STRICT = {"rpm": RPM, "window": 1.0}
+
+Go = Callable[..., "Result | None"]
+
+
+def run_cold(go: Go, targets: list[Target], items: list[str], *, conc_list: tuple[int, ...]) -> None:
+    """Cold start against the strict server: the first wave, told nothing or told right."""
+    for conc in conc_list:
+        cf = go(
+            "chainfleet",
+            f"c={conc}, told nothing",
+            chainfleet_tool(items, SYSTEM_SHORT, concurrency=conc),
+            count=len(items),
+            **STRICT,
+        )
+        assert cf is not None
+        what = f"c={conc} told nothing"
+        targets.append(Target("cold", f"{what}: 429s / calls", cf.share_429, 1.0, False))
+        targets.append(Target("cold", f"{what}: steady rpm / limit", 100 * cf.steady_rpm / RPM, 95.0))
+    told = go(
+        "chainfleet",
+        f"c={conc_list[0]}, told rpm={RPM}",
+        chainfleet_tool(items, SYSTEM_SHORT, concurrency=conc_list[0], rpm=RPM),
+        count=len(items),
+        **STRICT,
+    )
+    assert told is not None
+    targets.append(Target("cold", "told right: 429s / calls", told.share_429, 0.5, False))
+    url = os.environ["OPENAI_BASE_URL"].removesuffix("/v1")
+    classic_c = lesson_rule(RPM, LATENCY + JITTER / 2)
+    go(
+        "classic",
+        f"semaphore {classic_c} (lesson's rule), Retry-After",
+        classic_tool(url, items, SYSTEM_SHORT, concurrency=classic_c),
+        count=len(items),
+        **STRICT,
+    )
+    for conc in conc_list:
+        go(
+            "langchain",
+            f"no rate limiter, max_concurrency={conc}, max_retries=2",
+            langchain_tool(url, items, SYSTEM_SHORT, max_concurrency=conc, rps=None),
+            count=len(items),
+            **STRICT,
+        )
+    go(
+        "langchain",
+        f"InMemoryRateLimiter {RPM / 60:g} rps, max_concurrency={conc_list[0]}",
+        langchain_tool(url, items, SYSTEM_SHORT, max_concurrency=conc_list[0], rps=RPM / 60),
+        count=len(items),
+        **STRICT,
+    )
+
+
+def run_shared(go: Go, targets: list[Target], url: str, items: list[str], *, jobs: int) -> None:
+    """``jobs`` jobs started together on one key of the strict server, each metering itself."""
+    conc = 50
+    for told in (False, True):
+        rpm = RPM if told else None
+        cf = go(
+            "chainfleet",
+            f"{jobs} jobs, c={conc}, " + (f"each told rpm={RPM}" if told else "told nothing"),
+            jobs_tool([chainfleet_tool(items, SYSTEM_SHORT, concurrency=conc, rpm=rpm) for _ in range(jobs)]),
+            count=jobs * len(items),
+            **STRICT,
+        )
+        assert cf is not None
+        what = f"{jobs} jobs " + ("told" if told else "told nothing")
+        spread = cf.diagnosis.get("share_spread") or math.inf
+        targets.append(Target("shared", f"{what}: 429s / calls", cf.share_429, 5.0, False))
+        targets.append(Target("shared", f"{what}: steady rpm / limit", 100 * cf.steady_rpm / RPM, 90.0))
+        finished = 100 * (cf.items_ok or 0) / cf.items
+        targets.append(Target("shared", f"{what}: items finished", finished, 100.0))
+        targets.append(Target("shared", f"{what}: share spread (max/min) x100", 100 * spread, 200.0, False))
+    classic_c = lesson_rule(RPM, LATENCY + JITTER / 2)
+    go(
+        "classic",
+        f"{jobs} jobs, each semaphore {classic_c} (lesson's rule)",
+        jobs_tool([classic_tool(url, items, SYSTEM_SHORT, concurrency=classic_c) for _ in range(jobs)]),
+        count=jobs * len(items),
+        **STRICT,
+    )
+    go(
+        "langchain",
+        f"{jobs} jobs, each InMemoryRateLimiter {RPM / 60:g} rps",
+        jobs_tool(
+            [
+                langchain_tool(url, items, SYSTEM_SHORT, max_concurrency=conc, rps=RPM / 60)
+                for _ in range(jobs)
+            ]
+        ),
+        count=jobs * len(items),
+        **STRICT,
+    )
+
+
+QUEUE_SLOTS, QUEUE_LATENCY = 8, 0.5
+
+
+def run_queue(go: Go, targets: list[Target], items: list[str], sim: Sim) -> None:
+    """A server that queues (8 slots, 0.5 s a call, the rest wait in line): -c auto against
+    fixed settings and the peers; the server's queue stats give every tool's mean latency."""
+    server = {"slots": QUEUE_SLOTS, "latency": QUEUE_LATENCY, "jitter": 0.0}
+    url = os.environ["OPENAI_BASE_URL"].removesuffix("/v1")
+    auto = go(
+        "chainfleet",
+        "concurrency=auto, max_concurrency=64",
+        chainfleet_tool(items, SYSTEM_SHORT, concurrency="auto", max_concurrency=64),
+        **server,
+    )
+    assert auto is not None
+    _queue_latency(auto, sim)
+    for tool, setting, run in (
+        ("chainfleet", "fixed concurrency 64", chainfleet_tool(items, SYSTEM_SHORT, concurrency=64)),
+        (
+            "chainfleet",
+            f"fixed concurrency {QUEUE_SLOTS} (ideal)",
+            chainfleet_tool(items, SYSTEM_SHORT, concurrency=8),
+        ),
+        ("classic", "semaphore 50", classic_tool(url, items, SYSTEM_SHORT, concurrency=50)),
+        (
+            "langchain",
+            "max_concurrency=50",
+            langchain_tool(url, items, SYSTEM_SHORT, max_concurrency=50, rps=None),
+        ),
+    ):
+        result = go(tool, setting, run, **server)
+        if result is not None:
+            _queue_latency(result, sim)
+    capacity = QUEUE_SLOTS / QUEUE_LATENCY
+    targets.append(
+        Target("queue", "auto steady calls/s / capacity", 100 * auto.steady_calls_per_s / capacity, 90.0)
+    )
+    p50 = auto.diagnosis.get("p50_latency_s")
+    if p50 is not None:
+        ratio = 100 * p50 / QUEUE_LATENCY
+        targets.append(Target("queue", "auto p50 latency / unloaded x100", ratio, 130.0, at_least=False))
+
+
+def _queue_latency(result: Result, sim: Sim) -> None:
+    """Mean latency of the tool's calls as the server saw them: service plus time in line."""
+    queue = sim.stats().get("queue") or {}
+    served = queue.get("served") or 0
+    if served:
+        result.diagnosis["mean_latency_s"] = round(QUEUE_LATENCY + queue["wait_seconds"] / served, 3)
+        result.diagnosis["peak_queued"] = queue.get("peak_queued")
+
+
+def print_queue_table(results: list[Result]) -> None:
+    capacity = QUEUE_SLOTS / QUEUE_LATENCY
+    print(
+        f"  {'tool':<11} {'setting':<34} {'wall s':>7} {'items':>9} {'calls/s':>8} {'% cap':>6} "
+        f"{'p50 s':>6} {'mean s':>7} {'x unloaded':>10} {'peak queued':>11}"
+    )
+    for r in results:
+        p50 = r.diagnosis.get("p50_latency_s")
+        mean = r.diagnosis.get("mean_latency_s")
+        p50_text = f"{p50:.2f}" if p50 is not None else "-"
+        mean_text = f"{mean:.2f}" if mean is not None else "-"
+        times = f"{(p50 or mean or 0) / QUEUE_LATENCY:.2f}" if (p50 or mean) else "-"
+        print(
+            f"  {r.tool:<11} {r.setting:<34} {r.wall:>7.1f} {_items(r):>9} {r.steady_calls_per_s:>8.2f} "
+            f"{100 * r.steady_calls_per_s / capacity:>6.1f} {p50_text:>6} {mean_text:>7} {times:>10} "
+            f"{r.diagnosis.get('peak_queued', '-')!s:>11}"
+        )
+    print(
+        f"  capacity {capacity:g} calls/s ({QUEUE_SLOTS} slots x {QUEUE_LATENCY} s); p50 from chainfleet's "
+        "report (its calls' own time), mean from the server's queue (service + wait in line); "
+        "'x unloaded' is p50 (else mean) over 0.5 s"
+    )
+    _note_incomplete(results)
+
+
+def print_shared_table(results: list[Result], rpm: int) -> None:
+    print(
+        f"  {'tool':<11} {'wall s':>7} {'items':>9} {'calls':>6} {'429s':>6} {'429 %':>6} "
+        f"{'steady rpm':>10} {'% rpm':>6} {'spread':>6}  setting"
+    )
+    for r in results:
+        spread = r.diagnosis.get("share_spread")
+        print(
+            f"  {r.tool:<11} {r.wall:>7.1f} {_items(r):>9} {r.calls:>6} {r.r429:>6} {r.share_429:>6.2f} "
+            f"{r.steady_rpm:>10.1f} {100 * r.steady_rpm / rpm:>6.1f} "
+            f"{spread if spread is not None else '-':>6}  {r.setting}"
+        )
+    print("  spread: the fastest job's calls/s over the slowest's, over each job's own run")
+    _note_incomplete(results)
 
 
 def _items(r: Result) -> str:
@@ -750,7 +1016,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--scenario", choices=["told", "tokens", "learned", "auto", "all"], default="all")
+    parser.add_argument(
+        "--scenario",
+        choices=["told", "tokens", "learned", "auto", "cold", "shared", "queue", "all"],
+        default="all",
+    )
+    parser.add_argument(
+        "--chains", type=int, default=100, help="chains per job in the cold and shared scenarios"
+    )
     parser.add_argument(
         "--items", type=int, default=None, help="items per tool (default 600; 200 with --quick)"
     )
@@ -761,6 +1034,9 @@ def main() -> None:
     parser.add_argument(
         "--classic-concurrency", type=int, default=None, help="the classic semaphore (default: lesson's rule)"
     )
+    parser.add_argument(
+        "--only", action="append", choices=["chainfleet", "classic", "langchain"], help="run only these tools"
+    )
     parser.add_argument("--peers-told", choices=["rpm", "equivalent"], default="rpm")
     parser.add_argument("--tool-timeout", type=float, default=600.0, help="seconds before a tool is stopped")
     parser.add_argument("--timeline", action="store_true", help="print answered/429s per 10 s per tool")
@@ -769,7 +1045,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.items is None:
         args.items = 200 if args.quick else 600
-    scenarios = ["told", "tokens", "learned", "auto"] if args.scenario == "all" else [args.scenario]
+    every = ["told", "tokens", "learned", "auto", "cold", "shared", "queue"]
+    scenarios = every if args.scenario == "all" else [args.scenario]
 
     sim = Sim()
     os.environ.update(OPENAI_BASE_URL=f"{sim.url}/v1", OPENAI_API_KEY=KEY)

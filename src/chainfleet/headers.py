@@ -10,6 +10,16 @@ The formats met in the wild, all handled here:
   an RFC 3339 timestamp (``2026-11-29T11:00:03Z``);
 - the text of an error message: ``"Please try again in 3.89s."`` or ``"... in 120ms"``.
 
+Gateways spell the same things their own way, and are read too:
+
+- LiteLLM's proxy forwards the provider's headers with an ``llm_provider-`` prefix
+  (``llm_provider-retry-after``, ``llm_provider-retry-after-ms``,
+  ``llm_provider-x-ratelimit-remaining-requests`` ...): its 429 may carry nothing else;
+- Azure OpenAI (and Portkey, which passes it on) sends ``x-ms-retry-after-ms``, and ``-1`` in
+  a limit header it does not know (read as "not said");
+- OpenRouter's 429 carries ``X-RateLimit-Reset``, the instant (epoch milliseconds) its window
+  reopens, besides ``Retry-After``.
+
 Every function takes ``now`` (epoch seconds) where a date must become a wait, so tests need no
 real clock. Hand-written because no maintained library parses this set of provider headers.
 """
@@ -70,22 +80,52 @@ def _parse_instant(text: str, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+#: milliseconds headers, most specific first (OpenAI/Azure, Azure/Portkey, LiteLLM)
+_RETRY_MS = ("retry-after-ms", "x-ms-retry-after-ms", "llm_provider-retry-after-ms")
+#: seconds or an HTTP date (the standard, LiteLLM's forwarded copy)
+_RETRY_S = ("retry-after", "llm_provider-retry-after")
+
+
 def parse_retry_after(headers: Mapping[str, str], now: float) -> float | None:
-    """The server's requested wait in seconds: ``retry-after-ms``, else ``retry-after``."""
+    """The server's requested wait in seconds: a milliseconds header (``retry-after-ms``,
+    ``x-ms-retry-after-ms``, ``llm_provider-retry-after-ms``), else ``retry-after`` (or
+    LiteLLM's ``llm_provider-retry-after``) in seconds or as an HTTP date, else OpenRouter's
+    ``x-ratelimit-reset`` instant."""
     lowered = {k.lower(): v for k, v in headers.items()}
-    ms = lowered.get("retry-after-ms")
-    if ms is not None:
+    for name in _RETRY_MS:
+        ms = lowered.get(name)
+        if ms is not None:
+            try:
+                return max(0.0, float(ms) / 1000)
+            except ValueError:
+                pass
+    for name in _RETRY_S:
+        value = lowered.get(name)
+        if value is None:
+            continue
         try:
-            return max(0.0, float(ms) / 1000)
+            return max(0.0, float(value))
         except ValueError:
-            pass
-    value = lowered.get("retry-after")
+            wait = _parse_instant(value, now)
+            if wait is not None:
+                return wait
+    return _reset_instant(lowered.get("x-ratelimit-reset"), now)
+
+
+def _reset_instant(value: str | None, now: float) -> float | None:
+    """OpenRouter's ``X-RateLimit-Reset``: an epoch instant in milliseconds (or seconds); a
+    small number is taken as seconds to wait, as some gateways send it."""
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        number = float(value)
     except ValueError:
         return _parse_instant(value, now)
+    if number > 1e11:  # epoch milliseconds
+        return max(0.0, number / 1000 - now)
+    if number > 1e9:  # epoch seconds
+        return max(0.0, number - now)
+    return max(0.0, number)
 
 
 def parse_try_again(message: str) -> float | None:
@@ -116,17 +156,23 @@ class RateLimitInfo:
 
 
 def _int(value: str | None) -> int | None:
+    """A count from a header; None when absent, unreadable or negative (Azure's ``-1``)."""
     if value is None:
         return None
     try:
-        return int(float(value))
+        number = int(float(value))
     except ValueError:
         return None
+    return number if number >= 0 else None
 
 
 def parse_rate_limits(headers: Mapping[str, str], now: float) -> RateLimitInfo:
-    """The rate-limit headers of an OpenAI-style or Anthropic-style response."""
+    """The rate-limit headers of an OpenAI-style or Anthropic-style response (or LiteLLM's
+    ``llm_provider-`` copies of them, when the proxy sent no unprefixed ones)."""
     h = {k.lower(): v for k, v in headers.items()}
+    for key, value in list(h.items()):
+        if key.startswith("llm_provider-"):
+            h.setdefault(key.removeprefix("llm_provider-"), value)
     if any(k.startswith("anthropic-ratelimit-") for k in h):
 
         def reset(kind: str) -> float | None:
@@ -165,7 +211,17 @@ def retry_after_from(headers: Mapping[str, str], message: str, now: float) -> fl
 
 
 #: the response headers worth keeping on a ``Completion`` (the rest are dropped)
-KEEP_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-", "retry-after", "request-id", "x-request-id")
+KEEP_PREFIXES = (
+    "x-ratelimit-",
+    "anthropic-ratelimit-",
+    "retry-after",
+    "x-ms-retry-after-ms",
+    "llm_provider-retry-after",
+    "llm_provider-x-ratelimit-",
+    "llm_provider-anthropic-ratelimit-",
+    "request-id",
+    "x-request-id",
+)
 
 
 def keep_headers(headers: Mapping[str, str]) -> dict[str, str]:

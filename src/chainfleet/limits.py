@@ -4,8 +4,11 @@ learning the limits from the provider's headers.
 One :class:`ModelLimiter` per model, shared by every stage that uses the model. Before a call the
 runner reserves one request and the call's token estimate (prompt tokens + ``max_tokens``);
 after it, :meth:`ModelLimiter.settle` refunds what the call did not use. The budgets are token
-buckets refilled continuously. Their capacity is small (``burst`` seconds of the rate), because
-providers enforce their per-minute limits over much shorter windows: a full minute's burst at the
+buckets refilled continuously. Their capacity is small (``burst`` seconds of the rate), so a
+late wake-up is caught up; and a window guard never lets more than a second's worth of requests
+leave in any one second, because strict providers enforce their per-minute limits over windows
+as short as a second (1,200/min: at most 20 in any second), where catching up in a burst would
+be refused. A full minute's burst at the
 start would be answered with 429s.
 
 A 429 closes the model's **cooldown gate** until the server's reset: every call waiting for the
@@ -33,13 +36,25 @@ import asyncio
 import functools
 import math
 import random
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from .clock import Clock, SystemClock
+from .control import QueueEstimate
+from .errors import InvalidRequest
 from .headers import RateLimitInfo
+from .limitgroup import LimitGroup
+from .sharing import KeyShare
 
-__all__ = ["AdaptiveConcurrency", "ModelLimiter", "Reservation", "TokenBucket", "estimate_tokens"]
+__all__ = [
+    "AdaptiveConcurrency",
+    "ModelLimiter",
+    "Reservation",
+    "TokenBucket",
+    "TooLarge",
+    "estimate_tokens",
+]
 
 
 def estimate_tokens(text: str, model: str | None = None) -> int:
@@ -111,14 +126,29 @@ class Reservation:
     tokens: int
     limiter_wait: float = 0.0
     cooldown_wait: float = 0.0
+    #: the call is the slow-start probe: others wait for its headers
+    probe: bool = False
+    #: the limiter metered this call (a limit was known when it left)
+    metered: bool = False
+
+
+class TooLarge(InvalidRequest):
+    """One call needs more tokens than the tokens/min limit allows in a whole minute."""
+
+    kind = "invalid_request"
 
 
 class ModelLimiter:
     """Requests/min and tokens/min for one model, with a shared cooldown gate.
 
-    ``rpm``/``tpm`` of ``None`` mean "not told": then nothing is metered until a response's
-    headers tell the limit. ``burst`` is the bucket capacity in seconds of the rate; ``headroom``
-    is the share of a learned limit used (a margin for other clients of the same key).
+    ``rpm``/``tpm`` of ``None`` mean "not told": then the first call goes alone (a **probe**,
+    slow start) and the others wait for its answer, whose headers tell the limits; a server
+    that sends no rate-limit headers is then not metered. A limit, told or learned, starts with
+    an almost empty bucket (one request, no tokens), so the first seconds do not add a burst to
+    the rate. ``burst`` is the bucket capacity in seconds of the rate; ``headroom`` is the share
+    of a learned limit used. A told limit above the one the server's headers state gives way to
+    the server's. A :class:`~chainfleet.sharing.KeyShare` lowers the rate when the signs say
+    another job uses the same key, and lets it grow back.
     """
 
     def __init__(
@@ -131,6 +161,9 @@ class ModelLimiter:
         burst: float = 1.0,
         headroom: float = 0.98,
         wake_jitter: float = 0.5,
+        probe: int = 1,
+        share: KeyShare | None = None,
+        group: tuple[LimitGroup, str] | None = None,
     ) -> None:
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
@@ -139,60 +172,156 @@ class ModelLimiter:
         self.wake_jitter = wake_jitter
         now = self.clock.now()
         self.told_rpm, self.told_tpm = rpm, tpm
-        self.requests = self._bucket(rpm, now)
-        self.tokens = self._bucket(tpm, now)
+        #: the limits as the server's headers state them (None: not said)
+        self.server_rpm: int | None = None
+        self.server_tpm: int | None = None
+        self.requests = self._bucket(rpm, now, 1.0)
+        self.tokens = self._bucket(tpm, now, 1.0)
         self.reopen_at = 0.0
+        self._jitter = 0.0
+        self._largest = 0
+        #: when this process's calls of the last second left (the 1-second window guard)
+        self._window: deque[float] = deque()
+        #: calls admitted, tokens they used (as settled), and when the first and last went
+        self.sent = 0
+        self.used_tokens = 0
+        self.first_sent: float | None = None
+        self.last_sent = 0.0
         self.limit_rpm: float | None = rpm
         self.limit_tpm: float | None = tpm
         self._lock = asyncio.Lock()
         self.cooldowns = 0
+        self.share = share or KeyShare()
+        #: slow start: until a response has been read, at most ``probe`` calls in flight
+        self.probing = rpm is None and tpm is None and probe > 0
+        self.probe = probe
+        self.probes_out = 0
+        self.probes = 0
+        self._probe_back = asyncio.Event()
+        #: ``--limit-group``: (the group, this model's name in it)
+        self.group = group
 
-    def _bucket(self, per_minute: float | None, now: float) -> TokenBucket | None:
+    def _bucket(
+        self, per_minute: float | None, now: float, level: float, unit: float = 1.0
+    ) -> TokenBucket | None:
         if per_minute is None:
             return None
         rate = per_minute / 60.0
-        return TokenBucket(rate, max(1.0, rate * self.burst), now)
+        bucket = TokenBucket(rate, self._capacity(rate, unit), now)
+        bucket.level = min(bucket.capacity, level)  # nearly empty: no burst on top of the rate
+        return bucket
+
+    def _capacity(self, rate: float, unit: float) -> float:
+        """The largest single take (one request; the largest call's tokens) plus ``burst``
+        seconds of the rate: a wake-up a few milliseconds late is caught up, a lull is not."""
+        return unit + rate * self.burst
 
     # -- before and after a call ---------------------------------------------------------------
 
     async def acquire(self, tokens: int, requests: int = 1) -> Reservation:
-        """Wait for the gate and for ``requests`` requests (one call: 1) and ``tokens`` tokens;
-        take them. (A block of several is what a Ray worker leases for its next calls.)
+        """Wait for the gate, the slow-start probe, ``requests`` requests (one call: 1; a Ray
+        worker leases blocks of several) and ``tokens`` tokens; take them.
 
+        Raises :class:`TooLarge` (the item fails) for a call above the whole tokens/min limit.
         The time spent waiting is split into ``cooldown_wait`` (while the gate was closed by a
-        429) and ``limiter_wait`` (the budgets), whether it was spent sleeping or queued
-        behind earlier callers.
+        429) and ``limiter_wait`` (the probe and the budgets).
         """
+        self._check_size(tokens)
+        if tokens > self._largest:
+            self._largest = tokens
+            if self.tokens is not None:
+                self.tokens.capacity = self._capacity(self.tokens.rate, tokens)
         reservation = Reservation(tokens=tokens)
         started = self.clock.now()
         async with self._lock:  # FIFO: calls are served in the order they asked
             while True:
                 now = self.clock.now()
                 if now < self.reopen_at:
-                    await self.clock.sleep(self.reopen_at - now + self.rng.uniform(0, self.wake_jitter))
+                    await self.clock.sleep(self.reopen_at - now + self._jitter)
+                    continue
+                if self.probing and self.probes_out >= self.probe:
+                    self._probe_back.clear()
+                    await self._probe_back.wait()
                     continue
                 wait = max(
                     self.requests.wait_for(requests, now) if self.requests else 0.0,
                     self.tokens.wait_for(tokens, now) if self.tokens else 0.0,
+                    self._window_wait(now),
                 )
+                if wait <= 0:
+                    wait = self._group_wait()
                 if wait <= 0:
                     break
                 await self.clock.sleep(wait)
+            self._check_size(tokens)  # a limit learned meanwhile
             now = self.clock.now()
+            if self.probing:
+                reservation.probe = True
+                self.probes_out += 1
+                self.probes += 1
             if self.requests:
                 self.requests.take(requests, now)
+                self._window.extend([now] * requests)
             if self.tokens:
                 self.tokens.take(tokens, now)
+            reservation.metered = self.requests is not None or self.tokens is not None
+        self.share.sent(now)
+        self.sent += 1
+        self.first_sent = now if self.first_sent is None else self.first_sent
+        self.last_sent = now
         waited = now - started
         reservation.cooldown_wait = min(waited, max(0.0, self.reopen_at - started))
         reservation.limiter_wait = waited - reservation.cooldown_wait
         return reservation
 
+    def achieved_rpm(self) -> float | None:
+        """Requests/min from the first call to the last (None: under a second of calls)."""
+        span = self.last_sent - self.first_sent if self.first_sent is not None else 0.0
+        return self.sent / span * 60 if span >= 1.0 else None
+
+    def achieved_tpm(self) -> float | None:
+        span = self.last_sent - self.first_sent if self.first_sent is not None else 0.0
+        return self.used_tokens / span * 60 if span >= 1.0 and self.used_tokens else None
+
+    def _window_wait(self, now: float, requests: int = 1) -> float:
+        """Seconds until this process has sent under a second's worth in the last second: the
+        bucket may catch up a late wake-up, but never past what a strict 1-second window takes.
+        (A block larger than a second's worth waits for an empty window.)"""
+        if self.requests is None or requests <= 0:
+            return 0.0
+        while self._window and self._window[0] <= now - 1.0:
+            self._window.popleft()
+        cap = max(1, round(self.requests.rate))
+        allowed = max(0, cap - min(requests, cap))  # sends the window may already hold
+        if len(self._window) <= allowed:
+            return 0.0
+        return self._window[len(self._window) - allowed - 1] + 1.0 - now
+
+    def _group_wait(self) -> float:
+        """0 when the limit group (if any) gave this call a request, else how long to wait."""
+        if self.group is None or self.limit_rpm is None:
+            return 0.0
+        group, model = self.group
+        return group.take(model, per_minute=self.limit_rpm * self.share.factor)
+
+    def _check_size(self, tokens: int) -> None:
+        limit = self.server_tpm or self.told_tpm
+        if limit is not None and tokens > limit:
+            raise TooLarge(
+                f"this call needs about {tokens:,} tokens (prompt + max_tokens), more than the "
+                f"tokens/min limit of {int(limit):,} allows in a whole minute: it can never be "
+                "sent; shorten the prompt or lower max_tokens"
+            )
+
     def settle(self, reservation: Reservation, used_tokens: int | None) -> None:
         """Refund the tokens a call reserved but did not use (or charge the excess)."""
+        self._probe_done(reservation)
+        now = self.clock.now()
+        self.share.answered(now)
+        self._apply_share(now)
+        self.used_tokens += used_tokens or 0
         if self.tokens is None or used_tokens is None:
             return
-        now = self.clock.now()
         difference = reservation.tokens - used_tokens
         if difference > 0:
             self.tokens.give(difference, now)
@@ -201,8 +330,27 @@ class ModelLimiter:
 
     def release(self, reservation: Reservation) -> None:
         """A call that was refused before it ran (e.g. a 429): it used none of its tokens."""
+        self._probe_done(reservation)
         if self.tokens is not None:
             self.tokens.give(reservation.tokens, self.clock.now())
+
+    def failed(self, reservation: Reservation) -> None:
+        """A call that failed otherwise (a 500, a timeout): its tokens stay spent."""
+        self._probe_done(reservation)
+
+    def refused(self, reservation: Reservation, wait: float) -> None:
+        """A 429: give the tokens back, close the gate for ``wait`` and, when our own
+        accounting was under the limit, take it as a sign that another job uses the key."""
+        self.release(reservation)
+        if reservation.metered and self.share.refused(self.clock.now()):
+            self._apply_share(self.clock.now())
+        self.cooldown(wait)
+
+    def _probe_done(self, reservation: Reservation) -> None:
+        if reservation.probe:
+            reservation.probe = False
+            self.probes_out -= 1
+            self._probe_back.set()
 
     # -- what the server says --------------------------------------------------------------------
 
@@ -212,6 +360,9 @@ class ModelLimiter:
         if until > self.reopen_at:
             self.reopen_at = until
             self.cooldowns += 1
+            # the first caller wakes a little late, so jobs sharing the key do not all come back
+            # at once; in proportion to the wait (a strict window's 30 ms is not worth 0.5 s)
+            self._jitter = self.rng.uniform(0, min(self.wake_jitter, 0.05 + 0.5 * seconds))
         # What was left in our buckets was evidently not there on the server's side. Empty
         # them as of the reopening, so the calls queued behind the gate flow out at the
         # sustained rate instead of all at once.
@@ -222,24 +373,44 @@ class ModelLimiter:
                 bucket.updated = max(bucket.updated, self.reopen_at)
 
     def observe(self, info: RateLimitInfo) -> None:
-        """Correct the limits and the buckets from a response's rate-limit headers."""
-        if info.empty:
-            return
+        """Correct the limits and the buckets from a response's rate-limit headers; the first
+        response ends slow start (with limits learned, or none if the server said nothing)."""
         now = self.clock.now()
-        if info.limit_requests and self.told_rpm is None:
-            self.requests = self._learn(self.requests, info.limit_requests, now)
-            self.limit_rpm = info.limit_requests * self.headroom
-        if info.limit_tokens and self.told_tpm is None:
-            self.tokens = self._learn(self.tokens, info.limit_tokens, now)
-            self.limit_tpm = info.limit_tokens * self.headroom
+        if info.limit_requests:
+            self.server_rpm = info.limit_requests
+            if info.remaining_requests is not None:
+                self.share.observe(info.limit_requests, info.remaining_requests, now)
+        if info.limit_tokens:
+            self.server_tpm = info.limit_tokens
+        self._learn_limits(now)
+        if self.probing:
+            self.probing = False
+            self._probe_back.set()
         self._sync(self.requests, info.remaining_requests, now)
         self._sync(self.tokens, info.remaining_tokens, now)
 
-    def _learn(self, bucket: TokenBucket | None, limit: int, now: float) -> TokenBucket:
-        rate = limit * self.headroom / 60.0
-        capacity = max(1.0, rate * self.burst)
+    def _learn_limits(self, now: float) -> None:
+        """The limits that hold: the told ones, lowered to the server's when it states less."""
+        rpm = _lower(self.told_rpm, self.server_rpm, self.headroom)
+        tpm = _lower(self.told_tpm, self.server_tpm, self.headroom)
+        self.limit_rpm, self.limit_tpm = rpm, tpm
+        self._apply_share(now)
+
+    def _apply_share(self, now: float) -> None:
+        """Set the buckets' rates to the limits times our share of the key."""
+        factor = self.share.factor
+        self.requests = self._rate(self.requests, self.limit_rpm, factor, now, 1.0)
+        self.tokens = self._rate(self.tokens, self.limit_tpm, factor, now, float(self._largest))
+
+    def _rate(
+        self, bucket: TokenBucket | None, limit: float | None, factor: float, now: float, unit: float
+    ) -> TokenBucket | None:
+        if limit is None:
+            return bucket
+        rate = limit * factor / 60.0
+        capacity = self._capacity(rate, unit)
         if bucket is None:
-            return TokenBucket(rate, capacity, now)
+            return self._bucket(limit * factor, now, 0.0, unit)  # learned: the probe spent the first
         if not math.isclose(bucket.rate, rate):
             bucket.resize(rate, capacity, now)
         return bucket
@@ -253,17 +424,30 @@ class ModelLimiter:
         bucket.level = min(bucket.level, float(remaining))
 
 
+def _lower(told: float | None, server: int | None, headroom: float) -> float | None:
+    """The told limit, or the server's (with headroom) when it states less or we were not told."""
+    if server is None:
+        return told
+    learned = server * headroom
+    if told is None or learned < told * headroom:
+        return learned
+    return told
+
+
 class AdaptiveConcurrency:
     """How many chains may be in flight, found by trying: additive increase, multiplicative
     decrease (AIMD), as TCP does.
 
     For servers that limit concurrency rather than rate (an Ollama queue, vLLM, a provider
-    answering 503 when busy). Workers hold a slot per chain (:meth:`acquire`/:meth:`release`);
-    every call reports how it went (:meth:`observe`). A success raises the limit by
-    ``1 / limit`` (one step per round of calls), ten times more gently near the limit at the
-    last refusal; a 429/503/529, or a latency over
-    ``latency_factor`` times the best seen, multiplies it by ``decrease`` (at most once per
-    ``cooldown`` calls, so one burst of refusals is one decrease). The limit stays within
+    answering 503 when busy). Beside refusals it reads latency: a
+    :class:`~chainfleet.control.QueueEstimate` says when calls wait inside a server that queues
+    instead of refusing, and then the limit holds (a call or so waiting) or shrinks by one per
+    round (more waiting) instead of growing. Workers hold a slot per chain
+    (:meth:`acquire`/:meth:`release`); every call reports how it went (:meth:`observe`). A success
+    raises the limit by ``1 / limit`` (one step per round of calls), ten times more gently near
+    the limit at the last refusal; a 429/503/529, or a latency over ``latency_factor`` times the
+    best seen, multiplies it by ``decrease`` (at most once per ``cooldown`` calls, so one burst of
+    refusals is one decrease). The limit stays within
     [1, ``cap``].
     """
 
@@ -274,9 +458,12 @@ class AdaptiveConcurrency:
         start: int = 4,
         decrease: float = 0.8,
         latency_factor: float = 3.0,
+        queue: QueueEstimate | None = None,
     ) -> None:
         self.cap = cap
         self.limit = float(min(cap, start))
+        #: the queue inside the server, read from latency (a server that queues, not refuses)
+        self.queue = queue or QueueEstimate()
         self.decrease = decrease
         self.latency_factor = latency_factor
         self.in_flight = 0
@@ -313,8 +500,14 @@ class AdaptiveConcurrency:
         elif ok and latency is not None:
             if self.best_latency is None or latency < self.best_latency:
                 self.best_latency = latency
+            self.queue.sample(latency, self.in_flight)
+            verdict = self.queue.verdict
             if latency > self.best_latency * self.latency_factor:
                 self._decrease()
+            elif verdict == "shrink":  # calls wait inside the server: one fewer per round
+                self.limit = max(1.0, self.limit - 1.0 / self.limit)
+            elif verdict == "hold":
+                pass
             elif self.ceiling is not None and self.limit >= self.ceiling - 1:
                 # near where the server last refused: probe upwards ten times more gently
                 self.limit = min(float(self.cap), self.limit + 0.1 / self.limit)

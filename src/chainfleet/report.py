@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .batch_report import batch_lines, batch_section
 from .gate_report import gate_summary
+from .limitfacts import limit_facts, limit_lines
 from .quality import assess
 from .review.summary import review_summary
 from .store import ItemRecord, RunStore
@@ -200,6 +201,7 @@ class RunReport:
             f"{self.tokens.get('input', 0):,}, out {self.tokens.get('output', 0):,}",
         ]
         lines += batch_lines(self.batch)
+        lines.extend(limit_lines(self.rates.get("models") or {}))
         if self.stopped:
             lines.append(f"stopped early: {self.stopped}")
         for failure in self.failures[:10]:
@@ -326,6 +328,7 @@ def _rates(runner: Runner) -> dict[str, Any]:
             "tpm_limit": limiter.limit_tpm,
             "learned": limiter.told_rpm is None and limiter.limit_rpm is not None,
             "cooldowns": limiter.cooldowns,
+            **limit_facts(limiter),
         }
     return {
         "achieved_rpm": round(stats.calls / minutes, 1) if minutes > 0 else None,

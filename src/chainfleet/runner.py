@@ -38,6 +38,7 @@ from .clock import Clock, SystemClock
 from .errors import ConfigError, FatalError, InputError
 from .folder import open_cache, open_store, releasing_out
 from .inputs import InputSource, Item, items_from, open_input
+from .limitgroup import LimitGroup
 from .limits import AdaptiveConcurrency, ModelLimiter
 from .pipeline import Pipeline, Stage, parse_model
 from .prices import Price, price_for
@@ -120,6 +121,7 @@ class Runner:
         budget: Budget | None = None,
         settings: Mapping[str, Any] | None = None,
         backend: Backend | None = None,
+        limit_group: LimitGroup | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.concurrency = concurrency or pipeline.concurrency
@@ -150,6 +152,8 @@ class Runner:
         self.cache: RunStore | None = None if cache is False else (cache or self.store)
         self.budget = budget
         self.extra_settings = dict(settings or {})
+        #: ``--limit-group``: the request budgets shared with other jobs on this machine
+        self.limit_group = limit_group
         self.prices = {spec: Price(p.input, p.output) for spec, p in pipeline.prices.items()}
         self.cost_usd: float | None = 0.0
         self._price_of: dict[str, Price | None] = {}
@@ -477,6 +481,7 @@ async def arun(
     address: str | None = None,
     workers: int | None = None,
     batch: bool = False,
+    limit_group: str | None = None,
 ) -> RunReport:
     """Run ``pipeline`` over ``items`` and return its :class:`RunReport`.
 
@@ -494,6 +499,8 @@ async def arun(
     calls in the run's store; a folder shares one across runs; False turns it off. The budget
     (``max_cost`` in USD, ``max_tokens``) stops admission before the projected spend passes it.
     ``settings`` are saved with the run (the CLI keeps what ``chainfleet resume`` needs).
+    ``limit_group`` names a :class:`~chainfleet.limitgroup.LimitGroup`: every job on this
+    machine in the same group shares each model's request budget (``--limit-group``).
 
     ``out`` is held for the whole run: another process (or run) on it is refused with
     ``ConfigError``, and so is a non-empty folder that holds no run, unless ``force``.
@@ -551,6 +558,7 @@ async def arun(
         budget=budget,
         settings=settings,
         backend=engine,
+        limit_group=LimitGroup(limit_group) if limit_group else None,
     )
     runner.total = total
     attach_batcher(runner)

@@ -113,6 +113,8 @@ class SimServerSettings(BaseModel):
     - ``latency``, ``jitter``: each answer takes ``latency`` plus up to ``jitter`` seconds;
     - ``seed``: of the text (as in :func:`~chainfleet.simtext.generate`) and of the fault draws;
     - ``rpm``, ``tpm``: requests and tokens per minute (see :class:`TokenBucket`), None: no limit;
+    - ``window``: strict mode, the limits enforced over sliding windows of this many seconds
+      and of a minute instead (see :mod:`chainfleet.simserver_window`);
     - ``error_rate`` (500), ``overload_rate`` (503 OpenAI, 529 Anthropic), ``slow_rate`` (wait
       ``slow_seconds`` first), ``drop_rate`` (close the connection unanswered),
       ``malformed_rate`` (200 with a body that is not JSON): shares of admitted requests, together
@@ -136,6 +138,7 @@ class SimServerSettings(BaseModel):
     seed: int = 0
     rpm: int | None = Field(None, gt=0)
     tpm: int | None = Field(None, gt=0)
+    window: float | None = Field(None, gt=0)
     error_rate: float = Field(0.0, ge=0, le=1)
     overload_rate: float = Field(0.0, ge=0, le=1)
     slow_rate: float = Field(0.0, ge=0, le=1)
@@ -752,6 +755,10 @@ class SimServer:
         self._url: str | None = None
 
     def _bucket(self, limit: int | None) -> TokenBucket | None:
+        if limit is not None and self._settings.window is not None:
+            from .simserver_window import WindowLimit
+
+            return WindowLimit(limit, window=self._settings.window, clock=self._clock)
         return None if limit is None else TokenBucket(limit, clock=self._clock)
 
     # -- public surface
@@ -775,9 +782,10 @@ class SimServer:
         """
         old = self._settings
         new = SimServerSettings.model_validate({**old.model_dump(), **changes})
-        if new.rpm != old.rpm:
+        self._settings, window_changed = new, new.window != old.window
+        if new.rpm != old.rpm or window_changed:
             self._requests = self._bucket(new.rpm)
-        if new.tpm != old.tpm:
+        if new.tpm != old.tpm or window_changed:
             self._tokens = self._bucket(new.tpm)
         if new.seed != old.seed:
             self._rng.seed(new.seed)

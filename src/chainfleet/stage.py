@@ -30,7 +30,7 @@ from .errors import CallError, InvalidOutput, PermanentError, RetryableError
 from .gates import JUDGE_SCHEMA, CheckResult, JudgeCheck, as_text, feedback_of
 from .headers import parse_rate_limits
 from .inputs import Item
-from .limits import ModelLimiter, estimate_tokens
+from .limits import ModelLimiter, Reservation, estimate_tokens
 from .pipeline import Stage
 from .prices import price_for
 from .providers import CompletionRequest
@@ -622,19 +622,18 @@ class StageExecutor:
                 if self.runner.adaptive is not None:
                     busy = exc.kind in ("rate_limited", "overloaded")
                     await self.runner.adaptive.observe(ok=False, overloaded=busy, latency=None)
-                if limiter is not None and reservation is not None and exc.kind == "rate_limited":
-                    limiter.release(reservation)  # refused calls use none of the budget
-                    wait = exc.retry_after if isinstance(exc, RetryableError) else None
-                    if wait is None:
-                        wait = self.runner.retry.backoff(record.number, self.runner.rng)
-                    limiter.cooldown(wait)
+                if limiter is not None and reservation is not None:
+                    self._refused_or_failed(limiter, reservation, exc, record.number)
+                raise
+            except BaseException:  # cancelled: a slow-start probe must not hold the others
+                if limiter is not None and reservation is not None:
+                    limiter.failed(reservation)
                 raise
             if self.runner.adaptive is not None:
                 latency = self.runner.clock.now() - started
                 await self.runner.adaptive.observe(ok=True, overloaded=False, latency=latency)
             if limiter is not None and reservation is not None:
-                if completion.headers:
-                    limiter.observe(parse_rate_limits(completion.headers, time.time()))
+                limiter.observe(parse_rate_limits(completion.headers, time.time()))
                 limiter.settle(reservation, completion.input_tokens + completion.output_tokens)
             self.runner.stats.cached_tokens += completion.cached_tokens
             return completion.text, completion.input_tokens, completion.output_tokens
@@ -654,6 +653,19 @@ class StageExecutor:
             repair=repair if request.schema is not None else None,
         )
 
+    def _refused_or_failed(
+        self, limiter: ModelLimiter, reservation: Reservation, exc: CallError, attempt: int
+    ) -> None:
+        """A 429 closes the model's cooldown gate (and gives its tokens back); anything else
+        only frees the call's place (a slow-start probe lets the others go)."""
+        if exc.kind != "rate_limited":
+            limiter.failed(reservation)
+            return
+        wait = exc.retry_after if isinstance(exc, RetryableError) else None
+        if wait is None:
+            wait = self.runner.retry.backoff(attempt, self.runner.rng)
+        limiter.refused(reservation, wait)
+
     def _limiter(self, spec: str) -> ModelLimiter | None:
         """The one limiter of model ``spec``, shared by every stage using it (None: unmetered)."""
         if spec in self.runner.limiters:
@@ -661,7 +673,13 @@ class StageExecutor:
         rpm, tpm, metered = limits_of(self.runner, spec)
         limiter = None
         if metered:
-            limiter = ModelLimiter(rpm=rpm, tpm=tpm, clock=self.runner.clock, rng=self.runner.rng)
+            limiter = ModelLimiter(
+                rpm=rpm,
+                tpm=tpm,
+                clock=self.runner.clock,
+                rng=self.runner.rng,
+                group=(self.runner.limit_group, spec) if self.runner.limit_group else None,
+            )
         self.runner.limiters[spec] = limiter
         return limiter
 

@@ -88,6 +88,12 @@ class ConcurrencyType(_ParamType):
     metavar="N",
     help="Tokens per minute allowed, per model (same defaults).",
 )
+@click.option(
+    "--limit-group",
+    metavar="NAME",
+    help="Share each model's request budget with every other job on this machine given the same "
+    "NAME (a locked file under your cache folder): jobs on one key keep to its limit together.",
+)
 @click.option("--model", metavar="MODEL", help="Use this model for every LLM stage, e.g. sim.")
 @click.option(
     "--max-attempts",
@@ -166,6 +172,7 @@ def run_command(
     max_concurrency: int,
     rpm: float | None,
     tpm: float | None,
+    limit_group: str | None,
     model: str | None,
     max_attempts: int,
     retry_passes: int,
@@ -209,6 +216,10 @@ def run_command(
         raise ConfigError("--cache and --no-cache disagree; give one of them")
     if resume and not out:
         raise ConfigError("--resume needs the --out folder of the run to continue")
+    if limit_group is not None:
+        from ..limitgroup import check_name
+
+        check_name(limit_group)
     settings = {
         "pipeline_file": str(Path(pipeline_file).resolve()),
         "input_file": str(Path(input_file).resolve()),
@@ -217,6 +228,7 @@ def run_command(
             "max_concurrency": max_concurrency,
             "rpm": rpm,
             "tpm": tpm,
+            "limit_group": limit_group,
             "model": model,
             "max_attempts": max_attempts,
             "retry_passes": retry_passes,
@@ -261,6 +273,7 @@ def execute(
                 retry_passes=options["retry_passes"],
                 rpm=options["rpm"],
                 tpm=options["tpm"],
+                limit_group=options.get("limit_group"),
                 max_concurrency=options["max_concurrency"],
                 run_id=run_id,
                 resume=resume,

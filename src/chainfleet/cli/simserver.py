@@ -30,6 +30,13 @@ _RATE = click.FloatRange(0, 1)
     "--tpm", type=click.IntRange(min=1), metavar="N", help="Tokens per minute [default: unlimited]."
 )
 @click.option(
+    "--window",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="S",
+    help="Strict limits: at most rpm/60 x S requests in any S seconds and rpm in any minute "
+    "(sliding windows, no burst carried over) [default: a token bucket].",
+)
+@click.option(
     "--latency",
     type=click.FloatRange(min=0),
     default=0.0,
@@ -129,6 +136,8 @@ def sim_server_command(host: str, port: int, **options: Any) -> None:
       chainfleet sim-server --port 0 --drop-rate 0.05 --slow-rate 0.05 --slow-seconds 120
       # a local model server with 4 slots and a queue (latency grows, throughput does not):
       chainfleet sim-server --slots 4 --latency 0.5
+      # a strict provider: 1,200 requests/min, at most 20 in any second
+      chainfleet sim-server --rpm 1200 --window 1
     """
     from pydantic import ValidationError
 

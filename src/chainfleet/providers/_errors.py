@@ -12,6 +12,8 @@ status                  when                                        chainfleet e
 401, 403                                                            AuthFailed (fatal)
 402                     billing / spend limit                       QuotaExhausted (fatal)
 404                                                                 ModelNotFound (fatal)
+400, 422                "Invalid model name", "model not found",    ModelNotFound (fatal)
+                        "model ... does not exist" (gateways)
 400, 413, 422           content filter                              ContentFiltered
 400, 413, 422           otherwise (context too long ...)            InvalidRequest
 408                                                                 Timeout
@@ -25,6 +27,7 @@ Messages never carry an API key: :func:`scrub` removes it if a server echoed it 
 from __future__ import annotations
 
 import inspect
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -45,6 +48,12 @@ from ..errors import (
 from ..headers import retry_after_from
 
 _FILTER_WORDS = ("content_filter", "content filter", "content management policy", "content filtering")
+#: how gateways (LiteLLM, OpenRouter, vLLM, Ollama) say with a 400 that the model is unknown
+_UNKNOWN_MODEL = re.compile(
+    r"invalid model name|model[_ ]not[_ ]found|not a valid model id|unknown model"
+    r"|model\b[^.;]{0,120}\b(?:does not exist|not found)",
+    re.IGNORECASE,
+)
 
 
 def scrub(text: str, secret: str | None) -> str:
@@ -99,6 +108,8 @@ def classify(
         return QuotaExhausted(text, status=status)
     if status == 404:
         return ModelNotFound(text, status=status)
+    if status in (400, 422) and _UNKNOWN_MODEL.search(lowered):
+        return ModelNotFound(text, status=status)  # every other item would fail the same way
     if status in (400, 413, 422):
         if any(word in lowered for word in _FILTER_WORDS):
             return ContentFiltered(text, status=status)

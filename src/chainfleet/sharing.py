@@ -1,0 +1,199 @@
+"""Sharing a key with others nobody told us about: our share of the rate, found by AIMD.
+
+Another job on the same API key (a colleague's batch, a second terminal, a notebook) takes from
+the same server-side limit, but each process meters only itself. Two signs give it away:
+
+- a 429 arrives although this process's own accounting is under the limit (its limiter
+  admitted the call), and
+- the ``remaining`` headers fall faster than this process's own use explains: with a limit
+  ``L`` and ``R`` remaining, the server counted ``L - R`` in its window, of which this process
+  sent (and was not refused) ``own``; the rest, ``L - R - own``, was someone else's.
+
+A :class:`KeyShare` keeps a factor (0, 1] that the limiter applies to the limit. On a burst of
+refusals under the limit (two in ``lookback`` seconds, or one when the headers show others'
+use; a lone refusal is the jitter of a strict window and only lowers a ceiling by 3%) it
+decreases multiplicatively, at most once per ``quiet`` seconds (the refusals of one burst are
+one signal): by a tenth, or, when most of the last second was refused, down to the share that
+was accepted (at least half); the first time the headers say who else uses the key, straight
+down to our share of its use. Below 1 it grows back additively, ``increase`` of the limit per
+second, faster the longer no refusal came (``accelerate`` seconds of calm double it) and ten
+times more gently just below where the last refusals came (TCP CUBIC's plateau). So several
+jobs that start together converge to fair shares, and one left alone climbs back to the whole
+limit within seconds.
+
+Example::
+
+    share = KeyShare()
+    share.sent(now)                     # the limiter admitted a call
+    share.refused(now)                  # ... and the server said 429 anyway
+    rate = limit * share.factor
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+__all__ = ["KeyShare"]
+
+#: the server windows this estimate assumes for remaining-requests headers (per minute)
+WINDOW = 60.0
+
+
+class KeyShare:
+    """This process's share of a key's rate limit, and what the headers say others took."""
+
+    #: the decrease on a burst of refusals: a tenth, or down to the share accepted (at least half)
+    STEP_MAX, STEP_MIN = 0.9, 0.5
+    #: within this share below the factor of the last refusals, grow ``GENTLE`` times as fast
+    PLATEAU, GENTLE = 0.85, 0.1
+
+    def __init__(
+        self,
+        *,
+        increase: float = 0.015,
+        accelerate: float = 4.0,
+        floor: float = 0.02,
+        quiet: float = 1.0,
+        lookback: float = 1.0,
+    ) -> None:
+        self.factor = 1.0
+        self.increase = increase
+        self.accelerate = accelerate
+        self.floor = floor
+        self.quiet = quiet
+        self.lookback = lookback
+        #: refusals while our own accounting was under the limit
+        self.refusals = 0
+        self.decreases = 0
+        #: the lowest factor reached
+        self.lowest = 1.0
+        #: lone refusals (no sign of anyone else) lower this cap on the factor a little
+        self.ceiling = 1.0
+        self.solo_refusals = 0
+        self._calibrated = False
+        #: the factor when the last burst of refusals came (TCP CUBIC's W_max)
+        self.w_max = 1.0
+        self._sent: deque[float] = deque()
+        self._refused: deque[float] = deque()
+        self._last_decrease = self._last_solo = float("-inf")
+        self._grown_at: float | None = None
+        # others' use of the key, from remaining-requests headers
+        self._others_sum = 0.0
+        self._used_sum = 0.0
+        self._others_last = 0.0
+        self._used_last = 0.0
+
+    # -- our own traffic ---------------------------------------------------------------------------
+
+    def sent(self, now: float) -> None:
+        """A call left (its limiter admitted it)."""
+        self._sent.append(now)
+        self._expire(now)
+
+    def refused(self, now: float) -> bool:
+        """A 429 while our own accounting was under the limit; True when the factor fell."""
+        self.refusals += 1
+        self._refused.append(now)
+        self._expire(now)
+        if now - self._last_decrease < self.quiet:
+            return False
+        sent = self._count(self._sent, now - self.lookback)
+        refused = self._count(self._refused, now - self.lookback)
+        ours = self.our_share()
+        if refused < 2 and (ours is None or ours >= 0.9):
+            return self._solo(now) if now - self._last_solo >= self.quiet else False
+        accepted = max(0.0, 1.0 - refused / sent) if sent else 0.5
+        # far over (most of the last second refused): down to what was accepted; else a tenth
+        # (a few refusals among a small job's few calls are noise, not a measure)
+        step = self.STEP_MAX if accepted >= 0.75 else max(self.STEP_MIN, accepted)
+        target = self.factor * step
+        if ours is not None and not self._calibrated:
+            # the first time the headers say who else uses the key: go straight to our share
+            target = min(target, max(self.floor, ours))
+            self._calibrated = True
+        self.w_max = self.factor
+        self.factor = max(self.floor, target)
+        self.lowest = min(self.lowest, self.factor)
+        self.decreases += 1
+        self._last_decrease = self._grown_at = now
+        return True
+
+    def _solo(self, now: float) -> bool:
+        """One refusal with no sign of anyone else: the server's window is stricter than our
+        pacing (or the network bunched our calls). Keep 3% further below it from now on; the
+        ceiling creeps back up by ``increase / 8`` a second."""
+        self.solo_refusals += 1
+        self.ceiling = max(0.85, min(self.ceiling, self.factor) * 0.97)
+        self.factor = min(self.factor, self.ceiling)
+        self.lowest = min(self.lowest, self.factor)
+        self._last_solo = self._grown_at = now
+        return True
+
+    def answered(self, now: float) -> bool:
+        """A call was answered: below the ceiling, the factor grows back by ``increase`` a
+        second; the ceiling itself (lowered by lone refusals) by a twentieth of that."""
+        if self.factor >= 1.0:
+            return False
+        if self._grown_at is None:
+            self._grown_at = now
+        elapsed = max(0.0, now - self._grown_at)
+        self.ceiling = min(1.0, self.ceiling + self.increase / 8 * elapsed)
+        # the longer since the last refusal, the faster (as TCP CUBIC): a job left alone by
+        # the other finishing takes seconds, not minutes, to use the whole limit again
+        calm = max(0.0, now - self._last_decrease)
+        rate = self.increase * (1.0 + calm / self.accelerate)
+        if self.w_max * self.PLATEAU <= self.factor <= self.w_max:
+            rate *= self.GENTLE  # near where the last refusal came: gently
+        self.factor = min(self.ceiling, self.factor + rate * elapsed)
+        self._grown_at = now
+        return True
+
+    # -- what the headers say about everyone else --------------------------------------------------
+
+    def observe(self, limit: int, remaining: int, now: float) -> None:
+        """A response said ``remaining`` of ``limit`` requests are left in the server's window."""
+        self._expire(now)
+        used = max(0, limit - remaining)
+        own = len(self._sent) - len(self._refused)
+        others = max(0.0, float(used - own))
+        self._others_last, self._used_last = others, float(used)
+        self._others_sum += others
+        self._used_sum += used
+
+    def our_share(self) -> float | None:
+        """Our share of the key's recent use by the last headers (None: they told nobody else)."""
+        if self._others_last <= 0 or self._used_last <= 0:
+            return None
+        return max(0.0, 1.0 - self._others_last / self._used_last)
+
+    @property
+    def others_pct(self) -> float | None:
+        """Of the requests the server counted in its window, the share that was not ours
+        (averaged over every response that said), in percent; None when no header said."""
+        if self._used_sum <= 0:
+            return None
+        return round(100 * self._others_sum / self._used_sum, 1)
+
+    @property
+    def shared(self) -> bool:
+        """Whether the signs say someone else uses this key: others took 5% or more by the
+        headers, or refusals came in bursts (twice) while we kept under the limit."""
+        pct = self.others_pct
+        return (pct is not None and pct >= 5.0) or self.decreases >= 2
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _expire(self, now: float) -> None:
+        horizon = now - WINDOW
+        for times in (self._sent, self._refused):
+            while times and times[0] <= horizon:
+                times.popleft()
+
+    @staticmethod
+    def _count(times: deque[float], since: float) -> int:
+        count = 0
+        for at in reversed(times):
+            if at <= since:
+                break
+            count += 1
+        return count
