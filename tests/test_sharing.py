@@ -101,8 +101,9 @@ def test_told_nothing_a_single_probe_goes_first_then_calls_are_paced_from_empty(
     assert job.refused == 0  # 200 workers, and not one call refused: no first wave
     assert job.sends[1] >= 0.4  # the second call waited for the probe's answer (0.4 s)
     assert job.limiter.probes == 1
-    # then at the learned rate (98% of 20/s): 299 more calls in about 15.3 s
-    assert job.finished == pytest.approx(0.4 + 299 / 19.6 + 0.4, abs=0.2)
+    # then at the learned rate (98% of 20/s, and at most 19 in any second: a margin on the
+    # server's 20): 299 more calls in about 15.7 s
+    assert job.finished == pytest.approx(0.4 + 299 / 19 + 0.4, abs=0.3)
 
 
 def test_a_server_without_rate_limit_headers_ends_slow_start_unmetered() -> None:

@@ -291,7 +291,10 @@ class ModelLimiter:
             return 0.0
         while self._window and self._window[0] <= now - 1.0:
             self._window.popleft()
-        cap = max(1, round(self.requests.rate))
+        rate = self.requests.rate
+        # from 2 a second, the rate rounded down is the margin (19.6/s: 19 of a strict 20);
+        # below that a second holds too few calls to spare one (1.96/s stays 2)
+        cap = max(1, math.floor(rate + 1e-9) if rate >= 2 else math.ceil(rate - 1e-9))
         allowed = max(0, cap - min(requests, cap))  # sends the window may already hold
         if len(self._window) <= allowed:
             return 0.0
