@@ -29,16 +29,23 @@ FEEDBACK_HEADER = "\n\nA reviewer sent the previous attempt back with this note:
 
 
 class ReviewHook:
-    """Review for one run: queues outputs and applies decisions, on the run's own store."""
+    """Review for one run: queues outputs and applies decisions, on the run's own store.
+
+    A Ray worker's store has no database of its own (its writes are events for the driver), and
+    a pipeline with ``review:`` is refused on a remote backend; there the hook has no queue and
+    never parks or sends back."""
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
-        self.queue = ReviewQueue(runner.store.db)
+        db = getattr(runner.store, "db", None)
+        self.queue: ReviewQueue | None = ReviewQueue(db) if db is not None else None
         #: items parked in this run
         self.parked = 0
 
     def context(self, chain: Chain, stage: Stage) -> dict[str, str]:
         """``feedback``/``previous`` for a stage a reviewer sent this item back to, else {}."""
+        if self.queue is None:
+            return {}
         found = self.queue.feedback(chain.item.id, stage.name)
         if found is None:
             return {}
@@ -56,6 +63,8 @@ class ReviewHook:
 
     def park(self, chain: Chain, stage: Stage) -> bool:
         """After ``stage``'s result is kept: True when the item waits for a person here."""
+        if self.queue is None:
+            return False
         output = as_text(chain.outputs[stage.name])  # a structured output is reviewed as JSON
         entry = self.queue.match(chain.item.id, stage.name, output)
         if entry is not None and entry.state == "waiting":
