@@ -64,3 +64,34 @@ def test_an_unknown_backend_is_a_usage_error(
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2
     assert "k8s" in result.output
+
+
+#: the console script with Ray made unimportable, as on a machine without the extra
+NO_RAY = """
+import sys
+class NoRay:
+    def find_spec(self, name, path=None, target=None):
+        if name == "ray" or name.startswith("ray."):
+            raise ModuleNotFoundError("No module named 'ray'", name="ray")
+        return None
+sys.meta_path.insert(0, NoRay())
+for name in [n for n in sys.modules if n == "ray" or n.startswith("ray.")]:
+    del sys.modules[name]
+from chainfleet.cli import main
+sys.argv = ["chainfleet", "run", *sys.argv[1:]]
+main()
+"""
+
+
+def test_the_ray_backend_without_ray_is_exit_2_with_the_install_command(
+    write_pipeline: Callable[..., Path], topics_file: Callable[..., Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = [str(write_pipeline()), "-i", str(topics_file()), "--backend", "ray", "--out", str(out)]
+    probe = subprocess.run(
+        [sys.executable, "-c", NO_RAY, *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert probe.returncode == 2, probe.stderr
+    assert "pip install 'chainfleet[ray]'" in probe.stderr
+    assert "Traceback" not in probe.stderr
+    assert not (out / "results.jsonl").exists()
