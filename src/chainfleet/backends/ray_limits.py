@@ -68,10 +68,13 @@ class SharedLimits:
         window: float = 0.25,
         ttl: float = 1.0,
         seed: int | None = None,
+        clock: Clock | None = None,
     ) -> None:
         # probe=0: no slow start here; the leases' headers teach the limits (issue 13's probe
         # waits for a call's answer, which an actor leasing blocks never makes itself)
-        self.limiter = ModelLimiter(rpm=rpm, tpm=tpm, rng=random.Random(seed), probe=0)
+        self.limiter = ModelLimiter(
+            rpm=rpm, tpm=tpm, clock=clock, rng=random.Random(seed), probe=0
+        )
         self.workers = max(1, workers)
         self.window = window
         self.ttl = ttl
