@@ -72,9 +72,7 @@ class SharedLimits:
     ) -> None:
         # probe=0: no slow start here; the leases' headers teach the limits (issue 13's probe
         # waits for a call's answer, which an actor leasing blocks never makes itself)
-        self.limiter = ModelLimiter(
-            rpm=rpm, tpm=tpm, clock=clock, rng=random.Random(seed), probe=0
-        )
+        self.limiter = ModelLimiter(rpm=rpm, tpm=tpm, clock=clock, rng=random.Random(seed), probe=0)
         self.workers = max(1, workers)
         self.window = window
         self.ttl = ttl
