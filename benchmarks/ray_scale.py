@@ -68,10 +68,13 @@ async def one_run(items: list[str], concurrency: int, **kwargs: Any) -> tuple[fl
 
 
 def lease_latency(ray: Any, rounds: int = 300) -> float:
-    """Seconds one lease takes, asked back to back from the driver (an unmetered-rate limit)."""
+    """Seconds one lease takes, asked back to back from the driver: the round trip alone.
+
+    The actor is unmetered (its gate only): a metered one would make each lease wait for its
+    block's budget to accrue (told limits start empty), which is the rate, not the overhead."""
     from chainfleet.backends.ray_limits import SharedLimits
 
-    actor = ray.remote(num_cpus=0)(SharedLimits).remote(rpm=10**9, tpm=None, workers=1)
+    actor = ray.remote(num_cpus=0)(SharedLimits).remote(rpm=None, tpm=None, workers=1)
     ray.get(actor.lease.remote(10, (0, 0.0), None))
     started = time.perf_counter()
     for _ in range(rounds):

@@ -1,7 +1,9 @@
 """The ``chainfleet`` command. Thin: parse, call the library, print; errors become exit codes here.
 
-Exit codes: 0 every item succeeded; 1 some items failed after all retries (everything else
-saved); 2 bad usage, configuration or input (no model was called); 130 interrupted.
+Exit codes: 0 every item succeeded; 1 some items failed after all retries or a budget stopped
+the run (everything else saved); 2 bad usage, configuration or input (no model was called), a
+key or model the provider refused, or a folder in use; 3 nothing failed but items wait for
+review; 74 the disk filled (resumable); 130 interrupted (resumable). The README lists the same.
 """
 
 from __future__ import annotations
