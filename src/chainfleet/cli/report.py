@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..errors import ConfigError
-from ..folder import held
+from ..folder import held, owner
 from ..output import rewrite_output, store_problem
 from ..report import fmt_seconds
 from ..review.queue import ReviewQueue
@@ -35,12 +35,28 @@ def report_command(out_dir: str, run_id: str | None) -> None:
     """
     if Path(out_dir, "run.db").is_file():
         with held(out_dir):  # never while a run is writing the same files
+            killed = _killed(Path(out_dir), run_id)
             report = rewrite_output(Path(out_dir), run_id=run_id)
     else:
+        killed = False
         report = rewrite_output(Path(out_dir), run_id=run_id)  # says what is missing
     for line in report.summary_lines():
         click.echo(line)
+    if killed:
+        click.echo(f"interrupted (resumable): its process ended mid-run; chainfleet resume {out_dir}")
     click.echo(f"rewrote {out_dir}/: report.md, report.html, timeline.png, results.jsonl, items/")
+
+
+def _killed(out: Path, run_id: str | None) -> bool:
+    """Whether the run (the latest, or ``run_id``) says "running" though no process owns its
+    folder (checked while this command holds the folder): its owner was killed."""
+    try:
+        with RunStore.open(out / "run.db") as store:
+            runs = store.runs()
+    except StoreError:
+        return False  # rewrite_output names the problem
+    chosen = [r for r in runs if run_id is None or r["run_id"] == run_id]
+    return bool(chosen) and chosen[-1]["status"] == "running"
 
 
 @cli.command("runs", short_help="List the runs under a folder.")
@@ -66,7 +82,12 @@ def runs_command(folder: str) -> None:
         try:
             with RunStore.open(path) as store:
                 review = ReviewQueue(store.db).counts()
-                rows += [{**run, "folder": path.parent, "review": review} for run in store.runs()]
+                found = store.runs()
+            alive = owner(path.parent) is not None
+            for run in found:
+                if run["status"] == "running" and not (alive and run is found[-1]):
+                    run["status"] = "interrupted (resumable)"  # its owner died mid-run
+                rows.append({**run, "folder": path.parent, "review": review})
         except StoreError as exc:
             if path.parent == root:
                 raise ConfigError(store_problem(exc), where=str(path)) from exc
