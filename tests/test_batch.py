@@ -303,3 +303,31 @@ def test_batch_from_the_command_line_on_sim_offline(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "batches 3 submitted (0 in progress, 3 done, 0 failed); requests 30 for 30 calls" in done.stdout
     assert read_report(out)["batch"]["requests"]["succeeded"] == 30
+
+
+def test_a_kill_after_the_batch_was_created_but_before_its_id_was_kept_pays_nothing_twice(
+    sim: SimServerThread, tmp_path: Path
+) -> None:
+    folder = write_run_files(tmp_path, 12)
+    out = tmp_path / "out"
+    args = [CHAINFLEET, "run", str(folder / "p.yaml"), "-i", str(folder / "t.txt"), "--out", str(out)]
+    killed = subprocess.run(
+        [*args, "--batch", "-q"],
+        env={**child_env(sim), "CHAINFLEET_TEST_KILL_AT": "batch-created"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert batch_stats(sim)["jobs_created"] == 1  # the provider has it; the store has no id
+    assert submitted_chunks(out) == 0
+    resumed = subprocess.run(
+        [CHAINFLEET, "resume", str(out), "-q"], env=child_env(sim), capture_output=True, text=True, timeout=90
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    after = batch_stats(sim)
+    assert after["max_submissions_per_request"] == 1  # the first chunk was found, not sent again
+    assert after["requests_submitted"] == after["distinct_requests"] == 36
+    assert [r["status"] for r in read_results(out)] == ["succeeded"] * 12
+    states = ledger(out, "SELECT state FROM batch_chunks ORDER BY created, rowid")
+    assert states[0] == ("ended",)  # the adopted chunk, polled and read like any other

@@ -36,8 +36,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .batch_ledger import SUBMITTED, BatchLedger, RequestResult
+from .batch_ledger import PREPARING, SUBMITTED, UPLOADED, BatchLedger, RequestResult
 from .clock import Clock
+from .store import _kill_point
 from .errors import CallError, ConfigError, FatalError, RetryableError, ServerError
 from .pipeline import BatchSettings, Pipeline
 from .providers import Completion, CompletionRequest, Provider
@@ -75,6 +76,8 @@ class BatchCounts:
     errored: int = 0
     expired: int = 0
     resumed: int = 0
+    #: chunks a stopped run recorded but never saw created, found made at the provider
+    adopted: int = 0
 
 
 @dataclass
@@ -122,6 +125,9 @@ class Batcher:
         self._adapters: dict[str, BatchAdapter] = {}
         self._lanes: dict[str, _Lane] = {}
         self._chunks: dict[str, _Chunk] = {}
+        #: chunks this run recorded (their own submission decides), and adoption lookups
+        self._mine: set[str] = set()
+        self._adopting: dict[str, asyncio.Future[str | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- set-up --------------------------------------------------------------------------------
@@ -182,20 +188,44 @@ class Batcher:
                 text=entry.output, input_tokens=entry.input_tokens, output_tokens=entry.output_tokens
             )
         adapter = self.adapter(spec, provider)
-        if (
-            entry is not None
-            and entry.state == "submitted"
-            and entry.chunk_state == SUBMITTED
-            and entry.batch_id
-        ):
+        batch_id: str | None = None
+        if entry is not None and entry.state == "submitted" and entry.chunk_state == SUBMITTED:
+            batch_id = entry.batch_id
+        elif entry is not None and entry.state == "pending" and entry.chunk_state in (PREPARING, UPLOADED):
+            batch_id = await self._adopt(entry.chunk_id, adapter)  # a kill before its id was kept?
+        if entry is not None and batch_id:
             self.counts.resumed += 1
-            self._wait_on(entry.chunk_id, entry.batch_id, spec, adapter, custom_id, future)
+            self._wait_on(entry.chunk_id, batch_id, spec, adapter, custom_id, future)
         else:
             self._queue(spec, adapter, BatchItem(custom_id, request), future)
         outcome = await future
         if isinstance(outcome, CallError):
             raise outcome
         return outcome
+
+    async def _adopt(self, chunk_id: str, adapter: BatchAdapter) -> str | None:
+        """A chunk a stopped run recorded but never saw created: ask the provider once whether
+        its batch exists (the run may have died between the provider's answer and the store's
+        commit). Found: it is recorded as submitted and polled; not: it is marked not sent."""
+        task = self._adopting.get(chunk_id)
+        if task is None:
+            task = self._adopting[chunk_id] = asyncio.ensure_future(self._find(chunk_id, adapter))
+        return await asyncio.shield(task)
+
+    async def _find(self, chunk_id: str, adapter: BatchAdapter) -> str | None:
+        if chunk_id in self._mine:  # recorded by this run: its own submission decides
+            return None
+        since = float(self.ledger.chunk(chunk_id).get("created") or 0.0)
+        try:
+            batch_id = await adapter.find(chunk_id, since=since)
+        except CallError:
+            batch_id = None  # cannot tell: sending again is the safe side (nothing is lost)
+        if batch_id is None:
+            self.ledger.not_sent(chunk_id, "the run stopped before its batch was created")
+        else:
+            self.ledger.submitted(chunk_id, batch_id)
+            self.counts.adopted += 1
+        return batch_id
 
     def _queue(
         self, spec: str, adapter: BatchAdapter, item: BatchItem, future: asyncio.Future[Outcome]
@@ -270,12 +300,14 @@ class Batcher:
             return
         size = sum(lane.adapter.size(item) for item in items)
         chunk_id = self.ledger.new_chunk(lane.spec, [item.custom_id for item in items], size)
+        self._mine.add(chunk_id)
         live = _Chunk(chunk_id, lane.spec, lane.adapter, {item.custom_id: fut for item, fut in chunk})
         try:
             file_id = await lane.adapter.upload(items)
             if file_id is not None:
                 self.ledger.uploaded(chunk_id, file_id)
             batch_id = await lane.adapter.create(items, file_id, chunk_id=chunk_id)
+            _kill_point("batch-created")  # tests: the provider has the batch, the store not yet
         except CallError as exc:
             self.ledger.not_sent(chunk_id, str(exc))
             if isinstance(exc, FatalError):

@@ -141,10 +141,11 @@ class BatchLedger:
 
     def chunk(self, chunk_id: str) -> dict[str, Any]:
         row = self.db.execute(
-            "SELECT chunk_id, spec, state, file_id, batch_id, requests FROM batch_chunks WHERE chunk_id = ?",
+            "SELECT chunk_id, spec, state, file_id, batch_id, requests, created FROM batch_chunks "
+            "WHERE chunk_id = ?",
             (chunk_id,),
         ).fetchone()
-        keys = ("chunk_id", "spec", "state", "file_id", "batch_id", "requests")
+        keys = ("chunk_id", "spec", "state", "file_id", "batch_id", "requests", "created")
         return dict(zip(keys, row, strict=True)) if row else {}
 
     def members(self, chunk_id: str) -> Iterable[str]:

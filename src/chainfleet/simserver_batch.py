@@ -228,8 +228,26 @@ class BatchSim:
         return web.json_response(self._openai_batch(job))
 
     async def _list_openai(self, request: web.Request) -> web.StreamResponse:
-        data = [self._openai_batch(j) for j in self._jobs.values() if j.api == "openai"][-20:]
-        return web.json_response({"object": "list", "data": data, "has_more": False})
+        """As OpenAI pages it: newest first, ``limit`` (default 20) a page, ``after`` an id."""
+        jobs = [j for j in reversed(self._jobs.values()) if j.api == "openai"]
+        after = request.query.get("after")
+        if after is not None:
+            ids = [j.id for j in jobs]
+            jobs = jobs[ids.index(after) + 1 :] if after in ids else []
+        try:
+            limit = max(1, min(100, int(request.query.get("limit", "20"))))
+        except ValueError:
+            limit = 20
+        data = [self._openai_batch(j) for j in jobs[:limit]]
+        return web.json_response(
+            {
+                "object": "list",
+                "data": data,
+                "has_more": len(jobs) > limit,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+            }
+        )
 
     def _openai_batch(self, job: _Job) -> dict[str, Any]:
         self._maybe_end(job)

@@ -103,6 +103,14 @@ class BatchAdapter:
         """Create the batch job; return its id."""
         raise NotImplementedError
 
+    async def find(self, chunk_id: str, *, since: float) -> str | None:
+        """The id of a batch created for ``chunk_id`` no earlier than ``since`` (Unix seconds),
+        if the provider can tell; None when it cannot or there is none.
+
+        A run killed after the provider created a chunk's batch but before the store recorded
+        its id asks this on resume, so the chunk is polled again instead of paid for twice."""
+        return None
+
     async def poll(self, batch_id: str) -> BatchStatus:
         raise NotImplementedError
 

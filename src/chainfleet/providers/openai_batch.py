@@ -89,6 +89,29 @@ class OpenAIBatchAdapter(BatchAdapter):
         )
         return str(batch.id)
 
+    async def find(self, chunk_id: str, *, since: float) -> str | None:
+        """The batch whose ``metadata.chainfleet_chunk`` is ``chunk_id``: the list is newest
+        first, so paging stops at batches created before ``since`` (less a minute of clock
+        skew), or after 20 pages."""
+        after: str | None = None
+        for _ in range(20):
+            page = await self._call(self._lister(after))
+            data = list(page.data)
+            for batch in data:
+                if (batch.metadata or {}).get("chainfleet_chunk") == chunk_id:
+                    return str(batch.id)
+            if not data or not page.has_more or min(b.created_at for b in data) < since - 60:
+                return None
+            after = str(data[-1].id)
+        return None
+
+    def _lister(self, after: str | None) -> Any:
+        """One page of ``batches.list``, newest first, after the batch id ``after``."""
+        batches = self._client.batches.with_raw_response
+        if after is None:
+            return lambda: batches.list(limit=100)
+        return lambda: batches.list(limit=100, after=after)
+
     async def poll(self, batch_id: str) -> BatchStatus:
         batch = await self._call(lambda: self._client.batches.with_raw_response.retrieve(batch_id))
         state = str(batch.status)
