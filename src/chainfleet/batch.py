@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 
 from .batch_ledger import PREPARING, SUBMITTED, UPLOADED, BatchLedger, RequestResult
 from .clock import Clock
-from .store import _kill_point
 from .errors import CallError, ConfigError, FatalError, RetryableError, ServerError
 from .pipeline import BatchSettings, Pipeline
 from .providers import Completion, CompletionRequest, Provider
@@ -50,7 +49,7 @@ from .providers.batch_base import (
     Outcome,
     batch_adapter_for,
 )
-from .store import RunStore
+from .store import RunStore, _kill_point
 
 if TYPE_CHECKING:
     from .runner import Runner
