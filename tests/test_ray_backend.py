@@ -127,6 +127,42 @@ def test_a_ray_run_writes_the_same_results_as_a_local_run(
     assert sorted(report["stages"]) == ["edit", "research", "write"]
 
 
+def test_review_parks_decides_and_resumes_on_ray_as_it_does_locally(
+    ray_node: str, write_pipeline: Callable[..., Path], topics_file: Callable[..., Path], tmp_path: Path
+) -> None:
+    import sqlite3
+
+    from click.testing import CliRunner
+
+    import chainfleet.cli.review  # noqa: F401 - registers the command
+    from chainfleet.cli import cli
+
+    data = pipeline_data()
+    data["stages"][1]["review"] = "always"  # every item waits at write
+    pipeline = Pipeline.from_yaml(write_pipeline(stages=data["stages"]))
+    topics = topics_file()
+    ray_args: dict[str, Any] = {"backend": "ray", "workers": 2}
+    for name, extra in (("local", {}), ("ray", ray_args)):
+        out = tmp_path / name
+        first = asyncio.run(arun(pipeline, topics, out=out, concurrency=4, **extra))
+        assert first.items_needs_review == len(TOPICS) and first.items_failed == 0
+        for args in (["--reject", "2", "--note", "Cite a source.", "--from", "research"], ["--approve-all"]):
+            done = CliRunner().invoke(cli, ["review", str(out), *args], catch_exceptions=False)
+            assert done.exit_code == 0, done.output
+        second = asyncio.run(arun(pipeline, topics, out=out, concurrency=4, resume=True, **extra))
+        # the rejected item ran again from research with the note and waits at write once more
+        assert (second.items_succeeded, second.items_needs_review) == (len(TOPICS) - 1, 1), name
+    assert essentials(tmp_path / "ray") == essentials(tmp_path / "local")
+
+    def queue(out: Path) -> list[tuple[str, str, str]]:
+        with sqlite3.connect(out / "run.db") as db:
+            query = "SELECT item_id, stage, state FROM review_queue ORDER BY item_id, qid"
+            return db.execute(query).fetchall()
+
+    assert queue(tmp_path / "ray") == queue(tmp_path / "local")
+    assert ("2", "write", "waiting") in queue(tmp_path / "ray")
+
+
 def test_gates_and_revisions_run_on_ray_as_they_do_locally(
     ray_node: str, write_pipeline: Callable[..., Path], topics_file: Callable[..., Path], tmp_path: Path
 ) -> None:

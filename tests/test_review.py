@@ -343,17 +343,6 @@ def test_on_gate_fail_parks_an_item_whose_gate_checks_fail_and_approval_goes_on(
     assert [r["status"] for r in read_results(out)] == ["succeeded", "succeeded"]
 
 
-def test_review_with_a_remote_backend_is_refused_before_any_call() -> None:
-    from chainfleet.errors import ConfigError
-    from chainfleet.runner import Runner
-
-    class Remote:
-        name = "ray"
-
-    with pytest.raises(ConfigError, match="review: needs the local backend"):
-        Runner(Pipeline.from_dict(reviewed("always")), backend=Remote())  # type: ignore[arg-type]
-
-
 def test_a_run_without_a_saved_summary_still_checks_the_stage_of_a_rejection(queued: Path) -> None:
     with sqlite3.connect(queued / "run.db") as db:  # as while a run is still going
         db.execute("UPDATE runs SET summary = NULL")

@@ -173,11 +173,6 @@ class Runner:
         self.backend: Backend = backend or LocalBackend()
         #: parks items that need a person (``review:``) and takes reviewers' decisions on
         self.review = ReviewHook(self)
-        if self.backend.name != "local" and any(st.review is not None for st in self._stages):
-            raise ConfigError(
-                f"review: needs the local backend for now (a person's decisions are applied where "
-                f"the chain runs); run without --backend {self.backend.name}"
-            )
         #: batch mode's jobs (chainfleet.batch), when any stage is in batch mode
         self.batch: Batcher | None = None
 

@@ -229,7 +229,7 @@ class StageExecutor:
 
         A stage a reviewer sent this item back to starts with the reviewer's note as its
         ``feedback`` (and the rejected output as ``previous``)."""
-        sent_back = self.runner.review.context(chain, stage)
+        sent_back = await self.runner.review.context(chain, stage)
         feedback, previous = sent_back.get("feedback", ""), sent_back.get("previous") or None
         if not stage.checks:
             await self.produce(chain, stage, feedback=feedback, previous=previous)

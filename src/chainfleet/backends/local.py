@@ -34,7 +34,7 @@ class LocalBackend:
                 if isinstance(exc, FatalError) and runner.fatal is None:
                     runner.fatal = exc
                 return
-            if runner.review.park(chain, stage):  # waits for a person (review:)
+            if await runner.review.park(chain, stage):  # waits for a person (review:)
                 chain.parked = stage.name
                 return
             chain.next_stage += 1

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError, FatalError
 from ..limits import ModelLimiter
 from ..stage import Chain, limits_of
-from ..store import CallRow, RunStore, StageHit
+from ..store import CallRow, StageHit
 from .ray_cluster import RayConnection, connect
 from .ray_limits import SharedLimits
-from .ray_wire import READS, WRITES, ChainTask, Inbound, Outbound, StoreCall
+from .ray_wire import READS, REVIEW_READS, REVIEW_WRITES, WRITES, ChainTask, Inbound, Outbound, StoreCall
 from .ray_worker import ChainWorker, Secrets, WorkerSpec
 
 if TYPE_CHECKING:
@@ -272,12 +272,13 @@ class RayBackend:
             last = max(last, number)
             self._follow(link, call)
             target = self._target(runner, call)
-            if target is not None and call.method in WRITES:
+            if target is not None and call.method in (REVIEW_WRITES if call.target == "review" else WRITES):
                 getattr(target, call.method)(*call.args, **call.kwargs)
         for number, call in inbound.lookups:
             last = max(last, number)
             target = self._target(runner, call)
-            found = getattr(target, call.method)(*call.args, **call.kwargs) if call.method in READS else None
+            reads = REVIEW_READS if call.target == "review" else READS
+            found = getattr(target, call.method)(*call.args, **call.kwargs) if call.method in reads else None
             link.answers[number] = None if target is None else found
         self._add_stats(runner, link, inbound)
         await runner.store.durable()
@@ -287,7 +288,10 @@ class RayBackend:
             if owner is None:
                 continue
             chain, future = owner
-            if finished.error is None:
+            if finished.parked is not None:  # waits for a person: the stages up to it are done
+                chain.parked = finished.parked
+                chain.next_stage = self._next_stage(chain)
+            elif finished.error is None:
                 chain.next_stage = len(runner.pipeline.stages)
             else:
                 chain.error, chain.error_stage = finished.error, finished.error_stage
@@ -298,7 +302,10 @@ class RayBackend:
                 future.set_result(None)
 
     @staticmethod
-    def _target(runner: Runner, call: StoreCall) -> RunStore | None:
+    def _target(runner: Runner, call: StoreCall) -> Any:
+        """The run store, the response cache, or the review queue (all in the driver)."""
+        if call.target == "review":
+            return runner.review.queue
         return runner.cache if call.target == "cache" else runner.store
 
     def _follow(self, link: _Link, call: StoreCall) -> None:

@@ -23,7 +23,18 @@ from typing import Any
 
 from ..errors import CallError
 
-__all__ = ["READS", "WRITES", "ChainTask", "Finished", "Inbound", "Outbound", "StatsDelta", "StoreCall"]
+__all__ = [
+    "READS",
+    "REVIEW_READS",
+    "REVIEW_WRITES",
+    "WRITES",
+    "ChainTask",
+    "Finished",
+    "Inbound",
+    "Outbound",
+    "StatsDelta",
+    "StoreCall",
+]
 
 
 @dataclass
@@ -42,12 +53,16 @@ class ChainTask:
 WRITES = frozenset({"save_stage", "save_call", "save_revision", "set_gates", "cache_put"})
 #: ... and the look-ups it may ask of it (reads)
 READS = frozenset({"find_stage", "find_revision", "cache_get"})
+#: the review queue's (``target="review"``): decisions read, entries queued, decisions taken
+REVIEW_WRITES = frozenset({"enqueue", "mark_taken"})
+REVIEW_READS = frozenset({"feedback", "match"})
 
 
 @dataclass
 class StoreCall:
     """One call of a :class:`~chainfleet.store.RunStore` method, made on the driver: on the run
-    store (``target="store"``) or the response cache (``"cache"``)."""
+    store (``target="store"``), the response cache (``"cache"``), or the run's review queue
+    (``"review"``: a :class:`~chainfleet.review.queue.ReviewQueue` method)."""
 
     method: str
     args: tuple[Any, ...]
@@ -62,6 +77,8 @@ class Finished:
     index: int
     error: CallError | None = None
     error_stage: str | None = None
+    #: the stage where the item waits for a person (``review:``), when it does
+    parked: str | None = None
 
 
 @dataclass

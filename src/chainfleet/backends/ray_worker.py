@@ -21,6 +21,8 @@ from ..errors import CallError, PermanentError
 from ..inputs import Item
 from ..pipeline import Pipeline
 from ..retry import RetryPolicy
+from ..review.hook import ReviewHook
+from ..review.queue import Entry
 from ..runner import Runner
 from ..stage import Chain, StageExecutor
 from ..stats import RunStats
@@ -203,6 +205,34 @@ class WorkerStages(StageExecutor):
         return self.leased.get(spec)
 
 
+class RemoteReviewHook(ReviewHook):
+    """Review on a worker: the queue lives in the driver's run.db, so its reads are questions
+    for the driver and its writes are events (committed before the chain's result counts)."""
+
+    def __init__(self, runner: Runner, outbox: _Outbox) -> None:
+        super().__init__(runner)
+        self.outbox = outbox
+        self.enabled = any(stage.review is not None for stage in runner.pipeline.stages)
+
+    async def _feedback(self, item_id: str, stage: str) -> tuple[int, str, str] | None:
+        found: tuple[int, str, str] | None = await self.outbox.ask(
+            StoreCall("feedback", (item_id, stage), target="review")
+        )
+        return found
+
+    async def _taken(self, qid: int) -> None:
+        self.outbox.add(StoreCall("mark_taken", (qid, self.runner.run_id), target="review"))
+
+    async def _match(self, item_id: str, stage: str, output: str) -> Entry | None:
+        entry: Entry | None = await self.outbox.ask(
+            StoreCall("match", (item_id, stage, output), target="review")
+        )
+        return entry
+
+    async def _enqueue(self, **entry: Any) -> None:
+        self.outbox.add(StoreCall("enqueue", (), entry, target="review"))
+
+
 class ChainWorker:
     """The body of a worker actor (``ray.remote`` is applied by the driver)."""
 
@@ -226,6 +256,7 @@ class ChainWorker:
         clock = self.runner.clock
         limiters = {model: LeasedLimiter(actor, clock=clock) for model, actor in spec.limiters.items()}
         self.runner.stages = WorkerStages(self.runner, self.outbox, limiters)
+        self.runner.review = RemoteReviewHook(self.runner, self.outbox)
         self.limiters = limiters
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self._started = False
@@ -257,7 +288,9 @@ class ChainWorker:
         except Exception as exc:  # a bug of ours: this item fails, the worker goes on
             error = PermanentError(f"{type(exc).__name__}: {exc}")
         self.tasks.pop(chain.item.index, None)
-        self.outbox.finished.append(Finished(chain.item.index, _sendable(error), chain.error_stage))
+        self.outbox.finished.append(
+            Finished(chain.item.index, _sendable(error), chain.error_stage, parked=chain.parked)
+        )
         self.outbox.ready.set()
 
     async def exchange(self, out: Outbound) -> Inbound:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..gates import as_text
 from ..quality import assess
-from .queue import ReviewQueue
+from .queue import Entry, ReviewQueue
 
 if TYPE_CHECKING:
     from ..pipeline import Stage
@@ -31,9 +31,10 @@ FEEDBACK_HEADER = "\n\nA reviewer sent the previous attempt back with this note:
 class ReviewHook:
     """Review for one run: queues outputs and applies decisions, on the run's own store.
 
-    A Ray worker's store has no database of its own (its writes are events for the driver), and
-    a pipeline with ``review:`` is refused on a remote backend; there the hook has no queue and
-    never parks or sends back."""
+    The queue is reached through four small async methods (:meth:`_feedback`, :meth:`_taken`,
+    :meth:`_match`, :meth:`_enqueue`); a Ray worker's hook
+    (:class:`~chainfleet.backends.ray_worker.RemoteReviewHook`) sends them to the driver,
+    which keeps the one queue in run.db, so review works there as it does here."""
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
@@ -41,16 +42,36 @@ class ReviewHook:
         self.queue: ReviewQueue | None = ReviewQueue(db) if db is not None else None
         #: items parked in this run
         self.parked = 0
+        #: whether to consult the queue at all (a worker's hook: only when a stage has review:)
+        self.enabled = True
 
-    def context(self, chain: Chain, stage: Stage) -> dict[str, str]:
+    # -- the queue: here, on the run's store ----------------------------------------------------
+
+    async def _feedback(self, item_id: str, stage: str) -> tuple[int, str, str] | None:
+        return self.queue.feedback(item_id, stage) if self.queue is not None else None
+
+    async def _taken(self, qid: int) -> None:
+        if self.queue is not None:
+            self.queue.mark_taken(qid, self.runner.run_id)
+
+    async def _match(self, item_id: str, stage: str, output: str) -> Entry | None:
+        return self.queue.match(item_id, stage, output) if self.queue is not None else None
+
+    async def _enqueue(self, **entry: Any) -> None:
+        if self.queue is not None:
+            self.queue.enqueue(**entry)
+
+    # -- what the stage code calls --------------------------------------------------------------
+
+    async def context(self, chain: Chain, stage: Stage) -> dict[str, str]:
         """``feedback``/``previous`` for a stage a reviewer sent this item back to, else {}."""
-        if self.queue is None:
+        if not self.enabled:
             return {}
-        found = self.queue.feedback(chain.item.id, stage.name)
+        found = await self._feedback(chain.item.id, stage.name)
         if found is None:
             return {}
         qid, note, previous = found
-        self.queue.mark_taken(qid, self.runner.run_id)
+        await self._taken(qid)
         return {"feedback": note, "previous": previous}
 
     def gate_failed(self, chain: Chain, stage: Stage, reason: str) -> bool:
@@ -61,17 +82,17 @@ class ReviewHook:
         chain.gate_failures[stage.name] = reason
         return True
 
-    def park(self, chain: Chain, stage: Stage) -> bool:
+    async def park(self, chain: Chain, stage: Stage) -> bool:
         """After ``stage``'s result is kept: True when the item waits for a person here."""
-        if self.queue is None:
+        if not self.enabled:
             return False
         output = as_text(chain.outputs[stage.name])  # a structured output is reviewed as JSON
-        entry = self.queue.match(chain.item.id, stage.name, output)
+        entry = await self._match(chain.item.id, stage.name, output)
         if entry is not None and entry.state == "waiting":
             self.parked += 1
             return True
         if entry is not None and entry.state in ("approved", "edited"):
-            self.queue.mark_taken(entry.qid, self.runner.run_id)
+            await self._taken(entry.qid)
             if entry.final_output != output:
                 self._keep_edit(chain, stage, entry.final_output)
             return False
@@ -83,7 +104,7 @@ class ReviewHook:
             return False
         checks = _checks(chain, stage)
         topic = _topic(chain.item.fields, self.runner.pipeline.input)
-        self.queue.enqueue(
+        await self._enqueue(
             run_id=self.runner.run_id,
             index=chain.item.index,
             item_id=chain.item.id,
