@@ -27,7 +27,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Contract", "parse_reply", "schema_instructions", "strict_schema"]
+__all__ = [
+    "SCHEMA_MARKER",
+    "Contract",
+    "parse_reply",
+    "schema_in_prompt",
+    "schema_instructions",
+    "strict_schema",
+]
 
 #: keywords OpenAI's strict mode rejects; a schema using them cannot be adapted
 _STRICT_UNSUPPORTED = (
@@ -237,12 +244,28 @@ def parse_reply(text: str) -> Any:
     raise ValueError(error)
 
 
+#: the words before the schema that :func:`schema_instructions` appends
+SCHEMA_MARKER = "Answer with one JSON value that matches this JSON Schema, and nothing else:\n"
+
+
 def schema_instructions(schema: Mapping[str, Any]) -> str:
     """What ``structured: prompt`` appends to a prompt: the schema, and how to answer."""
-    return (
-        "\n\nAnswer with one JSON value that matches this JSON Schema, and nothing else:\n"
-        + json.dumps(schema, indent=1, sort_keys=True)
-    )
+    return "\n\n" + SCHEMA_MARKER + json.dumps(schema, indent=1, sort_keys=True)
+
+
+def schema_in_prompt(prompt: str) -> dict[str, Any] | None:
+    """The schema :func:`schema_instructions` put in ``prompt`` (the last one), or None.
+
+    The simulated server reads it to answer a ``structured: prompt`` or JSON-mode request
+    with JSON, as a model following the instructions would."""
+    at = prompt.rfind(SCHEMA_MARKER)
+    if at < 0:
+        return None
+    try:
+        value, _ = json.JSONDecoder().raw_decode(prompt, at + len(SCHEMA_MARKER))
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def strict_schema(schema: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from typing import Any
 
 from . import simtext
 
-__all__ = ["generate", "malformed", "reply"]
+__all__ = ["generate", "malformed", "off_schema", "reply"]
 
 _SENTENCE = re.compile(r"[^.!?\n]*[A-Za-z][^.!?\n]*[.!?]")
 _FEEDBACK = (
@@ -76,6 +76,16 @@ def malformed(schema: Mapping[str, Any], *, prompt: str, seed: int = 0) -> str:
         return json.dumps(value, ensure_ascii=False)
     text = json.dumps(value, ensure_ascii=False)
     return text[: max(1, len(text) // 2)]
+
+
+def off_schema(schema: Mapping[str, Any], *, prompt: str, seed: int = 0) -> Any:
+    """An invalid value that still parses: the object without its first required property
+    (what a tool call's input, always an object, can get wrong)."""
+    value = generate(schema, prompt=prompt, seed=seed)
+    required = schema.get("required") if isinstance(schema, Mapping) else None
+    if isinstance(value, dict) and required:
+        value.pop(required[0], None)
+    return value
 
 
 def _subject(prompt: str) -> str:

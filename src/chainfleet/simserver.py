@@ -26,7 +26,11 @@ What it does to a request, in order (each step answers at once and stops there):
 The text is ``simtext.generate(prompt, system=system, seed=seed, max_tokens=max_tokens,
 model=model)``: ``prompt`` is the user and assistant message texts joined by a blank line, and
 ``system`` the system (and OpenAI developer) texts likewise; text blocks within one message are
-concatenated. P = ``count_tokens(system) + count_tokens(prompt)``, C = ``count_tokens(text)``.
+concatenated. A request for structured output (OpenAI ``response_format``, Anthropic ``tools``
+with a forced ``tool_choice``, or a prompt carrying the schema) is answered in kind with JSON
+from :mod:`chainfleet.simjson` (see :mod:`chainfleet.simserver_structured`); with
+``invalid_output_rate`` a deterministic share of those replies break their schema.
+P = ``count_tokens(system) + count_tokens(prompt)``, C = ``count_tokens(text)``.
 
 Rate limits, the way providers enforce them (:class:`TokenBucket`): a bucket per limit that holds
 a minute's worth, starts full and refills continuously (``limit / 60`` a second); and, so a full
@@ -77,6 +81,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from . import simtext
 from .simserver_queue import SlotQueue
+from .simserver_structured import AskError, StructuredAsk, anthropic_ask, is_invalid, openai_ask
 
 if TYPE_CHECKING:
     from .simserver_batch import BatchSimSettings
@@ -123,7 +128,9 @@ class SimServerSettings(BaseModel):
     - ``slots``: queueing mode, at most N served at once and the rest wait inside the server, as
       llama.cpp and Ollama do (:mod:`chainfleet.simserver_queue`); None: every request at once;
     - ``api_keys``, ``models``: the accepted ones; empty accepts any (non-empty) key or model;
-    - ``quota_tokens``: once the tokens served (input + output) reach it, "insufficient quota".
+    - ``quota_tokens``: once the tokens served (input + output) reach it, "insufficient quota";
+    - ``invalid_output_rate``: the share of structured replies that break their schema (cut-off
+      JSON, a missing required property), decided by (seed, request text), to rehearse repairs.
 
     The ``repr`` never shows a key.
 
@@ -150,6 +157,7 @@ class SimServerSettings(BaseModel):
     api_keys: tuple[str, ...] = Field((), repr=False)
     models: tuple[str, ...] = ()
     quota_tokens: int | None = Field(None, ge=0)
+    invalid_output_rate: float = Field(0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _rates_fit(self) -> SimServerSettings:
@@ -320,6 +328,8 @@ class _Call:
     system: str
     prompt: str
     max_tokens: int
+    #: how the request asks for JSON (None: plain text)
+    ask: StructuredAsk | None = None
 
     @functools.cached_property
     def prompt_tokens(self) -> int:
@@ -388,6 +398,16 @@ def _status_failure(status: int) -> _Failure:
         status, "status"
     )
     return _Failure(kind, status=status, detail=f"simulated {status} ([[sim:{status}]])")
+
+
+def _structured(
+    ask: Callable[[dict[str, Any], str], StructuredAsk | None], body: dict[str, Any], prompt: str
+) -> StructuredAsk | None:
+    """How a request asks for JSON; one the real API would refuse is a 400 here too."""
+    try:
+        return ask(body, prompt)
+    except AskError as exc:
+        raise _Failure("bad_request", detail=str(exc)) from None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -594,7 +614,8 @@ class _OpenAI(_Dialect):
         if tokens is None:
             tokens, name = body.get("max_tokens"), "max_tokens"
         max_tokens = DEFAULT_MAX_TOKENS if tokens is None else _max_tokens(tokens, name)
-        return _Call(model, "\n\n".join(system), "\n\n".join(prompt), max_tokens)
+        text = "\n\n".join(prompt)
+        return _Call(model, "\n\n".join(system), text, max_tokens, _structured(openai_ask, body, text))
 
     def answer(self, call: _Call, text: str, completion_tokens: int, number: int) -> dict[str, Any]:
         return {
@@ -656,16 +677,22 @@ class _Anthropic(_Dialect):
         max_tokens = _max_tokens(body["max_tokens"], "max_tokens")
         system = _text(body.get("system"), "system")
         _, prompt = _messages(body.get("messages"), ())
-        return _Call(model, system, "\n\n".join(prompt), max_tokens)
+        text = "\n\n".join(prompt)
+        return _Call(model, system, text, max_tokens, _structured(anthropic_ask, body, text))
 
     def answer(self, call: _Call, text: str, completion_tokens: int, number: int) -> dict[str, Any]:
+        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+        stop = "end_turn"
+        if call.ask is not None and call.ask.mode == "tool":
+            tool = {"type": "tool_use", "id": f"toolu_sim_{number}", "name": call.ask.name}
+            content, stop = [{**tool, "input": json.loads(text)}], "tool_use"
         return {
             "id": f"msg_sim_{number}",
             "type": "message",
             "role": "assistant",
             "model": call.model,
-            "content": [{"type": "text", "text": text}],
-            "stop_reason": "end_turn",
+            "content": content,
+            "stop_reason": stop,
             "stop_sequence": None,
             "usage": {
                 "input_tokens": call.prompt_tokens,
@@ -715,6 +742,8 @@ class _Stats:
         self.status: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self.completed_by_key: Counter[str] = Counter()
+        #: structured replies by how they were asked for (json_schema, json_object, tool, prompt)
+        self.structured: Counter[str] = Counter()
 
 
 class SimServer:
@@ -812,7 +841,8 @@ class SimServer:
             "ok": s.ok,
             "status": dict(sorted(s.status.items())),
             "rate_limited": s.rate_limited,
-            "faults": {name: s.faults[name] for name in ("slow", "dropped", "malformed")},
+            "faults": {name: s.faults[name] for name in ("slow", "dropped", "malformed", "invalid_output")},
+            "structured": dict(s.structured),
             "in_flight": self._in_flight,
             "max_in_flight": s.peak_in_flight,
             "tokens": {"input": s.input_tokens, "output": s.output_tokens},
@@ -1046,7 +1076,7 @@ class SimServer:
     def _success(
         self, call: _Call, dialect: _Dialect, number: int, reservation: _Reservation
     ) -> web.Response:
-        text = _generate(call.prompt, call.system or None, self._settings.seed, call.max_tokens, call.model)
+        text = self._text(call)
         completion_tokens = simtext.count_tokens(text)
         reservation.settle(call.prompt_tokens + completion_tokens)
         s = self._stats
@@ -1055,6 +1085,20 @@ class SimServer:
         s.output_tokens += completion_tokens
         s.completed_by_key[completion_key(call.model, call.system, call.prompt)] += 1
         return web.json_response(dialect.answer(call, text, completion_tokens, number))
+
+
+    def _text(self, call: _Call) -> str:
+        """The reply: the simulated model's prose, or JSON for a structured request."""
+        seed = self._settings.seed
+        if call.ask is None:
+            return _generate(call.prompt, call.system or None, seed, call.max_tokens, call.model)
+        s = self._stats
+        s.structured[call.ask.mode] += 1
+        invalid = is_invalid(self._settings.invalid_output_rate, seed, call.system, call.prompt)
+        if invalid:
+            s.faults["invalid_output"] += 1
+        prompt = f"{call.system}\n{call.prompt}" if call.system else call.prompt
+        return call.ask.text(prompt, seed=seed, invalid=invalid)
 
 
 def _malformed(call: _Call, number: int) -> bytes:

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .contracts import Contract
+from .contracts import Contract, schema_instructions
 from .errors import CallError, InvalidOutput, PermanentError, RetryableError
 from .gates import JUDGE_SCHEMA, CheckResult, JudgeCheck, as_text, feedback_of
 from .headers import parse_rate_limits
@@ -196,6 +196,12 @@ def repair_note(problem: str, reply: str) -> str:
         f"\n\nYour previous reply was not valid: {problem}.\nPrevious reply:\n{reply[:2000]}\n"
         "Reply again with only the corrected JSON value."
     )
+
+
+def with_schema(prompt: str, schema: Mapping[str, Any], structured: str) -> str:
+    """The prompt, with the schema appended where the provider is not asked for it natively
+    (``structured: prompt``, and ``json_object``, whose JSON mode knows no schema)."""
+    return prompt + schema_instructions(schema) if structured in ("prompt", "json_object") else prompt
 
 
 def revision_note(feedback: str, previous: str) -> str:
@@ -497,13 +503,14 @@ class StageExecutor:
         spec = check.model or (pipeline.model if stage.is_tool else pipeline.model_for(stage))
         _, model = self.runner.pool.for_model(spec)
         prompt = check.prompt(output, context)
+        structured = pipeline.structured_setting(spec)
         request = CompletionRequest(
             model=model,
-            prompt=prompt,
+            prompt=with_schema(prompt, JUDGE_SCHEMA, structured),
             max_tokens=check.max_tokens,
             temperature=0.0,
             schema=JUDGE_SCHEMA,
-            structured=pipeline.structured_setting(spec),
+            structured=structured,
             schema_name="verdict",
         )
         prepared = self._prepare(spec, request, ("judge", spec, prompt, check.max_tokens))
@@ -575,6 +582,9 @@ class StageExecutor:
         elif context.get("feedback"):  # sent back by a reviewer: the note reaches the model
             prompt = with_feedback(prompt, stage, context["feedback"])
         contract = stage.contract
+        structured = self.runner.pipeline.structured_setting(spec)
+        if contract is not None:
+            prompt = with_schema(prompt, contract.schema, structured)
         request = CompletionRequest(
             model=model,
             prompt=prompt,
@@ -582,7 +592,8 @@ class StageExecutor:
             max_tokens=stage.max_tokens,
             temperature=stage.temperature,
             schema=contract.schema if contract is not None else None,
-            structured=self.runner.pipeline.structured_setting(spec),
+            structured=structured,
+            schema_name=stage.name,
         )
         key_parts: tuple[Any, ...] = (stage.name, spec, system, prompt, stage.max_tokens, stage.temperature)
         if contract is not None:

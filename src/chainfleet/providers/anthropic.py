@@ -2,11 +2,20 @@
 
 As for OpenAI: the SDK's retries are off, raw headers are read for the rate-limit feedback, and
 the SDK is imported only when an Anthropic model is used.
+
+A request with a schema and ``structured: json_schema`` forces a tool call: one tool whose
+``input_schema`` is the schema, ``tool_choice: {type: tool, name}``, and the tool's input is the
+reply (as JSON text). A tool's input is always an object, so a schema whose root is not an object
+is wrapped as ``{value: SCHEMA}`` and unwrapped again. With ``json_object`` or ``prompt`` (which
+Anthropic has no JSON mode for) nothing is added: the stage has put the schema in the prompt.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ContentFiltered, ServerError
@@ -14,7 +23,27 @@ from ..headers import keep_headers
 from ._errors import call_sdk
 from .base import Completion, CompletionRequest, Provider
 
-__all__ = ["AnthropicProvider"]
+__all__ = ["AnthropicProvider", "forced_tool"]
+
+_WRAP = "value"
+
+
+def forced_tool(request: CompletionRequest) -> tuple[dict[str, Any], bool] | None:
+    """The one tool a structured request forces, and whether its schema was wrapped (None: no
+    tool: no schema, or the schema is asked for in the prompt)."""
+    if request.schema is None or request.structured != "json_schema":
+        return None
+    schema: Mapping[str, Any] = request.schema
+    wrapped = schema.get("type") != "object"
+    if wrapped:
+        schema = {"type": "object", "properties": {_WRAP: dict(schema)}, "required": [_WRAP]}
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", request.schema_name)[:64] or "output"
+    tool = {
+        "name": name,
+        "description": "Give the answer as this tool's input: it must match the input schema.",
+        "input_schema": dict(schema),
+    }
+    return tool, wrapped
 
 
 class AnthropicProvider(Provider):
@@ -64,18 +93,26 @@ class AnthropicProvider(Provider):
             params["temperature"] = request.temperature
         if request.system:
             params["system"] = request.system
+        forced = forced_tool(request)
+        if forced is not None:
+            params["tools"] = [forced[0]]
+            params["tool_choice"] = {"type": "tool", "name": forced[0]["name"]}
         message, headers = await call_sdk(
             anthropic,
             self.name,
             self._key,
             lambda: self._client.messages.with_raw_response.create(**params),
         )
-        return self._completion(message, headers)
+        return self._completion(message, headers, forced)
 
-    def _completion(self, message: Any, headers: dict[str, str]) -> Completion:
+    def _completion(
+        self, message: Any, headers: dict[str, str], forced: tuple[dict[str, Any], bool] | None = None
+    ) -> Completion:
         try:
             blocks = message.content
             text = "".join(b.text for b in blocks if getattr(b, "type", None) == "text")
+            if forced is not None:
+                text = self._tool_input(blocks, forced, text)
             usage = message.usage
         except (AttributeError, TypeError) as exc:
             raise ServerError(f"{self.name}: malformed response: no content") from exc
@@ -89,6 +126,18 @@ class AnthropicProvider(Provider):
             model=getattr(message, "model", None),
             headers=keep_headers(headers),
         )
+
+    def _tool_input(self, blocks: Any, forced: tuple[dict[str, Any], bool], text: str) -> str:
+        """The forced tool's input as JSON text; without a tool call, the text (which the
+        stage's repair then judges)."""
+        tool, wrapped = forced
+        for block in blocks:
+            if getattr(block, "type", None) == "tool_use" and getattr(block, "name", None) == tool["name"]:
+                value = block.input
+                if wrapped and isinstance(value, dict) and _WRAP in value:
+                    value = value[_WRAP]
+                return json.dumps(value, ensure_ascii=False)
+        return text
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -4,18 +4,45 @@ official ``openai`` SDK's async client.
 The SDK's own retries are off (``max_retries=0``): chainfleet owns the one retry loop. Raw
 response headers are read with ``with_raw_response`` so the rate-limit headers reach the
 runner. The SDK is imported when the first provider is made, not when chainfleet is.
+
+A request with a schema asks for structure as its ``structured`` setting says: ``json_schema``
+sends ``response_format`` ``{type: json_schema, json_schema: {name, schema, strict: true}}`` with
+the schema adapted to strict mode's rules (:func:`chainfleet.contracts.strict_schema`);
+``json_object`` sends ``{type: json_object}`` (the stage has put the schema in the prompt, which
+JSON mode also wants); ``prompt`` sends nothing extra. The reply's text is the JSON either way.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from ..errors import ContentFiltered, ServerError
+from ..contracts import strict_schema
+from ..errors import ContentFiltered, InvalidRequest, ServerError
 from ..headers import keep_headers
 from ._errors import call_sdk
 from .base import Completion, CompletionRequest, Provider
 
-__all__ = ["OpenAIProvider"]
+__all__ = ["OpenAIProvider", "response_format"]
+
+
+def response_format(request: CompletionRequest) -> dict[str, Any] | None:
+    """The ``response_format`` for a request's schema and ``structured`` setting (None: none).
+
+    Raises ``InvalidRequest`` when strict mode cannot express the schema (the pipeline refuses
+    such a stage when it loads; this covers schemas given in Python at call time).
+    """
+    if request.schema is None or request.structured == "prompt":
+        return None
+    if request.structured == "json_object":
+        return {"type": "json_object"}
+    try:
+        schema = strict_schema(request.schema)
+    except ValueError as exc:
+        raise InvalidRequest(f"cannot ask for this schema in strict mode: {exc}") from exc
+    # the API wants a name of letters, digits, _ and -, at most 64 long
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", request.schema_name)[:64] or "output"
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
 
 
 class OpenAIProvider(Provider):
@@ -54,16 +81,20 @@ class OpenAIProvider(Provider):
         if request.system:
             messages.append({"role": "system", "content": request.system})
         messages.append({"role": "user", "content": request.prompt})
+        params: dict[str, Any] = {
+            "model": request.model,
+            "messages": messages,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+        }
+        fmt = response_format(request)
+        if fmt is not None:
+            params["response_format"] = fmt
         completion, headers = await call_sdk(
             openai,
             self.name,
             self._key,
-            lambda: self._client.chat.completions.with_raw_response.create(
-                model=request.model,
-                messages=messages,  # type: ignore[arg-type]
-                max_tokens=request.max_tokens,
-                temperature=request.temperature,
-            ),
+            lambda: self._client.chat.completions.with_raw_response.create(**params),
         )
         return self._completion(completion, headers)
 
