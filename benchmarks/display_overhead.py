@@ -79,7 +79,7 @@ async def one_run(items: list[str], concurrency: int, progress: Timed | None) ->
     display's CPU time as a share of that wall time, and its CPU time per tick."""
     try:
         report = await arun(
-            demo_pipeline(latency=1e-3),
+            demo_pipeline(latency=1e-3, gates=False),
             items,
             concurrency=concurrency,
             on_start=progress.start if progress is not None else None,

@@ -60,10 +60,79 @@ def test_times_on_a_virtual_clock_are_exact(tmp_path: Path) -> None:
         )
     )
 
-    # 3 topics x 3 calls x 1 s one at a time; in parallel topics 1 and 2 together, then 3
-    assert report.sequential.wall_seconds == pytest.approx(9.0)
-    assert report.parallel.wall_seconds == pytest.approx(6.0)
-    assert report.to_dict()["time_saved_pct"] == 33.3
+    # each call 1 s; a topic is research, write, judge, edit (4 calls) and 2 more per revision
+    calls = {r["id"]: r["attempts"] for r in read_results(tmp_path / "sequential")}
+    revisions = {r["id"]: r["gates"]["write"]["revisions"] for r in read_results(tmp_path / "sequential")}
+    assert revisions == {"1": 0, "2": 0, "3": 2}  # the third draft passes the judge at its third try
+    assert calls == {"1": 4, "2": 4, "3": 8}
+    assert report.sequential.wall_seconds == pytest.approx(16.0)
+    # topics 1 and 2 together (4 s), then topic 3 (8 s)
+    assert report.parallel.wall_seconds == pytest.approx(12.0)
+    assert report.to_dict()["time_saved_pct"] == 25.0
+    assert report.gate_outcomes_identical is True
+
+
+def test_compare_at_1_and_8_in_flight_shows_identical_gate_outcomes(tmp_path: Path) -> None:
+    """Jitter reorders the calls at 8 in flight; the gates still decide every item alike."""
+    topics = [f"topic {i}: the history of the bicycle in city {i}" for i in range(16)]
+    pipeline = demo_pipeline(latency=0.01)
+    pipeline = pipeline.model_copy(update={"sim": pipeline.sim.model_copy(update={"jitter": 0.03})})
+    out = tmp_path / "cmp"
+
+    report = asyncio.run(run_compare(pipeline, topics, concurrency=8, out=out))
+
+    assert report.gate_outcomes_identical is True and report.gated == 16
+    data = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert data["gate_outcomes_identical"] is True
+    assert data["gates"]["items"] == 16 and data["gates"]["differing"] == 0
+    sides = data["gates"]["stages"]["write"]
+    assert sides["sequential"] == sides["parallel"]
+    assert sides["parallel"]["revisions_per_item"] > 0  # the gates really revised some drafts
+    for mode in ("sequential", "parallel"):
+        tries = [len(r["gates"]["write"]["tries"]) for r in read_results(out / mode)]
+        assert max(tries) > 1
+    assert report.parallel.concurrency == 8
+
+
+class Moody(Provider):
+    """A judge whose score depends on how many verdicts it has given: order-dependent."""
+
+    kind = "sim"
+
+    def __init__(self) -> None:
+        self.verdicts = 0
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        await asyncio.sleep(0.001 * (len(request.prompt) % 7))
+        if request.schema is None:
+            return Completion(text=f"A draft of many words on {request.prompt[:40]}", input_tokens=1)
+        self.verdicts += 1
+        score = 9 if self.verdicts % 3 else 2
+        return Completion(text=json.dumps({"score": score, "feedback": "more"}), input_tokens=1)
+
+
+def test_gate_outcomes_that_depend_on_the_order_are_reported_as_differing(tmp_path: Path) -> None:
+    pipeline = Pipeline.from_dict(
+        {
+            "input": "topic",
+            "stages": [
+                {
+                    "name": "write",
+                    "prompt": "Write on {{ topic }}",
+                    "gate": [{"judge": {"rubric": "good", "threshold": 5}}],
+                    "on_fail": "accept",
+                }
+            ],
+        }
+    )
+    topics = [f"subject {i}{'x' * i}" for i in range(9)]
+
+    moody = {"sim": Moody()}
+    report = asyncio.run(run_compare(pipeline, topics, concurrency=4, out=tmp_path, providers=moody))
+
+    assert report.gated == 9
+    assert report.gate_outcomes_identical is False and report.gates_differing > 0
+    assert json.loads((tmp_path / "report.json").read_text())["gate_outcomes_identical"] is False
 
 
 class Counting(Provider):
@@ -144,7 +213,9 @@ def test_compare_command_prints_the_comparison(
     assert "one at a time" in text and "parallel, concurrency 3" in text
     assert text.count(" s ") >= 2  # both total times
     assert "Outputs identical between the two modes: yes" in text
+    assert "Gate outcomes" not in text  # no gates in this pipeline
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["gate_outcomes_identical"] is None
     assert f"Time saved by running in parallel: {report['time_saved_pct']:.0f}%" in text
     quality = text.split("Quality of each output", 1)[1]
     for topic in TOPICS:

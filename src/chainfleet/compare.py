@@ -9,6 +9,11 @@ the model. It then reads both runs back item by item and writes ``out/report.jso
 - ``time_saved_pct``: ``100 * (1 - parallel wall / sequential wall)``, from the two measured
   wall times (not from the sum of call times that a single run's report estimates);
 - ``outputs_identical``: whether every item's final output is the same text in both runs;
+- ``gate_outcomes_identical``: whether every gated (item, stage) ended the same way in both
+  runs (passed, accepted or failed), after the same number of revisions, each try passing or
+  failing alike; None when the pipeline has no gate. ``gates`` holds the count of differing
+  outcomes and, per gated stage, both runs' pass rates and revisions side by side (what a
+  sampling model, which cannot be expected to be identical, is judged by);
 - ``quality``: each item's quality score in both runs side by side, the means and the mean
   difference (parallel minus sequential). A sampling model writes different texts on each run,
   so identical outputs cannot be expected of it; the quality scores tell whether running in
@@ -34,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .clock import Clock
 from .errors import ConfigError
+from .gate_report import gate_outcomes
 from .inputs import InputSource
 from .pipeline import Pipeline
 from .report import LIST_CAP, RunReport, topic_of
@@ -81,6 +87,30 @@ class CompareReport:
     #: other (``review:``); None when no item waits in either run
     review_queued: int | None = None
     review_differing: int = 0
+    #: gated (item, stage) pairs in either run, and those whose gate outcomes differ; None
+    #: when no stage has a gate
+    gated: int | None = None
+    gates_differing: int = 0
+
+    @property
+    def gate_outcomes_identical(self) -> bool | None:
+        """Whether every gated item ended alike in both runs (None: no gates)."""
+        return None if self.gated is None else self.gates_differing == 0
+
+    def gate_sides(self) -> dict[str, Any]:
+        """Per gated stage, both runs' pass rates and revisions side by side."""
+        sides: dict[str, Any] = {}
+        for mode, run in ((SEQUENTIAL, self.sequential), (PARALLEL, self.parallel)):
+            for stage, s in ((run.gates or {}).get("stages") or {}).items():
+                sides.setdefault(stage, {})[mode] = {
+                    "outcomes": s["outcomes"],
+                    "revisions_per_item": s["revisions_per_item"],
+                    "checks": {
+                        name: {k: c[k] for k in ("first_try_pass_pct", "final_pass_pct")}
+                        for name, c in s["checks"].items()
+                    },
+                }
+        return sides
 
     @property
     def review_queue_identical(self) -> bool | None:
@@ -122,6 +152,10 @@ class CompareReport:
             "outputs_identical": self.outputs_identical,
             "items": self.items,
             "outputs_differing": self.outputs_differing,
+            "gate_outcomes_identical": self.gate_outcomes_identical,
+            "gates": None
+            if self.gated is None
+            else {"items": self.gated, "differing": self.gates_differing, "stages": self.gate_sides()},
             "review_queue_identical": self.review_queue_identical,
             "review_queued": self.review_queued,
             "quality": {
@@ -216,12 +250,26 @@ def compare_reports(sequential: RunReport, parallel: RunReport) -> CompareReport
         if len(report.quality) < LIST_CAP:
             report.quality.append(row)
     report.outputs_identical = report.outputs_differing == 0
+    _compare_gates(report)
     n = report.quality_items
     if n:
         report.mean_score_sequential = sums[SEQUENTIAL] / n
         report.mean_score_parallel = sums[PARALLEL] / n
         report.mean_score_difference = (sums[PARALLEL] - sums[SEQUENTIAL]) / n
     return report
+
+
+def _compare_gates(report: CompareReport) -> None:
+    """Count the gated (item, stage) pairs whose outcome, revisions or tries differ."""
+    seq, par = report.sequential, report.parallel
+    if seq.store is None or par.store is None:
+        return
+    a, b = gate_outcomes(seq.store, seq.run_id), gate_outcomes(par.store, par.run_id)
+    if not a and not b:
+        return
+    keys = a.keys() | b.keys()
+    report.gated = len(keys)
+    report.gates_differing = sum(a.get(key) != b.get(key) for key in keys)
 
 
 def _count_review(report: CompareReport, seq: ItemRecord | None, par: ItemRecord | None) -> None:

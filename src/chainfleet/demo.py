@@ -1,9 +1,15 @@
 """The classic exercise: three topics through Research -> Write -> Edit, one at a time, then in
-parallel, on the built-in simulated model; both times, failures, quality, and the time saved.
+parallel, on the built-in simulated model; both times, failures, quality, gate outcomes, and the
+time saved.
 
-With the defaults (1 s a call, concurrency 2) one at a time takes 3 x 3 x 1 s = 9 s and the
-parallel run takes 6 s (topics 1 and 2 together, then topic 3): 33% saved. The demo is
-:func:`chainfleet.compare.run_compare` on these three topics.
+Research hands write a contract (structured facts, sources, open questions); write's draft
+passes a gate (a word count and a judge's score of 8.5 of 10) or is revised with the judge's
+feedback. Each call takes 1 s by default, a judge's too, so a topic takes 4 s (research, write,
+judge, edit) plus 2 s for each revision (write again, judge again). On the simulated model the
+first two topics pass at once and the third passes after two revisions: 4 + 4 + 8 = 16 s one at
+a time; with 2 in flight topics 1 and 2 take 4 s together, then topic 3 8 s: 12 s, 25% saved.
+The demo is :func:`chainfleet.compare.run_compare` on these three topics: the gates decide the
+same at both concurrencies, and it says so ("gate outcomes identical").
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from .clock import Clock
 from .compare import CompareReport, Display, run_compare
 from .pipeline import Pipeline
 
-__all__ = ["DEMO_TOPICS", "DemoReport", "demo_pipeline", "run_demo"]
+__all__ = ["DEMO_TOPICS", "RESEARCH_SCHEMA", "DemoReport", "demo_pipeline", "run_demo"]
 
 DEMO_TOPICS = [
     "The rise of heat pumps in cold climates",
@@ -26,11 +32,53 @@ DEMO_TOPICS = [
 ]
 
 
+#: what research hands write: facts, sources and open questions as structured data
+RESEARCH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "facts": {"type": "array", "items": {"type": "string"}, "minItems": 3, "maxItems": 5},
+        "sources": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"title": {"type": "string"}, "url": {"type": "string"}},
+                "required": ["title", "url"],
+                "additionalProperties": False,
+            },
+            "minItems": 1,
+            "maxItems": 3,
+        },
+        "open_questions": {"type": "array", "items": {"type": "string"}, "maxItems": 3},
+    },
+    "required": ["facts", "sources", "open_questions"],
+    "additionalProperties": False,
+}
+
+WRITE_PROMPT = """Write an article on {{ topic }} from these notes:
+{{ research.facts | join("\n") }}
+Sources: {% for source in research.sources %}{{ source.url }} {% endfor %}
+Open questions: {{ research.open_questions | join("; ") }}
+{% if feedback %}
+An editor sent back your previous draft:
+{{ previous }}
+Their feedback: {{ feedback }}
+{% endif %}"""
+
+
 def demo_pipeline(
-    *, latency: float = 1.0, error_rate: float = 0.0, seed: int = 0, review: bool = False
+    *,
+    latency: float = 1.0,
+    error_rate: float = 0.0,
+    seed: int = 0,
+    review: bool = False,
+    gates: bool = True,
 ) -> Pipeline:
-    """The content pipeline of ``examples/content.yaml``, on ``sim`` with the given latency;
-    with ``review`` every edited article waits for a person (``review: always`` on edit)."""
+    """The content pipeline on ``sim`` with the given latency: research hands write a contract
+    (facts, sources, open questions), write's draft must pass a gate (at least 100 words and a
+    judge's score of 8.5 of 10) or is revised with the judge's feedback (twice at most, then
+    accepted and flagged), and edit polishes it. With ``review`` every edited article waits for
+    a person (``review: always`` on edit). ``gates=False`` gives the plain three-call chain of
+    ``examples/content.yaml`` (no contract, no gate, no judge: three calls an item)."""
     data: dict[str, Any] = {
         "name": "content",
         "model": "sim",
@@ -42,12 +90,23 @@ def demo_pipeline(
                 "system": "You are a meticulous research agent.",
                 "prompt": "Research {{ topic }}: the key facts, figures and open questions.",
                 "max_tokens": 800,
+                "output": RESEARCH_SCHEMA,
             },
             {
                 "name": "write",
                 "system": "You are a clear, engaging writer.",
-                "prompt": "Write an article on {{ topic }} from these notes:\n{{ research }}",
+                "prompt": WRITE_PROMPT,
                 "max_tokens": 1200,
+                "gate": [
+                    {"min_words": 100},
+                    {
+                        "name": "editor",
+                        "judge": {"rubric": "a clear, accurate article on {{ topic }}", "threshold": 8.5},
+                    },
+                ],
+                "on_fail": "revise",
+                "max_revisions": 2,
+                "then": "accept",
             },
             {
                 "name": "edit",
@@ -57,6 +116,12 @@ def demo_pipeline(
             },
         ],
     }
+    if not gates:
+        research, write = data["stages"][0], data["stages"][1]
+        del research["output"]
+        for key in ("gate", "on_fail", "max_revisions", "then"):
+            del write[key]
+        write["prompt"] = "Write an article on {{ topic }} from these notes:\n{{ research }}"
     if review:
         data["stages"][-1]["review"] = "always"
     return Pipeline.from_dict(data, source="demo")

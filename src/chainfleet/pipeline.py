@@ -242,6 +242,13 @@ class Stage(BaseModel):
         if value is None:
             return None
         return Contract.from_value(value, base=_SCHEMA_BASE.get())
+
+    @field_serializer("output")
+    def _dump_output(self, value: Any) -> Any:
+        """A contract as its JSON Schema (a schema file's content inline), so a dumped pipeline
+        loads again."""
+        return value.schema if isinstance(value, Contract) else value
+
     @field_validator("review", mode="before")
     @classmethod
     def _check_review(cls, value: Any) -> ReviewRule | None:

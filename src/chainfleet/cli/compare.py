@@ -111,6 +111,7 @@ def print_comparison(report: CompareReport, out: str | Path) -> None:
     click.echo("")
     same = "yes" if report.outputs_identical else f"NO ({report.outputs_differing} differ)"
     click.echo(f"Outputs identical between the two modes: {same}")
+    print_gates(report)
     if report.review_queue_identical is not None:
         queue = "yes" if report.review_queue_identical else f"NO ({report.review_differing} differ)"
         click.echo(
@@ -124,6 +125,23 @@ def print_comparison(report: CompareReport, out: str | Path) -> None:
             f"({fmt_seconds(seq.wall_seconds)} -> {fmt_seconds(par.wall_seconds)})"
         )
     click.echo(f"Reports: {out}/report.json, {out}/sequential/, {out}/parallel/")
+
+
+def print_gates(report: CompareReport) -> None:
+    """Whether the gates decided alike in both runs, and each gated stage's figures side by side."""
+    if report.gate_outcomes_identical is None:
+        return
+    same = "yes" if report.gate_outcomes_identical else f"NO ({report.gates_differing} differ)"
+    click.echo(f"Gate outcomes identical between the two modes: {same} ({report.gated} gated)")
+    for stage, sides in report.gate_sides().items():
+        parts = []
+        for mode, label in (("sequential", "one at a time"), ("parallel", "parallel")):
+            side = sides.get(mode)
+            if side is None:
+                continue
+            outcomes = ", ".join(f"{n} {k}" for k, n in sorted(side["outcomes"].items()))
+            parts.append(f"{label}: {outcomes}, {side['revisions_per_item']:g} revisions/item")
+        click.echo(f"  {stage}: " + "; ".join(parts))
 
 
 def print_quality(report: CompareReport) -> None:

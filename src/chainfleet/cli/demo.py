@@ -64,8 +64,8 @@ def demo_command(
       chainfleet demo --review             then: chainfleet review chainfleet-demo/parallel
     """
     click.echo(
-        f"Running {len(DEMO_TOPICS)} topics x 3 agents (research -> write -> edit) on the "
-        f"simulated model, {latency:g} s a call."
+        f"Running {len(DEMO_TOPICS)} topics through research -> write (gated: a judge scores each "
+        f"draft, a weak one is revised) -> edit on the simulated model, {latency:g} s a call."
     )
     demo = asyncio.run(
         run_demo(
