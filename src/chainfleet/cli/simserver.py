@@ -54,6 +54,13 @@ _RATE = click.FloatRange(0, 1)
 )
 @click.option("--error-rate", type=_RATE, default=0.0, metavar="F", help="Share of calls answered 500.")
 @click.option(
+    "--invalid-output-rate",
+    type=_RATE,
+    default=0.0,
+    metavar="F",
+    help="Share of structured replies (response_format, tools) that break their schema.",
+)
+@click.option(
     "--overload-rate",
     type=_RATE,
     default=0.0,
