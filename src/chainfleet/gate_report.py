@@ -3,7 +3,7 @@
 Per gated stage: each check's pass rate at the first try and after revisions, how many items it
 failed, the revisions per item and the stage's outcomes (passed, accepted, failed); per
 contracted stage, the repairs; and the judge calls. ``report.json`` holds them under ``gates``,
-report.md renders them with :func:`gate_markdown`.
+report.md renders them with :func:`gate_markdown`, report.html with :func:`gate_html`.
 
 Example::
 
@@ -13,13 +13,14 @@ Example::
 
 from __future__ import annotations
 
+import html
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .store import RevisionRow, RunStore
 
-__all__ = ["gate_markdown", "gate_outcomes", "gate_summary"]
+__all__ = ["gate_html", "gate_markdown", "gate_outcomes", "gate_summary"]
 
 
 def _tries(rows: Iterable[RevisionRow]) -> Iterable[tuple[str, str, list[RevisionRow]]]:
@@ -53,7 +54,7 @@ class _StageTally:
         if not judged:
             return
         self.items += 1
-        revisions = judged[-1].revision
+        revisions = tries[-1].revision  # a revision made counts, even if its judge never answered
         self.revisions += revisions
         self.max_revisions = max(self.max_revisions, revisions)
         outcome = next((t.outcome for t in reversed(tries) if t.outcome), None) or "unfinished"
@@ -153,3 +154,104 @@ def gate_markdown(gates: Mapping[str, Any] | None) -> list[str]:
     lines.append(f"- Repairs (replies that broke the contract, asked again): {repairs or 'none'}")
     lines.append(f"- Judge calls: {gates.get('judge_calls', 0)}")
     return lines
+
+
+def gate_html(gates: Mapping[str, Any] | None) -> str:
+    """report.html's section on gates and contracts (empty when there are none): per check the
+    pass rate at the first try and after revisions and the items it failed; per stage the
+    outcomes, revisions per item and repairs; the judge calls. Uses the page's table styles."""
+    if not gates:
+        return ""
+    stages = gates.get("stages", {})
+    checks = [
+        _tr(
+            [
+                stage,
+                name,
+                _pct(c["first_try_pass_pct"]),
+                _pct(c["final_pass_pct"]),
+                c["items"],
+                c["items_failed"],
+            ],
+            numeric_from=2,
+        )
+        for stage, st in stages.items()
+        for name, c in st.get("checks", {}).items()
+    ]
+    rows = []
+    repairs = gates.get("repairs", {})
+    for stage in list(stages) + [s for s in repairs if s not in stages]:
+        st = stages.get(stage, {})
+        outcomes = st.get("outcomes", {})
+        gated = bool(st)
+        cells: list[object] = [
+            stage,
+            st.get("items", "-") if gated else "-",
+            *((outcomes.get(k, 0) if gated else "-") for k in ("passed", "accepted", "failed", "unfinished")),
+            f"{st['revisions_per_item']:g}" if gated else "-",
+            st.get("revisions_max", "-") if gated else "-",
+            repairs.get(stage, st.get("repairs", 0)),
+        ]
+        rows.append(_tr(cells, numeric_from=1))
+    parts = ["<h2>Gates and contracts</h2>"]
+    if checks:
+        parts.append(
+            _html_table(
+                [
+                    "stage",
+                    "check",
+                    "pass at first try",
+                    "pass after revisions",
+                    "items",
+                    "items failed by it",
+                ],
+                checks,
+                numeric_from=2,
+            )
+        )
+    parts.append(
+        _html_table(
+            [
+                "stage",
+                "items gated",
+                "passed",
+                "accepted",
+                "failed",
+                "unfinished",
+                "revisions per item",
+                "most revisions",
+                "repairs",
+            ],
+            rows,
+            numeric_from=1,
+        )
+    )
+    parts.append(
+        f'<p class="note">Judge calls: {int(gates.get("judge_calls", 0))}. A revision runs the stage '
+        "again with the gate's feedback; a repair asks again for output that broke the stage's "
+        "schema. Both are calls, counted above like any other. Unfinished: the item failed (or the "
+        "run stopped) before its gate decided, e.g. a judge whose replies stayed broken.</p>"
+    )
+    return "".join(parts)
+
+
+def _pct(value: float) -> str:
+    return f"{value:.1f}%"
+
+
+def _tr(cells: list[object], *, numeric_from: int) -> str:
+    tds = "".join(
+        f'<td class="num">{html.escape(str(c))}</td>'
+        if i >= numeric_from
+        else f"<td>{html.escape(str(c))}</td>"
+        for i, c in enumerate(cells)
+    )
+    return f"<tr>{tds}</tr>"
+
+
+def _html_table(headers: list[str], rows: list[str], *, numeric_from: int) -> str:
+    head = "".join(
+        f'<th class="num">{html.escape(h)}</th>' if i >= numeric_from else f"<th>{html.escape(h)}</th>"
+        for i, h in enumerate(headers)
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"

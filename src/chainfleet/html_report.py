@@ -24,6 +24,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from .gate_report import gate_html
 from .render import TIME_SPLIT_NOTE, headline, time_split
 from .report import fmt_seconds, topic_of
 from .store import ItemRecord
@@ -87,6 +88,7 @@ def report_html(
         _timeline(png_path),
         _time_split(report),
         _stages(report, stages_order),
+        gate_html(report.get("gates")),
         _rates(report),
         _items(report, items, input_field=input_field, cap=item_cap),
         f'<p class="note">{_e(report.get("wall_clock_note", ""))}. '
