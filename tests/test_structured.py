@@ -233,3 +233,19 @@ def test_after_max_repairs_over_http_the_item_fails_naming_the_problem(
     assert error["type"] == "invalid_output" and error["stage"] == "research"
     assert "after 1 repair" in error["message"] and "'facts'" in error["message"]
     assert sim.stats()["ok"] == 2  # the first reply and one repair
+
+
+@pytest.mark.parametrize("model", [f"openai:{GPT}", f"anthropic:{CLAUDE}"])
+def test_batch_mode_asks_for_structure_the_same_way(sim: SimServerThread, tmp_path: Path, model: str) -> None:
+    data = pipeline(model).model_dump(exclude_defaults=True, mode="json")
+    data["batch"] = {"window": 0.1, "poll": 0.1, "poll_max": 0.3}
+    topics = ["tea", "coffee", "cocoa"]
+
+    report = asyncio.run(arun(Pipeline.from_dict(data), topics, out=tmp_path, batch=True))
+
+    assert report.exit_code == 0
+    records = read_results(tmp_path)
+    assert all(CONTRACT.problem(r["outputs"]["research"]) is None for r in records)
+    mode = "json_schema" if model.startswith("openai") else "tool"
+    judge_calls = read_report(tmp_path)["gates"]["judge_calls"]
+    assert sim.stats()["structured"] == {mode: 3 + judge_calls}

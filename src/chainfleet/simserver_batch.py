@@ -399,7 +399,7 @@ class BatchSim:
             self._openai_files(job)
 
     def _answer(self, job: _Job, dialect: _Dialect, custom_id: str, body: Any) -> tuple[str, str, Any]:
-        from .simserver import _Failure, _generate, _trigger, completion_key
+        from .simserver import _Failure, _trigger, completion_key
 
         server = self.server
         s = server.settings
@@ -424,7 +424,7 @@ class BatchSim:
                 return custom_id, "expired", None
         except _Failure as failure:
             return custom_id, "errored", dialect.error(failure)
-        text = _generate(call.prompt, call.system or None, s.seed, call.max_tokens, call.model)
+        text = server._text(call)  # prose, or JSON for a structured request (as online)
         tokens = simtext.count_tokens(text)
         server._stats.ok += 1
         server._stats.input_tokens += call.prompt_tokens

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import CallError, ConfigError, ConnectionFailed, ServerError, Timeout
 from ._errors import call_sdk, classify, scrub
-from .anthropic import AnthropicProvider
+from .anthropic import AnthropicProvider, forced_tool
 from .batch_base import BatchAdapter, BatchExpired, BatchItem, BatchStatus, Outcome
 
 __all__ = ["AnthropicBatchAdapter"]
@@ -43,6 +43,8 @@ class AnthropicBatchAdapter(BatchAdapter):
         self.name = provider.name
         self._client = provider._client
         self._key = provider._key
+        #: the forced tool of each structured request sent, by custom id, until its result is read
+        self._forced: dict[str, tuple[dict[str, Any], bool]] = {}
 
     async def _call(self, make: Any) -> Any:
         import anthropic
@@ -61,6 +63,11 @@ class AnthropicBatchAdapter(BatchAdapter):
             params["temperature"] = r.temperature
         if r.system:
             params["system"] = r.system
+        forced = forced_tool(r)  # a structured stage forces its tool as it does online
+        if forced is not None:
+            params["tools"] = [forced[0]]
+            params["tool_choice"] = {"type": "tool", "name": forced[0]["name"]}
+            self._forced[item.custom_id] = forced
         return {"custom_id": item.custom_id, "params": params}
 
     async def check(self) -> None:
@@ -101,7 +108,8 @@ class AnthropicBatchAdapter(BatchAdapter):
         try:
             decoder = await self._client.messages.batches.results(batch_id)
             async for line in decoder:
-                yield str(line.custom_id), self._outcome(line.result)
+                custom_id = str(line.custom_id)
+                yield custom_id, self._outcome(line.result, self._forced.pop(custom_id, None))
         except anthropic.APITimeoutError as exc:
             raise Timeout(f"{self.name}: reading the batch results timed out") from exc
         except anthropic.APIConnectionError as exc:
@@ -109,11 +117,11 @@ class AnthropicBatchAdapter(BatchAdapter):
         except anthropic.APIStatusError as exc:
             raise classify(exc.status_code, scrub(exc.message, self._key), provider=self.name) from exc
 
-    def _outcome(self, result: Any) -> Outcome:
+    def _outcome(self, result: Any, forced: tuple[dict[str, Any], bool] | None = None) -> Outcome:
         kind = getattr(result, "type", None)
         if kind == "succeeded":
             try:
-                return self.provider._completion(result.message, {})
+                return self.provider._completion(result.message, {}, forced)
             except CallError as exc:
                 return exc
         if kind == "errored":

@@ -17,7 +17,7 @@ from typing import Any, Final
 from ..errors import CallError, ConfigError, ModelNotFound, ServerError
 from ._errors import call_sdk, classify, error_fields
 from .batch_base import BatchAdapter, BatchExpired, BatchItem, BatchStatus, Outcome
-from .openai import OpenAIProvider
+from .openai import OpenAIProvider, response_format
 
 __all__ = ["OpenAIBatchAdapter"]
 
@@ -53,6 +53,9 @@ class OpenAIBatchAdapter(BatchAdapter):
             "max_tokens": r.max_tokens,
             "temperature": r.temperature,
         }
+        fmt = response_format(r)  # a structured stage asks as it does online
+        if fmt is not None:
+            body["response_format"] = fmt
         return {"custom_id": item.custom_id, "method": "POST", "url": ENDPOINT, "body": body}
 
     async def check(self) -> None:
