@@ -53,8 +53,10 @@ def demo_command(
     concurrency: int, latency: float, error_rate: float, out: str, quiet: bool, review: bool
 ) -> None:
     """Three topics through Research -> Write -> Edit on the simulated model: once one at a
-    time, once in parallel. Shows each run's progress, then prints both times, failures, each
-    output's quality in both runs, whether the outputs are identical, and the time saved.
+    time, once in parallel. Research hands Write a JSON contract; each draft must pass a gate
+    (a word count and a judge) or is revised with the judge's feedback. Shows each run's
+    progress, then prints both times, failures, each output's quality in both runs, whether
+    the outputs and the gate outcomes are identical, and the time saved.
 
     \b
     Examples:
