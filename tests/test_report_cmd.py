@@ -114,8 +114,11 @@ def test_a_run_that_saved_no_report_is_rebuilt_from_its_calls(out: Path) -> None
 
 def test_report_picks_a_run_by_id(out: Path, tmp_path: Path) -> None:
     pipeline = Pipeline.from_dict(pipeline_data(sim={"fail_on": ["poison"]}), source="test")
-    # a second run in the same store: resuming, it calls only what failed
-    run(pipeline, [*TOPICS, "poison ivy"], out=out, max_attempts=1, retry_passes=0, resume=True)
+    # a second run in the same store (a resume without a run id goes on with the same run, as
+    # a new session of it): reusing the first run's results, it calls only what failed
+    run(
+        pipeline, [*TOPICS, "poison ivy"], out=out, max_attempts=1, retry_passes=0, resume=True, run_id="second"
+    )
     with RunStore.open(out / "run.db") as store:
         first, second = (r["run_id"] for r in store.runs())
 

@@ -120,7 +120,9 @@ def test_approve_then_resume_finishes_the_chains(queued: Path) -> None:
     assert rows["3"]["status"] == "needs_review"
     assert rows["1"]["review"]["state"] == "approved" and rows["3"]["review"]["state"] == "waiting"
     report = read_report(queued)
-    assert report["calls"]["total"] == 2  # only the two edits: nothing else was called again
+    first, resumed = report["sessions"]  # one run, two sessions: the report sums them
+    assert resumed["calls"] == 2  # only the two edits: nothing else was called again
+    assert report["calls"]["total"] == first["calls"] + 2
     assert report["review"]["approved"] == 2
 
 
@@ -135,7 +137,8 @@ def test_reject_reruns_from_the_chosen_stage_with_the_note(queued: Path) -> None
     assert after["2"]["outputs"]["research"] != first["2"]["outputs"]["research"]
     assert after["2"]["outputs"]["write"] != first["2"]["outputs"]["write"]
     assert after["3"]["outputs"] == first["3"]["outputs"]  # the others untouched
-    assert read_report(queued)["calls"]["total"] == 2  # research and write of item 2, once each
+    sessions = read_report(queued)["sessions"]
+    assert sessions[-1]["calls"] == 2  # research and write of item 2, once each
     with sqlite3.connect(queued / "run.db") as db:
         prompts = db.execute("SELECT COUNT(*) FROM review_queue WHERE item_id = '2'").fetchone()[0]
     assert prompts == 2  # the rejected output and the new one

@@ -14,17 +14,16 @@ import json
 import os
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .report import LIST_CAP, RunReport, topic_of
+from .report import RunReport, topic_of
+from .report_build import _stage_order, build_report
 from .review.summary import item_reviews, review_summary
-from .stats import RunStats
-from .store import ItemRecord, RunStore, StoreError
+from .store import RunStore, StoreError
 
 __all__ = [
     "report_from_summary",
@@ -147,11 +146,11 @@ def _html(report: RunReport, png: Path | None) -> str:
 def rewrite_output(out: Path, *, run_id: str | None = None) -> RunReport:
     """Write ``out``'s reports again from its run store alone (``out/run.db``), calling no model.
 
-    The latest run in the store, or ``run_id``. Rewrites results.jsonl, the item files,
-    report.md, timeline.png and report.html; report.json only when it is missing (it holds the
-    numbers the run saved, which is what the others are rendered from). A run that saved its report when it
-    ended (``RunStore.end_run(..., summary=report.to_dict())``) keeps its numbers exactly; one
-    that never ended (killed, or still running) is rebuilt from its calls and items. Raises
+    The latest run in the store, or ``run_id``. Rewrites every file: results.jsonl, the item
+    files, report.json, report.md, timeline.png and report.html, all built from the store
+    alone (:func:`chainfleet.report_build.build_report`), so they give the numbers the run
+    reported when it ended, and a run that never ended (killed, or still running) is reported
+    from what it committed. Raises
     ``ConfigError`` for a missing folder or store, a file that is not a run store, or an unknown
     run. The returned report's store is closed.
     """
@@ -173,8 +172,7 @@ def rewrite_output(out: Path, *, run_id: str | None = None) -> RunReport:
             known = ", ".join(r["run_id"] for r in runs[-5:])
             raise ConfigError(f"no run {run_id!r} in this store (its runs: {known})", where=str(path))
         report = stored_report(store, chosen[0])
-        same_run = _json_run_id(out / "report.json") == report.run_id
-        write_output(out, report, report_json=not same_run)
+        write_output(out, report)
     report.store = None
     return report
 
@@ -194,11 +192,8 @@ def _json_run_id(path: Path) -> str | None:
 
 
 def stored_report(store: RunStore, run: Mapping[str, Any]) -> RunReport:
-    """The report of ``run`` (a row of ``store.runs()``): its saved summary, else rebuilt."""
-    summary = run.get("summary") or {}
-    if {"items", "wall_seconds", "sequential_seconds", "calls"} <= set(summary):
-        return report_from_summary(summary, store, run["run_id"])
-    return _report_from_calls(store, run)
+    """The report of ``run`` (a row of ``store.runs()``), built from the store alone."""
+    return build_report(store, run["run_id"])
 
 
 @dataclass
@@ -267,119 +262,8 @@ def report_from_summary(summary: Mapping[str, Any], store: RunStore, run_id: str
         stopped_kind=summary.get("stopped_kind"),
         input_error=summary.get("input_error"),
         gates=summary.get("gates"),
+        sessions=list(summary.get("sessions", [])),
         store=store,
         saved_speedup=summary.get("speedup"),
         saved_time_saved_pct=summary.get("time_saved_pct"),
     )
-
-
-def _stage_order(store: RunStore, run_id: str, known: Iterable[str]) -> list[str]:
-    """The pipeline's stage order, for a summary read back from JSON with sorted keys: the
-    longest chain of outputs among the first items (stored in the order they were made)."""
-    order: list[str] = []
-    for record in _first(store.items(run_id), 1000):
-        if len(record.outputs) > len(order):
-            order = list(record.outputs)
-    return order + [name for name in known if name not in order]
-
-
-def _first(records: Iterable[ItemRecord], count: int) -> list[ItemRecord]:
-    """The first ``count`` records; a store cursor is closed rather than read to its end."""
-    it = iter(records)
-    try:
-        return list(islice(it, count))
-    finally:
-        close = getattr(it, "close", None)
-        if close is not None:
-            close()
-
-
-def _report_from_calls(store: RunStore, run: Mapping[str, Any]) -> RunReport:
-    """A run that never saved its report (killed, still running, or from an older chainfleet):
-    its numbers rebuilt from its calls and items. Cost and rate limits are not known here."""
-    run_id = run["run_id"]
-    stats = RunStats()
-    first: float | None = None
-    order: list[str] = []
-    for call in store.calls(run_id):
-        first = call.queued if first is None else min(first, call.queued)
-        stats.last_result = max(stats.last_result or 0.0, call.ended)
-        if call.stage not in order:
-            order.append(call.stage)
-        stage = stats.stage(call.stage)
-        stage.calls += 1
-        stage.seconds.append(call.ended - call.started)
-        stats.calls += 1
-        stats.service_seconds += call.ended - call.started
-        stats.calls_retried += call.attempt > 1
-        stats.rate_limited += call.status == "rate_limited"
-        stats.limiter_seconds += call.limiter_wait
-        stats.cooldown_seconds += call.cooldown_wait
-        stats.backoff_seconds += call.backoff
-        stats.input_tokens += call.input_tokens
-        stats.output_tokens += call.output_tokens
-        if call.status == "ok":
-            stats.calls_succeeded += 1
-        else:
-            stats.calls_failed += 1
-            stage.failed += 1
-    stats.first_admission = first
-    status = run.get("status", "running")
-    report = RunReport(
-        run_id=run_id,
-        pipeline=run.get("pipeline", ""),
-        concurrency=int(run.get("settings", {}).get("concurrency", 0) or 0),
-        stages_order=_stage_order(store, run_id, order) or ["output"],
-        wall_seconds=stats.wall_seconds,
-        sequential_seconds=stats.service_seconds,
-        backoff_seconds=stats.backoff_seconds,
-        calls=stats.calls_summary(),
-        tokens={"input": stats.input_tokens, "output": stats.output_tokens},
-        stages={name: stats.stage(name).to_dict() for name in order},
-        waits={
-            "limiter_seconds": stats.limiter_seconds,
-            "cooldown_seconds": stats.cooldown_seconds,
-            "backoff_seconds": stats.backoff_seconds,
-        },
-        stopped=None
-        if status == "done"
-        else f"the run is {status} and saved no report: numbers rebuilt "
-        "from its calls (cost and rate limits unknown)",
-        store=store,
-    )
-    _add_items(report, store)
-    report.review = review_summary(store, run_id)
-    return report
-
-
-def _add_items(report: RunReport, store: RunStore) -> None:
-    """Counts, failures and quality from the stored items (scoring outputs not yet scored)."""
-    from .quality import assess
-
-    final = report.stages_order[-1]
-    for record in store.items(report.run_id):
-        report.items_total += 1
-        if record.status == "failed":
-            report.items_failed += 1
-            if record.error and len(report.failures) < LIST_CAP:
-                report.failures.append({"id": record.id, **record.error})
-        elif record.status == "skipped":
-            report.items_skipped += 1
-        elif record.status == "needs_review":
-            report.items_needs_review += 1
-        elif record.status == "succeeded":
-            report.items_succeeded += 1
-            topic = topic_of(record.input, report.input_field)
-            quality: dict[str, Any] = (
-                record.quality or assess(_text(record.outputs.get(final, "")), topic).to_dict()
-            )
-            for key in ("score", "words", "readability", "topic_covered"):
-                report.quality_sums[key] = report.quality_sums.get(key, 0.0) + float(quality[key])
-            report.quality_sums["items"] = report.quality_sums.get("items", 0.0) + 1
-            if len(report.quality) < LIST_CAP:
-                report.quality.append({"id": record.id, **quality})
-
-
-def _text(output: Any) -> str:
-    """A final output as text: a structured output's JSON."""
-    return output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)

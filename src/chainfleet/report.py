@@ -20,19 +20,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .batch_report import batch_lines, batch_section
-from .gate_report import gate_summary
-from .limitfacts import limit_facts, limit_lines
-from .quality import assess
-from .review.summary import review_summary
+from .batch_report import batch_lines
+from .limitfacts import limit_lines
 from .store import ItemRecord, RunStore
 
-if TYPE_CHECKING:
-    from .runner import Runner
-
-__all__ = ["RunReport", "build_report"]
+__all__ = ["RunReport", "fmt_seconds", "topic_of"]
 
 #: fatal errors that mean "fix your configuration" (exit code 2), unlike an exhausted quota
 CONFIG_FATAL = ("auth_failed", "model_not_found")
@@ -89,6 +83,8 @@ class RunReport:
     gates: dict[str, Any] | None = None
     #: batch mode: chunks and requests by state, provider wait (see chainfleet.batch_report)
     batch: dict[str, Any] | None = None
+    #: every session of the run (chainfleet.sessions): when, how it ended, what it did
+    sessions: list[dict[str, Any]] = field(default_factory=list)
     store: RunStore | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -179,6 +175,7 @@ class RunReport:
             "input_error": self.input_error,
             "gates": self.gates,
             "batch": self.batch,
+            "sessions": self.sessions,
         }
 
     def to_json(self) -> str:
@@ -243,99 +240,6 @@ def fmt_seconds(seconds: float) -> str:
         return f"{int(minutes)} min {rest:.0f} s"
     hours, minutes = divmod(minutes, 60)
     return f"{int(hours)} h {int(minutes)} min"
-
-
-def build_report(runner: Runner) -> RunReport:
-    """Read the run's outcome back from the store; score each output's quality on the way."""
-    stats, store, run_id = runner.stats, runner.store, runner.run_id
-    order = [s.name for s in runner.pipeline.stages]
-    report = RunReport(
-        run_id=run_id,
-        pipeline=runner.pipeline.name,
-        concurrency=runner.concurrency,
-        stages_order=order,
-        input_field=runner.pipeline.input,
-        wall_seconds=stats.wall_seconds,
-        sequential_seconds=stats.service_seconds,
-        backoff_seconds=stats.backoff_seconds,
-        calls=stats.calls_summary(),
-        tokens={
-            "input": stats.input_tokens,
-            "output": stats.output_tokens,
-            "cached": stats.cached_tokens,
-        },
-        stages={name: stats.stage(name).to_dict() for name in order},
-        waits={
-            "limiter_seconds": stats.limiter_seconds,
-            "cooldown_seconds": stats.cooldown_seconds,
-            "backoff_seconds": stats.backoff_seconds,
-        },
-        rates=_rates(runner),
-        concurrency_mode="auto" if runner.adaptive is not None else "fixed",
-        concurrency_peak=round(runner.adaptive.max_seen, 1) if runner.adaptive is not None else None,
-        stopped=str(runner.fatal) if runner.fatal else runner.stopping,
-        stopped_kind=runner.fatal.kind if runner.fatal else ("interrupted" if runner.interrupted else None),
-        cost_usd=round(runner.cost_usd, 6) if runner.cost_usd is not None else None,
-        reused=stats.reused,
-        cache_hits=stats.cache_hits,
-        input_error=str(runner.input_error) if runner.input_error else None,
-        store=store,
-    )
-    counts = {"succeeded": 0, "failed": 0, "skipped": 0, "needs_review": 0}
-    updates: list[tuple[int, dict[str, Any]]] = []
-    for record in store.items(run_id):
-        counts[record.status] = counts.get(record.status, 0) + 1
-        if record.status == "failed" and record.error:
-            report.failures.append({"id": record.id, **record.error})
-        if record.status == "succeeded":
-            text = record.outputs.get(order[-1], "")
-            if not isinstance(text, str):  # a structured output: assess its JSON
-                text = json.dumps(text, ensure_ascii=False)
-            quality = assess(text, topic_of(record.input, runner.pipeline.input)).to_dict()
-            updates.append((record.index, quality))
-            if len(updates) >= 1000:
-                store.save_quality(run_id, updates)
-                updates.clear()
-            for key in ("score", "words", "readability", "topic_covered"):
-                report.quality_sums[key] = report.quality_sums.get(key, 0.0) + float(quality[key])  # type: ignore[arg-type]
-            report.quality_sums["items"] = report.quality_sums.get("items", 0.0) + 1
-            if len(report.quality) < LIST_CAP:
-                report.quality.append({"id": record.id, **quality})
-    store.save_quality(run_id, updates)
-    store.flush()
-    report.gates = gate_summary(store, run_id)
-    report.batch = batch_section(store, wall_seconds=stats.wall_seconds)
-    report.items_succeeded = counts["succeeded"]
-    report.items_failed = counts["failed"]
-    report.items_skipped = counts["skipped"]
-    report.items_needs_review = counts["needs_review"]
-    report.items_total = sum(counts.values())
-    report.review = review_summary(store, run_id)
-    return report
-
-
-def _rates(runner: Runner) -> dict[str, Any]:
-    """Achieved requests/min and tokens/min over the run, beside each model's limits."""
-    stats = runner.stats
-    minutes = stats.wall_seconds / 60
-    tokens = stats.input_tokens + stats.output_tokens
-    models = {}
-    for spec, limiter in runner.limiters.items():
-        if limiter is None:
-            continue
-        models[spec] = {
-            "rpm_limit": limiter.limit_rpm,
-            "tpm_limit": limiter.limit_tpm,
-            "learned": limiter.told_rpm is None and limiter.limit_rpm is not None,
-            "cooldowns": limiter.cooldowns,
-            **limit_facts(limiter),
-        }
-    return {
-        "achieved_rpm": round(stats.calls / minutes, 1) if minutes > 0 else None,
-        "achieved_tpm": round(tokens / minutes, 1) if minutes > 0 else None,
-        "rate_limited_pct": round(100 * stats.rate_limited / stats.calls, 2) if stats.calls else 0.0,
-        "models": models,
-    }
 
 
 def topic_of(fields: dict[str, Any], input_field: str) -> str | None:

@@ -38,19 +38,21 @@ from .clock import Clock, SystemClock
 from .errors import ConfigError, FatalError, InputError
 from .folder import open_cache, open_store, releasing_out
 from .inputs import InputSource, Item, items_from, open_input
+from .limitfacts import limit_facts
 from .limitgroup import LimitGroup
 from .limits import AdaptiveConcurrency, ModelLimiter
 from .pipeline import Pipeline, Stage, parse_model
 from .prices import Price, price_for
 from .providers import Provider, ProviderPool
-from .report import RunReport, build_report
+from .report import RunReport
+from .report_build import build_report
 from .retry import RetryPolicy, retry_in_next_pass
 from .review.hook import ReviewHook
 from .stage import Chain, StageExecutor
 from .stats import RunStats
 from .store import ItemRecord, RunStore
 
-__all__ = ["Runner", "arun", "run"]
+__all__ = ["Runner", "arun", "latest_run_id", "run"]
 
 Items = InputSource | Iterable[str | Mapping[str, Any]] | str | os.PathLike[str]
 
@@ -164,6 +166,8 @@ class Runner:
         self.interrupted = False
         self._in_flight: dict[int, Chain] = {}
         self._t0 = 0.0
+        #: this process's session of the run (1 for a new run; see chainfleet.sessions)
+        self.session = 0
         #: items in the input when known (the input was scanned first), for progress
         self.total: int | None = None
         self._stages = list(pipeline.stages)
@@ -207,8 +211,7 @@ class Runner:
             if self.batch is not None:
                 await self.batch.check(self)  # an endpoint without a batch API: exit 2, nothing sent
             await self.backend.start(self)
-            self.store.begin_run(self.run_id, pipeline=self.pipeline.name, settings=self._settings())
-            self._t0 = self.clock.now()
+            self._begin_session()
             self._items = iter(source)
             self._failed = await self._pass(self._admit(self._items))
             for _ in range(self.retry_passes):
@@ -230,15 +233,87 @@ class Runner:
             if self.batch is not None:
                 await self.batch.aclose()
             await self.pool.aclose()
-        return build_report(self)
+        return build_report(self.store, self.run_id)
+
+    def _begin_session(self) -> None:
+        """Start (or go on with) the run and open this process's session of it. The calls of
+        this session are timed from where the run's timeline ended, so a resumed run's timeline
+        lays its sessions end to end."""
+        self.store.begin_run(self.run_id, pipeline=self.pipeline.name, settings=self._settings())
+        self.session = self.store.begin_session(self.run_id)
+        self._t0 = self.clock.now() - self.store.sessions.calls_end(self.run_id)
+        self.store.session_snapshot = lambda: (self.run_id, self.session, self.session_stats())
+
+    @property
+    def status(self) -> str:
+        """How this session ends: ``interrupted``, ``stopped`` (fatal error, budget, input) or
+        ``done``."""
+        return "interrupted" if self.interrupted else ("stopped" if self.halted else "done")
+
+    def session_stats(self, *, final: bool = False) -> dict[str, Any]:
+        """This session's counters (kept in the store with every commit); ``final`` adds what
+        only its end knows: how it stopped, the limits each model held, the concurrency."""
+        stats = self.stats
+        numbers: dict[str, Any] = {
+            name: getattr(stats, name)
+            for name in (
+                "calls",
+                "calls_succeeded",
+                "calls_failed",
+                "calls_retried",
+                "rate_limited",
+                "input_tokens",
+                "output_tokens",
+                "cached_tokens",
+                "service_seconds",
+                "backoff_seconds",
+                "limiter_seconds",
+                "cooldown_seconds",
+                "wall_seconds",
+                "reused",
+                "cache_hits",
+                "repairs",
+                "revisions",
+                "judge_calls",
+                "admitted",
+                "done",
+            )
+        }
+        numbers["cost_usd"] = self.cost_usd
+        if final:
+            numbers["facts"] = self._facts()
+        return numbers
+
+    def _facts(self) -> dict[str, Any]:
+        models = {}
+        for spec, limiter in self.limiters.items():
+            if limiter is None:
+                continue
+            models[spec] = {
+                "rpm_limit": limiter.limit_rpm,
+                "tpm_limit": limiter.limit_tpm,
+                "learned": limiter.told_rpm is None and limiter.limit_rpm is not None,
+                "cooldowns": limiter.cooldowns,
+                **limit_facts(limiter),
+            }
+        return {
+            "concurrency": self.concurrency,
+            "concurrency_mode": "auto" if self.adaptive is not None else "fixed",
+            "concurrency_peak": round(self.adaptive.max_seen, 1) if self.adaptive is not None else None,
+            "stopped": str(self.fatal) if self.fatal else self.stopping,
+            "stopped_kind": self.fatal.kind if self.fatal else ("interrupted" if self.interrupted else None),
+            "input_error": str(self.input_error) if self.input_error else None,
+            "models": models,
+        }
 
     def _finish(self) -> None:
         for chain in sorted(self._failed, key=lambda c: c.item.index):
             self._save_item(chain, "failed")
         if self.halted:
             self._skip_rest(self._items)
-        status = "interrupted" if self.interrupted else ("stopped" if self.halted else "done")
+        status = self.status
         self.store.end_run(self.run_id, status=status, summary={"done": self.stats.done})
+        self.store.end_session(self.run_id, status, self.session_stats(final=True))
 
     def salvage(self) -> RunReport:
         """After a hard stop (the run was cancelled): record the chains in flight and the items
@@ -252,7 +327,7 @@ class Runner:
         self._in_flight.clear()
         self._finish()
         self.store.flush()
-        return build_report(self)
+        return build_report(self.store, self.run_id)
 
     def _admit(self, items: Iterator[Item]) -> Iterator[Chain]:
         while not self.halted:
@@ -332,10 +407,16 @@ class Runner:
     # -- bookkeeping -------------------------------------------------------------------------------
 
     def _save_item(self, chain: Chain, status: str) -> None:
+        """Record an item's outcome, with the attempts and seconds it really took: on resume,
+        those of the earlier sessions too."""
         error = None
         if chain.error is not None:
             kind = getattr(chain.error, "kind", type(chain.error).__name__)
             error = {"stage": chain.error_stage, "type": kind, "message": str(chain.error)}
+        attempts, seconds = chain.attempts, chain.seconds
+        if self.session > 1:
+            before = self.store.sessions.item_calls_before(self.run_id, chain.item.index, self.session)
+            attempts, seconds = attempts + before[0], seconds + before[1]
         self.store.save_item(
             self.run_id,
             ItemRecord(
@@ -344,8 +425,8 @@ class Runner:
                 input=chain.item.fields,
                 status=status,
                 error=error,
-                attempts=chain.attempts,
-                seconds=chain.seconds,
+                attempts=attempts,
+                seconds=seconds,
             ),
         )
 
@@ -384,7 +465,15 @@ class Runner:
             "retry_passes": self.retry_passes,
             "backend": self.backend.name,
             "models": sorted({self.pipeline.model_for(s) for s in self._stages if not s.is_tool}),
+            "stages_order": [s.name for s in self._stages],
+            "input_field": self.pipeline.input,
         }
+
+
+def latest_run_id(store: RunStore) -> str | None:
+    """The id of the latest run in ``store`` (None when it holds none)."""
+    row = store.db.execute("SELECT run_id FROM runs ORDER BY started DESC, rowid DESC LIMIT 1").fetchone()
+    return row[0] if row else None
 
 
 def new_run_id() -> str:
@@ -529,6 +618,8 @@ async def arun(
         resume=resume,
         force=force,
     )
+    if resume and run_id is None and store is not None:
+        run_id = latest_run_id(store)  # a resume goes on with the run: one run, one more session
     budget = None
     if max_cost is not None or max_tokens is not None:
         budget = Budget(max_cost=max_cost, max_tokens=max_tokens)
@@ -566,8 +657,7 @@ async def arun(
 
 def finish_output(runner: Runner, report: RunReport, out: str | os.PathLike[str] | None) -> None:
     """Keep the report in the store (for ``chainfleet report``) and write the output folder."""
-    status = "interrupted" if runner.interrupted else ("stopped" if runner.halted else "done")
-    runner.store.end_run(runner.run_id, status=status, summary=report.to_dict())
+    runner.store.end_run(runner.run_id, status=runner.status, summary=report.to_dict())
     if out is not None:
         from .output import write_output
 

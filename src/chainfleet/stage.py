@@ -371,7 +371,8 @@ class StageExecutor:
         gates = row.gates if row is not None else None
         repairs = row.repairs if row is not None else 0
         tried = Try(value, hit.output, revision, gates=gates, repairs=repairs, feedback=feedback)
-        await self._keep(chain, stage, prepared.key, hit, 0.0, 0, tried, outcome=row.outcome if row else None)
+        outcome = row.outcome if row else None
+        await self._keep(chain, stage, prepared.key, hit, 0.0, 0, tried, outcome=outcome, reused=True)
         return tried
 
     @staticmethod
@@ -468,9 +469,11 @@ class StageExecutor:
         attempts: int,
         tried: Try,
         outcome: str | None = None,
+        reused: bool = False,
     ) -> None:
         """Record a stage result (and, for a tracked stage, the try); it is committed (a group
-        commit) before the chain goes on."""
+        commit) before the chain goes on. A ``reused`` result keeps the attempts and seconds
+        the session that called it recorded."""
         store, run_id = self.runner.store, self.runner.run_id
         structured = stage.contract is not None and not isinstance(tried.value, str)
         store.save_stage(
@@ -486,6 +489,7 @@ class StageExecutor:
             key=key,
             durable=False,
             is_json=structured,
+            reused=reused,
         )
         if stage.name in self._tracked:
             store.save_revision(run_id, tried.row(chain, stage.name, key, hit, structured, outcome))

@@ -27,6 +27,8 @@ from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .sessions import Sessions, m007_sessions
+
 __all__ = ["CallRow", "ItemRecord", "RevisionRow", "RunStore", "StageHit", "StoreError"]
 
 
@@ -195,6 +197,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m004_contracts_gates,
     m005_review,
     m006_batches,
+    m007_sessions,
 ]
 
 
@@ -363,6 +366,12 @@ class RunStore:
         self._calls: list[tuple[Any, ...]] = []
         #: False for a temporary or in-memory store, which no later run can resume from
         self.persistent = True
+        #: the session that writes here (every call row is tagged with it; see chainfleet.sessions)
+        self.session = 1
+        self.sessions = Sessions(db)
+        #: (run id, session, its counters now): kept with every commit, so a killed session
+        #: leaves the counters of what it committed
+        self.session_snapshot: Callable[[], tuple[str, int, dict[str, Any]]] | None = None
 
     @classmethod
     def open(cls, path: str | Path = "", **kwargs: Any) -> RunStore:
@@ -434,10 +443,28 @@ class RunStore:
     # -- writes -----------------------------------------------------------------------------------
 
     def begin_run(self, run_id: str, *, pipeline: str, settings: dict[str, Any]) -> None:
+        """Start (or, on resume, go on with) a run: a run keeps its first start; its pipeline
+        and settings are the latest session's; it is ``running`` again until it ends."""
         self.db.execute(
-            "INSERT OR REPLACE INTO runs (run_id, pipeline, started, settings) VALUES (?, ?, ?, ?)",
+            "INSERT INTO runs (run_id, pipeline, started, settings) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (run_id) DO UPDATE SET pipeline = excluded.pipeline, "
+            "settings = excluded.settings, status = 'running'",
             (run_id, pipeline, time.time(), json.dumps(settings, sort_keys=True)),
         )
+        self.flush()
+
+    def begin_session(self, run_id: str, *, pid: int | None = None) -> int:
+        """Open the next session of ``run_id`` (closing one a dead process left open) and tag
+        every call written from now on with it."""
+        self.session = self.sessions.begin(run_id, pid=os.getpid() if pid is None else pid)
+        self.flush()
+        return self.session
+
+    def end_session(self, run_id: str, status: str, stats: dict[str, Any]) -> None:
+        """Close this store's session: how it ended and its final counters."""
+        self._write_calls()
+        self.sessions.end(run_id, self.session, status, stats)
+        self.session_snapshot = None
         self.flush()
 
     def save_stage(
@@ -455,14 +482,24 @@ class RunStore:
         key: str | None = None,
         durable: bool = True,
         is_json: bool = False,
+        reused: bool = False,
     ) -> None:
         """Record one finished stage result; with ``durable`` it is committed before returning,
         so a killed run never loses a result it counted as done. ``is_json``: a structured
-        output, written back as a JSON value."""
+        output, written back as a JSON value. ``reused``: taken from the store or the cache,
+        not called: a row already there keeps the attempts and seconds it really took."""
+        keep = (
+            "seconds = seconds, attempts = attempts"
+            if reused
+            else ("seconds = excluded.seconds, attempts = excluded.attempts")
+        )
         self.db.execute(
-            "INSERT OR REPLACE INTO stage_results "
+            "INSERT INTO stage_results "
             "(run_id, idx, stage, output, input_tokens, output_tokens, seconds, attempts, item_id, key, "
-            "is_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "is_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (run_id, idx, stage) DO UPDATE SET output = excluded.output, "
+            "input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens, "
+            f"item_id = excluded.item_id, key = excluded.key, is_json = excluded.is_json, {keep}",
             (
                 run_id,
                 index,
@@ -511,7 +548,7 @@ class RunStore:
     def save_call(self, run_id: str, row: CallRow) -> None:
         """Record one attempt. Rows are buffered and written together at the next commit: the
         timeline needs them, a resume does not."""
-        self._calls.append((run_id, *astuple(row)))
+        self._calls.append((run_id, *astuple(row), self.session))
         if len(self._calls) >= 1000:
             self._write_calls()
         self._maybe_commit()
@@ -519,7 +556,7 @@ class RunStore:
     def _write_calls(self) -> None:
         if self._calls:
             self.db.executemany(
-                "INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self._calls
+                "INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self._calls
             )
             self._calls.clear()
 
@@ -662,6 +699,9 @@ class RunStore:
 
     def flush(self) -> None:
         self._write_calls()
+        if self.session_snapshot is not None:
+            run_id, number, stats = self.session_snapshot()
+            self.sessions.record(run_id, number, stats)
         self.db.commit()
         self._last_commit = time.monotonic()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import signal
 import sqlite3
 import sys
@@ -18,8 +19,9 @@ from ..errors import ConfigError
 from ..folder import acquire, open_store, release
 from ..pipeline import Pipeline
 from ..report import RunReport
-from ..runner import MAX_CONCURRENCY, Runner, arun, finish_output, new_run_id
+from ..runner import MAX_CONCURRENCY, Runner, arun, finish_output, latest_run_id, new_run_id
 from ..signals import STOP_SIGNALS, label, raise_on_signals, say, settle_streams
+from ..store import RunStore, StoreError
 from . import cli, config_errors
 from .progress import ProgressPrinter
 
@@ -258,8 +260,14 @@ def execute(
     """Run (or resume) and exit with the run's exit code; shared by ``run`` and ``resume``."""
     options = settings["cli"]
     pipeline = Pipeline.from_yaml(pipeline_file)
-    run_id = new_run_id()
-    out_dir = Path(out) if out else Path("runs") / run_id
+    new_id = new_run_id()
+    out_dir = Path(out) if out else Path("runs") / new_id
+    run_id = None if resume else new_id  # a resume goes on with the run in --out
+    settings = {**settings, "fingerprint": fingerprint(pipeline_file, input_file)}
+    if resume and (line := finished_run(out_dir, settings["fingerprint"])) is not None:
+        say(line)
+        settle_streams()
+        sys.exit(0)
     try:
         report = asyncio.run(
             _run(
@@ -324,6 +332,42 @@ def execute(
         )
     settle_streams()  # a closed terminal or a full /dev/full never changes the exit code
     sys.exit(report.exit_code)
+
+
+def fingerprint(*paths: str) -> str:
+    """A digest of the files' bytes (the pipeline and the input): a finished run whose files
+    changed since is not finished any more."""
+    digest = hashlib.blake2b(digest_size=16)
+    for path in paths:
+        with contextlib.suppress(OSError), open(path, "rb") as file:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def finished_run(out: Path, files: str) -> str | None:
+    """What to say when the run in ``out`` is already finished (it ended, every item
+    succeeded, and its pipeline and input files are as they were: ``files`` is their
+    :func:`fingerprint`), so a resume has nothing to do and must change nothing; else None."""
+    if not (out / "run.db").is_file():
+        return None
+    try:
+        store = RunStore.open(out / "run.db")
+    except StoreError:
+        return None  # opening it for the run says what is wrong with it
+    with store:
+        run_id = latest_run_id(store)
+        run = next((r for r in store.runs() if r["run_id"] == run_id), None)
+    if run is None or run["status"] != "done" or run["settings"].get("fingerprint") != files:
+        return None
+    items = run["items"]
+    if not items or set(items) != {"succeeded"}:
+        return None
+    return (
+        f"nothing to resume: run {run_id} is finished ({items['succeeded']:,} items succeeded); "
+        f"{out}/ is left as it was"
+    )
 
 
 async def _run(pipeline: Pipeline, input_file: str, out: Path, *, quiet: bool, **kwargs: Any) -> RunReport:
