@@ -117,7 +117,13 @@ def test_report_picks_a_run_by_id(out: Path, tmp_path: Path) -> None:
     # a second run in the same store (a resume without a run id goes on with the same run, as
     # a new session of it): reusing the first run's results, it calls only what failed
     run(
-        pipeline, [*TOPICS, "poison ivy"], out=out, max_attempts=1, retry_passes=0, resume=True, run_id="second"
+        pipeline,
+        [*TOPICS, "poison ivy"],
+        out=out,
+        max_attempts=1,
+        retry_passes=0,
+        resume=True,
+        run_id="second",
     )
     with RunStore.open(out / "run.db") as store:
         first, second = (r["run_id"] for r in store.runs())

@@ -104,8 +104,9 @@ def called_again(out: Path) -> tuple[int, int, int]:
     again by the resume): how many extra, and their input and output tokens."""
     with sqlite3.connect(out / "run.db") as db:
         rows = db.execute(
-            "SELECT COUNT(*) - 1, SUM(input_tokens) - MIN(input_tokens), SUM(output_tokens) - MIN(output_tokens) "
-            "FROM calls WHERE status = 'ok' GROUP BY idx, stage HAVING COUNT(*) > 1"
+            "SELECT COUNT(*) - 1, SUM(input_tokens) - MIN(input_tokens), "
+            "SUM(output_tokens) - MIN(output_tokens) FROM calls "
+            "WHERE status = 'ok' GROUP BY idx, stage HAVING COUNT(*) > 1"
         ).fetchall()
     return sum(r[0] for r in rows), sum(r[1] for r in rows), sum(r[2] for r in rows)
 
