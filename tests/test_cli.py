@@ -262,7 +262,8 @@ def test_an_item_that_always_fails_exits_1_and_the_rest_succeed(
 
     report = read_report(out)
     assert (report["items"]["total"], report["items"]["succeeded"], report["items"]["failed"]) == (5, 4, 1)
-    assert report["calls"]["failed"] == attempts
+    assert report["calls"]["failed"] == 1  # the last attempt failed for good; the others were retried
+    assert report["calls"]["failed_attempts"] == attempts
     (failure,) = report["failures"]
     assert failure["id"] == "3"
     assert failure["stage"] == "research"
@@ -288,7 +289,8 @@ def test_default_retries_back_off_and_then_the_retry_pass_runs(
     assert failed["attempts"] == 4  # 2 attempts in the main pass, 2 more in the retry pass
     report = read_report(out)
     assert report["calls"]["retried"] == 2
-    assert report["calls"]["failed"] == 4
+    assert report["calls"]["failed"] == 1  # only the attempt after which nothing was tried again
+    assert report["calls"]["failed_attempts"] == 4
 
 
 # -- bad usage: exit 2, one line, nothing written ------------------------------------------------

@@ -23,11 +23,19 @@ if TYPE_CHECKING:
 __all__ = ["limit_facts", "limit_lines"]
 
 
-def limit_facts(limiter: ModelLimiter) -> dict[str, Any]:
-    """One model's limits at the end of a run, as JSON-ready facts."""
+def limit_facts(limiter: ModelLimiter, *, succeeded: int | None = None) -> dict[str, Any]:
+    """One model's limits at the end of a run, as JSON-ready facts.
+
+    ``achieved`` counts the calls that succeeded (``succeeded`` of them; every attempt when
+    not given) over the time calls were sent; ``attempts`` every attempt sent, 429s included.
+    """
     share = limiter.share
     held_rpm = limiter.limit_rpm * share.factor if limiter.limit_rpm else None
     held_tpm = limiter.limit_tpm * share.factor if limiter.limit_tpm else None
+    attempts_rpm = limiter.achieved_rpm()
+    achieved_rpm = attempts_rpm
+    if succeeded is not None and attempts_rpm is not None and limiter.sent:
+        achieved_rpm = attempts_rpm * min(succeeded, limiter.sent) / limiter.sent
     return {
         "told": {"rpm": limiter.told_rpm, "tpm": limiter.told_tpm},
         "server": {"rpm": limiter.server_rpm, "tpm": limiter.server_tpm},
@@ -35,7 +43,9 @@ def limit_facts(limiter: ModelLimiter) -> dict[str, Any]:
         "probes": limiter.probes,
         "held": {"rpm": _round(held_rpm), "tpm": _round(held_tpm)},
         "bound": _bound(limiter),
-        "achieved": {"rpm": _round(limiter.achieved_rpm()), "tpm": _round(limiter.achieved_tpm())},
+        "achieved": {"rpm": _round(achieved_rpm), "tpm": _round(limiter.achieved_tpm())},
+        "attempts": {"rpm": _round(attempts_rpm), "sent": limiter.sent},
+        "cooldowns": limiter.cooldowns,
         "share": round(share.factor, 3),
         "share_lowest": round(share.lowest, 3),
         "refusals_under_limit": share.refusals,
@@ -102,8 +112,32 @@ def _model_lines(facts: Mapping[str, Any]) -> list[str]:
         if told.get(kind) and server.get(kind) and server[kind] < told[kind]:
             what = "" if kind == "rpm" else " tokens"
             lines.append(f"told {told[kind]:,.0f}{what}/{unit}; the server held {server[kind]:,.0f}")
+    lines.extend(_observed_hold(facts))
     lines.extend(_sharing_lines(facts))
     return lines
+
+
+#: below this share of the told rate, with 429s, the server held less than it was said to
+HELD_LESS = 0.9
+
+
+def _observed_hold(facts: Mapping[str, Any]) -> list[str]:
+    """A server that holds less than told without saying so in headers: its 429s show it, and
+    the rate at which calls succeeded is the most the run can say of what it held (the cooldowns
+    after each 429 keep the run below the server's own limit, so this is a lower bound)."""
+    told = (facts.get("told") or {}).get("rpm")
+    server = (facts.get("server") or {}).get("rpm")
+    achieved = (facts.get("achieved") or {}).get("rpm")
+    refusals = facts.get("cooldowns") or 0
+    if facts.get("shared") or not told or server or not achieved or not refusals:
+        return []  # another job on the key is told apart by its own lines
+    if achieved >= HELD_LESS * told:
+        return []
+    return [
+        f"told {told:,.0f}/min; the server held less without saying how much: it refused calls "
+        f"({refusals:,} 429 cooldown{'s' if refusals != 1 else ''}) and calls succeeded at about "
+        f"{achieved:,.0f}/min"
+    ]
 
 
 def _sharing_lines(facts: Mapping[str, Any]) -> list[str]:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .batch_report import batch_markdown
 from .gate_report import gate_markdown
+from .limitfacts import limit_lines
 from .review.summary import review_lines
 from .store import ItemRecord
 
@@ -145,7 +146,9 @@ def report_markdown(report: RunReport) -> str:
         + (f" (adapted automatically: peak {report.concurrency_peak} chains)" if auto else ""),
         f"- Calls: {calls.get('total', 0)} ({calls.get('succeeded', 0)} succeeded, "
         f"{calls.get('retried', 0)} retried, {calls.get('rate_limited', 0)} rate-limited, "
-        f"{calls.get('failed', 0)} failed attempts); backoff waits {fmt_seconds(d['backoff_seconds'])}",
+        f"{calls.get('failed', 0)} failed for good, "
+        f"{calls.get('failed_attempts', calls.get('failed', 0))} failed attempts); "
+        f"backoff waits {fmt_seconds(d['backoff_seconds'])}",
     ]
     lines += rates_lines(report.rates)
     if report.reused or report.cache_hits:
@@ -205,9 +208,14 @@ def rates_lines(rates: Mapping[str, Any]) -> list[str]:
     """Achieved requests and tokens per minute against each model's limits, as list items."""
     if rates.get("achieved_rpm") is None:
         return []
+    attempts = ""
+    if rates.get("attempts_rpm") is not None:
+        refused = rates.get("rate_limited", 0)
+        attempts = f" (attempts: {rates['attempts_rpm']:,.0f}/min, {refused:,} of them 429s)"
     lines = [
-        f"- Achieved: {rates['achieved_rpm']:,.0f} requests/min, {rates['achieved_tpm']:,.0f} "
-        f"tokens/min; {rates.get('rate_limited_pct', 0)}% of calls rate-limited (429)"
+        f"- Achieved: {rates['achieved_rpm']:,.0f} successful requests/min{attempts}, "
+        f"{rates['achieved_tpm']:,.0f} tokens/min; {rates.get('rate_limited_pct', 0)}% of attempts "
+        "rate-limited (429)"
     ]
     for spec, m in rates.get("models", {}).items():
         if m.get("rpm_limit") or m.get("tpm_limit"):
@@ -216,6 +224,7 @@ def rates_lines(rates: Mapping[str, Any]) -> list[str]:
                 f"- {spec}: limits {_limit(m.get('rpm_limit'))} requests/min, "
                 f"{_limit(m.get('tpm_limit'))} tokens/min ({how}); {m.get('cooldowns', 0)} cooldowns"
             )
+    lines += [f"- {line}" for line in limit_lines(rates.get("models") or {})]
     return lines
 
 

@@ -114,7 +114,8 @@ def build_report(store: RunStore, run_id: str) -> RunReport:
             "succeeded": totals["calls_succeeded"],
             "retried": totals["calls_retried"],
             "rate_limited": totals["rate_limited"],
-            "failed": totals["calls_failed"],
+            "failed": failed_for_good(store, run_id),
+            "failed_attempts": totals["calls_failed"],
         },
         tokens={
             "input": totals["input_tokens"],
@@ -159,14 +160,34 @@ def _rates(totals: Mapping[str, Any], models: Mapping[str, Any]) -> dict[str, An
     """Achieved requests/min and tokens/min over the run's active time, beside its models'
     limits (as the last session left them)."""
     minutes = float(totals["wall_seconds"]) / 60
-    calls = int(totals["calls"])
-    tokens = int(totals["input_tokens"]) + int(totals["output_tokens"])
+    calls, succeeded = int(totals["calls"]), int(totals["calls_succeeded"])
+    tokens = int(totals["input_tokens"]) + int(totals["output_tokens"])  # counted on success
+
+    def per_minute(count: int) -> float | None:
+        return round(count / minutes, 1) if minutes > 0 else None
+
     return {
-        "achieved_rpm": round(calls / minutes, 1) if minutes > 0 else None,
-        "achieved_tpm": round(tokens / minutes, 1) if minutes > 0 else None,
+        "achieved_rpm": per_minute(succeeded),
+        "achieved_tpm": per_minute(tokens),
+        "attempts_rpm": per_minute(calls),
+        "attempts": calls,
+        "rate_limited": int(totals["rate_limited"]),
         "rate_limited_pct": round(100 * int(totals["rate_limited"]) / calls, 2) if calls else 0.0,
         "models": dict(models),
     }
+
+
+def failed_for_good(store: RunStore, run_id: str) -> int:
+    """Calls that failed for good: the last attempt of each failed item, when that attempt
+    failed (an attempt retried later, in this session or another, did not fail for good; an
+    item that failed its contract failed on a call that succeeded)."""
+    row = store.db.execute(
+        "SELECT COUNT(*) FROM items i WHERE i.run_id = ? AND i.status = 'failed' AND ("
+        "SELECT c.status FROM calls c WHERE c.run_id = i.run_id AND c.idx = i.idx "
+        "ORDER BY c.session DESC, c.started DESC LIMIT 1) != 'ok'",
+        (run_id,),
+    ).fetchone()
+    return int(row[0])
 
 
 def _stage_calls(store: RunStore, run_id: str) -> tuple[dict[str, StageStats], list[str]]:

@@ -286,6 +286,7 @@ class Runner:
 
     def _facts(self) -> dict[str, Any]:
         models = {}
+        succeeded = self._succeeded_by_model()
         for spec, limiter in self.limiters.items():
             if limiter is None:
                 continue
@@ -293,8 +294,7 @@ class Runner:
                 "rpm_limit": limiter.limit_rpm,
                 "tpm_limit": limiter.limit_tpm,
                 "learned": limiter.told_rpm is None and limiter.limit_rpm is not None,
-                "cooldowns": limiter.cooldowns,
-                **limit_facts(limiter),
+                **limit_facts(limiter, succeeded=succeeded.get(spec)),
             }
         return {
             "concurrency": self.concurrency,
@@ -305,6 +305,18 @@ class Runner:
             "input_error": str(self.input_error) if self.input_error else None,
             "models": models,
         }
+
+    def _succeeded_by_model(self) -> dict[str, int]:
+        """Calls that succeeded per model this session (a stage's judge calls count under the
+        stage's model)."""
+        found: dict[str, int] = {}
+        for stage in self._stages:
+            if stage.is_tool or stage.name not in self.stats.stages:
+                continue
+            counted = self.stats.stages[stage.name]
+            spec = self.pipeline.model_for(stage)
+            found[spec] = found.get(spec, 0) + counted.calls - counted.failed
+        return found
 
     def _finish(self) -> None:
         for chain in sorted(self._failed, key=lambda c: c.item.index):
