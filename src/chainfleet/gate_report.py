@@ -13,7 +13,6 @@ Example::
 
 from __future__ import annotations
 
-import html
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -156,25 +155,15 @@ def gate_markdown(gates: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
-def gate_html(gates: Mapping[str, Any] | None) -> str:
-    """report.html's section on gates and contracts (empty when there are none): per check the
-    pass rate at the first try and after revisions and the items it failed; per stage the
-    outcomes, revisions per item and repairs; the judge calls. Uses the page's table styles."""
+def gate_tables(gates: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """report.html's section on gates and contracts, as data for its template (None when there
+    are none): per check the pass rate at the first try and after revisions and the items it
+    failed; per stage the outcomes, revisions per item and repairs; the judge calls."""
     if not gates:
-        return ""
+        return None
     stages = gates.get("stages", {})
     checks = [
-        _tr(
-            [
-                stage,
-                name,
-                _pct(c["first_try_pass_pct"]),
-                _pct(c["final_pass_pct"]),
-                c["items"],
-                c["items_failed"],
-            ],
-            numeric_from=2,
-        )
+        [stage, name, _pct(c["first_try_pass_pct"]), _pct(c["final_pass_pct"]), c["items"], c["items_failed"]]
         for stage, st in stages.items()
         for name, c in st.get("checks", {}).items()
     ]
@@ -184,74 +173,18 @@ def gate_html(gates: Mapping[str, Any] | None) -> str:
         st = stages.get(stage, {})
         outcomes = st.get("outcomes", {})
         gated = bool(st)
-        cells: list[object] = [
-            stage,
-            st.get("items", "-") if gated else "-",
-            *((outcomes.get(k, 0) if gated else "-") for k in ("passed", "accepted", "failed", "unfinished")),
-            f"{st['revisions_per_item']:g}" if gated else "-",
-            st.get("revisions_max", "-") if gated else "-",
-            repairs.get(stage, st.get("repairs", 0)),
-        ]
-        rows.append(_tr(cells, numeric_from=1))
-    parts = ["<h2>Gates and contracts</h2>"]
-    if checks:
-        parts.append(
-            _html_table(
-                [
-                    "stage",
-                    "check",
-                    "pass at first try",
-                    "pass after revisions",
-                    "items",
-                    "items failed by it",
-                ],
-                checks,
-                numeric_from=2,
-            )
-        )
-    parts.append(
-        _html_table(
+        rows.append(
             [
-                "stage",
-                "items gated",
-                "passed",
-                "accepted",
-                "failed",
-                "unfinished",
-                "revisions per item",
-                "most revisions",
-                "repairs",
-            ],
-            rows,
-            numeric_from=1,
+                stage,
+                st.get("items", "-") if gated else "-",
+                *((outcomes.get(k, 0) if gated else "-") for k in ("passed", "accepted", "failed", "unfinished")),
+                f"{st['revisions_per_item']:g}" if gated else "-",
+                st.get("revisions_max", "-") if gated else "-",
+                repairs.get(stage, st.get("repairs", 0)),
+            ]
         )
-    )
-    parts.append(
-        f'<p class="note">Judge calls: {int(gates.get("judge_calls", 0))}. A revision runs the stage '
-        "again with the gate's feedback; a repair asks again for output that broke the stage's "
-        "schema. Both are calls, counted above like any other. Unfinished: the item failed (or the "
-        "run stopped) before its gate decided, e.g. a judge whose replies stayed broken.</p>"
-    )
-    return "".join(parts)
+    return {"checks": checks, "stages": rows, "judge_calls": int(gates.get("judge_calls", 0))}
 
 
 def _pct(value: float) -> str:
     return f"{value:.1f}%"
-
-
-def _tr(cells: list[object], *, numeric_from: int) -> str:
-    tds = "".join(
-        f'<td class="num">{html.escape(str(c))}</td>'
-        if i >= numeric_from
-        else f"<td>{html.escape(str(c))}</td>"
-        for i, c in enumerate(cells)
-    )
-    return f"<tr>{tds}</tr>"
-
-
-def _html_table(headers: list[str], rows: list[str], *, numeric_from: int) -> str:
-    head = "".join(
-        f'<th class="num">{html.escape(h)}</th>' if i >= numeric_from else f"<th>{html.escape(h)}</th>"
-        for i, h in enumerate(headers)
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
