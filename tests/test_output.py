@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -238,7 +240,7 @@ def test_item_file_holds_the_id_and_the_final_output(tmp_path: Path) -> None:
         assert text.startswith(f"# {item['topic']}\n")
         assert f"`{item['id']}`" in text
         assert "succeeded" in text
-        final = results[item["id"]]["output"]
+        final = results[item["id"]]["outputs"]["edit"]
         assert final and final.strip() in text
         # the final output comes before the earlier stages
         assert text.index(final.strip()) < text.index(results[item["id"]]["outputs"]["research"].strip())
@@ -254,3 +256,155 @@ def test_failed_item_file_says_where_it_failed(tmp_path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     assert "failed" in text
     assert "research" in text and "server_error" in text
+
+
+# -- the output at scale: one pass, each output once, item files by rule, parquet (issue 11) ----
+
+
+def test_each_output_is_stored_once_in_results_jsonl(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run(Pipeline.from_dict(pipeline_data(), source="test"), TOPICS, out=out)
+    for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        assert "output" not in row and list(row["outputs"]) == ["research", "write", "edit"]
+        for text in row["outputs"].values():
+            assert line.count(json.dumps(text, ensure_ascii=False)[1:-1]) == 1
+
+
+def test_item_files_auto_all_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chainfleet import results
+
+    assert results.item_files_on("auto", 10_000) and not results.item_files_on("auto", 10_001)
+    assert results.item_files_on("all", 10**6) and not results.item_files_on("none", 1)
+    pipeline = Pipeline.from_dict(pipeline_data(), source="test")
+    monkeypatch.setattr(results, "ITEM_FILES_AUTO_MAX", 4)  # the rule, on 5 items
+
+    def item_files(out: Path) -> int:
+        return len(list((out / "items").glob("*.md"))) if (out / "items").exists() else 0
+
+    for setting, files in (("auto", 0), ("all", 5), ("none", 0)):
+        out = tmp_path / setting
+        run(pipeline, TOPICS, out=out, item_files=setting)
+        assert item_files(out) == files, setting
+        assert len(read_results(out)) == 5
+    monkeypatch.setattr(results, "ITEM_FILES_AUTO_MAX", 5)
+    run(pipeline, TOPICS, out=tmp_path / "small", item_files="auto")
+    assert item_files(tmp_path / "small") == 5
+
+
+def test_results_parquet_reads_back_with_pandas_and_datasets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pandas = pytest.importorskip("pandas")
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    out = tmp_path / "out"
+    pipeline = Pipeline.from_dict(pipeline_data(sim={"fail_on": ["poison"]}), source="test")
+    run(pipeline, [*TOPICS, "poison ivy"], out=out, max_attempts=1, retry_passes=0, parquet=True)
+    rows = read_results(out)
+
+    frame = pandas.read_parquet(out / "results.parquet")
+    assert list(frame["id"]) == [r["id"] for r in rows]
+    assert list(frame["status"]) == [r["status"] for r in rows]
+    assert list(frame["output_edit"][:5]) == [r["outputs"]["edit"] for r in rows[:5]]
+    assert pandas.isna(frame["output_edit"][5]) and json.loads(frame["error"][5])["stage"] == "research"
+    assert [json.loads(text) for text in frame["input"]] == [r["input"] for r in rows]
+    assert list(frame["attempts"]) == [r["attempts"] for r in rows]
+
+    data = datasets.Dataset.from_parquet(str(out / "results.parquet"), cache_dir=str(tmp_path / "cache"))
+    assert data.num_rows == 6
+    assert data["id"] == [r["id"] for r in rows]
+    assert data["output_research"][:5] == [r["outputs"]["research"] for r in rows[:5]]
+
+
+def test_parquet_without_pyarrow_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['pyarrow'] = None; sys.modules['pyarrow.parquet'] = None\n"
+        "from chainfleet.cli import main; main()"
+    )
+    topics = tmp_path / "t.txt"
+    topics.write_text("a\n", encoding="utf-8")
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text("model: sim\nstages:\n  - name: w\n    prompt: 'W {{ input }}'\n", encoding="utf-8")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "run",
+            str(pipeline),
+            "-i",
+            str(topics),
+            "-o",
+            str(tmp_path / "o"),
+            "--parquet",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: --parquet: results.parquet needs pyarrow: pip install 'chainfleet[parquet]'"
+    ]
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_the_output_phase_stops_it_and_report_finishes_it(
+    tmp_path: Path, signum: int
+) -> None:
+    items = 20_000  # item files for all of them: an output phase of a few seconds
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(
+        "name: big\nmodel: sim\nsim: {latency: 0}\ninput: topic\n"
+        "stages:\n  - name: w\n    prompt: 'Write on {{ topic }}'\n    max_tokens: 60\n",
+        encoding="utf-8",
+    )
+    topics = tmp_path / "t.txt"
+    topics.write_text("".join(f"topic {i}\n" for i in range(items)), encoding="utf-8")
+    out = tmp_path / "out"
+    chainfleet = str(Path(sys.executable).parent / "chainfleet")
+    args = [chainfleet, "run", str(pipeline), "-i", str(topics), "-o", str(out), "-c", "200"]
+    proc = subprocess.Popen(
+        [*args, "--item-files", "all"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # the output phase's progress line: it is under way
+        seen.append(line)
+        if line.startswith("writing the output:"):
+            break
+    proc.send_signal(signum)
+    _, rest = proc.communicate(timeout=60)
+    stderr = "".join(seen) + rest
+
+    assert proc.returncode == 130, stderr
+    assert "received while writing the output: stopped" in stderr
+    assert f"chainfleet report {out}" in stderr
+    assert not (out / "results.jsonl").exists()  # never half a file
+    assert not list(out.rglob("*.tmp"))
+    assert 0 < len(list((out / "items").glob("*.md"))) < items
+    listed = subprocess.run(
+        [chainfleet, "runs", str(out)], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "done, output unfinished" in listed.stdout
+
+    done = subprocess.run(
+        [chainfleet, "report", str(out), "--item-files", "none", "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+    assert done.returncode == 0, done.stderr
+    rows = read_results(out)
+    assert len(rows) == items and {r["status"] for r in rows} == {"succeeded"}
+    assert read_report(out)["items"]["succeeded"] == items
+    listed = subprocess.run(
+        [chainfleet, "runs", str(out)], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "output unfinished" not in listed.stdout

@@ -22,8 +22,9 @@ from typing import Any
 from .errors import ConfigError
 from .report import RunReport, topic_of
 from .report_build import _stage_order, build_report
+from .results import PARQUET_MISSING, ItemFiles, Progress, item_files_on, parquet_available, write_results
 from .review.summary import item_reviews, review_summary
-from .store import RunStore, StoreError
+from .store import ItemRecord, RunStore, StoreError
 
 __all__ = [
     "report_from_summary",
@@ -73,46 +74,65 @@ def safe_name(item_id: str, topic: str | None = None) -> str:
     return name
 
 
-def write_output(out: Path, report: RunReport, *, item_files: bool = True, report_json: bool = True) -> None:
+def write_output(
+    out: Path,
+    report: RunReport,
+    *,
+    item_files: ItemFiles | bool = "auto",
+    report_json: bool = True,
+    progress: Progress | None = None,
+    parquet: bool = False,
+) -> None:
     """Write the run's output folder from its report and store; streams, never loads it whole.
 
-    Every file is written under a temporary name and moved into place, so a reader (or a run
-    killed while writing) never sees half a file: results.jsonl, items/*.md, report.json,
-    report.md, timeline.png, report.html.
+    One pass over the store writes results.jsonl, results.parquet (with ``parquet``: it needs
+    pyarrow, the ``parquet`` extra) and, by
+    ``item_files`` (``auto``: only for runs of at most 10,000 items; ``all``; ``none``), one
+    markdown file per item (see :mod:`chainfleet.results`); then report.json, report.md,
+    timeline.png and report.html. Every file is written under a temporary name and moved into
+    place, so a reader (or a run killed or interrupted while writing) never sees half a file.
+    The store records whether the output was written to its end (``chainfleet runs`` says
+    when not; ``chainfleet report OUT`` writes it again).
     """
     from .render import item_markdown
 
     out.mkdir(parents=True, exist_ok=True)
-    items_dir = out / "items"
-    if item_files:
-        items_dir.mkdir(exist_ok=True)
-    final = report.stages_order[-1]
+    store = report.store
+    if store is not None:
+        store.set_output(report.run_id, "writing")
     input_field = report.input_field
-    tmp = out / "results.jsonl.tmp"
-    reviews = item_reviews(report.store) if report.store is not None else {}
-    with tmp.open("w", encoding="utf-8") as results:
-        for record in report.results():
-            record.outputs = {s: record.outputs[s] for s in report.stages_order if s in record.outputs}
-            row = record.to_json(final)
-            if record.id in reviews:
-                row["review"] = reviews[record.id]
-            results.write(json.dumps(row, ensure_ascii=False) + "\n")
-            if item_files and record.status != "skipped":
-                topic = topic_of(record.input, input_field)
-                path = items_dir / f"{safe_name(record.id, topic)}.md"
-                _write_atomic(path, item_markdown(record, report, topic))
-    os.replace(tmp, out / "results.jsonl")
+
+    def item_file(record: ItemRecord) -> tuple[str, str]:
+        topic = topic_of(record.input, input_field)
+        return f"{safe_name(record.id, topic)}.md", item_markdown(record, report, topic)
+
+    write_results(
+        out,
+        report.results(),
+        stages=report.stages_order,
+        total=report.items_total,
+        item_file=item_file if item_files_on(item_files, report.items_total) else None,
+        reviews=item_reviews(store) if store is not None else {},
+        progress=progress,
+        parquet=parquet,
+    )
     if report_json:
         _write_atomic(out / "report.json", report.to_json() + "\n")
     _write_atomic(out / "report.md", report.to_markdown())
     png = _write_timeline(out / "timeline.png", report)
     _write_atomic(out / "report.html", _html(report, png))
+    if store is not None:
+        store.set_output(report.run_id, "written")
 
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:  # a signal mid-write: no half file left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _write_timeline(path: Path, report: RunReport) -> Path | None:
@@ -126,8 +146,14 @@ def _write_timeline(path: Path, report: RunReport) -> Path | None:
     calls = report.store.calls(report.run_id) if report.store is not None else iter(())
     tmp = path.with_name(path.name + ".tmp")
     title = f"Run {report.run_id}: {report.pipeline}"
-    timeline_png(calls, tmp, title=title, stages_order=report.stages_order, concurrency=report.concurrency)
-    os.replace(tmp, path)
+    try:
+        timeline_png(
+            calls, tmp, title=title, stages_order=report.stages_order, concurrency=report.concurrency
+        )
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -143,7 +169,14 @@ def _html(report: RunReport, png: Path | None) -> str:
     )
 
 
-def rewrite_output(out: Path, *, run_id: str | None = None) -> RunReport:
+def rewrite_output(
+    out: Path,
+    *,
+    run_id: str | None = None,
+    item_files: ItemFiles | bool = "auto",
+    progress: Progress | None = None,
+    parquet: bool = False,
+) -> RunReport:
     """Write ``out``'s reports again from its run store alone (``out/run.db``), calling no model.
 
     The latest run in the store, or ``run_id``. Rewrites every file: results.jsonl, the item
@@ -156,6 +189,8 @@ def rewrite_output(out: Path, *, run_id: str | None = None) -> RunReport:
     """
     if not out.is_dir():
         raise ConfigError("no such folder", where=str(out))
+    if parquet and not parquet_available():
+        raise ConfigError(PARQUET_MISSING, where="--parquet")
     path = out / "run.db"
     if not path.is_file():
         raise ConfigError("no run store here (run.db not found)", where=str(out))
@@ -172,7 +207,7 @@ def rewrite_output(out: Path, *, run_id: str | None = None) -> RunReport:
             known = ", ".join(r["run_id"] for r in runs[-5:])
             raise ConfigError(f"no run {run_id!r} in this store (its runs: {known})", where=str(path))
         report = stored_report(store, chosen[0])
-        write_output(out, report)
+        write_output(out, report, item_files=item_files, progress=progress, parquet=parquet)
     report.store = None
     return report
 

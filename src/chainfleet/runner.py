@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import secrets
@@ -44,8 +45,10 @@ from .limits import AdaptiveConcurrency, ModelLimiter
 from .pipeline import Pipeline, Stage, parse_model
 from .prices import Price, price_for
 from .providers import Provider, ProviderPool
-from .report import RunReport
+from .quality import assess
+from .report import RunReport, topic_of
 from .report_build import build_report
+from .results import PARQUET_MISSING, ItemFiles, Progress, parquet_available
 from .retry import RetryPolicy, retry_in_next_pass
 from .review.hook import ReviewHook
 from .stage import Chain, StageExecutor
@@ -168,6 +171,8 @@ class Runner:
         self._t0 = 0.0
         #: this process's session of the run (1 for a new run; see chainfleet.sessions)
         self.session = 0
+        #: quality scores of finished items not yet in the store (written 1,000 at a time)
+        self._scores: list[tuple[int, dict[str, Any]]] = []
         #: items in the input when known (the input was scanned first), for progress
         self.total: int | None = None
         self._stages = list(pipeline.stages)
@@ -319,6 +324,7 @@ class Runner:
         return found
 
     def _finish(self) -> None:
+        self._save_scores()
         for chain in sorted(self._failed, key=lambda c: c.item.index):
             self._save_item(chain, "failed")
         if self.halted:
@@ -425,6 +431,8 @@ class Runner:
         if chain.error is not None:
             kind = getattr(chain.error, "kind", type(chain.error).__name__)
             error = {"stage": chain.error_stage, "type": kind, "message": str(chain.error)}
+        if status == "succeeded":
+            self._score(chain)
         attempts, seconds = chain.attempts, chain.seconds
         if self.session > 1:
             before = self.store.sessions.item_calls_before(self.run_id, chain.item.index, self.session)
@@ -441,6 +449,21 @@ class Runner:
                 seconds=seconds,
             ),
         )
+
+    def _score(self, chain: Chain) -> None:
+        """Score the final output's quality as the item finishes (while other calls are out),
+        so the report, built from the store, does not score a million outputs at the end."""
+        final = chain.outputs.get(self._stages[-1].name, "")
+        text = final if isinstance(final, str) else json.dumps(final, ensure_ascii=False)
+        quality = assess(text, topic_of(chain.item.fields, self.pipeline.input)).to_dict()
+        self._scores.append((chain.item.index, dict(quality)))
+        if len(self._scores) >= 1000:
+            self._save_scores()
+
+    def _save_scores(self) -> None:
+        if self._scores:
+            self.store.save_quality(self.run_id, self._scores)
+            self._scores = []
 
     def chain_token_estimate(self) -> float:
         """Tokens one chain may use, before any has finished: prompts unknown, ~500 each."""
@@ -578,6 +601,10 @@ async def arun(
     workers: int | None = None,
     batch: bool = False,
     limit_group: str | None = None,
+    item_files: ItemFiles = "auto",
+    on_output: Callable[[], None] | None = None,
+    output_progress: Progress | None = None,
+    parquet: bool = False,
 ) -> RunReport:
     """Run ``pipeline`` over ``items`` and return its :class:`RunReport`.
 
@@ -609,7 +636,15 @@ async def arun(
     ``batch`` puts every LLM stage in batch mode (as ``mode: batch`` does; see
     :mod:`chainfleet.batch`); without ``concurrency``, batch mode keeps ``batch.concurrency``
     chains in flight.
+
+    The output phase (after the last result): ``on_output`` is called as it starts (the CLI
+    lets a signal stop it there); ``item_files`` is ``auto`` (one file per item for runs of at
+    most 10,000 items), ``all`` or ``none``; ``output_progress(done, total)`` follows it;
+    ``parquet`` writes results.parquet beside results.jsonl (it needs pyarrow: the ``parquet``
+    extra; without it ``ConfigError`` before any call).
     """
+    if parquet and not parquet_available():
+        raise ConfigError(PARQUET_MISSING, where="--parquet")
     if batch:
         pipeline = with_batch(pipeline)
     batched = any(pipeline.batched(stage) for stage in pipeline.stages)
@@ -663,17 +698,37 @@ async def arun(
     if on_start is not None:
         on_start(runner)
     report = await runner.run(source)
-    finish_output(runner, report, out)
+    finish_output(
+        runner,
+        report,
+        out,
+        item_files=item_files,
+        on_output=on_output,
+        progress=output_progress,
+        parquet=parquet,
+    )
     return report
 
 
-def finish_output(runner: Runner, report: RunReport, out: str | os.PathLike[str] | None) -> None:
-    """Keep the report in the store (for ``chainfleet report``) and write the output folder."""
+def finish_output(
+    runner: Runner,
+    report: RunReport,
+    out: str | os.PathLike[str] | None,
+    *,
+    item_files: ItemFiles = "auto",
+    on_output: Callable[[], None] | None = None,
+    progress: Progress | None = None,
+    parquet: bool = False,
+) -> None:
+    """Keep the report in the store (for ``chainfleet report``) and write the output folder
+    (see :func:`chainfleet.output.write_output`); ``on_output`` is called first."""
     runner.store.end_run(runner.run_id, status=runner.status, summary=report.to_dict())
+    if on_output is not None:
+        on_output()
     if out is not None:
         from .output import write_output
 
-        write_output(Path(out), report)
+        write_output(Path(out), report, item_files=item_files, progress=progress, parquet=parquet)
 
 
 def run(pipeline: Pipeline, items: Items, **kwargs: Any) -> RunReport:

@@ -43,7 +43,8 @@ SESSION_STATES = ("running", "done", "interrupted", "stopped", "killed-unknown")
 
 def m007_sessions(db: sqlite3.Connection) -> None:
     """Sessions: every process that worked on a run; each call tagged with its session, and
-    an index to sum an item's calls over the sessions before this one (resume)."""
+    an index to sum an item's calls over the sessions before this one (resume); and whether
+    the run's output folder was written to its end (``runs.output``: writing, written)."""
     db.executescript(
         """
         CREATE TABLE IF NOT EXISTS sessions (
@@ -57,6 +58,7 @@ def m007_sessions(db: sqlite3.Connection) -> None:
             PRIMARY KEY (run_id, session)
         );
         ALTER TABLE calls ADD COLUMN session INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE runs ADD COLUMN output TEXT;
         CREATE INDEX IF NOT EXISTS calls_by_item ON calls (run_id, idx);
         """
     )

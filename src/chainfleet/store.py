@@ -299,13 +299,14 @@ class ItemRecord:
     #: per gated or contracted stage: outcome, revisions, repairs, each try's checks
     gates: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self, final_stage: str | None) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
+        """Its line of results.jsonl: each output once, by stage (the final one is the last
+        stage's)."""
         return {
             "id": self.id,
             "input": self.input,
             "status": self.status,
             "outputs": self.outputs,
-            "output": self.outputs.get(final_stage) if final_stage else None,
             "error": self.error,
             "attempts": self.attempts,
             "seconds": round(self.seconds, 6),
@@ -656,9 +657,18 @@ class RunStore:
         )
         self.flush()
 
+    def set_output(self, run_id: str, state: str) -> None:
+        """Record how far the output folder got: ``writing`` (interrupted, if it stays so) or
+        ``written``."""
+        self.db.execute("UPDATE runs SET output = ? WHERE run_id = ?", (state, run_id))
+        self.flush()
+
     def save_item(self, run_id: str, record: ItemRecord) -> None:
+        """Record an item's outcome. ``skipped`` (not finished in this session) never replaces
+        an outcome an earlier session of the run recorded."""
+        verb = "INSERT OR IGNORE" if record.status == "skipped" else "INSERT OR REPLACE"
         self.db.execute(
-            "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"{verb} INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id,
                 record.index,
@@ -682,7 +692,8 @@ class RunStore:
             (run_id, index, ident, json.dumps(fields, ensure_ascii=False), "skipped", text, 0, 0.0)
             for index, ident, fields in items
         )
-        self.db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        # an item an earlier session of the run finished keeps its outcome
+        self.db.executemany("INSERT OR IGNORE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         self._maybe_commit()
 
     def save_quality(self, run_id: str, rows: list[tuple[int, dict[str, Any]]]) -> None:
@@ -728,8 +739,8 @@ class RunStore:
         """Every run in this store, oldest first, with its counts."""
         self.flush()
         found = []
-        for run_id, pipeline, started, status, summary, settings in self.db.execute(
-            "SELECT run_id, pipeline, started, status, summary, settings FROM runs ORDER BY started"
+        for run_id, pipeline, started, status, summary, settings, output in self.db.execute(
+            "SELECT run_id, pipeline, started, status, summary, settings, output FROM runs ORDER BY started"
         ):
             counts = dict(
                 self.db.execute(
@@ -745,6 +756,7 @@ class RunStore:
                     "items": counts,
                     "summary": json.loads(summary) if summary else None,
                     "settings": _json_dict(settings),
+                    "output": output,
                 }
             )
         return found

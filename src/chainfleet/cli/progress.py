@@ -199,6 +199,17 @@ class Progress:
             period = self.every
         self._task = asyncio.get_running_loop().create_task(self._loop(period))
 
+    def pause(self) -> None:
+        """Stop drawing at once, from plain code (the output phase, which runs no event loop):
+        the live panel is left as it is; :meth:`stop` still ends it cleanly."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+        live, self._live = self._live, None
+        if live is not None:
+            with contextlib.suppress(Exception):
+                live.stop()
+
     async def stop(self) -> None:
         """End the display; a live panel is redrawn once more with the final counts."""
         task, self._task = self._task, None

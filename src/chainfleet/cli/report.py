@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import click
 
@@ -12,39 +15,97 @@ from ..errors import ConfigError
 from ..folder import held, owner
 from ..output import rewrite_output, store_problem
 from ..report import fmt_seconds
+from ..results import ItemFiles
 from ..review.queue import ReviewQueue
 from ..store import RunStore, StoreError
 from . import cli, config_errors
 
 
-@cli.command("report", short_help="Write a run's reports again from its run store.")
+def output_progress(stream: IO[str] | None = None, *, every: float = 1.0) -> Callable[[int, int], None]:
+    """A progress line for the output phase ("writing the output: 12,000 / 1,000,000 items"),
+    on stderr: redrawn in place on a terminal, else a line every ``every`` seconds. An output
+    written in under ``every`` seconds shows none."""
+    out = stream if stream is not None else sys.stderr
+    try:
+        tty = out.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    state: dict[str, float | None] = {"first": None, "last": None}
+
+    def show(done: int, total: int) -> None:
+        now = time.monotonic()
+        first, last = state["first"], state["last"]
+        if first is None:
+            state["first"] = first = now
+        final = done >= total
+        if final and last is None:
+            return  # nothing shown yet: it was quick
+        if not final and now - (first if last is None else last) < every:
+            return
+        state["last"] = now
+        share = f" ({100 * done / total:.0f}%)" if total else ""
+        line = f"writing the output: {done:,} / {total:,} items{share}"
+        with contextlib.suppress(OSError, ValueError):  # a closed terminal: the writing goes on
+            out.write(("\r" + line + ("\n" if final else "")) if tty else line + "\n")
+            out.flush()
+
+    return show
+
+
+@cli.command("report", short_help="Write a run's output folder again from its run store.")
 @click.argument("out_dir", metavar="OUT_DIR")
 @click.option("--run", "run_id", metavar="RUN_ID", help="This run of the store [default: the latest].")
+@click.option(
+    "--item-files",
+    type=click.Choice(["auto", "all", "none"]),
+    default="auto",
+    show_default=True,
+    help="One markdown file per item: auto writes them for runs of at most 10,000 items.",
+)
+@click.option("--parquet", is_flag=True, help="Also write results.parquet (needs the parquet extra).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress line.")
 @config_errors
-def report_command(out_dir: str, run_id: str | None) -> None:
-    """Write report.md, report.html, timeline.png, results.jsonl and the item files of OUT_DIR
-    again from OUT_DIR/run.db, without calling any model (report.json too, when it is missing).
+def report_command(out_dir: str, run_id: str | None, item_files: str, parquet: bool, quiet: bool) -> None:
+    """Write every file of OUT_DIR again from OUT_DIR/run.db alone, without calling any model:
+    report.json, report.md, report.html, timeline.png, results.jsonl (and results.parquet with
+    --parquet) and the item files.
 
     \b
     Examples:
       chainfleet report runs/today
       chainfleet report runs/today --run 20250101-120000-ab12cd
+      chainfleet report runs/huge --item-files none --parquet
 
-    A run that ended keeps the numbers it reported; one killed mid-way (or still running) is
-    rebuilt from the calls and items in its store.
+    It finishes an output that was interrupted (Ctrl-C while the run wrote its output), and
+    reports a run killed mid-way (or still running) from what its store holds. Ctrl-C stops it;
+    the store is never changed by it but for the quality scores it keeps.
     """
-    if Path(out_dir, "run.db").is_file():
-        with held(out_dir):  # never while a run is writing the same files
-            killed = _killed(Path(out_dir), run_id)
-            report = rewrite_output(Path(out_dir), run_id=run_id)
-    else:
+    progress = None if quiet else output_progress()
+    files = cast(ItemFiles, item_files)
+    try:
         killed = False
-        report = rewrite_output(Path(out_dir), run_id=run_id)  # says what is missing
+        if Path(out_dir, "run.db").is_file():
+            with held(out_dir):  # never while a run is writing the same files
+                killed = _killed(Path(out_dir), run_id)
+                report = rewrite_output(
+                    Path(out_dir), run_id=run_id, item_files=files, progress=progress, parquet=parquet
+                )
+        else:
+            report = rewrite_output(Path(out_dir), run_id=run_id)  # says what is missing
+    except KeyboardInterrupt as exc:
+        click.echo(
+            f"\n{exc or 'Ctrl-C'} received: stopped; run chainfleet report {out_dir} again to finish",
+            err=True,
+        )
+        sys.exit(130)
     for line in report.summary_lines():
         click.echo(line)
     if killed:
         click.echo(f"interrupted (resumable): its process ended mid-run; chainfleet resume {out_dir}")
-    click.echo(f"rewrote {out_dir}/: report.md, report.html, timeline.png, results.jsonl, items/")
+    written = "report.json, report.md, report.html, timeline.png, results.jsonl"
+    if Path(out_dir, "results.parquet").is_file():
+        written += ", results.parquet"
+    click.echo(f"rewrote {out_dir}/: {written}" + (", items/" if Path(out_dir, "items").is_dir() else ""))
 
 
 def _killed(out: Path, run_id: str | None) -> bool:
@@ -70,7 +131,8 @@ def runs_command(folder: str) -> None:
       chainfleet runs
       chainfleet runs ~/work/batches
 
-    A store that cannot be read is named on stderr and skipped.
+    A store that cannot be read is named on stderr and skipped. A run whose output was
+    interrupted shows "output unfinished": `chainfleet report DIR` writes it.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -134,7 +196,7 @@ def _cells(run: dict[str, Any]) -> tuple[str, ...]:
         str(run["run_id"]),
         str(run["pipeline"]),
         time.strftime("%Y-%m-%d %H:%M", time.localtime(run["started"])),
-        str(run["status"]),
+        str(run["status"]) + (", output unfinished" if run.get("output") == "writing" else ""),
         str(items.get("succeeded", 0)),
         str(items.get("failed", 0)),
         str(items.get("skipped", 0)),

@@ -20,10 +20,11 @@ from ..folder import acquire, open_store, release
 from ..pipeline import Pipeline
 from ..report import RunReport
 from ..runner import MAX_CONCURRENCY, Runner, arun, finish_output, latest_run_id, new_run_id
-from ..signals import STOP_SIGNALS, label, raise_on_signals, say, settle_streams
+from ..signals import STOP_SIGNALS, Interrupted, label, raise_on_signals, say, settle_streams
 from ..store import RunStore, StoreError
 from . import cli, config_errors
 from .progress import ProgressPrinter
+from .report import output_progress
 
 if TYPE_CHECKING:  # click >= 8.2 types ParamType as a generic; older clicks cannot subscript it
     _ParamType = click.ParamType[Any]
@@ -165,6 +166,20 @@ class ConcurrencyType(_ParamType):
     help="Send every LLM stage through the provider's batch API (half price, up to 24 h); "
     "the pipeline's mode: batch does it per stage.",
 )
+@click.option(
+    "--item-files",
+    type=click.Choice(["auto", "all", "none"]),
+    default="auto",
+    show_default=True,
+    help="One markdown file per item in OUT/items/: auto writes them for runs of at most "
+    "10,000 items (results.jsonl and results.parquet hold every item either way).",
+)
+@click.option(
+    "--parquet",
+    is_flag=True,
+    help="Also write results.parquet (the same rows, as columns) for data tools "
+    "(pip install 'chainfleet[parquet]').",
+)
 @config_errors
 def run_command(
     pipeline_file: str,
@@ -190,6 +205,8 @@ def run_command(
     address: str | None,
     workers: int | None,
     batch: bool,
+    item_files: str,
+    parquet: bool,
 ) -> None:
     """Run PIPELINE.yaml over every item of --input.
 
@@ -242,6 +259,8 @@ def run_command(
             "address": address,
             "workers": workers,
             "batch": batch,
+            "item_files": item_files,
+            "parquet": parquet,
         },
     }
     execute(pipeline_file, input_file, out, settings, quiet=quiet, resume=resume, force=force)
@@ -294,8 +313,18 @@ def execute(
                 backend=options.get("backend", "local"),  # runs saved before backends existed: local
                 address=options.get("address"),
                 workers=options.get("workers"),
+                item_files=options.get("item_files", "auto"),
+                parquet=options.get("parquet", False),
             )
         )
+    except Interrupted as exc:  # during the output phase: the store has everything
+        say(
+            f"\n{exc} received while writing the output: stopped; every result is in {out_dir}/run.db. "
+            f"Write the output with: chainfleet report {out_dir}",
+            err=True,
+        )
+        settle_streams()
+        sys.exit(130)
     except (OSError, sqlite3.Error) as exc:  # a full disk: one line, exit 74, nothing lost
         if not is_disk_full(exc):
             raise
@@ -402,14 +431,41 @@ async def _run(pipeline: Pipeline, input_file: str, out: Path, *, quiet: bool, *
             err=True,
         )
 
+    def on_output() -> None:
+        """The output phase is plain work on this thread: a signal now raises Interrupted, which
+        stops it (the store keeps everything; `chainfleet report` writes the output later)."""
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        installed.clear()
+        raise_on_signals()
+        if printer:
+            printer.pause()
+
+    progress = None if quiet else output_progress()
     try:
-        return await arun(pipeline, input_file, out=out, on_start=on_start, **kwargs)
+        return await arun(
+            pipeline,
+            input_file,
+            out=out,
+            on_start=on_start,
+            on_output=on_output,
+            output_progress=progress,
+            **kwargs,
+        )
     except asyncio.CancelledError:
         runner = holder.get("runner")
         if runner is None:
             raise KeyboardInterrupt from None
         report = runner.salvage()
-        finish_output(runner, report, out)
+        finish_output(
+            runner,
+            report,
+            out,
+            item_files=kwargs.get("item_files", "auto"),
+            parquet=kwargs.get("parquet", False),
+            on_output=on_output,
+            progress=progress,
+        )
         return report
     finally:
         for sig in installed:
