@@ -23,11 +23,12 @@ import signal
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
 from .sessions import Sessions, m007_sessions
+from .store_rows import CallRow, ItemRecord, RevisionRow, StageHit, _add_try, _json_dict, _output, _revision
 
 __all__ = ["CallRow", "ItemRecord", "RevisionRow", "RunStore", "StageHit", "StoreError"]
 
@@ -231,125 +232,6 @@ def _kill_point(name: str) -> None:
     """Tests only: ``CHAINFLEET_TEST_KILL_AT=migration-1`` kills the process (SIGKILL) there."""
     if os.environ.get("CHAINFLEET_TEST_KILL_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-@dataclass(frozen=True)
-class CallRow:
-    """One attempt of one call, as the timeline draws it. Times are seconds from the run's start."""
-
-    index: int
-    item_id: str
-    stage: str
-    attempt: int
-    queued: float
-    started: float
-    ended: float
-    status: str
-    limiter_wait: float = 0.0
-    cooldown_wait: float = 0.0
-    backoff: float = 0.0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class StageHit:
-    """A stage result found in the store (resume) or the cache."""
-
-    output: str
-    input_tokens: int
-    output_tokens: int
-
-
-@dataclass(frozen=True)
-class RevisionRow:
-    """One try of a gated or contracted stage: its output, and (once judged) its gate results."""
-
-    index: int
-    item_id: str
-    stage: str
-    revision: int
-    key: str | None
-    output: str
-    is_json: bool = False
-    input_tokens: int = 0
-    output_tokens: int = 0
-    repairs: int = 0
-    feedback: str = ""
-    #: each check's result as a dict (name, kind, passed, reason, score), None until gated
-    gates: list[dict[str, Any]] | None = None
-    #: on the stage's last try: passed, accepted or failed
-    outcome: str | None = None
-
-
-@dataclass
-class ItemRecord:
-    """One item's outcome as stored: what ``results.jsonl`` holds for it."""
-
-    index: int
-    id: str
-    input: dict[str, Any]
-    status: str
-    outputs: dict[str, Any] = field(default_factory=dict)
-    error: dict[str, Any] | None = None
-    attempts: int = 0
-    seconds: float = 0.0
-    quality: dict[str, Any] | None = None
-    #: per gated or contracted stage: outcome, revisions, repairs, each try's checks
-    gates: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        """Its line of results.jsonl: each output once, by stage (the final one is the last
-        stage's)."""
-        return {
-            "id": self.id,
-            "input": self.input,
-            "status": self.status,
-            "outputs": self.outputs,
-            "error": self.error,
-            "attempts": self.attempts,
-            "seconds": round(self.seconds, 6),
-            "quality": self.quality,
-            "gates": self.gates or None,
-        }
-
-
-def _json_dict(text: str | None) -> dict[str, Any]:
-    try:
-        data = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _revision(row: tuple[Any, ...]) -> RevisionRow:
-    index, item_id, stage, revision, key, output = row[:6]
-    is_json, tokens_in, tokens_out, repairs, feedback, gates, outcome = row[6:]
-    return RevisionRow(
-        index=index,
-        item_id=item_id,
-        stage=stage,
-        revision=revision,
-        key=key,
-        output=output,
-        is_json=bool(is_json),
-        input_tokens=tokens_in,
-        output_tokens=tokens_out,
-        repairs=repairs,
-        feedback=feedback,
-        gates=json.loads(gates) if gates else None,
-        outcome=outcome,
-    )
-
-
-def _output(text: str, is_json: int) -> Any:
-    if not is_json:
-        return text
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 class RunStore:
@@ -797,17 +679,3 @@ class RunStore:
                     _add_try(record.gates, tried)
                 tried = next(tries, None)
             yield record
-
-
-def _add_try(gates: dict[str, Any], row: RevisionRow) -> None:
-    """Fold one try into an item's ``gates`` entry for results.jsonl."""
-    entry = gates.setdefault(row.stage, {"revisions": 0, "repairs": 0})
-    entry["revisions"] = max(entry["revisions"], row.revision)
-    entry["repairs"] += row.repairs
-    if row.gates is not None:
-        passed = all(g.get("passed") for g in row.gates)
-        try_ = {"revision": row.revision, "passed": passed, "checks": row.gates}
-        entry.setdefault("tries", []).append(try_)
-        entry["checks"] = {g["name"]: g.get("passed") for g in row.gates}
-    if row.outcome is not None:
-        entry["outcome"] = row.outcome
