@@ -65,11 +65,13 @@ def test_a_lone_surrogate_is_replaced_with_a_warning_and_the_run_finishes(tmp_pa
     ]
     text = "".join(json.dumps(line) + "\n" for line in lines)  # json.dumps escapes them: valid JSON
     (tmp_path / "in.jsonl").write_text(text, encoding="ascii")
-    for attempt in ("run", "again"):
-        args = ["run", "p.yaml", "-i", "in.jsonl", "--out", "out", "-q"]
-        done = cli(*args, *(["--resume"] if attempt == "again" else []), cwd=tmp_path)
-        assert done.returncode == 0, done.stderr
+    args = ["run", "p.yaml", "-i", "in.jsonl", "--out", "out", "-q"]
+    done = cli(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
     assert "in.jsonl:2: a lone surrogate escape" in done.stderr and "in.jsonl:3:" in done.stderr
+    again = cli(*args, "--resume", cwd=tmp_path)  # a finished run: nothing is read or changed
+    assert again.returncode == 0, again.stderr
+    assert "nothing to resume" in again.stdout
     rows = [json.loads(x) for x in (tmp_path / "out" / "results.jsonl").read_text("utf-8").splitlines()]
     assert [r["status"] for r in rows] == ["succeeded"] * 3
     assert rows[1]["input"]["topic"] == "in the input field \ufffd"

@@ -37,6 +37,9 @@ __all__ = [
 
 _UNSAFE = re.compile(r"[^a-z0-9]+")
 
+#: the store's page cache while the output is written (KiB; the run keeps 64 MB)
+OUTPUT_CACHE_KIB = 8192
+
 
 def _slug(text: str, limit: int) -> str:
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
@@ -100,6 +103,8 @@ def write_output(
     store = report.store
     if store is not None:
         store.set_output(report.run_id, "writing")
+        # one pass in order reads each page once: a big page cache only holds memory
+        store.db.execute(f"PRAGMA cache_size=-{OUTPUT_CACHE_KIB}")
     input_field = report.input_field
 
     def item_file(record: ItemRecord) -> tuple[str, str]:
