@@ -3,7 +3,7 @@
 Per gated stage: each check's pass rate at the first try and after revisions, how many items it
 failed, the revisions per item and the stage's outcomes (passed, accepted, failed); per
 contracted stage, the repairs; and the judge calls. ``report.json`` holds them under ``gates``,
-report.md renders them with :func:`gate_markdown`, report.html with :func:`gate_html`.
+report.md renders them with :func:`gate_markdown`, report.html with :func:`gate_tables` (its template draws the tables).
 
 Example::
 
@@ -19,7 +19,7 @@ from typing import Any
 
 from .store import RevisionRow, RunStore
 
-__all__ = ["gate_html", "gate_markdown", "gate_outcomes", "gate_summary"]
+__all__ = ["gate_markdown", "gate_outcomes", "gate_summary", "gate_tables"]
 
 
 def _tries(rows: Iterable[RevisionRow]) -> Iterable[tuple[str, str, list[RevisionRow]]]:
@@ -177,7 +177,10 @@ def gate_tables(gates: Mapping[str, Any] | None) -> dict[str, Any] | None:
             [
                 stage,
                 st.get("items", "-") if gated else "-",
-                *((outcomes.get(k, 0) if gated else "-") for k in ("passed", "accepted", "failed", "unfinished")),
+                *(
+                    (outcomes.get(k, 0) if gated else "-")
+                    for k in ("passed", "accepted", "failed", "unfinished")
+                ),
                 f"{st['revisions_per_item']:g}" if gated else "-",
                 st.get("revisions_max", "-") if gated else "-",
                 repairs.get(stage, st.get("repairs", 0)),
