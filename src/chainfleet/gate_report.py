@@ -3,7 +3,8 @@
 Per gated stage: each check's pass rate at the first try and after revisions, how many items it
 failed, the revisions per item and the stage's outcomes (passed, accepted, failed); per
 contracted stage, the repairs; and the judge calls. ``report.json`` holds them under ``gates``,
-report.md renders them with :func:`gate_markdown`, report.html with :func:`gate_tables` (its template draws the tables).
+report.md renders them with :func:`gate_markdown`; :func:`gate_tables` gives report.html's
+template the rows of its tables.
 
 Example::
 
