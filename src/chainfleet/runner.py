@@ -229,6 +229,7 @@ class Runner:
                     chain.error = chain.error_stage = None
                 self.stats.failed_now -= len(retry)  # they are in play again
                 self._failed = kept + await self._pass(iter(retry))
+            await self.backend.settle(self)
             self._finish()
         finally:
             await self.backend.aclose()

@@ -44,6 +44,10 @@ class Backend(Protocol):
     async def advance(self, runner: Runner, chain: Chain) -> None:
         """Run ``chain``'s remaining stages; record a failure on the chain, never raise one."""
 
+    async def settle(self, runner: Runner) -> None:
+        """Before the session's numbers are saved: bring into ``runner`` what the report reads
+        and the backend holds elsewhere (the limits the cluster's limiter actors learned)."""
+
     async def aclose(self) -> None:
         """Release what :meth:`start` took. Safe to call when ``start`` never ran or failed."""
 

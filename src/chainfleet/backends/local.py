@@ -39,5 +39,8 @@ class LocalBackend:
                 return
             chain.next_stage += 1
 
+    async def settle(self, runner: Runner) -> None:
+        return None  # the limiters are the runner's own
+
     async def aclose(self) -> None:
         return None

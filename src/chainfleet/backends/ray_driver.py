@@ -163,6 +163,9 @@ class RayBackend:
         await asyncio.to_thread(self.connection.close)
         self.connection = None
 
+    async def settle(self, runner: Runner) -> None:
+        await self._report_limits()
+
     async def _report_limits(self) -> None:
         """The limiter actors' state into ``runner.limiters``, which the report reads."""
         if self._runner is None:
