@@ -132,6 +132,15 @@ class CompareReport:
         return None if par <= 0 else self.sequential.wall_seconds / par
 
     @property
+    def estimate_error_pct(self) -> float | None:
+        """How far the parallel run's own "one at a time" estimate (chainfleet.estimate) was
+        from the sequential run measured here, in percent of the measured time."""
+        measured = self.sequential.wall_seconds
+        if measured <= 0 or self.parallel.sequential_seconds <= 0:
+            return None
+        return 100.0 * (self.parallel.sequential_seconds - measured) / measured
+
+    @property
     def exit_code(self) -> int:
         """0 when both runs succeeded fully; else the more serious of the two runs' codes
         (130 interrupted, 2 stopped by configuration, 1 items failed)."""
@@ -149,6 +158,11 @@ class CompareReport:
             "concurrency": self.concurrency,
             "time_saved_pct": None if saved is None else round(saved, 1),
             "speedup": None if speedup is None else round(speedup, 3),
+            "estimate_check": {
+                "estimated_seconds": round(self.parallel.sequential_seconds, 4),
+                "measured_seconds": round(self.sequential.wall_seconds, 4),
+                "error_pct": _round(self.estimate_error_pct),
+            },
             "outputs_identical": self.outputs_identical,
             "items": self.items,
             "outputs_differing": self.outputs_differing,

@@ -284,6 +284,7 @@ def report_from_summary(summary: Mapping[str, Any], store: RunStore, run_id: str
         review=review_summary(store, run_id),  # decisions made since the run are counted too
         wall_seconds=summary.get("wall_seconds", 0.0),
         sequential_seconds=summary.get("sequential_seconds", 0.0),
+        sequential_estimate=summary.get("sequential_estimate"),
         backoff_seconds=summary.get("backoff_seconds", 0.0),
         calls=dict(summary.get("calls", {})),
         tokens=dict(summary.get("tokens", {})),

@@ -51,6 +51,7 @@ def headline(d: Mapping[str, Any]) -> list[str]:
         how = f"up to {chains} chains in flight"
     lines.append(
         f"Wall time: **{fmt_seconds(wall)}** with {how}; one at a time would take {fmt_seconds(sequential)}"
+        + (f" ({d['sequential_estimate']['note']})" if d.get("sequential_estimate") else "")
     )
     speedup, saved = d.get("speedup"), d.get("time_saved_pct")
     if speedup is not None and saved is not None and saved >= 0:

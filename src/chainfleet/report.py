@@ -57,6 +57,8 @@ class RunReport:
     review: dict[str, Any] = field(default_factory=dict)
     wall_seconds: float = 0.0
     sequential_seconds: float = 0.0
+    #: how ``sequential_seconds`` was found (chainfleet.estimate.SequentialEstimate.to_dict)
+    sequential_estimate: dict[str, Any] | None = None
     backoff_seconds: float = 0.0
     calls: dict[str, int] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)
@@ -155,6 +157,7 @@ class RunReport:
             "wall_seconds": round(self.wall_seconds, 4),
             "wall_clock_note": "first admission to last result; excludes start-up and report writing",
             "sequential_seconds": round(self.sequential_seconds, 4),
+            "sequential_estimate": self.sequential_estimate,
             "speedup": round(speedup, 3) if speedup is not None else None,
             "time_saved_pct": round(saved, 1) if saved is not None else None,
             "backoff_seconds": round(self.backoff_seconds, 4),
@@ -197,6 +200,8 @@ class RunReport:
             f"{self.calls.get('rate_limited', 0)} rate-limited); tokens in "
             f"{self.tokens.get('input', 0):,}, out {self.tokens.get('output', 0):,}",
         ]
+        if self.sequential_estimate:
+            lines.insert(2, f"  one at a time: {self.sequential_estimate['note']}")
         lines += batch_lines(self.batch)
         lines.extend(limit_lines(self.rates.get("models") or {}))
         if self.stopped:

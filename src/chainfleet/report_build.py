@@ -30,6 +30,7 @@ from itertools import islice
 from typing import Any
 
 from .batch_report import batch_section
+from .estimate import SequentialEstimate, estimate_sequential
 from .gate_report import gate_summary
 from .quality import assess
 from .report import LIST_CAP, RunReport, topic_of
@@ -67,10 +68,13 @@ SUMMED = (
 ENDED = ("done", "interrupted", "stopped")
 
 
-def one_at_a_time(totals: Mapping[str, Any], stages: Mapping[str, StageStats]) -> float:
-    """What running the same calls one at a time would take: today the sum of every attempt's
-    own service time. The one place this estimate is made, so a better one replaces it here."""
-    return float(totals.get("service_seconds", 0.0))
+def one_at_a_time(
+    store: RunStore, run_id: str, servers: Mapping[str, str | None] | None
+) -> SequentialEstimate:
+    """What running the same calls one at a time would take, from the run's calls: the plain
+    sum of their service times unless the calls show a server queueing them
+    (:mod:`chainfleet.estimate`). The one place this estimate is made."""
+    return estimate_sequential(store.calls(run_id), servers=servers)
 
 
 def session_totals(sessions: Iterable[SessionRow]) -> dict[str, Any]:
@@ -100,6 +104,7 @@ def build_report(store: RunStore, run_id: str) -> RunReport:
     else:
         totals, facts = _totals_from_calls(store, run_id), {}
     order = list(settings.get("stages_order") or []) or _stage_order(store, run_id, order_seen) or ["output"]
+    sequential = one_at_a_time(store, run_id, settings.get("servers"))
     report = RunReport(
         run_id=run_id,
         pipeline=run.get("pipeline", ""),
@@ -107,7 +112,8 @@ def build_report(store: RunStore, run_id: str) -> RunReport:
         stages_order=order,
         input_field=settings.get("input_field", "input"),
         wall_seconds=float(totals["wall_seconds"]),
-        sequential_seconds=one_at_a_time(totals, stages),
+        sequential_seconds=sequential.seconds,
+        sequential_estimate=sequential.to_dict(),
         backoff_seconds=float(totals["backoff_seconds"]),
         calls={
             "total": totals["calls"],

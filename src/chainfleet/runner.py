@@ -37,6 +37,7 @@ from .backends import Backend, LocalBackend, backend_for
 from .batch import BatchCalls, Batcher, attach_batcher, with_batch
 from .clock import Clock, SystemClock
 from .errors import ConfigError, FatalError, InputError
+from .estimate import servers_of
 from .folder import open_cache, open_store, releasing_out
 from .inputs import InputSource, Item, items_from, open_input
 from .limitfacts import limit_facts
@@ -503,6 +504,8 @@ class Runner:
             "models": sorted({self.pipeline.model_for(s) for s in self._stages if not s.is_tool}),
             "stages_order": [s.name for s in self._stages],
             "input_field": self.pipeline.input,
+            # each stage's server (None: a tool step), for the one-at-a-time estimate
+            "servers": servers_of(self.pipeline),
         }
 
 

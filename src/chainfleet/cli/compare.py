@@ -124,6 +124,12 @@ def print_comparison(report: CompareReport, out: str | Path) -> None:
             f"Time saved by running in parallel: {saved:.0f}% "
             f"({fmt_seconds(seq.wall_seconds)} -> {fmt_seconds(par.wall_seconds)})"
         )
+    error = report.estimate_error_pct
+    if error is not None:
+        click.echo(
+            f"The parallel run alone estimated one at a time at {fmt_seconds(par.sequential_seconds)} "
+            f"({error:+.0f}% against the measured run)"
+        )
     click.echo(f"Reports: {out}/report.json, {out}/sequential/, {out}/parallel/")
 
 
