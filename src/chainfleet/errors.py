@@ -66,7 +66,41 @@ class ConfigError(ChainfleetError):
     def __init__(self, message: str, *, where: str | None = None) -> None:
         self.where = where
         self.reason = message
-        super().__init__(f"{where}: {message}" if where else message)
+        #: the other problems found in the same check, each one line, and how many more were
+        #: found but not listed (validation reports everything it can in one go)
+        self.more: list[ConfigError] = []
+        self.left_off = 0
+        super().__init__(self.line)
+
+    @property
+    def line(self) -> str:
+        """This problem alone, on one line."""
+        return f"{self.where}: {self.reason}" if self.where else self.reason
+
+    def lines(self) -> list[str]:
+        """Every problem, one line each, then "and N more" when some were left off."""
+        found = [self.line, *(other.line for other in self.more)]
+        return found + ([f"and {self.left_off} more"] if self.left_off else [])
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+    @classmethod
+    def gather(cls, problems: list[ConfigError], *, left_off: int = 0) -> ConfigError:
+        """One error that lists ``problems`` (the first carries the others), or raise it.
+
+        >>> error = ConfigError.gather([ConfigError("a", where="f:1"), ConfigError("b", where="f:2")])
+        >>> error.lines()
+        ['f:1: a', 'f:2: b']
+        """
+        first = problems[0]
+        seen = {first.line, *(other.line for other in first.more)}
+        for other in problems[1:]:
+            if other.line not in seen:  # one cause found by several checks is said once
+                seen.add(other.line)
+                first.more.append(other)
+        first.left_off += left_off
+        return first
 
 
 class PipelineError(ConfigError):

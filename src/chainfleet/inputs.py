@@ -52,7 +52,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from .errors import InputError
+from .errors import ConfigError, InputError
 
 __all__ = ["InputSource", "Item", "items_from", "open_input"]
 
@@ -91,6 +91,11 @@ _LONE_CR = re.compile(r"(?<=\r)(?!\n)")
 
 #: (item, line) pairs: ``line`` is the physical line an error message should point at
 _Stream = Iterator[tuple["Item", int]]
+#: what a stream calls with a line it cannot read, when asked to go on past it (None: raise)
+_OnBad = Callable[[InputError], None] | None
+
+#: validation lists at most this many bad input lines (then "and N more")
+MAX_PROBLEMS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +131,7 @@ class InputSource:
         path: Path | None,
         format: Format,
         fields: frozenset[str] | None,
-        stream: Callable[[], _Stream],
+        stream: Callable[[_OnBad], _Stream],
         ids_may_repeat: bool = True,
         reiterable: bool = True,
     ) -> None:
@@ -143,14 +148,16 @@ class InputSource:
 
     def __iter__(self) -> Iterator[Item]:
         """Stream the items from the start (a file is re-opened each time)."""
-        return (item for item, _ in self._stream())
+        return (item for item, _ in self._stream(None))
 
     def scan(self, required: Collection[str] = ()) -> int:
         """Read the whole input once, check every item, keep none of them; return the count.
 
-        Raises :class:`InputError` at the first problem: an unreadable or malformed line, an
-        item without one of the ``required`` fields, an empty or badly typed ``id``, an id used
-        twice (both lines are named), or no items at all. Memory stays bounded: ids are
+        Raises :class:`InputError` listing the first :data:`MAX_PROBLEMS` problems (and how many
+        more there were): unreadable or malformed lines, items without one of the ``required``
+        fields, ids empty or badly typed, ids used twice (both lines are named), or no
+        items at all. A problem the reader cannot read past (a CSV quote never closed, a line
+        over the size limit) ends the list. Memory stays bounded: ids are
         remembered as 8-byte digests. On a source built from a one-shot iterator, scanning
         consumes it.
         """
@@ -160,16 +167,34 @@ class InputSource:
             names = []  # every item has every known field
         seen: set[int] = set()
         count = 0
-        for item, line in self._stream():
-            count += 1
-            for name in names:
-                if name not in item.fields:
-                    raise InputError(_missing_field(name, item.fields), where=self._where(line))
-            if self._ids_may_repeat:
-                digest = _digest(item.id)
-                if digest in seen:
-                    self._check_duplicate(item, line)
-                seen.add(digest)
+        problems: list[ConfigError] = []
+        found = 0
+
+        def bad(problem: InputError) -> None:
+            nonlocal found
+            found += 1
+            if len(problems) < MAX_PROBLEMS:
+                problems.append(problem)
+
+        try:
+            for item, line in self._stream(bad):
+                count += 1
+                missing = [name for name in names if name not in item.fields]
+                if missing:
+                    bad(InputError(_missing_field(missing[0], item.fields), where=self._where(line)))
+                    continue
+                if self._ids_may_repeat:
+                    digest = _digest(item.id)
+                    if digest in seen:
+                        try:
+                            self._check_duplicate(item, line)
+                        except InputError as exc:
+                            bad(exc)
+                    seen.add(digest)
+        except InputError as exc:  # the reader cannot go past this one
+            bad(exc)
+        if problems:
+            raise ConfigError.gather(problems, left_off=found - len(problems))
         if count == 0:
             raise InputError(self._empty_message(), where=self._where())
         return count
@@ -203,7 +228,7 @@ class InputSource:
         what = f"duplicate id {item.id!r}"
         if not self.reiterable:  # cannot read it again to find the first use
             raise InputError(f"{what}: an earlier item has the same id", where=self._where(line))
-        for other, other_line in self._stream():
+        for other, other_line in self._stream(_skip):
             if other.index >= item.index:
                 return  # two ids with the same digest, both unique: not a duplicate
             if other.id == item.id:
@@ -245,17 +270,19 @@ def open_input(
             path=file,
             format="txt",
             fields=frozenset({input_field}),
-            stream=lambda: _read_txt(file, input_field),
+            stream=lambda on_bad: _read_txt(file, input_field),
             ids_may_repeat=False,
         )
     if kind == "jsonl":
-        return InputSource(path=file, format="jsonl", fields=None, stream=lambda: _read_jsonl(file))
+        return InputSource(
+            path=file, format="jsonl", fields=None, stream=lambda on_bad: _read_jsonl(file, on_bad)
+        )
     header = _read_header(file, delimiter)
     return InputSource(
         path=file,
         format="csv",
         fields=frozenset(header),
-        stream=lambda: _read_csv(file, delimiter, header),
+        stream=lambda on_bad: _read_csv(file, delimiter, header, on_bad),
         ids_may_repeat="id" in header,
     )
 
@@ -284,7 +311,7 @@ def items_from(
     one_shot = iter(values) is values
     started = False
 
-    def stream() -> _Stream:
+    def stream(on_bad: _OnBad) -> _Stream:
         nonlocal started
         if one_shot and started:
             raise InputError(
@@ -294,7 +321,14 @@ def items_from(
             )
         started = True
         for index, value in enumerate(values):
-            yield _from_value(value, index, input_field), index + 1
+            try:
+                item = _from_value(value, index, input_field)
+            except InputError as exc:
+                if on_bad is None:
+                    raise
+                on_bad(exc)
+                continue
+            yield item, index + 1
 
     return InputSource(path=None, format="iterable", fields=None, stream=stream, reiterable=not one_shot)
 
@@ -341,16 +375,27 @@ def _read_txt(path: Path, field: str) -> _Stream:
             index += 1
 
 
-def _read_jsonl(path: Path) -> _Stream:
+def _skip(problem: InputError) -> None:
+    """Go on past a bad line (when reading again for something else)."""
+
+
+def _read_jsonl(path: Path, on_bad: _OnBad = None) -> _Stream:
     index = 0
     for lineno, text in _lines(path):
         if not text.strip():
             continue
         where = f"{path}:{lineno}"
-        value = _parse_json(text, where)
-        if not isinstance(value, dict):
-            raise InputError(f"expected a JSON object, got {_json_type(value)}", where=where)
-        yield Item(_item_id(value, lineno, where), index, lineno, value), lineno
+        try:
+            value = _parse_json(text, where)
+            if not isinstance(value, dict):
+                raise InputError(f"expected a JSON object, got {_json_type(value)}", where=where)
+            item = Item(_item_id(value, lineno, where), index, lineno, value)
+        except InputError as exc:
+            if on_bad is None:
+                raise
+            on_bad(exc)
+            continue
+        yield item, lineno
         index += 1
 
 
@@ -375,7 +420,7 @@ def _read_header(path: Path, delimiter: str) -> tuple[str, ...]:
     return names
 
 
-def _read_csv(path: Path, delimiter: str, header: tuple[str, ...]) -> _Stream:
+def _read_csv(path: Path, delimiter: str, header: tuple[str, ...], on_bad: _OnBad = None) -> _Stream:
     rows = _csv_rows(path, delimiter)
     for line, cells in rows:
         if _blank(cells):
@@ -390,13 +435,20 @@ def _read_csv(path: Path, delimiter: str, header: tuple[str, ...]) -> _Stream:
         if _blank(cells):
             continue
         where = f"{path}:{line}"
-        if len(cells) != len(header):
-            raise InputError(
-                f"row {row} has {len(cells)} cells but the header has {len(header)} columns",
-                where=where,
-            )
-        fields = dict(zip(header, cells, strict=True))
-        yield Item(_item_id(fields, row, where), index, row, fields), line
+        try:
+            if len(cells) != len(header):
+                raise InputError(
+                    f"row {row} has {len(cells)} cells but the header has {len(header)} columns",
+                    where=where,
+                )
+            fields = dict(zip(header, cells, strict=True))
+            item = Item(_item_id(fields, row, where), index, row, fields)
+        except InputError as exc:
+            if on_bad is None:
+                raise
+            on_bad(exc)
+            continue
+        yield item, line
         index += 1
 
 

@@ -51,7 +51,7 @@ from pydantic import (
 )
 
 from .contracts import Contract, strict_schema, template_paths, unknown_property
-from .errors import InvalidOutput, PipelineError
+from .errors import ConfigError, InvalidOutput, PipelineError
 from .gates import Check, JudgeCheck, SpecError, parse_gate
 from .redact import clip
 from .review.rules import ReviewRule
@@ -230,9 +230,7 @@ class Stage(BaseModel):
         if isinstance(value, str):
             value = _import_object(value)
         if value is not None and not callable(value) and not isinstance(value, list | tuple):
-            raise ValueError(
-                "must be a function: gate(output) -> None or a reason; or a list of checks"
-            )
+            raise ValueError("must be a function: gate(output) -> None or a reason; or a list of checks")
         parse_gate(value)  # a SpecError names the check that is wrong
         return value
 
@@ -425,38 +423,61 @@ class Pipeline(BaseModel):
         return self._source
 
     def model_post_init(self, __context: Any) -> None:
-        self._check_sandbox()
+        """Every check that needs the whole pipeline; all problems found are raised together."""
+        problems: list[ConfigError] = []
+
+        def attempt(check: Callable[..., None], *args: Any) -> None:
+            try:
+                check(*args)
+            except PipelineError as exc:
+                problems.append(exc)
+                problems.extend(exc.more)
+                exc.more = []
+
+        attempt(self._check_sandbox)
         seen: set[str] = set()
         for index, stage in enumerate(self.stages):  # names first: templates refer to them
-            if stage.name in seen:
-                raise self._error(f"duplicate stage name {stage.name!r}", ("stages", index, "name"))
-            if stage.name == self.input:
-                raise self._error(
-                    f"stage name {stage.name!r} is also the input field's name (input: {self.input})",
-                    ("stages", index, "name"),
-                )
+            attempt(self._check_name_use, index, stage, seen)
             seen.add(stage.name)
         for index, stage in enumerate(self.stages):
-            at = ("stages", index)
-            if not stage.is_tool:
-                try:
-                    parse_model(stage.model or self.model, self.providers)
-                except ValueError as exc:
-                    raise self._error(str(exc), (*at, "model") if stage.model else ("model",)) from exc
-            later = {s.name for s in self.stages[index:]}
+            attempt(self._check_model, index, stage)
             for field in ("prompt", "system"):
-                template = getattr(stage, field)
-                if template is None:
-                    continue
-                names = jinja2.meta.find_undeclared_variables(_ENV.parse(template))
-                for var in sorted(names & later):
-                    when = "itself" if var == stage.name else "a later stage"
-                    raise self._error(
-                        f"uses {{{{ {var} }}}}, which is {when}: a stage sees only earlier stages",
-                        (*at, field),
-                    )
-            self._check_gate_settings(index, stage)
-            self._check_schema_reads(index, stage)
+                attempt(self._check_order, index, stage, field)
+            attempt(self._check_gate_settings, index, stage)
+            attempt(self._check_schema_reads, index, stage)
+        if problems:
+            raise ConfigError.gather(problems)
+
+    def _check_name_use(self, index: int, stage: Stage, seen: set[str]) -> None:
+        if stage.name in seen:
+            raise self._error(f"duplicate stage name {stage.name!r}", ("stages", index, "name"))
+        if stage.name == self.input:
+            raise self._error(
+                f"stage name {stage.name!r} is also the input field's name (input: {self.input})",
+                ("stages", index, "name"),
+            )
+
+    def _check_model(self, index: int, stage: Stage) -> None:
+        if stage.is_tool:
+            return
+        try:
+            parse_model(stage.model or self.model, self.providers)
+        except ValueError as exc:
+            raise self._error(str(exc), ("stages", index, "model") if stage.model else ("model",)) from exc
+
+    def _check_order(self, index: int, stage: Stage, field: str) -> None:
+        """A template names only earlier stages (the first such name is the problem)."""
+        template = getattr(stage, field)
+        if template is None:
+            return
+        later = {s.name for s in self.stages[index:]} - {self.input}  # (that clash is said once)
+        names = jinja2.meta.find_undeclared_variables(_ENV.parse(template))
+        for var in sorted(names & later):
+            when = "itself" if var == stage.name else "a later stage"
+            raise self._error(
+                f"uses {{{{ {var} }}}}, which is {when}: a stage sees only earlier stages",
+                ("stages", index, field),
+            )
 
     def _check_gate_settings(self, index: int, stage: Stage) -> None:
         """``revise:`` names this or an earlier stage; a judge's model exists; a schema sent to
@@ -604,9 +625,16 @@ class Pipeline(BaseModel):
             stages = data.get("stages")
             listed = stages if isinstance(stages, list) else []
             names = [s.get("name") if isinstance(s, Mapping) else None for s in listed]
-            error = PipelineError(exc.reason, where=_where(source, _yaml_root, loc, names))
-            error.loc = loc
-            raise error from None
+            placed: list[ConfigError] = []
+            for problem in (exc, *exc.more):
+                at = getattr(problem, "loc", None)
+                if at is None:
+                    placed.append(problem)
+                    continue
+                error = PipelineError(problem.reason, where=_where(source, _yaml_root, at, names))
+                error.loc = at
+                placed.append(error)
+            raise ConfigError.gather(placed, left_off=exc.left_off) from None
         finally:
             _SCHEMA_BASE.reset(token)
         pipeline._source = source
@@ -645,6 +673,7 @@ class Pipeline(BaseModel):
         """
         if fields is None:
             return
+        problems: list[ConfigError] = []
         for var, uses in self.input_fields_needed().items():
             if var in fields:
                 continue
@@ -653,12 +682,16 @@ class Pipeline(BaseModel):
             earlier = [s.name for s in self.stages[:index]]
             hint = difflib.get_close_matches(var, [*fields, *earlier, "id"], n=1)
             did = f"; did you mean {{{{ {hint[0]} }}}}?" if hint else ""
-            raise self._error(
-                f"uses {{{{ {var} }}}}, which is neither a field of {input_name} "
-                f"({', '.join(sorted(fields)) or 'none'}) nor an earlier stage "
-                f"({', '.join(earlier) or 'none'}){did}",
-                ("stages", index, field),
+            problems.append(
+                self._error(
+                    f"uses {{{{ {var} }}}}, which is neither a field of {input_name} "
+                    f"({', '.join(sorted(fields)) or 'none'}) nor an earlier stage "
+                    f"({', '.join(earlier) or 'none'}){did}",
+                    ("stages", index, field),
+                )
             )
+        if problems:
+            raise ConfigError.gather(problems)
 
 
 _RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
@@ -671,8 +704,23 @@ def _explain(
     root: Any,
     prefix: tuple[Any, ...] = (),
 ) -> PipelineError:
-    """Turn pydantic's first error into one line naming the YAML line, stage and field."""
-    error = exc.errors()[0]
+    """Turn every pydantic error into one line naming the YAML line, stage and field; the
+    first carries the others (``PipelineError.more``)."""
+    problems: list[PipelineError] = []
+    seen: set[str] = set()
+    for error in exc.errors():
+        problem = _explain_one(error, data, source, root, prefix)
+        if problem.line not in seen:  # a union's branches can repeat the same complaint
+            seen.add(problem.line)
+            problems.append(problem)
+    first = PipelineError.gather(list(problems))
+    assert isinstance(first, PipelineError)
+    return first
+
+
+def _explain_one(
+    error: Any, data: Mapping[str, Any], source: str | None, root: Any, prefix: tuple[Any, ...]
+) -> PipelineError:
     loc = (*prefix, *error["loc"])
     cause = (error.get("ctx") or {}).get("error")
     if isinstance(cause, SpecError):

@@ -47,7 +47,8 @@ def config_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ConfigError as exc:
-            click.echo(f"error: {exc}", err=True)
+            for line in exc.lines():
+                click.echo(f"error: {line}", err=True)
             sys.exit(EXIT_USAGE)
         except KeyboardInterrupt as exc:
             what = exc.args[0] if isinstance(exc, Interrupted) else "Ctrl-C"
