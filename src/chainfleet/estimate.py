@@ -40,6 +40,7 @@ sorted arrays).
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 import statistics
 from array import array
@@ -49,7 +50,7 @@ from typing import Any
 
 from .store import CallRow
 
-__all__ = ["SequentialEstimate", "estimate_sequential", "servers_of", "speed_phrase"]
+__all__ = ["SequentialEstimate", "concurrency_phrase", "estimate_sequential", "servers_of", "speed_phrase"]
 
 #: a level is "few in flight" while its median latency is within this share of the ones below
 TOLERANCE = 0.25
@@ -88,6 +89,7 @@ class SequentialEstimate:
       call made with few in flight: the sum, an overstatement);
     - ``samples``, ``max_level``: the calls used and the most others in flight they had;
     - ``error_pct``: the 95% interval's half-width in percent, None when it cannot be told;
+    - ``peak_in_flight``: the most calls out at once (what ``-c auto`` reached, not its cap);
     - ``queue_factor``: observed sum over estimate (1.0: nothing was queued).
     """
 
@@ -97,6 +99,8 @@ class SequentialEstimate:
     samples: int = 0
     max_level: int = 0
     error_pct: float | None = None
+    #: the most calls that were out at once during the run
+    peak_in_flight: int = 0
 
     @property
     def queue_factor(self) -> float:
@@ -123,6 +127,7 @@ class SequentialEstimate:
             "samples": self.samples,
             "max_in_flight": self.max_level + 1,
             "error_pct": None if self.error_pct is None else round(self.error_pct, 1),
+            "peak_in_flight": self.peak_in_flight,
             "note": self.describe(),
         }
 
@@ -151,7 +156,13 @@ def estimate_sequential(
     gives them). ``servers`` maps a stage label to its server; None: every call shares one."""
     plain = 0.0  # tool steps: their time as observed (they call no server)
     timelines: dict[str, _Timeline] = {}
+    out: list[float] = []  # the ends of the calls in flight, for the peak
+    peak = 0
     for call in calls:
+        while out and out[0] <= call.started:
+            heapq.heappop(out)
+        heapq.heappush(out, call.ended)
+        peak = max(peak, len(out))
         server = _server(call.stage, servers)
         if server is None:
             plain += max(0.0, call.ended - call.started)
@@ -168,12 +179,12 @@ def estimate_sequential(
         top = max(top, part.max_level)
         queued = queued or part.queued
     if not queued:
-        return SequentialEstimate(observed, observed, "sum")
+        return SequentialEstimate(observed, observed, "sum", peak_in_flight=peak)
     if samples == 0:
-        return SequentialEstimate(observed, observed, "sum_upper_bound")
+        return SequentialEstimate(observed, observed, "sum_upper_bound", peak_in_flight=peak)
     error = 100 * 1.96 * math.sqrt(variance) / total if samples > 1 and total > 0 else None
     return SequentialEstimate(
-        total, observed, "few_in_flight", samples=samples, max_level=top, error_pct=error
+        total, observed, "few_in_flight", samples=samples, max_level=top, error_pct=error, peak_in_flight=peak
     )
 
 
@@ -277,3 +288,16 @@ def speed_phrase(speedup: float | None, saved: float | None) -> str | None:
     if speedup < 1:
         return f"{speedup:.2f}x: slower than one at a time"
     return f"{speedup:.2f}x, {saved:.0f}% saved"
+
+
+def concurrency_phrase(concurrency: int, mode: str, estimate: Mapping[str, Any] | None) -> str:
+    """How many ran at once, for the closing summary: with ``-c auto`` the peak reached (the
+    cap is only what it was allowed), e.g. "concurrency auto (peak 8 in flight, cap 64)"."""
+    if mode != "auto":
+        return f"concurrency {concurrency}"
+    peak = (estimate or {}).get("peak_in_flight")
+    return (
+        f"concurrency auto (peak {peak} in flight, cap {concurrency})"
+        if peak
+        else f"concurrency auto (cap {concurrency})"
+    )

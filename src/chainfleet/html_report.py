@@ -113,6 +113,17 @@ def _md(line: str) -> Markup:
     return Markup(_BOLD.sub(r"<strong>\1</strong>", str(escape(line))))
 
 
+def _speed_tile(speedup: float | None, saved: float | None) -> dict[str, str]:
+    """The time-saved tile; a run slower than one at a time says so, never "-6611%"."""
+    if speedup is not None and speedup < 1:
+        return {"big": f"{speedup:,.2f}x", "small": "slower than one at a time", "cls": "bad"}
+    return {
+        "big": "-" if saved is None else f"{saved:,.1f}%",
+        "small": "time saved" + ("" if speedup is None else f" ({speedup:,.2f}x)"),
+        "cls": "good" if saved else "",
+    }
+
+
 def _tiles(d: Mapping[str, Any]) -> list[dict[str, str]]:
     items = d.get("items", {})
     ok, total = items.get("succeeded", 0), items.get("total", 0)
@@ -124,11 +135,7 @@ def _tiles(d: Mapping[str, Any]) -> list[dict[str, str]]:
             "small": f"wall time; one at a time {fmt_seconds(d.get('sequential_seconds', 0.0))}",
             "cls": "",
         },
-        {
-            "big": "-" if saved is None else f"{saved:,.1f}%",
-            "small": "time saved" + ("" if speedup is None else f" ({speedup:,.2f}x)"),
-            "cls": "good" if saved is not None and saved > 0 else "",
-        },
+        _speed_tile(speedup, saved),
         {"big": "unknown" if cost is None else f"${cost:,.4f}", "small": "cost", "cls": ""},
     ]
 

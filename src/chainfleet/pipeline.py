@@ -31,6 +31,7 @@ import importlib
 import inspect
 import os
 import re
+import sys
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -350,13 +351,31 @@ def _import_object(spec: str) -> Any:
     if not module_name or not attr:
         raise ValueError(f"{spec!r} is not 'package.module:function'")
     try:
-        module = importlib.import_module(module_name)
+        module = _import_beside_pipeline(module_name)
     except ImportError as exc:
         raise ValueError(f"cannot import {module_name!r}: {exc}") from exc
     try:
         return getattr(module, attr)
     except AttributeError as exc:
         raise ValueError(f"module {module_name!r} has no {attr!r}") from exc
+
+
+def _import_beside_pipeline(module_name: str) -> Any:
+    """Import ``module_name``; when it is found nowhere on ``sys.path`` but lies next to the
+    pipeline file (``tools.py`` or ``tools/`` beside ``content.yaml``), from that folder, which
+    is then searched after everything else (it never shadows an installed module)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        top = module_name.partition(".")[0]
+        base = _SCHEMA_BASE.get()
+        if exc.name != top or base is None:
+            raise
+        folder = str(base.resolve())
+        if not ((base / f"{top}.py").is_file() or (base / top).is_dir()) or folder in sys.path:
+            raise
+        sys.path.append(folder)
+        return importlib.import_module(module_name)
 
 
 def parse_model(spec: str, named: Collection[str] = ()) -> tuple[str, str]:
@@ -665,11 +684,15 @@ class Pipeline(BaseModel):
             earlier.add(stage.name)
         return needed
 
-    def check_fields(self, fields: Collection[str] | None, *, input_name: str = "input") -> None:
+    def check_fields(
+        self, fields: Collection[str] | None, *, input_name: str = "input", text_lines: bool = False
+    ) -> None:
         """Check every template variable is an input field or an earlier stage.
 
         ``fields`` are the field names every item has (``None`` when unknown until the input
-        is read, as for JSONL: then the input scan checks each line instead).
+        is read, as for JSONL: then the input scan checks each line instead). ``text_lines``:
+        the input is a text file, whose line becomes the field ``input:`` names, so a missing
+        variable is most likely that field under another name: the message says how to name it.
         """
         if fields is None:
             return
@@ -682,6 +705,11 @@ class Pipeline(BaseModel):
             earlier = [s.name for s in self.stages[:index]]
             hint = difflib.get_close_matches(var, [*fields, *earlier, "id"], n=1)
             did = f"; did you mean {{{{ {hint[0]} }}}}?" if hint else ""
+            if text_lines and not hint:
+                did = (
+                    f"; each line of a text file becomes the field {self.input!r}: "
+                    f"add `input: {var}` to the pipeline to call it {var!r}"
+                )
             problems.append(
                 self._error(
                     f"uses {{{{ {var} }}}}, which is neither a field of {input_name} "

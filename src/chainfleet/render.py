@@ -44,7 +44,8 @@ def headline(d: Mapping[str, Any]) -> list[str]:
     wall, sequential = d.get("wall_seconds", 0.0), d.get("sequential_seconds", 0.0)
     chains = d.get("concurrency")
     if d.get("concurrency_mode") == "auto":
-        how = f"up to {chains} chains in flight (adapting; peak {d.get('concurrency_peak')})"
+        peak = (d.get("sequential_estimate") or {}).get("peak_in_flight") or d.get("concurrency_peak")
+        how = f"up to {chains} chains in flight (adapting; peak {peak} in flight)"
     elif chains == 1:
         how = "one chain at a time"
     else:
@@ -57,7 +58,7 @@ def headline(d: Mapping[str, Any]) -> list[str]:
     if speedup is not None and saved is not None and saved >= 0:
         lines.append(f"Speed-up: **{speedup:.2f}x**, time saved: **{saved:.1f}%**")
     elif speedup is not None:
-        lines.append(f"No time saved ({speedup:.2f}x): {_slowest_wait(d)}")
+        lines.append(f"**{speedup:.2f}x: slower than one at a time**: {_slowest_wait(d)}")
     tokens = d.get("tokens", {})
     cost = d.get("cost_usd")
     lines.append(

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .batch_report import batch_lines
+from .estimate import concurrency_phrase, speed_phrase
 from .limitfacts import limit_lines
 from .store import ItemRecord, RunStore
 
@@ -193,7 +194,8 @@ class RunReport:
             f"{self.items_failed} failed"
             + (f", {self.items_skipped} skipped" if self.items_skipped else "")
             + (f", {self.items_needs_review} wait for review" if self.items_needs_review else ""),
-            f"wall {fmt_seconds(self.wall_seconds)} at concurrency {self.concurrency}; "
+            f"wall {fmt_seconds(self.wall_seconds)} at "
+            f"{concurrency_phrase(self.concurrency, self.concurrency_mode, self.sequential_estimate)}; "
             f"one at a time would take {fmt_seconds(self.sequential_seconds)}"
             + _saved_note(speedup, saved, self.waits),
             f"calls {self.calls.get('total', 0)} ({self.calls.get('retried', 0)} retried, "
@@ -222,9 +224,10 @@ class RunReport:
 
 
 def _saved_note(speedup: float | None, saved: float | None, waits: dict[str, float]) -> str:
-    if speedup is None or saved is None:
+    phrase = speed_phrase(speedup, saved)
+    if phrase is None:
         return ""
-    if saved < 0:
+    if speedup is not None and speedup < 1:
         names = {
             "limiter_seconds": "waiting for the rate limiter",
             "cooldown_seconds": "waiting out 429 cooldowns",
@@ -233,8 +236,8 @@ def _saved_note(speedup: float | None, saved: float | None, waits: dict[str, flo
         biggest = max(names, key=lambda k: waits.get(k, 0.0))
         seconds = waits.get(biggest, 0.0)
         why = f": {fmt_seconds(seconds)} went {names[biggest]}" if seconds > 0 else ""
-        return f" (no time saved{why})"
-    return f" ({speedup:.2f}x, {saved:.0f}% saved)"
+        return f" ({phrase}{why})"
+    return f" ({phrase})"
 
 
 def fmt_seconds(seconds: float) -> str:

@@ -562,7 +562,9 @@ def prepare(
     if model:
         pipeline = with_model(pipeline, model)
     source = as_source(items, pipeline)
-    pipeline.check_fields(source.fields, input_name=str(source.path or "the input"))
+    pipeline.check_fields(
+        source.fields, input_name=str(source.path or "the input"), text_lines=source.format == "txt"
+    )
     total = None
     try:
         ProviderPool(pipeline, clock=SystemClock(), overrides=dict(providers or {})).check()

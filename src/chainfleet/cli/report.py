@@ -124,7 +124,8 @@ def _killed(out: Path, run_id: str | None) -> bool:
 @click.argument("folder", metavar="[DIR]", default="runs")
 @config_errors
 def runs_command(folder: str) -> None:
-    """List the runs found under DIR [default: runs]: DIR/run.db and every DIR/*/run.db.
+    """List the runs found under DIR [default: runs]: DIR/run.db, every DIR/*/run.db and the
+    two runs of each comparison (DIR/*/*/run.db).
 
     \b
     Examples:
@@ -138,6 +139,7 @@ def runs_command(folder: str) -> None:
     if not root.is_dir():
         raise ConfigError("no such folder", where=folder)
     paths = ([root / "run.db"] if (root / "run.db").is_file() else []) + sorted(root.glob("*/run.db"))
+    paths += sorted(root.glob("*/*/run.db"))  # a comparison: DIR/compare-ID/{sequential,parallel}/
     rows: list[dict[str, Any]] = []
     bad: list[str] = []
     for path in paths:

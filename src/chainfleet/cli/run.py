@@ -356,7 +356,7 @@ def execute(
         )
     elif report.stopped:
         say(
-            f"error: the run stopped: {report.stopped}. Completed items are saved in {out_dir}/.",
+            f"error: the run stopped: {report.stopped.rstrip('.')}. Completed items are saved in {out_dir}/.",
             err=True,
         )
     settle_streams()  # a closed terminal or a full /dev/full never changes the exit code
