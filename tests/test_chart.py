@@ -238,7 +238,7 @@ def test_html_report_of_a_real_run(tmp_path: Path) -> None:
     if saved >= 0:
         assert f"{saved:.1f}%" in text
     else:  # a run slower than one at a time says so, never a negative percentage
-        assert f"{report.speedup:.2f}x: slower than one at a time" in text
+        assert f"{report.to_dict()['speedup']:.2f}x: slower than one at a time" in text
         assert f"{saved:.1f}%" not in text
     assert "poison ivy" in text and "server_error" in text
     # the timeline is in the page itself, and is the PNG beside it

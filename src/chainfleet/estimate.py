@@ -16,7 +16,9 @@ The method (one pass over the run's calls, by start time; 20 bytes a call in mem
    can reach the server behind calls the client started after it.)
 2. Walk the levels upwards from the lowest; a level belongs to the "few in flight" set while its
    median latency stays within :data:`TOLERANCE` of the median of the levels below it. The
-   first level clearly slower ends the set (N slots: level N takes about twice as long).
+   first level clearly slower ends the set (N slots: level N takes about twice as long), if
+   the calls of every level from there up are slower too, by more than twice their own spread:
+   latencies that merely vary (a cloud API's) never make a step.
 3. No level was slower: latency did not grow with the calls in flight, so the plain sum of
    observed latencies is the estimate (method ``sum``). Else each stage's unloaded time is the
    mean latency of its own calls in the set (after dropping any above 1.75 x their median: a
@@ -58,6 +60,10 @@ TOLERANCE = 0.25
 OUTLIER = 1.75
 #: latencies kept per (server, stage, level): enough for medians, bounded at any scale
 KEEP = 500
+#: a step up counts when the slower calls' median is this many of their own spreads away
+SPREAD_Z = 2.0
+#: latencies per level used to judge that (bounds the work at any concurrency)
+SPREAD_SAMPLE = 50
 
 
 @dataclass
@@ -248,11 +254,15 @@ def _server_estimate(stages: Mapping[str, _Stage]) -> _Part:
         return _Part(observed)
     levels = sorted(pooled)
     accepted = list(pooled[levels[0]])
+    judged = accepted[:SPREAD_SAMPLE]  # (a bounded sample for the medians, at any scale)
     cut = levels[0]
-    for level in levels[1:]:
-        if statistics.median(pooled[level]) > (1 + TOLERANCE) * statistics.median(accepted):
+    for at, level in enumerate(levels[1:], 1):
+        low = statistics.median(judged)
+        step = statistics.median(pooled[level]) > (1 + TOLERANCE) * low
+        if step and _slower_above(pooled, levels[at:], low):
             break
         accepted.extend(pooled[level])
+        judged.extend(pooled[level][:SPREAD_SAMPLE])
         cut = level
     else:
         return _Part(observed)  # flat all the way up: nothing queued
@@ -270,6 +280,17 @@ def _server_estimate(stages: Mapping[str, _Stage]) -> _Part:
         if len(low) > 1:
             part.variance += (stage.ok_count * statistics.stdev(low) / math.sqrt(len(low))) ** 2
     return part
+
+
+def _slower_above(pooled: Mapping[int, list[float]], above: list[int], low: float) -> bool:
+    """Whether every call from these levels up is clearly slower than ``low``: their median
+    above it by more than the tolerance and by more than twice their own spread (median
+    absolute deviation). Latencies that merely vary (a cloud API's) do not pass; a queue's
+    step (each wave of N slots adds a service time) does."""
+    sample = [x for level in above for x in pooled[level][:SPREAD_SAMPLE]]
+    middle = statistics.median(sample)
+    spread = statistics.median(abs(x - middle) for x in sample)
+    return middle > (1 + TOLERANCE) * low and middle - low > SPREAD_Z * spread
 
 
 def _robust(latencies: list[float]) -> list[float]:
