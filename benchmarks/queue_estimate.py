@@ -67,7 +67,7 @@ def table(tmp: Path, sim: SimServerThread, args: argparse.Namespace) -> None:
     (tmp / "p.yaml").write_text(PIPELINE, encoding="utf-8")
     pipeline = Pipeline.from_yaml(tmp / "p.yaml")
     items = [f"topic {i}" for i in range(args.items)]
-    print(f"{args.items} items x 3 stages, service time {args.latency} s (+-5%), 127.0.0.1 sim server")
+    print(f"{args.items} items x 3 stages, service time {args.latency} s + up to 10%, 127.0.0.1 sim server")
     print(
         f"{'slots':>5} {'-c':>4} {'wall s':>7} {'-c 1 s':>7} {'estimate s':>10} {'error %':>8} "
         f"{'summed s':>9} {'sum err %':>9}  method"

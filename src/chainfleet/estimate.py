@@ -55,7 +55,7 @@ from .store import CallRow
 __all__ = ["SequentialEstimate", "concurrency_phrase", "estimate_sequential", "servers_of", "speed_phrase"]
 
 #: a level is "few in flight" while its median latency is within this share of the ones below
-TOLERANCE = 0.25
+TOLERANCE = 0.10
 #: in the few-in-flight set, latencies above this multiple of the median are calls that queued
 OUTLIER = 1.75
 #: latencies kept per (server, stage, level): enough for medians, bounded at any scale
@@ -257,9 +257,9 @@ def _server_estimate(stages: Mapping[str, _Stage]) -> _Part:
     judged = accepted[:SPREAD_SAMPLE]  # (a bounded sample for the medians, at any scale)
     cut = levels[0]
     for at, level in enumerate(levels[1:], 1):
-        low = statistics.median(judged)
-        step = statistics.median(pooled[level]) > (1 + TOLERANCE) * low
-        if step and _slower_above(pooled, levels[at:], low):
+        floor = statistics.median(judged)
+        step = statistics.median(pooled[level]) > (1 + TOLERANCE) * floor
+        if step and _slower_above(pooled, levels[at:], floor):
             break
         accepted.extend(pooled[level])
         judged.extend(pooled[level][:SPREAD_SAMPLE])
@@ -283,11 +283,15 @@ def _server_estimate(stages: Mapping[str, _Stage]) -> _Part:
 
 
 def _slower_above(pooled: Mapping[int, list[float]], above: list[int], low: float) -> bool:
-    """Whether every call from these levels up is clearly slower than ``low``: their median
-    above it by more than the tolerance and by more than twice their own spread (median
-    absolute deviation). Latencies that merely vary (a cloud API's) do not pass; a queue's
-    step (each wave of N slots adds a service time) does."""
+    """Whether every call from these levels up is clearly slower than ``low``: at least a
+    quarter of the calls, their median above ``low`` by more than the tolerance and by more
+    than twice their own spread (median absolute deviation). Latencies that merely vary (a
+    cloud API's) do not pass; a queue's step (each wave of N slots adds a service time) does:
+    past the slots is where most of a loaded run's calls are."""
     sample = [x for level in above for x in pooled[level][:SPREAD_SAMPLE]]
+    judged = sum(min(len(found), SPREAD_SAMPLE) for found in pooled.values())
+    if len(sample) < max(8, judged / 4):  # a few slow calls at the top are chance, not a queue
+        return False
     middle = statistics.median(sample)
     spread = statistics.median(abs(x - middle) for x in sample)
     return middle > (1 + TOLERANCE) * low and middle - low > SPREAD_Z * spread
