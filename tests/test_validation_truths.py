@@ -162,4 +162,4 @@ def test_a_tool_module_next_to_the_pipeline_imports_without_pythonpath(tmp_path:
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
-    assert '"output": "TEA"' in (tmp_path / "o" / "results.jsonl").read_text(encoding="utf-8")
+    assert '"outputs": {"a": "TEA"}' in (tmp_path / "o" / "results.jsonl").read_text(encoding="utf-8")
