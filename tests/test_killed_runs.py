@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import subprocess
@@ -60,7 +61,18 @@ def test_a_killed_run_is_listed_and_reported_as_interrupted_resumable(tmp_path: 
     assert reported.returncode == 0, reported.stderr
     assert f"interrupted (resumable): its process ended mid-run; chainfleet resume {out}" in reported.stdout
     done = _done_items(out / "run.db")
-    assert f"{done}/" in reported.stdout.splitlines()[0]
+    assert f"{done}/40 items succeeded" in reported.stdout.splitlines()[0]
+    never = [line for line in reported.stdout.splitlines() if "never admitted" in line]
+    assert len(never) == 1, reported.stdout
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 40  # every item of the input, the never-admitted ones as skipped
+    skipped = [r for r in rows if r["status"] == "skipped"]
+    assert skipped and all("killed before admitting it" in r["error"]["message"] for r in skipped)
+    assert never[0].startswith(f"{len(skipped):,} items were never admitted")
+    assert "stopped early: the run was killed mid-run (resumable)" in reported.stdout
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert [s["status"] for s in report["sessions"]] == ["killed-unknown"]
+    assert report["items"]["skipped"] == len(skipped) and report["items"]["total"] == 40
 
     resumed = subprocess.run(
         [CHAINFLEET, "resume", str(out), "-q"], capture_output=True, text=True, timeout=120
@@ -68,3 +80,5 @@ def test_a_killed_run_is_listed_and_reported_as_interrupted_resumable(tmp_path: 
     assert resumed.returncode == 0, resumed.stderr
     after = subprocess.run([CHAINFLEET, "runs", str(tmp_path / "runs")], capture_output=True, text=True)
     assert "interrupted (resumable)" not in after.stdout.splitlines()[-1]
+    final = [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["status"] for r in final] == ["succeeded"] * 40

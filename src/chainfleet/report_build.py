@@ -149,7 +149,9 @@ def build_report(store: RunStore, run_id: str) -> RunReport:
     status = run.get("status", "running")
     if status not in ENDED:
         how = "its calls (cost and rate limits unknown)" if not sessions else "its store"
-        report.stopped = f"the run is {status} and saved no report: numbers rebuilt from {how}"
+        killed = bool(sessions) and sessions[-1].status == "killed-unknown"
+        state = "was killed mid-run (resumable)" if killed else f"is {status}"
+        report.stopped = f"the run {state} and saved no report: numbers rebuilt from {how}"
     _add_items(report, store)
     report.gates = gate_summary(store, run_id)
     report.batch = batch_section(store, wall_seconds=report.wall_seconds)

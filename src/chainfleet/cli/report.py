@@ -87,6 +87,7 @@ def report_command(out_dir: str, run_id: str | None, item_files: str, parquet: b
         if Path(out_dir, "run.db").is_file():
             with held(out_dir):  # never while a run is writing the same files
                 killed = _killed(Path(out_dir), run_id)
+                never = _record_never_admitted(Path(out_dir), run_id) if killed else 0
                 report = rewrite_output(
                     Path(out_dir), run_id=run_id, item_files=files, progress=progress, parquet=parquet
                 )
@@ -101,11 +102,60 @@ def report_command(out_dir: str, run_id: str | None, item_files: str, parquet: b
     for line in report.summary_lines():
         click.echo(line)
     if killed:
+        if never:
+            click.echo(f"{never:,} items were never admitted: listed as skipped in results.jsonl")
         click.echo(f"interrupted (resumable): its process ended mid-run; chainfleet resume {out_dir}")
     written = "report.json, report.md, report.html, timeline.png, results.jsonl"
     if Path(out_dir, "results.parquet").is_file():
         written += ", results.parquet"
     click.echo(f"rewrote {out_dir}/: {written}" + (", items/" if Path(out_dir, "items").is_dir() else ""))
+
+
+def _record_never_admitted(out: Path, run_id: str | None) -> int:
+    """A killed run's items that were never admitted, recorded as skipped (as a run that stops
+    records its rest), read from the run's own input file; 0 when that file is gone or no
+    longer reads. Resume runs them as it runs a stopped run's skipped items. Its open session
+    is closed as ``killed-unknown``, as the next session of the run would close it."""
+    from ..pipeline import Pipeline
+    from ..runner import as_source
+
+    with RunStore.open(out / "run.db") as store:
+        runs = [r for r in store.runs() if run_id is None or r["run_id"] == run_id]
+        if not runs:
+            return 0
+        run = runs[-1]
+        # its open session ended without a word: close it as the next session would
+        store.db.execute(
+            "UPDATE sessions SET status = 'killed-unknown', ended = COALESCE(ended, started) "
+            "WHERE run_id = ? AND status = 'running'",
+            (run["run_id"],),
+        )
+        store.flush()
+        settings = run.get("settings") or {}
+        pipeline_file, input_file = settings.get("pipeline_file"), settings.get("input_file")
+        if not pipeline_file or not input_file or not Path(input_file).is_file():
+            return 0
+        try:
+            source = as_source(input_file, Pipeline.from_yaml(pipeline_file))
+            known = {
+                i for (i,) in store.db.execute("SELECT idx FROM items WHERE run_id = ?", (run["run_id"],))
+            }
+            before = len(known)
+            error = {
+                "stage": None,
+                "type": "skipped",
+                "message": f"not run: the run was killed before admitting it ({out} is resumable)",
+            }
+            store.save_skipped(
+                run["run_id"], ((i.index, i.id, i.fields) for i in source if i.index not in known), error
+            )
+            store.flush()
+        except (ConfigError, OSError):
+            return 0  # the pipeline or input changed since: the report shows what the store holds
+        (after,) = store.db.execute(
+            "SELECT COUNT(*) FROM items WHERE run_id = ?", (run["run_id"],)
+        ).fetchone()
+        return int(after) - before
 
 
 def _killed(out: Path, run_id: str | None) -> bool:
