@@ -36,33 +36,13 @@ from .quality import assess
 from .report import LIST_CAP, RunReport, topic_of
 from .review.summary import review_summary
 from .sessions import SessionRow
-from .stats import RunStats, StageStats
+from .stats import COUNTERS, RunStats, StageStats
 from .store import ItemRecord, RunStore
 
 __all__ = ["SUMMED", "build_report", "one_at_a_time", "session_totals"]
 
 #: session counters that add up over the sessions of a run
-SUMMED = (
-    "calls",
-    "calls_succeeded",
-    "calls_failed",
-    "calls_retried",
-    "rate_limited",
-    "input_tokens",
-    "output_tokens",
-    "cached_tokens",
-    "service_seconds",
-    "backoff_seconds",
-    "limiter_seconds",
-    "cooldown_seconds",
-    "wall_seconds",
-    "reused",
-    "cache_hits",
-    "repairs",
-    "revisions",
-    "judge_calls",
-    "done",
-)
+SUMMED = (*COUNTERS, "wall_seconds", "done")
 
 #: the run statuses of a run that ended (any other: killed, or still running)
 ENDED = ("done", "interrupted", "stopped")

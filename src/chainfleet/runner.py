@@ -53,7 +53,7 @@ from .results import PARQUET_MISSING, ItemFiles, Progress, parquet_available
 from .retry import RetryPolicy, retry_in_next_pass
 from .review.hook import ReviewHook
 from .stage import Chain, StageExecutor
-from .stats import RunStats
+from .stats import COUNTERS, RunStats
 from .store import ItemRecord, RunStore
 
 __all__ = ["Runner", "arun", "latest_run_id", "run"]
@@ -262,29 +262,7 @@ class Runner:
         only its end knows: how it stopped, the limits each model held, the concurrency."""
         stats = self.stats
         numbers: dict[str, Any] = {
-            name: getattr(stats, name)
-            for name in (
-                "calls",
-                "calls_succeeded",
-                "calls_failed",
-                "calls_retried",
-                "rate_limited",
-                "input_tokens",
-                "output_tokens",
-                "cached_tokens",
-                "service_seconds",
-                "backoff_seconds",
-                "limiter_seconds",
-                "cooldown_seconds",
-                "wall_seconds",
-                "reused",
-                "cache_hits",
-                "repairs",
-                "revisions",
-                "judge_calls",
-                "admitted",
-                "done",
-            )
+            name: getattr(stats, name) for name in (*COUNTERS, "wall_seconds", "admitted", "done")
         }
         numbers["cost_usd"] = self.cost_usd
         if final:

@@ -11,7 +11,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RunStats", "StageStats", "percentile"]
+__all__ = ["COUNTERS", "RunStats", "StageStats", "percentile"]
 
 
 def percentile(values: array[float] | list[float], q: float) -> float:
@@ -43,6 +43,28 @@ class StageStats:
             "p95_seconds": round(percentile(self.seconds, 95), 4),
             "max_seconds": round(max(self.seconds, default=0.0), 4),
         }
+
+
+#: the RunStats counters that add up: over a cluster's workers and over a run's sessions
+COUNTERS = (
+    "calls",
+    "calls_succeeded",
+    "calls_failed",
+    "calls_retried",
+    "rate_limited",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "service_seconds",
+    "backoff_seconds",
+    "limiter_seconds",
+    "cooldown_seconds",
+    "reused",
+    "cache_hits",
+    "repairs",
+    "revisions",
+    "judge_calls",
+)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from ..review.hook import ReviewHook
 from ..review.queue import Entry
 from ..runner import Runner
 from ..stage import Chain, StageExecutor
-from ..stats import RunStats
+from ..stats import COUNTERS, RunStats
 from ..store import CallRow, RevisionRow, RunStore, StageHit
 from .ray_limits import LeasedLimiter
 from .ray_wire import ChainTask, Finished, Inbound, Outbound, StatsDelta, StoreCall
@@ -35,24 +35,6 @@ if TYPE_CHECKING:
     from ..providers import Provider
 
 __all__ = ["ChainWorker", "RemoteStore", "Secrets", "WorkerSpec"]
-
-#: RunStats fields that add up across workers
-COUNTED = (
-    "calls",
-    "calls_succeeded",
-    "calls_failed",
-    "calls_retried",
-    "rate_limited",
-    "input_tokens",
-    "output_tokens",
-    "cached_tokens",
-    "service_seconds",
-    "backoff_seconds",
-    "limiter_seconds",
-    "cooldown_seconds",
-    "reused",
-    "cache_hits",
-)
 
 
 class Secrets:
@@ -313,7 +295,7 @@ class ChainWorker:
     def _delta(self) -> StatsDelta:
         stats, sent = self.runner.stats, self._sent
         counts = {}
-        for name in COUNTED:
+        for name in COUNTERS:  # repairs, revisions and judge calls too
             value, before = getattr(stats, name), getattr(sent, name)
             if value != before:
                 counts[name] = value - before
