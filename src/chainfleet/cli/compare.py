@@ -128,7 +128,7 @@ def print_comparison(report: CompareReport, out: str | Path) -> None:
     if error is not None:
         click.echo(
             f"The parallel run alone estimated one at a time at {fmt_seconds(par.sequential_seconds)} "
-            f"({error:+.0f}% against the measured run)"
+            f"({round(error) or 0:+d}% against the measured run)"  # never "-0%"
         )
     click.echo(f"Reports: {out}/report.json, {out}/sequential/, {out}/parallel/")
 
