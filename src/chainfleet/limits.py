@@ -284,21 +284,36 @@ class ModelLimiter:
         return self.used_tokens / span * 60 if span >= 1.0 and self.used_tokens else None
 
     def _window_wait(self, now: float, requests: int = 1) -> float:
-        """Seconds until this process has sent under a second's worth in the last second: the
-        bucket may catch up a late wake-up, but never past what a strict 1-second window takes.
-        (A block larger than a second's worth waits for an empty window.)"""
+        """Seconds until this process may send without more than the window allows: the bucket
+        may catch up a late wake-up, but never past what a strict 1-second window takes.
+
+        The guard allows ``cap`` sends in any ``span`` seconds: ``cap`` is what the server's
+        second holds (``floor(limit / 60)``, the limit as told or stated, before headroom and
+        share: 1,200/min gives 20), or fewer for a lower rate, and ``span`` is at least a second
+        and otherwise ``cap / rate``. So the guard never lets more than the rate out over a span
+        (a rate of 19.6/s: 20 in any 1.02 s, 20 ms to spare for the calls' way to the server),
+        and a rate that is a fraction of the limit (a share of a key, 9.8/s) is not rounded down
+        to whole calls a second (9, 8% less, as a cap of ``floor(rate)`` a second did).
+        (A block larger than ``cap`` waits for an empty window.)"""
         if self.requests is None or requests <= 0:
             return 0.0
-        while self._window and self._window[0] <= now - 1.0:
+        cap, span = self._window_shape()
+        while self._window and self._window[0] <= now - span:
             self._window.popleft()
-        rate = self.requests.rate
-        # from 2 a second, the rate rounded down is the margin (19.6/s: 19 of a strict 20);
-        # below that a second holds too few calls to spare one (1.96/s stays 2)
-        cap = max(1, math.floor(rate + 1e-9) if rate >= 2 else math.ceil(rate - 1e-9))
         allowed = max(0, cap - min(requests, cap))  # sends the window may already hold
         if len(self._window) <= allowed:
             return 0.0
-        return self._window[len(self._window) - allowed - 1] + 1.0 - now
+        return self._window[len(self._window) - allowed - 1] + span - now
+
+    def _window_shape(self) -> tuple[int, float]:
+        """The window guard's (cap, span): see :meth:`_window_wait`."""
+        assert self.requests is not None
+        rate = self.requests.rate
+        stated = [x for x in (self.told_rpm, self.server_rpm) if x is not None]
+        limit = min(stated) if stated else rate * 60.0
+        second = max(1, math.floor(limit / 60.0 + 1e-9))
+        cap = max(1, min(second, math.ceil(rate - 1e-9)))
+        return cap, max(1.0, cap / rate)
 
     def _group_wait(self) -> float:
         """0 when the limit group (if any) gave this call a request, else how long to wait."""

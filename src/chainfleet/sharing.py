@@ -46,6 +46,13 @@ class KeyShare:
     STEP_MAX, STEP_MIN = 0.9, 0.5
     #: within this share below the factor of the last refusals, grow ``GENTLE`` times as fast
     PLATEAU, GENTLE = 0.85, 0.1
+    #: how fast the ceiling a lone refusal lowered comes back, as a share of ``increase``: slowly,
+    #: since a strict server refuses again once it is back (told the exact limit, 1/8 brought
+    #: it back in 16 s, and a 429 with it: 0.66% of the calls where the target is 0.5%)
+    CREEP = 1 / 64
+    #: the headers say nobody else sent for ``ALONE_SPAN`` s (at most ``ALONE_SLACK`` calls) and
+    #: no refusal came for as long: grow by ``ALONE_GROWTH`` of the limit a second
+    SPARE_SPAN, SPARE_MIN, SPARE_GAIN = 2.0, 0.2, 0.25
 
     def __init__(
         self,
@@ -82,6 +89,9 @@ class KeyShare:
         self._used_sum = 0.0
         self._others_last = 0.0
         self._used_last = 0.0
+        self._limit = 0
+        #: (when, others' sends so far as the headers tell them): see :meth:`alone`
+        self._history: deque[tuple[float, float]] = deque()
 
     # -- our own traffic ---------------------------------------------------------------------------
 
@@ -121,7 +131,7 @@ class KeyShare:
     def _solo(self, now: float) -> bool:
         """One refusal with no sign of anyone else: the server's window is stricter than our
         pacing (or the network bunched our calls). Keep 3% further below it from now on; the
-        ceiling creeps back up by ``increase / 8`` a second."""
+        ceiling creeps back up by ``increase * CREEP`` a second (3% in about two minutes)."""
         self.solo_refusals += 1
         self.ceiling = max(0.85, min(self.ceiling, self.factor) * 0.97)
         self.factor = min(self.factor, self.ceiling)
@@ -131,18 +141,23 @@ class KeyShare:
 
     def answered(self, now: float) -> bool:
         """A call was answered: below the ceiling, the factor grows back by ``increase`` a
-        second; the ceiling itself (lowered by lone refusals) by a twentieth of that."""
+        second; the ceiling itself (lowered by lone refusals) by ``CREEP`` of that."""
         if self.factor >= 1.0:
             return False
         if self._grown_at is None:
             self._grown_at = now
         elapsed = max(0.0, now - self._grown_at)
-        self.ceiling = min(1.0, self.ceiling + self.increase / 8 * elapsed)
+        self.ceiling = min(1.0, self.ceiling + self.increase * self.CREEP * elapsed)
         # the longer since the last refusal, the faster (as TCP CUBIC): a job left alone by
         # the other finishing takes seconds, not minutes, to use the whole limit again
         calm = max(0.0, now - self._last_decrease)
         rate = self.increase * (1.0 + calm / self.accelerate)
-        if self.w_max * self.PLATEAU <= self.factor <= self.w_max:
+        spare = self.spare(now) if min(calm, now - self._last_solo) >= self.SPARE_SPAN else None
+        if spare is not None and spare >= self.SPARE_MIN:
+            # the headers say part of the limit went unused (another job finished or paused):
+            # take it up in seconds, in proportion to how much is free, not by the slow probe
+            rate = max(rate, self.SPARE_GAIN * spare)
+        elif self.w_max * self.PLATEAU <= self.factor <= self.w_max:
             rate *= self.GENTLE  # near where the last refusal came: gently
         self.factor = min(self.ceiling, self.factor + rate * elapsed)
         self._grown_at = now
@@ -153,12 +168,41 @@ class KeyShare:
     def observe(self, limit: int, remaining: int, now: float) -> None:
         """A response said ``remaining`` of ``limit`` requests are left in the server's window."""
         self._expire(now)
+        self._limit = limit
         used = max(0, limit - remaining)
         own = len(self._sent) - len(self._refused)
         others = max(0.0, float(used - own))
         self._others_last, self._used_last = others, float(used)
         self._others_sum += others
         self._used_sum += used
+        # others' sends so far, E(t): the window holds E(t) - E(t - WINDOW), so E(t) is what it
+        # holds plus E a window ago (each sample keeps the E it was given; before the first, 0)
+        self._history.append((now, others + self._others_until(now - WINDOW)))
+        while len(self._history) > 2 and self._history[1][0] <= now - WINDOW - 2 * self.SPARE_SPAN:
+            self._history.popleft()
+
+    def _others_until(self, at: float) -> float:
+        """Others' sends from our first header to ``at`` (0 before it): the last sample at or
+        before ``at``."""
+        found = 0.0
+        for when, total in self._history:
+            if when > at:
+                break
+            found = total
+        return found
+
+    def spare(self, now: float) -> float | None:
+        """The share of the limit nobody used in the last ``SPARE_SPAN`` seconds, by the headers:
+        1 less our own sends and the others' (their count in the server's window grew by their
+        sends less what left it, which :meth:`observe` adds back). None when the headers have
+        not covered that span."""
+        if not self._history or self._history[0][0] > now - self.SPARE_SPAN or self._limit <= 0:
+            return None
+        others = self._history[-1][1] - self._others_until(now - self.SPARE_SPAN)
+        since = now - self.SPARE_SPAN
+        own = self._count(self._sent, since) - self._count(self._refused, since)
+        capacity = self._limit / WINDOW * self.SPARE_SPAN
+        return max(0.0, 1.0 - (own + max(0.0, others)) / capacity)
 
     def our_share(self) -> float | None:
         """Our share of the key's recent use by the last headers (None: they told nobody else)."""
