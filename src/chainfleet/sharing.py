@@ -52,7 +52,9 @@ class KeyShare:
     CREEP = 1 / 64
     #: the headers say nobody else sent for ``ALONE_SPAN`` s (at most ``ALONE_SLACK`` calls) and
     #: no refusal came for as long: grow by ``ALONE_GROWTH`` of the limit a second
-    SPARE_SPAN, SPARE_MIN, SPARE_GAIN = 2.0, 0.2, 0.25
+    SPARE_SPAN, SPARE_MIN, SPARE_GAIN = 2.0, 0.2, 0.5
+    #: under this share unused, the key is full: no probing upwards
+    SPARE_FULL = 0.05
 
     def __init__(
         self,
@@ -153,10 +155,13 @@ class KeyShare:
         calm = max(0.0, now - self._last_decrease)
         rate = self.increase * (1.0 + calm / self.accelerate)
         spare = self.spare(now) if min(calm, now - self._last_solo) >= self.SPARE_SPAN else None
-        if spare is not None and spare >= self.SPARE_MIN:
+        if spare is not None and spare[0] >= self.SPARE_MIN:
             # the headers say part of the limit went unused (another job finished or paused):
-            # take it up in seconds, in proportion to how much is free, not by the slow probe
-            rate = max(rate, self.SPARE_GAIN * spare)
+            # take up our part of it (in proportion to our use, so that however many jobs are
+            # left they take it together once) in seconds, not by the slow probe
+            rate = max(rate, self.SPARE_GAIN * spare[0] * spare[1])
+        elif spare is not None and spare[0] < self.SPARE_FULL:
+            rate = 0.0  # the key is used to the limit: probing further only draws 429s
         elif self.w_max * self.PLATEAU <= self.factor <= self.w_max:
             rate *= self.GENTLE  # near where the last refusal came: gently
         self.factor = min(self.ceiling, self.factor + rate * elapsed)
@@ -191,18 +196,19 @@ class KeyShare:
             found = total
         return found
 
-    def spare(self, now: float) -> float | None:
-        """The share of the limit nobody used in the last ``SPARE_SPAN`` seconds, by the headers:
-        1 less our own sends and the others' (their count in the server's window grew by their
-        sends less what left it, which :meth:`observe` adds back). None when the headers have
-        not covered that span."""
+    def spare(self, now: float) -> tuple[float, float] | None:
+        """What the headers say of the last ``SPARE_SPAN`` seconds: the share of the limit
+        nobody used (1 less our own sends and the others': their count in the server's window
+        grew by their sends less what left it, which :meth:`observe` adds back), and our part
+        of what was used. None when the headers have not covered that span."""
         if not self._history or self._history[0][0] > now - self.SPARE_SPAN or self._limit <= 0:
             return None
-        others = self._history[-1][1] - self._others_until(now - self.SPARE_SPAN)
+        others = max(0.0, self._history[-1][1] - self._others_until(now - self.SPARE_SPAN))
         since = now - self.SPARE_SPAN
         own = self._count(self._sent, since) - self._count(self._refused, since)
         capacity = self._limit / WINDOW * self.SPARE_SPAN
-        return max(0.0, 1.0 - (own + max(0.0, others)) / capacity)
+        ours = own / (own + others) if own + others > 0 else 1.0
+        return max(0.0, 1.0 - (own + others) / capacity), ours
 
     def our_share(self) -> float | None:
         """Our share of the key's recent use by the last headers (None: they told nobody else)."""
