@@ -240,3 +240,24 @@ def test_when_the_other_job_finishes_the_one_left_takes_the_whole_limit_within_s
     assert end - start > 3.0
     late = sum(1 for t in long.sends if start <= t < end) / (end - start)
     assert late >= 0.9 * LIMIT / 60
+
+
+def test_429s_of_calls_that_left_before_the_last_one_are_one_signal_not_two() -> None:
+    clock = VirtualClock()
+    limiter = ModelLimiter(rpm=LIMIT, clock=clock)  # told right, alone on the key
+
+    async def main() -> None:
+        early = [await limiter.acquire(0) for _ in range(3)]  # three calls on their way
+        await clock.sleep(0.3)
+        for reservation in early:  # a strict window refuses all three
+            limiter.refused(reservation, 0.05)
+        assert limiter.share.factor == pytest.approx(0.97)  # one lone refusal's 3%
+        await clock.sleep(1.0)
+        late = await limiter.acquire(0)  # sent after the reaction: a new signal
+        limiter.refused(late, 0.05)
+
+    on_clock(clock, main)
+    # the first three were sent at the old rate: counted as 429s, reacted to once (as two
+    # bursts they cut the told limit to 87% and a cold start told right ran at 90%)
+    assert limiter.share.refusals == 4
+    assert limiter.share.factor < 0.97

@@ -130,6 +130,8 @@ class Reservation:
     probe: bool = False
     #: the limiter metered this call (a limit was known when it left)
     metered: bool = False
+    #: when the call left (the limiter's clock; None: not yet)
+    sent_at: float | None = None
 
 
 class TooLarge(InvalidRequest):
@@ -265,6 +267,7 @@ class ModelLimiter:
             if self.tokens:
                 self.tokens.take(tokens, now)
             reservation.metered = self.requests is not None or self.tokens is not None
+            reservation.sent_at = now
         self.share.sent(now)
         self.sent += 1
         self.first_sent = now if self.first_sent is None else self.first_sent
@@ -360,7 +363,7 @@ class ModelLimiter:
         """A 429: give the tokens back, close the gate for ``wait`` and, when our own
         accounting was under the limit, take it as a sign that another job uses the key."""
         self.release(reservation)
-        if reservation.metered and self.share.refused(self.clock.now()):
+        if reservation.metered and self.share.refused(self.clock.now(), sent_at=reservation.sent_at):
             self._apply_share(self.clock.now())
         self.cooldown(wait)
 

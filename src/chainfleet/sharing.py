@@ -102,11 +102,17 @@ class KeyShare:
         self._sent.append(now)
         self._expire(now)
 
-    def refused(self, now: float) -> bool:
-        """A 429 while our own accounting was under the limit; True when the factor fell."""
+    def refused(self, now: float, sent_at: float | None = None) -> bool:
+        """A 429 while our own accounting was under the limit; True when the factor fell.
+
+        A call that left (``sent_at``) before the factor last fell or the ceiling last came
+        down was sent at the old rate: its 429 is the same signal again, not a new one (one
+        reaction per round trip, as TCP reacts once per window)."""
         self.refusals += 1
         self._refused.append(now)
         self._expire(now)
+        if sent_at is not None and sent_at < max(self._last_decrease, self._last_solo):
+            return False
         if now - self._last_decrease < self.quiet:
             return False
         sent = self._count(self._sent, now - self.lookback)
