@@ -261,3 +261,28 @@ def test_429s_of_calls_that_left_before_the_last_one_are_one_signal_not_two() ->
     # bursts they cut the told limit to 87% and a cold start told right ran at 90%)
     assert limiter.share.refusals == 4
     assert limiter.share.factor < 0.97
+
+
+def test_jobs_that_start_unequal_on_a_full_key_drift_to_fair_shares_without_429s() -> None:
+    clock = VirtualClock()
+    server = WindowLimit(LIMIT, window=1.0, clock=clock.now)
+    jobs = make_jobs(clock, 2, told=True, calls=700)
+    jobs[0].limiter.share.factor, jobs[1].limiter.share.factor = 0.3, 0.68  # 29% and 66% of the key
+    factors: list[tuple[float, float]] = []
+
+    async def both() -> None:
+        async def sample() -> None:
+            await clock.sleep(30.0)
+            factors.append((jobs[0].limiter.share.factor, jobs[1].limiter.share.factor))
+
+        await asyncio.gather(run_jobs(clock, server, jobs), sample())
+
+    on_clock(clock, both)
+    assert all(j.ok == j.calls for j in jobs)
+    [(first, second)] = factors
+    # the headers say the key is full: the job with more than half of the use gives way
+    # little by little, and the spare that leaves is taken up by both alike (AIMD on the
+    # headers' signal instead of on 429s); without that, 0.30 and 0.68 stayed as they were
+    assert min(first, second) / max(first, second) >= 0.75
+    assert first + second >= 0.9  # and together they still use the key
+    assert sum(j.refused for j in jobs) <= 0.02 * sum(j.ok for j in jobs)

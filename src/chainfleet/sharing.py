@@ -21,6 +21,18 @@ times more gently just below where the last refusals came (TCP CUBIC's plateau).
 jobs that start together converge to fair shares, and one left alone climbs back to the whole
 limit within seconds.
 
+The headers also drive the growth (they are an earlier signal than a 429, as ECN is to TCP).
+:meth:`KeyShare.observe` reconstructs the others' sends from the window count (the window
+holds their sends of the last minute, so their sends so far are that plus what it held a
+minute earlier), and :meth:`KeyShare.spare` gives the share of the limit nobody used in the
+last 2 s. A fifth or more unused (another job finished): take our part of it in seconds. Under
+5% unused (the key is full): no probing upwards; and with others on the key, drift down by 1%
+of the factor a second (5% when we send more than half of what the key carries, more than a
+fair share however many share it), so that unequal shares still converge without 429s. The
+reconstruction assumes the sim server's strict semantics (``remaining`` = the limit less the
+last minute's count); a server whose ``remaining`` refills like a bucket makes the estimate
+rougher, and the 429-driven AIMD above still holds.
+
 Example::
 
     share = KeyShare()
@@ -52,9 +64,10 @@ class KeyShare:
     CREEP = 1 / 64
     #: the headers say nobody else sent for ``ALONE_SPAN`` s (at most ``ALONE_SLACK`` calls) and
     #: no refusal came for as long: grow by ``ALONE_GROWTH`` of the limit a second
-    SPARE_SPAN, SPARE_MIN, SPARE_GAIN = 2.0, 0.2, 0.5
-    #: under this share unused, the key is full: no probing upwards
-    SPARE_FULL = 0.05
+    SPARE_SPAN, SPARE_MIN, SPARE_GAIN = 2.0, 0.2, 0.3
+    #: under this share unused, the key is full: no probing upwards, and a job with others on
+    #: the key drifts down by ``DRIFT`` of its factor a second
+    SPARE_FULL, DRIFT = 0.05, 0.01
 
     def __init__(
         self,
@@ -167,7 +180,14 @@ class KeyShare:
             # left they take it together once) in seconds, not by the slow probe
             rate = max(rate, self.SPARE_GAIN * spare[0] * spare[1])
         elif spare is not None and spare[0] < self.SPARE_FULL:
-            rate = 0.0  # the key is used to the limit: probing further only draws 429s
+            # the key is used to the limit: probing further only draws 429s. Shared, drift
+            # down in proportion (and the spare lets every job grow back by the same step):
+            # AIMD on the headers' early signal, so shares still converge to fair without 429s
+            # (more than half of the use is more than a fair share however many share the key)
+            rate = 0.0
+            if spare[1] < 0.9:
+                drift = self.DRIFT * (5.0 if spare[1] > 0.5 else 1.0)
+                self.factor = max(self.floor, self.factor * (1.0 - drift * elapsed))
         elif self.w_max * self.PLATEAU <= self.factor <= self.w_max:
             rate *= self.GENTLE  # near where the last refusal came: gently
         self.factor = min(self.ceiling, self.factor + rate * elapsed)
