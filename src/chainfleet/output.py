@@ -22,7 +22,15 @@ from typing import Any
 from .errors import ConfigError
 from .report import RunReport, topic_of
 from .report_build import _stage_order, build_report
-from .results import PARQUET_MISSING, ItemFiles, Progress, item_files_on, parquet_available, write_results
+from .results import (
+    PARQUET_MISSING,
+    ItemFiles,
+    Progress,
+    item_files_on,
+    parquet_available,
+    write_atomic,
+    write_results,
+)
 from .review.summary import item_reviews, review_summary
 from .store import ItemRecord, RunStore, StoreError
 
@@ -122,22 +130,12 @@ def write_output(
         parquet=parquet,
     )
     if report_json:
-        _write_atomic(out / "report.json", report.to_json() + "\n")
-    _write_atomic(out / "report.md", report.to_markdown())
+        write_atomic(out / "report.json", report.to_json() + "\n")
+    write_atomic(out / "report.md", report.to_markdown())
     png = _write_timeline(out / "timeline.png", report)
-    _write_atomic(out / "report.html", _html(report, png))
+    write_atomic(out / "report.html", _html(report, png))
     if store is not None:
         store.set_output(report.run_id, "written")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:  # a signal mid-write: no half file left behind
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _write_timeline(path: Path, report: RunReport) -> Path | None:

@@ -38,6 +38,7 @@ __all__ = [
     "Progress",
     "item_files_on",
     "parquet_available",
+    "write_atomic",
     "write_results",
 ]
 
@@ -190,7 +191,7 @@ def write_results(
                     sink.add(record, row)
                 if item_file is not None and record.status != "skipped":
                     name, text = item_file(record)
-                    _write_atomic(items_dir / name, text)
+                    write_atomic(items_dir / name, text)
                 done += 1
                 if progress is not None and done % PROGRESS_EVERY == 0:
                     progress(done, total)
@@ -213,7 +214,9 @@ def _ordered(records: Iterable[ItemRecord], stages: Sequence[str]) -> Iterator[I
         yield record
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file moved into place: a reader never
+    sees half a file, and a signal mid-write leaves none behind."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
