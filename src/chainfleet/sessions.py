@@ -111,11 +111,7 @@ class Sessions:
         """Open the next session of ``run_id`` and return its number. A session still open is
         one whose process died without a word: it is closed as ``killed-unknown``, at the time
         of its last commit."""
-        self.db.execute(
-            "UPDATE sessions SET status = 'killed-unknown', ended = COALESCE(ended, started) "
-            "WHERE run_id = ? AND status = 'running'",
-            (run_id,),
-        )
+        self.close_dead(run_id)
         row = self.db.execute("SELECT MAX(session) FROM sessions WHERE run_id = ?", (run_id,)).fetchone()
         number = (row[0] or 0) + 1
         self.db.execute(
@@ -124,6 +120,16 @@ class Sessions:
             (run_id, number, time.time() if now is None else now, pid),
         )
         return number
+
+    def close_dead(self, run_id: str) -> None:
+        """Close the run's sessions still open (their process died without a word) as
+        ``killed-unknown``, at the time of their last commit. Only call it while no process
+        runs the run: the next session does, and so does ``chainfleet report`` on a killed run."""
+        self.db.execute(
+            "UPDATE sessions SET status = 'killed-unknown', ended = COALESCE(ended, started) "
+            "WHERE run_id = ? AND status = 'running'",
+            (run_id,),
+        )
 
     def record(self, run_id: str, number: int, stats: dict[str, Any], *, now: float | None = None) -> None:
         """Keep the session's counters so far (and the time, as its end should it die now)."""

@@ -86,8 +86,7 @@ def report_command(out_dir: str, run_id: str | None, item_files: str, parquet: b
         killed = False
         if Path(out_dir, "run.db").is_file():
             with held(out_dir):  # never while a run is writing the same files
-                killed = _killed(Path(out_dir), run_id)
-                never = _record_never_admitted(Path(out_dir), run_id) if killed else 0
+                killed, never = _settle_killed(Path(out_dir), run_id)
                 report = rewrite_output(
                     Path(out_dir), run_id=run_id, item_files=files, progress=progress, parquet=parquet
                 )
@@ -111,63 +110,46 @@ def report_command(out_dir: str, run_id: str | None, item_files: str, parquet: b
     click.echo(f"rewrote {out_dir}/: {written}" + (", items/" if Path(out_dir, "items").is_dir() else ""))
 
 
-def _record_never_admitted(out: Path, run_id: str | None) -> int:
-    """A killed run's items that were never admitted, recorded as skipped (as a run that stops
-    records its rest), read from the run's own input file; 0 when that file is gone or no
-    longer reads. Resume runs them as it runs a stopped run's skipped items. Its open session
-    is closed as ``killed-unknown``, as the next session of the run would close it."""
+def _settle_killed(out: Path, run_id: str | None) -> tuple[bool, int]:
+    """Whether the run (the latest, or ``run_id``) was killed (it says "running" though no
+    process owns its folder: this command holds it), and how many of its items it never
+    admitted. Those are recorded as skipped, read from the run's own input file (none when that
+    file is gone or no longer reads), as a run that stops records its rest; resume runs them.
+    Its open session is closed as ``killed-unknown``, as the next session of the run would."""
     from ..pipeline import Pipeline
     from ..runner import as_source
 
-    with RunStore.open(out / "run.db") as store:
+    try:
+        store = RunStore.open(out / "run.db")
+    except StoreError:
+        return False, 0  # rewrite_output names the problem
+    with store:
         runs = [r for r in store.runs() if run_id is None or r["run_id"] == run_id]
-        if not runs:
-            return 0
-        run = runs[-1]
-        # its open session ended without a word: close it as the next session would
-        store.db.execute(
-            "UPDATE sessions SET status = 'killed-unknown', ended = COALESCE(ended, started) "
-            "WHERE run_id = ? AND status = 'running'",
-            (run["run_id"],),
-        )
+        if not runs or runs[-1]["status"] != "running":
+            return False, 0
+        run_id = str(runs[-1]["run_id"])
+        store.sessions.close_dead(run_id)
         store.flush()
-        settings = run.get("settings") or {}
+        settings = runs[-1].get("settings") or {}
         pipeline_file, input_file = settings.get("pipeline_file"), settings.get("input_file")
         if not pipeline_file or not input_file or not Path(input_file).is_file():
-            return 0
+            return True, 0
+        count = "SELECT COUNT(*) FROM items WHERE run_id = ?"
+        (before,) = store.db.execute(count, (run_id,)).fetchone()
+        error = {
+            "stage": None,
+            "type": "skipped",
+            "message": f"not run: the run was killed before admitting it ({out} is resumable)",
+        }
         try:
             source = as_source(input_file, Pipeline.from_yaml(pipeline_file))
-            known = {
-                i for (i,) in store.db.execute("SELECT idx FROM items WHERE run_id = ?", (run["run_id"],))
-            }
-            before = len(known)
-            error = {
-                "stage": None,
-                "type": "skipped",
-                "message": f"not run: the run was killed before admitting it ({out} is resumable)",
-            }
-            store.save_skipped(
-                run["run_id"], ((i.index, i.id, i.fields) for i in source if i.index not in known), error
-            )
+            # an item the run recorded keeps its outcome (save_skipped inserts only new ones)
+            store.save_skipped(run_id, ((i.index, i.id, i.fields) for i in source), error)
             store.flush()
         except (ConfigError, OSError):
-            return 0  # the pipeline or input changed since: the report shows what the store holds
-        (after,) = store.db.execute(
-            "SELECT COUNT(*) FROM items WHERE run_id = ?", (run["run_id"],)
-        ).fetchone()
-        return int(after) - before
-
-
-def _killed(out: Path, run_id: str | None) -> bool:
-    """Whether the run (the latest, or ``run_id``) says "running" though no process owns its
-    folder (checked while this command holds the folder): its owner was killed."""
-    try:
-        with RunStore.open(out / "run.db") as store:
-            runs = store.runs()
-    except StoreError:
-        return False  # rewrite_output names the problem
-    chosen = [r for r in runs if run_id is None or r["run_id"] == run_id]
-    return bool(chosen) and chosen[-1]["status"] == "running"
+            return True, 0  # the pipeline or input changed since: the report shows the store
+        (after,) = store.db.execute(count, (run_id,)).fetchone()
+        return True, int(after) - int(before)
 
 
 @cli.command("runs", short_help="List the runs under a folder.")
