@@ -6,6 +6,7 @@ prompt, Anthropic's forced tool call; and repairs when the server breaks its own
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -249,3 +250,29 @@ def test_batch_mode_asks_for_structure_the_same_way(sim: SimServerThread, tmp_pa
     mode = "json_schema" if model.startswith("openai") else "tool"
     judge_calls = read_report(tmp_path)["gates"]["judge_calls"]
     assert sim.stats()["structured"] == {mode: 3 + judge_calls}
+
+
+def test_a_resumed_anthropic_batch_reads_its_tool_replies(sim: SimServerThread, tmp_path: Path) -> None:
+    """A batch submitted by a stopped run is read by a new process, which never built its
+    lines: the forced tool's replies must still come back as the structured output."""
+    data = pipeline(f"anthropic:{CLAUDE}").model_dump(exclude_defaults=True, mode="json")
+    data["batch"] = {"window": 0.1, "poll": 0.1, "poll_max": 0.2}
+    data["stages"] = data["stages"][:1]  # research only: its contract
+    sim._call(lambda: sim.server.batch.configure(delay=1.5))
+    topics = ["tea", "coffee", "cocoa"]
+
+    async def stopped() -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(arun(Pipeline.from_dict(data), topics, out=tmp_path, batch=True), 0.8)
+
+    asyncio.run(stopped())
+    assert sim._call(sim.server.batch.stats)["jobs_created"] == 1  # in flight when it stopped
+    sim._call(lambda: sim.server.batch.configure(delay=0.1))
+
+    report = asyncio.run(arun(Pipeline.from_dict(data), topics, out=tmp_path, batch=True, resume=True))
+
+    assert report.exit_code == 0
+    assert sim._call(sim.server.batch.stats)["jobs_created"] == 1  # waited on, not sent again
+    records = read_results(tmp_path)
+    assert all(CONTRACT.problem(r["outputs"]["research"]) is None for r in records)
+    assert sum(r["gates"]["research"]["repairs"] for r in records) == 0

@@ -187,6 +187,7 @@ class Batcher:
                 text=entry.output, input_tokens=entry.input_tokens, output_tokens=entry.output_tokens
             )
         adapter = self.adapter(spec, provider)
+        adapter.expect(custom_id, request)
         batch_id: str | None = None
         if entry is not None and entry.state == "submitted" and entry.chunk_state == SUBMITTED:
             batch_id = entry.batch_id

@@ -14,6 +14,7 @@ from typing import Any
 from ..errors import CallError, ConfigError, ConnectionFailed, ServerError, Timeout
 from ._errors import call_sdk, classify, scrub
 from .anthropic import AnthropicProvider, forced_tool
+from .base import CompletionRequest
 from .batch_base import BatchAdapter, BatchExpired, BatchItem, BatchStatus, Outcome
 
 __all__ = ["AnthropicBatchAdapter"]
@@ -43,7 +44,7 @@ class AnthropicBatchAdapter(BatchAdapter):
         self.name = provider.name
         self._client = provider._client
         self._key = provider._key
-        #: the forced tool of each structured request sent, by custom id, until its result is read
+        #: the forced tool of each structured request expected, by custom id, until its result is read
         self._forced: dict[str, tuple[dict[str, Any], bool]] = {}
 
     async def _call(self, make: Any) -> Any:
@@ -67,8 +68,14 @@ class AnthropicBatchAdapter(BatchAdapter):
         if forced is not None:
             params["tools"] = [forced[0]]
             params["tool_choice"] = {"type": "tool", "name": forced[0]["name"]}
-            self._forced[item.custom_id] = forced
         return {"custom_id": item.custom_id, "params": params}
+
+    def expect(self, custom_id: str, request: CompletionRequest) -> None:
+        """Keep the forced tool of a structured request, to read its reply (a resumed batch's
+        requests never had their lines built in this process)."""
+        forced = forced_tool(request)
+        if forced is not None:
+            self._forced[custom_id] = forced
 
     async def check(self) -> None:
         try:

@@ -95,6 +95,11 @@ class BatchAdapter:
     async def check(self) -> None:
         """Raise ``ConfigError`` when the endpoint has no batch API (before anything is sent)."""
 
+    def expect(self, custom_id: str, request: CompletionRequest) -> None:
+        """Told of every request whose result will be read, whichever way it goes: into a new
+        chunk, or waited on in a batch an earlier process submitted (resume), so reading its
+        result never depends on this process having built its line."""
+
     async def upload(self, chunk: list[BatchItem]) -> str | None:
         """Upload the chunk's input when the API takes a file (OpenAI); return its file id."""
         return None
