@@ -185,7 +185,9 @@ class InputSource:
                     continue
                 if self._ids_may_repeat:
                     digest = _digest(item.id)
-                    if digest in seen:
+                    if digest in seen and len(problems) >= MAX_PROBLEMS:
+                        found += 1  # only counted now: confirming one rereads the input
+                    elif digest in seen:
                         try:
                             self._check_duplicate(item, line)
                         except InputError as exc:
