@@ -214,13 +214,21 @@ class KeyShare:
 
     def _others_until(self, at: float) -> float:
         """Others' sends from our first header to ``at`` (0 before it): the last sample at or
-        before ``at``."""
-        found = 0.0
-        for when, total in self._history:
-            if when > at:
-                break
-            found = total
-        return found
+        before ``at``, looked for from whichever end of the (time-ordered) history is nearer."""
+        history = self._history
+        if not history or history[0][0] > at:
+            return 0.0
+        if at - history[0][0] < history[-1][0] - at:  # nearer the oldest sample: from the front
+            found = 0.0
+            for when, total in history:
+                if when > at:
+                    break
+                found = total
+            return found
+        for when, total in reversed(history):  # nearer the newest (spare() asks every call)
+            if when <= at:
+                return total
+        return 0.0
 
     def spare(self, now: float) -> tuple[float, float] | None:
         """What the headers say of the last ``SPARE_SPAN`` seconds: the share of the limit
