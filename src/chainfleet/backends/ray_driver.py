@@ -116,6 +116,7 @@ class RayBackend:
             limiters=self.limiters,
             env=Secrets(self._env(runner)),
             providers=runner.provider_overrides,
+            review=runner.review.enabled,
         )
         options = {"num_cpus": min(1.0, cpus / count), "max_restarts": 0, "max_concurrency": 1000}
         self._worker_class = ray.remote(**options)(ChainWorker)

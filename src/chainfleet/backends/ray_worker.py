@@ -64,6 +64,8 @@ class WorkerSpec:
     limiters: dict[str, Any]
     env: Secrets
     providers: dict[str, Provider] = field(default_factory=dict)
+    #: whether chains consult the driver's review queue (its hook's ``enabled``)
+    review: bool = False
 
 
 class _Outbox:
@@ -191,10 +193,10 @@ class RemoteReviewHook(ReviewHook):
     """Review on a worker: the queue lives in the driver's run.db, so its reads are questions
     for the driver and its writes are events (committed before the chain's result counts)."""
 
-    def __init__(self, runner: Runner, outbox: _Outbox) -> None:
+    def __init__(self, runner: Runner, outbox: _Outbox, *, enabled: bool) -> None:
         super().__init__(runner)
         self.outbox = outbox
-        self.enabled = any(stage.review is not None for stage in runner.pipeline.stages)
+        self.enabled = enabled  # the driver's hook decides, from its queue
 
     async def _feedback(self, item_id: str, stage: str) -> tuple[int, str, str] | None:
         found: tuple[int, str, str] | None = await self.outbox.ask(
@@ -238,7 +240,7 @@ class ChainWorker:
         clock = self.runner.clock
         limiters = {model: LeasedLimiter(actor, clock=clock) for model, actor in spec.limiters.items()}
         self.runner.stages = WorkerStages(self.runner, self.outbox, limiters)
-        self.runner.review = RemoteReviewHook(self.runner, self.outbox)
+        self.runner.review = RemoteReviewHook(self.runner, self.outbox, enabled=spec.review)
         self.limiters = limiters
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self._started = False

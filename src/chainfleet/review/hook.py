@@ -42,8 +42,11 @@ class ReviewHook:
         self.queue: ReviewQueue | None = ReviewQueue(db) if db is not None else None
         #: items parked in this run
         self.parked = 0
-        #: whether to consult the queue at all (a worker's hook: only when a stage has review:)
-        self.enabled = True
+        #: whether to consult the queue at all: a stage has ``review:``, or the queue holds
+        #: entries (decisions made under an earlier version of the pipeline still apply)
+        self.enabled = any(stage.review is not None for stage in runner.pipeline.stages) or (
+            self.queue is not None and self.queue.has_entries()
+        )
 
     # -- the queue: here, on the run's store ----------------------------------------------------
 

@@ -377,6 +377,10 @@ class ReviewQueue:
         for row in self.db.execute(_DECISION + "ORDER BY did").fetchall():
             yield Decision(*row)
 
+    def has_entries(self) -> bool:
+        """Whether anything was ever queued here (a run with no ``review:`` then skips it)."""
+        return self.db.execute("SELECT 1 FROM review_queue LIMIT 1").fetchone() is not None
+
     def counts(self) -> dict[str, int]:
         """Entries by state: waiting, approved, edited, rejected."""
         counts = {state: 0 for state in ("waiting", "approved", "edited", "rejected")}
