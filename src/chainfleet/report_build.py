@@ -23,7 +23,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 from array import array
 from collections.abc import Iterable, Mapping
 from itertools import islice
@@ -32,6 +31,7 @@ from typing import Any
 from .batch_report import batch_section
 from .estimate import SequentialEstimate, estimate_sequential
 from .gate_report import gate_summary
+from .gates import as_text
 from .quality import assess
 from .report import LIST_CAP, RunReport, topic_of
 from .review.summary import review_summary
@@ -39,7 +39,7 @@ from .sessions import SessionRow
 from .stats import COUNTERS, RunStats, StageStats
 from .store import ItemRecord, RunStore
 
-__all__ = ["SUMMED", "build_report", "one_at_a_time", "session_totals"]
+__all__ = ["SUMMED", "build_report", "one_at_a_time", "score_final", "session_totals"]
 
 #: session counters that add up over the sessions of a run
 SUMMED = (*COUNTERS, "wall_seconds", "done")
@@ -283,8 +283,7 @@ def _add_items(report: RunReport, store: RunStore) -> None:
             continue
         quality: dict[str, Any] | None = record.quality
         if quality is None:
-            topic = topic_of(record.input, report.input_field)
-            quality = dict(assess(_text(record.outputs.get(final, "")), topic).to_dict())
+            quality = score_final(record.outputs.get(final, ""), record.input, report.input_field)
             updates.append((record.index, quality))
             if len(updates) >= 1000:
                 store.save_quality(report.run_id, updates)
@@ -304,6 +303,8 @@ def _add_items(report: RunReport, store: RunStore) -> None:
     report.items_total = sum(counts.values())
 
 
-def _text(output: Any) -> str:
-    """A final output as text: a structured output's JSON."""
-    return output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
+def score_final(output: Any, fields: Mapping[str, Any], input_field: str) -> dict[str, Any]:
+    """The quality of an item's final output (a structured one as its JSON), against the
+    topic its input names: what the runner stores as an item finishes, and what a report
+    scores for an item stored without one."""
+    return dict(assess(as_text(output), topic_of(dict(fields), input_field)).to_dict())

@@ -29,6 +29,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from .gates import as_text
 from .store import ItemRecord
 
 __all__ = [
@@ -119,9 +120,7 @@ class _Parquet:
         c["input"].append(json.dumps(record.input, ensure_ascii=False))
         for stage in self.stages:
             value = record.outputs.get(stage)
-            c[f"output_{stage}"].append(
-                value if value is None or isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-            )
+            c[f"output_{stage}"].append(None if value is None else as_text(value))
         c["error"].append(json.dumps(record.error, ensure_ascii=False) if record.error else None)
         c["attempts"].append(record.attempts)
         c["seconds"].append(round(record.seconds, 6))

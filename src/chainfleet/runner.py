@@ -23,7 +23,6 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import secrets
@@ -46,9 +45,8 @@ from .limits import AdaptiveConcurrency, ModelLimiter
 from .pipeline import Pipeline, Stage, parse_model
 from .prices import Price, price_for
 from .providers import Provider, ProviderPool
-from .quality import assess
-from .report import RunReport, topic_of
-from .report_build import build_report
+from .report import RunReport
+from .report_build import build_report, score_final
 from .results import PARQUET_MISSING, ItemFiles, Progress, parquet_available
 from .retry import RetryPolicy, retry_in_next_pass
 from .review.hook import ReviewHook
@@ -434,9 +432,7 @@ class Runner:
         """Score the final output's quality as the item finishes (while other calls are out),
         so the report, built from the store, does not score a million outputs at the end."""
         final = chain.outputs.get(self._stages[-1].name, "")
-        text = final if isinstance(final, str) else json.dumps(final, ensure_ascii=False)
-        quality = assess(text, topic_of(chain.item.fields, self.pipeline.input)).to_dict()
-        self._scores.append((chain.item.index, dict(quality)))
+        self._scores.append((chain.item.index, score_final(final, chain.item.fields, self.pipeline.input)))
         if len(self._scores) >= 1000:
             self._save_scores()
 
