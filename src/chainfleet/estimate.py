@@ -69,10 +69,8 @@ SPREAD_SAMPLE = 50
 @dataclass
 class _Level:
     latencies: list[float] = field(default_factory=list)
-    count: int = 0
 
     def add(self, latency: float) -> None:
-        self.count += 1
         if len(self.latencies) < KEEP:
             self.latencies.append(latency)
 

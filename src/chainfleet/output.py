@@ -10,7 +10,6 @@ be safe, a short hash of the real id is added so two ids never share a file).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import unicodedata
@@ -219,14 +218,6 @@ def store_problem(exc: StoreError) -> str:
     """A StoreError as one message that says what the file is not."""
     text = str(exc)
     return text if text.startswith("not a chainfleet run store") else f"not a chainfleet run store: {text}"
-
-
-def _json_run_id(path: Path) -> str | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8")).get("run_id")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None
 
 
 def stored_report(store: RunStore, run: Mapping[str, Any]) -> RunReport:
