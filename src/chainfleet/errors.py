@@ -95,10 +95,13 @@ class ConfigError(ChainfleetError):
         """
         first = problems[0]
         seen = {first.line, *(other.line for other in first.more)}
-        for other in problems[1:]:
-            if other.line not in seen:  # one cause found by several checks is said once
-                seen.add(other.line)
-                first.more.append(other)
+        for gathered in problems[1:]:
+            for other in (gathered, *gathered.more):  # a gathered error brings its list
+                if other.line not in seen:  # one cause found by several checks is said once
+                    seen.add(other.line)
+                    first.more.append(other)
+            gathered.more = []
+            first.left_off += gathered.left_off
         first.left_off += left_off
         return first
 

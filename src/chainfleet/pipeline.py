@@ -450,8 +450,6 @@ class Pipeline(BaseModel):
                 check(*args)
             except PipelineError as exc:
                 problems.append(exc)
-                problems.extend(exc.more)
-                exc.more = []
 
         attempt(self._check_sandbox)
         seen: set[str] = set()
@@ -734,14 +732,8 @@ def _explain(
 ) -> PipelineError:
     """Turn every pydantic error into one line naming the YAML line, stage and field; the
     first carries the others (``PipelineError.more``)."""
-    problems: list[PipelineError] = []
-    seen: set[str] = set()
-    for error in exc.errors():
-        problem = _explain_one(error, data, source, root, prefix)
-        if problem.line not in seen:  # a union's branches can repeat the same complaint
-            seen.add(problem.line)
-            problems.append(problem)
-    first = PipelineError.gather(list(problems))
+    # gather says each line once: a union's branches can repeat the same complaint
+    first = PipelineError.gather([_explain_one(error, data, source, root, prefix) for error in exc.errors()])
     assert isinstance(first, PipelineError)
     return first
 
