@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,7 +36,7 @@ def forced_tool(request: CompletionRequest) -> tuple[dict[str, Any], bool] | Non
     wrapped = schema.get("type") != "object"
     if wrapped:
         schema = {"type": "object", "properties": {_WRAP: dict(schema)}, "required": [_WRAP]}
-    name = re.sub(r"[^A-Za-z0-9_-]", "_", request.schema_name)[:64] or "output"
+    name = request.wire_schema_name
     tool = {
         "name": name,
         "description": "Give the answer as this tool's input: it must match the input schema.",

@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -34,6 +35,12 @@ class CompletionRequest:
     structured: Literal["json_schema", "json_object", "prompt"] = "json_schema"
     #: the schema's name where the wire format wants one
     schema_name: str = "output"
+
+    @property
+    def wire_schema_name(self) -> str:
+        """``schema_name`` as both APIs take a schema's or tool's name: letters, digits, ``_``
+        and ``-``, at most 64 long."""
+        return re.sub(r"[^A-Za-z0-9_-]", "_", self.schema_name)[:64] or "output"
 
 
 @dataclass(frozen=True, kw_only=True)

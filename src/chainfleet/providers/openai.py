@@ -14,7 +14,6 @@ JSON mode also wants); ``prompt`` sends nothing extra. The reply's text is the J
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from ..contracts import strict_schema
@@ -40,8 +39,7 @@ def response_format(request: CompletionRequest) -> dict[str, Any] | None:
         schema = strict_schema(request.schema)
     except ValueError as exc:
         raise InvalidRequest(f"cannot ask for this schema in strict mode: {exc}") from exc
-    # the API wants a name of letters, digits, _ and -, at most 64 long
-    name = re.sub(r"[^A-Za-z0-9_-]", "_", request.schema_name)[:64] or "output"
+    name = request.wire_schema_name
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
 
 
