@@ -140,8 +140,7 @@ def build_report(store: RunStore, run_id: str) -> RunReport:
 
 
 def _run_row(store: RunStore, run_id: str) -> dict[str, Any]:
-    found = [r for r in store.runs() if r["run_id"] == run_id]
-    return found[0] if found else {"run_id": run_id}
+    return store.run(run_id) or {"run_id": run_id}
 
 
 def _rates(totals: Mapping[str, Any], models: Mapping[str, Any]) -> dict[str, Any]:

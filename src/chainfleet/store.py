@@ -619,11 +619,19 @@ class RunStore:
 
     def runs(self) -> list[dict[str, Any]]:
         """Every run in this store, oldest first, with its counts."""
+        return self._runs("ORDER BY started", ())
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        """One run of this store, as :meth:`runs` gives it (None: no such run)."""
+        found = self._runs("WHERE run_id = ?", (run_id,))
+        return found[0] if found else None
+
+    def _runs(self, where: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
         self.flush()
         found = []
         for run_id, pipeline, started, status, summary, settings, output in self.db.execute(
-            "SELECT run_id, pipeline, started, status, summary, settings, output FROM runs ORDER BY started"
-        ):
+            "SELECT run_id, pipeline, started, status, summary, settings, output FROM runs " + where, args
+        ).fetchall():
             counts = dict(
                 self.db.execute(
                     "SELECT status, COUNT(*) FROM items WHERE run_id = ? GROUP BY status", (run_id,)
