@@ -269,15 +269,16 @@ class Batcher:
         while lane.items:
             await self.clock.sleep(self.settings.window)
             while lane.items:
-                chunk = self._take(lane)
+                chunk, size = self._take(lane)
                 try:
-                    await self._submit(lane, chunk)
+                    await self._submit(lane, chunk, size)
                 except Exception as exc:  # a bug or a broken store must not leave calls waiting forever
                     waiters = {item.custom_id: future for item, future in chunk}
                     self._resolve(waiters, {}, ServerError(f"batch submission failed: {exc!r}"))
                     raise
 
-    def _take(self, lane: _Lane) -> list[tuple[BatchItem, asyncio.Future[Outcome]]]:
+    def _take(self, lane: _Lane) -> tuple[list[tuple[BatchItem, asyncio.Future[Outcome]]], int]:
+        """The next chunk of the lane, cut at the provider's caps, and its size in bytes."""
         adapter = lane.adapter
         cap = min(adapter.max_requests, self.settings.max_requests or adapter.max_requests)
         size = 0
@@ -290,15 +291,16 @@ class Batcher:
             count += 1
         chunk, lane.items = lane.items[:count], lane.items[count:]
         self.counts.queued -= len(chunk)
-        return chunk
+        return chunk, size
 
-    async def _submit(self, lane: _Lane, chunk: list[tuple[BatchItem, asyncio.Future[Outcome]]]) -> None:
+    async def _submit(
+        self, lane: _Lane, chunk: list[tuple[BatchItem, asyncio.Future[Outcome]]], size: int
+    ) -> None:
         """Record, upload, create: each step in the store before the next one."""
         items = [item for item, _ in chunk]
         if self.fatal is not None:
             self._resolve({item.custom_id: fut for item, fut in chunk}, {}, self.fatal)
             return
-        size = sum(lane.adapter.size(item) for item in items)
         chunk_id = self.ledger.new_chunk(lane.spec, [item.custom_id for item in items], size)
         self._mine.add(chunk_id)
         live = _Chunk(chunk_id, lane.spec, lane.adapter, {item.custom_id: fut for item, fut in chunk})
