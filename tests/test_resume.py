@@ -4,10 +4,7 @@ store that is not ours. Real subprocesses, real signals, the sim-server counting
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +13,10 @@ from typing import Any
 import pytest
 
 from chainfleet.simserver import SimServerSettings, SimServerThread
+from conftest import read_results
+from sim_cli import cli_helpers
 
 KEY = "sk-resume-test-0123456789"
-CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")
 ITEMS = 30
 PIPELINE = """\
 name: content
@@ -65,35 +63,10 @@ def files(tmp_path: Path) -> dict[str, Path]:
     return write_files(tmp_path)
 
 
-def env(sim: SimServerThread) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "OPENAI_BASE_URL": f"{sim.url}/v1",
-        "OPENAI_API_KEY": KEY,
-    }
+env, start, finish, wait_for_ok = cli_helpers(KEY)
 
 
-def start(sim: SimServerThread, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [CHAINFLEET, *args, "-q"], env=env(sim), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
-def finish(sim: SimServerThread, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CHAINFLEET, *args, "-q"], env=env(sim), capture_output=True, text=True, timeout=120, check=False
-    )
-
-
-def wait_for_ok(sim: SimServerThread, count: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while sim.stats()["ok"] < count:
-        assert time.monotonic() < deadline, "the run did not get that far"
-        time.sleep(0.01)
-
-
-def results(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+results = read_results
 
 
 def essentials(out: Path) -> list[tuple[str, str, dict[str, str]]]:
