@@ -755,7 +755,7 @@ def run_scenario(sim: Sim, scenario: str, args: argparse.Namespace) -> tuple[lis
         run_queue(go, targets, items, sim)
         print_queue_table(results)
     elif scenario == "shared":
-        for jobs in (2, 4):
+        for jobs in args.jobs or (2, 4):
             run_shared(go, targets, sim.url, items[: args.chains], jobs=jobs)
         print_shared_table(results, RPM)
     else:
@@ -1026,6 +1026,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--items", type=int, default=None, help="items per tool (default 600; 200 with --quick)"
+    )
+    parser.add_argument(
+        "--jobs", type=int, action="append", help="jobs on one key for the shared scenario (default 2, 4)"
     )
     parser.add_argument("--quick", action="store_true", help="200 items per tool: same shape, shorter")
     parser.add_argument(
