@@ -39,7 +39,12 @@ class Job:
     ok: int = 0
     refused: int = 0
     finished: float = 0.0
+    started: float = 0.0
     sends: list[float] = field(default_factory=list)
+
+    def rate(self, start: float, end: float) -> float:
+        """Calls per second that the server took from this job between ``start`` and ``end``."""
+        return sum(1 for t in self.sends if start <= t < end) / (end - start)
 
 
 async def run_jobs(
@@ -50,9 +55,11 @@ async def run_jobs(
     workers: int = 50,
     latency: float = 0.4,
     headers: bool = True,
+    starts: list[float] | None = None,
 ) -> None:
     """Every job's workers call until the job's ``calls`` are answered; a call the server's
-    window cannot take is a 429 with the server's wait, as the sim server answers it."""
+    window cannot take is a 429 with the server's wait, as the sim server answers it. Job
+    ``i`` starts at ``starts[i]`` (default: all at once)."""
 
     async def worker(job: Job) -> None:
         while job.claimed < job.calls:
@@ -77,10 +84,13 @@ async def run_jobs(
         if job.ok == job.calls:
             job.finished = clock.now()
 
-    async def all_jobs() -> None:
-        await asyncio.gather(*(worker(job) for job in jobs for _ in range(workers)))
+    async def start(job: Job, at: float) -> None:
+        await clock.sleep(at)
+        job.started = clock.now()
+        await asyncio.gather(*(worker(job) for _ in range(workers)))
 
-    await all_jobs()
+    at = starts or [0.0] * len(jobs)
+    await asyncio.gather(*(start(job, when) for job, when in zip(jobs, at, strict=True)))
 
 
 def make_jobs(clock: VirtualClock, count: int, *, told: bool, calls: int) -> list[Job]:
@@ -286,3 +296,62 @@ def test_jobs_that_start_unequal_on_a_full_key_drift_to_fair_shares_without_429s
     assert min(first, second) / max(first, second) >= 0.75
     assert first + second >= 0.9  # and together they still use the key
     assert sum(j.refused for j in jobs) <= 0.02 * sum(j.ok for j in jobs)
+
+
+def test_jobs_started_together_take_their_shares_from_the_first_header_before_any_429() -> None:
+    clock = VirtualClock()
+    server = WindowLimit(LIMIT, window=1.0, clock=clock.now)
+    jobs = make_jobs(clock, 4, told=False, calls=300)
+    seen: dict[str, Any] = {}
+
+    async def run() -> None:
+        async def sample() -> None:
+            await clock.sleep(1.5)
+            seen["factors"] = [j.limiter.share.factor for j in jobs]
+            seen["refused"] = sum(j.refused for j in jobs)
+
+        await asyncio.gather(run_jobs(clock, server, jobs), sample())
+
+    on_clock(clock, run)
+    # each reads its quarter off the header that counted the four probes, before its first
+    # wave: no burst of 429s to find the shares by (that drew 20 429s, this 4 in all)
+    assert seen["factors"] == pytest.approx([0.25] * 4, abs=0.05)
+    assert seen["refused"] == 0
+    assert sum(j.refused for j in jobs) <= 6
+
+
+def test_a_job_started_beside_one_already_running_gets_a_fair_share() -> None:
+    clock = VirtualClock()
+    server = WindowLimit(LIMIT, window=1.0, clock=clock.now)
+    first, second = make_jobs(clock, 2, told=False, calls=900)
+    on_clock(clock, lambda: run_jobs(clock, server, [first, second], starts=[0.0, 20.0]))
+    assert first.ok == second.ok == 900
+    # 20 s after the second began, until the first ends: the first gives way (it kept 16-17
+    # of the 20 calls a second, while the newcomer, which cannot know the minute before it
+    # came, read the key as full and was left 1-2.5)
+    start, end = 40.0, first.finished
+    assert end - start > 10.0
+    rates = first.rate(start, end), second.rate(start, end)
+    assert max(rates) / min(rates) <= 1.5
+    assert sum(rates) >= 0.88 * LIMIT / 60
+    assert second.limiter.share.shared and first.limiter.share.shared
+
+
+def test_calls_a_finished_run_left_in_the_window_are_not_taken_for_another_job() -> None:
+    clock = VirtualClock()
+    server = WindowLimit(LIMIT, window=1.0, clock=clock.now)
+    [job] = make_jobs(clock, 1, told=False, calls=300)
+
+    async def main() -> None:
+        for _ in range(600):  # a run just before this one: 600 calls in the last 30 s
+            await clock.sleep(0.05)
+            server.take(1)
+        await run_jobs(clock, server, [job])
+
+    on_clock(clock, main)
+    # its first header counts 600 calls that are not its own, more than anyone could have sent
+    # since it began: nobody shares the key now, so no share of 1/600 (taken for one, it ran
+    # its first 5 s at 40%) and no "another job shares this key" in the report (as it said)
+    assert job.rate(job.started, job.started + 5.0) >= 0.85 * LIMIT / 60
+    assert not job.limiter.share.shared
+    assert job.limiter.share.others_pct == 0.0

@@ -21,17 +21,22 @@ times more gently just below where the last refusals came (TCP CUBIC's plateau).
 jobs that start together converge to fair shares, and one left alone climbs back to the whole
 limit within seconds.
 
-The headers also drive the growth (they are an earlier signal than a 429, as ECN is to TCP).
-:meth:`KeyShare.observe` reconstructs the others' sends from the window count (the window
-holds their sends of the last minute, so their sends so far are that plus what it held a
-minute earlier), and :meth:`KeyShare.spare` gives the share of the limit nobody used in the
-last 2 s. A fifth or more unused (another job finished): take our part of it in seconds. Under
-5% unused (the key is full): no probing upwards; and with others on the key, drift down by 1%
-of the factor a second (5% when we send more than half of what the key carries, more than a
-fair share however many share it), so that unequal shares still converge without 429s. The
-reconstruction assumes the sim server's strict semantics (``remaining`` = the limit less the
-last minute's count); a server whose ``remaining`` refills like a bucket makes the estimate
-rougher, and the 429-driven AIMD above still holds.
+The headers also drive the rate (they are an earlier signal than a 429, as ECN is to TCP).
+Jobs started together read their shares off the first header that counts the others' first
+calls and start there (:meth:`KeyShare._calibrate`), before their first waves add up to a
+burst. :meth:`KeyShare.observe` reconstructs the others' sends from the window count (the
+window holds their sends of the last minute, so their sends so far are that plus what it held
+a minute earlier), and :meth:`KeyShare.spare` gives the share of the limit nobody used in the
+last 2 s. While 2% or more went unused, every job closes half of that gap a second, each in
+proportion to its part of the use, so that together they close it at the same pace however
+many they are (a loop that stays stable with the headers' lag of a second or two; the
+additive probe above had each job add its own step, 4 jobs four steps, and drew a 429 about
+once a second). Under 2% unused (the key is full): no probing upwards; and with others on the
+key, drift down in proportion to our part of the use (five times faster above half of it,
+more than a fair share however many share the key), so that unequal shares converge to fair
+without 429s. The reconstruction assumes the sim server's strict semantics (``remaining`` =
+the limit less the last minute's count); a server whose ``remaining`` refills like a bucket
+makes the estimate rougher, and the 429-driven AIMD above still holds.
 
 Example::
 
@@ -62,12 +67,26 @@ class KeyShare:
     #: since a strict server refuses again once it is back (told the exact limit, 1/8 brought
     #: it back in 16 s, and a 429 with it: 0.66% of the calls where the target is 0.5%)
     CREEP = 1 / 64
-    #: the headers say nobody else sent for ``ALONE_SPAN`` s (at most ``ALONE_SLACK`` calls) and
-    #: no refusal came for as long: grow by ``ALONE_GROWTH`` of the limit a second
-    SPARE_SPAN, SPARE_MIN, SPARE_GAIN = 2.0, 0.2, 0.3
-    #: under this share unused, the key is full: no probing upwards, and a job with others on
-    #: the key drifts down by ``DRIFT`` of its factor a second
-    SPARE_FULL, DRIFT = 0.05, 0.01
+    #: the headers' view of the last ``SPARE_SPAN`` s: while at least ``SPARE_FULL`` of the limit
+    #: went unused, grow by ``SPARE_GAIN`` of the unused part above it a second, weighted by our
+    #: part of the use (at least ``WEIGHT_MIN``): the jobs on a key together take ``SPARE_GAIN``
+    #: of the gap a second however many they are (a stable loop with the headers' 1-2 s lag),
+    #: and a job that starts small still grows
+    SPARE_SPAN, SPARE_FULL, SPARE_GAIN, WEIGHT_MIN = 2.0, 0.02, 0.5, 0.1
+    #: under ``SPARE_FULL`` unused, the key is full: a job with others on it (under ``ALONE`` of
+    #: the use is its own) drifts down by ``DRIFT`` times its part of the use, of its factor a
+    #: second; the larger a job's part, the faster it gives way, so shares converge to fair
+    DRIFT, ALONE = 0.05, 0.97
+    #: the first header that shows others' use sets the factor to our part of it, no lower than
+    #: this (a job that starts beside others already running has sent 1 call of their 1,000)
+    CALIBRATE_MIN = 0.1
+    #: more than half of the key's use is more than a fair share however many share it: such
+    #: a job drifts ``OVER_HALF`` times as fast (two jobs that start at 30% and 68% of the key
+    #: are within a quarter of each other in 30 s, not a minute)
+    OVER_HALF = 5.0
+    #: above half of the use with under ``YIELD_BELOW`` of the limit unused, no growth and a
+    #: drift of ``HALF_YIELD`` times the full key's
+    HALF_YIELD, YIELD_BELOW = 0.5, 0.3
 
     def __init__(
         self,
@@ -93,6 +112,7 @@ class KeyShare:
         self.ceiling = 1.0
         self.solo_refusals = 0
         self._calibrated = False
+        self._first_sent: float | None = None
         #: the factor when the last burst of refusals came (TCP CUBIC's W_max)
         self.w_max = 1.0
         self._sent: deque[float] = deque()
@@ -100,8 +120,10 @@ class KeyShare:
         self._last_decrease = self._last_solo = float("-inf")
         self._grown_at: float | None = None
         # others' use of the key, from remaining-requests headers
-        self._others_sum = 0.0
-        self._used_sum = 0.0
+        #: others' calls in the window at our first header that are older than this job
+        self._others_before = 0.0
+        #: our calls the server took (sent and not refused), in all
+        self._own_total = 0
         self._others_last = 0.0
         self._used_last = 0.0
         self._limit = 0
@@ -112,6 +134,9 @@ class KeyShare:
 
     def sent(self, now: float) -> None:
         """A call left (its limiter admitted it)."""
+        if self._first_sent is None:
+            self._first_sent = now
+        self._own_total += 1
         self._sent.append(now)
         self._expire(now)
 
@@ -122,6 +147,7 @@ class KeyShare:
         down was sent at the old rate: its 429 is the same signal again, not a new one (one
         reaction per round trip, as TCP reacts once per window)."""
         self.refusals += 1
+        self._own_total -= 1
         self._refused.append(now)
         self._expire(now)
         if sent_at is not None and sent_at < max(self._last_decrease, self._last_solo):
@@ -140,7 +166,7 @@ class KeyShare:
         target = self.factor * step
         if ours is not None and not self._calibrated:
             # the first time the headers say who else uses the key: go straight to our share
-            target = min(target, max(self.floor, ours))
+            target = min(target, max(self.floor, self.CALIBRATE_MIN, ours))
             self._calibrated = True
         self.w_max = self.factor
         self.factor = max(self.floor, target)
@@ -174,25 +200,38 @@ class KeyShare:
         calm = max(0.0, now - self._last_decrease)
         rate = self.increase * (1.0 + calm / self.accelerate)
         spare = self.spare(now) if min(calm, now - self._last_solo) >= self.SPARE_SPAN else None
-        if spare is not None and spare[0] >= self.SPARE_MIN:
-            # the headers say part of the limit went unused (another job finished or paused):
-            # take up our part of it (in proportion to our use, so that however many jobs are
-            # left they take it together once) in seconds, not by the slow probe
-            rate = max(rate, self.SPARE_GAIN * spare[0] * spare[1])
-        elif spare is not None and spare[0] < self.SPARE_FULL:
-            # the key is used to the limit: probing further only draws 429s. Shared, drift
-            # down in proportion (and the spare lets every job grow back by the same step):
-            # AIMD on the headers' early signal, so shares still converge to fair without 429s
-            # (more than half of the use is more than a fair share however many share the key)
-            rate = 0.0
-            if spare[1] < 0.9:
-                drift = self.DRIFT * (5.0 if spare[1] > 0.5 else 1.0)
-                self.factor = max(self.floor, self.factor * (1.0 - drift * elapsed))
+        if spare is not None:
+            rate = self._by_headers(spare, elapsed)
         elif self.w_max * self.PLATEAU <= self.factor <= self.w_max:
             rate *= self.GENTLE  # near where the last refusal came: gently
         self.factor = min(self.ceiling, self.factor + rate * elapsed)
         self._grown_at = now
         return True
+
+    def _by_headers(self, spare: tuple[float, float], elapsed: float) -> float:
+        """The growth a second (of the limit) the headers' ``spare`` (unused, our part of the
+        use) allow; where they say to give way, lower the factor for ``elapsed`` seconds."""
+        unused, ours = spare
+        shared = ours < self.ALONE
+        if unused < self.SPARE_FULL:
+            # the key is used to the limit: probing further only draws 429s. Shared, give way
+            # in proportion to our part of the use (and the spare that leaves, all take up):
+            # AIMD on the headers' early signal, so shares converge to fair without 429s
+            if shared:
+                self._give_way(self.DRIFT * ours * (self.OVER_HALF if ours > 0.5 else 1.0), elapsed)
+            return 0.0
+        if shared and ours > 0.5 and unused < self.YIELD_BELOW:
+            # more than a fair share, and the little left unused is the others' to take: a
+            # job that came later reads the key as full sooner (the minute before it came is
+            # unknown to it), so without this the first one kept 6/7 of the key until it ended
+            self._give_way(self.HALF_YIELD * self.DRIFT * ours, elapsed)
+            return 0.0
+        # close the gap together, each in proportion to its use (at least WEIGHT_MIN): a job
+        # left alone takes the whole limit in seconds
+        return self.SPARE_GAIN * (unused - self.SPARE_FULL) * max(ours, self.WEIGHT_MIN)
+
+    def _give_way(self, drift: float, elapsed: float) -> None:
+        self.factor = max(self.floor, self.factor * (1.0 - drift * elapsed))
 
     # -- what the headers say about everyone else --------------------------------------------------
 
@@ -204,13 +243,35 @@ class KeyShare:
         own = len(self._sent) - len(self._refused)
         others = max(0.0, float(used - own))
         self._others_last, self._used_last = others, float(used)
-        self._others_sum += others
-        self._used_sum += used
+        present = others <= self._since_first(limit, now)
+        if not self._calibrated and own > 0 and 0 < others and present:
+            self._calibrate(1.0 - others / used, now)
+        if not self._history and not present:
+            self._others_before = others  # a finished job's calls, or a job running before ours
         # others' sends so far, E(t): the window holds E(t) - E(t - WINDOW), so E(t) is what it
         # holds plus E a window ago (each sample keeps the E it was given; before the first, 0)
         self._history.append((now, others + self._others_until(now - WINDOW)))
         while len(self._history) > 2 and self._history[1][0] <= now - WINDOW - 2 * self.SPARE_SPAN:
             self._history.popleft()
+
+    def _since_first(self, limit: int, now: float) -> float:
+        """The most anyone could have sent at ``limit`` a minute since our first call (a second
+        at least): others' use in the window above that is older than this job."""
+        if self._first_sent is None:
+            return 0.0
+        return limit / WINDOW * max(1.0, now - self._first_sent)
+
+    def _calibrate(self, ours: float, now: float) -> None:
+        """Jobs started together: the first header that counts the others' calls (their probes,
+        their first wave) gives each its share before its first wave adds to theirs, so they
+        start fair instead of finding their shares by 429s (4 jobs told nothing: the lowest
+        share fell to 0.14 of the limit and the first 10 s drew a third of the 429s). Only a
+        window the others can have filled since we started is a share of the present: calls a
+        finished job left there (a run just before this one) are not someone sending now."""
+        self._calibrated = True
+        self.factor = min(self.factor, max(self.floor, self.CALIBRATE_MIN, ours))
+        self.lowest = min(self.lowest, self.factor)
+        self._last_decrease = self._grown_at = now
 
     def _others_until(self, at: float) -> float:
         """Others' sends from our first header to ``at`` (0 before it): the last sample at or
@@ -252,11 +313,15 @@ class KeyShare:
 
     @property
     def others_pct(self) -> float | None:
-        """Of the requests the server counted in its window, the share that was not ours
-        (averaged over every response that said), in percent; None when no header said."""
-        if self._used_sum <= 0:
+        """Of the requests the server took while this job ran, the share that was not ours
+        (others' sends as :meth:`observe` reconstructs them, less what the window held from
+        before this job began), in percent; None when no header said. A run started just
+        after another finished sees that one's calls in the window: not someone sharing it."""
+        if not self._history:
             return None
-        return round(100 * self._others_sum / self._used_sum, 1)
+        others = max(0.0, self._history[-1][1] - self._others_before)
+        total = others + max(0, self._own_total)
+        return round(100 * others / total, 1) if total > 0 else None
 
     @property
     def shared(self) -> bool:
