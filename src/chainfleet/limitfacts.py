@@ -9,7 +9,8 @@ those facts into the sentences a user reads, e.g.::
     openai:gpt-4o-mini: requests/min held: 1,176/min (learned from the server's headers after 1 probe)
     openai:gpt-4o-mini: told 1,500/min; the server held 1,200
     openai:gpt-4o-mini: another job shares this key: others took about 48% of the requests the
-      server counted (estimated from its headers); this run's share went down to 47% of the limit
+      server took while this run ran (estimated from its headers); this run's share went down
+      to 47% of the limit
 """
 
 from __future__ import annotations
@@ -147,8 +148,8 @@ def _sharing_lines(facts: Mapping[str, Any]) -> list[str]:
     if pct is not None and pct >= 5:
         return [
             f"another job shares this key: others took about {pct:.0f}% of the requests the "
-            f"server counted (estimated from its headers); this run's share went down to "
-            f"{lowest:.0%} of the limit"
+            f"server took while this run ran (estimated from its headers); this run's share "
+            f"went down to {lowest:.0%} of the limit"
         ]
     refusals = facts.get("refusals_under_limit", 0)
     return [
