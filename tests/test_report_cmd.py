@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 import chainfleet.cli.report  # noqa: F401 - registers the commands
 from chainfleet import Pipeline, run
 from chainfleet.cli import cli
-from chainfleet.output import report_from_summary
+from chainfleet.output import stored_report
 from chainfleet.store import RunStore
 from conftest import TOPICS, pipeline_data, read_report, read_results
 
@@ -84,7 +84,7 @@ def test_the_saved_summary_gives_the_report_back(out: Path) -> None:
         summary = found["summary"]
         assert summary == read_report(out)
 
-        rebuilt = report_from_summary(summary, store, found["run_id"])
+        rebuilt = stored_report(store, found)  # what `chainfleet report` renders
 
         assert rebuilt.to_dict() == summary
         assert rebuilt.stages_order == ["research", "write", "edit"]  # JSON sorted the keys

@@ -14,13 +14,12 @@ import os
 import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
 from .report import RunReport, topic_of
-from .report_build import _stage_order, build_report
+from .report_build import build_report
 from .results import (
     PARQUET_MISSING,
     ItemFiles,
@@ -30,11 +29,10 @@ from .results import (
     write_atomic,
     write_results,
 )
-from .review.summary import item_reviews, review_summary
+from .review.summary import item_reviews
 from .store import ItemRecord, RunStore, StoreError
 
 __all__ = [
-    "report_from_summary",
     "rewrite_output",
     "safe_name",
     "store_problem",
@@ -223,77 +221,3 @@ def store_problem(exc: StoreError) -> str:
 def stored_report(store: RunStore, run: Mapping[str, Any]) -> RunReport:
     """The report of ``run`` (a row of ``store.runs()``), built from the store alone."""
     return build_report(store, run["run_id"])
-
-
-@dataclass
-class _StoredReport(RunReport):
-    """A report read back from the store: speed-up and time saved are the numbers it saved
-    (recomputing them from the rounded times could move the last digit)."""
-
-    saved_speedup: float | None = None
-    saved_time_saved_pct: float | None = None
-
-    @property
-    def speedup(self) -> float | None:
-        return self.saved_speedup
-
-    @property
-    def time_saved_pct(self) -> float | None:
-        return self.saved_time_saved_pct
-
-
-def report_from_summary(summary: Mapping[str, Any], store: RunStore, run_id: str) -> RunReport:
-    """A :class:`RunReport` from the ``report.to_dict()`` a run saved in its store, for the
-    renderers: ``to_dict()`` of the result gives ``summary`` back."""
-    items = summary.get("items", {})
-    quality = summary.get("quality", {})
-    n = quality.get("items", 0)
-    sums: dict[str, float] = {}
-    if n:
-        sums = {
-            "items": float(n),
-            "score": quality["mean_score"] * n,
-            "words": quality["mean_words"] * n,
-            "readability": quality["mean_readability"] * n,
-            "topic_covered": quality["topic_covered_pct"] * n / 100,
-        }
-    stages = summary.get("stages", {})
-    order = summary.get("stages_order") or _stage_order(store, run_id, stages)
-    return _StoredReport(
-        run_id=run_id,
-        pipeline=summary.get("pipeline", ""),
-        concurrency=summary.get("concurrency", 0),
-        stages_order=list(order),
-        input_field=summary.get("input_field", "input"),
-        items_total=items.get("total", 0),
-        items_succeeded=items.get("succeeded", 0),
-        items_failed=items.get("failed", 0),
-        items_skipped=items.get("skipped", 0),
-        items_needs_review=items.get("needs_review", 0),
-        review=review_summary(store, run_id),  # decisions made since the run are counted too
-        wall_seconds=summary.get("wall_seconds", 0.0),
-        sequential_seconds=summary.get("sequential_seconds", 0.0),
-        sequential_estimate=summary.get("sequential_estimate"),
-        backoff_seconds=summary.get("backoff_seconds", 0.0),
-        calls=dict(summary.get("calls", {})),
-        tokens=dict(summary.get("tokens", {})),
-        cost_usd=summary.get("cost_usd"),
-        stages={name: stages[name] for name in order if name in stages},
-        failures=list(summary.get("failures", [])),
-        quality=list(quality.get("per_item", [])),
-        quality_sums=sums,
-        waits=dict(summary.get("waits", {})),
-        rates=dict(summary.get("rates", {})),
-        concurrency_mode=summary.get("concurrency_mode", "fixed"),
-        concurrency_peak=summary.get("concurrency_peak"),
-        reused=summary.get("reused_stage_results", 0),
-        cache_hits=summary.get("cache_hits", 0),
-        stopped=summary.get("stopped"),
-        stopped_kind=summary.get("stopped_kind"),
-        input_error=summary.get("input_error"),
-        gates=summary.get("gates"),
-        sessions=list(summary.get("sessions", [])),
-        store=store,
-        saved_speedup=summary.get("speedup"),
-        saved_time_saved_pct=summary.get("time_saved_pct"),
-    )
