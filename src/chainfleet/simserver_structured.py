@@ -20,7 +20,7 @@ an input object without a required property), to rehearse repairs over HTTP.
 Example::
 
     ask = openai_ask(body, prompt)        # None: a plain text request
-    text, value = ask.reply(prompt, seed=0, invalid=False)
+    text = ask.text(prompt, seed=0, invalid=False)
 """
 
 from __future__ import annotations
@@ -56,19 +56,14 @@ class StructuredAsk:
     #: the tool's name (Anthropic) or the json_schema's name (OpenAI)
     name: str = ""
 
-    def value(self, prompt: str, *, seed: int, invalid: bool) -> Any:
-        """The answer's JSON value; with ``invalid``, one that breaks the schema."""
-        if not invalid:
-            return simjson.generate(self.schema, prompt=prompt, seed=seed)
-        if self.mode == "tool":  # a tool's input is always an object: leave a required field out
-            return simjson.off_schema(self.schema, prompt=prompt, seed=seed)
-        return None
-
     def text(self, prompt: str, *, seed: int, invalid: bool) -> str:
-        """The answer as message text (for a tool call: its input as JSON)."""
+        """The answer as message text (for a tool call: its input as JSON); with ``invalid``,
+        one that breaks the schema (a tool's input is always an object: a required field left
+        out; otherwise malformed JSON)."""
         if invalid and self.mode != "tool":
             return simjson.malformed(self.schema, prompt=prompt, seed=seed)
-        body = json.dumps(self.value(prompt, seed=seed, invalid=invalid), ensure_ascii=False)
+        make = simjson.off_schema if invalid else simjson.generate
+        body = json.dumps(make(self.schema, prompt=prompt, seed=seed), ensure_ascii=False)
         if self.mode == "prompt":
             return f"Here is the JSON you asked for:\n```json\n{body}\n```"
         return body
