@@ -51,7 +51,9 @@ calls per job, as the issue measured):
   each with its own runner and limiter, sharing nothing but the server), told nothing and each
   told the full limit; the classic pattern and LangChain likewise. Targets: <= 5% 429s
   combined, >= 90% of the limit combined (steady state over all jobs), every job finished,
-  each job's share (its calls/s over its own run) within 2x of the others'.
+  each job's share (its calls/s over its own run) within 2x of the others'. Beyond the issue:
+  chainfleet alone as 2 jobs told nothing, the second started 15 s after the first (3 x
+  ``--chains`` each, so that they overlap a minute), its shares measured while both ran.
 - queue: a server that queues (``slots`` 8, 0.5 s a call, the rest wait in line; no refusals):
   ``-c auto`` against fixed 64 and fixed 8 (the ideal), the classic pattern (semaphore 50) and
   LangChain (max_concurrency 50). Targets: auto >= 90% of the 16 calls/s, p50 latency (its
@@ -65,7 +67,8 @@ likewise from ``tokens.input + tokens.output`` (real usage of answered calls). "
 "429s" are what the server saw (every attempt, refused ones included).
 
 Run:  python benchmarks/rate_limits.py [--scenario told|tokens|learned|auto|cold|shared|queue|all]
-      [--items 600] [--chains 100] [--quick] [--only chainfleet] [--json results.json] [--timeline]
+      [--items 600] [--chains 100] [--jobs 2|4] [--quick] [--only chainfleet] [--json results.json]
+      [--timeline]
 Peers: ``pip install -r benchmarks/requirements.txt`` (langchain-openai).
 The default run (all scenarios, 600 items: 1,800 calls per tool, 12 tool runs) takes about
 19 minutes on 2 cores, nearly all of it waiting on the limits as designed (told 4.5, tokens 8,
@@ -287,6 +290,7 @@ def measure(
         items_ok, diagnosis = asyncio.run(asyncio.wait_for(run(), timeout))
     except TimeoutError:
         items_ok, diagnosis = None, {"timed_out_after_s": timeout}
+    diagnosis.pop("taken", None)  # a single job's sampled counts (jobs_tool reads them)
     t1 = time.monotonic()
     time.sleep(0.3)
     timeline.stop()
@@ -372,12 +376,16 @@ def chainfleet_tool(
         pipeline = chainfleet_pipeline(system)
         holder: dict[str, Any] = {}
         samples: list[tuple[float, int]] = []  # (adaptive limit, chains holding a slot)
+        taken: list[tuple[float, int]] = []  # (when, calls the server took from this job)
 
         async def sample_adaptive() -> None:
             while True:
                 runner = holder.get("runner")
                 if runner is not None and runner.adaptive is not None:
                     samples.append((runner.adaptive.limit, runner.adaptive.in_flight))
+                if runner is not None:
+                    limiters = [m for m in runner.limiters.values() if m is not None]
+                    taken.append((time.monotonic(), sum(m.sent - m.share.refusals for m in limiters)))
                 await asyncio.sleep(POLL_SECONDS)
 
         sampler = asyncio.ensure_future(sample_adaptive())
@@ -406,6 +414,7 @@ def chainfleet_tool(
             "report_calls": report.calls,
             "waits_s": {k: round(v, 1) for k, v in report.waits.items()},
             "rates": report.rates,
+            "taken": taken,
         }
         if data.get("concurrency_peak") is not None:
             diagnosis["adaptive_peak"] = data["concurrency_peak"]
@@ -468,30 +477,46 @@ def classic_tool(url: str, items: list[str], system: str, *, concurrency: int) -
     return run
 
 
-def jobs_tool(jobs: list[Tool]) -> Tool:
-    """Several jobs on one key, started together, each metering only itself; the diagnosis
-    holds each job's wall time and calls/s, and the spread of their shares (max / min)."""
+def jobs_tool(jobs: list[Tool], starts: list[float] | None = None) -> Tool:
+    """Several jobs on one key, each metering only itself, started together or job ``i`` at
+    ``starts[i]`` s; the diagnosis holds each job's wall time (from its own start) and calls/s,
+    and the spread of their shares (max / min). With ``starts``, the shares are also taken
+    over the time all ran (from the chainfleet jobs' sampled counts of calls the server took),
+    since a job that ran alone for a while has a higher rate over its own run."""
 
     async def run() -> tuple[int, dict[str, Any]]:
         t0 = time.monotonic()
         walls = [0.0] * len(jobs)
+        at = starts or [0.0] * len(jobs)
 
         async def one(number: int, job: Tool) -> tuple[int, dict[str, Any]]:
+            await asyncio.sleep(at[number])
+            began = time.monotonic()
             result = await job()
-            walls[number] = time.monotonic() - t0
+            walls[number] = time.monotonic() - began
             return result
 
         results = await asyncio.gather(*(one(i, job) for i, job in enumerate(jobs)))
         done = [ok for ok, _ in results]
-        ends = walls
         # each job does the same work: its share while all ran is inversely its wall time
         rates = [CALLS_PER_CHAIN * ok / wall for ok, wall in zip(done, walls, strict=True)]
         diagnosis: dict[str, Any] = {
             "jobs_items_ok": done,
-            "jobs_wall_s": [round(w, 1) for w in ends],
+            "jobs_wall_s": [round(w, 1) for w in walls],
             "jobs_calls_per_s": [round(r, 2) for r in rates],
             "share_spread": round(max(rates) / min(rates), 2) if min(rates) > 0 else None,
         }
+        series = [job_diagnosis.pop("taken", []) for _, job_diagnosis in results]
+        if starts:
+            begin = t0 + max(at)
+            end = min(t0 + start + wall for start, wall in zip(at, walls, strict=True))
+            if end - begin >= 10.0 and all(series):
+                begin, end = begin + 5.0, end - 1.0  # the newcomer's first seconds apart
+                overlap = [(_taken_at(s, end) - _taken_at(s, begin)) / (end - begin) for s in series]
+                diagnosis["overlap_s"] = [round(begin - t0, 1), round(end - t0, 1)]
+                diagnosis["overlap_calls_per_s"] = [round(r, 2) for r in overlap]
+                if min(overlap) > 0:
+                    diagnosis["overlap_spread"] = round(max(overlap) / min(overlap), 2)
         for number, (_, job_diagnosis) in enumerate(results, 1):
             shared = job_diagnosis.get("shared")
             if shared is not None:
@@ -499,6 +524,16 @@ def jobs_tool(jobs: list[Tool]) -> Tool:
         return sum(done), diagnosis
 
     return run
+
+
+def _taken_at(series: list[tuple[float, int]], t: float) -> float:
+    """A job's count of calls the server took at time ``t`` (its last sample before)."""
+    count = 0
+    for when, taken in series:
+        if when > t:
+            break
+        count = taken
+    return float(count)
 
 
 def _outcome(results: list[Any], diagnosis: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -773,6 +808,8 @@ def run_scenario(sim: Sim, scenario: str, args: argparse.Namespace) -> tuple[lis
 
 #: the strict server of issue 13: 1,200 requests/min, at most 20 in any second
 STRICT = {"rpm": RPM, "window": 1.0}
+#: the late-join case of the shared scenario: the second job starts this many seconds in
+LATE_START = 15.0
 
 Go = Callable[..., "Result | None"]
 
@@ -846,6 +883,24 @@ def run_shared(go: Go, targets: list[Target], url: str, items: list[str], *, job
         finished = 100 * (cf.items_ok or 0) / cf.items
         targets.append(Target("shared", f"{what}: items finished", finished, 100.0))
         targets.append(Target("shared", f"{what}: share spread (max/min) x100", 100 * spread, 200.0, False))
+    if jobs == 2:
+        # beyond the issue's targets: the second job starts while the first runs (a colleague's
+        # job, a second terminal); each does three times the work so that they overlap a minute
+        late = go(
+            "chainfleet",
+            f"2 jobs, the second {LATE_START:g} s later, c={conc}, told nothing",
+            jobs_tool(
+                [chainfleet_tool(topics(3 * len(items)), SYSTEM_SHORT, concurrency=conc) for _ in range(2)],
+                starts=[0.0, LATE_START],
+            ),
+            count=2 * 3 * len(items),
+            **STRICT,
+        )
+        assert late is not None
+        spread = late.diagnosis.get("overlap_spread") or math.inf
+        targets.append(Target("shared", "late join: 429s / calls", late.share_429, 5.0, False))
+        what = "late join: shares while both ran (max/min) x100"
+        targets.append(Target("shared", what, 100 * spread, 200.0, False))
     classic_c = lesson_rule(RPM, LATENCY + JITTER / 2)
     go(
         "classic",
