@@ -87,6 +87,9 @@ class KeyShare:
     #: above half of the use with under ``YIELD_BELOW`` of the limit unused, no growth and a
     #: drift of ``HALF_YIELD`` times the full key's
     HALF_YIELD, YIELD_BELOW = 0.5, 0.3
+    #: a job that started beside others already running reads the headers' spare only from
+    #: this much unused (see :meth:`answered`)
+    SPARE_UNTRUSTED = 0.2
 
     def __init__(
         self,
@@ -200,6 +203,15 @@ class KeyShare:
         calm = max(0.0, now - self._last_decrease)
         rate = self.increase * (1.0 + calm / self.accelerate)
         spare = self.spare(now) if min(calm, now - self._last_solo) >= self.SPARE_SPAN else None
+        if spare is not None and self._others_before > 0 and spare[0] < self.SPARE_UNTRUSTED:
+            # the window held others' calls from before our first header: their sends of the
+            # minute before we came are unknown, and the reconstruction is off by them (a
+            # minute on, it adds back what it guessed a minute before). A job that started
+            # beside a running one trusts the headers only when they say much is unused (the
+            # other finished); otherwise 429s pace it, and the running one, which reads the
+            # key right, gives way (reading "full" off the flawed count, the newcomer drifted
+            # down to its floor and stayed there: 1 call a second to the other's 18)
+            spare = None
         if spare is not None:
             rate = self._by_headers(spare, elapsed)
         elif self.w_max * self.PLATEAU <= self.factor <= self.w_max:
