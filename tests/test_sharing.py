@@ -373,3 +373,19 @@ def test_a_job_started_beside_a_running_one_is_never_left_at_its_floor(seed: int
     # and got 1 call a second to the other's 14 until that one finished
     assert min(rates) >= 0.25 * max(rates)
     assert sum(rates) >= 0.85 * LIMIT / 60
+
+
+def test_a_block_of_requests_a_ray_worker_leased_counts_as_our_own_calls() -> None:
+    clock = VirtualClock()
+    limiter = ModelLimiter(rpm=LIMIT, clock=clock)
+
+    async def main() -> None:
+        await limiter.acquire(0, requests=8)  # one lease of 8 for a worker's calls
+        await clock.sleep(0.4)
+        limiter.observe(RateLimitInfo(limit_requests=LIMIT, remaining_requests=LIMIT - 8))
+
+    on_clock(clock, main)
+    # the server counted our 8 calls: nobody else (counted as one, the other 7 seemed someone
+    # else's and the first header set our share to 1/8; four Ray workers ran at half the limit)
+    assert limiter.share.factor == 1.0
+    assert not limiter.share.shared and limiter.share.others_pct == 0.0

@@ -268,7 +268,7 @@ class ModelLimiter:
                 self.tokens.take(tokens, now)
             reservation.metered = self.requests is not None or self.tokens is not None
             reservation.sent_at = now
-        self.share.sent(now)
+        self.share.sent(now, requests)
         self.sent += 1
         self.first_sent = now if self.first_sent is None else self.first_sent
         self.last_sent = now

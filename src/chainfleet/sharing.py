@@ -135,12 +135,13 @@ class KeyShare:
 
     # -- our own traffic ---------------------------------------------------------------------------
 
-    def sent(self, now: float) -> None:
-        """A call left (its limiter admitted it)."""
+    def sent(self, now: float, requests: int = 1) -> None:
+        """A call left (its limiter admitted it), or a block of ``requests`` a Ray worker
+        leased: each counts, or the headers' count would seem to hold others' calls."""
         if self._first_sent is None:
             self._first_sent = now
-        self._own_total += 1
-        self._sent.append(now)
+        self._own_total += requests
+        self._sent.extend([now] * requests)
         self._expire(now)
 
     def refused(self, now: float, sent_at: float | None = None) -> bool:
@@ -255,11 +256,11 @@ class KeyShare:
         own = len(self._sent) - len(self._refused)
         others = max(0.0, float(used - own))
         self._others_last, self._used_last = others, float(used)
-        present = others <= self._since_first(limit, now)
-        if not self._calibrated and own > 0 and 0 < others and present:
-            self._calibrate(1.0 - others / used, now)
-        if not self._history and not present:
-            self._others_before = others  # a finished job's calls, or a job running before ours
+        if not self._history:  # the first header: who else is in the window, and since when
+            if others > self._since_first(limit, now):
+                self._others_before = others  # a finished job's calls, or a job running before ours
+            elif not self._calibrated and own > 0 and others > 0:
+                self._calibrate(1.0 - others / used, now)
         # others' sends so far, E(t): the window holds E(t) - E(t - WINDOW), so E(t) is what it
         # holds plus E a window ago (each sample keeps the E it was given; before the first, 0)
         self._history.append((now, others + self._others_until(now - WINDOW)))
