@@ -385,7 +385,7 @@ def chainfleet_tool(
                     samples.append((runner.adaptive.limit, runner.adaptive.in_flight))
                 if runner is not None:
                     limiters = [m for m in runner.limiters.values() if m is not None]
-                    taken.append((time.monotonic(), sum(m.sent - m.share.refusals for m in limiters)))
+                    taken.append((time.monotonic(), sum(m.share.own_calls for m in limiters)))
                 await asyncio.sleep(POLL_SECONDS)
 
         sampler = asyncio.ensure_future(sample_adaptive())

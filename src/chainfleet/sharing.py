@@ -21,22 +21,24 @@ times more gently just below where the last refusals came (TCP CUBIC's plateau).
 jobs that start together converge to fair shares, and one left alone climbs back to the whole
 limit within seconds.
 
-The headers also drive the rate (they are an earlier signal than a 429, as ECN is to TCP).
-Jobs started together read their shares off the first header that counts the others' first
-calls and start there (:meth:`KeyShare._calibrate`), before their first waves add up to a
-burst. :meth:`KeyShare.observe` reconstructs the others' sends from the window count (the
-window holds their sends of the last minute, so their sends so far are that plus what it held
-a minute earlier), and :meth:`KeyShare.spare` gives the share of the limit nobody used in the
-last 2 s. While 2% or more went unused, every job closes half of that gap a second, each in
-proportion to its part of the use, so that together they close it at the same pace however
-many they are (a loop that stays stable with the headers' lag of a second or two; the
-additive probe above had each job add its own step, 4 jobs four steps, and drew a 429 about
-once a second). Under 2% unused (the key is full): no probing upwards; and with others on the
-key, drift down in proportion to our part of the use (five times faster above half of it,
-more than a fair share however many share the key), so that unequal shares converge to fair
-without 429s. The reconstruction assumes the sim server's strict semantics (``remaining`` =
-the limit less the last minute's count); a server whose ``remaining`` refills like a bucket
-makes the estimate rougher, and the 429-driven AIMD above still holds.
+The headers also drive the rate (they are an earlier signal than a 429, as ECN is to TCP). Jobs
+started together read their shares off the first header that counts the others' first calls and
+start there (:meth:`KeyShare._calibrate`), before their first waves add up to a burst.
+:meth:`KeyShare.observe` reconstructs the others' sends from the window count (the window holds
+their sends of the last minute, so their sends so far are that plus what it held a minute
+earlier), and :meth:`KeyShare.spare` gives the share of the limit nobody used in the last 2 s.
+While 2% or more went unused, every job closes half of that gap a second, each in proportion to
+its part of the use, so that together they close it at the same pace however many they are (a
+loop that stays stable with the headers' lag of a second or two; the additive probe above had
+each job add its own step, 4 jobs four steps, and drew a 429 about once a second). Under 2%
+unused (the key is full): no probing upwards; and with others on the key, drift down in
+proportion to our part of the use (five times faster above half of it, more than a fair share
+however many share the key), so that unequal shares converge to fair without 429s; above half it
+also stops growing while under 30% is unused. A job that started beside one already running
+cannot reconstruct the minute before it came: it reads the spare only when a fifth or more is
+unused, and 429s pace it otherwise. The reconstruction assumes the sim server's strict semantics
+(``remaining`` = the limit less the last minute's count); a server whose ``remaining`` refills
+like a bucket makes the estimate rougher, and the 429-driven AIMD above still holds.
 
 Example::
 
@@ -49,6 +51,7 @@ Example::
 from __future__ import annotations
 
 from collections import deque
+from itertools import repeat
 
 __all__ = ["KeyShare"]
 
@@ -125,8 +128,8 @@ class KeyShare:
         # others' use of the key, from remaining-requests headers
         #: others' calls in the window at our first header that are older than this job
         self._others_before = 0.0
-        #: our calls the server took (sent and not refused), in all
-        self._own_total = 0
+        #: calls (and leased requests) the limiter let out, in all
+        self.sent_calls = 0
         self._others_last = 0.0
         self._used_last = 0.0
         self._limit = 0
@@ -140,8 +143,8 @@ class KeyShare:
         leased: each counts, or the headers' count would seem to hold others' calls."""
         if self._first_sent is None:
             self._first_sent = now
-        self._own_total += requests
-        self._sent.extend([now] * requests)
+        self.sent_calls += requests
+        self._sent.extend(repeat(now, requests))
         self._expire(now)
 
     def refused(self, now: float, sent_at: float | None = None) -> bool:
@@ -151,7 +154,6 @@ class KeyShare:
         down was sent at the old rate: its 429 is the same signal again, not a new one (one
         reaction per round trip, as TCP reacts once per window)."""
         self.refusals += 1
-        self._own_total -= 1
         self._refused.append(now)
         self._expire(now)
         if sent_at is not None and sent_at < max(self._last_decrease, self._last_solo):
@@ -325,6 +327,11 @@ class KeyShare:
         return max(0.0, 1.0 - self._others_last / self._used_last)
 
     @property
+    def own_calls(self) -> int:
+        """Our calls the server took (sent and not refused), in all."""
+        return self.sent_calls - self.refusals
+
+    @property
     def others_pct(self) -> float | None:
         """Of the requests the server took while this job ran, the share that was not ours
         (others' sends as :meth:`observe` reconstructs them, less what the window held from
@@ -333,7 +340,7 @@ class KeyShare:
         if not self._history:
             return None
         others = max(0.0, self._history[-1][1] - self._others_before)
-        total = others + max(0, self._own_total)
+        total = others + max(0, self.own_calls)
         return round(100 * others / total, 1) if total > 0 else None
 
     @property
