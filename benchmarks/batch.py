@@ -27,8 +27,8 @@ from typing import Any
 
 import yaml
 
-from chainfleet.simserver import SimServerSettings, SimServerThread
-from chainfleet.simserver_batch import BatchSimSettings
+from chainfleet.sim.batch import BatchSimSettings
+from chainfleet.sim.server import SimServerSettings, SimServerThread
 
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")
 KEY = "sk-bench-batch-0000000000"

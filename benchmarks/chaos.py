@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chainfleet.simserver import SimServerSettings, SimServerThread
+from chainfleet.sim.server import SimServerSettings, SimServerThread
 
 KEY = "sk-chaos-benchmark-0123456789"
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")

@@ -39,7 +39,7 @@ from rich.console import Console
 
 from chainfleet import arun
 from chainfleet.cli.progress import Progress
-from chainfleet.demo import demo_pipeline
+from chainfleet.runner.demo import demo_pipeline
 
 
 class Timed(Progress):

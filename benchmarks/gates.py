@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from chainfleet import Pipeline, arun
-from chainfleet.gate_report import gate_outcomes
-from chainfleet.report import RunReport
+from chainfleet.report.gates import gate_outcomes
+from chainfleet.report.model import RunReport
 
 SCHEMA = {
     "type": "object",

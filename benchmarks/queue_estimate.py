@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from chainfleet.pipeline import Pipeline
-from chainfleet.runner import arun
-from chainfleet.simserver import SimServerSettings, SimServerThread
+from chainfleet.pipeline.spec import Pipeline
+from chainfleet.runner.core import arun
+from chainfleet.sim.server import SimServerSettings, SimServerThread
 
 KEY = "sk-bench-queue-0123456789"
 PIPELINE = """\

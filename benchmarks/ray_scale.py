@@ -29,8 +29,8 @@ from typing import Any
 
 from chainfleet import Pipeline
 from chainfleet.backends.ray_cluster import connect
-from chainfleet.runner import arun
-from chainfleet.simserver import SimServerSettings, SimServerThread
+from chainfleet.runner.core import arun
+from chainfleet.sim.server import SimServerSettings, SimServerThread
 
 KEY = "sk-bench-0123456789"
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from chainfleet import Pipeline, arun
-from chainfleet.store import RunStore
+from chainfleet.store.runstore import RunStore
 
 PIPELINE = {
     "name": "scale",

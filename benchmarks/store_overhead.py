@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from chainfleet import Pipeline
-from chainfleet.inputs import items_from
-from chainfleet.runner import Runner
-from chainfleet.store import RunStore
+from chainfleet.inputs.source import items_from
+from chainfleet.runner.core import Runner
+from chainfleet.store.runstore import RunStore
 
 
 def pipeline() -> Pipeline:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from chainfleet.simserver import SimServerThread
+from chainfleet.sim.server import SimServerThread
 
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")
 

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import yaml
 
-from chainfleet.pipeline import Pipeline
-from chainfleet.runner import run
-from chainfleet.simserver import SimServerSettings, SimServerThread
-from chainfleet.simserver_batch import BatchSimSettings
+from chainfleet.pipeline.spec import Pipeline
+from chainfleet.runner.core import run
+from chainfleet.sim.batch import BatchSimSettings
+from chainfleet.sim.server import SimServerSettings, SimServerThread
 from conftest import FAST_PIPELINE, read_report, read_results
 
 KEY = "sk-batch-test-0123456789"

@@ -8,10 +8,10 @@ import yaml
 from click.testing import CliRunner
 
 import chainfleet.cli.plan  # noqa: F401 - registers the command
-from chainfleet.batch_plan import BatchPlan
 from chainfleet.cli import cli
-from chainfleet.plan import Plan
-from chainfleet.prices import Price, price_for
+from chainfleet.plan.batch import BatchPlan
+from chainfleet.plan.online import Plan
+from chainfleet.providers.prices import Price, price_for
 
 PIPELINE = {
     "name": "content",
@@ -62,7 +62,7 @@ def test_plan_batch_without_a_pipeline_says_the_cost_is_unknown() -> None:
 
 
 def test_the_progress_line_shows_batches_and_requests_by_state() -> None:
-    from chainfleet.batch import BatchCounts
+    from chainfleet.chain.batch import BatchCounts
     from chainfleet.cli.progress import batch_text
 
     counts = BatchCounts(

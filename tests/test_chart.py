@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from chainfleet import Pipeline, run
-from chainfleet.chart import _Calls, timeline_png
-from chainfleet.html_report import report_html
-from chainfleet.store import CallRow, ItemRecord
+from chainfleet.report.chart import _Calls, timeline_png
+from chainfleet.report.html import report_html
+from chainfleet.store.runstore import CallRow, ItemRecord
 from conftest import pipeline_data
 
 STAGES = ["research", "write", "edit"]

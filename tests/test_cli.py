@@ -473,7 +473,7 @@ def test_demo_compares_sequential_and_parallel(tmp_path: Path) -> None:
     assert text.count(" s ") >= 2  # both total times
     assert "Outputs identical between the two modes: yes" in text
     assert "Time saved" in text
-    from chainfleet.demo import DEMO_TOPICS
+    from chainfleet.runner.demo import DEMO_TOPICS
 
     quality = text.split("Quality of each output", 1)[1]
     for topic in DEMO_TOPICS:

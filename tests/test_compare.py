@@ -14,8 +14,8 @@ from click.testing import CliRunner, Result
 import chainfleet.cli.compare  # noqa: F401 - registers the command
 from chainfleet import Completion, CompletionRequest, Pipeline, Provider, Stage, VirtualClock
 from chainfleet.cli import cli
-from chainfleet.compare import run_compare
-from chainfleet.demo import DEMO_TOPICS, demo_pipeline, run_demo
+from chainfleet.runner.compare import run_compare
+from chainfleet.runner.demo import DEMO_TOPICS, demo_pipeline, run_demo
 from conftest import TOPICS, pipeline_data, read_results
 
 REPORT_KEYS = {"sequential", "parallel", "time_saved_pct", "outputs_identical", "quality"}

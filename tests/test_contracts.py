@@ -11,8 +11,8 @@ import pytest
 from pydantic import BaseModel
 
 from chainfleet import Pipeline, PipelineError, Stage, run
-from chainfleet.contracts import Contract, parse_reply, strict_schema
-from chainfleet.simjson import generate
+from chainfleet.pipeline.contracts import Contract, parse_reply, strict_schema
+from chainfleet.sim.jsonvalue import generate
 from conftest import read_report, read_results
 
 RESEARCH = {

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from chainfleet.clock import VirtualClock
-from chainfleet.control import QueueEstimate
-from chainfleet.limits import AdaptiveConcurrency
-from chainfleet.simserver_queue import SlotQueue
+from chainfleet.limits.control import QueueEstimate
+from chainfleet.limits.limiter import AdaptiveConcurrency
+from chainfleet.sim.queue import SlotQueue
 
 SLOTS, SERVICE = 8, 0.5
 

@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 
-from chainfleet.compare import run_compare
-from chainfleet.estimate import estimate_sequential
-from chainfleet.pipeline import Pipeline
-from chainfleet.runner import arun
-from chainfleet.simserver import SimServerSettings, SimServerThread
-from chainfleet.store import CallRow
+from chainfleet.pipeline.spec import Pipeline
+from chainfleet.report.estimate import estimate_sequential
+from chainfleet.runner.compare import run_compare
+from chainfleet.runner.core import arun
+from chainfleet.sim.server import SimServerSettings, SimServerThread
+from chainfleet.store.runstore import CallRow
 
 KEY = "sk-estimate-0123456789"
 PIPELINE = """\

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from chainfleet.folder import LOCK_NAME, held, owner
-from chainfleet.simserver import SimServerSettings, SimServerThread
+from chainfleet.sim.server import SimServerSettings, SimServerThread
+from chainfleet.store.folder import LOCK_NAME, held, owner
 
 KEY = "sk-folder-test-0123456789"
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")

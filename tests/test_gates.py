@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from chainfleet import Completion, CompletionRequest, Pipeline, PipelineError, Provider, Stage, arun
-from chainfleet.gates import parse_gate
-from chainfleet.stage import revision_note
+from chainfleet.chain.stage import revision_note
+from chainfleet.pipeline.gates import parse_gate
 from conftest import read_report, read_results
 
 Outcome = list[tuple[str, bool, str | None]]

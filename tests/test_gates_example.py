@@ -11,7 +11,7 @@ from click.testing import CliRunner
 import chainfleet.cli.run  # noqa: F401 - registers the command
 from chainfleet import Pipeline, run
 from chainfleet.cli import cli
-from chainfleet.contracts import Contract
+from chainfleet.pipeline.contracts import Contract
 from conftest import read_report, read_results
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

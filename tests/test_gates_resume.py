@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from chainfleet import Pipeline
-from chainfleet.gates import JudgeCheck
-from chainfleet.simserver import SimServerSettings, SimServerThread, completion_key
-from chainfleet.stage import revision_note
+from chainfleet.chain.stage import revision_note
+from chainfleet.pipeline.gates import JudgeCheck
+from chainfleet.sim.server import SimServerSettings, SimServerThread, completion_key
 
 KEY = "sk-gates-resume-0123456789"
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")

@@ -19,9 +19,9 @@ from aiohttp import web
 from chainfleet import ModelNotFound, Pipeline, RateLimited, arun
 from chainfleet.clock import VirtualClock
 from chainfleet.errors import InvalidRequest
-from chainfleet.headers import parse_rate_limits, parse_retry_after
-from chainfleet.limitfacts import limit_facts, limit_lines
-from chainfleet.limits import ModelLimiter
+from chainfleet.limits.facts import limit_facts, limit_lines
+from chainfleet.limits.headers import parse_rate_limits, parse_retry_after
+from chainfleet.limits.limiter import ModelLimiter
 from chainfleet.providers import CompletionRequest
 from chainfleet.providers._errors import classify
 from chainfleet.providers.openai import OpenAIProvider

@@ -20,7 +20,7 @@ from chainfleet import Pipeline, Stage, arun
 from chainfleet.clock import VirtualClock
 from chainfleet.providers import Provider
 from chainfleet.providers.base import Completion, CompletionRequest
-from chainfleet.simserver import SimServerSettings, SimServerThread
+from chainfleet.sim.server import SimServerSettings, SimServerThread
 
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chainfleet.headers import (
+from chainfleet.limits.headers import (
     parse_duration,
     parse_rate_limits,
     parse_retry_after,

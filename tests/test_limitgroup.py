@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from chainfleet.limitgroup import LimitGroup
-from chainfleet.simserver import SimServerSettings, SimServerThread
+from chainfleet.limits.group import LimitGroup
+from chainfleet.sim.server import SimServerSettings, SimServerThread
 
 KEY = "sk-limit-group-0123456789"
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")

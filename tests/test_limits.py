@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from chainfleet.clock import VirtualClock
-from chainfleet.headers import RateLimitInfo
-from chainfleet.limits import AdaptiveConcurrency, ModelLimiter, TokenBucket, estimate_tokens
+from chainfleet.limits.headers import RateLimitInfo
+from chainfleet.limits.limiter import AdaptiveConcurrency, ModelLimiter, TokenBucket, estimate_tokens
 
 
 def on_clock(clock: VirtualClock, make: Callable[[], Awaitable[Any]]) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from chainfleet import Pipeline, run
-from chainfleet.output import safe_name
+from chainfleet.report.output import safe_name
 from conftest import TOPICS, pipeline_data, read_report, read_results
 
 SAFE = re.compile(r"[a-z0-9-]+")
@@ -123,7 +123,10 @@ def test_simple_ids_keep_a_readable_name() -> None:
 def test_safe_name_is_the_same_in_another_process() -> None:
     # names must not depend on the process (hash randomization): a resumed run finds its files
     ids = ["a/b", "../../etc/passwd", "con", "🚀", "x" * 300]
-    code = "import sys; from chainfleet.output import safe_name; print([safe_name(i) for i in sys.argv[1:]])"
+    code = (
+        "import sys; from chainfleet.report.output import safe_name; "
+        "print([safe_name(i) for i in sys.argv[1:]])"
+    )
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
         proc = subprocess.run(
@@ -272,7 +275,7 @@ def test_each_output_is_stored_once_in_results_jsonl(tmp_path: Path) -> None:
 
 
 def test_item_files_auto_all_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from chainfleet import results
+    from chainfleet.report import results
 
     assert results.item_files_on("auto", 10_000) and not results.item_files_on("auto", 10_001)
     assert results.item_files_on("all", 10**6) and not results.item_files_on("none", 1)

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 import chainfleet.cli.plan  # noqa: F401 - registers the command
 from chainfleet.cli import cli
-from chainfleet.plan import Plan
+from chainfleet.plan.online import Plan
 
 LESSON = Plan(items=[10, 50, 100], concurrency=[1, 5, 10, 25], call_seconds=[10, 10, 10])
 

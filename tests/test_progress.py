@@ -14,9 +14,9 @@ import pytest
 
 from chainfleet import VirtualClock, arun
 from chainfleet.cli.progress import Progress
-from chainfleet.demo import demo_pipeline
-from chainfleet.limits import AdaptiveConcurrency, ModelLimiter
-from chainfleet.stats import RunStats
+from chainfleet.limits.limiter import AdaptiveConcurrency, ModelLimiter
+from chainfleet.runner.demo import demo_pipeline
+from chainfleet.store.stats import RunStats
 
 LINE = re.compile(
     r"^\[\s*(?P<t>\d+\.\d)s\] (?P<done>\d+)/30 items done, (?P<failed>\d+) failed, "
@@ -163,7 +163,7 @@ def test_plain_mode_does_not_import_rich() -> None:
         "import asyncio, io, sys\n"
         "from chainfleet import arun\n"
         "from chainfleet.cli.progress import Progress\n"
-        "from chainfleet.demo import demo_pipeline\n"
+        "from chainfleet.runner.demo import demo_pipeline\n"
         "p = Progress(stream=io.StringIO(), every=0.01)\n"
         "async def main():\n"
         "    await arun(demo_pipeline(latency=0.01), ['a', 'b'], on_start=p.start)\n"

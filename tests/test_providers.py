@@ -32,12 +32,12 @@ from chainfleet import (
     arun,
 )
 from chainfleet.errors import CallError
-from chainfleet.headers import parse_rate_limits
+from chainfleet.limits.headers import parse_rate_limits
 from chainfleet.providers import Provider, ProviderPool
 from chainfleet.providers.anthropic import AnthropicProvider
 from chainfleet.providers.openai import OpenAIProvider
-from chainfleet.simserver import SimServerSettings, SimServerThread
-from chainfleet.simtext import count_tokens
+from chainfleet.sim.server import SimServerSettings, SimServerThread
+from chainfleet.sim.text import count_tokens
 
 KEY = "sk-test-0123456789abcdef-SECRET"
 GPT = "gpt-sim"

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from chainfleet import quality
-from chainfleet.quality import Quality, assess
-from chainfleet.simtext import generate
+from chainfleet.report import quality
+from chainfleet.report.quality import Quality, assess
+from chainfleet.sim.text import generate
 
 MARKDOWN = """\
 <!-- simulated by chainfleet sim (seed 0) -->

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from chainfleet.simserver import SimServerSettings, SimServerThread
+from chainfleet.sim.server import SimServerSettings, SimServerThread
 
 KEY = "sk-rate-e2e-0123456789"
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from chainfleet.pipeline import Pipeline
-from chainfleet.runner import Runner, arun
-from chainfleet.simserver import SimServerSettings, SimServerThread
+from chainfleet.pipeline.spec import Pipeline
+from chainfleet.runner.core import Runner, arun
+from chainfleet.sim.server import SimServerSettings, SimServerThread
 from conftest import TOPICS, pipeline_data, read_report, read_results
 
 if importlib.util.find_spec("ray") is None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from chainfleet.backends.ray_limits import LeasedLimiter, SharedLimits
 from chainfleet.clock import VirtualClock
-from chainfleet.headers import RateLimitInfo
+from chainfleet.limits.headers import RateLimitInfo
 
 
 class _Remote:

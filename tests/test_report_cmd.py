@@ -15,8 +15,8 @@ from click.testing import CliRunner, Result
 import chainfleet.cli.report  # noqa: F401 - registers the commands
 from chainfleet import Pipeline, run
 from chainfleet.cli import cli
-from chainfleet.output import stored_report
-from chainfleet.store import RunStore
+from chainfleet.report.output import stored_report
+from chainfleet.store.runstore import RunStore
 from conftest import TOPICS, pipeline_data, read_report, read_results
 
 RENDERED = ("report.md", "report.html", "timeline.png")

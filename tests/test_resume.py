@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from chainfleet.simserver import SimServerSettings, SimServerThread
+from chainfleet.sim.server import SimServerSettings, SimServerThread
 from conftest import read_results
 from sim_cli import cli_helpers
 

@@ -21,7 +21,7 @@ from chainfleet.errors import (
     ServerError,
     Timeout,
 )
-from chainfleet.retry import RetryPolicy, retry_in_next_pass
+from chainfleet.limits.retry import RetryPolicy, retry_in_next_pass
 
 TRANSIENT: list[CallError] = [
     RateLimited("429 too many requests", status=429),

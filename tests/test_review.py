@@ -270,7 +270,7 @@ def test_a_bad_review_setting_names_the_stage_and_field(write_pipeline: Callable
 def test_compare_reports_the_review_queue_identical_at_c1_and_c25(tmp_path: Path) -> None:
     import asyncio
 
-    from chainfleet.compare import run_compare
+    from chainfleet.runner.compare import run_compare
 
     pipeline = Pipeline.from_dict(reviewed({"sample": 0.25}))
     topics = [f"topic {n}" for n in range(30)]

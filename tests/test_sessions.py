@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chainfleet.simserver import SimServerSettings, SimServerThread
+from chainfleet.sim.server import SimServerSettings, SimServerThread
 from conftest import read_report, read_results
 from sim_cli import cli_helpers
 

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from chainfleet.clock import VirtualClock
-from chainfleet.headers import RateLimitInfo
-from chainfleet.limits import ModelLimiter, TooLarge
-from chainfleet.sharing import KeyShare
-from chainfleet.simserver_window import WindowLimit
+from chainfleet.limits.headers import RateLimitInfo
+from chainfleet.limits.limiter import ModelLimiter, TooLarge
+from chainfleet.limits.sharing import KeyShare
+from chainfleet.sim.window import WindowLimit
 
 LIMIT = 1200
 

@@ -31,7 +31,7 @@ from click.testing import CliRunner
 
 import chainfleet.cli.simserver  # noqa: F401 - registers the command
 from chainfleet.cli import cli
-from chainfleet.simserver import (
+from chainfleet.sim.server import (
     SimServer,
     SimServerSettings,
     SimServerThread,
@@ -39,7 +39,7 @@ from chainfleet.simserver import (
     completion_key,
     go_duration,
 )
-from chainfleet.simtext import count_tokens, marker_line
+from chainfleet.sim.text import count_tokens, marker_line
 
 T = TypeVar("T")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx2 as httpx
 
-from chainfleet.simserver import SimServer, SimServerSettings
+from chainfleet.sim.server import SimServer, SimServerSettings
 
 
 def scenario() -> dict[str, Any]:

@@ -9,8 +9,8 @@ from typing import Any
 import httpx2 as httpx
 import openai
 
-from chainfleet.simserver import SimServer, SimServerSettings
-from chainfleet.simserver_queue import SlotQueue
+from chainfleet.sim.queue import SlotQueue
+from chainfleet.sim.server import SimServer, SimServerSettings
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Research tea."}], "max_tokens": 20}
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from chainfleet import simtext
-from chainfleet.simtext import count_tokens, generate
+from chainfleet.sim import text as simtext
+from chainfleet.sim.text import count_tokens, generate
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 MARKER = re.compile(r"<!-- simulated by chainfleet sim \(seed (-?\d+)\) -->\n")
@@ -64,7 +64,7 @@ def test_call_order_does_not_matter() -> None:
 def test_a_fresh_process_generates_the_same_text(hash_seed: str) -> None:
     code = (
         "import sys\n"
-        "from chainfleet.simtext import generate\n"
+        "from chainfleet.sim.text import generate\n"
         "sys.stdout.buffer.write(generate(sys.argv[1], seed=11, system=sys.argv[2]).encode())\n"
     )
     env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONHASHSEED": hash_seed}

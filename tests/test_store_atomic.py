@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from chainfleet import store as store_module
-from chainfleet.store import MIGRATIONS, RunStore
+from chainfleet.store import runstore as store_module
+from chainfleet.store.runstore import MIGRATIONS, RunStore
 
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")
 PIPELINE = (

@@ -17,11 +17,11 @@ import openai
 import pytest
 
 from chainfleet import CompletionRequest, Pipeline, arun
-from chainfleet.contracts import Contract
+from chainfleet.pipeline.contracts import Contract
 from chainfleet.providers import Provider
 from chainfleet.providers.anthropic import AnthropicProvider
 from chainfleet.providers.openai import OpenAIProvider
-from chainfleet.simserver import SimServerSettings, SimServerThread
+from chainfleet.sim.server import SimServerSettings, SimServerThread
 from conftest import read_report, read_results
 
 KEY = "sk-test-structured-0123456789-SECRET"

@@ -26,10 +26,10 @@ import chainfleet.cli.demo
 import chainfleet.cli.report
 import chainfleet.cli.run  # noqa: F401 - registers the commands
 from chainfleet.cli import cli
-from chainfleet.pipeline import Pipeline
-from chainfleet.report import RunReport
-from chainfleet.runner import arun
-from chainfleet.simserver import SimServerSettings, SimServerThread
+from chainfleet.pipeline.spec import Pipeline
+from chainfleet.report.model import RunReport
+from chainfleet.runner.core import arun
+from chainfleet.sim.server import SimServerSettings, SimServerThread
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")

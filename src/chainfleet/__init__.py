@@ -11,15 +11,14 @@ Example::
 import sys as _sys
 
 if _sys.argv and _sys.argv[0].endswith("chainfleet"):  # the command: Ctrl-C while importing is quiet
-    from .signals import quiet_while_starting as _quiet
+    from chainfleet.signals import quiet_while_starting as _quiet
 
     _quiet()
 
 from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 
-from .clock import Clock, SystemClock, VirtualClock
-from .compare import CompareReport, run_compare
-from .errors import (
+from chainfleet.clock import Clock, SystemClock, VirtualClock
+from chainfleet.errors import (
     AuthFailed,
     CallError,
     ChainfleetError,
@@ -40,13 +39,14 @@ from .errors import (
     ServerError,
     Timeout,
 )
-from .inputs import InputSource, Item, items_from, open_input
-from .pipeline import Pipeline, Stage
-from .providers import Completion, CompletionRequest, Provider
-from .quality import Quality, assess
-from .report import RunReport
-from .retry import RetryPolicy
-from .runner import Runner, arun, run
+from chainfleet.inputs.source import InputSource, Item, items_from, open_input
+from chainfleet.limits.retry import RetryPolicy
+from chainfleet.pipeline.spec import Pipeline, Stage
+from chainfleet.providers import Completion, CompletionRequest, Provider
+from chainfleet.report.model import RunReport
+from chainfleet.report.quality import Quality, assess
+from chainfleet.runner.compare import CompareReport, run_compare
+from chainfleet.runner.core import Runner, arun, run
 
 try:
     __version__ = version("chainfleet")

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import ConfigError
-from .local import LocalBackend
+from chainfleet.backends.local import LocalBackend
+from chainfleet.errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..runner import Runner
-    from ..stage import Chain
+    from chainfleet.chain.stage import Chain
+    from chainfleet.runner.core import Runner
 
 __all__ = ["BACKENDS", "Backend", "LocalBackend", "backend_for"]
 
@@ -65,7 +65,7 @@ def backend_for(name: str, **options: Any) -> Backend:
             raise ConfigError(f"{flags} only apply with --backend ray", where="--backend")
         return LocalBackend()
     if name == "ray":
-        from .ray_driver import RayBackend
+        from chainfleet.backends.ray_driver import RayBackend
 
         return RayBackend(**options)
     raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}", where="--backend")

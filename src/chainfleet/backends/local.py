@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import CallError, FatalError
+from chainfleet.errors import CallError, FatalError
 
 if TYPE_CHECKING:
-    from ..runner import Runner
-    from ..stage import Chain
+    from chainfleet.chain.stage import Chain
+    from chainfleet.runner.core import Runner
 
 __all__ = ["LocalBackend"]
 

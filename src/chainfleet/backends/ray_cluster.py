@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError
+from chainfleet.errors import ConfigError
 
 __all__ = ["LOOPBACK_ENV", "RayConnection", "connect", "import_ray"]
 

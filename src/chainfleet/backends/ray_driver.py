@@ -22,17 +22,26 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, FatalError
-from ..limits import ModelLimiter
-from ..stage import Chain, limits_of
-from ..store import CallRow, StageHit
-from .ray_cluster import RayConnection, connect
-from .ray_limits import SharedLimits
-from .ray_wire import READS, REVIEW_READS, REVIEW_WRITES, WRITES, ChainTask, Inbound, Outbound, StoreCall
-from .ray_worker import ChainWorker, Secrets, WorkerSpec
+from chainfleet.backends.ray_cluster import RayConnection, connect
+from chainfleet.backends.ray_limits import SharedLimits
+from chainfleet.backends.ray_wire import (
+    READS,
+    REVIEW_READS,
+    REVIEW_WRITES,
+    WRITES,
+    ChainTask,
+    Inbound,
+    Outbound,
+    StoreCall,
+)
+from chainfleet.backends.ray_worker import ChainWorker, Secrets, WorkerSpec
+from chainfleet.chain.stage import Chain, limits_of
+from chainfleet.errors import ConfigError, FatalError
+from chainfleet.limits.limiter import ModelLimiter
+from chainfleet.store.runstore import CallRow, StageHit
 
 if TYPE_CHECKING:
-    from ..runner import Runner
+    from chainfleet.runner.core import Runner
 
 __all__ = ["RayBackend", "WorkerLost"]
 

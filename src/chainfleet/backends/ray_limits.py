@@ -5,7 +5,7 @@ on a small machine, and every call would pay a round trip. So each worker *lease
 budget (a few requests and their tokens) and spends it locally:
 
 - :class:`SharedLimits` (runs in a Ray actor, one per model) holds the model's one
-  :class:`~chainfleet.limits.ModelLimiter`: the buckets, the cooldown gate, the limits learned
+  :class:`~chainfleet.limits.limiter.ModelLimiter`: the buckets, the cooldown gate, the limits learned
   from headers. A lease waits there like one local call would, for a block sized so that every
   worker holds at most ``window`` seconds of the rate between them.
 - :class:`LeasedLimiter` (in each worker) has the interface the stage code uses (``acquire``,
@@ -25,9 +25,9 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from ..clock import Clock, SystemClock
-from ..headers import RateLimitInfo
-from ..limits import ModelLimiter, Reservation
+from chainfleet.clock import Clock, SystemClock
+from chainfleet.limits.headers import RateLimitInfo
+from chainfleet.limits.limiter import ModelLimiter, Reservation
 
 __all__ = ["Grant", "LeasedLimiter", "SharedLimits"]
 

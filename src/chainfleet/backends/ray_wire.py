@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import CallError
+from chainfleet.errors import CallError
 
 __all__ = [
     "READS",
@@ -60,9 +60,9 @@ REVIEW_READS = frozenset({"feedback", "match"})
 
 @dataclass
 class StoreCall:
-    """One call of a :class:`~chainfleet.store.RunStore` method, made on the driver: on the run
+    """One call of a :class:`~chainfleet.store.runstore.RunStore` method, made on the driver: on the run
     store (``target="store"``), the response cache (``"cache"``), or the run's review queue
-    (``"review"``: a :class:`~chainfleet.review.queue.ReviewQueue` method)."""
+    (``"review"``: a :class:`~chainfleet.store.review_queue.ReviewQueue` method)."""
 
     method: str
     args: tuple[Any, ...]

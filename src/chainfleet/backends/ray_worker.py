@@ -1,6 +1,6 @@
 """A Ray worker: an async actor that runs chains with the same stage code as a local run.
 
-Each worker holds a :class:`~chainfleet.runner.Runner` of its own whose store is a thin client
+Each worker holds a :class:`~chainfleet.runner.core.Runner` of its own whose store is a thin client
 (:class:`RemoteStore`): a stage result, an attempt, a cache write becomes a numbered event for
 the driver; ``durable()`` waits until the driver says it has committed that event; a look-up
 (a result to reuse on resume, a cached response) is a question answered by the driver's store.
@@ -17,22 +17,22 @@ import pickle
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from ..errors import CallError, PermanentError
-from ..inputs import Item
-from ..pipeline import Pipeline
-from ..retry import RetryPolicy
-from ..review.hook import ReviewHook
-from ..review.queue import Entry
-from ..runner import Runner
-from ..stage import Chain, StageExecutor
-from ..stats import COUNTERS, RunStats
-from ..store import CallRow, RevisionRow, RunStore, StageHit
-from .ray_limits import LeasedLimiter
-from .ray_wire import ChainTask, Finished, Inbound, Outbound, StatsDelta, StoreCall
+from chainfleet.backends.ray_limits import LeasedLimiter
+from chainfleet.backends.ray_wire import ChainTask, Finished, Inbound, Outbound, StatsDelta, StoreCall
+from chainfleet.chain.review import ReviewHook
+from chainfleet.chain.stage import Chain, StageExecutor
+from chainfleet.errors import CallError, PermanentError
+from chainfleet.inputs.source import Item
+from chainfleet.limits.retry import RetryPolicy
+from chainfleet.pipeline.spec import Pipeline
+from chainfleet.runner.core import Runner
+from chainfleet.store.review_queue import Entry
+from chainfleet.store.runstore import CallRow, RevisionRow, RunStore, StageHit
+from chainfleet.store.stats import COUNTERS, RunStats
 
 if TYPE_CHECKING:
-    from ..limits import ModelLimiter
-    from ..providers import Provider
+    from chainfleet.limits.limiter import ModelLimiter
+    from chainfleet.providers import Provider
 
 __all__ = ["ChainWorker", "RemoteStore", "Secrets", "WorkerSpec"]
 

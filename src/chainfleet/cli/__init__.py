@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 import click
 
-from ..errors import ConfigError
-from ..signals import Interrupted, raise_on_signals, say, settle_streams
+from chainfleet.errors import ConfigError
+from chainfleet.signals import Interrupted, raise_on_signals, say, settle_streams
 
 __all__ = ["main"]
 
@@ -63,7 +63,7 @@ def main() -> None:
     raise_on_signals()
     atexit.register(settle_streams)  # the last word before the interpreter's own final flush
     try:
-        from . import compare, demo, plan, report, review, run, simserver  # noqa: F401 - registers the commands
+        from chainfleet.cli import compare, demo, plan, report, review, run, simserver  # noqa: F401 - registers the commands
 
         cli()
     except KeyboardInterrupt as exc:  # while parsing, before a command's own handling

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import click
 
-from ..compare import CompareReport, Display, run_compare
-from ..errors import ConfigError
-from ..pipeline import Pipeline
-from ..report import fmt_seconds
-from ..runner import new_run_id
-from . import cli, config_errors
-from .progress import Progress
+from chainfleet.cli import cli, config_errors
+from chainfleet.cli.progress import Progress
+from chainfleet.errors import ConfigError
+from chainfleet.pipeline.spec import Pipeline
+from chainfleet.report.model import fmt_seconds
+from chainfleet.runner.compare import CompareReport, Display, run_compare
+from chainfleet.runner.core import new_run_id
 
 #: per-item quality rows printed; report.json holds the rest
 SHOWN_ITEMS = 20

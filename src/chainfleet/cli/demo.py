@@ -7,9 +7,9 @@ import sys
 
 import click
 
-from ..demo import DEMO_TOPICS, run_demo
-from . import cli, config_errors
-from .compare import display, print_comparison
+from chainfleet.cli import cli, config_errors
+from chainfleet.cli.compare import display, print_comparison
+from chainfleet.runner.demo import DEMO_TOPICS, run_demo
 
 
 @cli.command("demo", short_help="The classic 3-topic exercise: one at a time vs in parallel.")

@@ -6,9 +6,9 @@ from typing import Any
 
 import click
 
-from ..errors import ConfigError
-from ..plan import Plan
-from . import cli, config_errors
+from chainfleet.cli import cli, config_errors
+from chainfleet.errors import ConfigError
+from chainfleet.plan.online import Plan
 
 
 def _numbers(text: str, name: str, kind: type[int] | type[float] = int) -> list:  # type: ignore[type-arg]
@@ -98,7 +98,7 @@ def plan_command(
     count = calls
     per_call_tokens = tokens_per_call
     if pipeline_file:
-        from ..pipeline import Pipeline
+        from chainfleet.pipeline.spec import Pipeline
 
         pipeline = Pipeline.from_yaml(pipeline_file)
         llm = [s for s in pipeline.stages if not s.is_tool]
@@ -129,8 +129,8 @@ def plan_command(
     )
     click.echo(plan.render())
     if compare_batch:
-        from ..batch_plan import BatchPlan
-        from ..prices import Price, price_for
+        from chainfleet.plan.batch import BatchPlan
+        from chainfleet.providers.prices import Price, price_for
 
         price = price_for(spec, {k: Price(*v) for k, v in prices.items()}) if spec else None
         click.echo("")

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from ..batch import BatchCounts
-    from ..runner import Runner
+    from chainfleet.chain.batch import BatchCounts
+    from chainfleet.runner.core import Runner
 
 __all__ = ["Progress", "ProgressPrinter", "View"]
 

@@ -11,14 +11,14 @@ from typing import IO, Any, cast
 
 import click
 
-from ..errors import ConfigError
-from ..folder import held, owner
-from ..output import rewrite_output, store_problem
-from ..report import fmt_seconds
-from ..results import ItemFiles
-from ..review.queue import ReviewQueue
-from ..store import RunStore, StoreError
-from . import cli, config_errors
+from chainfleet.cli import cli, config_errors
+from chainfleet.errors import ConfigError
+from chainfleet.report.model import fmt_seconds
+from chainfleet.report.output import rewrite_output, store_problem
+from chainfleet.report.results import ItemFiles
+from chainfleet.store.folder import held, owner
+from chainfleet.store.review_queue import ReviewQueue
+from chainfleet.store.runstore import RunStore, StoreError
 
 
 def output_progress(stream: IO[str] | None = None, *, every: float = 1.0) -> Callable[[int, int], None]:
@@ -116,8 +116,8 @@ def _settle_killed(out: Path, run_id: str | None) -> tuple[bool, int]:
     admitted. Those are recorded as skipped, read from the run's own input file (none when that
     file is gone or no longer reads), as a run that stops records its rest; resume runs them.
     Its open session is closed as ``killed-unknown``, as the next session of the run would."""
-    from ..pipeline import Pipeline
-    from ..runner import as_source
+    from chainfleet.pipeline.spec import Pipeline
+    from chainfleet.runner.core import as_source
 
     try:
         store = RunStore.open(out / "run.db")

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import ConfigError
-from . import cli, config_errors
+from chainfleet.cli import cli, config_errors
+from chainfleet.errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..review.session import ReviewSession
+    from chainfleet.review.session import ReviewSession
 
 
 @cli.command("review", short_help="Approve, edit or send back the items waiting for review.")
@@ -62,7 +62,7 @@ def review_command(
 
     An unknown id, or one not waiting, is exit code 2 and changes nothing.
     """
-    from ..review.session import ReviewSession
+    from chainfleet.review.session import ReviewSession
 
     actions = [bool(list_), approve, reject_id is not None, approve_all, export_file is not None, web]
     if sum(actions) > 1:
@@ -101,11 +101,11 @@ def review_command(
             count = session.export(export_file)
             click.echo(f"wrote {count} decisions to {export_file}")
         elif web:
-            from ..review.web import serve
+            from chainfleet.review.web import serve
 
             serve(session, port=port)
         else:
-            from ..review.terminal import interact
+            from chainfleet.review.terminal import interact
 
             interact(session)
 

@@ -13,18 +13,18 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..diskfull import EXIT_DISK_FULL, is_disk_full
-from ..diskfull import message as disk_full_message
-from ..errors import ConfigError
-from ..folder import acquire, open_store, release
-from ..pipeline import Pipeline
-from ..report import RunReport
-from ..runner import MAX_CONCURRENCY, Runner, arun, finish_output, latest_run_id, new_run_id
-from ..signals import STOP_SIGNALS, Interrupted, label, raise_on_signals, say, settle_streams
-from ..store import RunStore, StoreError
-from . import cli, config_errors
-from .progress import ProgressPrinter
-from .report import output_progress
+from chainfleet.cli import cli, config_errors
+from chainfleet.cli.progress import ProgressPrinter
+from chainfleet.cli.report import output_progress
+from chainfleet.errors import ConfigError
+from chainfleet.pipeline.spec import Pipeline
+from chainfleet.report.model import RunReport
+from chainfleet.runner.core import MAX_CONCURRENCY, Runner, arun, finish_output, latest_run_id, new_run_id
+from chainfleet.signals import STOP_SIGNALS, Interrupted, label, raise_on_signals, say, settle_streams
+from chainfleet.store.diskfull import EXIT_DISK_FULL, is_disk_full
+from chainfleet.store.diskfull import message as disk_full_message
+from chainfleet.store.folder import acquire, open_store, release
+from chainfleet.store.runstore import RunStore, StoreError
 
 if TYPE_CHECKING:  # click >= 8.2 types ParamType as a generic; older clicks cannot subscript it
     _ParamType = click.ParamType[Any]
@@ -236,7 +236,7 @@ def run_command(
     if resume and not out:
         raise ConfigError("--resume needs the --out folder of the run to continue")
     if limit_group is not None:
-        from ..limitgroup import check_name
+        from chainfleet.limits.group import check_name
 
         check_name(limit_group)
     settings = {

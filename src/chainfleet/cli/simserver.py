@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from ..errors import ConfigError
-from . import cli, config_errors
+from chainfleet.cli import cli, config_errors
+from chainfleet.errors import ConfigError
 
 _RATE = click.FloatRange(0, 1)
 
@@ -148,8 +148,8 @@ def sim_server_command(host: str, port: int, **options: Any) -> None:
     """
     from pydantic import ValidationError
 
-    from ..simserver import SimServerSettings, run_server
-    from ..simserver_batch import BatchSimSettings
+    from chainfleet.sim.batch import BatchSimSettings
+    from chainfleet.sim.server import SimServerSettings, run_server
 
     batch = BatchSimSettings(
         enabled=not options.pop("no_batch_api"),

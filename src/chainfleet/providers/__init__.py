@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from urllib.parse import urlsplit
 
-from ..clock import Clock
-from ..errors import ConfigError
-from ..pipeline import Pipeline, parse_model
-from ..redact import ENV_NAME, clip, looks_like_key
-from .base import Completion, CompletionRequest, Provider
+from chainfleet.clock import Clock
+from chainfleet.errors import ConfigError
+from chainfleet.pipeline.spec import Pipeline, parse_model
+from chainfleet.providers.base import Completion, CompletionRequest, Provider
+from chainfleet.redact import ENV_NAME, clip, looks_like_key
 
 __all__ = ["Completion", "CompletionRequest", "Provider", "ProviderPool"]
 
@@ -43,10 +43,10 @@ def _check_url(url: str | None, where: str) -> str | None:
 
 def _adapter(kind: str, name: str, key: str, base_url: str | None, timeout: float) -> Provider:
     if kind == "openai":
-        from .openai import OpenAIProvider
+        from chainfleet.providers.openai import OpenAIProvider
 
         return OpenAIProvider(api_key=key, base_url=base_url, timeout=timeout, name=name)
-    from .anthropic import AnthropicProvider
+    from chainfleet.providers.anthropic import AnthropicProvider
 
     return AnthropicProvider(api_key=key, base_url=base_url, timeout=timeout, name=name)
 
@@ -102,7 +102,7 @@ class ProviderPool:
 
     def _make(self, name: str) -> Provider:
         if name == "sim":
-            from .sim import SimProvider
+            from chainfleet.providers.sim import SimProvider
 
             return SimProvider(self.pipeline.sim, clock=self.clock)
         timeout = self.pipeline.timeout

@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from ..errors import (
+from chainfleet.errors import (
     AuthFailed,
     CallError,
     ConnectionFailed,
@@ -45,7 +45,7 @@ from ..errors import (
     ServerError,
     Timeout,
 )
-from ..headers import retry_after_from
+from chainfleet.limits.headers import retry_after_from
 
 _FILTER_WORDS = ("content_filter", "content filter", "content management policy", "content filtering")
 #: how gateways (LiteLLM, OpenRouter, vLLM, Ollama) say with a 400 that the model is unknown

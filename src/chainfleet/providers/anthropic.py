@@ -17,10 +17,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import ContentFiltered, ServerError
-from ..headers import keep_headers
-from ._errors import call_sdk
-from .base import Completion, CompletionRequest, Provider
+from chainfleet.errors import ContentFiltered, ServerError
+from chainfleet.limits.headers import keep_headers
+from chainfleet.providers._errors import call_sdk
+from chainfleet.providers.base import Completion, CompletionRequest, Provider
 
 __all__ = ["AnthropicProvider", "forced_tool"]
 

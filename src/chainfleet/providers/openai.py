@@ -7,7 +7,7 @@ runner. The SDK is imported when the first provider is made, not when chainfleet
 
 A request with a schema asks for structure as its ``structured`` setting says: ``json_schema``
 sends ``response_format`` ``{type: json_schema, json_schema: {name, schema, strict: true}}`` with
-the schema adapted to strict mode's rules (:func:`chainfleet.contracts.strict_schema`);
+the schema adapted to strict mode's rules (:func:`chainfleet.pipeline.contracts.strict_schema`);
 ``json_object`` sends ``{type: json_object}`` (the stage has put the schema in the prompt, which
 JSON mode also wants); ``prompt`` sends nothing extra. The reply's text is the JSON either way.
 """
@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..contracts import strict_schema
-from ..errors import ContentFiltered, InvalidRequest, ServerError
-from ..headers import keep_headers
-from ._errors import call_sdk
-from .base import Completion, CompletionRequest, Provider
+from chainfleet.errors import ContentFiltered, InvalidRequest, ServerError
+from chainfleet.limits.headers import keep_headers
+from chainfleet.pipeline.contracts import strict_schema
+from chainfleet.providers._errors import call_sdk
+from chainfleet.providers.base import Completion, CompletionRequest, Provider
 
 __all__ = ["OpenAIProvider", "response_format"]
 

@@ -1,6 +1,6 @@
 """The built-in simulated model ``sim``: offline, free, deterministic.
 
-Text comes from :func:`chainfleet.simtext.generate`, a function of (seed, model, system, prompt)
+Text comes from :func:`chainfleet.sim.text.generate`, a function of (seed, model, system, prompt)
 only, so the same chain gives the same outputs at any concurrency and in any order. Latency is
 ``latency`` seconds plus up to ``jitter`` more (also a function of the prompt), and is the whole
 service time of a call: generating the text counts towards it, as it does on a real server. With
@@ -14,11 +14,12 @@ from __future__ import annotations
 import functools
 import hashlib
 
-from .. import simjson, simtext
-from ..clock import Clock, SystemClock
-from ..errors import ServerError
-from ..pipeline import SimSettings
-from .base import Completion, CompletionRequest, Provider
+from chainfleet.clock import Clock, SystemClock
+from chainfleet.errors import ServerError
+from chainfleet.pipeline.spec import SimSettings
+from chainfleet.providers.base import Completion, CompletionRequest, Provider
+from chainfleet.sim import jsonvalue as simjson
+from chainfleet.sim import text as simtext
 
 __all__ = ["SimProvider"]
 

@@ -6,7 +6,7 @@
 - :mod:`.where`: the safe ``--where`` filter; :mod:`.web`: the local web page.
 """
 
-from .queue import AlreadyDecided, Decision, Entry, ReviewError, ReviewQueue
-from .rules import ReviewRule
+from chainfleet.pipeline.review_rules import ReviewRule
+from chainfleet.store.review_queue import AlreadyDecided, Decision, Entry, ReviewError, ReviewQueue
 
 __all__ = ["AlreadyDecided", "Decision", "Entry", "ReviewError", "ReviewQueue", "ReviewRule"]

@@ -17,10 +17,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, InvalidOutput
-from ..store import RunStore, StoreError
-from .queue import Decision, Entry, ReviewError, ReviewQueue
-from .where import compile_where
+from chainfleet.errors import ConfigError, InvalidOutput
+from chainfleet.review.where import compile_where
+from chainfleet.store.review_queue import Decision, Entry, ReviewError, ReviewQueue
+from chainfleet.store.runstore import RunStore, StoreError
 
 __all__ = ["EditRefused", "ReviewSession", "default_reviewer"]
 
@@ -204,7 +204,7 @@ class ReviewSession:
     def _stages(self) -> list[Any]:
         """The stages of the run's pipeline file (none when the run was not started from one)."""
         if self._pipeline is None and self._pipeline_file and Path(self._pipeline_file).is_file():
-            from ..pipeline import Pipeline
+            from chainfleet.pipeline.spec import Pipeline
 
             self._pipeline = Pipeline.from_yaml(self._pipeline_file)
         return list(self._pipeline.stages) if self._pipeline is not None else []

@@ -19,9 +19,9 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from ..errors import ConfigError
-from .queue import Entry, ReviewError
-from .session import EditRefused, ReviewSession
+from chainfleet.errors import ConfigError
+from chainfleet.review.session import EditRefused, ReviewSession
+from chainfleet.store.review_queue import Entry, ReviewError
 
 __all__ = ["interact"]
 

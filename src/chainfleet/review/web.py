@@ -21,9 +21,9 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from .queue import AlreadyDecided, Entry, ReviewError
-from .session import EditRefused, ReviewSession
-from .terminal import _is_json
+from chainfleet.review.session import EditRefused, ReviewSession
+from chainfleet.review.terminal import _is_json
+from chainfleet.store.review_queue import AlreadyDecided, Entry, ReviewError
 
 __all__ = ["make_app", "serve"]
 

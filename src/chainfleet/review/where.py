@@ -21,7 +21,7 @@ from jinja2 import StrictUndefined, TemplateSyntaxError
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .queue import Entry, ReviewError
+from chainfleet.store.review_queue import Entry, ReviewError
 
 __all__ = ["compile_where"]
 
