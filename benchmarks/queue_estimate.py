@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from chainfleet.pipeline.spec import Pipeline
-from chainfleet.runner.core import arun
+from chainfleet.runner.api import arun
 from chainfleet.sim.server import SimServerSettings, SimServerThread
 
 KEY = "sk-bench-queue-0123456789"

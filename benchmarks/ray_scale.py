@@ -29,7 +29,7 @@ from typing import Any
 
 from chainfleet import Pipeline
 from chainfleet.backends.ray_cluster import connect
-from chainfleet.runner.core import arun
+from chainfleet.runner.api import arun
 from chainfleet.sim.server import SimServerSettings, SimServerThread
 
 KEY = "sk-bench-0123456789"

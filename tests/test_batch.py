@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from chainfleet.pipeline.spec import Pipeline
-from chainfleet.runner.core import run
+from chainfleet.runner.api import run
 from chainfleet.sim.batch import BatchSimSettings
 from chainfleet.sim.server import SimServerSettings, SimServerThread
 from conftest import FAST_PIPELINE, read_report, read_results

@@ -22,8 +22,8 @@ import pytest
 
 from chainfleet.pipeline.spec import Pipeline
 from chainfleet.report.estimate import estimate_sequential
+from chainfleet.runner.api import arun
 from chainfleet.runner.compare import run_compare
-from chainfleet.runner.core import arun
 from chainfleet.sim.server import SimServerSettings, SimServerThread
 from chainfleet.store.runstore import CallRow
 

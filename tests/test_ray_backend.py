@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 from chainfleet.pipeline.spec import Pipeline
-from chainfleet.runner.core import Runner, arun
+from chainfleet.runner.api import arun
+from chainfleet.runner.core import Runner
 from chainfleet.sim.server import SimServerSettings, SimServerThread
 from conftest import TOPICS, pipeline_data, read_report, read_results
 

@@ -28,7 +28,7 @@ import chainfleet.cli.run  # noqa: F401 - registers the commands
 from chainfleet.cli import cli
 from chainfleet.pipeline.spec import Pipeline
 from chainfleet.report.model import RunReport
-from chainfleet.runner.core import arun
+from chainfleet.runner.api import arun
 from chainfleet.sim.server import SimServerSettings, SimServerThread
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -45,8 +45,9 @@ from chainfleet.pipeline.spec import Pipeline, Stage
 from chainfleet.providers import Completion, CompletionRequest, Provider
 from chainfleet.report.model import RunReport
 from chainfleet.report.quality import Quality, assess
+from chainfleet.runner.api import arun, run
 from chainfleet.runner.compare import CompareReport, run_compare
-from chainfleet.runner.core import Runner, arun, run
+from chainfleet.runner.core import Runner
 
 try:
     __version__ = version("chainfleet")

@@ -2,7 +2,8 @@
 
 The runner keeps everything about *which* chain runs and *when* (lazy admission, the cap on
 chains in flight, passes, stopping, the budget); a backend runs one admitted chain's remaining
-stages and returns when the chain has finished or failed. Two backends:
+stages, given the run's :class:`~chainfleet.chain.context.RunContext` (never the runner), and
+returns when the chain has finished or failed. Two backends:
 
 - ``local`` (:class:`~chainfleet.backends.local.LocalBackend`): the chain's stages run in this
   process, on this event loop. The default.
@@ -24,8 +25,8 @@ from chainfleet.backends.local import LocalBackend
 from chainfleet.errors import ConfigError
 
 if TYPE_CHECKING:
+    from chainfleet.chain.context import RunContext
     from chainfleet.chain.stage import Chain
-    from chainfleet.runner.core import Runner
 
 __all__ = ["BACKENDS", "Backend", "LocalBackend", "backend_for"]
 
@@ -38,14 +39,15 @@ class Backend(Protocol):
     #: "local" or "ray", saved with the run's settings
     name: str
 
-    async def start(self, runner: Runner) -> None:
-        """Get ready before the first admission (start or join a cluster, spawn workers)."""
+    async def start(self, ctx: RunContext, concurrency: int) -> None:
+        """Get ready before the first admission (start or join a cluster, spawn workers);
+        ``concurrency`` is the most chains the run will have in flight."""
 
-    async def advance(self, runner: Runner, chain: Chain) -> None:
+    async def advance(self, ctx: RunContext, chain: Chain) -> None:
         """Run ``chain``'s remaining stages; record a failure on the chain, never raise one."""
 
-    async def settle(self, runner: Runner) -> None:
-        """Before the session's numbers are saved: bring into ``runner`` what the report reads
+    async def settle(self, ctx: RunContext) -> None:
+        """Before the session's numbers are saved: bring into ``ctx`` what the report reads
         and the backend holds elsewhere (the limits the cluster's limiter actors learned)."""
 
     async def aclose(self) -> None:

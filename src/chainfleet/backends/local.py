@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chainfleet.errors import CallError, FatalError
+from chainfleet.chain.stage import StageExecutor
 
 if TYPE_CHECKING:
+    from chainfleet.chain.context import RunContext
     from chainfleet.chain.stage import Chain
-    from chainfleet.runner.core import Runner
 
 __all__ = ["LocalBackend"]
 
@@ -18,29 +18,20 @@ class LocalBackend:
 
     name = "local"
 
-    async def start(self, runner: Runner) -> None:
-        return None
+    def __init__(self) -> None:
+        self.executor: StageExecutor | None = None
 
-    async def advance(self, runner: Runner, chain: Chain) -> None:
+    async def start(self, ctx: RunContext, concurrency: int) -> None:
+        self.executor = StageExecutor(ctx)
+
+    async def advance(self, ctx: RunContext, chain: Chain) -> None:
         """Run the chain's remaining stages; record the first failure on the chain."""
-        stages = runner.pipeline.stages
-        while chain.next_stage < len(stages):
-            stage = stages[chain.next_stage]
-            try:
-                await runner.stages.run(chain, stage)
-            except CallError as exc:
-                exc.item_id, exc.stage = chain.item.id, stage.name
-                chain.error, chain.error_stage = exc, stage.name
-                if isinstance(exc, FatalError) and runner.fatal is None:
-                    runner.fatal = exc
-                return
-            if await runner.review.park(chain, stage):  # waits for a person (review:)
-                chain.parked = stage.name
-                return
-            chain.next_stage += 1
+        if self.executor is None:
+            self.executor = StageExecutor(ctx)
+        await self.executor.advance(chain)
 
-    async def settle(self, runner: Runner) -> None:
-        return None  # the limiters are the runner's own
+    async def settle(self, ctx: RunContext) -> None:
+        return None  # the limiters are the run's own
 
     async def aclose(self) -> None:
         return None

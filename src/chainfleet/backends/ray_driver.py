@@ -35,13 +35,13 @@ from chainfleet.backends.ray_wire import (
     StoreCall,
 )
 from chainfleet.backends.ray_worker import ChainWorker, Secrets, WorkerSpec
-from chainfleet.chain.stage import Chain, limits_of
+from chainfleet.chain.stage import Chain
 from chainfleet.errors import ConfigError, FatalError
 from chainfleet.limits.limiter import ModelLimiter
 from chainfleet.store.runstore import CallRow, StageHit
 
 if TYPE_CHECKING:
-    from chainfleet.runner.core import Runner
+    from chainfleet.chain.context import RunContext
 
 __all__ = ["RayBackend", "WorkerLost"]
 
@@ -94,7 +94,7 @@ class RayBackend:
         self.replacements = 0
         #: per model: leases the workers took from its limiter actor over the run
         self.leases: dict[str, int] = {}
-        self._runner: Runner | None = None
+        self._ctx: RunContext | None = None
         self._spec: WorkerSpec | None = None
         self._worker_class: Any = None
         self._joined = asyncio.Event()
@@ -103,46 +103,45 @@ class RayBackend:
 
     # -- start and stop ---------------------------------------------------------------------------
 
-    async def start(self, runner: Runner) -> None:
-        if runner.adaptive is not None:
+    async def start(self, ctx: RunContext, concurrency: int) -> None:
+        if ctx.adaptive is not None:
             raise ConfigError("--concurrency auto runs locally only; give a number", where="--backend ray")
-        self._runner = runner
+        self._ctx = ctx
         self.connection = await asyncio.to_thread(connect, self.address)
         ray = self.connection.ray
         cpus = self.connection.cpus()
-        count = self.workers or max(1, min(runner.concurrency, int(cpus)))
+        count = self.workers or max(1, min(concurrency, int(cpus)))
         self.workers = count
-        self._make_limiters(runner, count)
+        self._make_limiters(ctx, count)
         self._spec = WorkerSpec(
-            pipeline=runner.pipeline.model_dump(),
-            run_id=runner.run_id,
-            retry=runner.retry,
-            rpm=runner.rpm,
-            tpm=runner.tpm,
-            reuse=runner.reuse,
-            cache=runner.cache is not None,
-            persistent=runner.store.persistent,
+            pipeline=ctx.pipeline.model_dump(),
+            settings=ctx.settings,
+            run_id=ctx.run_id,
+            retry=ctx.retry,
+            reuse=ctx.reuse,
+            cache=ctx.cache is not None,
+            persistent=ctx.store.persistent,
             limiters=self.limiters,
-            env=Secrets(self._env(runner)),
-            providers=runner.provider_overrides,
-            review=runner.review.enabled,
+            env=Secrets(self._env(ctx)),
+            providers=ctx.provider_overrides,
+            review=ctx.review.enabled,
         )
         options = {"num_cpus": min(1.0, cpus / count), "max_restarts": 0, "max_concurrency": 1000}
         self._worker_class = ray.remote(**options)(ChainWorker)
         await asyncio.gather(*(self._spawn() for _ in range(count)))
 
-    def _make_limiters(self, runner: Runner, workers: int) -> None:
+    def _make_limiters(self, ctx: RunContext, workers: int) -> None:
         ray = self.connection.ray if self.connection else None
         remote = ray.remote(num_cpus=0, max_concurrency=1000)(SharedLimits) if ray else None
-        specs = {runner.pipeline.model_for(s) for s in runner.pipeline.stages if not s.is_tool}
+        specs = {ctx.pipeline.model_for(s) for s in ctx.pipeline.stages if not s.is_tool}
         for spec in sorted(specs):
-            rpm, tpm, metered = limits_of(runner, spec)
+            rpm, tpm, metered = ctx.limits.told(spec)
             if metered and remote is not None:
                 self.limiters[spec] = remote.remote(rpm=rpm, tpm=tpm, workers=workers)
 
-    def _env(self, runner: Runner) -> dict[str, str]:
+    def _env(self, ctx: RunContext) -> dict[str, str]:
         names = set(FORWARDED_ENV)
-        names.update(p.api_key_env for p in runner.pipeline.providers.values() if p.api_key_env)
+        names.update(p.api_key_env for p in ctx.pipeline.providers.values() if p.api_key_env)
         return {name: os.environ[name] for name in sorted(names) if name in os.environ}
 
     async def _spawn(self) -> _Link:
@@ -173,12 +172,12 @@ class RayBackend:
         await asyncio.to_thread(self.connection.close)
         self.connection = None
 
-    async def settle(self, runner: Runner) -> None:
+    async def settle(self, ctx: RunContext) -> None:
         await self._report_limits()
 
     async def _report_limits(self) -> None:
-        """The limiter actors' state into ``runner.limiters``, which the report reads."""
-        if self._runner is None:
+        """The limiter actors' state into the run's limiters, which the report reads."""
+        if self._ctx is None:
             return
         for spec, actor in self.limiters.items():
             try:
@@ -188,7 +187,7 @@ class RayBackend:
             limiter = ModelLimiter(rpm=state.told_rpm, tpm=state.told_tpm)
             limiter.limit_rpm, limiter.limit_tpm = state.limit_rpm, state.limit_tpm
             limiter.cooldowns = state.cooldowns
-            self._runner.limiters[spec] = limiter
+            self._ctx.limits.by_model[spec] = limiter
             self.leases[spec] = state.leases
 
     def worker_pids(self) -> list[int]:
@@ -197,7 +196,7 @@ class RayBackend:
 
     # -- chains -----------------------------------------------------------------------------------
 
-    async def advance(self, runner: Runner, chain: Chain) -> None:
+    async def advance(self, ctx: RunContext, chain: Chain) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._dispatch(chain, future)
         try:
@@ -241,34 +240,34 @@ class RayBackend:
                 link.actor.cancel.remote([chain.item.index])
 
     def _next_stage(self, chain: Chain) -> int:
-        stages = self._runner.pipeline.stages if self._runner else []
+        stages = self._ctx.pipeline.stages if self._ctx else []
         done = 0
         while done < len(stages) and stages[done].name in chain.outputs:
             done += 1
         return done
 
     def _fail(self, chain: Chain, error: FatalError) -> None:
-        runner = self._runner
-        stages = runner.pipeline.stages if runner else []
+        ctx = self._ctx
+        stages = ctx.pipeline.stages if ctx else []
         stage = stages[chain.next_stage].name if chain.next_stage < len(stages) else None
         error.item_id, error.stage = chain.item.id, stage
         chain.error, chain.error_stage = error, stage
-        if runner is not None and runner.fatal is None:
-            runner.fatal = error
+        if ctx is not None:
+            ctx.state.fail(error)
 
     # -- the pump: one per worker -----------------------------------------------------------------
 
     async def _pump(self, link: _Link) -> None:
         ray = self.connection.ray if self.connection else None
         lost = (ray.exceptions.RayActorError, ray.exceptions.RaySystemError) if ray else ()
-        runner = self._runner
-        assert runner is not None
+        ctx = self._ctx
+        assert ctx is not None
         while not self._closed:
             out = Outbound(
                 committed=link.committed,
                 answers=link.answers,
-                halted=runner.halted,
-                elapsed=runner.clock.now() - runner._t0,
+                halted=ctx.halted,
+                elapsed=ctx.clock.now() - ctx.t0,
             )
             link.answers = {}
             try:
@@ -276,25 +275,25 @@ class RayBackend:
             except lost:
                 await self._lost(link)
                 return
-            await self._commit(runner, link, inbound)
+            await self._commit(ctx, link, inbound)
 
-    async def _commit(self, runner: Runner, link: _Link, inbound: Inbound) -> None:
+    async def _commit(self, ctx: RunContext, link: _Link, inbound: Inbound) -> None:
         """Make a worker's store calls on the run store, commit, then settle its finished chains."""
         last = link.committed
         for number, call in inbound.events:
             last = max(last, number)
             self._follow(link, call)
-            target = self._target(runner, call)
+            target = self._target(ctx, call)
             if target is not None and call.method in (REVIEW_WRITES if call.target == "review" else WRITES):
                 getattr(target, call.method)(*call.args, **call.kwargs)
         for number, call in inbound.lookups:
             last = max(last, number)
-            target = self._target(runner, call)
+            target = self._target(ctx, call)
             reads = REVIEW_READS if call.target == "review" else READS
             found = getattr(target, call.method)(*call.args, **call.kwargs) if call.method in reads else None
             link.answers[number] = None if target is None else found
-        self._add_stats(runner, link, inbound)
-        await runner.store.durable()
+        self._add_stats(ctx, link, inbound)
+        await ctx.store.durable()
         link.committed = last
         for finished in inbound.finished:
             owner = link.assigned.pop(finished.index, None)
@@ -305,21 +304,21 @@ class RayBackend:
                 chain.parked = finished.parked
                 chain.next_stage = self._next_stage(chain)
             elif finished.error is None:
-                chain.next_stage = len(runner.pipeline.stages)
+                chain.next_stage = len(ctx.pipeline.stages)
             else:
                 chain.error, chain.error_stage = finished.error, finished.error_stage
                 chain.next_stage = self._next_stage(chain)
-                if isinstance(finished.error, FatalError) and runner.fatal is None:
-                    runner.fatal = finished.error
+                if isinstance(finished.error, FatalError):
+                    ctx.state.fail(finished.error)
             if not future.done():
                 future.set_result(None)
 
     @staticmethod
-    def _target(runner: Runner, call: StoreCall) -> Any:
+    def _target(ctx: RunContext, call: StoreCall) -> Any:
         """The run store, the response cache, or the review queue (all in the driver)."""
         if call.target == "review":
-            return runner.review.queue
-        return runner.cache if call.target == "cache" else runner.store
+            return ctx.review.queue
+        return ctx.cache if call.target == "cache" else ctx.store
 
     def _follow(self, link: _Link, call: StoreCall) -> None:
         """Keep the driver's copy of a chain up with what is committed (its outputs, attempts
@@ -336,14 +335,14 @@ class RayBackend:
                 owner[0].attempts += 1
                 owner[0].seconds += max(0.0, row.ended - row.started)
 
-    def _add_stats(self, runner: Runner, link: _Link, inbound: Inbound) -> None:
-        stats, delta = runner.stats, inbound.stats
+    def _add_stats(self, ctx: RunContext, link: _Link, inbound: Inbound) -> None:
+        stats, delta, spend = ctx.stats, inbound.stats, ctx.spend
         for name, value in delta.counts.items():
             setattr(stats, name, getattr(stats, name) + value)
-        if delta.cost_usd is None or runner.cost_usd is None:
-            runner.cost_usd = None
+        if delta.cost_usd is None or spend.cost_usd is None:
+            spend.cost_usd = None
         else:
-            runner.cost_usd += delta.cost_usd
+            spend.cost_usd += delta.cost_usd
         for name, (calls, failed, seconds, in_flight) in delta.stages.items():
             stage = stats.stage(name)
             stage.calls += calls
@@ -359,8 +358,8 @@ class RayBackend:
         link.assigned.clear()
         link.to_send = []
         for name in link.in_flight:
-            if self._runner is not None:
-                self._runner.stats.stage(name).in_flight = sum(
+            if self._ctx is not None:
+                self._ctx.stats.stage(name).in_flight = sum(
                     other.in_flight.get(name, 0) for other in self.links if other.alive
                 )
         if not self._closed and self.replacements < (self.workers or 1):

@@ -1,9 +1,10 @@
 """A Ray worker: an async actor that runs chains with the same stage code as a local run.
 
-Each worker holds a :class:`~chainfleet.runner.core.Runner` of its own whose store is a thin client
-(:class:`RemoteStore`): a stage result, an attempt, a cache write becomes a numbered event for
-the driver; ``durable()`` waits until the driver says it has committed that event; a look-up
-(a result to reuse on resume, a cached response) is a question answered by the driver's store.
+Each worker holds a :class:`~chainfleet.chain.context.RunContext` of its own (never a runner)
+whose store is a thin client (:class:`RemoteStore`): a stage result, an attempt, a cache write
+becomes a numbered event for the driver; ``durable()`` waits until the driver says it has
+committed that event; a look-up (a result to reuse on resume, a cached response) is a question
+answered by the driver's store (:class:`RemoteReads`).
 Limits go through :class:`~chainfleet.backends.ray_limits.LeasedLimiter` (the model's limiter
 actor). Everything reaches the driver through :meth:`ChainWorker.exchange`, which the driver calls
 in a loop: the worker never calls the driver.
@@ -19,13 +20,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 from chainfleet.backends.ray_limits import LeasedLimiter
 from chainfleet.backends.ray_wire import ChainTask, Finished, Inbound, Outbound, StatsDelta, StoreCall
+from chainfleet.chain.context import Limiters, RunContext
 from chainfleet.chain.review import ReviewHook
 from chainfleet.chain.stage import Chain, StageExecutor
+from chainfleet.config import RunSettings
 from chainfleet.errors import CallError, PermanentError
 from chainfleet.inputs.source import Item
 from chainfleet.limits.retry import RetryPolicy
 from chainfleet.pipeline.spec import Pipeline
-from chainfleet.runner.core import Runner
 from chainfleet.store.review_queue import Entry
 from chainfleet.store.runstore import CallRow, RevisionRow, RunStore, StageHit
 from chainfleet.store.stats import COUNTERS, RunStats
@@ -53,10 +55,9 @@ class WorkerSpec:
 
     #: the pipeline as data (compiled templates do not pickle): ``Pipeline.model_dump()``
     pipeline: dict[str, Any]
+    settings: RunSettings
     run_id: str
     retry: RetryPolicy
-    rpm: float | None
-    tpm: float | None
     reuse: bool
     cache: bool
     persistent: bool
@@ -130,7 +131,7 @@ class _Outbox:
 
 class RemoteStore:
     """The worker's run store (or response cache): every write becomes an event for the
-    driver, ``durable()`` waits for the driver's commit, reads go through ``WorkerStages``."""
+    driver, ``durable()`` waits for the driver's commit, reads go through :class:`RemoteReads`."""
 
     def __init__(self, outbox: _Outbox, *, persistent: bool, target: str = "store") -> None:
         self.outbox = outbox
@@ -164,19 +165,17 @@ class RemoteStore:
         return None
 
 
-class WorkerStages(StageExecutor):
-    """The stage code of a local run, with the look-ups and the limiters of the cluster."""
+class RemoteReads:
+    """The look-ups of a stage on a worker: questions answered by the driver's store."""
 
-    def __init__(self, runner: Runner, outbox: _Outbox, limiters: dict[str, LeasedLimiter]) -> None:
-        super().__init__(runner)
+    def __init__(self, outbox: _Outbox) -> None:
         self.outbox = outbox
-        self.leased = limiters
 
-    async def stored(self, item_id: str, stage: str, key: str) -> StageHit | None:
+    async def stage(self, item_id: str, stage: str, key: str) -> StageHit | None:
         hit: StageHit | None = await self.outbox.ask(StoreCall("find_stage", (item_id, stage, key)))
         return hit
 
-    async def stored_try(self, item_id: str, stage: str, key: str, run_id: str | None) -> RevisionRow | None:
+    async def revision(self, item_id: str, stage: str, key: str, run_id: str | None) -> RevisionRow | None:
         call = StoreCall("find_revision", (item_id, stage, key), {"run_id": run_id})
         row: RevisionRow | None = await self.outbox.ask(call)
         return row
@@ -185,16 +184,27 @@ class WorkerStages(StageExecutor):
         hit: StageHit | None = await self.outbox.ask(StoreCall("cache_get", (key,), target="cache"))
         return hit
 
-    def _limiter(self, spec: str) -> ModelLimiter | None:
-        return self.leased.get(spec)
+
+class LeasedLimits(Limiters):
+    """A worker's limiters: each metered model's lease on the cluster's limiter actor (a model
+    without one is unmetered here too)."""
+
+    def __init__(self, ctx: RunContext, leased: dict[str, LeasedLimiter]) -> None:
+        super().__init__(ctx.pipeline, rpm=None, tpm=None, clock=ctx.clock, rng=ctx.rng)
+        self.by_model.update(leased)
+
+    def of(self, spec: str) -> ModelLimiter | None:
+        return self.by_model.get(spec)
 
 
 class RemoteReviewHook(ReviewHook):
     """Review on a worker: the queue lives in the driver's run.db, so its reads are questions
     for the driver and its writes are events (committed before the chain's result counts)."""
 
-    def __init__(self, runner: Runner, outbox: _Outbox, *, enabled: bool) -> None:
-        super().__init__(runner)
+    def __init__(
+        self, pipeline: Pipeline, store: RunStore, run_id: str, outbox: _Outbox, *, enabled: bool
+    ) -> None:
+        super().__init__(pipeline, store, run_id)
         self.outbox = outbox
         self.enabled = enabled  # the driver's hook decides, from its queue
 
@@ -205,7 +215,7 @@ class RemoteReviewHook(ReviewHook):
         return found
 
     async def _taken(self, qid: int) -> None:
-        self.outbox.add(StoreCall("mark_taken", (qid, self.runner.run_id), target="review"))
+        self.outbox.add(StoreCall("mark_taken", (qid, self.run_id), target="review"))
 
     async def _match(self, item_id: str, stage: str, output: str) -> Entry | None:
         entry: Entry | None = await self.outbox.ask(
@@ -224,24 +234,27 @@ class ChainWorker:
         os.environ.update(spec.env.values)
         self.poll = poll
         self.outbox = _Outbox()
-        store = RemoteStore(self.outbox, persistent=spec.persistent)
-        cache = RemoteStore(self.outbox, persistent=True, target="cache")
-        self.runner = Runner(
-            Pipeline.model_validate(spec.pipeline),
-            store=cast(RunStore, store),
+        store = cast(RunStore, RemoteStore(self.outbox, persistent=spec.persistent))
+        cache = None
+        if spec.cache:
+            cache = cast(RunStore, RemoteStore(self.outbox, persistent=True, target="cache"))
+        pipeline = Pipeline.model_validate(spec.pipeline)
+        review = RemoteReviewHook(pipeline, store, spec.run_id, self.outbox, enabled=spec.review)
+        self.ctx = ctx = RunContext.local(
+            pipeline,
+            spec.settings,
             run_id=spec.run_id,
-            retry=spec.retry,
-            rpm=spec.rpm,
-            tpm=spec.tpm,
-            reuse=spec.reuse,
-            cache=cast(RunStore, cache) if spec.cache else False,
+            store=store,
+            cache=cache,
             providers=spec.providers,
+            review=review,
         )
-        clock = self.runner.clock
-        limiters = {model: LeasedLimiter(actor, clock=clock) for model, actor in spec.limiters.items()}
-        self.runner.stages = WorkerStages(self.runner, self.outbox, limiters)
-        self.runner.review = RemoteReviewHook(self.runner, self.outbox, enabled=spec.review)
-        self.limiters = limiters
+        ctx.retry, ctx.reuse = spec.retry, spec.reuse
+        ctx.reads = RemoteReads(self.outbox)
+        leased = spec.limiters.items()
+        self.limiters = {model: LeasedLimiter(actor, clock=ctx.clock) for model, actor in leased}
+        ctx.limits = LeasedLimits(ctx, self.limiters)
+        self.executor = StageExecutor(ctx)
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self._started = False
         self._sent = RunStats()
@@ -267,7 +280,7 @@ class ChainWorker:
 
     async def _run(self, chain: Chain) -> None:
         try:
-            await self.runner._advance(chain)
+            await self.executor.advance(chain)
             error = chain.error
         except Exception as exc:  # a bug of ours: this item fails, the worker goes on
             error = PermanentError(f"{type(exc).__name__}: {exc}")
@@ -281,11 +294,11 @@ class ChainWorker:
         """Take the driver's word (committed events, answers, stopping); return what is new,
         waiting up to ``poll`` seconds for something to happen."""
         if not self._started:
-            self.runner._t0 = self.runner.clock.now() - out.elapsed
+            self.ctx.t0 = self.ctx.clock.now() - out.elapsed
             self._started = True
         self.outbox.apply(out)
         if out.halted:
-            self.runner.stop("stopping")
+            self.ctx.state.stop("stopping")
         if not self.outbox.pending:
             try:
                 await asyncio.wait_for(self.outbox.ready.wait(), timeout=self.poll)
@@ -295,14 +308,14 @@ class ChainWorker:
         return self.outbox.drain(self._delta())
 
     def _delta(self) -> StatsDelta:
-        stats, sent = self.runner.stats, self._sent
+        stats, sent = self.ctx.stats, self._sent
         counts = {}
         for name in COUNTERS:  # repairs, revisions and judge calls too
             value, before = getattr(stats, name), getattr(sent, name)
             if value != before:
                 counts[name] = value - before
                 setattr(sent, name, value)
-        cost = self.runner.cost_usd
+        cost = self.ctx.spend.cost_usd
         cost_delta = None if cost is None or self._sent_cost is None else cost - self._sent_cost
         self._sent_cost = cost
         stages = {}
@@ -323,7 +336,7 @@ class ChainWorker:
         for task in list(self.tasks.values()):
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
-        await self.runner.pool.aclose()
+        await self.ctx.pool.aclose()
 
 
 def _sendable(error: CallError | None) -> CallError | None:

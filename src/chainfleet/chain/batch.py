@@ -34,12 +34,12 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chainfleet.clock import Clock
 from chainfleet.errors import CallError, ConfigError, FatalError, RetryableError, ServerError
 from chainfleet.pipeline.spec import BatchSettings, Pipeline
-from chainfleet.providers import Completion, CompletionRequest, Provider
+from chainfleet.providers import Completion, CompletionRequest, Provider, ProviderPool
 from chainfleet.providers.batch.base import (
     BatchAdapter,
     BatchExpired,
@@ -51,10 +51,7 @@ from chainfleet.providers.batch.base import (
 from chainfleet.store.batch_ledger import PREPARING, SUBMITTED, UPLOADED, BatchLedger, RequestResult
 from chainfleet.store.runstore import RunStore, _kill_point
 
-if TYPE_CHECKING:
-    from chainfleet.runner.core import Runner
-
-__all__ = ["BatchCalls", "BatchCounts", "Batcher", "attach_batcher", "with_batch"]
+__all__ = ["BatchCalls", "BatchCounts", "Batcher", "batcher_for", "with_batch"]
 
 Caller = Callable[[CompletionRequest], Awaitable[Completion]]
 #: a stage's batch calls: the caller for a request key
@@ -136,10 +133,9 @@ class Batcher:
             self._adapters[spec] = batch_adapter_for(provider, sim_delay=self.settings.sim_delay)
         return self._adapters[spec]
 
-    async def check(self, runner: Runner) -> None:
+    async def check(self, pipeline: Pipeline, pool: ProviderPool) -> None:
         """Every batched model's endpoint has a batch API: a ``ConfigError`` (exit 2) before
         any request is sent, naming the stage."""
-        pipeline = runner.pipeline
         checked: set[str] = set()
         for stage in pipeline.stages:
             if not pipeline.batched(stage):
@@ -148,7 +144,7 @@ class Batcher:
             if spec in checked:
                 continue
             checked.add(spec)
-            provider, _ = runner.pool.for_model(spec)
+            provider, _ = pool.for_model(spec)
             where = f"{pipeline.source or 'pipeline'}: stage {stage.name!r} (mode: batch, model {spec})"
             try:
                 await self.adapter(spec, provider).check()
@@ -427,7 +423,8 @@ def with_batch(pipeline: Pipeline) -> Pipeline:
     return copy
 
 
-def attach_batcher(runner: Runner) -> None:
-    """Give ``runner`` a batcher when any stage is in batch mode."""
-    if any(runner.pipeline.batched(stage) for stage in runner.pipeline.stages):
-        runner.batch = Batcher(runner.store, runner.run_id, runner.pipeline.batch, runner.clock)
+def batcher_for(pipeline: Pipeline, store: RunStore, run_id: str, clock: Clock) -> Batcher | None:
+    """A batcher for the run when any stage is in batch mode (None: every call is online)."""
+    if any(pipeline.batched(stage) for stage in pipeline.stages):
+        return Batcher(store, run_id, pipeline.batch, clock)
+    return None

@@ -1,7 +1,7 @@
 """The runner's side of review: park an item at a stage that needs a person, and on resume
 take each decision on (approved, edited: go on; rejected: back to a stage with the note).
 
-The runner calls three things, and nothing else of review:
+The stage code calls three things, and nothing else of review:
 
 - :meth:`ReviewHook.context` before a stage runs: ``feedback`` and ``previous`` when a reviewer
   sent the item back to this stage (empty strings otherwise);
@@ -20,8 +20,8 @@ from chainfleet.store.review_queue import Entry, ReviewQueue
 
 if TYPE_CHECKING:
     from chainfleet.chain.stage import Chain
-    from chainfleet.pipeline.spec import Stage
-    from chainfleet.runner.core import Runner
+    from chainfleet.pipeline.spec import Pipeline, Stage
+    from chainfleet.store.runstore import RunStore
 
 __all__ = ["ReviewHook", "with_feedback"]
 
@@ -36,15 +36,15 @@ class ReviewHook:
     (:class:`~chainfleet.backends.ray_worker.RemoteReviewHook`) sends them to the driver,
     which keeps the one queue in run.db, so review works there as it does here."""
 
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
-        db = getattr(runner.store, "db", None)
+    def __init__(self, pipeline: Pipeline, store: RunStore, run_id: str) -> None:
+        self.pipeline, self.store, self.run_id = pipeline, store, run_id
+        db = getattr(store, "db", None)
         self.queue: ReviewQueue | None = ReviewQueue(db) if db is not None else None
         #: items parked in this run
         self.parked = 0
         #: whether to consult the queue at all: a stage has ``review:``, or the queue holds
         #: entries (decisions made under an earlier version of the pipeline still apply)
-        self.enabled = any(stage.review is not None for stage in runner.pipeline.stages) or (
+        self.enabled = any(stage.review is not None for stage in pipeline.stages) or (
             self.queue is not None and self.queue.has_entries()
         )
 
@@ -55,7 +55,7 @@ class ReviewHook:
 
     async def _taken(self, qid: int) -> None:
         if self.queue is not None:
-            self.queue.mark_taken(qid, self.runner.run_id)
+            self.queue.mark_taken(qid, self.run_id)
 
     async def _match(self, item_id: str, stage: str, output: str) -> Entry | None:
         return self.queue.match(item_id, stage, output) if self.queue is not None else None
@@ -106,9 +106,9 @@ class ReviewHook:
         if reason is None:
             return False
         checks = _checks(chain, stage)
-        topic = _topic(chain.item.fields, self.runner.pipeline.input)
+        topic = _topic(chain.item.fields, self.pipeline.input)
         await self._enqueue(
-            run_id=self.runner.run_id,
+            run_id=self.run_id,
             index=chain.item.index,
             item_id=chain.item.id,
             stage=stage.name,
@@ -124,8 +124,8 @@ class ReviewHook:
         """The reviewer's edit becomes the stage's output in this run (results.jsonl shows it);
         the machine's output stays stored under its input key, so a later resume finds both."""
         value = chain.outputs[stage.name] = _decode(stage, text)
-        self.runner.store.save_stage(
-            self.runner.run_id,
+        self.store.save_stage(
+            self.run_id,
             chain.item.index,
             stage.name,
             text,

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from chainfleet.chain.review import with_feedback
-from chainfleet.errors import CallError, InvalidOutput, PermanentError, RetryableError
+from chainfleet.errors import CallError, FatalError, InvalidOutput, PermanentError, RetryableError
 from chainfleet.inputs.source import Item
 from chainfleet.limits.headers import parse_rate_limits
 from chainfleet.limits.limiter import ModelLimiter, Reservation, estimate_tokens
@@ -34,13 +34,12 @@ from chainfleet.pipeline.contracts import Contract, schema_instructions
 from chainfleet.pipeline.gates import JUDGE_SCHEMA, CheckResult, JudgeCheck, as_text, feedback_of
 from chainfleet.pipeline.spec import Stage
 from chainfleet.providers import CompletionRequest
-from chainfleet.providers.prices import price_for
 from chainfleet.store.runstore import CallRow, RevisionRow, StageHit
 from chainfleet.store.stats import StageStats
 
 if TYPE_CHECKING:
     from chainfleet.chain.batch import BatchCalls
-    from chainfleet.runner.core import Runner
+    from chainfleet.chain.context import RunContext
 
 #: what one attempt gives back: (text, input tokens, output tokens)
 Call = tuple[str, int, int]
@@ -213,16 +212,16 @@ def revision_note(feedback: str, previous: str) -> str:
 
 
 class StageExecutor:
-    """Runs single stages for the chains of one :class:`~chainfleet.runner.core.Runner`.
+    """Runs single stages for the chains of one run, given its :class:`~chainfleet.chain.context.RunContext`.
 
     :meth:`run` is one stage for one item, start to finish: :meth:`produce` an output (render,
     call with retries, repair it against the stage's contract, store it), then the gate; a
     failed gate revises (produce again with the feedback), accepts or fails, as the stage says.
     """
 
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
-        stages = list(runner.pipeline.stages)
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        stages = list(ctx.pipeline.stages)
         #: stages whose every try is stored (contracts, gates, and stages a revision re-runs)
         self._tracked = {s.name for s in stages if s.contract is not None or s.checks}
         for index, stage in enumerate(stages):
@@ -230,12 +229,31 @@ class StageExecutor:
                 start = next(i for i, s in enumerate(stages) if s.name == stage.revise_from)
                 self._tracked.update(s.name for s in stages[start:index])
 
+    async def advance(self, chain: Chain) -> None:
+        """Run the chain's remaining stages; record the first failure on the chain (a fatal
+        one on the run too), or where it waits for a person. Never raises a ``CallError``."""
+        stages = self.ctx.pipeline.stages
+        while chain.next_stage < len(stages):
+            stage = stages[chain.next_stage]
+            try:
+                await self.run(chain, stage)
+            except CallError as exc:
+                exc.item_id, exc.stage = chain.item.id, stage.name
+                chain.error, chain.error_stage = exc, stage.name
+                if isinstance(exc, FatalError):
+                    self.ctx.state.fail(exc)
+                return
+            if await self.ctx.review.park(chain, stage):  # waits for a person (review:)
+                chain.parked = stage.name
+                return
+            chain.next_stage += 1
+
     async def run(self, chain: Chain, stage: Stage) -> None:
         """Get one stage's result for one item, gated. Raises the ``CallError`` that fails it.
 
         A stage a reviewer sent this item back to starts with the reviewer's note as its
         ``feedback`` (and the rejected output as ``previous``)."""
-        sent_back = await self.runner.review.context(chain, stage)
+        sent_back = await self.ctx.review.context(chain, stage)
         feedback, previous = sent_back.get("feedback", ""), sent_back.get("previous") or None
         if not stage.checks:
             await self.produce(chain, stage, feedback=feedback, previous=previous)
@@ -249,13 +267,13 @@ class StageExecutor:
             action = "pass" if outcome.passed else self.after_failure(stage, revision)
             if action == "revise":
                 feedback, previous, revision = feedback_of(results), tried.value, revision + 1
-                self.runner.stats.revisions += 1
+                self.ctx.stats.revisions += 1
                 await self._revise_earlier(chain, stage, revision, feedback)
                 continue
             outcome.outcome = {"pass": "passed", "accept": "accepted"}.get(action, "failed")
             await self._settle(chain, stage, tried, results, outcome.outcome)
             if action == "fail":
-                if self.runner.review.gate_failed(chain, stage, gate_message(results)):
+                if self.ctx.review.gate_failed(chain, stage, gate_message(results)):
                     return  # review: on_gate_fail: a person decides instead
                 raise InvalidOutput(gate_message(results), stage=stage.name)
             return
@@ -272,9 +290,9 @@ class StageExecutor:
         the feedback and shown its own previous output (their own gates are not run again)."""
         if stage.revise_from == stage.name:
             return
-        names = [s.name for s in self.runner.pipeline.stages]
+        names = [s.name for s in self.ctx.pipeline.stages]
         start, end = names.index(stage.revise_from), names.index(stage.name)
-        for earlier in self.runner.pipeline.stages[start:end]:
+        for earlier in self.ctx.pipeline.stages[start:end]:
             previous = chain.outputs.get(earlier.name)
             await self.produce(chain, earlier, revision=revision, feedback=feedback, previous=previous)
 
@@ -297,8 +315,8 @@ class StageExecutor:
     ) -> None:
         """Store a try's gate results (and on the last try the stage's outcome), durably."""
         dicts = [r.to_dict() for r in results]
-        store = self.runner.store
-        store.set_gates(self.runner.run_id, chain.item.index, stage.name, tried.revision, dicts, outcome)
+        store = self.ctx.store
+        store.set_gates(self.ctx.run_id, chain.item.index, stage.name, tried.revision, dicts, outcome)
         await store.durable()
 
     # -- one output ---------------------------------------------------------------------------------
@@ -326,7 +344,7 @@ class StageExecutor:
         found = await self._reused(chain, stage, prepared, revision, feedback)
         if found is not None:
             return found
-        stats = self.runner.stats.stage(stage.name)
+        stats = self.ctx.stats.stage(stage.name)
         stats.in_flight += 1
         try:
             called = await self._attempts(chain, stage.name, prepared, stats)
@@ -335,10 +353,10 @@ class StageExecutor:
         finally:
             stats.in_flight -= 1
         hit = StageHit(called.text, called.input_tokens, called.output_tokens)
-        if prepared.cacheable and self.runner.cache is not None:
-            self.runner.cache.cache_put(prepared.key, hit)
+        if prepared.cacheable and self.ctx.cache is not None:
+            self.ctx.cache.cache_put(prepared.key, hit)
         track = stage.name in self._tracked
-        key = prepared.key if self.runner.store.persistent or track else None
+        key = prepared.key if self.ctx.store.persistent or track else None
         tried = Try(value, called.text, revision, repairs=repairs, feedback=feedback)
         await self._keep(chain, stage, key, hit, called.seconds, called.attempts, tried)
         return tried
@@ -351,20 +369,20 @@ class StageExecutor:
     ) -> Try | None:
         """The output (and gate results) from the store or the response cache, if there: a try
         of this run (a retry pass) or, on resume, of an earlier run here."""
-        runner, hit, row = self.runner, None, None
+        ctx, hit, row = self.ctx, None, None
         if stage.name in self._tracked:
-            scope = None if runner.reuse else runner.run_id
-            row = await self.stored_try(chain.item.id, stage.name, prepared.key, scope)
+            scope = None if ctx.reuse else ctx.run_id
+            row = await self.ctx.reads.revision(chain.item.id, stage.name, prepared.key, scope)
             if row is not None:
                 hit = StageHit(row.output, row.input_tokens, row.output_tokens)
-        if hit is None and runner.reuse:
-            hit = await self.stored(chain.item.id, stage.name, prepared.key)
+        if hit is None and ctx.reuse:
+            hit = await self.ctx.reads.stage(chain.item.id, stage.name, prepared.key)
         if hit is not None:
-            runner.stats.reused += 1
-        elif prepared.cacheable and runner.cache is not None:
-            hit = await self.cached(prepared.key)
+            ctx.stats.reused += 1
+        elif prepared.cacheable and ctx.cache is not None:
+            hit = await self.ctx.reads.cached(prepared.key)
             if hit is not None:
-                runner.stats.cache_hits += 1
+                ctx.stats.cache_hits += 1
         if hit is None:
             return None
         value = self._decode(stage, hit.output)
@@ -403,7 +421,7 @@ class StageExecutor:
                 tries = f" after {repairs} repair{'' if repairs == 1 else 's'}" if repairs else ""
                 raise InvalidOutput(f"output does not match the schema{tries}: {problem}", stage=label)
             repairs += 1
-            self.runner.stats.repairs += 1
+            self.ctx.stats.repairs += 1
             prepared = prepared.repair(problem, called.text)
             more = await self._attempts(chain, label, prepared, stats)
             called.add(more)
@@ -418,46 +436,33 @@ class StageExecutor:
         while True:
             attempt += 1
             chain.attempts += 1
-            self.runner.stats.calls += 1
+            self.ctx.stats.calls += 1
             stats.calls += 1
-            now = self.runner.clock.now()
+            now = self.ctx.clock.now()
             record = Attempt(number=attempt, queued=now, started=now)
             try:
                 text, tokens_in, tokens_out = await prepared.call(record)
             except CallError as exc:
                 service += self._count_attempt(chain, stats, record, ok=False)
                 if exc.kind == "rate_limited":
-                    self.runner.stats.rate_limited += 1
-                retrying = self.runner.retry.should_retry(exc, attempt) and not self.runner.halted
+                    self.ctx.stats.rate_limited += 1
+                retrying = self.ctx.retry.should_retry(exc, attempt) and not self.ctx.halted
                 wait = 0.0
                 if retrying and not (exc.kind == "rate_limited" and prepared.gated):
                     # (else the cooldown gate waits)
-                    wait = self.runner.retry.wait(exc, attempt, self.runner.rng)
+                    wait = self.ctx.retry.wait(exc, attempt, self.ctx.rng)
                 self._save_call(chain, label, record, exc.kind, backoff=wait, error=str(exc))
                 if not retrying:
                     raise
-                self.runner.stats.calls_retried += 1
+                self.ctx.stats.calls_retried += 1
                 if wait:
-                    self.runner.stats.backoff_seconds += wait
-                    await self.runner.clock.sleep(wait)
+                    self.ctx.stats.backoff_seconds += wait
+                    await self.ctx.clock.sleep(wait)
                 continue
             service += self._count_attempt(chain, stats, record, ok=True)
             self._save_call(chain, label, record, "ok", tokens=(tokens_in, tokens_out))
             self._spend(prepared.spec, tokens_in, tokens_out)
             return Called(text, tokens_in, tokens_out, service, attempt)
-
-    async def stored(self, item_id: str, stage: str, key: str) -> StageHit | None:
-        """A result of ``stage`` for this input already in the store (a Ray worker asks the
-        driver's store instead)."""
-        return self.runner.store.find_stage(item_id, stage, key)
-
-    async def stored_try(self, item_id: str, stage: str, key: str, run_id: str | None) -> RevisionRow | None:
-        """A try of a tracked stage made from this input (in run ``run_id``, or any run)."""
-        return self.runner.store.find_revision(item_id, stage, key, run_id=run_id)
-
-    async def cached(self, key: str) -> StageHit | None:
-        """A cached response for this request, if any (a Ray worker asks the driver)."""
-        return self.runner.cache.cache_get(key) if self.runner.cache is not None else None
 
     async def _keep(
         self,
@@ -474,7 +479,7 @@ class StageExecutor:
         """Record a stage result (and, for a tracked stage, the try); it is committed (a group
         commit) before the chain goes on. A ``reused`` result keeps the attempts and seconds
         the session that called it recorded."""
-        store, run_id = self.runner.store, self.runner.run_id
+        store, run_id = self.ctx.store, self.ctx.run_id
         structured = stage.contract is not None and not isinstance(tried.value, str)
         store.save_stage(
             run_id,
@@ -503,9 +508,9 @@ class StageExecutor:
     ) -> CheckResult:
         """Ask the judge's model for ``{score, feedback}``: a call like any other (limiter,
         retries, budget, cache), counted under ``STAGE:judge``."""
-        pipeline = self.runner.pipeline
+        pipeline = self.ctx.pipeline
         spec = check.model or (pipeline.model if stage.is_tool else pipeline.model_for(stage))
-        _, model = self.runner.pool.for_model(spec)
+        _, model = self.ctx.pool.for_model(spec)
         prompt = check.prompt(output, context)
         structured = pipeline.structured_setting(spec)
         request = CompletionRequest(
@@ -519,30 +524,24 @@ class StageExecutor:
         )
         prepared = self._prepare(spec, request, ("judge", spec, prompt, check.max_tokens))
         label = f"{stage.name}:judge"
-        stats = self.runner.stats.stage(label)
-        self.runner.stats.judge_calls += 1
-        hit = await self.cached(prepared.key) if prepared.cacheable and self.runner.cache else None
+        stats = self.ctx.stats.stage(label)
+        self.ctx.stats.judge_calls += 1
+        hit = await self.ctx.reads.cached(prepared.key) if prepared.cacheable and self.ctx.cache else None
         if hit is not None:
-            self.runner.stats.cache_hits += 1
+            self.ctx.stats.cache_hits += 1
             called = Called(hit.output, hit.input_tokens, hit.output_tokens, 0.0, 0)
         else:
             called = await self._attempts(chain, label, prepared, stats)
         value, _ = await self._repair(chain, label, _JUDGE, 2, prepared, called, stats)
-        if hit is None and prepared.cacheable and self.runner.cache is not None:
+        if hit is None and prepared.cacheable and self.ctx.cache is not None:
             verdict = StageHit(called.text, called.input_tokens, called.output_tokens)
-            self.runner.cache.cache_put(prepared.key, verdict)
+            self.ctx.cache.cache_put(prepared.key, verdict)
         return check.verdict(value)
 
     def _spend(self, spec: str | None, tokens_in: int, tokens_out: int) -> None:
-        self.runner.stats.input_tokens += tokens_in
-        self.runner.stats.output_tokens += tokens_out
-        if spec is None or self.runner.cost_usd is None:
-            return
-        if spec not in self.runner._price_of:  # one look-up per model, not per call
-            self.runner._price_of[spec] = price_for(spec, self.runner.prices)
-        price = self.runner._price_of[spec]
-        cost = self.runner.cost_usd
-        self.runner.cost_usd = None if price is None else cost + price.cost(tokens_in, tokens_out)
+        self.ctx.stats.input_tokens += tokens_in
+        self.ctx.stats.output_tokens += tokens_out
+        self.ctx.spend.add(spec, tokens_in, tokens_out)
 
     def _save_call(
         self,
@@ -555,9 +554,9 @@ class StageExecutor:
         tokens: tuple[int, int] = (0, 0),
         error: str | None = None,
     ) -> None:
-        t0 = self.runner._t0
-        self.runner.store.save_call(
-            self.runner.run_id,
+        t0 = self.ctx.t0
+        self.ctx.store.save_call(
+            self.ctx.run_id,
             CallRow(
                 index=chain.item.index,
                 item_id=chain.item.id,
@@ -565,7 +564,7 @@ class StageExecutor:
                 attempt=record.number,
                 queued=record.queued - t0,
                 started=record.started - t0,
-                ended=self.runner.clock.now() - t0,
+                ended=self.ctx.clock.now() - t0,
                 status=status,
                 limiter_wait=record.limiter_wait,
                 cooldown_wait=record.cooldown_wait,
@@ -578,15 +577,15 @@ class StageExecutor:
 
     def _llm_call(self, stage: Stage, context: Mapping[str, Any], revision: int) -> Prepared:
         """One LLM stage made ready: its request (with its schema), its key, its repairs."""
-        spec = self.runner.pipeline.model_for(stage)
-        _, model = self.runner.pool.for_model(spec)
+        spec = self.ctx.pipeline.model_for(stage)
+        _, model = self.ctx.pool.for_model(spec)
         system, prompt = stage.render(context)
         if revision and not stage.uses_feedback:
             prompt += revision_note(context["feedback"], context["previous"])
         elif context.get("feedback"):  # sent back by a reviewer: the note reaches the model
             prompt = with_feedback(prompt, stage, context["feedback"])
         contract = stage.contract
-        structured = self.runner.pipeline.structured_setting(spec)
+        structured = self.ctx.pipeline.structured_setting(spec)
         if contract is not None:
             prompt = with_schema(prompt, contract.schema, structured)
         request = CompletionRequest(
@@ -604,7 +603,7 @@ class StageExecutor:
             key_parts += (json.dumps(contract.schema, sort_keys=True), request.structured)
         if revision:
             key_parts += (("revision", revision),)
-        return self._prepare(spec, request, key_parts, self.runner.batch_calls(stage, str(context["id"])))
+        return self._prepare(spec, request, key_parts, self.ctx.batch_calls(stage, str(context["id"])))
 
     def _prepare(
         self,
@@ -617,9 +616,9 @@ class StageExecutor:
         gate; a 429 closes the model's cooldown gate. In batch mode (``batch``, see
         chainfleet.chain.batch) it goes into a provider batch job instead: no limiter (a batch API
         has limits of its own), and the batch price."""
-        provider, model = self.runner.pool.for_model(spec)
+        provider, model = self.ctx.pool.for_model(spec)
         caller = batch(key_parts) if batch is not None else None
-        limiter = self._limiter(spec) if caller is None else None
+        limiter = self.ctx.limits.of(spec) if caller is None else None
         estimate = estimate_tokens((request.system or "") + request.prompt, model) + request.max_tokens
 
         async def call(record: Attempt) -> Call:
@@ -628,15 +627,15 @@ class StageExecutor:
                 reservation = await limiter.acquire(estimate)
                 record.limiter_wait = reservation.limiter_wait
                 record.cooldown_wait = reservation.cooldown_wait
-                self.runner.stats.limiter_seconds += reservation.limiter_wait
-                self.runner.stats.cooldown_seconds += reservation.cooldown_wait
-            record.started = started = self.runner.clock.now()
+                self.ctx.stats.limiter_seconds += reservation.limiter_wait
+                self.ctx.stats.cooldown_seconds += reservation.cooldown_wait
+            record.started = started = self.ctx.clock.now()
             try:
                 completion = await (provider.complete(request) if caller is None else caller(request))
             except CallError as exc:
-                if self.runner.adaptive is not None:
+                if self.ctx.adaptive is not None:
                     busy = exc.kind in ("rate_limited", "overloaded")
-                    await self.runner.adaptive.observe(ok=False, overloaded=busy, latency=None)
+                    await self.ctx.adaptive.observe(ok=False, overloaded=busy, latency=None)
                 if limiter is not None and reservation is not None:
                     self._refused_or_failed(limiter, reservation, exc, record.number)
                 raise
@@ -644,13 +643,13 @@ class StageExecutor:
                 if limiter is not None and reservation is not None:
                     limiter.failed(reservation)
                 raise
-            if self.runner.adaptive is not None:
-                latency = self.runner.clock.now() - started
-                await self.runner.adaptive.observe(ok=True, overloaded=False, latency=latency)
+            if self.ctx.adaptive is not None:
+                latency = self.ctx.clock.now() - started
+                await self.ctx.adaptive.observe(ok=True, overloaded=False, latency=latency)
             if limiter is not None and reservation is not None:
                 limiter.observe(parse_rate_limits(completion.headers, time.time()))
                 limiter.settle(reservation, completion.input_tokens + completion.output_tokens)
-            self.runner.stats.cached_tokens += completion.cached_tokens
+            self.ctx.stats.cached_tokens += completion.cached_tokens
             return completion.text, completion.input_tokens, completion.output_tokens
 
         def repair(problem: str, reply: str) -> Prepared:
@@ -678,25 +677,8 @@ class StageExecutor:
             return
         wait = exc.retry_after if isinstance(exc, RetryableError) else None
         if wait is None:
-            wait = self.runner.retry.backoff(attempt, self.runner.rng)
+            wait = self.ctx.retry.backoff(attempt, self.ctx.rng)
         limiter.refused(reservation, wait)
-
-    def _limiter(self, spec: str) -> ModelLimiter | None:
-        """The one limiter of model ``spec``, shared by every stage using it (None: unmetered)."""
-        if spec in self.runner.limiters:
-            return self.runner.limiters[spec]
-        rpm, tpm, metered = limits_of(self.runner, spec)
-        limiter = None
-        if metered:
-            limiter = ModelLimiter(
-                rpm=rpm,
-                tpm=tpm,
-                clock=self.runner.clock,
-                rng=self.runner.rng,
-                group=(self.runner.limit_group, spec) if self.runner.limit_group else None,
-            )
-        self.runner.limiters[spec] = limiter
-        return limiter
 
     async def _tool(self, stage: Stage, context: Mapping[str, Any]) -> str:
         try:
@@ -712,14 +694,14 @@ class StageExecutor:
     def _count_attempt(self, chain: Chain, stats: Any, record: Attempt, *, ok: bool) -> float:
         """Count one attempt; its service time runs from the call's start, after any wait for
         the limiter (so ``sequential_seconds`` is the calls' own time)."""
-        elapsed = self.runner.clock.now() - record.started
+        elapsed = self.ctx.clock.now() - record.started
         chain.seconds += elapsed
         stats.seconds.append(elapsed)
-        self.runner.stats.service_seconds += elapsed
+        self.ctx.stats.service_seconds += elapsed
         if ok:
-            self.runner.stats.calls_succeeded += 1
+            self.ctx.stats.calls_succeeded += 1
         else:
-            self.runner.stats.calls_failed += 1
+            self.ctx.stats.calls_failed += 1
             stats.failed += 1
         return elapsed
 
@@ -732,12 +714,3 @@ class StageExecutor:
 
         return Prepared(call=call, key_parts=(stage.name, "tool", name, dict(context)))
 
-
-def limits_of(runner: Runner, spec: str) -> tuple[float | None, float | None, bool]:
-    """Model ``spec``'s told limits (``--rpm/--tpm``, else the pipeline's ``limits:``) and
-    whether it gets a limiter at all: real providers always do (it learns their limits from
-    headers and holds the cooldown gate), ``sim`` only when told a limit."""
-    configured = runner.pipeline.limits.get(spec)
-    rpm = runner.rpm if runner.rpm is not None else (configured.rpm if configured else None)
-    tpm = runner.tpm if runner.tpm is not None else (configured.tpm if configured else None)
-    return rpm, tpm, rpm is not None or tpm is not None or not spec.startswith("sim")

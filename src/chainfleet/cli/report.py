@@ -117,7 +117,7 @@ def _settle_killed(out: Path, run_id: str | None) -> tuple[bool, int]:
     file is gone or no longer reads), as a run that stops records its rest; resume runs them.
     Its open session is closed as ``killed-unknown``, as the next session of the run would."""
     from chainfleet.pipeline.spec import Pipeline
-    from chainfleet.runner.core import as_source
+    from chainfleet.runner.api import as_source
 
     try:
         store = RunStore.open(out / "run.db")

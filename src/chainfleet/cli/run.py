@@ -16,10 +16,12 @@ import click
 from chainfleet.cli import cli, config_errors
 from chainfleet.cli.progress import ProgressPrinter
 from chainfleet.cli.report import output_progress
+from chainfleet.config import RunSettings
 from chainfleet.errors import ConfigError
 from chainfleet.pipeline.spec import Pipeline
 from chainfleet.report.model import RunReport
-from chainfleet.runner.core import MAX_CONCURRENCY, Runner, arun, finish_output, latest_run_id, new_run_id
+from chainfleet.runner.api import arun, finish_output
+from chainfleet.runner.core import MAX_CONCURRENCY, Runner, latest_run_id, new_run_id
 from chainfleet.signals import STOP_SIGNALS, Interrupted, label, raise_on_signals, say, settle_streams
 from chainfleet.store.diskfull import EXIT_DISK_FULL, is_disk_full
 from chainfleet.store.diskfull import message as disk_full_message
@@ -266,6 +268,33 @@ def run_command(
     execute(pipeline_file, input_file, out, settings, quiet=quiet, resume=resume, force=force)
 
 
+def cli_settings(options: dict[str, Any], *, run_id: str | None, resume: bool, force: bool) -> RunSettings:
+    """The run's settings from the flags kept with it (runs saved before a flag existed get its
+    default: ``backend`` local, no ``limit_group``)."""
+    return RunSettings(
+        concurrency=options["concurrency"],
+        max_concurrency=options["max_concurrency"],
+        model=options["model"],
+        max_attempts=options["max_attempts"],
+        retry_passes=options["retry_passes"],
+        rpm=options["rpm"],
+        tpm=options["tpm"],
+        limit_group=options.get("limit_group"),
+        run_id=run_id,
+        resume=resume,
+        force=force,
+        cache=False if options["no_cache"] else options["cache"],
+        max_cost=options["max_cost"],
+        max_tokens=options["max_tokens"],
+        batch=options.get("batch", False),
+        backend=options.get("backend", "local"),
+        address=options.get("address"),
+        workers=options.get("workers"),
+        item_files=options.get("item_files", "auto"),
+        parquet=options.get("parquet", False),
+    )
+
+
 def execute(
     pipeline_file: str,
     input_file: str,
@@ -293,28 +322,9 @@ def execute(
                 pipeline,
                 input_file,
                 out_dir,
+                cli_settings(options, run_id=run_id, resume=resume, force=force),
                 quiet=quiet,
-                concurrency=options["concurrency"],
-                model=options["model"],
-                max_attempts=options["max_attempts"],
-                retry_passes=options["retry_passes"],
-                rpm=options["rpm"],
-                tpm=options["tpm"],
-                limit_group=options.get("limit_group"),
-                max_concurrency=options["max_concurrency"],
-                run_id=run_id,
-                resume=resume,
-                cache=False if options["no_cache"] else options["cache"],
-                max_cost=options["max_cost"],
-                max_tokens=options["max_tokens"],
-                batch=options.get("batch", False),
-                settings=settings,
-                force=force,
-                backend=options.get("backend", "local"),  # runs saved before backends existed: local
-                address=options.get("address"),
-                workers=options.get("workers"),
-                item_files=options.get("item_files", "auto"),
-                parquet=options.get("parquet", False),
+                saved=settings,
             )
         )
     except Interrupted as exc:  # during the output phase: the store has everything
@@ -399,7 +409,15 @@ def finished_run(out: Path, files: str) -> str | None:
     )
 
 
-async def _run(pipeline: Pipeline, input_file: str, out: Path, *, quiet: bool, **kwargs: Any) -> RunReport:
+async def _run(
+    pipeline: Pipeline,
+    input_file: str,
+    out: Path,
+    settings: RunSettings,
+    *,
+    quiet: bool,
+    saved: dict[str, Any],
+) -> RunReport:
     """Run with the progress display and Ctrl-C handling: the first SIGINT or SIGTERM stops
     admission (the calls in flight finish), a second one cancels them; either way the output
     folder is written from what finished."""
@@ -446,11 +464,12 @@ async def _run(pipeline: Pipeline, input_file: str, out: Path, *, quiet: bool, *
         return await arun(
             pipeline,
             input_file,
+            settings,
             out=out,
+            saved=saved,
             on_start=on_start,
             on_output=on_output,
             output_progress=progress,
-            **kwargs,
         )
     except asyncio.CancelledError:
         runner = holder.get("runner")
@@ -461,8 +480,8 @@ async def _run(pipeline: Pipeline, input_file: str, out: Path, *, quiet: bool, *
             runner,
             report,
             out,
-            item_files=kwargs.get("item_files", "auto"),
-            parquet=kwargs.get("parquet", False),
+            item_files=settings.item_files,
+            parquet=settings.parquet,
             on_output=on_output,
             progress=progress,
         )

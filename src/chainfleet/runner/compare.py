@@ -1,7 +1,7 @@
 """One batch run twice, one item at a time and then N in flight, to see what parallelism bought.
 
 :func:`run_compare` runs the same pipeline over the same items twice through
-:func:`chainfleet.runner.core.arun`: first at concurrency 1 into ``out/sequential/``, then at the
+:func:`chainfleet.runner.api.arun`: first at concurrency 1 into ``out/sequential/``, then at the
 given concurrency into ``out/parallel/``, with the response cache off so both runs really call
 the model. It then reads both runs back item by item and writes ``out/report.json``:
 
@@ -43,7 +43,7 @@ from chainfleet.inputs.source import InputSource
 from chainfleet.pipeline.spec import Pipeline
 from chainfleet.report.gates import gate_outcomes
 from chainfleet.report.model import LIST_CAP, RunReport, topic_of
-from chainfleet.runner.core import Items, arun
+from chainfleet.runner.api import Items, arun
 from chainfleet.store.runstore import ItemRecord
 
 if TYPE_CHECKING:
@@ -195,7 +195,7 @@ async def run_compare(
 ) -> CompareReport:
     """Run ``items`` one at a time, then ``concurrency`` at a time; compare; write report.json.
 
-    ``run_kwargs`` go to both :func:`~chainfleet.runner.core.arun` calls (``model``, ``rpm``,
+    ``run_kwargs`` go to both :func:`~chainfleet.runner.api.arun` calls (``model``, ``rpm``,
     ``max_attempts`` ...). ``progress`` makes a display per run from its label (``"one at a
     time"``, ``"parallel, concurrency N"``). ``items`` must be readable twice: a path, a list,
     or a reiterable ``InputSource`` (a one-shot iterator is read into a list first).

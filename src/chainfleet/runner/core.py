@@ -14,49 +14,47 @@ How a run goes:
 4. Every finished stage result goes to the run store as it arrives; the report and the output
    folder are built from the store at the end.
 
+The runner owns admission; what one stage of one item needs is its
+:class:`~chainfleet.chain.context.RunContext`. Use it through :func:`chainfleet.run` /
+:func:`chainfleet.arun` (:mod:`chainfleet.runner.api`).
+
 Example::
 
-    report = run(Pipeline.from_yaml("examples/content.yaml"), "examples/topics.txt", concurrency=5)
-    print(report.items_succeeded, report.time_saved_pct)
+    runner = Runner(pipeline, RunSettings(concurrency=5), store=RunStore.open("run.db"))
+    report = await runner.run(open_input("topics.txt", input_field=pipeline.input))
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import random
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from chainfleet.backends import Backend, LocalBackend, backend_for
-from chainfleet.chain.batch import BatchCalls, Batcher, attach_batcher, with_batch
-from chainfleet.chain.review import ReviewHook
-from chainfleet.chain.stage import Chain, StageExecutor
-from chainfleet.clock import Clock, SystemClock
+from chainfleet.backends import Backend, LocalBackend
+from chainfleet.chain.batch import Batcher, batcher_for
+from chainfleet.chain.context import RunContext, RunState
+from chainfleet.chain.stage import Chain
+from chainfleet.clock import Clock
+from chainfleet.config import RunSettings
 from chainfleet.errors import ConfigError, FatalError, InputError
-from chainfleet.inputs.source import InputSource, Item, items_from, open_input
+from chainfleet.inputs.source import InputSource, Item
 from chainfleet.limits.facts import limit_facts
 from chainfleet.limits.group import LimitGroup
 from chainfleet.limits.limiter import AdaptiveConcurrency, ModelLimiter
-from chainfleet.limits.retry import RetryPolicy, retry_in_next_pass
-from chainfleet.pipeline.spec import Pipeline, Stage, parse_model
-from chainfleet.providers import Provider, ProviderPool
-from chainfleet.providers.prices import Price, price_for
+from chainfleet.limits.retry import retry_in_next_pass
+from chainfleet.pipeline.spec import Pipeline
+from chainfleet.providers import Provider
 from chainfleet.report.build import build_report, score_final
 from chainfleet.report.estimate import servers_of
 from chainfleet.report.model import RunReport
-from chainfleet.report.results import PARQUET_MISSING, ItemFiles, Progress, parquet_available
-from chainfleet.store.folder import open_cache, open_store, releasing_out
+from chainfleet.store.folder import open_cache
 from chainfleet.store.runstore import ItemRecord, RunStore
 from chainfleet.store.stats import COUNTERS, RunStats
 
-__all__ = ["Runner", "arun", "latest_run_id", "run"]
-
-Items = InputSource | Iterable[str | Mapping[str, Any]] | str | os.PathLike[str]
+__all__ = ["MAX_CONCURRENCY", "Budget", "Runner", "latest_run_id", "new_run_id"]
 
 #: the most chains in flight a run may ask for: each one is a task, and past this no provider
 #: answers faster, while ten million of them take gigabytes before the first call
@@ -103,71 +101,66 @@ class Budget:
 
 
 class Runner:
-    """Runs one pipeline over one input with fixed settings. Use :func:`arun` or :func:`run`."""
+    """Runs one pipeline over one input with fixed settings. Use :func:`arun` or :func:`run`.
+
+    The runner owns admission (which item runs when, the cap on chains in flight, passes,
+    stopping, the budget); everything a stage of one item needs is in its
+    :class:`~chainfleet.chain.context.RunContext` (``ctx``), which the backend and the stage
+    code get instead of the runner.
+    """
 
     def __init__(
         self,
         pipeline: Pipeline,
+        settings: RunSettings | None = None,
         *,
-        concurrency: int | None = None,
-        retry: RetryPolicy | None = None,
-        retry_passes: int = 1,
         store: RunStore | None = None,
-        run_id: str | None = None,
         clock: Clock | None = None,
         providers: Mapping[str, Provider] | None = None,
-        seed: int | None = None,
-        rpm: float | None = None,
-        tpm: float | None = None,
-        adaptive: AdaptiveConcurrency | None = None,
-        reuse: bool = False,
-        cache: RunStore | None | Literal[False] = None,
-        budget: Budget | None = None,
-        settings: Mapping[str, Any] | None = None,
         backend: Backend | None = None,
-        limit_group: LimitGroup | None = None,
+        saved: Mapping[str, Any] | None = None,
+        seed: int | None = None,
+        **options: Any,
     ) -> None:
-        self.pipeline = pipeline
+        settings = (settings or RunSettings()).replace(**options)
+        concurrency = settings.concurrency
+        adaptive = None
+        if concurrency == "auto":
+            adaptive = AdaptiveConcurrency(cap=settings.max_concurrency)
+            concurrency = settings.max_concurrency
         self.concurrency = concurrency or pipeline.concurrency
         if self.concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
         if self.concurrency > MAX_CONCURRENCY:
             raise ConfigError(f"concurrency {self.concurrency:,} is over the cap of {MAX_CONCURRENCY:,}")
-        if retry_passes < 0:
+        if settings.retry_passes < 0:
             raise ConfigError("retry_passes must not be negative")
-        self.retry = retry or RetryPolicy()
-        self.retry_passes = retry_passes
-        self.clock = clock or SystemClock()
-        self.store = store or RunStore.open("")  # "" = a private temporary file: memory stays flat
-        self.run_id = run_id or new_run_id()
-        #: providers given by the caller (the Ray backend sends them to its workers)
-        self.provider_overrides = dict(providers or {})
-        self.pool = ProviderPool(pipeline, clock=self.clock, overrides=dict(self.provider_overrides))
-        self.stats = RunStats()
-        self.rng = random.Random(seed)
-        self.rpm, self.tpm = rpm, tpm
-        self.limiters: dict[str, ModelLimiter | None] = {}
-        #: with ``--concurrency auto``: the chains in flight adapt, up to ``concurrency``
-        self.adaptive = adaptive
-        #: reuse stage results already in the store (``--resume``)
-        self.reuse = reuse
-        #: the response cache for real providers at temperature 0: a store, or False for none
-        #: (None: this run's own store)
-        self.cache: RunStore | None = None if cache is False else (cache or self.store)
-        self.budget = budget
-        self.extra_settings = dict(settings or {})
-        #: ``--limit-group``: the request budgets shared with other jobs on this machine
-        self.limit_group = limit_group
-        self.prices = {spec: Price(p.input, p.output) for spec, p in pipeline.prices.items()}
-        self.cost_usd: float | None = 0.0
-        self._price_of: dict[str, Price | None] = {}
-        self.fatal: FatalError | None = None
-        self.input_error: InputError | None = None
-        #: why admission stopped early, other than a fatal error: "interrupted", "budget ..."
-        self.stopping: str | None = None
-        self.interrupted = False
+        self.settings = settings
+        self.pipeline = pipeline
+        self.retry_passes = settings.retry_passes
+        store = store or RunStore.open("")  # "" = a private temporary file: memory stays flat
+        run_id = settings.run_id or new_run_id()
+        cache = open_cache(settings.cache)
+        group = LimitGroup(settings.limit_group) if settings.limit_group else None
+        #: what every stage of every item needs (see chainfleet.chain.context)
+        self.ctx = RunContext.local(
+            pipeline,
+            settings,
+            run_id=run_id,
+            store=store,
+            cache=None if cache is False else (cache or store),
+            clock=clock,
+            providers=providers,
+            seed=seed,
+            group=group,
+        )
+        self.ctx.adaptive = adaptive
+        self.ctx.batch = batcher_for(pipeline, store, run_id, self.ctx.clock)
+        self.budget = None
+        if settings.max_cost is not None or settings.max_tokens is not None:
+            self.budget = Budget(max_cost=settings.max_cost, max_tokens=settings.max_tokens)
+        self.extra_settings = dict(saved or {})
         self._in_flight: dict[int, Chain] = {}
-        self._t0 = 0.0
         #: this process's session of the run (1 for a new run; see chainfleet.store.sessions)
         self.session = 0
         #: quality scores of finished items not yet in the store (written 1,000 at a time)
@@ -175,46 +168,76 @@ class Runner:
         #: items in the input when known (the input was scanned first), for progress
         self.total: int | None = None
         self._stages = list(pipeline.stages)
-        #: runs one stage for one chain
-        self.stages = StageExecutor(self)
         #: where admitted chains run: here (local) or on a Ray cluster
         self.backend: Backend = backend or LocalBackend()
-        #: parks items that need a person (``review:``) and takes reviewers' decisions on
-        self.review = ReviewHook(self)
-        #: batch mode's jobs (chainfleet.chain.batch), when any stage is in batch mode
-        self.batch: Batcher | None = None
 
-    def batch_calls(self, stage: Stage, item_id: str) -> BatchCalls | None:
-        """How a stage in batch mode calls its model (None: online, ``provider.complete``)."""
-        if self.batch is None or not self.pipeline.batched(stage):
-            return None
-        return self.batch.calls(self.pool.for_model(self.pipeline.model_for(stage))[0], item_id)
+    # -- what the progress display and the CLI read ------------------------------------------------
+
+    @property
+    def run_id(self) -> str:
+        return self.ctx.run_id
+
+    @property
+    def store(self) -> RunStore:
+        return self.ctx.store
+
+    @property
+    def stats(self) -> RunStats:
+        return self.ctx.stats
+
+    @property
+    def clock(self) -> Clock:
+        return self.ctx.clock
+
+    @property
+    def adaptive(self) -> AdaptiveConcurrency | None:
+        return self.ctx.adaptive
+
+    @property
+    def batch(self) -> Batcher | None:
+        return self.ctx.batch
+
+    @property
+    def limiters(self) -> dict[str, ModelLimiter | None]:
+        """Each model's limiter (None: unmetered), for the progress display and the report."""
+        return self.ctx.limits.by_model
+
+    @property
+    def cost_usd(self) -> float | None:
+        return self.ctx.spend.cost_usd
+
+    @property
+    def fatal(self) -> FatalError | None:
+        return self.ctx.state.fatal
+
+    @property
+    def interrupted(self) -> bool:
+        return self.ctx.state.interrupted
 
     # -- the run -----------------------------------------------------------------------------------
 
     @property
     def halted(self) -> bool:
         """Whether admission has stopped early (fatal error, broken input, Ctrl-C, budget)."""
-        return bool(self.fatal or self.input_error or self.stopping)
+        return self.ctx.state.halted
 
     def stop(self, reason: str = "interrupted") -> None:
         """Stop admitting items (Ctrl-C, SIGTERM); chains in flight finish. Safe to call twice."""
-        if self.stopping is None:
-            self.stopping = reason
-        self.interrupted = self.interrupted or reason == "interrupted"
+        self.ctx.state.stop(reason)
 
     async def run(self, source: InputSource) -> RunReport:
         """Run every item of ``source`` and return the report. Never raises for a failed item.
 
         Cancelled (a second Ctrl-C), it re-raises; :meth:`salvage` then records what was done.
         """
-        self.pool.check()
+        ctx = self.ctx
+        ctx.pool.check()
         self._failed: list[Chain] = []
         self._items: Iterator[Item] = iter(())
         try:
-            if self.batch is not None:
-                await self.batch.check(self)  # an endpoint without a batch API: exit 2, nothing sent
-            await self.backend.start(self)
+            if ctx.batch is not None:  # an endpoint without a batch API: exit 2, nothing sent
+                await ctx.batch.check(self.pipeline, ctx.pool)
+            await self.backend.start(ctx, self.concurrency)
             self._begin_session()
             self._items = iter(source)
             self._failed = await self._pass(self._admit(self._items))
@@ -228,16 +251,16 @@ class Runner:
                     chain.error = chain.error_stage = None
                 self.stats.failed_now -= len(retry)  # they are in play again
                 self._failed = kept + await self._pass(iter(retry))
-            await self.backend.settle(self)
+            await self.backend.settle(ctx)
             self._finish()
         finally:
             await self.backend.aclose()
             self.store.flush()
-            if self.cache is not None and self.cache is not self.store:
-                self.cache.flush()
-            if self.batch is not None:
-                await self.batch.aclose()
-            await self.pool.aclose()
+            if ctx.cache is not None and ctx.cache is not self.store:
+                ctx.cache.flush()
+            if ctx.batch is not None:
+                await ctx.batch.aclose()
+            await ctx.pool.aclose()
         return build_report(self.store, self.run_id)
 
     def _begin_session(self) -> None:
@@ -246,7 +269,7 @@ class Runner:
         lays its sessions end to end."""
         self.store.begin_run(self.run_id, pipeline=self.pipeline.name, settings=self._settings())
         self.session = self.store.begin_session(self.run_id)
-        self._t0 = self.clock.now() - self.store.sessions.calls_end(self.run_id)
+        self.ctx.t0 = self.clock.now() - self.store.sessions.calls_end(self.run_id)
         self.store.session_snapshot = lambda: (self.run_id, self.session, self.session_stats())
 
     @property
@@ -270,7 +293,7 @@ class Runner:
     def _facts(self) -> dict[str, Any]:
         models = {}
         succeeded = self._succeeded_by_model()
-        for spec, limiter in self.limiters.items():
+        for spec, limiter in self.ctx.limits.by_model.items():
             if limiter is None:
                 continue
             models[spec] = {
@@ -279,13 +302,14 @@ class Runner:
                 "learned": limiter.told_rpm is None and limiter.limit_rpm is not None,
                 **limit_facts(limiter, succeeded=succeeded.get(spec)),
             }
+        state = self.ctx.state
         return {
             "concurrency": self.concurrency,
             "concurrency_mode": "auto" if self.adaptive is not None else "fixed",
             "concurrency_peak": round(self.adaptive.max_seen, 1) if self.adaptive is not None else None,
-            "stopped": str(self.fatal) if self.fatal else self.stopping,
-            "stopped_kind": self.fatal.kind if self.fatal else ("interrupted" if self.interrupted else None),
-            "input_error": str(self.input_error) if self.input_error else None,
+            "stopped": str(state.fatal) if state.fatal else state.stopping,
+            "stopped_kind": _stopped_kind(state),
+            "input_error": str(state.input_error) if state.input_error else None,
             "models": models,
         }
 
@@ -314,8 +338,8 @@ class Runner:
     def salvage(self) -> RunReport:
         """After a hard stop (the run was cancelled): record the chains in flight and the items
         never admitted, keep every finished stage result, and build the report."""
-        self.interrupted = True
-        self.stopping = self.stopping or "interrupted"
+        self.ctx.state.stop("interrupted")
+        self.ctx.state.interrupted = True
         if self.stats.first_admission is not None:
             self.stats.last_result = self.clock.now()
         for chain in sorted(self._in_flight.values(), key=lambda c: c.item.index):
@@ -332,7 +356,7 @@ class Runner:
             except StopIteration:
                 return
             except InputError as exc:
-                self.input_error = exc
+                self.ctx.state.input_error = exc
                 return
             yield Chain(item)
 
@@ -346,7 +370,7 @@ class Runner:
         async def worker() -> None:
             while not self.halted:
                 if self.budget is not None and self.budget.exhausted(self):
-                    self.stopping = self.stopping or self.budget.reason
+                    self.ctx.state.stop(self.budget.reason)
                     return
                 if self.adaptive is not None:
                     await self.adaptive.acquire()
@@ -381,7 +405,7 @@ class Runner:
         self.stats.in_flight += 1
         self._in_flight[chain.item.index] = chain
         try:
-            await self._advance(chain)
+            await self.backend.advance(self.ctx, chain)
         finally:
             self.stats.in_flight -= 1
         del self._in_flight[chain.item.index]
@@ -394,11 +418,6 @@ class Runner:
         else:
             self.stats.failed_now += 1
             failed.append(chain)
-
-    async def _advance(self, chain: Chain) -> None:
-        """Run the chain's remaining stages where the backend runs them; a failure is recorded
-        on the chain."""
-        await self.backend.advance(self, chain)
 
     # -- bookkeeping -------------------------------------------------------------------------------
 
@@ -450,14 +469,15 @@ class Runner:
         for stage in self._stages:
             if stage.is_tool:
                 continue
-            price = price_for(self.pipeline.model_for(stage), self.prices)
+            price = self.ctx.spend.price(self.pipeline.model_for(stage))
             if price is not None:
                 total += price.cost(500, stage.max_tokens)
         return total
 
     def _skip_rest(self, items: Iterator[Item]) -> None:
         """Record items never admitted (the run stopped) so results.jsonl lists every item."""
-        reason = self.fatal or self.input_error or self.stopping
+        state = self.ctx.state
+        reason = state.fatal or state.input_error or state.stopping
         error = {
             "stage": None,
             "type": "skipped",
@@ -472,7 +492,7 @@ class Runner:
         return {
             **self.extra_settings,
             "concurrency": self.concurrency,
-            "max_attempts": self.retry.max_attempts,
+            "max_attempts": self.ctx.retry.max_attempts,
             "retry_passes": self.retry_passes,
             "backend": self.backend.name,
             "models": sorted({self.pipeline.model_for(s) for s in self._stages if not s.is_tool}),
@@ -493,224 +513,7 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
-def as_source(items: Items, pipeline: Pipeline) -> InputSource:
-    """An ``InputSource`` from a path, an ``InputSource``, or an iterable of strings/mappings."""
-    if isinstance(items, InputSource):
-        return items
-    if isinstance(items, str | os.PathLike):
-        return open_input(items, input_field=pipeline.input)
-    return items_from(items, input_field=pipeline.input)
-
-
-def with_model(pipeline: Pipeline, model: str) -> Pipeline:
-    """A copy of ``pipeline`` whose LLM stages all use ``model`` (the ``--model`` flag)."""
-    try:
-        parse_model(model, pipeline.providers)
-    except ValueError as exc:
-        raise ConfigError(str(exc), where="--model") from exc
-    data = pipeline.model_dump(exclude={"stages"})
-    stages = [s.model_copy(update={"model": None}) for s in pipeline.stages]
-    copy = Pipeline.model_validate({**data, "model": model, "stages": stages})
-    copy._source, copy._root = pipeline._source, pipeline._root
-    return copy
-
-
-def prepare(
-    pipeline: Pipeline,
-    items: Items,
-    *,
-    out: str | os.PathLike[str] | None = None,
-    model: str | None = None,
-    check_input: bool = True,
-    providers: Mapping[str, Provider] | None = None,
-    resume: bool = False,
-    force: bool = False,
-) -> tuple[Pipeline, InputSource, RunStore | None, int | None]:
-    """Everything checked and opened before the first call: the one place exit-2 errors arise.
-
-    Applies ``--model``, opens the input, checks every template variable against its fields,
-    scans the whole input (when it can be read twice) and opens the run store in ``out``,
-    holding the folder (see :mod:`chainfleet.store.folder`; the caller releases it).
-    Returns (pipeline, source, store, item count or None).
-    """
-    if model:
-        pipeline = with_model(pipeline, model)
-    source = as_source(items, pipeline)
-    pipeline.check_fields(
-        source.fields, input_name=str(source.path or "the input"), text_lines=source.format == "txt"
-    )
-    total = None
-    try:
-        ProviderPool(pipeline, clock=SystemClock(), overrides=dict(providers or {})).check()
-    except ConfigError as exc:
-        if model:
-            raise ConfigError(exc.reason, where="--model") from exc
-        raise
-    if check_input and source.reiterable:
-        total = source.scan(required=[v for v in pipeline.input_fields_needed() if v != "id"])
-    store = open_store(out, resume=resume, force=force) if out is not None else None
-    return pipeline, source, store, total
-
-
-@releasing_out
-async def arun(
-    pipeline: Pipeline,
-    items: Items,
-    *,
-    concurrency: int | Literal["auto"] | None = None,
-    out: str | os.PathLike[str] | None = None,
-    model: str | None = None,
-    max_attempts: int = 4,
-    retry_passes: int = 1,
-    rpm: float | None = None,
-    tpm: float | None = None,
-    max_concurrency: int = 64,
-    clock: Clock | None = None,
-    providers: Mapping[str, Provider] | None = None,
-    check_input: bool = True,
-    on_start: Callable[[Runner], None] | None = None,
-    run_id: str | None = None,
-    resume: bool = False,
-    cache: str | os.PathLike[str] | bool | None = None,
-    max_cost: float | None = None,
-    max_tokens: int | None = None,
-    settings: Mapping[str, Any] | None = None,
-    force: bool = False,
-    backend: str = "local",
-    address: str | None = None,
-    workers: int | None = None,
-    batch: bool = False,
-    limit_group: str | None = None,
-    item_files: ItemFiles = "auto",
-    on_output: Callable[[], None] | None = None,
-    output_progress: Progress | None = None,
-    parquet: bool = False,
-) -> RunReport:
-    """Run ``pipeline`` over ``items`` and return its :class:`RunReport`.
-
-    ``items`` is a file path (txt, JSONL, CSV), an ``InputSource``, or an iterable of strings or
-    mappings. With ``out`` the output folder is written (results.jsonl, one markdown file per
-    item, report.json, report.md, the run store). ``check_input`` reads the whole input once
-    before the first call, so a malformed line fails the run with ``InputError`` up front.
-
-    ``rpm``/``tpm`` limit every model (else the pipeline's ``limits:``, else what the provider's
-    headers say). ``concurrency="auto"`` adapts the chains in flight to what the server takes
-    (AIMD on 429/503 and rising latency), up to ``max_concurrency``.
-
-    ``resume`` continues the run in ``out``: no stage result already there for the same input
-    is called again. ``cache``: None keeps a response cache of real-provider, temperature-0
-    calls in the run's store; a folder shares one across runs; False turns it off. The budget
-    (``max_cost`` in USD, ``max_tokens``) stops admission before the projected spend passes it.
-    ``settings`` are saved with the run (the CLI keeps what ``chainfleet resume`` needs).
-    ``limit_group`` names a :class:`~chainfleet.limits.group.LimitGroup`: every job on this
-    machine in the same group shares each model's request budget (``--limit-group``).
-
-    ``out`` is held for the whole run: another process (or run) on it is refused with
-    ``ConfigError``, and so is a non-empty folder that holds no run, unless ``force``.
-
-    ``backend="ray"`` runs the chains in ``workers`` Ray actors (default: one per CPU of the
-    cluster, at most ``concurrency``) on the cluster at ``address`` (``auto``, ``HOST:PORT`` or
-    ``ray://HOST:10001``; default: ``RAY_ADDRESS``, else a Ray node started here on 127.0.0.1
-    only). The store, the output folder and the report are the same as a local run's.
-
-    ``batch`` puts every LLM stage in batch mode (as ``mode: batch`` does; see
-    :mod:`chainfleet.chain.batch`); without ``concurrency``, batch mode keeps ``batch.concurrency``
-    chains in flight.
-
-    The output phase (after the last result): ``on_output`` is called as it starts (the CLI
-    lets a signal stop it there); ``item_files`` is ``auto`` (one file per item for runs of at
-    most 10,000 items), ``all`` or ``none``; ``output_progress(done, total)`` follows it;
-    ``parquet`` writes results.parquet beside results.jsonl (it needs pyarrow: the ``parquet``
-    extra; without it ``ConfigError`` before any call).
-    """
-    if parquet and not parquet_available():
-        raise ConfigError(PARQUET_MISSING, where="--parquet")
-    if batch:
-        pipeline = with_batch(pipeline)
-    batched = any(pipeline.batched(stage) for stage in pipeline.stages)
-    if batched and concurrency == "auto":
-        raise ConfigError("--concurrency auto is for online calls; batch mode has no use for it")
-    if batched and backend != "local":
-        raise ConfigError("batch mode runs on the local backend: the provider runs the batch, not Ray")
-    engine = backend_for(backend, address=address, workers=workers)
-    if batched and concurrency is None:
-        concurrency = max(pipeline.concurrency, pipeline.batch.concurrency)
-    pipeline, source, store, total = prepare(
-        pipeline,
-        items,
-        out=out,
-        model=model,
-        check_input=check_input,
-        providers=providers,
-        resume=resume,
-        force=force,
-    )
-    if resume and run_id is None and store is not None:
-        run_id = latest_run_id(store)  # a resume goes on with the run: one run, one more session
-    budget = None
-    if max_cost is not None or max_tokens is not None:
-        budget = Budget(max_cost=max_cost, max_tokens=max_tokens)
-    adaptive = None
-    if concurrency == "auto":
-        adaptive = AdaptiveConcurrency(cap=max_concurrency)
-        concurrency = max_concurrency
-    runner = Runner(
-        pipeline,
-        concurrency=concurrency,
-        rpm=rpm,
-        tpm=tpm,
-        adaptive=adaptive,
-        retry=RetryPolicy(max_attempts=max_attempts),
-        retry_passes=retry_passes,
-        store=store,
-        clock=clock,
-        providers=providers,
-        run_id=run_id,
-        reuse=resume,
-        cache=open_cache(cache),
-        budget=budget,
-        settings=settings,
-        backend=engine,
-        limit_group=LimitGroup(limit_group) if limit_group else None,
-    )
-    runner.total = total
-    attach_batcher(runner)
-    if on_start is not None:
-        on_start(runner)
-    report = await runner.run(source)
-    finish_output(
-        runner,
-        report,
-        out,
-        item_files=item_files,
-        on_output=on_output,
-        progress=output_progress,
-        parquet=parquet,
-    )
-    return report
-
-
-def finish_output(
-    runner: Runner,
-    report: RunReport,
-    out: str | os.PathLike[str] | None,
-    *,
-    item_files: ItemFiles = "auto",
-    on_output: Callable[[], None] | None = None,
-    progress: Progress | None = None,
-    parquet: bool = False,
-) -> None:
-    """Keep the report in the store (for ``chainfleet report``) and write the output folder
-    (see :func:`chainfleet.report.output.write_output`); ``on_output`` is called first."""
-    runner.store.end_run(runner.run_id, status=runner.status, summary=report.to_dict())
-    if on_output is not None:
-        on_output()
-    if out is not None:
-        from chainfleet.report.output import write_output
-
-        write_output(Path(out), report, item_files=item_files, progress=progress, parquet=parquet)
-
-
-def run(pipeline: Pipeline, items: Items, **kwargs: Any) -> RunReport:
-    """Blocking :func:`arun`, for scripts and notebooks without an event loop of their own."""
-    return asyncio.run(arun(pipeline, items, **kwargs))
+def _stopped_kind(state: RunState) -> str | None:
+    if state.fatal:
+        return state.fatal.kind
+    return "interrupted" if state.interrupted else None

@@ -151,7 +151,7 @@ async def run_demo(
     topics = topics or DEMO_TOPICS
     extra: dict[str, Any] = {}
     if review:
-        extra["settings"] = _resumable(Path(out), pipeline, topics, concurrency)
+        extra["saved"] = _resumable(Path(out), pipeline, topics, concurrency)
     return await run_compare(
         pipeline,
         topics,

@@ -10,7 +10,7 @@ written where live in one place:
   two hands. The OS drops the lock when its owner dies, however it dies (kill -9 included), so
   a dead owner's folder is simply taken over by the next process: there is no stale lock to
   clean up. Inside one process the hold is counted (the CLI holds it across the run and the
-  salvage after a hard stop; the library holds it for one :func:`~chainfleet.runner.core.arun`).
+  salvage after a hard stop; the library holds it for one :func:`~chainfleet.runner.api.arun`).
 - **Never someone else's files.** A folder that is not empty and holds no chainfleet run is
   refused (exit 2, nothing touched, not even the lock file created) unless ``force``.
 - A folder that already holds a run is continued only with ``resume``; a ``run.db`` there that

@@ -1,0 +1,78 @@
+"""A run's settings as one value: what ``chainfleet run``'s flags and ``arun``'s keywords say.
+
+The CLI builds a :class:`RunSettings` from its flags, the Python API accepts one (or the same
+names as keyword shortcuts), and the runner reads it; nothing else carries a run's options
+around. It is frozen: a changed setting is a new value (:meth:`RunSettings.replace`).
+
+Example::
+
+    from chainfleet import RunSettings, run
+
+    settings = RunSettings(concurrency=10, max_attempts=6, rpm=500)
+    report = run(pipeline, "topics.txt", settings, out="runs/today")
+    report = run(pipeline, "topics.txt", concurrency=10, rpm=500)   # the same, as shortcuts
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["ItemFiles", "RunSettings"]
+
+#: which readable per-item files the output folder gets: ``auto`` is all of them for runs of at
+#: most 10,000 items
+ItemFiles = Literal["auto", "all", "none"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSettings:
+    """How one run goes. Every field has the default a plain ``chainfleet run`` uses.
+
+    - ``concurrency``: chains in flight (None: the pipeline's ``concurrency:``; ``"auto"``
+      adapts to what the server takes, up to ``max_concurrency``).
+    - ``model``: every LLM stage's model (``--model``); ``rpm``/``tpm``: every model's told
+      limits (else the pipeline's ``limits:``, else what the provider's headers say);
+      ``limit_group``: share each model's budget with other jobs on this machine.
+    - ``max_attempts`` per call; ``retry_passes`` over the failed items after the main pass.
+    - ``resume`` the run in the output folder (``run_id``: which one; None: the latest);
+      ``force`` a non-empty folder that holds no run; ``check_input``: read the whole input once
+      before the first call.
+    - ``cache``: None keeps a response cache of deterministic real-provider calls in the run's
+      store, a folder shares one across runs, False turns it off.
+    - ``max_cost`` (USD) and ``max_tokens``: the budget that stops admission.
+    - ``backend`` (``local`` or ``ray``) with its ``address`` and ``workers``; ``batch`` puts
+      every LLM stage in batch mode.
+    - ``item_files`` and ``parquet``: what the output folder holds besides results.jsonl.
+    """
+
+    concurrency: int | Literal["auto"] | None = None
+    max_concurrency: int = 64
+    model: str | None = None
+    max_attempts: int = 4
+    retry_passes: int = 1
+    rpm: float | None = None
+    tpm: float | None = None
+    limit_group: str | None = None
+    resume: bool = False
+    run_id: str | None = None
+    force: bool = False
+    check_input: bool = True
+    cache: str | os.PathLike[str] | bool | None = None
+    max_cost: float | None = None
+    max_tokens: int | None = None
+    backend: str = "local"
+    address: str | None = None
+    workers: int | None = None
+    batch: bool = False
+    item_files: ItemFiles = "auto"
+    parquet: bool = False
+
+    def replace(self, **changes: Any) -> RunSettings:
+        """A copy with ``changes``; an unknown name is a ``TypeError`` naming it."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise TypeError(f"unknown run setting{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes) if changes else self
