@@ -31,11 +31,11 @@ from click.testing import CliRunner
 
 import chainfleet.cli.simserver  # noqa: F401 - registers the command
 from chainfleet.cli import cli
+from chainfleet.sim.bucket import TokenBucket
 from chainfleet.sim.server import (
     SimServer,
     SimServerSettings,
     SimServerThread,
-    TokenBucket,
     completion_key,
     go_duration,
 )
