@@ -32,13 +32,9 @@ from click.testing import CliRunner
 import chainfleet.cli.simserver  # noqa: F401 - registers the command
 from chainfleet.cli import cli
 from chainfleet.sim.bucket import TokenBucket
-from chainfleet.sim.server import (
-    SimServer,
-    SimServerSettings,
-    SimServerThread,
-    completion_key,
-    go_duration,
-)
+from chainfleet.sim.call import completion_key
+from chainfleet.sim.limits import go_duration
+from chainfleet.sim.server import SimServer, SimServerSettings, SimServerThread
 from chainfleet.sim.text import count_tokens, marker_line
 
 T = TypeVar("T")

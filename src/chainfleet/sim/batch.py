@@ -39,9 +39,11 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chainfleet.sim import text as simtext
+from chainfleet.sim.call import Failure, completion_key
+from chainfleet.sim.wire import Anthropic, Dialect, OpenAI
 
 if TYPE_CHECKING:
-    from chainfleet.sim.server import SimServer, _Dialect
+    from chainfleet.sim.server import SimServer
 
 __all__ = ["BatchSim", "BatchSimSettings"]
 
@@ -130,8 +132,8 @@ class BatchSim:
 
     # -- routes --------------------------------------------------------------------------------
 
-    def add_routes(self, app: web.Application, openai: _Dialect, anthropic: _Dialect) -> None:
-        def guarded(handler: Any, dialect: _Dialect) -> Any:
+    def add_routes(self, app: web.Application, openai: Dialect, anthropic: Dialect) -> None:
+        def guarded(handler: Any, dialect: Dialect) -> Any:
             async def route(request: web.Request) -> web.StreamResponse:
                 if not self.settings.enabled:
                     raise web.HTTPNotFound()
@@ -155,18 +157,10 @@ class BatchSim:
         app.router.add_post("/sim/batch/config", self._config_route)
         app.router.add_post("/sim/batch/reset", self._reset_route)
 
-    def _auth(self, request: web.Request, dialect: _Dialect) -> web.Response | None:
-        from chainfleet.sim.server import _Failure, _mask
-
-        key = dialect.api_key(request)
-        keys = self.server.settings.api_keys
+    def _auth(self, request: web.Request, dialect: Dialect) -> web.Response | None:
         try:
-            if not key:
-                raise _Failure("missing_key")
-            if keys and key not in keys:
-                raise _Failure("invalid_key", masked=_mask(key))
-            dialect.check_headers(request)
-        except _Failure as failure:
+            dialect.authorize(request, self.server.settings.api_keys)
+        except Failure as failure:
             status, body = dialect.error(failure)
             return web.json_response(body, status=status)
         return None
@@ -387,9 +381,7 @@ class BatchSim:
         """End the job once its delay has passed: decide and keep every request's outcome."""
         if job.results is not None or time.monotonic() - job.created < self.settings.delay:
             return
-        from chainfleet.sim.server import _Anthropic, _OpenAI
-
-        dialect = _OpenAI() if job.api == "openai" else _Anthropic()
+        dialect = OpenAI() if job.api == "openai" else Anthropic()
         job.results = [self._answer(job, dialect, custom_id, body) for custom_id, body in job.requests]
         job.ended_wall = time.time()
         if job.fails:
@@ -398,31 +390,31 @@ class BatchSim:
         if job.api == "openai":
             self._openai_files(job)
 
-    def _answer(self, job: _Job, dialect: _Dialect, custom_id: str, body: Any) -> tuple[str, str, Any]:
-        from chainfleet.sim.server import _Failure, _trigger, completion_key
+    def _answer(self, job: _Job, dialect: Dialect, custom_id: str, body: Any) -> tuple[str, str, Any]:
+        from chainfleet.sim.server import _trigger
 
         server = self.server
         s = server.settings
         try:
             if job.fails:
-                raise _Failure("server_error")
+                raise Failure("server_error")
             call = dialect.parse(body)
             if s.models and call.model not in s.models:
-                raise _Failure("model_not_found", model=call.model)
+                raise Failure("model_not_found", model=call.model)
             spent = server._stats.input_tokens + server._stats.output_tokens
             trigger = _trigger(call.prompt)
             if trigger == "quota" or (s.quota_tokens is not None and spent >= s.quota_tokens):
-                raise _Failure("quota")
+                raise Failure("quota")
             if trigger is not None and trigger.isdigit() and 400 <= int(trigger) <= 599:
                 from chainfleet.sim.server import _status_failure
 
                 raise _status_failure(int(trigger))
             draw = _unit(s.seed, "batch", custom_id, self._counts.submissions[custom_id])
             if draw < self.settings.error_rate:
-                raise _Failure("server_error")
+                raise Failure("server_error")
             if draw < self.settings.error_rate + self.settings.expire_rate:
                 return custom_id, "expired", None
-        except _Failure as failure:
+        except Failure as failure:
             return custom_id, "errored", dialect.error(failure)
         text = server._text(call)  # prose, or JSON for a structured request (as online)
         tokens = simtext.count_tokens(text)

@@ -61,10 +61,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import itertools
 import json
-import math
 import random
 import re
 import signal
@@ -72,17 +70,17 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from chainfleet.sim import text as simtext
-from chainfleet.sim.bucket import Grant, TokenBucket
+from chainfleet.sim.call import Call, Failure, completion_key, mask
+from chainfleet.sim.limits import RATE_LIMITED, RateLimits, Reservation
 from chainfleet.sim.queue import SlotQueue
-from chainfleet.sim.structured import AskError, StructuredAsk, anthropic_ask, is_invalid, openai_ask
+from chainfleet.sim.structured import is_invalid
+from chainfleet.sim.wire import Anthropic, Dialect, OpenAI
 
 if TYPE_CHECKING:
     from chainfleet.sim.batch import BatchSimSettings
@@ -91,23 +89,10 @@ __all__ = [
     "SimServer",
     "SimServerSettings",
     "SimServerThread",
-    "completion_key",
-    "go_duration",
     "run_server",
 ]
 
 T = TypeVar("T")
-
-#: OpenAI's answer to P + max_tokens above it is 400 context_length_exceeded
-OPENAI_CONTEXT_WINDOW = 128_000
-#: Anthropic's: 400 "prompt is too long"
-ANTHROPIC_CONTEXT_WINDOW = 200_000
-DEFAULT_MAX_TOKENS = 1024
-
-
-def _mask(key: str) -> str:
-    """A key as error messages may show it: at most its last 4 characters, and only when long."""
-    return "sk-..." + (key[-4:] if len(key) >= 12 else "****")
 
 
 class SimServerSettings(BaseModel):
@@ -178,125 +163,8 @@ class SimServerSettings(BaseModel):
     def public(self) -> dict[str, Any]:
         """The settings as JSON, keys masked (what ``POST /sim/config`` answers)."""
         data = self.model_dump(mode="json")
-        data["api_keys"] = [_mask(key) for key in self.api_keys]
+        data["api_keys"] = [mask(key) for key in self.api_keys]
         return data
-
-
-def go_duration(seconds: float) -> str:
-    """``seconds`` as Go prints a duration (OpenAI's reset headers), rounded up to the millisecond.
-
-    >>> [go_duration(s) for s in (0, 0.12, 1, 1.5, 360, 3723.5)]
-    ['0s', '120ms', '1s', '1.5s', '6m0s', '1h2m3.5s']
-    """
-    ms = math.ceil(seconds * 1000 - 1e-6) if seconds > 0 else 0
-    if ms < 1000:
-        return f"{ms}ms" if ms else "0s"
-    hours, rest = divmod(ms, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
-
-
-def _rfc3339(epoch: float) -> str:
-    """An instant as Anthropic's reset headers give it: whole seconds (rounded up), UTC, ``Z``."""
-    return datetime.fromtimestamp(math.ceil(epoch), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def completion_key(model: str, system: str, prompt: str) -> str:
-    """The key ``/sim/stats`` counts successful answers under (``completed_by_key``)."""
-    return hashlib.sha256(f"{model}\x00{system}\x00{prompt}".encode()).hexdigest()[:16]
-
-
-# --- rate limits --------------------------------------------------------------------------------
-
-
-class _Reservation:
-    """What one admitted request holds: its token grant, settled once to the real usage."""
-
-    def __init__(self, tokens: TokenBucket | None, grant: Grant | None) -> None:
-        self._tokens, self._grant = tokens, grant
-        self.settled = False
-
-    def settle(self, used: int) -> None:
-        if not self.settled and self._tokens is not None and self._grant is not None:
-            self._tokens.settle(self._grant, used)
-        self.settled = True
-
-
-# --- one request, route-neutral -------------------------------------------------------------------
-
-
-class _Failure(Exception):
-    """An error answer: ``kind`` is looked up in the route's table, ``fields`` fill its message."""
-
-    def __init__(
-        self, kind: str, *, status: int | None = None, retry_after: float | None = None, **fields: Any
-    ) -> None:
-        super().__init__(kind)
-        self.kind, self.status, self.retry_after, self.fields = kind, status, retry_after, fields
-
-
-@dataclass(frozen=True)
-class _Call:
-    model: str
-    system: str
-    prompt: str
-    max_tokens: int
-    #: how the request asks for JSON (None: plain text)
-    ask: StructuredAsk | None = None
-
-    @functools.cached_property
-    def prompt_tokens(self) -> int:
-        return simtext.count_tokens(self.system) + simtext.count_tokens(self.prompt)
-
-
-def _text(content: Any, where: str) -> str:
-    """The text of a message's content: a string, or a list of ``{"type": "text"}`` blocks."""
-    if content is None or isinstance(content, str):
-        return content or ""
-    if isinstance(content, list):
-        parts = []
-        for block in content:
-            if not (
-                isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str)
-            ):
-                raise _Failure("bad_body", detail=f"{where}: sim-server accepts text blocks only")
-            parts.append(block["text"])
-        return "".join(parts)
-    raise _Failure("bad_body", detail=f"{where}: expected a string or a list of text blocks")
-
-
-def _messages(messages: Any, system_roles: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """(system texts, prompt texts) from a ``messages`` list."""
-    if not isinstance(messages, list) or not messages:
-        raise _Failure("bad_body", detail="messages: a non-empty list of messages is required")
-    system: list[str] = []
-    prompt: list[str] = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise _Failure("bad_body", detail=f"messages.{i}: a message needs a role and content")
-        text = _text(message.get("content"), f"messages.{i}.content")
-        (system if message["role"] in system_roles else prompt).append(text)
-    return system, prompt
-
-
-def _max_tokens(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _Failure("bad_body", detail=f"{name}: must be an integer of at least 1")
-    return value
-
-
-def _model(body: Any) -> str:
-    if not isinstance(body, dict):
-        raise _Failure("bad_body", detail="the request body must be a JSON object")
-    if body.get("stream"):
-        raise _Failure("bad_body", detail="stream: sim-server does not stream; send stream: false")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise _Failure("bad_body", detail="model: a model name is required")
-    return model
 
 
 _TRIGGER = re.compile(r"\[\[sim:([A-Za-z0-9_.:-]+)\]\]")
@@ -308,340 +176,18 @@ def _trigger(prompt: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _status_failure(status: int) -> _Failure:
+def _status_failure(status: int) -> Failure:
     """The answer to ``[[sim:STATUS]]``."""
     kind = {400: "bad_request", 500: "server_error", 503: "overloaded", 529: "overloaded"}.get(
         status, "status"
     )
-    return _Failure(kind, status=status, detail=f"simulated {status} ([[sim:{status}]])")
-
-
-def _structured(
-    ask: Callable[[dict[str, Any], str], StructuredAsk | None], body: dict[str, Any], prompt: str
-) -> StructuredAsk | None:
-    """How a request asks for JSON; one the real API would refuse is a 400 here too."""
-    try:
-        return ask(body, prompt)
-    except AskError as exc:
-        raise _Failure("bad_request", detail=str(exc)) from None
+    return Failure(kind, status=status, detail=f"simulated {status} ([[sim:{status}]])")
 
 
 @functools.lru_cache(maxsize=4096)
 def _generate(prompt: str, system: str | None, seed: int, max_tokens: int, model: str) -> str:
     """``simtext.generate``, memoized: it is pure, and benchmarks repeat prompts."""
     return simtext.generate(prompt, system=system, seed=seed, max_tokens=max_tokens, model=model)
-
-
-# --- the two wire formats -----------------------------------------------------------------------
-
-#: kind -> (status, type, code, message template)
-_OPENAI_ERRORS: dict[str, tuple[int, str, str | None, str]] = {
-    "missing_key": (
-        401,
-        "invalid_request_error",
-        None,
-        "You didn't provide an API key. You need to provide your API key in an Authorization header "
-        "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-    ),
-    "invalid_key": (401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided: {masked}."),
-    "model_not_found": (
-        404,
-        "invalid_request_error",
-        "model_not_found",
-        "The model `{model}` does not exist or you do not have access to it.",
-    ),
-    "bad_body": (422, "invalid_request_error", None, "Invalid request: {detail}"),
-    "bad_request": (400, "invalid_request_error", None, "Bad request: {detail}"),
-    "context": (
-        400,
-        "invalid_request_error",
-        "context_length_exceeded",
-        "This model's maximum context length is {window} tokens. However, you requested {total} tokens "
-        "({prompt_tokens} in the messages, {max_tokens} in the completion). Please reduce the length of "
-        "the messages or completion.",
-    ),
-    "rate_requests": (
-        429,
-        "requests",
-        "rate_limit_exceeded",
-        "Rate limit reached for requests per min (RPM): Limit {limit}, Used {used}, Requested {requested}. "
-        "Please try again in {wait}.",
-    ),
-    "rate_tokens": (
-        429,
-        "tokens",
-        "rate_limit_exceeded",
-        "Rate limit reached for tokens per min (TPM): Limit {limit}, Used {used}, Requested {requested}. "
-        "Please try again in {wait}.",
-    ),
-    "rate_trigger": (
-        429,
-        "requests",
-        "rate_limit_exceeded",
-        "Rate limit reached for requests (simulated by [[sim:429]]). Please try again in 1s.",
-    ),
-    "too_large": (
-        429,
-        "tokens",
-        "rate_limit_exceeded",
-        "Request too large for {model} on tokens per min (TPM): Limit {limit}, Requested {requested}. "
-        "The input or output tokens must be reduced in order to run successfully.",
-    ),
-    "quota": (
-        429,
-        "insufficient_quota",
-        "insufficient_quota",
-        "You exceeded your current quota, please check your plan and billing details.",
-    ),
-    "content_filter": (
-        400,
-        "invalid_request_error",
-        "content_filter",
-        "The response was filtered due to the prompt triggering Azure OpenAI's content management policy.",
-    ),
-    "server_error": (
-        500,
-        "server_error",
-        None,
-        "The server had an error while processing your request. Sorry about that!",
-    ),
-    "overloaded": (503, "server_error", None, "The server is overloaded or not ready yet."),
-    "busy": (
-        503,
-        "server_error",
-        None,
-        "Server busy: {limit} requests already in flight. Try again shortly.",
-    ),
-    "status": (500, "server_error", None, "Error: {detail}"),
-}
-
-#: kind -> (status, type, message template)
-_ANTHROPIC_ERRORS: dict[str, tuple[int, str, str]] = {
-    "missing_key": (401, "authentication_error", "x-api-key header is required"),
-    "invalid_key": (401, "authentication_error", "invalid x-api-key"),
-    "missing_version": (400, "invalid_request_error", "anthropic-version: header is required"),
-    "model_not_found": (404, "not_found_error", "model: {model}"),
-    "bad_body": (400, "invalid_request_error", "{detail}"),
-    "bad_request": (400, "invalid_request_error", "{detail}"),
-    "context": (
-        400,
-        "invalid_request_error",
-        "prompt is too long: {prompt_tokens} tokens + {max_tokens} max_tokens > {window} maximum",
-    ),
-    "rate_requests": (
-        429,
-        "rate_limit_error",
-        "This request would exceed your rate limit of {limit} requests per minute. "
-        "Please try again in {wait}.",
-    ),
-    "rate_tokens": (
-        429,
-        "rate_limit_error",
-        "This request would exceed your rate limit of {limit} input and output tokens per minute. "
-        "Please try again in {wait}.",
-    ),
-    "rate_trigger": (
-        429,
-        "rate_limit_error",
-        "Rate limited (simulated by [[sim:429]]). Please try again in 1s.",
-    ),
-    "too_large": (
-        429,
-        "rate_limit_error",
-        "Request too large for {model}: {requested} tokens exceeds your rate limit of {limit} input and "
-        "output tokens per minute.",
-    ),
-    "quota": (
-        400,
-        "invalid_request_error",
-        "Your credit balance is too low to access the Anthropic API. "
-        "Please go to Plans & Billing to upgrade or purchase credits.",
-    ),
-    "content_filter": (400, "invalid_request_error", "Output blocked by content filtering policy"),
-    "server_error": (500, "api_error", "Internal server error"),
-    "overloaded": (529, "overloaded_error", "Overloaded"),
-    "busy": (503, "overloaded_error", "Server busy: {limit} requests already in flight. Try again shortly."),
-    "status": (500, "api_error", "{detail}"),
-}
-
-_ANTHROPIC_STATUS_TYPES = {
-    401: "authentication_error",
-    402: "billing_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    504: "timeout_error",
-}
-
-
-def _bearer(request: web.Request) -> str:
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    return key.strip() if scheme.lower() == "bearer" else ""
-
-
-def _error_status(failure: _Failure, default: int) -> int:
-    return failure.status if failure.status is not None else default
-
-
-class _Dialect:
-    """What differs between the two routes: auth, body, answer, errors, headers."""
-
-    name = ""
-    context_window = 0
-
-    def api_key(self, request: web.Request) -> str:
-        raise NotImplementedError
-
-    def check_headers(self, request: web.Request) -> None:
-        """Raise a failure for a missing required header."""
-
-    def parse(self, body: Any) -> _Call:
-        raise NotImplementedError
-
-    def answer(self, call: _Call, text: str, completion_tokens: int, number: int) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def error(self, failure: _Failure) -> tuple[int, dict[str, Any]]:
-        raise NotImplementedError
-
-    def id_headers(self, number: int) -> dict[str, str]:
-        raise NotImplementedError
-
-    def limit_headers(self, requests: TokenBucket | None, tokens: TokenBucket | None) -> dict[str, str]:
-        raise NotImplementedError
-
-    def retry_headers(self, wait: float) -> dict[str, str]:
-        return {"retry-after": str(max(1, math.ceil(wait - 1e-9)))}
-
-
-class _OpenAI(_Dialect):
-    name = "openai"
-    context_window = OPENAI_CONTEXT_WINDOW
-
-    def api_key(self, request: web.Request) -> str:
-        return _bearer(request)
-
-    def parse(self, body: Any) -> _Call:
-        model = _model(body)
-        system, prompt = _messages(body.get("messages"), ("system", "developer"))
-        tokens = body.get("max_completion_tokens")
-        name = "max_completion_tokens"
-        if tokens is None:
-            tokens, name = body.get("max_tokens"), "max_tokens"
-        max_tokens = DEFAULT_MAX_TOKENS if tokens is None else _max_tokens(tokens, name)
-        text = "\n\n".join(prompt)
-        return _Call(model, "\n\n".join(system), text, max_tokens, _structured(openai_ask, body, text))
-
-    def answer(self, call: _Call, text: str, completion_tokens: int, number: int) -> dict[str, Any]:
-        return {
-            "id": f"chatcmpl-sim-{number}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": call.model,
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-            ],
-            "usage": {
-                "prompt_tokens": call.prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": call.prompt_tokens + completion_tokens,
-                "prompt_tokens_details": {"cached_tokens": 0},
-            },
-        }
-
-    def error(self, failure: _Failure) -> tuple[int, dict[str, Any]]:
-        status, kind, code, template = _OPENAI_ERRORS[failure.kind]
-        status = _error_status(failure, status)
-        if failure.kind == "status" and status < 500:
-            kind = "invalid_request_error"
-        message = template.format(**failure.fields)
-        return status, {"error": {"message": message, "type": kind, "param": None, "code": code}}
-
-    def id_headers(self, number: int) -> dict[str, str]:
-        return {"x-request-id": f"req_sim_{number}"}
-
-    def limit_headers(self, requests: TokenBucket | None, tokens: TokenBucket | None) -> dict[str, str]:
-        headers = {}
-        for name, bucket in (("requests", requests), ("tokens", tokens)):
-            if bucket is not None:
-                headers[f"x-ratelimit-limit-{name}"] = str(bucket.limit)
-                headers[f"x-ratelimit-remaining-{name}"] = str(bucket.remaining)
-                headers[f"x-ratelimit-reset-{name}"] = go_duration(bucket.time_to_full())
-        return headers
-
-    def retry_headers(self, wait: float) -> dict[str, str]:
-        return {**super().retry_headers(wait), "retry-after-ms": str(math.ceil(wait * 1000 - 1e-6))}
-
-
-class _Anthropic(_Dialect):
-    name = "anthropic"
-    context_window = ANTHROPIC_CONTEXT_WINDOW
-
-    def api_key(self, request: web.Request) -> str:
-        # x-api-key is the documented header; anthropic SDKs from 2.x send the key as a Bearer token
-        return request.headers.get("x-api-key", "").strip() or _bearer(request)
-
-    def check_headers(self, request: web.Request) -> None:
-        if not request.headers.get("anthropic-version"):
-            raise _Failure("missing_version")
-
-    def parse(self, body: Any) -> _Call:
-        model = _model(body)
-        if "max_tokens" not in body:
-            raise _Failure("bad_body", detail="max_tokens: Field required")
-        max_tokens = _max_tokens(body["max_tokens"], "max_tokens")
-        system = _text(body.get("system"), "system")
-        _, prompt = _messages(body.get("messages"), ())
-        text = "\n\n".join(prompt)
-        return _Call(model, system, text, max_tokens, _structured(anthropic_ask, body, text))
-
-    def answer(self, call: _Call, text: str, completion_tokens: int, number: int) -> dict[str, Any]:
-        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
-        stop = "end_turn"
-        if call.ask is not None and call.ask.mode == "tool":
-            tool = {"type": "tool_use", "id": f"toolu_sim_{number}", "name": call.ask.name}
-            content, stop = [{**tool, "input": json.loads(text)}], "tool_use"
-        return {
-            "id": f"msg_sim_{number}",
-            "type": "message",
-            "role": "assistant",
-            "model": call.model,
-            "content": content,
-            "stop_reason": stop,
-            "stop_sequence": None,
-            "usage": {
-                "input_tokens": call.prompt_tokens,
-                "output_tokens": completion_tokens,
-                "cache_read_input_tokens": 0,
-                "cache_creation_input_tokens": 0,
-            },
-        }
-
-    def error(self, failure: _Failure) -> tuple[int, dict[str, Any]]:
-        status, kind, template = _ANTHROPIC_ERRORS[failure.kind]
-        status = _error_status(failure, status)
-        if failure.kind == "status":
-            fallback = "api_error" if status >= 500 else "invalid_request_error"
-            kind = _ANTHROPIC_STATUS_TYPES.get(status, fallback)
-        message = template.format(**failure.fields)
-        return status, {"type": "error", "error": {"type": kind, "message": message}}
-
-    def id_headers(self, number: int) -> dict[str, str]:
-        return {"request-id": f"req_sim_{number}"}
-
-    def limit_headers(self, requests: TokenBucket | None, tokens: TokenBucket | None) -> dict[str, str]:
-        headers = {}
-        now = time.time()
-        for name, bucket in (("requests", requests), ("tokens", tokens)):
-            if bucket is not None:
-                headers[f"anthropic-ratelimit-{name}-limit"] = str(bucket.limit)
-                headers[f"anthropic-ratelimit-{name}-remaining"] = str(bucket.remaining)
-                headers[f"anthropic-ratelimit-{name}-reset"] = _rfc3339(now + bucket.time_to_full())
-        return headers
-
-
-_RATE_KINDS = frozenset({"rate_requests", "rate_tokens", "rate_trigger", "too_large"})
 
 
 # --- the server ---------------------------------------------------------------------------------
@@ -687,10 +233,10 @@ class SimServer:
         #: the batch APIs (OpenAI Files + Batches, Anthropic Message Batches): simserver_batch
         self.batch = BatchSim(self, batch)
         self._settings = settings or SimServerSettings()
-        self._clock = clock
         self._rng = random.Random(self._settings.seed)
-        self._requests = self._bucket(self._settings.rpm)
-        self._tokens = self._bucket(self._settings.tpm)
+        self._limits = RateLimits(
+            self._settings.rpm, self._settings.tpm, window=self._settings.window, clock=clock
+        )
         self._failed_once: set[str] = set()
         self._numbers = itertools.count(1)
         self._in_flight = 0
@@ -698,13 +244,6 @@ class SimServer:
         self._stats = _Stats()
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
-
-    def _bucket(self, limit: int | None) -> TokenBucket | None:
-        if limit is not None and self._settings.window is not None:
-            from chainfleet.sim.window import WindowLimit
-
-            return WindowLimit(limit, window=self._settings.window, clock=self._clock)
-        return None if limit is None else TokenBucket(limit, clock=self._clock)
 
     # -- public surface
 
@@ -727,23 +266,18 @@ class SimServer:
         """
         old = self._settings
         new = SimServerSettings.model_validate({**old.model_dump(), **changes})
-        self._settings, window_changed = new, new.window != old.window
-        if new.rpm != old.rpm or window_changed:
-            self._requests = self._bucket(new.rpm)
-        if new.tpm != old.tpm or window_changed:
-            self._tokens = self._bucket(new.tpm)
+        self._settings = new
+        self._limits.change(new.rpm, new.tpm, new.window)
         if new.seed != old.seed:
             self._rng.seed(new.seed)
         if new.slots != old.slots:
             self._queue.resize(new.slots)
-        self._settings = new
         return new
 
     def reset(self) -> None:
         """Zero the stats, refill the buckets, reseed the fault draws, forget fail-once keys."""
         self._stats = _Stats(self._in_flight)
-        self._requests = self._bucket(self._settings.rpm)
-        self._tokens = self._bucket(self._settings.tpm)
+        self._limits.refill()
         self._rng.seed(self._settings.seed)
         self._failed_once.clear()
         self._queue.reset_stats()
@@ -803,7 +337,7 @@ class SimServer:
         from chainfleet.sim.admin import admin_guard  # admin routes refuse what a web page can send
 
         app = web.Application(client_max_size=32 * 2**20, middlewares=[admin_guard])
-        openai, anthropic = _OpenAI(), _Anthropic()
+        openai, anthropic = OpenAI(), Anthropic()
 
         async def chat(request: web.Request) -> web.StreamResponse:
             return await self._serve(request, openai)
@@ -845,13 +379,13 @@ class SimServer:
             return web.json_response({"error": {"message": message, "details": details}}, status=422)
         return web.json_response(settings.public())
 
-    async def _serve(self, request: web.Request, dialect: _Dialect) -> web.StreamResponse:
+    async def _serve(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
         """One completion request, start to finish, on either route."""
         self._stats.calls += 1
         number = next(self._numbers)
         try:
             response = await self._answer(request, dialect, number)
-        except _Failure as failure:
+        except Failure as failure:
             response = self._error_response(failure, dialect)
         if response is None:  # dropped: the client sees the connection close, no status
             self._stats.faults["dropped"] += 1
@@ -859,25 +393,25 @@ class SimServer:
                 request.transport.close()
             return web.Response()
         response.headers.update(dialect.id_headers(number))
-        response.headers.update(dialect.limit_headers(self._requests, self._tokens))
+        response.headers.update(dialect.limit_headers(self._limits))
         self._stats.status[str(response.status)] += 1
         return response
 
-    def _error_response(self, failure: _Failure, dialect: _Dialect) -> web.Response:
+    def _error_response(self, failure: Failure, dialect: Dialect) -> web.Response:
         status, body = dialect.error(failure)
         response = web.json_response(body, status=status)
         if failure.retry_after is not None:
             response.headers.update(dialect.retry_headers(failure.retry_after))
-        if failure.kind in _RATE_KINDS:
+        if failure.kind in RATE_LIMITED:
             self._stats.rate_limited += 1
         return response
 
-    async def _answer(self, request: web.Request, dialect: _Dialect, number: int) -> web.Response | None:
-        """The answer to a completion request, a raised ``_Failure``, or None to drop it."""
+    async def _answer(self, request: web.Request, dialect: Dialect, number: int) -> web.Response | None:
+        """The answer to a completion request, a raised ``Failure``, or None to drop it."""
         call = await self._validated(request, dialect)
         limit = self._settings.max_in_flight
         if limit is not None and self._in_flight >= limit:
-            raise _Failure("busy", limit=limit)
+            raise Failure("busy", limit=limit)
         self._in_flight += 1
         self._stats.peak_in_flight = max(self._stats.peak_in_flight, self._in_flight)
         try:
@@ -885,24 +419,19 @@ class SimServer:
         finally:
             self._in_flight -= 1
 
-    async def _validated(self, request: web.Request, dialect: _Dialect) -> _Call:
+    async def _validated(self, request: web.Request, dialect: Dialect) -> Call:
         """Auth, headers, body, model and context window: failures here cost no limit."""
-        key = dialect.api_key(request)
-        if not key:
-            raise _Failure("missing_key")
-        if self._settings.api_keys and key not in self._settings.api_keys:
-            raise _Failure("invalid_key", masked=_mask(key))
-        dialect.check_headers(request)
+        dialect.authorize(request, self._settings.api_keys)
         try:
             body = json.loads(await request.read())
         except ValueError:
-            raise _Failure("bad_body", detail="the body is not valid JSON") from None
+            raise Failure("bad_body", detail="the body is not valid JSON") from None
         call = dialect.parse(body)
         if self._settings.models and call.model not in self._settings.models:
-            raise _Failure("model_not_found", model=call.model)
+            raise Failure("model_not_found", model=call.model)
         total = call.prompt_tokens + call.max_tokens
         if total > dialect.context_window:
-            raise _Failure(
+            raise Failure(
                 "context",
                 window=dialect.context_window,
                 total=total,
@@ -911,15 +440,15 @@ class SimServer:
             )
         return call
 
-    async def _admitted(self, call: _Call, dialect: _Dialect, number: int) -> web.Response | None:
+    async def _admitted(self, call: Call, dialect: Dialect, number: int) -> web.Response | None:
         trigger = _trigger(call.prompt)
         quota = self._settings.quota_tokens
         spent = self._stats.input_tokens + self._stats.output_tokens
         if trigger == "quota" or (quota is not None and spent >= quota):
-            raise _Failure("quota")
+            raise Failure("quota")
         if trigger == "429":
-            raise _Failure("rate_trigger", retry_after=1.0)
-        reservation = self._admit(call)
+            raise Failure("rate_trigger", retry_after=1.0)
+        reservation = self._limits.admit(call)
         try:
             fault = self._fault(trigger)
             if fault == "drop":
@@ -936,51 +465,27 @@ class SimServer:
         finally:
             reservation.settle(0)  # a call that generated nothing gets its tokens back
 
-    def _admit(self, call: _Call) -> _Reservation:
-        """Charge one request and ``P + max_tokens`` tokens, or raise the 429 that says why not."""
-        need = call.prompt_tokens + call.max_tokens
-        requests, tokens = self._requests, self._tokens
-        if tokens is not None and need > tokens.limit:
-            raise _Failure("too_large", model=call.model, limit=tokens.limit, requested=need)
-        blocked: list[tuple[float, str, TokenBucket, int]] = []
-        for kind, bucket, amount in (("rate_requests", requests, 1), ("rate_tokens", tokens, need)):
-            if bucket is not None and (wait := bucket.wait(amount)) > 0:
-                blocked.append((wait, kind, bucket, amount))
-        if blocked:  # the longer wait decides which limit the 429 names
-            wait, kind, bucket, amount = max(blocked, key=lambda b: b[0])
-            used = bucket.limit - bucket.remaining
-            fields: dict[str, Any] = {
-                "limit": bucket.limit,
-                "used": used,
-                "requested": amount,
-                "wait": go_duration(wait),
-            }
-            raise _Failure(kind, retry_after=wait, **fields)
-        if requests is not None:
-            requests.take(1)
-        return _Reservation(tokens, tokens.take(need) if tokens is not None else None)
-
     def _fault(self, trigger: str | None) -> str | None:
         """The fault for an admitted call ("slow", "drop", "malformed", None) or a raised failure."""
         if trigger is not None:
             if trigger.startswith("fail-once-"):
                 if trigger not in self._failed_once:
                     self._failed_once.add(trigger)
-                    raise _Failure("server_error")
+                    raise Failure("server_error")
                 return None
             if trigger.isdigit() and 400 <= int(trigger) <= 599:
                 raise _status_failure(int(trigger))
             if trigger == "content_filter":
-                raise _Failure("content_filter")
+                raise Failure("content_filter")
             if trigger in ("slow", "drop", "malformed"):
                 return trigger
         draw = self._rng.random()
         for fault, rate in self._settings.fault_rates().items():
             if draw < rate:
                 if fault == "error":
-                    raise _Failure("server_error")
+                    raise Failure("server_error")
                 if fault == "overload":
-                    raise _Failure("overloaded")
+                    raise Failure("overloaded")
                 return fault
             draw -= rate
         return None
@@ -989,9 +494,7 @@ class SimServer:
         s = self._settings
         return s.latency + (self._rng.uniform(0, s.jitter) if s.jitter else 0.0)
 
-    def _success(
-        self, call: _Call, dialect: _Dialect, number: int, reservation: _Reservation
-    ) -> web.Response:
+    def _success(self, call: Call, dialect: Dialect, number: int, reservation: Reservation) -> web.Response:
         text = self._text(call)
         completion_tokens = simtext.count_tokens(text)
         reservation.settle(call.prompt_tokens + completion_tokens)
@@ -1002,8 +505,7 @@ class SimServer:
         s.completed_by_key[completion_key(call.model, call.system, call.prompt)] += 1
         return web.json_response(dialect.answer(call, text, completion_tokens, number))
 
-
-    def _text(self, call: _Call) -> str:
+    def _text(self, call: Call) -> str:
         """The reply: the simulated model's prose, or JSON for a structured request."""
         seed = self._settings.seed
         if call.ask is None:
@@ -1017,7 +519,7 @@ class SimServer:
         return call.ask.text(prompt, seed=seed, invalid=invalid)
 
 
-def _malformed(call: _Call, number: int) -> bytes:
+def _malformed(call: Call, number: int) -> bytes:
     """A 200 body cut off mid-JSON, as a proxy that dropped the end of the stream would send."""
     return f'{{"id": "sim-{number}", "model": "{call.model}", "choices": [{{"index": 0, "mess'.encode()
 
