@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chainfleet.sim import text as simtext
 from chainfleet.sim.call import Failure, completion_key
+from chainfleet.sim.faults import check_quota, prompt_trigger, status_failure
 from chainfleet.sim.wire import Anthropic, Dialect, OpenAI
 
 if TYPE_CHECKING:
@@ -391,8 +392,6 @@ class BatchSim:
             self._openai_files(job)
 
     def _answer(self, job: _Job, dialect: Dialect, custom_id: str, body: Any) -> tuple[str, str, Any]:
-        from chainfleet.sim.server import _trigger
-
         server = self.server
         s = server.settings
         try:
@@ -402,13 +401,11 @@ class BatchSim:
             if s.models and call.model not in s.models:
                 raise Failure("model_not_found", model=call.model)
             spent = server._stats.input_tokens + server._stats.output_tokens
-            trigger = _trigger(call.prompt)
-            if trigger == "quota" or (s.quota_tokens is not None and spent >= s.quota_tokens):
-                raise Failure("quota")
-            if trigger is not None and trigger.isdigit() and 400 <= int(trigger) <= 599:
-                from chainfleet.sim.server import _status_failure
-
-                raise _status_failure(int(trigger))
+            trigger = prompt_trigger(call.prompt)
+            check_quota(trigger, spent, s.quota_tokens)
+            failure = status_failure(trigger)
+            if failure is not None:
+                raise failure
             draw = _unit(s.seed, "batch", custom_id, self._counts.submissions[custom_id])
             if draw < self.settings.error_rate:
                 raise Failure("server_error")

@@ -63,8 +63,6 @@ import asyncio
 import functools
 import itertools
 import json
-import random
-import re
 import signal
 import threading
 import time
@@ -77,6 +75,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from chainfleet.sim import text as simtext
 from chainfleet.sim.call import Call, Failure, completion_key, mask
+from chainfleet.sim.faults import Faults, check_quota, malformed_body, prompt_trigger
 from chainfleet.sim.limits import RATE_LIMITED, RateLimits, Reservation
 from chainfleet.sim.queue import SlotQueue
 from chainfleet.sim.structured import is_invalid
@@ -167,23 +166,6 @@ class SimServerSettings(BaseModel):
         return data
 
 
-_TRIGGER = re.compile(r"\[\[sim:([A-Za-z0-9_.:-]+)\]\]")
-
-
-def _trigger(prompt: str) -> str | None:
-    """The first ``[[sim:...]]`` trigger in the prompt."""
-    match = _TRIGGER.search(prompt)
-    return match.group(1) if match else None
-
-
-def _status_failure(status: int) -> Failure:
-    """The answer to ``[[sim:STATUS]]``."""
-    kind = {400: "bad_request", 500: "server_error", 503: "overloaded", 529: "overloaded"}.get(
-        status, "status"
-    )
-    return Failure(kind, status=status, detail=f"simulated {status} ([[sim:{status}]])")
-
-
 @functools.lru_cache(maxsize=4096)
 def _generate(prompt: str, system: str | None, seed: int, max_tokens: int, model: str) -> str:
     """``simtext.generate``, memoized: it is pure, and benchmarks repeat prompts."""
@@ -233,11 +215,10 @@ class SimServer:
         #: the batch APIs (OpenAI Files + Batches, Anthropic Message Batches): simserver_batch
         self.batch = BatchSim(self, batch)
         self._settings = settings or SimServerSettings()
-        self._rng = random.Random(self._settings.seed)
+        self._faults = Faults(self._settings.seed)
         self._limits = RateLimits(
             self._settings.rpm, self._settings.tpm, window=self._settings.window, clock=clock
         )
-        self._failed_once: set[str] = set()
         self._numbers = itertools.count(1)
         self._in_flight = 0
         self._queue = SlotQueue(self._settings.slots, clock=clock)
@@ -269,7 +250,7 @@ class SimServer:
         self._settings = new
         self._limits.change(new.rpm, new.tpm, new.window)
         if new.seed != old.seed:
-            self._rng.seed(new.seed)
+            self._faults.reseed(new.seed)
         if new.slots != old.slots:
             self._queue.resize(new.slots)
         return new
@@ -278,8 +259,7 @@ class SimServer:
         """Zero the stats, refill the buckets, reseed the fault draws, forget fail-once keys."""
         self._stats = _Stats(self._in_flight)
         self._limits.refill()
-        self._rng.seed(self._settings.seed)
-        self._failed_once.clear()
+        self._faults.reset(self._settings.seed)
         self._queue.reset_stats()
         self.batch.reset()
 
@@ -441,58 +421,28 @@ class SimServer:
         return call
 
     async def _admitted(self, call: Call, dialect: Dialect, number: int) -> web.Response | None:
-        trigger = _trigger(call.prompt)
-        quota = self._settings.quota_tokens
-        spent = self._stats.input_tokens + self._stats.output_tokens
-        if trigger == "quota" or (quota is not None and spent >= quota):
-            raise Failure("quota")
+        trigger = prompt_trigger(call.prompt)
+        check_quota(
+            trigger, self._stats.input_tokens + self._stats.output_tokens, self._settings.quota_tokens
+        )
         if trigger == "429":
             raise Failure("rate_trigger", retry_after=1.0)
         reservation = self._limits.admit(call)
         try:
-            fault = self._fault(trigger)
+            fault = self._faults.fault(trigger, self._settings.fault_rates())
             if fault == "drop":
                 return None
             if fault == "malformed":
                 self._stats.faults["malformed"] += 1
-                return web.Response(body=_malformed(call, number), content_type="application/json")
+                return web.Response(body=malformed_body(call, number), content_type="application/json")
             async with self._queue.slot():
                 if fault == "slow":
                     self._stats.faults["slow"] += 1
                     await asyncio.sleep(self._settings.slow_seconds)
-                await asyncio.sleep(self._delay())
+                await asyncio.sleep(self._faults.delay(self._settings.latency, self._settings.jitter))
             return self._success(call, dialect, number, reservation)
         finally:
             reservation.settle(0)  # a call that generated nothing gets its tokens back
-
-    def _fault(self, trigger: str | None) -> str | None:
-        """The fault for an admitted call ("slow", "drop", "malformed", None) or a raised failure."""
-        if trigger is not None:
-            if trigger.startswith("fail-once-"):
-                if trigger not in self._failed_once:
-                    self._failed_once.add(trigger)
-                    raise Failure("server_error")
-                return None
-            if trigger.isdigit() and 400 <= int(trigger) <= 599:
-                raise _status_failure(int(trigger))
-            if trigger == "content_filter":
-                raise Failure("content_filter")
-            if trigger in ("slow", "drop", "malformed"):
-                return trigger
-        draw = self._rng.random()
-        for fault, rate in self._settings.fault_rates().items():
-            if draw < rate:
-                if fault == "error":
-                    raise Failure("server_error")
-                if fault == "overload":
-                    raise Failure("overloaded")
-                return fault
-            draw -= rate
-        return None
-
-    def _delay(self) -> float:
-        s = self._settings
-        return s.latency + (self._rng.uniform(0, s.jitter) if s.jitter else 0.0)
 
     def _success(self, call: Call, dialect: Dialect, number: int, reservation: Reservation) -> web.Response:
         text = self._text(call)
@@ -517,11 +467,6 @@ class SimServer:
             s.faults["invalid_output"] += 1
         prompt = f"{call.system}\n{call.prompt}" if call.system else call.prompt
         return call.ask.text(prompt, seed=seed, invalid=invalid)
-
-
-def _malformed(call: Call, number: int) -> bytes:
-    """A 200 body cut off mid-JSON, as a proxy that dropped the end of the stream would send."""
-    return f'{{"id": "sim-{number}", "model": "{call.model}", "choices": [{{"index": 0, "mess'.encode()
 
 
 # --- running it ---------------------------------------------------------------------------------
