@@ -24,7 +24,8 @@ import pytest
 
 from chainfleet.pipeline.spec import Pipeline
 from chainfleet.runner.core import Runner, arun
-from chainfleet.sim.server import SimServerSettings, SimServerThread
+from chainfleet.sim.server import SimServerThread
+from chainfleet.sim.settings import SimServerSettings
 from conftest import TOPICS, pipeline_data, read_report, read_results
 
 if importlib.util.find_spec("ray") is None:

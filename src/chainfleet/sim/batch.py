@@ -33,20 +33,35 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chainfleet.sim import text as simtext
-from chainfleet.sim.call import Failure, completion_key
+from chainfleet.sim.call import Call, Failure
 from chainfleet.sim.faults import check_quota, prompt_trigger, status_failure
+from chainfleet.sim.settings import SimServerSettings
+from chainfleet.sim.stats import Stats
 from chainfleet.sim.wire import Anthropic, Dialect, OpenAI
 
-if TYPE_CHECKING:
-    from chainfleet.sim.server import SimServer
+__all__ = ["BatchSim", "BatchSimSettings", "Host"]
 
-__all__ = ["BatchSim", "BatchSimSettings"]
+
+class Host(Protocol):
+    """What batch jobs share with the server they run on (:class:`~chainfleet.sim.server.SimServer`).
+
+    Its settings (keys, models, seed, quota), its counts (a batch answer is counted like an
+    online one, and spends the same quota) and the model's reply to a call (the same text).
+    """
+
+    @property
+    def settings(self) -> SimServerSettings: ...
+
+    @property
+    def counts(self) -> Stats: ...
+
+    def reply(self, call: Call) -> str: ...
 
 
 class BatchSimSettings(BaseModel):
@@ -98,10 +113,10 @@ class _Counts:
 
 
 class BatchSim:
-    """The batch jobs of one :class:`SimServer` (state on this object, read by ``/sim/batch/stats``)."""
+    """The batch jobs of one server, its ``host`` (state on this object, read by ``/sim/batch/stats``)."""
 
-    def __init__(self, server: SimServer, settings: BatchSimSettings | None = None) -> None:
-        self.server = server
+    def __init__(self, host: Host, settings: BatchSimSettings | None = None) -> None:
+        self._host = host
         self.settings = settings or BatchSimSettings()
         self._files: dict[str, bytes] = {}
         self._jobs: dict[str, _Job] = {}
@@ -160,7 +175,7 @@ class BatchSim:
 
     def _auth(self, request: web.Request, dialect: Dialect) -> web.Response | None:
         try:
-            dialect.authorize(request, self.server.settings.api_keys)
+            dialect.authorize(request, self._host.settings.api_keys)
         except Failure as failure:
             status, body = dialect.error(failure)
             return web.json_response(body, status=status)
@@ -369,7 +384,7 @@ class BatchSim:
         number = next(self._numbers)
         prefix = "batch_sim" if api == "openai" else "msgbatch_sim"
         job_id = f"{prefix}{number}"
-        seed = self.server.settings.seed
+        seed = self._host.settings.seed
         fails = _unit(seed, "job", job_id) < self.settings.fail_rate
         job = _Job(job_id, api, requests, time.monotonic(), time.time(), fails)
         self._jobs[job_id] = job
@@ -392,17 +407,15 @@ class BatchSim:
             self._openai_files(job)
 
     def _answer(self, job: _Job, dialect: Dialect, custom_id: str, body: Any) -> tuple[str, str, Any]:
-        server = self.server
-        s = server.settings
+        s = self._host.settings
         try:
             if job.fails:
                 raise Failure("server_error")
             call = dialect.parse(body)
             if s.models and call.model not in s.models:
                 raise Failure("model_not_found", model=call.model)
-            spent = server._stats.input_tokens + server._stats.output_tokens
             trigger = prompt_trigger(call.prompt)
-            check_quota(trigger, spent, s.quota_tokens)
+            check_quota(trigger, self._host.counts.spent, s.quota_tokens)
             failure = status_failure(trigger)
             if failure is not None:
                 raise failure
@@ -413,12 +426,9 @@ class BatchSim:
                 return custom_id, "expired", None
         except Failure as failure:
             return custom_id, "errored", dialect.error(failure)
-        text = server._text(call)  # prose, or JSON for a structured request (as online)
+        text = self._host.reply(call)  # prose, or JSON for a structured request (as online)
         tokens = simtext.count_tokens(text)
-        server._stats.ok += 1
-        server._stats.input_tokens += call.prompt_tokens
-        server._stats.output_tokens += tokens
-        server._stats.completed_by_key[completion_key(call.model, call.system, call.prompt)] += 1
+        self._host.counts.completed(call, tokens)
         return custom_id, "succeeded", dialect.answer(call, text, tokens, next(self._numbers))
 
 

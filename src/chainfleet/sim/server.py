@@ -66,104 +66,27 @@ import json
 import signal
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
 from chainfleet.sim import text as simtext
-from chainfleet.sim.call import Call, Failure, completion_key, mask
+from chainfleet.sim.admin import admin_guard
+from chainfleet.sim.batch import BatchSim, BatchSimSettings
+from chainfleet.sim.call import Call, Failure
 from chainfleet.sim.faults import Faults, check_quota, malformed_body, prompt_trigger
 from chainfleet.sim.limits import RATE_LIMITED, RateLimits, Reservation
 from chainfleet.sim.queue import SlotQueue
+from chainfleet.sim.settings import SimServerSettings
+from chainfleet.sim.stats import Stats
 from chainfleet.sim.structured import is_invalid
 from chainfleet.sim.wire import Anthropic, Dialect, OpenAI
 
-if TYPE_CHECKING:
-    from chainfleet.sim.batch import BatchSimSettings
-
-__all__ = [
-    "SimServer",
-    "SimServerSettings",
-    "SimServerThread",
-    "run_server",
-]
+__all__ = ["SimServer", "SimServerThread", "run_server"]
 
 T = TypeVar("T")
-
-
-class SimServerSettings(BaseModel):
-    """How the sim server behaves; all of it can change at run time (``POST /sim/config``).
-
-    - ``latency``, ``jitter``: each answer takes ``latency`` plus up to ``jitter`` seconds;
-    - ``seed``: of the text (as in :func:`~chainfleet.sim.text.generate`) and of the fault draws;
-    - ``rpm``, ``tpm``: requests and tokens per minute (see :class:`TokenBucket`), None: no limit;
-    - ``window``: strict mode, the limits enforced over sliding windows of this many seconds
-      and of a minute instead (see :mod:`chainfleet.sim.window`);
-    - ``error_rate`` (500), ``overload_rate`` (503 OpenAI, 529 Anthropic), ``slow_rate`` (wait
-      ``slow_seconds`` first), ``drop_rate`` (close the connection unanswered),
-      ``malformed_rate`` (200 with a body that is not JSON): shares of admitted requests, together
-      at most 1;
-    - ``max_in_flight``: above it, 503 "server busy";
-    - ``slots``: queueing mode, at most N served at once and the rest wait inside the server, as
-      llama.cpp and Ollama do (:mod:`chainfleet.sim.queue`); None: every request at once;
-    - ``api_keys``, ``models``: the accepted ones; empty accepts any (non-empty) key or model;
-    - ``quota_tokens``: once the tokens served (input + output) reach it, "insufficient quota";
-    - ``invalid_output_rate``: the share of structured replies that break their schema (cut-off
-      JSON, a missing required property), decided by (seed, request text), to rehearse repairs.
-
-    The ``repr`` never shows a key.
-
-    >>> SimServerSettings(rpm=500, tpm=200_000, error_rate=0.02).rpm
-    500
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    latency: float = Field(0.0, ge=0)
-    jitter: float = Field(0.0, ge=0)
-    seed: int = 0
-    rpm: int | None = Field(None, gt=0)
-    tpm: int | None = Field(None, gt=0)
-    window: float | None = Field(None, gt=0)
-    error_rate: float = Field(0.0, ge=0, le=1)
-    overload_rate: float = Field(0.0, ge=0, le=1)
-    slow_rate: float = Field(0.0, ge=0, le=1)
-    slow_seconds: float = Field(30.0, ge=0)
-    drop_rate: float = Field(0.0, ge=0, le=1)
-    malformed_rate: float = Field(0.0, ge=0, le=1)
-    max_in_flight: int | None = Field(None, gt=0)
-    slots: int | None = Field(None, gt=0)
-    api_keys: tuple[str, ...] = Field((), repr=False)
-    models: tuple[str, ...] = ()
-    quota_tokens: int | None = Field(None, ge=0)
-    invalid_output_rate: float = Field(0.0, ge=0, le=1)
-
-    @model_validator(mode="after")
-    def _rates_fit(self) -> SimServerSettings:
-        if sum(self.fault_rates().values()) > 1 + 1e-9:
-            raise ValueError(
-                "error_rate, overload_rate, slow_rate, drop_rate and malformed_rate add up to over 1"
-            )
-        return self
-
-    def fault_rates(self) -> dict[str, float]:
-        """The random faults in the order they are drawn."""
-        return {
-            "error": self.error_rate,
-            "overload": self.overload_rate,
-            "slow": self.slow_rate,
-            "drop": self.drop_rate,
-            "malformed": self.malformed_rate,
-        }
-
-    def public(self) -> dict[str, Any]:
-        """The settings as JSON, keys masked (what ``POST /sim/config`` answers)."""
-        data = self.model_dump(mode="json")
-        data["api_keys"] = [mask(key) for key in self.api_keys]
-        return data
 
 
 @functools.lru_cache(maxsize=4096)
@@ -173,21 +96,6 @@ def _generate(prompt: str, system: str | None, seed: int, max_tokens: int, model
 
 
 # --- the server ---------------------------------------------------------------------------------
-
-
-class _Stats:
-    """What ``/sim/stats`` reports; zeroed by ``/sim/reset``."""
-
-    def __init__(self, in_flight: int = 0) -> None:
-        self.started = time.time()
-        self.calls = self.ok = self.rate_limited = 0
-        self.input_tokens = self.output_tokens = 0
-        self.peak_in_flight = in_flight
-        self.status: Counter[str] = Counter()
-        self.faults: Counter[str] = Counter()
-        self.completed_by_key: Counter[str] = Counter()
-        #: structured replies by how they were asked for (json_schema, json_object, tool, prompt)
-        self.structured: Counter[str] = Counter()
 
 
 class SimServer:
@@ -210,8 +118,6 @@ class SimServer:
         clock: Callable[[], float] = time.monotonic,
         batch: BatchSimSettings | None = None,
     ) -> None:
-        from chainfleet.sim.batch import BatchSim
-
         #: the batch APIs (OpenAI Files + Batches, Anthropic Message Batches): simserver_batch
         self.batch = BatchSim(self, batch)
         self._settings = settings or SimServerSettings()
@@ -222,7 +128,7 @@ class SimServer:
         self._numbers = itertools.count(1)
         self._in_flight = 0
         self._queue = SlotQueue(self._settings.slots, clock=clock)
-        self._stats = _Stats()
+        self._stats = Stats()
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
 
@@ -231,6 +137,11 @@ class SimServer:
     @property
     def settings(self) -> SimServerSettings:
         return self._settings
+
+    @property
+    def counts(self) -> Stats:
+        """The counts ``/sim/stats`` reports (a new object after each :meth:`reset`)."""
+        return self._stats
 
     @property
     def url(self) -> str:
@@ -257,7 +168,7 @@ class SimServer:
 
     def reset(self) -> None:
         """Zero the stats, refill the buckets, reseed the fault draws, forget fail-once keys."""
-        self._stats = _Stats(self._in_flight)
+        self._stats = Stats(self._in_flight)
         self._limits.refill()
         self._faults.reset(self._settings.seed)
         self._queue.reset_stats()
@@ -265,21 +176,7 @@ class SimServer:
 
     def stats(self) -> dict[str, Any]:
         """Counts since the start or the last reset (the ``GET /sim/stats`` body)."""
-        s = self._stats
-        return {
-            "calls": s.calls,
-            "ok": s.ok,
-            "status": dict(sorted(s.status.items())),
-            "rate_limited": s.rate_limited,
-            "faults": {name: s.faults[name] for name in ("slow", "dropped", "malformed", "invalid_output")},
-            "structured": dict(s.structured),
-            "in_flight": self._in_flight,
-            "max_in_flight": s.peak_in_flight,
-            "tokens": {"input": s.input_tokens, "output": s.output_tokens},
-            "completed_by_key": dict(s.completed_by_key),
-            "started": s.started,
-            "queue": self._queue.stats(),
-        }
+        return self._stats.report(self._in_flight, self._queue.stats())
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on ``host:port`` (0 picks a free port) and return the base URL."""
@@ -314,8 +211,7 @@ class SimServer:
     # -- HTTP
 
     def _app(self) -> web.Application:
-        from chainfleet.sim.admin import admin_guard  # admin routes refuse what a web page can send
-
+        # the admin routes refuse what a web page could send
         app = web.Application(client_max_size=32 * 2**20, middlewares=[admin_guard])
         openai, anthropic = OpenAI(), Anthropic()
 
@@ -422,9 +318,7 @@ class SimServer:
 
     async def _admitted(self, call: Call, dialect: Dialect, number: int) -> web.Response | None:
         trigger = prompt_trigger(call.prompt)
-        check_quota(
-            trigger, self._stats.input_tokens + self._stats.output_tokens, self._settings.quota_tokens
-        )
+        check_quota(trigger, self._stats.spent, self._settings.quota_tokens)
         if trigger == "429":
             raise Failure("rate_trigger", retry_after=1.0)
         reservation = self._limits.admit(call)
@@ -445,18 +339,18 @@ class SimServer:
             reservation.settle(0)  # a call that generated nothing gets its tokens back
 
     def _success(self, call: Call, dialect: Dialect, number: int, reservation: Reservation) -> web.Response:
-        text = self._text(call)
+        text = self.reply(call)
         completion_tokens = simtext.count_tokens(text)
         reservation.settle(call.prompt_tokens + completion_tokens)
-        s = self._stats
-        s.ok += 1
-        s.input_tokens += call.prompt_tokens
-        s.output_tokens += completion_tokens
-        s.completed_by_key[completion_key(call.model, call.system, call.prompt)] += 1
+        self._stats.completed(call, completion_tokens)
         return web.json_response(dialect.answer(call, text, completion_tokens, number))
 
-    def _text(self, call: Call) -> str:
-        """The reply: the simulated model's prose, or JSON for a structured request."""
+    def reply(self, call: Call) -> str:
+        """The simulated model's reply to ``call``: prose, or JSON for a structured request.
+
+        A pure function of the settings' seed and the call, but a structured reply is counted
+        (``structured``, and ``invalid_output`` when it breaks its schema on purpose).
+        """
         seed = self._settings.seed
         if call.ask is None:
             return _generate(call.prompt, call.system or None, seed, call.max_tokens, call.model)
