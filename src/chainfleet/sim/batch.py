@@ -31,12 +31,13 @@ import json
 import re
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from chainfleet.sim import text as simtext
 from chainfleet.sim.call import Call, Failure
@@ -46,6 +47,8 @@ from chainfleet.sim.stats import Stats
 from chainfleet.sim.wire import Anthropic, Dialect, OpenAI
 
 __all__ = ["BatchSim", "BatchSimSettings", "Host"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Host(Protocol):
@@ -74,6 +77,10 @@ class BatchSimSettings(BaseModel):
     error_rate: float = Field(0.0, ge=0, le=1)
     expire_rate: float = Field(0.0, ge=0, le=1)
     fail_rate: float = Field(0.0, ge=0, le=1)
+
+    def public(self) -> dict[str, Any]:
+        """The settings as JSON (what ``POST /sim/batch/config`` answers)."""
+        return self.model_dump(mode="json")
 
 
 def _unit(*parts: object) -> float:
@@ -126,10 +133,12 @@ class BatchSim:
     # -- admin ---------------------------------------------------------------------------------
 
     def configure(self, **changes: Any) -> BatchSimSettings:
+        """Replace some settings (validated; pydantic's ``ValidationError`` on a bad one)."""
         self.settings = BatchSimSettings.model_validate({**self.settings.model_dump(), **changes})
         return self.settings
 
     def stats(self) -> dict[str, Any]:
+        """Counts since the start or the last reset (the ``GET /sim/batch/stats`` body)."""
         c = self._counts
         open_jobs = sum(1 for job in self._jobs.values() if job.results is None)
         return {
@@ -144,34 +153,37 @@ class BatchSim:
         }
 
     def reset(self) -> None:
+        """Zero the counts (jobs and files stay)."""
         self._counts = _Counts()
 
     # -- routes --------------------------------------------------------------------------------
 
-    def add_routes(self, app: web.Application, openai: Dialect, anthropic: Dialect) -> None:
-        def guarded(handler: Any, dialect: Dialect) -> Any:
+    def add_routes(self, app: web.Application) -> None:
+        """The batch APIs on ``app`` (their admin routes: :func:`~chainfleet.sim.admin.add_admin_routes`)."""
+        openai, anthropic = OpenAI(), Anthropic()
+
+        def checked(handler: Handler, dialect: Dialect) -> Handler:
+            """``handler`` behind what every batch route checks first: enabled, key, headers."""
+
             async def route(request: web.Request) -> web.StreamResponse:
                 if not self.settings.enabled:
                     raise web.HTTPNotFound()
                 failure = self._auth(request, dialect)
                 if failure is not None:
                     return failure
-                return await handler(request)  # type: ignore[no-any-return]
+                return await handler(request)
 
             return route
 
-        app.router.add_post("/v1/files", guarded(self._upload, openai))
-        app.router.add_get("/v1/files/{id}/content", guarded(self._content, openai))
-        app.router.add_post("/v1/batches", guarded(self._create_openai, openai))
-        app.router.add_get("/v1/batches", guarded(self._list_openai, openai))
-        app.router.add_get("/v1/batches/{id}", guarded(self._get_openai, openai))
-        app.router.add_post("/v1/messages/batches", guarded(self._create_anthropic, anthropic))
-        app.router.add_get("/v1/messages/batches", guarded(self._list_anthropic, anthropic))
-        app.router.add_get("/v1/messages/batches/{id}", guarded(self._get_anthropic, anthropic))
-        app.router.add_get("/v1/messages/batches/{id}/results", guarded(self._results_anthropic, anthropic))
-        app.router.add_get("/sim/batch/stats", self._stats_route)
-        app.router.add_post("/sim/batch/config", self._config_route)
-        app.router.add_post("/sim/batch/reset", self._reset_route)
+        app.router.add_post("/v1/files", checked(self._upload, openai))
+        app.router.add_get("/v1/files/{id}/content", checked(self._content, openai))
+        app.router.add_post("/v1/batches", checked(self._create_openai, openai))
+        app.router.add_get("/v1/batches", checked(self._list_openai, openai))
+        app.router.add_get("/v1/batches/{id}", checked(self._get_openai, openai))
+        app.router.add_post("/v1/messages/batches", checked(self._create_anthropic, anthropic))
+        app.router.add_get("/v1/messages/batches", checked(self._list_anthropic, anthropic))
+        app.router.add_get("/v1/messages/batches/{id}", checked(self._get_anthropic, anthropic))
+        app.router.add_get("/v1/messages/batches/{id}/results", checked(self._results_anthropic, anthropic))
 
     def _auth(self, request: web.Request, dialect: Dialect) -> web.Response | None:
         try:
@@ -180,20 +192,6 @@ class BatchSim:
             status, body = dialect.error(failure)
             return web.json_response(body, status=status)
         return None
-
-    async def _stats_route(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(self.stats())
-
-    async def _reset_route(self, request: web.Request) -> web.StreamResponse:
-        self.reset()
-        return web.json_response(self.stats())
-
-    async def _config_route(self, request: web.Request) -> web.StreamResponse:
-        try:
-            settings = self.configure(**json.loads(await request.read()))
-        except (ValueError, TypeError, ValidationError) as exc:
-            return web.json_response({"error": {"message": str(exc)}}, status=422)
-        return web.json_response(settings.model_dump())
 
     # -- OpenAI --------------------------------------------------------------------------------
 

@@ -70,10 +70,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import ValidationError
 
 from chainfleet.sim import text as simtext
-from chainfleet.sim.admin import admin_guard
+from chainfleet.sim.admin import add_admin_routes, admin_guard
 from chainfleet.sim.batch import BatchSim, BatchSimSettings
 from chainfleet.sim.call import Call, Failure
 from chainfleet.sim.faults import Faults, check_quota, malformed_body, prompt_trigger
@@ -211,7 +210,6 @@ class SimServer:
     # -- HTTP
 
     def _app(self) -> web.Application:
-        # the admin routes refuse what a web page could send
         app = web.Application(client_max_size=32 * 2**20, middlewares=[admin_guard])
         openai, anthropic = OpenAI(), Anthropic()
 
@@ -224,36 +222,13 @@ class SimServer:
         app.router.add_post("/v1/chat/completions", chat)
         app.router.add_post("/v1/messages", messages)
         app.router.add_get("/health", self._health)
-        app.router.add_get("/sim/stats", self._get_stats)
-        app.router.add_post("/sim/reset", self._post_reset)
-        app.router.add_post("/sim/config", self._post_config)
-        self.batch.add_routes(app, openai, anthropic)
+        self.batch.add_routes(app)
+        add_admin_routes(app, "/sim", self)
+        add_admin_routes(app, "/sim/batch", self.batch)
         return app
 
     async def _health(self, request: web.Request) -> web.StreamResponse:
         return web.Response(text="ok")
-
-    async def _get_stats(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(self.stats())
-
-    async def _post_reset(self, request: web.Request) -> web.StreamResponse:
-        self.reset()
-        return web.json_response(self.stats())
-
-    async def _post_config(self, request: web.Request) -> web.StreamResponse:
-        try:
-            changes = json.loads(await request.read())
-        except ValueError:
-            changes = None
-        if not isinstance(changes, dict):
-            return web.json_response({"error": {"message": "send a JSON object of settings"}}, status=422)
-        try:
-            settings = self.configure(**changes)
-        except ValidationError as exc:
-            details = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
-            message = "; ".join(f"{'.'.join(map(str, d['loc'])) or 'settings'}: {d['msg']}" for d in details)
-            return web.json_response({"error": {"message": message, "details": details}}, status=422)
-        return web.json_response(settings.public())
 
     async def _serve(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
         """One completion request, start to finish, on either route."""
