@@ -19,8 +19,12 @@ Routes: ``POST /v1/files``, ``GET /v1/files/{id}/content``, ``POST|GET /v1/batch
 ``GET /v1/batches/{id}``, ``POST|GET /v1/messages/batches``, ``GET /v1/messages/batches/{id}``,
 ``GET /v1/messages/batches/{id}/results``; ``GET /sim/batch/stats`` (what tests count: jobs
 created, requests submitted, the most times one ``custom_id`` was submitted, outcomes),
-``POST /sim/batch/config``, ``POST /sim/batch/reset``. With ``enabled: false`` the batch routes
+``POST /sim/batch/config``, ``POST /sim/batch/reset`` (the server mounts these three with its
+own, :func:`~chainfleet.sim.admin.add_admin_routes`). With ``enabled: false`` the batch routes
 answer 404, like an OpenAI-compatible server that has no batch API.
+
+The jobs reach the server through a :class:`Host`, never the reverse: its settings, its counts
+(a batch answer counts and spends the quota like an online one) and the model's reply.
 """
 
 from __future__ import annotations

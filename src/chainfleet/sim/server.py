@@ -5,48 +5,48 @@ A real HTTP server (aiohttp) that answers ``POST /v1/chat/completions`` like Ope
 official SDKs talk to it unchanged (``base_url`` pointed at it), so adapters are tested over real
 HTTP, and users can rehearse a batch offline against their tier's limits before paying for it.
 
+This module is the server itself: the app and its routes, the order in which a request meets
+the rules, and starting and stopping it (in this event loop, :class:`SimServer`; on a thread of
+its own, :class:`SimServerThread`; until Ctrl-C, :func:`run_server`). The rules are its parts:
+
+- :mod:`~chainfleet.sim.settings`: what it is told; :mod:`~chainfleet.sim.stats`: what it counts;
+- :mod:`~chainfleet.sim.wire`: the two formats (keys, bodies, answers, errors as each provider
+  words them), over :mod:`~chainfleet.sim.call` (one request, and the failures it can meet);
+- :mod:`~chainfleet.sim.limits`: ``rpm`` and ``tpm`` as token buckets (:mod:`~chainfleet.sim.bucket`)
+  or sliding windows (:mod:`~chainfleet.sim.window`), and the rate-limit headers;
+- :mod:`~chainfleet.sim.faults`: ``[[sim:...]]`` prompt triggers and seeded random faults;
+- :mod:`~chainfleet.sim.queue`: N slots, the other requests waiting in line (``slots``);
+- :mod:`~chainfleet.sim.batch`: the batch APIs; :mod:`~chainfleet.sim.admin`: the ``/sim`` routes.
+
+None of them imports this module: the batch jobs get the server as a
+:class:`~chainfleet.sim.batch.Host` (its settings, counts and replies).
+
 What it does to a request, in order (each step answers at once and stops there):
 
-1. auth (401: OpenAI ``Authorization: Bearer KEY``; Anthropic ``x-api-key``, or a Bearer token
-   as anthropic SDKs 2.x send it), ``anthropic-version`` (400), the body (OpenAI 422, Anthropic
-   400), the model (404), the context window (400: P + max_tokens above 128,000 on OpenAI,
-   200,000 on Anthropic): nothing here is counted against the limits;
+1. auth (401), ``anthropic-version`` (400), the body (OpenAI 422, Anthropic 400), the model
+   (404), the context window (400: P + max_tokens above 128,000 on OpenAI, 200,000 on
+   Anthropic): nothing here is counted against the limits;
 2. ``max_in_flight``: above it, 503 "server busy", like an Ollama or vLLM queue;
 3. quota (``quota_tokens`` spent or ``[[sim:quota]]``), ``[[sim:429]]``, "Request too large"
    (one request above ``tpm``), then the rate limits: a 429 here is never charged;
-4. admitted: one request and ``P + max_tokens`` tokens are charged to the buckets;
-5. faults: a ``[[sim:...]]`` trigger in the prompt, else one draw from the server's
-   ``random.Random(seed)`` against ``error_rate``, ``overload_rate``, ``slow_rate``,
-   ``drop_rate`` and ``malformed_rate`` in that order. A failed call keeps its request slot and
-   gets its tokens back (it generated nothing); a slow one sleeps ``slow_seconds`` and goes on;
+4. admitted: one request and ``P + max_tokens`` tokens are charged to the limits;
+5. faults: a ``[[sim:...]]`` trigger in the prompt, else one seeded draw against the fault
+   rates. A failed call keeps its request slot and gets its tokens back (it generated
+   nothing); a slow one sleeps ``slow_seconds`` and goes on;
 6. ``latency`` plus up to ``jitter`` seconds, then the answer; the token charge is corrected to
-   the real usage ``P + C``. With ``slots`` set (queueing mode, :mod:`chainfleet.sim.queue`)
-   that service time, or a slow call's, is spent holding one of N slots: others wait in line.
+   the real usage ``P + C``. With ``slots`` set that service time, or a slow call's, is spent
+   holding one of N slots: others wait in line.
 
-The text is ``simtext.generate(prompt, system=system, seed=seed, max_tokens=max_tokens,
-model=model)``: ``prompt`` is the user and assistant message texts joined by a blank line, and
-``system`` the system (and OpenAI developer) texts likewise; text blocks within one message are
-concatenated. A request for structured output (OpenAI ``response_format``, Anthropic ``tools``
-with a forced ``tool_choice``, or a prompt carrying the schema) is answered in kind with JSON
-from :mod:`chainfleet.sim.jsonvalue` (see :mod:`chainfleet.sim.structured`); with
+The answer (:meth:`SimServer.reply`) is ``simtext.generate(prompt, system=system, seed=seed,
+max_tokens=max_tokens, model=model)``, or for a request for structured output (OpenAI
+``response_format``, Anthropic ``tools`` with a forced ``tool_choice``, or a prompt carrying the
+schema) JSON from :mod:`chainfleet.sim.jsonvalue` (see :mod:`chainfleet.sim.structured`); with
 ``invalid_output_rate`` a deterministic share of those replies break their schema.
 P = ``count_tokens(system) + count_tokens(prompt)``, C = ``count_tokens(text)``.
 
-Rate limits, the way providers enforce them (:class:`TokenBucket`): a bucket per limit that holds
-a minute's worth, starts full and refills continuously (``limit / 60`` a second); and, so a full
-bucket cannot be spent in one burst, a short bucket of ``ceil(limit / 30)`` (two seconds' worth)
-refilled at the same rate. A client keeping to the rate is never refused; one that bursts past
-two seconds' worth is. A single request larger than the short bucket is admitted when it is full.
-The ``x-ratelimit-*`` / ``anthropic-ratelimit-*`` headers describe the minute bucket (remaining,
-and the time until it is full again); the short bucket shows only in a 429's wait.
-
-Prompt triggers for tests, obeyed every time: ``[[sim:500]]`` (any status 400-599, e.g. 503,
-529, 400, 429 with a 1 s retry-after), ``[[sim:quota]]``, ``[[sim:content_filter]]``,
-``[[sim:slow]]``, ``[[sim:drop]]``, ``[[sim:malformed]]`` and ``[[sim:fail-once-KEY]]`` (a 500 the
-first time KEY is seen, success after).
-
-Admin: ``GET /sim/stats``, ``POST /sim/reset``, ``POST /sim/config`` (a JSON object of settings),
-``GET /health``.
+Routes: the two above, the batch APIs, ``GET /health``, and the admin routes ``GET /sim/stats``,
+``POST /sim/reset`` and ``POST /sim/config`` (a JSON object of settings), the same under
+``/sim/batch``.
 
 Example::
 
@@ -117,7 +117,7 @@ class SimServer:
         clock: Callable[[], float] = time.monotonic,
         batch: BatchSimSettings | None = None,
     ) -> None:
-        #: the batch APIs (OpenAI Files + Batches, Anthropic Message Batches): simserver_batch
+        #: the batch APIs (OpenAI Files + Batches, Anthropic Message Batches): sim.batch
         self.batch = BatchSim(self, batch)
         self._settings = settings or SimServerSettings()
         self._faults = Faults(self._settings.seed)
@@ -177,6 +177,23 @@ class SimServer:
         """Counts since the start or the last reset (the ``GET /sim/stats`` body)."""
         return self._stats.report(self._in_flight, self._queue.stats())
 
+    def reply(self, call: Call) -> str:
+        """The simulated model's reply to ``call``: prose, or JSON for a structured request.
+
+        A pure function of the settings' seed and the call, but a structured reply is counted
+        (``structured``, and ``invalid_output`` when it breaks its schema on purpose).
+        """
+        seed = self._settings.seed
+        if call.ask is None:
+            return _generate(call.prompt, call.system or None, seed, call.max_tokens, call.model)
+        s = self._stats
+        s.structured[call.ask.mode] += 1
+        invalid = is_invalid(self._settings.invalid_output_rate, seed, call.system, call.prompt)
+        if invalid:
+            s.faults["invalid_output"] += 1
+        prompt = f"{call.system}\n{call.prompt}" if call.system else call.prompt
+        return call.ask.text(prompt, seed=seed, invalid=invalid)
+
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on ``host:port`` (0 picks a free port) and return the base URL."""
         if self._runner is not None:
@@ -207,7 +224,7 @@ class SimServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    # -- HTTP
+    # -- HTTP: one request, step by step
 
     def _app(self) -> web.Application:
         app = web.Application(client_max_size=32 * 2**20, middlewares=[admin_guard])
@@ -319,23 +336,6 @@ class SimServer:
         reservation.settle(call.prompt_tokens + completion_tokens)
         self._stats.completed(call, completion_tokens)
         return web.json_response(dialect.answer(call, text, completion_tokens, number))
-
-    def reply(self, call: Call) -> str:
-        """The simulated model's reply to ``call``: prose, or JSON for a structured request.
-
-        A pure function of the settings' seed and the call, but a structured reply is counted
-        (``structured``, and ``invalid_output`` when it breaks its schema on purpose).
-        """
-        seed = self._settings.seed
-        if call.ask is None:
-            return _generate(call.prompt, call.system or None, seed, call.max_tokens, call.model)
-        s = self._stats
-        s.structured[call.ask.mode] += 1
-        invalid = is_invalid(self._settings.invalid_output_rate, seed, call.system, call.prompt)
-        if invalid:
-            s.faults["invalid_output"] += 1
-        prompt = f"{call.system}\n{call.prompt}" if call.system else call.prompt
-        return call.ask.text(prompt, seed=seed, invalid=invalid)
 
 
 # --- running it ---------------------------------------------------------------------------------

@@ -61,7 +61,173 @@ ANTHROPIC_CONTEXT_WINDOW = 200_000
 DEFAULT_MAX_TOKENS = 1024
 
 
-# --- reading a body -----------------------------------------------------------------------------
+# --- the dialects -------------------------------------------------------------------------------
+
+
+class Dialect:
+    """What differs between the two routes: auth, body, answer, errors, headers."""
+
+    name = ""
+    context_window = 0
+
+    def authorize(self, request: web.Request, api_keys: tuple[str, ...]) -> None:
+        """Raise the failure for a missing key, one not in ``api_keys`` (when given) or a missing
+        required header: what both a completion and a batch request check first."""
+        key = self.api_key(request)
+        if not key:
+            raise Failure("missing_key")
+        if api_keys and key not in api_keys:
+            raise Failure("invalid_key", masked=mask(key))
+        self.check_headers(request)
+
+    def api_key(self, request: web.Request) -> str:
+        raise NotImplementedError
+
+    def check_headers(self, request: web.Request) -> None:
+        """Raise a failure for a missing required header."""
+
+    def parse(self, body: Any) -> Call:
+        raise NotImplementedError
+
+    def answer(self, call: Call, text: str, completion_tokens: int, number: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def error(self, failure: Failure) -> tuple[int, dict[str, Any]]:
+        raise NotImplementedError
+
+    def id_headers(self, number: int) -> dict[str, str]:
+        raise NotImplementedError
+
+    def limit_headers(self, limits: RateLimits) -> dict[str, str]:
+        raise NotImplementedError
+
+    def retry_headers(self, wait: float) -> dict[str, str]:
+        return retry_headers(wait)
+
+
+class OpenAI(Dialect):
+    """``POST /v1/chat/completions``."""
+
+    name = "openai"
+    context_window = OPENAI_CONTEXT_WINDOW
+
+    def api_key(self, request: web.Request) -> str:
+        return _bearer(request)
+
+    def parse(self, body: Any) -> Call:
+        model = _model(body)
+        system, prompt = _messages(body.get("messages"), ("system", "developer"))
+        tokens = body.get("max_completion_tokens")
+        name = "max_completion_tokens"
+        if tokens is None:
+            tokens, name = body.get("max_tokens"), "max_tokens"
+        max_tokens = DEFAULT_MAX_TOKENS if tokens is None else _max_tokens(tokens, name)
+        text = "\n\n".join(prompt)
+        return Call(model, "\n\n".join(system), text, max_tokens, _structured(openai_ask, body, text))
+
+    def answer(self, call: Call, text: str, completion_tokens: int, number: int) -> dict[str, Any]:
+        return {
+            "id": f"chatcmpl-sim-{number}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": call.model,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            ],
+            "usage": {
+                "prompt_tokens": call.prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": call.prompt_tokens + completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": 0},
+            },
+        }
+
+    def error(self, failure: Failure) -> tuple[int, dict[str, Any]]:
+        status, kind, code, template = _OPENAI_ERRORS[failure.kind]
+        status = _error_status(failure, status)
+        if failure.kind == "status" and status < 500:
+            kind = "invalid_request_error"
+        message = template.format(**failure.fields)
+        return status, {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+    def id_headers(self, number: int) -> dict[str, str]:
+        return {"x-request-id": f"req_sim_{number}"}
+
+    def limit_headers(self, limits: RateLimits) -> dict[str, str]:
+        return openai_limit_headers(limits)
+
+    def retry_headers(self, wait: float) -> dict[str, str]:
+        return openai_retry_headers(wait)
+
+
+class Anthropic(Dialect):
+    """``POST /v1/messages``."""
+
+    name = "anthropic"
+    context_window = ANTHROPIC_CONTEXT_WINDOW
+
+    def api_key(self, request: web.Request) -> str:
+        # x-api-key is the documented header; anthropic SDKs from 2.x send the key as a Bearer token
+        return request.headers.get("x-api-key", "").strip() or _bearer(request)
+
+    def check_headers(self, request: web.Request) -> None:
+        if not request.headers.get("anthropic-version"):
+            raise Failure("missing_version")
+
+    def parse(self, body: Any) -> Call:
+        model = _model(body)
+        if "max_tokens" not in body:
+            raise Failure("bad_body", detail="max_tokens: Field required")
+        max_tokens = _max_tokens(body["max_tokens"], "max_tokens")
+        system = _text(body.get("system"), "system")
+        _, prompt = _messages(body.get("messages"), ())
+        text = "\n\n".join(prompt)
+        return Call(model, system, text, max_tokens, _structured(anthropic_ask, body, text))
+
+    def answer(self, call: Call, text: str, completion_tokens: int, number: int) -> dict[str, Any]:
+        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+        stop = "end_turn"
+        if call.ask is not None and call.ask.mode == "tool":
+            tool = {"type": "tool_use", "id": f"toolu_sim_{number}", "name": call.ask.name}
+            content, stop = [{**tool, "input": json.loads(text)}], "tool_use"
+        return {
+            "id": f"msg_sim_{number}",
+            "type": "message",
+            "role": "assistant",
+            "model": call.model,
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": call.prompt_tokens,
+                "output_tokens": completion_tokens,
+                "cache_read_input_tokens": 0,
+                "cache_creation_input_tokens": 0,
+            },
+        }
+
+    def error(self, failure: Failure) -> tuple[int, dict[str, Any]]:
+        status, kind, template = _ANTHROPIC_ERRORS[failure.kind]
+        status = _error_status(failure, status)
+        if failure.kind == "status":
+            fallback = "api_error" if status >= 500 else "invalid_request_error"
+            kind = _ANTHROPIC_STATUS_TYPES.get(status, fallback)
+        message = template.format(**failure.fields)
+        return status, {"type": "error", "error": {"type": kind, "message": message}}
+
+    def id_headers(self, number: int) -> dict[str, str]:
+        return {"request-id": f"req_sim_{number}"}
+
+    def limit_headers(self, limits: RateLimits) -> dict[str, str]:
+        return anthropic_limit_headers(limits)
+
+
+# --- reading a request --------------------------------------------------------------------------
+
+
+def _bearer(request: web.Request) -> str:
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    return key.strip() if scheme.lower() == "bearer" else ""
 
 
 def _text(content: Any, where: str) -> str:
@@ -264,171 +430,5 @@ _ANTHROPIC_STATUS_TYPES = {
 }
 
 
-def _bearer(request: web.Request) -> str:
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    return key.strip() if scheme.lower() == "bearer" else ""
-
-
 def _error_status(failure: Failure, default: int) -> int:
     return failure.status if failure.status is not None else default
-
-
-# --- the dialects -------------------------------------------------------------------------------
-
-
-class Dialect:
-    """What differs between the two routes: auth, body, answer, errors, headers."""
-
-    name = ""
-    context_window = 0
-
-    def authorize(self, request: web.Request, api_keys: tuple[str, ...]) -> None:
-        """Raise the failure for a missing key, one not in ``api_keys`` (when given) or a missing
-        required header: what both a completion and a batch request check first."""
-        key = self.api_key(request)
-        if not key:
-            raise Failure("missing_key")
-        if api_keys and key not in api_keys:
-            raise Failure("invalid_key", masked=mask(key))
-        self.check_headers(request)
-
-    def api_key(self, request: web.Request) -> str:
-        raise NotImplementedError
-
-    def check_headers(self, request: web.Request) -> None:
-        """Raise a failure for a missing required header."""
-
-    def parse(self, body: Any) -> Call:
-        raise NotImplementedError
-
-    def answer(self, call: Call, text: str, completion_tokens: int, number: int) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def error(self, failure: Failure) -> tuple[int, dict[str, Any]]:
-        raise NotImplementedError
-
-    def id_headers(self, number: int) -> dict[str, str]:
-        raise NotImplementedError
-
-    def limit_headers(self, limits: RateLimits) -> dict[str, str]:
-        raise NotImplementedError
-
-    def retry_headers(self, wait: float) -> dict[str, str]:
-        return retry_headers(wait)
-
-
-class OpenAI(Dialect):
-    """``POST /v1/chat/completions``."""
-
-    name = "openai"
-    context_window = OPENAI_CONTEXT_WINDOW
-
-    def api_key(self, request: web.Request) -> str:
-        return _bearer(request)
-
-    def parse(self, body: Any) -> Call:
-        model = _model(body)
-        system, prompt = _messages(body.get("messages"), ("system", "developer"))
-        tokens = body.get("max_completion_tokens")
-        name = "max_completion_tokens"
-        if tokens is None:
-            tokens, name = body.get("max_tokens"), "max_tokens"
-        max_tokens = DEFAULT_MAX_TOKENS if tokens is None else _max_tokens(tokens, name)
-        text = "\n\n".join(prompt)
-        return Call(model, "\n\n".join(system), text, max_tokens, _structured(openai_ask, body, text))
-
-    def answer(self, call: Call, text: str, completion_tokens: int, number: int) -> dict[str, Any]:
-        return {
-            "id": f"chatcmpl-sim-{number}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": call.model,
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-            ],
-            "usage": {
-                "prompt_tokens": call.prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": call.prompt_tokens + completion_tokens,
-                "prompt_tokens_details": {"cached_tokens": 0},
-            },
-        }
-
-    def error(self, failure: Failure) -> tuple[int, dict[str, Any]]:
-        status, kind, code, template = _OPENAI_ERRORS[failure.kind]
-        status = _error_status(failure, status)
-        if failure.kind == "status" and status < 500:
-            kind = "invalid_request_error"
-        message = template.format(**failure.fields)
-        return status, {"error": {"message": message, "type": kind, "param": None, "code": code}}
-
-    def id_headers(self, number: int) -> dict[str, str]:
-        return {"x-request-id": f"req_sim_{number}"}
-
-    def limit_headers(self, limits: RateLimits) -> dict[str, str]:
-        return openai_limit_headers(limits)
-
-    def retry_headers(self, wait: float) -> dict[str, str]:
-        return openai_retry_headers(wait)
-
-
-class Anthropic(Dialect):
-    """``POST /v1/messages``."""
-
-    name = "anthropic"
-    context_window = ANTHROPIC_CONTEXT_WINDOW
-
-    def api_key(self, request: web.Request) -> str:
-        # x-api-key is the documented header; anthropic SDKs from 2.x send the key as a Bearer token
-        return request.headers.get("x-api-key", "").strip() or _bearer(request)
-
-    def check_headers(self, request: web.Request) -> None:
-        if not request.headers.get("anthropic-version"):
-            raise Failure("missing_version")
-
-    def parse(self, body: Any) -> Call:
-        model = _model(body)
-        if "max_tokens" not in body:
-            raise Failure("bad_body", detail="max_tokens: Field required")
-        max_tokens = _max_tokens(body["max_tokens"], "max_tokens")
-        system = _text(body.get("system"), "system")
-        _, prompt = _messages(body.get("messages"), ())
-        text = "\n\n".join(prompt)
-        return Call(model, system, text, max_tokens, _structured(anthropic_ask, body, text))
-
-    def answer(self, call: Call, text: str, completion_tokens: int, number: int) -> dict[str, Any]:
-        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
-        stop = "end_turn"
-        if call.ask is not None and call.ask.mode == "tool":
-            tool = {"type": "tool_use", "id": f"toolu_sim_{number}", "name": call.ask.name}
-            content, stop = [{**tool, "input": json.loads(text)}], "tool_use"
-        return {
-            "id": f"msg_sim_{number}",
-            "type": "message",
-            "role": "assistant",
-            "model": call.model,
-            "content": content,
-            "stop_reason": stop,
-            "stop_sequence": None,
-            "usage": {
-                "input_tokens": call.prompt_tokens,
-                "output_tokens": completion_tokens,
-                "cache_read_input_tokens": 0,
-                "cache_creation_input_tokens": 0,
-            },
-        }
-
-    def error(self, failure: Failure) -> tuple[int, dict[str, Any]]:
-        status, kind, template = _ANTHROPIC_ERRORS[failure.kind]
-        status = _error_status(failure, status)
-        if failure.kind == "status":
-            fallback = "api_error" if status >= 500 else "invalid_request_error"
-            kind = _ANTHROPIC_STATUS_TYPES.get(status, fallback)
-        message = template.format(**failure.fields)
-        return status, {"type": "error", "error": {"type": kind, "message": message}}
-
-    def id_headers(self, number: int) -> dict[str, str]:
-        return {"request-id": f"req_sim_{number}"}
-
-    def limit_headers(self, limits: RateLimits) -> dict[str, str]:
-        return anthropic_limit_headers(limits)
