@@ -28,7 +28,8 @@ from typing import Any
 import yaml
 
 from chainfleet.sim.batch import BatchSimSettings
-from chainfleet.sim.server import SimServerSettings, SimServerThread
+from chainfleet.sim.server import SimServerThread
+from chainfleet.sim.settings import SimServerSettings
 
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")
 KEY = "sk-bench-batch-0000000000"

@@ -33,7 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chainfleet.sim.server import SimServerSettings, SimServerThread
+from chainfleet.sim.server import SimServerThread
+from chainfleet.sim.settings import SimServerSettings
 
 KEY = "sk-chaos-benchmark-0123456789"
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from chainfleet.pipeline.spec import Pipeline
 from chainfleet.runner.api import arun
-from chainfleet.sim.server import SimServerSettings, SimServerThread
+from chainfleet.sim.server import SimServerThread
+from chainfleet.sim.settings import SimServerSettings
 
 KEY = "sk-bench-queue-0123456789"
 PIPELINE = """\

@@ -30,7 +30,8 @@ from typing import Any
 from chainfleet import Pipeline
 from chainfleet.backends.ray_cluster import connect
 from chainfleet.runner.api import arun
-from chainfleet.sim.server import SimServerSettings, SimServerThread
+from chainfleet.sim.server import SimServerThread
+from chainfleet.sim.settings import SimServerSettings
 
 KEY = "sk-bench-0123456789"
 

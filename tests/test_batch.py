@@ -22,7 +22,8 @@ import yaml
 from chainfleet.pipeline.spec import Pipeline
 from chainfleet.runner.api import run
 from chainfleet.sim.batch import BatchSimSettings
-from chainfleet.sim.server import SimServerSettings, SimServerThread
+from chainfleet.sim.server import SimServerThread
+from chainfleet.sim.settings import SimServerSettings
 from conftest import FAST_PIPELINE, read_report, read_results
 
 KEY = "sk-batch-test-0123456789"

@@ -24,7 +24,8 @@ from chainfleet.pipeline.spec import Pipeline
 from chainfleet.report.estimate import estimate_sequential
 from chainfleet.runner.api import arun
 from chainfleet.runner.compare import run_compare
-from chainfleet.sim.server import SimServerSettings, SimServerThread
+from chainfleet.sim.server import SimServerThread
+from chainfleet.sim.settings import SimServerSettings
 from chainfleet.store.runstore import CallRow
 
 KEY = "sk-estimate-0123456789"

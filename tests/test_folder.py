@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from chainfleet.sim.server import SimServerSettings, SimServerThread
+from chainfleet.sim.server import SimServerThread
+from chainfleet.sim.settings import SimServerSettings
 from chainfleet.store.folder import LOCK_NAME, held, owner
 
 KEY = "sk-folder-test-0123456789"

@@ -20,7 +20,9 @@ import pytest
 from chainfleet import Pipeline
 from chainfleet.chain.stage import revision_note
 from chainfleet.pipeline.gates import JudgeCheck
-from chainfleet.sim.server import SimServerSettings, SimServerThread, completion_key
+from chainfleet.sim.call import completion_key
+from chainfleet.sim.server import SimServerThread
+from chainfleet.sim.settings import SimServerSettings
 
 KEY = "sk-gates-resume-0123456789"
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")

@@ -20,7 +20,8 @@ from chainfleet import Pipeline, Stage, arun
 from chainfleet.clock import VirtualClock
 from chainfleet.providers import Provider
 from chainfleet.providers.base import Completion, CompletionRequest
-from chainfleet.sim.server import SimServerSettings, SimServerThread
+from chainfleet.sim.server import SimServerThread
+from chainfleet.sim.settings import SimServerSettings
 
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from chainfleet.limits.group import LimitGroup
-from chainfleet.sim.server import SimServerSettings, SimServerThread
+from chainfleet.sim.server import SimServerThread
+from chainfleet.sim.settings import SimServerSettings
 
 KEY = "sk-limit-group-0123456789"
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")

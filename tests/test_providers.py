@@ -36,7 +36,8 @@ from chainfleet.limits.headers import parse_rate_limits
 from chainfleet.providers import Provider, ProviderPool
 from chainfleet.providers.anthropic import AnthropicProvider
 from chainfleet.providers.openai import OpenAIProvider
-from chainfleet.sim.server import SimServerSettings, SimServerThread
+from chainfleet.sim.server import SimServerThread
+from chainfleet.sim.settings import SimServerSettings
 from chainfleet.sim.text import count_tokens
 
 KEY = "sk-test-0123456789abcdef-SECRET"

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from chainfleet.sim.server import SimServerSettings, SimServerThread
+from chainfleet.sim.server import SimServerThread
+from chainfleet.sim.settings import SimServerSettings
 
 KEY = "sk-rate-e2e-0123456789"
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")

@@ -25,7 +25,8 @@ import pytest
 from chainfleet.pipeline.spec import Pipeline
 from chainfleet.runner.api import arun
 from chainfleet.runner.core import Runner
-from chainfleet.sim.server import SimServerSettings, SimServerThread
+from chainfleet.sim.server import SimServerThread
+from chainfleet.sim.settings import SimServerSettings
 from conftest import TOPICS, pipeline_data, read_report, read_results
 
 if importlib.util.find_spec("ray") is None:

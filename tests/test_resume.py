@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from chainfleet.sim.server import SimServerSettings, SimServerThread
+from chainfleet.sim.server import SimServerThread
+from chainfleet.sim.settings import SimServerSettings
 from conftest import read_results
 from sim_cli import cli_helpers
 

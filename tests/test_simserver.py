@@ -31,14 +31,11 @@ from click.testing import CliRunner
 
 import chainfleet.cli.simserver  # noqa: F401 - registers the command
 from chainfleet.cli import cli
-from chainfleet.sim.server import (
-    SimServer,
-    SimServerSettings,
-    SimServerThread,
-    TokenBucket,
-    completion_key,
-    go_duration,
-)
+from chainfleet.sim.bucket import TokenBucket
+from chainfleet.sim.call import completion_key
+from chainfleet.sim.limits import go_duration
+from chainfleet.sim.server import SimServer, SimServerThread
+from chainfleet.sim.settings import SimServerSettings
 from chainfleet.sim.text import count_tokens, marker_line
 
 T = TypeVar("T")

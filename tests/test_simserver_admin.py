@@ -8,7 +8,8 @@ from typing import Any
 
 import httpx2 as httpx
 
-from chainfleet.sim.server import SimServer, SimServerSettings
+from chainfleet.sim.server import SimServer
+from chainfleet.sim.settings import SimServerSettings
 
 
 def scenario() -> dict[str, Any]:

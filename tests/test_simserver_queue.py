@@ -10,7 +10,8 @@ import httpx2 as httpx
 import openai
 
 from chainfleet.sim.queue import SlotQueue
-from chainfleet.sim.server import SimServer, SimServerSettings
+from chainfleet.sim.server import SimServer
+from chainfleet.sim.settings import SimServerSettings
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Research tea."}], "max_tokens": 20}
 

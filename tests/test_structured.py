@@ -21,7 +21,8 @@ from chainfleet.pipeline.contracts import Contract
 from chainfleet.providers import Provider
 from chainfleet.providers.anthropic import AnthropicProvider
 from chainfleet.providers.openai import OpenAIProvider
-from chainfleet.sim.server import SimServerSettings, SimServerThread
+from chainfleet.sim.server import SimServerThread
+from chainfleet.sim.settings import SimServerSettings
 from conftest import read_report, read_results
 
 KEY = "sk-test-structured-0123456789-SECRET"

@@ -29,7 +29,8 @@ from chainfleet.cli import cli
 from chainfleet.pipeline.spec import Pipeline
 from chainfleet.report.model import RunReport
 from chainfleet.runner.api import arun
-from chainfleet.sim.server import SimServerSettings, SimServerThread
+from chainfleet.sim.server import SimServerThread
+from chainfleet.sim.settings import SimServerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")

@@ -149,7 +149,8 @@ def sim_server_command(host: str, port: int, **options: Any) -> None:
     from pydantic import ValidationError
 
     from chainfleet.sim.batch import BatchSimSettings
-    from chainfleet.sim.server import SimServerSettings, run_server
+    from chainfleet.sim.server import run_server
+    from chainfleet.sim.settings import SimServerSettings
 
     batch = BatchSimSettings(
         enabled=not options.pop("no_batch_api"),

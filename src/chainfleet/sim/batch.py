@@ -19,8 +19,12 @@ Routes: ``POST /v1/files``, ``GET /v1/files/{id}/content``, ``POST|GET /v1/batch
 ``GET /v1/batches/{id}``, ``POST|GET /v1/messages/batches``, ``GET /v1/messages/batches/{id}``,
 ``GET /v1/messages/batches/{id}/results``; ``GET /sim/batch/stats`` (what tests count: jobs
 created, requests submitted, the most times one ``custom_id`` was submitted, outcomes),
-``POST /sim/batch/config``, ``POST /sim/batch/reset``. With ``enabled: false`` the batch routes
+``POST /sim/batch/config``, ``POST /sim/batch/reset`` (the server mounts these three with its
+own, :func:`~chainfleet.sim.admin.add_admin_routes`). With ``enabled: false`` the batch routes
 answer 404, like an OpenAI-compatible server that has no batch API.
+
+The jobs reach the server through a :class:`Host`, never the reverse: its settings, its counts
+(a batch answer counts and spends the quota like an online one) and the model's reply.
 """
 
 from __future__ import annotations
@@ -31,19 +35,40 @@ import json
 import re
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from chainfleet.sim import text as simtext
+from chainfleet.sim.call import Call, Failure
+from chainfleet.sim.faults import check_quota, prompt_trigger, status_failure
+from chainfleet.sim.settings import SimServerSettings
+from chainfleet.sim.stats import Stats
+from chainfleet.sim.wire import Anthropic, Dialect, OpenAI
 
-if TYPE_CHECKING:
-    from chainfleet.sim.server import SimServer, _Dialect
+__all__ = ["BatchSim", "BatchSimSettings", "Host"]
 
-__all__ = ["BatchSim", "BatchSimSettings"]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Host(Protocol):
+    """What batch jobs share with the server they run on (:class:`~chainfleet.sim.server.SimServer`).
+
+    Its settings (keys, models, seed, quota), its counts (a batch answer is counted like an
+    online one, and spends the same quota) and the model's reply to a call (the same text).
+    """
+
+    @property
+    def settings(self) -> SimServerSettings: ...
+
+    @property
+    def counts(self) -> Stats: ...
+
+    def reply(self, call: Call) -> str: ...
 
 
 class BatchSimSettings(BaseModel):
@@ -56,6 +81,10 @@ class BatchSimSettings(BaseModel):
     error_rate: float = Field(0.0, ge=0, le=1)
     expire_rate: float = Field(0.0, ge=0, le=1)
     fail_rate: float = Field(0.0, ge=0, le=1)
+
+    def public(self) -> dict[str, Any]:
+        """The settings as JSON (what ``POST /sim/batch/config`` answers)."""
+        return self.model_dump(mode="json")
 
 
 def _unit(*parts: object) -> float:
@@ -95,10 +124,10 @@ class _Counts:
 
 
 class BatchSim:
-    """The batch jobs of one :class:`SimServer` (state on this object, read by ``/sim/batch/stats``)."""
+    """The batch jobs of one server, its ``host`` (state on this object, read by ``/sim/batch/stats``)."""
 
-    def __init__(self, server: SimServer, settings: BatchSimSettings | None = None) -> None:
-        self.server = server
+    def __init__(self, host: Host, settings: BatchSimSettings | None = None) -> None:
+        self._host = host
         self.settings = settings or BatchSimSettings()
         self._files: dict[str, bytes] = {}
         self._jobs: dict[str, _Job] = {}
@@ -108,10 +137,12 @@ class BatchSim:
     # -- admin ---------------------------------------------------------------------------------
 
     def configure(self, **changes: Any) -> BatchSimSettings:
+        """Replace some settings (validated; pydantic's ``ValidationError`` on a bad one)."""
         self.settings = BatchSimSettings.model_validate({**self.settings.model_dump(), **changes})
         return self.settings
 
     def stats(self) -> dict[str, Any]:
+        """Counts since the start or the last reset (the ``GET /sim/batch/stats`` body)."""
         c = self._counts
         open_jobs = sum(1 for job in self._jobs.values() if job.results is None)
         return {
@@ -126,64 +157,45 @@ class BatchSim:
         }
 
     def reset(self) -> None:
+        """Zero the counts (jobs and files stay)."""
         self._counts = _Counts()
 
     # -- routes --------------------------------------------------------------------------------
 
-    def add_routes(self, app: web.Application, openai: _Dialect, anthropic: _Dialect) -> None:
-        def guarded(handler: Any, dialect: _Dialect) -> Any:
+    def add_routes(self, app: web.Application) -> None:
+        """The batch APIs on ``app`` (their admin routes: :func:`~chainfleet.sim.admin.add_admin_routes`)."""
+        openai, anthropic = OpenAI(), Anthropic()
+
+        def checked(handler: Handler, dialect: Dialect) -> Handler:
+            """``handler`` behind what every batch route checks first: enabled, key, headers."""
+
             async def route(request: web.Request) -> web.StreamResponse:
                 if not self.settings.enabled:
                     raise web.HTTPNotFound()
                 failure = self._auth(request, dialect)
                 if failure is not None:
                     return failure
-                return await handler(request)  # type: ignore[no-any-return]
+                return await handler(request)
 
             return route
 
-        app.router.add_post("/v1/files", guarded(self._upload, openai))
-        app.router.add_get("/v1/files/{id}/content", guarded(self._content, openai))
-        app.router.add_post("/v1/batches", guarded(self._create_openai, openai))
-        app.router.add_get("/v1/batches", guarded(self._list_openai, openai))
-        app.router.add_get("/v1/batches/{id}", guarded(self._get_openai, openai))
-        app.router.add_post("/v1/messages/batches", guarded(self._create_anthropic, anthropic))
-        app.router.add_get("/v1/messages/batches", guarded(self._list_anthropic, anthropic))
-        app.router.add_get("/v1/messages/batches/{id}", guarded(self._get_anthropic, anthropic))
-        app.router.add_get("/v1/messages/batches/{id}/results", guarded(self._results_anthropic, anthropic))
-        app.router.add_get("/sim/batch/stats", self._stats_route)
-        app.router.add_post("/sim/batch/config", self._config_route)
-        app.router.add_post("/sim/batch/reset", self._reset_route)
+        app.router.add_post("/v1/files", checked(self._upload, openai))
+        app.router.add_get("/v1/files/{id}/content", checked(self._content, openai))
+        app.router.add_post("/v1/batches", checked(self._create_openai, openai))
+        app.router.add_get("/v1/batches", checked(self._list_openai, openai))
+        app.router.add_get("/v1/batches/{id}", checked(self._get_openai, openai))
+        app.router.add_post("/v1/messages/batches", checked(self._create_anthropic, anthropic))
+        app.router.add_get("/v1/messages/batches", checked(self._list_anthropic, anthropic))
+        app.router.add_get("/v1/messages/batches/{id}", checked(self._get_anthropic, anthropic))
+        app.router.add_get("/v1/messages/batches/{id}/results", checked(self._results_anthropic, anthropic))
 
-    def _auth(self, request: web.Request, dialect: _Dialect) -> web.Response | None:
-        from chainfleet.sim.server import _Failure, _mask
-
-        key = dialect.api_key(request)
-        keys = self.server.settings.api_keys
+    def _auth(self, request: web.Request, dialect: Dialect) -> web.Response | None:
         try:
-            if not key:
-                raise _Failure("missing_key")
-            if keys and key not in keys:
-                raise _Failure("invalid_key", masked=_mask(key))
-            dialect.check_headers(request)
-        except _Failure as failure:
+            dialect.authorize(request, self._host.settings.api_keys)
+        except Failure as failure:
             status, body = dialect.error(failure)
             return web.json_response(body, status=status)
         return None
-
-    async def _stats_route(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(self.stats())
-
-    async def _reset_route(self, request: web.Request) -> web.StreamResponse:
-        self.reset()
-        return web.json_response(self.stats())
-
-    async def _config_route(self, request: web.Request) -> web.StreamResponse:
-        try:
-            settings = self.configure(**json.loads(await request.read()))
-        except (ValueError, TypeError, ValidationError) as exc:
-            return web.json_response({"error": {"message": str(exc)}}, status=422)
-        return web.json_response(settings.model_dump())
 
     # -- OpenAI --------------------------------------------------------------------------------
 
@@ -374,7 +386,7 @@ class BatchSim:
         number = next(self._numbers)
         prefix = "batch_sim" if api == "openai" else "msgbatch_sim"
         job_id = f"{prefix}{number}"
-        seed = self.server.settings.seed
+        seed = self._host.settings.seed
         fails = _unit(seed, "job", job_id) < self.settings.fail_rate
         job = _Job(job_id, api, requests, time.monotonic(), time.time(), fails)
         self._jobs[job_id] = job
@@ -387,9 +399,7 @@ class BatchSim:
         """End the job once its delay has passed: decide and keep every request's outcome."""
         if job.results is not None or time.monotonic() - job.created < self.settings.delay:
             return
-        from chainfleet.sim.server import _Anthropic, _OpenAI
-
-        dialect = _OpenAI() if job.api == "openai" else _Anthropic()
+        dialect = OpenAI() if job.api == "openai" else Anthropic()
         job.results = [self._answer(job, dialect, custom_id, body) for custom_id, body in job.requests]
         job.ended_wall = time.time()
         if job.fails:
@@ -398,38 +408,29 @@ class BatchSim:
         if job.api == "openai":
             self._openai_files(job)
 
-    def _answer(self, job: _Job, dialect: _Dialect, custom_id: str, body: Any) -> tuple[str, str, Any]:
-        from chainfleet.sim.server import _Failure, _trigger, completion_key
-
-        server = self.server
-        s = server.settings
+    def _answer(self, job: _Job, dialect: Dialect, custom_id: str, body: Any) -> tuple[str, str, Any]:
+        s = self._host.settings
         try:
             if job.fails:
-                raise _Failure("server_error")
+                raise Failure("server_error")
             call = dialect.parse(body)
             if s.models and call.model not in s.models:
-                raise _Failure("model_not_found", model=call.model)
-            spent = server._stats.input_tokens + server._stats.output_tokens
-            trigger = _trigger(call.prompt)
-            if trigger == "quota" or (s.quota_tokens is not None and spent >= s.quota_tokens):
-                raise _Failure("quota")
-            if trigger is not None and trigger.isdigit() and 400 <= int(trigger) <= 599:
-                from chainfleet.sim.server import _status_failure
-
-                raise _status_failure(int(trigger))
+                raise Failure("model_not_found", model=call.model)
+            trigger = prompt_trigger(call.prompt)
+            check_quota(trigger, self._host.counts.spent, s.quota_tokens)
+            failure = status_failure(trigger)
+            if failure is not None:
+                raise failure
             draw = _unit(s.seed, "batch", custom_id, self._counts.submissions[custom_id])
             if draw < self.settings.error_rate:
-                raise _Failure("server_error")
+                raise Failure("server_error")
             if draw < self.settings.error_rate + self.settings.expire_rate:
                 return custom_id, "expired", None
-        except _Failure as failure:
+        except Failure as failure:
             return custom_id, "errored", dialect.error(failure)
-        text = server._text(call)  # prose, or JSON for a structured request (as online)
+        text = self._host.reply(call)  # prose, or JSON for a structured request (as online)
         tokens = simtext.count_tokens(text)
-        server._stats.ok += 1
-        server._stats.input_tokens += call.prompt_tokens
-        server._stats.output_tokens += tokens
-        server._stats.completed_by_key[completion_key(call.model, call.system, call.prompt)] += 1
+        self._host.counts.completed(call, tokens)
         return custom_id, "succeeded", dialect.answer(call, text, tokens, next(self._numbers))
 
 

@@ -5,48 +5,48 @@ A real HTTP server (aiohttp) that answers ``POST /v1/chat/completions`` like Ope
 official SDKs talk to it unchanged (``base_url`` pointed at it), so adapters are tested over real
 HTTP, and users can rehearse a batch offline against their tier's limits before paying for it.
 
+This module is the server itself: the app and its routes, the order in which a request meets
+the rules, and starting and stopping it (in this event loop, :class:`SimServer`; on a thread of
+its own, :class:`SimServerThread`; until Ctrl-C, :func:`run_server`). The rules are its parts:
+
+- :mod:`~chainfleet.sim.settings`: what it is told; :mod:`~chainfleet.sim.stats`: what it counts;
+- :mod:`~chainfleet.sim.wire`: the two formats (keys, bodies, answers, errors as each provider
+  words them), over :mod:`~chainfleet.sim.call` (one request, and the failures it can meet);
+- :mod:`~chainfleet.sim.limits`: ``rpm`` and ``tpm`` as token buckets (:mod:`~chainfleet.sim.bucket`)
+  or sliding windows (:mod:`~chainfleet.sim.window`), and the rate-limit headers;
+- :mod:`~chainfleet.sim.faults`: ``[[sim:...]]`` prompt triggers and seeded random faults;
+- :mod:`~chainfleet.sim.queue`: N slots, the other requests waiting in line (``slots``);
+- :mod:`~chainfleet.sim.batch`: the batch APIs; :mod:`~chainfleet.sim.admin`: the ``/sim`` routes.
+
+None of them imports this module: the batch jobs get the server as a
+:class:`~chainfleet.sim.batch.Host` (its settings, counts and replies).
+
 What it does to a request, in order (each step answers at once and stops there):
 
-1. auth (401: OpenAI ``Authorization: Bearer KEY``; Anthropic ``x-api-key``, or a Bearer token
-   as anthropic SDKs 2.x send it), ``anthropic-version`` (400), the body (OpenAI 422, Anthropic
-   400), the model (404), the context window (400: P + max_tokens above 128,000 on OpenAI,
-   200,000 on Anthropic): nothing here is counted against the limits;
+1. auth (401), ``anthropic-version`` (400), the body (OpenAI 422, Anthropic 400), the model
+   (404), the context window (400: P + max_tokens above 128,000 on OpenAI, 200,000 on
+   Anthropic): nothing here is counted against the limits;
 2. ``max_in_flight``: above it, 503 "server busy", like an Ollama or vLLM queue;
 3. quota (``quota_tokens`` spent or ``[[sim:quota]]``), ``[[sim:429]]``, "Request too large"
    (one request above ``tpm``), then the rate limits: a 429 here is never charged;
-4. admitted: one request and ``P + max_tokens`` tokens are charged to the buckets;
-5. faults: a ``[[sim:...]]`` trigger in the prompt, else one draw from the server's
-   ``random.Random(seed)`` against ``error_rate``, ``overload_rate``, ``slow_rate``,
-   ``drop_rate`` and ``malformed_rate`` in that order. A failed call keeps its request slot and
-   gets its tokens back (it generated nothing); a slow one sleeps ``slow_seconds`` and goes on;
+4. admitted: one request and ``P + max_tokens`` tokens are charged to the limits;
+5. faults: a ``[[sim:...]]`` trigger in the prompt, else one seeded draw against the fault
+   rates. A failed call keeps its request slot and gets its tokens back (it generated
+   nothing); a slow one sleeps ``slow_seconds`` and goes on;
 6. ``latency`` plus up to ``jitter`` seconds, then the answer; the token charge is corrected to
-   the real usage ``P + C``. With ``slots`` set (queueing mode, :mod:`chainfleet.sim.queue`)
-   that service time, or a slow call's, is spent holding one of N slots: others wait in line.
+   the real usage ``P + C``. With ``slots`` set that service time, or a slow call's, is spent
+   holding one of N slots: others wait in line.
 
-The text is ``simtext.generate(prompt, system=system, seed=seed, max_tokens=max_tokens,
-model=model)``: ``prompt`` is the user and assistant message texts joined by a blank line, and
-``system`` the system (and OpenAI developer) texts likewise; text blocks within one message are
-concatenated. A request for structured output (OpenAI ``response_format``, Anthropic ``tools``
-with a forced ``tool_choice``, or a prompt carrying the schema) is answered in kind with JSON
-from :mod:`chainfleet.sim.jsonvalue` (see :mod:`chainfleet.sim.structured`); with
+The answer (:meth:`SimServer.reply`) is ``simtext.generate(prompt, system=system, seed=seed,
+max_tokens=max_tokens, model=model)``, or for a request for structured output (OpenAI
+``response_format``, Anthropic ``tools`` with a forced ``tool_choice``, or a prompt carrying the
+schema) JSON from :mod:`chainfleet.sim.jsonvalue` (see :mod:`chainfleet.sim.structured`); with
 ``invalid_output_rate`` a deterministic share of those replies break their schema.
 P = ``count_tokens(system) + count_tokens(prompt)``, C = ``count_tokens(text)``.
 
-Rate limits, the way providers enforce them (:class:`TokenBucket`): a bucket per limit that holds
-a minute's worth, starts full and refills continuously (``limit / 60`` a second); and, so a full
-bucket cannot be spent in one burst, a short bucket of ``ceil(limit / 30)`` (two seconds' worth)
-refilled at the same rate. A client keeping to the rate is never refused; one that bursts past
-two seconds' worth is. A single request larger than the short bucket is admitted when it is full.
-The ``x-ratelimit-*`` / ``anthropic-ratelimit-*`` headers describe the minute bucket (remaining,
-and the time until it is full again); the short bucket shows only in a 429's wait.
-
-Prompt triggers for tests, obeyed every time: ``[[sim:500]]`` (any status 400-599, e.g. 503,
-529, 400, 429 with a 1 s retry-after), ``[[sim:quota]]``, ``[[sim:content_filter]]``,
-``[[sim:slow]]``, ``[[sim:drop]]``, ``[[sim:malformed]]`` and ``[[sim:fail-once-KEY]]`` (a 500 the
-first time KEY is seen, success after).
-
-Admin: ``GET /sim/stats``, ``POST /sim/reset``, ``POST /sim/config`` (a JSON object of settings),
-``GET /health``.
+Routes: the two above, the batch APIs, ``GET /health``, and the admin routes ``GET /sim/stats``,
+``POST /sim/reset`` and ``POST /sim/config`` (a JSON object of settings), the same under
+``/sim/batch``.
 
 Example::
 
@@ -61,353 +61,31 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import itertools
 import json
-import math
-import random
-import re
 import signal
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from chainfleet.sim import text as simtext
+from chainfleet.sim.admin import add_admin_routes, admin_guard
+from chainfleet.sim.batch import BatchSim, BatchSimSettings
+from chainfleet.sim.call import Call, Failure
+from chainfleet.sim.faults import Faults, check_quota, malformed_body, prompt_trigger
+from chainfleet.sim.limits import RATE_LIMITED, RateLimits, Reservation
 from chainfleet.sim.queue import SlotQueue
-from chainfleet.sim.structured import AskError, StructuredAsk, anthropic_ask, is_invalid, openai_ask
+from chainfleet.sim.settings import SimServerSettings
+from chainfleet.sim.stats import Stats
+from chainfleet.sim.structured import is_invalid
+from chainfleet.sim.wire import Anthropic, Dialect, OpenAI
 
-if TYPE_CHECKING:
-    from chainfleet.sim.batch import BatchSimSettings
-
-__all__ = [
-    "SimServer",
-    "SimServerSettings",
-    "SimServerThread",
-    "TokenBucket",
-    "completion_key",
-    "go_duration",
-    "run_server",
-]
+__all__ = ["SimServer", "SimServerThread", "run_server"]
 
 T = TypeVar("T")
-
-#: OpenAI's answer to P + max_tokens above it is 400 context_length_exceeded
-OPENAI_CONTEXT_WINDOW = 128_000
-#: Anthropic's: 400 "prompt is too long"
-ANTHROPIC_CONTEXT_WINDOW = 200_000
-DEFAULT_MAX_TOKENS = 1024
-#: the short window over which a per-minute limit is also enforced (see TokenBucket)
-BURST_WINDOW = 2.0
-
-
-def _mask(key: str) -> str:
-    """A key as error messages may show it: at most its last 4 characters, and only when long."""
-    return "sk-..." + (key[-4:] if len(key) >= 12 else "****")
-
-
-class SimServerSettings(BaseModel):
-    """How the sim server behaves; all of it can change at run time (``POST /sim/config``).
-
-    - ``latency``, ``jitter``: each answer takes ``latency`` plus up to ``jitter`` seconds;
-    - ``seed``: of the text (as in :func:`~chainfleet.sim.text.generate`) and of the fault draws;
-    - ``rpm``, ``tpm``: requests and tokens per minute (see :class:`TokenBucket`), None: no limit;
-    - ``window``: strict mode, the limits enforced over sliding windows of this many seconds
-      and of a minute instead (see :mod:`chainfleet.sim.window`);
-    - ``error_rate`` (500), ``overload_rate`` (503 OpenAI, 529 Anthropic), ``slow_rate`` (wait
-      ``slow_seconds`` first), ``drop_rate`` (close the connection unanswered),
-      ``malformed_rate`` (200 with a body that is not JSON): shares of admitted requests, together
-      at most 1;
-    - ``max_in_flight``: above it, 503 "server busy";
-    - ``slots``: queueing mode, at most N served at once and the rest wait inside the server, as
-      llama.cpp and Ollama do (:mod:`chainfleet.sim.queue`); None: every request at once;
-    - ``api_keys``, ``models``: the accepted ones; empty accepts any (non-empty) key or model;
-    - ``quota_tokens``: once the tokens served (input + output) reach it, "insufficient quota";
-    - ``invalid_output_rate``: the share of structured replies that break their schema (cut-off
-      JSON, a missing required property), decided by (seed, request text), to rehearse repairs.
-
-    The ``repr`` never shows a key.
-
-    >>> SimServerSettings(rpm=500, tpm=200_000, error_rate=0.02).rpm
-    500
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    latency: float = Field(0.0, ge=0)
-    jitter: float = Field(0.0, ge=0)
-    seed: int = 0
-    rpm: int | None = Field(None, gt=0)
-    tpm: int | None = Field(None, gt=0)
-    window: float | None = Field(None, gt=0)
-    error_rate: float = Field(0.0, ge=0, le=1)
-    overload_rate: float = Field(0.0, ge=0, le=1)
-    slow_rate: float = Field(0.0, ge=0, le=1)
-    slow_seconds: float = Field(30.0, ge=0)
-    drop_rate: float = Field(0.0, ge=0, le=1)
-    malformed_rate: float = Field(0.0, ge=0, le=1)
-    max_in_flight: int | None = Field(None, gt=0)
-    slots: int | None = Field(None, gt=0)
-    api_keys: tuple[str, ...] = Field((), repr=False)
-    models: tuple[str, ...] = ()
-    quota_tokens: int | None = Field(None, ge=0)
-    invalid_output_rate: float = Field(0.0, ge=0, le=1)
-
-    @model_validator(mode="after")
-    def _rates_fit(self) -> SimServerSettings:
-        if sum(self.fault_rates().values()) > 1 + 1e-9:
-            raise ValueError(
-                "error_rate, overload_rate, slow_rate, drop_rate and malformed_rate add up to over 1"
-            )
-        return self
-
-    def fault_rates(self) -> dict[str, float]:
-        """The random faults in the order they are drawn."""
-        return {
-            "error": self.error_rate,
-            "overload": self.overload_rate,
-            "slow": self.slow_rate,
-            "drop": self.drop_rate,
-            "malformed": self.malformed_rate,
-        }
-
-    def public(self) -> dict[str, Any]:
-        """The settings as JSON, keys masked (what ``POST /sim/config`` answers)."""
-        data = self.model_dump(mode="json")
-        data["api_keys"] = [_mask(key) for key in self.api_keys]
-        return data
-
-
-def go_duration(seconds: float) -> str:
-    """``seconds`` as Go prints a duration (OpenAI's reset headers), rounded up to the millisecond.
-
-    >>> [go_duration(s) for s in (0, 0.12, 1, 1.5, 360, 3723.5)]
-    ['0s', '120ms', '1s', '1.5s', '6m0s', '1h2m3.5s']
-    """
-    ms = math.ceil(seconds * 1000 - 1e-6) if seconds > 0 else 0
-    if ms < 1000:
-        return f"{ms}ms" if ms else "0s"
-    hours, rest = divmod(ms, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
-
-
-def _rfc3339(epoch: float) -> str:
-    """An instant as Anthropic's reset headers give it: whole seconds (rounded up), UTC, ``Z``."""
-    return datetime.fromtimestamp(math.ceil(epoch), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def completion_key(model: str, system: str, prompt: str) -> str:
-    """The key ``/sim/stats`` counts successful answers under (``completed_by_key``)."""
-    return hashlib.sha256(f"{model}\x00{system}\x00{prompt}".encode()).hexdigest()[:16]
-
-
-# --- rate limits --------------------------------------------------------------------------------
-
-
-@dataclass
-class _Grant:
-    at: float
-    amount: int
-
-
-class TokenBucket:
-    """One per-minute limit (requests or tokens), enforced the way providers do it.
-
-    Two continuously refilled buckets, both at ``limit / 60`` units a second: the minute bucket
-    holds ``limit`` units (it starts full), and a short bucket holds ``window_cap =
-    ceil(limit / 60 * 2)``, two seconds' worth, so a full minute cannot be spent in one burst.
-    A request is admitted when both hold its amount; an amount above ``window_cap`` on its own
-    (one big request) is admitted when the short bucket is full, and goes into debt. An amount
-    above ``limit`` is never admissible (:meth:`wait` is ``inf``). A client that keeps to the
-    rate, with the ordinary jitter of a network, is never refused; one that bursts is.
-
-    Time comes from ``clock`` (monotonic seconds), so tests drive it without sleeping::
-
-        now = [0.0]
-        bucket = TokenBucket(60, clock=lambda: now[0])
-        bucket.take(1), bucket.take(1)
-        bucket.wait(1)      # 1.0: the short bucket (2 units) is empty, refilling at 1 a second
-        now[0] += 1.0
-        bucket.wait(1)      # 0.0
-    """
-
-    def __init__(self, limit: int, *, clock: Callable[[], float] = time.monotonic) -> None:
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
-        self.limit = limit
-        self.rate = limit / 60
-        self.window_cap = math.ceil(limit / 60 * BURST_WINDOW)
-        self._clock = clock
-        self._level = float(limit)
-        self._short = float(self.window_cap)
-        self._stamp = clock()
-
-    def _advance(self) -> float:
-        now = self._clock()
-        gained = (now - self._stamp) * self.rate
-        self._level = min(float(self.limit), self._level + gained)
-        self._short = min(float(self.window_cap), self._short + gained)
-        self._stamp = now
-        return now
-
-    @property
-    def remaining(self) -> int:
-        """Whole units in the bucket now (what the ``remaining`` headers say)."""
-        self._advance()
-        return max(0, math.floor(min(self._level, self._short + self.limit - self.window_cap)))
-
-    def time_to_full(self) -> float:
-        """Seconds until the bucket is full again (what the ``reset`` headers say)."""
-        self._advance()
-        return max(0.0, (self.limit - self._level) / self.rate)
-
-    def wait(self, amount: int) -> float:
-        """0 if ``amount`` can be taken now, else the seconds until it can (``inf``: never)."""
-        if amount > self.limit:
-            return math.inf
-        self._advance()
-        minute = max(0.0, (amount - self._level) / self.rate)
-        short = max(0.0, (min(amount, self.window_cap) - self._short) / self.rate)
-        return max(minute, short) if max(minute, short) > 1e-9 else 0.0
-
-    def take(self, amount: int) -> _Grant:
-        """Charge ``amount`` (call :meth:`wait` first); the grant can be :meth:`settle`-d later."""
-        now = self._advance()
-        self._level -= amount
-        # one request above the short bucket empties it rather than owing it for long
-        self._short = max(0.0, self._short - amount) if amount > self.window_cap else self._short - amount
-        return _Grant(now, amount)
-
-    def settle(self, grant: _Grant, amount: int) -> None:
-        """Correct a grant to what was really used: the difference goes back (or is charged)."""
-        self._advance()
-        self._level = min(float(self.limit), self._level + grant.amount - amount)
-        self._short = min(float(self.window_cap), self._short + grant.amount - amount)
-        grant.amount = amount
-
-
-class _Reservation:
-    """What one admitted request holds: its token grant, settled once to the real usage."""
-
-    def __init__(self, tokens: TokenBucket | None, grant: _Grant | None) -> None:
-        self._tokens, self._grant = tokens, grant
-        self.settled = False
-
-    def settle(self, used: int) -> None:
-        if not self.settled and self._tokens is not None and self._grant is not None:
-            self._tokens.settle(self._grant, used)
-        self.settled = True
-
-
-# --- one request, route-neutral -------------------------------------------------------------------
-
-
-class _Failure(Exception):
-    """An error answer: ``kind`` is looked up in the route's table, ``fields`` fill its message."""
-
-    def __init__(
-        self, kind: str, *, status: int | None = None, retry_after: float | None = None, **fields: Any
-    ) -> None:
-        super().__init__(kind)
-        self.kind, self.status, self.retry_after, self.fields = kind, status, retry_after, fields
-
-
-@dataclass(frozen=True)
-class _Call:
-    model: str
-    system: str
-    prompt: str
-    max_tokens: int
-    #: how the request asks for JSON (None: plain text)
-    ask: StructuredAsk | None = None
-
-    @functools.cached_property
-    def prompt_tokens(self) -> int:
-        return simtext.count_tokens(self.system) + simtext.count_tokens(self.prompt)
-
-
-def _text(content: Any, where: str) -> str:
-    """The text of a message's content: a string, or a list of ``{"type": "text"}`` blocks."""
-    if content is None or isinstance(content, str):
-        return content or ""
-    if isinstance(content, list):
-        parts = []
-        for block in content:
-            if not (
-                isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str)
-            ):
-                raise _Failure("bad_body", detail=f"{where}: sim-server accepts text blocks only")
-            parts.append(block["text"])
-        return "".join(parts)
-    raise _Failure("bad_body", detail=f"{where}: expected a string or a list of text blocks")
-
-
-def _messages(messages: Any, system_roles: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """(system texts, prompt texts) from a ``messages`` list."""
-    if not isinstance(messages, list) or not messages:
-        raise _Failure("bad_body", detail="messages: a non-empty list of messages is required")
-    system: list[str] = []
-    prompt: list[str] = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise _Failure("bad_body", detail=f"messages.{i}: a message needs a role and content")
-        text = _text(message.get("content"), f"messages.{i}.content")
-        (system if message["role"] in system_roles else prompt).append(text)
-    return system, prompt
-
-
-def _max_tokens(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _Failure("bad_body", detail=f"{name}: must be an integer of at least 1")
-    return value
-
-
-def _model(body: Any) -> str:
-    if not isinstance(body, dict):
-        raise _Failure("bad_body", detail="the request body must be a JSON object")
-    if body.get("stream"):
-        raise _Failure("bad_body", detail="stream: sim-server does not stream; send stream: false")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise _Failure("bad_body", detail="model: a model name is required")
-    return model
-
-
-_TRIGGER = re.compile(r"\[\[sim:([A-Za-z0-9_.:-]+)\]\]")
-
-
-def _trigger(prompt: str) -> str | None:
-    """The first ``[[sim:...]]`` trigger in the prompt."""
-    match = _TRIGGER.search(prompt)
-    return match.group(1) if match else None
-
-
-def _status_failure(status: int) -> _Failure:
-    """The answer to ``[[sim:STATUS]]``."""
-    kind = {400: "bad_request", 500: "server_error", 503: "overloaded", 529: "overloaded"}.get(
-        status, "status"
-    )
-    return _Failure(kind, status=status, detail=f"simulated {status} ([[sim:{status}]])")
-
-
-def _structured(
-    ask: Callable[[dict[str, Any], str], StructuredAsk | None], body: dict[str, Any], prompt: str
-) -> StructuredAsk | None:
-    """How a request asks for JSON; one the real API would refuse is a 400 here too."""
-    try:
-        return ask(body, prompt)
-    except AskError as exc:
-        raise _Failure("bad_request", detail=str(exc)) from None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -416,334 +94,7 @@ def _generate(prompt: str, system: str | None, seed: int, max_tokens: int, model
     return simtext.generate(prompt, system=system, seed=seed, max_tokens=max_tokens, model=model)
 
 
-# --- the two wire formats -----------------------------------------------------------------------
-
-#: kind -> (status, type, code, message template)
-_OPENAI_ERRORS: dict[str, tuple[int, str, str | None, str]] = {
-    "missing_key": (
-        401,
-        "invalid_request_error",
-        None,
-        "You didn't provide an API key. You need to provide your API key in an Authorization header "
-        "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-    ),
-    "invalid_key": (401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided: {masked}."),
-    "model_not_found": (
-        404,
-        "invalid_request_error",
-        "model_not_found",
-        "The model `{model}` does not exist or you do not have access to it.",
-    ),
-    "bad_body": (422, "invalid_request_error", None, "Invalid request: {detail}"),
-    "bad_request": (400, "invalid_request_error", None, "Bad request: {detail}"),
-    "context": (
-        400,
-        "invalid_request_error",
-        "context_length_exceeded",
-        "This model's maximum context length is {window} tokens. However, you requested {total} tokens "
-        "({prompt_tokens} in the messages, {max_tokens} in the completion). Please reduce the length of "
-        "the messages or completion.",
-    ),
-    "rate_requests": (
-        429,
-        "requests",
-        "rate_limit_exceeded",
-        "Rate limit reached for requests per min (RPM): Limit {limit}, Used {used}, Requested {requested}. "
-        "Please try again in {wait}.",
-    ),
-    "rate_tokens": (
-        429,
-        "tokens",
-        "rate_limit_exceeded",
-        "Rate limit reached for tokens per min (TPM): Limit {limit}, Used {used}, Requested {requested}. "
-        "Please try again in {wait}.",
-    ),
-    "rate_trigger": (
-        429,
-        "requests",
-        "rate_limit_exceeded",
-        "Rate limit reached for requests (simulated by [[sim:429]]). Please try again in 1s.",
-    ),
-    "too_large": (
-        429,
-        "tokens",
-        "rate_limit_exceeded",
-        "Request too large for {model} on tokens per min (TPM): Limit {limit}, Requested {requested}. "
-        "The input or output tokens must be reduced in order to run successfully.",
-    ),
-    "quota": (
-        429,
-        "insufficient_quota",
-        "insufficient_quota",
-        "You exceeded your current quota, please check your plan and billing details.",
-    ),
-    "content_filter": (
-        400,
-        "invalid_request_error",
-        "content_filter",
-        "The response was filtered due to the prompt triggering Azure OpenAI's content management policy.",
-    ),
-    "server_error": (
-        500,
-        "server_error",
-        None,
-        "The server had an error while processing your request. Sorry about that!",
-    ),
-    "overloaded": (503, "server_error", None, "The server is overloaded or not ready yet."),
-    "busy": (
-        503,
-        "server_error",
-        None,
-        "Server busy: {limit} requests already in flight. Try again shortly.",
-    ),
-    "status": (500, "server_error", None, "Error: {detail}"),
-}
-
-#: kind -> (status, type, message template)
-_ANTHROPIC_ERRORS: dict[str, tuple[int, str, str]] = {
-    "missing_key": (401, "authentication_error", "x-api-key header is required"),
-    "invalid_key": (401, "authentication_error", "invalid x-api-key"),
-    "missing_version": (400, "invalid_request_error", "anthropic-version: header is required"),
-    "model_not_found": (404, "not_found_error", "model: {model}"),
-    "bad_body": (400, "invalid_request_error", "{detail}"),
-    "bad_request": (400, "invalid_request_error", "{detail}"),
-    "context": (
-        400,
-        "invalid_request_error",
-        "prompt is too long: {prompt_tokens} tokens + {max_tokens} max_tokens > {window} maximum",
-    ),
-    "rate_requests": (
-        429,
-        "rate_limit_error",
-        "This request would exceed your rate limit of {limit} requests per minute. "
-        "Please try again in {wait}.",
-    ),
-    "rate_tokens": (
-        429,
-        "rate_limit_error",
-        "This request would exceed your rate limit of {limit} input and output tokens per minute. "
-        "Please try again in {wait}.",
-    ),
-    "rate_trigger": (
-        429,
-        "rate_limit_error",
-        "Rate limited (simulated by [[sim:429]]). Please try again in 1s.",
-    ),
-    "too_large": (
-        429,
-        "rate_limit_error",
-        "Request too large for {model}: {requested} tokens exceeds your rate limit of {limit} input and "
-        "output tokens per minute.",
-    ),
-    "quota": (
-        400,
-        "invalid_request_error",
-        "Your credit balance is too low to access the Anthropic API. "
-        "Please go to Plans & Billing to upgrade or purchase credits.",
-    ),
-    "content_filter": (400, "invalid_request_error", "Output blocked by content filtering policy"),
-    "server_error": (500, "api_error", "Internal server error"),
-    "overloaded": (529, "overloaded_error", "Overloaded"),
-    "busy": (503, "overloaded_error", "Server busy: {limit} requests already in flight. Try again shortly."),
-    "status": (500, "api_error", "{detail}"),
-}
-
-_ANTHROPIC_STATUS_TYPES = {
-    401: "authentication_error",
-    402: "billing_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    504: "timeout_error",
-}
-
-
-def _bearer(request: web.Request) -> str:
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    return key.strip() if scheme.lower() == "bearer" else ""
-
-
-def _error_status(failure: _Failure, default: int) -> int:
-    return failure.status if failure.status is not None else default
-
-
-class _Dialect:
-    """What differs between the two routes: auth, body, answer, errors, headers."""
-
-    name = ""
-    context_window = 0
-
-    def api_key(self, request: web.Request) -> str:
-        raise NotImplementedError
-
-    def check_headers(self, request: web.Request) -> None:
-        """Raise a failure for a missing required header."""
-
-    def parse(self, body: Any) -> _Call:
-        raise NotImplementedError
-
-    def answer(self, call: _Call, text: str, completion_tokens: int, number: int) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def error(self, failure: _Failure) -> tuple[int, dict[str, Any]]:
-        raise NotImplementedError
-
-    def id_headers(self, number: int) -> dict[str, str]:
-        raise NotImplementedError
-
-    def limit_headers(self, requests: TokenBucket | None, tokens: TokenBucket | None) -> dict[str, str]:
-        raise NotImplementedError
-
-    def retry_headers(self, wait: float) -> dict[str, str]:
-        return {"retry-after": str(max(1, math.ceil(wait - 1e-9)))}
-
-
-class _OpenAI(_Dialect):
-    name = "openai"
-    context_window = OPENAI_CONTEXT_WINDOW
-
-    def api_key(self, request: web.Request) -> str:
-        return _bearer(request)
-
-    def parse(self, body: Any) -> _Call:
-        model = _model(body)
-        system, prompt = _messages(body.get("messages"), ("system", "developer"))
-        tokens = body.get("max_completion_tokens")
-        name = "max_completion_tokens"
-        if tokens is None:
-            tokens, name = body.get("max_tokens"), "max_tokens"
-        max_tokens = DEFAULT_MAX_TOKENS if tokens is None else _max_tokens(tokens, name)
-        text = "\n\n".join(prompt)
-        return _Call(model, "\n\n".join(system), text, max_tokens, _structured(openai_ask, body, text))
-
-    def answer(self, call: _Call, text: str, completion_tokens: int, number: int) -> dict[str, Any]:
-        return {
-            "id": f"chatcmpl-sim-{number}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": call.model,
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-            ],
-            "usage": {
-                "prompt_tokens": call.prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": call.prompt_tokens + completion_tokens,
-                "prompt_tokens_details": {"cached_tokens": 0},
-            },
-        }
-
-    def error(self, failure: _Failure) -> tuple[int, dict[str, Any]]:
-        status, kind, code, template = _OPENAI_ERRORS[failure.kind]
-        status = _error_status(failure, status)
-        if failure.kind == "status" and status < 500:
-            kind = "invalid_request_error"
-        message = template.format(**failure.fields)
-        return status, {"error": {"message": message, "type": kind, "param": None, "code": code}}
-
-    def id_headers(self, number: int) -> dict[str, str]:
-        return {"x-request-id": f"req_sim_{number}"}
-
-    def limit_headers(self, requests: TokenBucket | None, tokens: TokenBucket | None) -> dict[str, str]:
-        headers = {}
-        for name, bucket in (("requests", requests), ("tokens", tokens)):
-            if bucket is not None:
-                headers[f"x-ratelimit-limit-{name}"] = str(bucket.limit)
-                headers[f"x-ratelimit-remaining-{name}"] = str(bucket.remaining)
-                headers[f"x-ratelimit-reset-{name}"] = go_duration(bucket.time_to_full())
-        return headers
-
-    def retry_headers(self, wait: float) -> dict[str, str]:
-        return {**super().retry_headers(wait), "retry-after-ms": str(math.ceil(wait * 1000 - 1e-6))}
-
-
-class _Anthropic(_Dialect):
-    name = "anthropic"
-    context_window = ANTHROPIC_CONTEXT_WINDOW
-
-    def api_key(self, request: web.Request) -> str:
-        # x-api-key is the documented header; anthropic SDKs from 2.x send the key as a Bearer token
-        return request.headers.get("x-api-key", "").strip() or _bearer(request)
-
-    def check_headers(self, request: web.Request) -> None:
-        if not request.headers.get("anthropic-version"):
-            raise _Failure("missing_version")
-
-    def parse(self, body: Any) -> _Call:
-        model = _model(body)
-        if "max_tokens" not in body:
-            raise _Failure("bad_body", detail="max_tokens: Field required")
-        max_tokens = _max_tokens(body["max_tokens"], "max_tokens")
-        system = _text(body.get("system"), "system")
-        _, prompt = _messages(body.get("messages"), ())
-        text = "\n\n".join(prompt)
-        return _Call(model, system, text, max_tokens, _structured(anthropic_ask, body, text))
-
-    def answer(self, call: _Call, text: str, completion_tokens: int, number: int) -> dict[str, Any]:
-        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
-        stop = "end_turn"
-        if call.ask is not None and call.ask.mode == "tool":
-            tool = {"type": "tool_use", "id": f"toolu_sim_{number}", "name": call.ask.name}
-            content, stop = [{**tool, "input": json.loads(text)}], "tool_use"
-        return {
-            "id": f"msg_sim_{number}",
-            "type": "message",
-            "role": "assistant",
-            "model": call.model,
-            "content": content,
-            "stop_reason": stop,
-            "stop_sequence": None,
-            "usage": {
-                "input_tokens": call.prompt_tokens,
-                "output_tokens": completion_tokens,
-                "cache_read_input_tokens": 0,
-                "cache_creation_input_tokens": 0,
-            },
-        }
-
-    def error(self, failure: _Failure) -> tuple[int, dict[str, Any]]:
-        status, kind, template = _ANTHROPIC_ERRORS[failure.kind]
-        status = _error_status(failure, status)
-        if failure.kind == "status":
-            fallback = "api_error" if status >= 500 else "invalid_request_error"
-            kind = _ANTHROPIC_STATUS_TYPES.get(status, fallback)
-        message = template.format(**failure.fields)
-        return status, {"type": "error", "error": {"type": kind, "message": message}}
-
-    def id_headers(self, number: int) -> dict[str, str]:
-        return {"request-id": f"req_sim_{number}"}
-
-    def limit_headers(self, requests: TokenBucket | None, tokens: TokenBucket | None) -> dict[str, str]:
-        headers = {}
-        now = time.time()
-        for name, bucket in (("requests", requests), ("tokens", tokens)):
-            if bucket is not None:
-                headers[f"anthropic-ratelimit-{name}-limit"] = str(bucket.limit)
-                headers[f"anthropic-ratelimit-{name}-remaining"] = str(bucket.remaining)
-                headers[f"anthropic-ratelimit-{name}-reset"] = _rfc3339(now + bucket.time_to_full())
-        return headers
-
-
-_RATE_KINDS = frozenset({"rate_requests", "rate_tokens", "rate_trigger", "too_large"})
-
-
 # --- the server ---------------------------------------------------------------------------------
-
-
-class _Stats:
-    """What ``/sim/stats`` reports; zeroed by ``/sim/reset``."""
-
-    def __init__(self, in_flight: int = 0) -> None:
-        self.started = time.time()
-        self.calls = self.ok = self.rate_limited = 0
-        self.input_tokens = self.output_tokens = 0
-        self.peak_in_flight = in_flight
-        self.status: Counter[str] = Counter()
-        self.faults: Counter[str] = Counter()
-        self.completed_by_key: Counter[str] = Counter()
-        #: structured replies by how they were asked for (json_schema, json_object, tool, prompt)
-        self.structured: Counter[str] = Counter()
 
 
 class SimServer:
@@ -766,35 +117,30 @@ class SimServer:
         clock: Callable[[], float] = time.monotonic,
         batch: BatchSimSettings | None = None,
     ) -> None:
-        from chainfleet.sim.batch import BatchSim
-
-        #: the batch APIs (OpenAI Files + Batches, Anthropic Message Batches): simserver_batch
+        #: the batch APIs (OpenAI Files + Batches, Anthropic Message Batches): sim.batch
         self.batch = BatchSim(self, batch)
         self._settings = settings or SimServerSettings()
-        self._clock = clock
-        self._rng = random.Random(self._settings.seed)
-        self._requests = self._bucket(self._settings.rpm)
-        self._tokens = self._bucket(self._settings.tpm)
-        self._failed_once: set[str] = set()
+        self._faults = Faults(self._settings.seed)
+        self._limits = RateLimits(
+            self._settings.rpm, self._settings.tpm, window=self._settings.window, clock=clock
+        )
         self._numbers = itertools.count(1)
         self._in_flight = 0
         self._queue = SlotQueue(self._settings.slots, clock=clock)
-        self._stats = _Stats()
+        self._stats = Stats()
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
-
-    def _bucket(self, limit: int | None) -> TokenBucket | None:
-        if limit is not None and self._settings.window is not None:
-            from chainfleet.sim.window import WindowLimit
-
-            return WindowLimit(limit, window=self._settings.window, clock=self._clock)
-        return None if limit is None else TokenBucket(limit, clock=self._clock)
 
     # -- public surface
 
     @property
     def settings(self) -> SimServerSettings:
         return self._settings
+
+    @property
+    def counts(self) -> Stats:
+        """The counts ``/sim/stats`` reports (a new object after each :meth:`reset`)."""
+        return self._stats
 
     @property
     def url(self) -> str:
@@ -811,45 +157,42 @@ class SimServer:
         """
         old = self._settings
         new = SimServerSettings.model_validate({**old.model_dump(), **changes})
-        self._settings, window_changed = new, new.window != old.window
-        if new.rpm != old.rpm or window_changed:
-            self._requests = self._bucket(new.rpm)
-        if new.tpm != old.tpm or window_changed:
-            self._tokens = self._bucket(new.tpm)
+        self._settings = new
+        self._limits.change(new.rpm, new.tpm, new.window)
         if new.seed != old.seed:
-            self._rng.seed(new.seed)
+            self._faults.reseed(new.seed)
         if new.slots != old.slots:
             self._queue.resize(new.slots)
-        self._settings = new
         return new
 
     def reset(self) -> None:
         """Zero the stats, refill the buckets, reseed the fault draws, forget fail-once keys."""
-        self._stats = _Stats(self._in_flight)
-        self._requests = self._bucket(self._settings.rpm)
-        self._tokens = self._bucket(self._settings.tpm)
-        self._rng.seed(self._settings.seed)
-        self._failed_once.clear()
+        self._stats = Stats(self._in_flight)
+        self._limits.refill()
+        self._faults.reset(self._settings.seed)
         self._queue.reset_stats()
         self.batch.reset()
 
     def stats(self) -> dict[str, Any]:
         """Counts since the start or the last reset (the ``GET /sim/stats`` body)."""
+        return self._stats.report(self._in_flight, self._queue.stats())
+
+    def reply(self, call: Call) -> str:
+        """The simulated model's reply to ``call``: prose, or JSON for a structured request.
+
+        A pure function of the settings' seed and the call, but a structured reply is counted
+        (``structured``, and ``invalid_output`` when it breaks its schema on purpose).
+        """
+        seed = self._settings.seed
+        if call.ask is None:
+            return _generate(call.prompt, call.system or None, seed, call.max_tokens, call.model)
         s = self._stats
-        return {
-            "calls": s.calls,
-            "ok": s.ok,
-            "status": dict(sorted(s.status.items())),
-            "rate_limited": s.rate_limited,
-            "faults": {name: s.faults[name] for name in ("slow", "dropped", "malformed", "invalid_output")},
-            "structured": dict(s.structured),
-            "in_flight": self._in_flight,
-            "max_in_flight": s.peak_in_flight,
-            "tokens": {"input": s.input_tokens, "output": s.output_tokens},
-            "completed_by_key": dict(s.completed_by_key),
-            "started": s.started,
-            "queue": self._queue.stats(),
-        }
+        s.structured[call.ask.mode] += 1
+        invalid = is_invalid(self._settings.invalid_output_rate, seed, call.system, call.prompt)
+        if invalid:
+            s.faults["invalid_output"] += 1
+        prompt = f"{call.system}\n{call.prompt}" if call.system else call.prompt
+        return call.ask.text(prompt, seed=seed, invalid=invalid)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on ``host:port`` (0 picks a free port) and return the base URL."""
@@ -881,13 +224,11 @@ class SimServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    # -- HTTP
+    # -- HTTP: one request, step by step
 
     def _app(self) -> web.Application:
-        from chainfleet.sim.admin import admin_guard  # admin routes refuse what a web page can send
-
         app = web.Application(client_max_size=32 * 2**20, middlewares=[admin_guard])
-        openai, anthropic = _OpenAI(), _Anthropic()
+        openai, anthropic = OpenAI(), Anthropic()
 
         async def chat(request: web.Request) -> web.StreamResponse:
             return await self._serve(request, openai)
@@ -898,44 +239,21 @@ class SimServer:
         app.router.add_post("/v1/chat/completions", chat)
         app.router.add_post("/v1/messages", messages)
         app.router.add_get("/health", self._health)
-        app.router.add_get("/sim/stats", self._get_stats)
-        app.router.add_post("/sim/reset", self._post_reset)
-        app.router.add_post("/sim/config", self._post_config)
-        self.batch.add_routes(app, openai, anthropic)
+        self.batch.add_routes(app)
+        add_admin_routes(app, "/sim", self)
+        add_admin_routes(app, "/sim/batch", self.batch)
         return app
 
     async def _health(self, request: web.Request) -> web.StreamResponse:
         return web.Response(text="ok")
 
-    async def _get_stats(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(self.stats())
-
-    async def _post_reset(self, request: web.Request) -> web.StreamResponse:
-        self.reset()
-        return web.json_response(self.stats())
-
-    async def _post_config(self, request: web.Request) -> web.StreamResponse:
-        try:
-            changes = json.loads(await request.read())
-        except ValueError:
-            changes = None
-        if not isinstance(changes, dict):
-            return web.json_response({"error": {"message": "send a JSON object of settings"}}, status=422)
-        try:
-            settings = self.configure(**changes)
-        except ValidationError as exc:
-            details = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
-            message = "; ".join(f"{'.'.join(map(str, d['loc'])) or 'settings'}: {d['msg']}" for d in details)
-            return web.json_response({"error": {"message": message, "details": details}}, status=422)
-        return web.json_response(settings.public())
-
-    async def _serve(self, request: web.Request, dialect: _Dialect) -> web.StreamResponse:
+    async def _serve(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
         """One completion request, start to finish, on either route."""
         self._stats.calls += 1
         number = next(self._numbers)
         try:
             response = await self._answer(request, dialect, number)
-        except _Failure as failure:
+        except Failure as failure:
             response = self._error_response(failure, dialect)
         if response is None:  # dropped: the client sees the connection close, no status
             self._stats.faults["dropped"] += 1
@@ -943,25 +261,25 @@ class SimServer:
                 request.transport.close()
             return web.Response()
         response.headers.update(dialect.id_headers(number))
-        response.headers.update(dialect.limit_headers(self._requests, self._tokens))
+        response.headers.update(dialect.limit_headers(self._limits))
         self._stats.status[str(response.status)] += 1
         return response
 
-    def _error_response(self, failure: _Failure, dialect: _Dialect) -> web.Response:
+    def _error_response(self, failure: Failure, dialect: Dialect) -> web.Response:
         status, body = dialect.error(failure)
         response = web.json_response(body, status=status)
         if failure.retry_after is not None:
             response.headers.update(dialect.retry_headers(failure.retry_after))
-        if failure.kind in _RATE_KINDS:
+        if failure.kind in RATE_LIMITED:
             self._stats.rate_limited += 1
         return response
 
-    async def _answer(self, request: web.Request, dialect: _Dialect, number: int) -> web.Response | None:
-        """The answer to a completion request, a raised ``_Failure``, or None to drop it."""
+    async def _answer(self, request: web.Request, dialect: Dialect, number: int) -> web.Response | None:
+        """The answer to a completion request, a raised ``Failure``, or None to drop it."""
         call = await self._validated(request, dialect)
         limit = self._settings.max_in_flight
         if limit is not None and self._in_flight >= limit:
-            raise _Failure("busy", limit=limit)
+            raise Failure("busy", limit=limit)
         self._in_flight += 1
         self._stats.peak_in_flight = max(self._stats.peak_in_flight, self._in_flight)
         try:
@@ -969,24 +287,19 @@ class SimServer:
         finally:
             self._in_flight -= 1
 
-    async def _validated(self, request: web.Request, dialect: _Dialect) -> _Call:
+    async def _validated(self, request: web.Request, dialect: Dialect) -> Call:
         """Auth, headers, body, model and context window: failures here cost no limit."""
-        key = dialect.api_key(request)
-        if not key:
-            raise _Failure("missing_key")
-        if self._settings.api_keys and key not in self._settings.api_keys:
-            raise _Failure("invalid_key", masked=_mask(key))
-        dialect.check_headers(request)
+        dialect.authorize(request, self._settings.api_keys)
         try:
             body = json.loads(await request.read())
         except ValueError:
-            raise _Failure("bad_body", detail="the body is not valid JSON") from None
+            raise Failure("bad_body", detail="the body is not valid JSON") from None
         call = dialect.parse(body)
         if self._settings.models and call.model not in self._settings.models:
-            raise _Failure("model_not_found", model=call.model)
+            raise Failure("model_not_found", model=call.model)
         total = call.prompt_tokens + call.max_tokens
         if total > dialect.context_window:
-            raise _Failure(
+            raise Failure(
                 "context",
                 window=dialect.context_window,
                 total=total,
@@ -995,115 +308,34 @@ class SimServer:
             )
         return call
 
-    async def _admitted(self, call: _Call, dialect: _Dialect, number: int) -> web.Response | None:
-        trigger = _trigger(call.prompt)
-        quota = self._settings.quota_tokens
-        spent = self._stats.input_tokens + self._stats.output_tokens
-        if trigger == "quota" or (quota is not None and spent >= quota):
-            raise _Failure("quota")
+    async def _admitted(self, call: Call, dialect: Dialect, number: int) -> web.Response | None:
+        trigger = prompt_trigger(call.prompt)
+        check_quota(trigger, self._stats.spent, self._settings.quota_tokens)
         if trigger == "429":
-            raise _Failure("rate_trigger", retry_after=1.0)
-        reservation = self._admit(call)
+            raise Failure("rate_trigger", retry_after=1.0)
+        reservation = self._limits.admit(call)
         try:
-            fault = self._fault(trigger)
+            fault = self._faults.fault(trigger, self._settings.fault_rates())
             if fault == "drop":
                 return None
             if fault == "malformed":
                 self._stats.faults["malformed"] += 1
-                return web.Response(body=_malformed(call, number), content_type="application/json")
+                return web.Response(body=malformed_body(call, number), content_type="application/json")
             async with self._queue.slot():
                 if fault == "slow":
                     self._stats.faults["slow"] += 1
                     await asyncio.sleep(self._settings.slow_seconds)
-                await asyncio.sleep(self._delay())
+                await asyncio.sleep(self._faults.delay(self._settings.latency, self._settings.jitter))
             return self._success(call, dialect, number, reservation)
         finally:
             reservation.settle(0)  # a call that generated nothing gets its tokens back
 
-    def _admit(self, call: _Call) -> _Reservation:
-        """Charge one request and ``P + max_tokens`` tokens, or raise the 429 that says why not."""
-        need = call.prompt_tokens + call.max_tokens
-        requests, tokens = self._requests, self._tokens
-        if tokens is not None and need > tokens.limit:
-            raise _Failure("too_large", model=call.model, limit=tokens.limit, requested=need)
-        blocked: list[tuple[float, str, TokenBucket, int]] = []
-        for kind, bucket, amount in (("rate_requests", requests, 1), ("rate_tokens", tokens, need)):
-            if bucket is not None and (wait := bucket.wait(amount)) > 0:
-                blocked.append((wait, kind, bucket, amount))
-        if blocked:  # the longer wait decides which limit the 429 names
-            wait, kind, bucket, amount = max(blocked, key=lambda b: b[0])
-            used = bucket.limit - bucket.remaining
-            fields: dict[str, Any] = {
-                "limit": bucket.limit,
-                "used": used,
-                "requested": amount,
-                "wait": go_duration(wait),
-            }
-            raise _Failure(kind, retry_after=wait, **fields)
-        if requests is not None:
-            requests.take(1)
-        return _Reservation(tokens, tokens.take(need) if tokens is not None else None)
-
-    def _fault(self, trigger: str | None) -> str | None:
-        """The fault for an admitted call ("slow", "drop", "malformed", None) or a raised failure."""
-        if trigger is not None:
-            if trigger.startswith("fail-once-"):
-                if trigger not in self._failed_once:
-                    self._failed_once.add(trigger)
-                    raise _Failure("server_error")
-                return None
-            if trigger.isdigit() and 400 <= int(trigger) <= 599:
-                raise _status_failure(int(trigger))
-            if trigger == "content_filter":
-                raise _Failure("content_filter")
-            if trigger in ("slow", "drop", "malformed"):
-                return trigger
-        draw = self._rng.random()
-        for fault, rate in self._settings.fault_rates().items():
-            if draw < rate:
-                if fault == "error":
-                    raise _Failure("server_error")
-                if fault == "overload":
-                    raise _Failure("overloaded")
-                return fault
-            draw -= rate
-        return None
-
-    def _delay(self) -> float:
-        s = self._settings
-        return s.latency + (self._rng.uniform(0, s.jitter) if s.jitter else 0.0)
-
-    def _success(
-        self, call: _Call, dialect: _Dialect, number: int, reservation: _Reservation
-    ) -> web.Response:
-        text = self._text(call)
+    def _success(self, call: Call, dialect: Dialect, number: int, reservation: Reservation) -> web.Response:
+        text = self.reply(call)
         completion_tokens = simtext.count_tokens(text)
         reservation.settle(call.prompt_tokens + completion_tokens)
-        s = self._stats
-        s.ok += 1
-        s.input_tokens += call.prompt_tokens
-        s.output_tokens += completion_tokens
-        s.completed_by_key[completion_key(call.model, call.system, call.prompt)] += 1
+        self._stats.completed(call, completion_tokens)
         return web.json_response(dialect.answer(call, text, completion_tokens, number))
-
-
-    def _text(self, call: _Call) -> str:
-        """The reply: the simulated model's prose, or JSON for a structured request."""
-        seed = self._settings.seed
-        if call.ask is None:
-            return _generate(call.prompt, call.system or None, seed, call.max_tokens, call.model)
-        s = self._stats
-        s.structured[call.ask.mode] += 1
-        invalid = is_invalid(self._settings.invalid_output_rate, seed, call.system, call.prompt)
-        if invalid:
-            s.faults["invalid_output"] += 1
-        prompt = f"{call.system}\n{call.prompt}" if call.system else call.prompt
-        return call.ask.text(prompt, seed=seed, invalid=invalid)
-
-
-def _malformed(call: _Call, number: int) -> bytes:
-    """A 200 body cut off mid-JSON, as a proxy that dropped the end of the stream would send."""
-    return f'{{"id": "sim-{number}", "model": "{call.model}", "choices": [{{"index": 0, "mess'.encode()
 
 
 # --- running it ---------------------------------------------------------------------------------

@@ -21,14 +21,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from chainfleet.sim.server import TokenBucket, _Grant
+from chainfleet.sim.bucket import Grant, TokenBucket
 
 __all__ = ["WindowLimit"]
 
 MINUTE = 60.0
 
 
-class _Entry(_Grant):
+class _Entry(Grant):
     """One admitted amount, kept in the windows until it is a minute old."""
 
 
@@ -89,11 +89,11 @@ class WindowLimit(TokenBucket):
                 return entry.at + span - now
         return 0.0
 
-    def take(self, amount: int) -> _Grant:
+    def take(self, amount: int) -> Grant:
         now = self._expire()
         entry = _Entry(now, amount)
         self._entries.append(entry)
         return entry
 
-    def settle(self, grant: _Grant, amount: int) -> None:
+    def settle(self, grant: Grant, amount: int) -> None:
         grant.amount = max(0, amount)
