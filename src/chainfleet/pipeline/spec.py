@@ -25,13 +25,10 @@ Example::
 
 from __future__ import annotations
 
-import contextvars
 import difflib
-import importlib
 import inspect
 import os
 import re
-import sys
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -54,6 +51,7 @@ from pydantic import (
 from chainfleet.errors import ConfigError, InvalidOutput, PipelineError
 from chainfleet.pipeline.contracts import Contract, strict_schema, template_paths, unknown_property
 from chainfleet.pipeline.gates import Check, JudgeCheck, SpecError, parse_gate
+from chainfleet.pipeline.imports import beside, import_object, pipeline_folder
 from chainfleet.pipeline.review_rules import ReviewRule
 from chainfleet.redact import clip
 
@@ -76,8 +74,6 @@ Gate = Callable[[str], "str | None"]
 
 BUILTIN_PROVIDERS = ("sim", "openai", "anthropic")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-#: the folder a ``schema_file`` is relative to while a pipeline file loads
-_SCHEMA_BASE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("schema_base", default=None)
 #: template variables every LLM stage has: a revision's gate feedback and the output it revises
 REVISION_VARIABLES = ("feedback", "previous")
 #: templates render sandboxed (no private attributes, no unsafe calls) unless ``sandbox: false``
@@ -218,7 +214,7 @@ class Stage(BaseModel):
         if value is None:
             return None
         if isinstance(value, str):
-            value = _import_object(value)
+            value = import_object(value)
         if not inspect.iscoroutinefunction(value) and not inspect.iscoroutinefunction(
             getattr(value, "__call__", None)  # noqa: B004 - async callable objects count too
         ):
@@ -229,7 +225,7 @@ class Stage(BaseModel):
     @classmethod
     def _check_gate(cls, value: Any) -> Any:
         if isinstance(value, str):
-            value = _import_object(value)
+            value = import_object(value)
         if value is not None and not callable(value) and not isinstance(value, list | tuple):
             raise ValueError("must be a function: gate(output) -> None or a reason; or a list of checks")
         parse_gate(value)  # a SpecError names the check that is wrong
@@ -240,7 +236,7 @@ class Stage(BaseModel):
     def _check_output(cls, value: Any) -> Any:
         if value is None:
             return None
-        return Contract.from_value(value, base=_SCHEMA_BASE.get())
+        return Contract.from_value(value, base=pipeline_folder())
 
     @field_serializer("output")
     def _dump_output(self, value: Any) -> Any:
@@ -344,38 +340,6 @@ def _compile(source: str) -> jinja2.Template:
         return _ENV.from_string(source)
     except jinja2.TemplateSyntaxError as exc:
         raise ValueError(f"template syntax error on its line {exc.lineno}: {exc.message}") from exc
-
-
-def _import_object(spec: str) -> Any:
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"{spec!r} is not 'package.module:function'")
-    try:
-        module = _import_beside_pipeline(module_name)
-    except ImportError as exc:
-        raise ValueError(f"cannot import {module_name!r}: {exc}") from exc
-    try:
-        return getattr(module, attr)
-    except AttributeError as exc:
-        raise ValueError(f"module {module_name!r} has no {attr!r}") from exc
-
-
-def _import_beside_pipeline(module_name: str) -> Any:
-    """Import ``module_name``; when it is found nowhere on ``sys.path`` but lies next to the
-    pipeline file (``tools.py`` or ``tools/`` beside ``content.yaml``), from that folder, which
-    is then searched after everything else (it never shadows an installed module)."""
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        top = module_name.partition(".")[0]
-        base = _SCHEMA_BASE.get()
-        if exc.name != top or base is None:
-            raise
-        folder = str(base.resolve())
-        if not ((base / f"{top}.py").is_file() or (base / top).is_dir()) or folder in sys.path:
-            raise
-        sys.path.append(folder)
-        return importlib.import_module(module_name)
 
 
 def parse_model(spec: str, named: Collection[str] = ()) -> tuple[str, str]:
@@ -629,12 +593,15 @@ class Pipeline(BaseModel):
         cls, data: Mapping[str, Any], *, source: str | None = None, _yaml_root: Any = None
     ) -> Pipeline:
         """Validate a pipeline given as plain data (what a YAML file holds)."""
-        # (a contextvar, not pydantic's validation context: Pipeline's own __init__ drops that)
-        token = _SCHEMA_BASE.set(Path(source).parent if source else None)
+        with beside(Path(source).parent if source else None):
+            return cls._validate_placed(data, source, _yaml_root)
+
+    @classmethod
+    def _validate_placed(cls, data: Mapping[str, Any], source: str | None, root: Any) -> Pipeline:
         try:
             pipeline = cls.model_validate(data)
         except ValidationError as exc:
-            raise _explain(exc, data, source, _yaml_root) from None
+            raise _explain(exc, data, source, root) from None
         except PipelineError as exc:
             loc = getattr(exc, "loc", None)
             if loc is None:
@@ -648,14 +615,12 @@ class Pipeline(BaseModel):
                 if at is None:
                     placed.append(problem)
                     continue
-                error = PipelineError(problem.reason, where=_where(source, _yaml_root, at, names))
+                error = PipelineError(problem.reason, where=_where(source, root, at, names))
                 error.loc = at
                 placed.append(error)
             raise ConfigError.gather(placed, left_off=exc.left_off) from None
-        finally:
-            _SCHEMA_BASE.reset(token)
         pipeline._source = source
-        pipeline._root = _yaml_root
+        pipeline._root = root
         return pipeline
 
     # -- questions the runner asks ---------------------------------------------------------------
