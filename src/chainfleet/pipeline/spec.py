@@ -599,7 +599,7 @@ class Pipeline(BaseModel):
     @classmethod
     def _validate_placed(cls, data: Mapping[str, Any], source: str | None, root: Any) -> Pipeline:
         try:
-            pipeline = cls.model_validate(data)
+            pipeline: Pipeline = cls.model_validate(data)
         except ValidationError as exc:
             raise _explain(exc, data, source, root) from None
         except PipelineError as exc:
@@ -622,6 +622,18 @@ class Pipeline(BaseModel):
         pipeline._source = source
         pipeline._root = root
         return pipeline
+
+    def with_model(self, model: str) -> Pipeline:
+        """A copy whose LLM stages all use ``model`` (each stage's own ``model:`` dropped).
+
+        The copy keeps the file it came from and its YAML lines, for messages. Raises
+        ``PipelineError`` when ``model`` names an unknown provider or cannot serve a stage.
+        """
+        data = self.model_dump(exclude={"stages"})
+        stages = [s.model_copy(update={"model": None}) for s in self.stages]
+        copy: Pipeline = Pipeline.model_validate({**data, "model": model, "stages": stages})
+        copy._source, copy._root = self._source, self._root
+        return copy
 
     # -- questions the runner asks ---------------------------------------------------------------
 

@@ -508,11 +508,7 @@ def with_model(pipeline: Pipeline, model: str) -> Pipeline:
         parse_model(model, pipeline.providers)
     except ValueError as exc:
         raise ConfigError(str(exc), where="--model") from exc
-    data = pipeline.model_dump(exclude={"stages"})
-    stages = [s.model_copy(update={"model": None}) for s in pipeline.stages]
-    copy = Pipeline.model_validate({**data, "model": model, "stages": stages})
-    copy._source, copy._root = pipeline._source, pipeline._root
-    return copy
+    return pipeline.with_model(model)
 
 
 def prepare(
