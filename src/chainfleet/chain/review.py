@@ -20,7 +20,7 @@ from chainfleet.store.review_queue import Entry, ReviewQueue
 
 if TYPE_CHECKING:
     from chainfleet.chain.stage import Chain
-    from chainfleet.pipeline.spec import Stage
+    from chainfleet.pipeline import Stage
     from chainfleet.runner.core import Runner
 
 __all__ = ["ReviewHook", "with_feedback"]

@@ -30,9 +30,9 @@ from chainfleet.errors import CallError, InvalidOutput, PermanentError, Retryabl
 from chainfleet.inputs.source import Item
 from chainfleet.limits.headers import parse_rate_limits
 from chainfleet.limits.limiter import ModelLimiter, Reservation, estimate_tokens
+from chainfleet.pipeline import Stage
 from chainfleet.pipeline.contracts import Contract, schema_instructions
 from chainfleet.pipeline.gates import JUDGE_SCHEMA, CheckResult, JudgeCheck, as_text, feedback_of
-from chainfleet.pipeline.spec import Stage
 from chainfleet.providers import CompletionRequest
 from chainfleet.providers.prices import price_for
 from chainfleet.store.runstore import CallRow, RevisionRow, StageHit

@@ -43,7 +43,7 @@ from chainfleet.limits.facts import limit_facts
 from chainfleet.limits.group import LimitGroup
 from chainfleet.limits.limiter import AdaptiveConcurrency, ModelLimiter
 from chainfleet.limits.retry import RetryPolicy, retry_in_next_pass
-from chainfleet.pipeline.spec import Pipeline, Stage, parse_model
+from chainfleet.pipeline import Pipeline, Stage, parse_model
 from chainfleet.providers import Provider, ProviderPool
 from chainfleet.providers.prices import Price, price_for
 from chainfleet.report.build import build_report, score_final
