@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import chainfleet.cli.run  # noqa: F401 - registers the commands
 from chainfleet.cli import cli
 from chainfleet.errors import InputError, PipelineError
-from chainfleet.inputs.source import open_input
+from chainfleet.inputs import open_input
 from chainfleet.pipeline.spec import Pipeline
 
 THREE_MISTAKES = """\

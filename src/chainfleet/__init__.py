@@ -39,7 +39,7 @@ from chainfleet.errors import (
     ServerError,
     Timeout,
 )
-from chainfleet.inputs.source import InputSource, Item, items_from, open_input
+from chainfleet.inputs import InputSource, Item, items_from, open_input
 from chainfleet.limits.retry import RetryPolicy
 from chainfleet.pipeline import Pipeline, Stage
 from chainfleet.providers import Completion, CompletionRequest, Provider

@@ -22,7 +22,7 @@ from chainfleet.backends.ray_wire import ChainTask, Finished, Inbound, Outbound,
 from chainfleet.chain.review import ReviewHook
 from chainfleet.chain.stage import Chain, StageExecutor
 from chainfleet.errors import CallError, PermanentError
-from chainfleet.inputs.source import Item
+from chainfleet.inputs import Item
 from chainfleet.limits.retry import RetryPolicy
 from chainfleet.pipeline.spec import Pipeline
 from chainfleet.runner.core import Runner

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from chainfleet.chain.review import with_feedback
 from chainfleet.errors import CallError, InvalidOutput, PermanentError, RetryableError
-from chainfleet.inputs.source import Item
+from chainfleet.inputs import Item
 from chainfleet.limits.headers import parse_rate_limits
 from chainfleet.limits.limiter import ModelLimiter, Reservation, estimate_tokens
 from chainfleet.pipeline import Stage

@@ -38,7 +38,7 @@ from chainfleet.chain.review import ReviewHook
 from chainfleet.chain.stage import Chain, StageExecutor
 from chainfleet.clock import Clock, SystemClock
 from chainfleet.errors import ConfigError, FatalError, InputError
-from chainfleet.inputs.source import InputSource, Item, items_from, open_input
+from chainfleet.inputs import InputSource, Item, items_from, open_input
 from chainfleet.limits.facts import limit_facts
 from chainfleet.limits.group import LimitGroup
 from chainfleet.limits.limiter import AdaptiveConcurrency, ModelLimiter
