@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from chainfleet.pipeline.spec import Pipeline
+from chainfleet.pipeline import Pipeline
 from chainfleet.runner.api import arun
 from chainfleet.sim.server import SimServerThread
 from chainfleet.sim.settings import SimServerSettings

@@ -24,7 +24,7 @@ import sys
 import time
 
 from chainfleet import Pipeline, arun
-from chainfleet.pipeline.spec import SimSettings
+from chainfleet.pipeline import SimSettings
 from chainfleet.providers.base import CompletionRequest
 from chainfleet.providers.sim import SimProvider, _generate
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from chainfleet import Pipeline
-from chainfleet.inputs.source import items_from
+from chainfleet.inputs import items_from
 from chainfleet.runner.core import Runner
 from chainfleet.store.runstore import RunStore
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from chainfleet.pipeline.spec import Pipeline
+from chainfleet.pipeline import Pipeline
 from chainfleet.runner.api import run
 from chainfleet.sim.batch import BatchSimSettings
 from chainfleet.sim.server import SimServerThread

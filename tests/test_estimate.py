@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from chainfleet.pipeline.spec import Pipeline
+from chainfleet.pipeline import Pipeline
 from chainfleet.report.estimate import estimate_sequential
 from chainfleet.runner.api import arun
 from chainfleet.runner.compare import run_compare

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from chainfleet.errors import ConfigError, InputError
-from chainfleet.inputs.source import InputSource, Item, items_from, open_input
+from chainfleet.inputs import InputSource, Item, items_from, open_input
 
 
 def write(path: Path, text: str) -> Path:

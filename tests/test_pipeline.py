@@ -17,7 +17,7 @@ import pytest
 from pydantic import ValidationError
 
 from chainfleet.errors import ConfigError, InvalidOutput, InvalidRequest, PipelineError
-from chainfleet.pipeline.spec import Pipeline, Stage
+from chainfleet.pipeline import Pipeline, Stage
 
 # The DESIGN.md example, in full.
 CONTENT = """\

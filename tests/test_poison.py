@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from chainfleet import InputError, Pipeline, PipelineError, run
-from chainfleet.inputs.source import MAX_DEPTH, MAX_INT_DIGITS, open_input
+from chainfleet.inputs import open_input
+from chainfleet.inputs.lines import MAX_DEPTH, MAX_INT_DIGITS
 from chainfleet.providers import Completion, CompletionRequest, Provider
 
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")
@@ -51,7 +52,7 @@ def test_deep_nesting_is_a_clear_error_naming_the_line(tmp_path: Path, depth: in
 def test_a_line_past_the_size_limit_is_refused_without_reading_it_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("chainfleet.inputs.source.MAX_LINE_BYTES", 1024 * 1024)
+    monkeypatch.setattr("chainfleet.inputs.lines.MAX_LINE_BYTES", 1024 * 1024)
     message = scan_error(tmp_path, '{"topic": "' + "x" * (2 * 1024 * 1024) + '"}')
     assert message.endswith(":2: not accepted: a line longer than 1 MiB")
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from chainfleet.pipeline.spec import Pipeline
+from chainfleet.pipeline import Pipeline
 from chainfleet.runner.api import arun
 from chainfleet.runner.core import Runner
 from chainfleet.sim.server import SimServerThread

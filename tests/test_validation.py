@@ -17,8 +17,8 @@ from click.testing import CliRunner
 import chainfleet.cli.run  # noqa: F401 - registers the commands
 from chainfleet.cli import cli
 from chainfleet.errors import InputError, PipelineError
-from chainfleet.inputs.source import open_input
-from chainfleet.pipeline.spec import Pipeline
+from chainfleet.inputs import open_input
+from chainfleet.pipeline import Pipeline
 
 THREE_MISTAKES = """\
 name: three

@@ -26,7 +26,7 @@ import chainfleet.cli.demo
 import chainfleet.cli.report
 import chainfleet.cli.run  # noqa: F401 - registers the commands
 from chainfleet.cli import cli
-from chainfleet.pipeline.spec import Pipeline
+from chainfleet.pipeline import Pipeline
 from chainfleet.report.model import RunReport
 from chainfleet.runner.api import arun
 from chainfleet.sim.server import SimServerThread

@@ -39,9 +39,9 @@ from chainfleet.errors import (
     ServerError,
     Timeout,
 )
-from chainfleet.inputs.source import InputSource, Item, items_from, open_input
+from chainfleet.inputs import InputSource, Item, items_from, open_input
 from chainfleet.limits.retry import RetryPolicy
-from chainfleet.pipeline.spec import Pipeline, Stage
+from chainfleet.pipeline import Pipeline, Stage
 from chainfleet.providers import Completion, CompletionRequest, Provider
 from chainfleet.report.model import RunReport
 from chainfleet.report.quality import Quality, assess

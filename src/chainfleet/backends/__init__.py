@@ -26,7 +26,7 @@ from chainfleet.errors import ConfigError
 
 if TYPE_CHECKING:
     from chainfleet.chain.context import RunContext
-    from chainfleet.chain.stage import Chain
+    from chainfleet.chain.progress import Chain
 
 __all__ = ["BACKENDS", "Backend", "LocalBackend", "backend_for"]
 

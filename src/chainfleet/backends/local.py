@@ -8,7 +8,7 @@ from chainfleet.chain.stage import StageExecutor
 
 if TYPE_CHECKING:
     from chainfleet.chain.context import RunContext
-    from chainfleet.chain.stage import Chain
+    from chainfleet.chain.progress import Chain
 
 __all__ = ["LocalBackend"]
 

@@ -35,7 +35,7 @@ from chainfleet.backends.ray_wire import (
     StoreCall,
 )
 from chainfleet.backends.ray_worker import ChainWorker, Secrets, WorkerSpec
-from chainfleet.chain.stage import Chain
+from chainfleet.chain.progress import Chain
 from chainfleet.errors import ConfigError, FatalError
 from chainfleet.limits.limiter import ModelLimiter
 from chainfleet.store.runstore import CallRow, StageHit

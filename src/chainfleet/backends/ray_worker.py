@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Any, cast
 from chainfleet.backends.ray_limits import LeasedLimiter
 from chainfleet.backends.ray_wire import ChainTask, Finished, Inbound, Outbound, StatsDelta, StoreCall
 from chainfleet.chain.context import Limiters, RunContext
+from chainfleet.chain.progress import Chain
 from chainfleet.chain.review import ReviewHook
-from chainfleet.chain.stage import Chain, StageExecutor
+from chainfleet.chain.stage import StageExecutor
 from chainfleet.config import RunSettings
 from chainfleet.errors import CallError, PermanentError
-from chainfleet.inputs.source import Item
+from chainfleet.inputs import Item
 from chainfleet.limits.retry import RetryPolicy
-from chainfleet.pipeline.spec import Pipeline
+from chainfleet.pipeline import Pipeline
 from chainfleet.store.review_queue import Entry
 from chainfleet.store.runstore import CallRow, RevisionRow, RunStore, StageHit
 from chainfleet.store.stats import COUNTERS, RunStats

@@ -38,7 +38,7 @@ from typing import Any
 
 from chainfleet.clock import Clock
 from chainfleet.errors import CallError, ConfigError, FatalError, RetryableError, ServerError
-from chainfleet.pipeline.spec import BatchSettings, Pipeline
+from chainfleet.pipeline import BatchSettings, Pipeline
 from chainfleet.providers import Completion, CompletionRequest, Provider, ProviderPool
 from chainfleet.providers.batch.base import (
     BatchAdapter,

@@ -25,7 +25,7 @@ from chainfleet.config import RunSettings
 from chainfleet.errors import FatalError, InputError
 from chainfleet.limits.limiter import AdaptiveConcurrency, ModelLimiter
 from chainfleet.limits.retry import RetryPolicy
-from chainfleet.pipeline.spec import Pipeline, Stage
+from chainfleet.pipeline import Pipeline, Stage
 from chainfleet.providers import Provider, ProviderPool
 from chainfleet.providers.prices import Price, price_for
 from chainfleet.store.rows import RevisionRow, StageHit

@@ -19,8 +19,8 @@ from chainfleet.report.quality import assess
 from chainfleet.store.review_queue import Entry, ReviewQueue
 
 if TYPE_CHECKING:
-    from chainfleet.chain.stage import Chain
-    from chainfleet.pipeline.spec import Pipeline, Stage
+    from chainfleet.chain.progress import Chain
+    from chainfleet.pipeline import Pipeline, Stage
     from chainfleet.store.runstore import RunStore
 
 __all__ = ["ReviewHook", "with_feedback"]

@@ -22,17 +22,17 @@ import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from chainfleet.chain.progress import Chain, GateOutcome
 from chainfleet.chain.review import with_feedback
 from chainfleet.errors import CallError, FatalError, InvalidOutput, PermanentError, RetryableError
-from chainfleet.inputs.source import Item
 from chainfleet.limits.headers import parse_rate_limits
 from chainfleet.limits.limiter import ModelLimiter, Reservation, estimate_tokens
+from chainfleet.pipeline import Stage
 from chainfleet.pipeline.contracts import Contract, schema_instructions
 from chainfleet.pipeline.gates import JUDGE_SCHEMA, CheckResult, JudgeCheck, as_text, feedback_of
-from chainfleet.pipeline.spec import Stage
 from chainfleet.providers import CompletionRequest
 from chainfleet.store.runstore import CallRow, RevisionRow, StageHit
 from chainfleet.store.stats import StageStats
@@ -50,47 +50,6 @@ class ToolError(PermanentError):
     """A tool step raised something other than a chainfleet error."""
 
     kind = "tool_error"
-
-
-@dataclass
-class GateOutcome:
-    """How one item fared at one gated stage: each try's check results, and the end."""
-
-    stage: str
-    #: passed, accepted (kept though it failed: flagged) or failed; None while in progress
-    outcome: str | None = None
-    tries: list[list[CheckResult]] = field(default_factory=list)
-
-    def add(self, results: list[CheckResult]) -> None:
-        self.tries.append(results)
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.tries) and all(r.passed for r in self.tries[-1])
-
-    @property
-    def revisions(self) -> int:
-        return max(0, len(self.tries) - 1)
-
-
-@dataclass
-class Chain:
-    """One item's progress through the pipeline."""
-
-    item: Item
-    #: each finished stage's output: text, or a structured output's value
-    outputs: dict[str, Any] = field(default_factory=dict)
-    next_stage: int = 0
-    attempts: int = 0
-    seconds: float = 0.0
-    error: CallError | None = None
-    error_stage: str | None = None
-    #: per gated stage, its tries' gate results and outcome
-    gates: dict[str, GateOutcome] = field(default_factory=dict)
-    #: the stage where the item waits for a person (``review:``), if it does
-    parked: str | None = None
-    #: outputs a gate refused that wait for review instead (stage -> reason)
-    gate_failures: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

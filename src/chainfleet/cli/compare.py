@@ -11,7 +11,7 @@ import click
 from chainfleet.cli import cli, config_errors
 from chainfleet.cli.progress import Progress
 from chainfleet.errors import ConfigError
-from chainfleet.pipeline.spec import Pipeline
+from chainfleet.pipeline import Pipeline
 from chainfleet.report.model import fmt_seconds
 from chainfleet.runner.compare import CompareReport, Display, run_compare
 from chainfleet.runner.core import new_run_id

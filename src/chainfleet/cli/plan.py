@@ -98,7 +98,7 @@ def plan_command(
     count = calls
     per_call_tokens = tokens_per_call
     if pipeline_file:
-        from chainfleet.pipeline.spec import Pipeline
+        from chainfleet.pipeline import Pipeline
 
         pipeline = Pipeline.from_yaml(pipeline_file)
         llm = [s for s in pipeline.stages if not s.is_tool]

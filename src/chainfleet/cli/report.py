@@ -116,7 +116,7 @@ def _settle_killed(out: Path, run_id: str | None) -> tuple[bool, int]:
     admitted. Those are recorded as skipped, read from the run's own input file (none when that
     file is gone or no longer reads), as a run that stops records its rest; resume runs them.
     Its open session is closed as ``killed-unknown``, as the next session of the run would."""
-    from chainfleet.pipeline.spec import Pipeline
+    from chainfleet.pipeline import Pipeline
     from chainfleet.runner.api import as_source
 
     try:

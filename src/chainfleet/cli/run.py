@@ -18,7 +18,7 @@ from chainfleet.cli.progress import ProgressPrinter
 from chainfleet.cli.report import output_progress
 from chainfleet.config import RunSettings
 from chainfleet.errors import ConfigError
-from chainfleet.pipeline.spec import Pipeline
+from chainfleet.pipeline import Pipeline
 from chainfleet.report.model import RunReport
 from chainfleet.runner.api import arun, finish_output
 from chainfleet.runner.core import MAX_CONCURRENCY, Runner, latest_run_id, new_run_id

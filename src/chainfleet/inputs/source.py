@@ -1,11 +1,11 @@
-"""Streaming input readers: plain text, JSON Lines and CSV files, or any Python iterable.
+"""Streaming inputs: plain text, JSON Lines and CSV files, or any Python iterable.
 
-An input is a sequence of :class:`Item` objects, each one topic, object or row with a stable
-``id``. Files are streamed: iterating an :class:`InputSource` reads one line at a time, so a
-1,000,000-line file takes as little memory as a ten-line one, and every iteration re-opens the
-file and reads it again from the top.
+An input is a sequence of :class:`~chainfleet.inputs.item.Item` objects, each one topic, object
+or row with a stable ``id``. Files are streamed: iterating an :class:`InputSource` reads one line
+at a time, so a 1,000,000-line file takes as little memory as a ten-line one, and every
+iteration re-opens the file and reads it again from the top.
 
-Formats, chosen from the file's extension:
+Formats, chosen from the file's extension (each read by :mod:`chainfleet.inputs.formats`):
 
 ========================================  =============================================  =====
 extension                                 one item is                                    id
@@ -20,16 +20,16 @@ comment is added below. (2) the ``id`` field or column when there is one, else t
 (JSONL) or the row number after the header, 1-based (CSV).
 
 Every file is read as UTF-8 (a byte-order mark is tolerated). Any valid JSON is carried safely,
-within limits that keep one poison line from taking the run down, each a ``path:line`` error:
-a line of at most :data:`MAX_LINE_BYTES`, integers of at most :data:`MAX_INT_DIGITS` digits,
-values nested at most :data:`MAX_DEPTH` deep. A lone surrogate escape (``"\ud800"``, valid
-JSON but not text that can be written as UTF-8) is replaced with U+FFFD, the replacement
-character, with a warning naming the line: the item still runs, and every file written from
-it can be read back. Anything that cannot be read
-raises :class:`~chainfleet.errors.InputError` whose ``where`` is ``"path:line"``, so a user can
-jump to it in an editor. Iteration checks each line as it meets it; :meth:`InputSource.scan`
-reads the whole input once up front and also catches what only a full pass can see (duplicate
-ids, missing fields, an empty input)::
+within limits that keep one poison line from taking the run down, each a ``path:line`` error
+(see :mod:`chainfleet.inputs.lines`): a line of at most ``MAX_LINE_BYTES``, integers of at most
+``MAX_INT_DIGITS`` digits, values nested at most ``MAX_DEPTH`` deep. A lone surrogate escape
+(``"\\ud800"``, valid JSON but not text that can be written as UTF-8) is replaced with U+FFFD,
+the replacement character, with a warning naming the line: the item still runs, and every file
+written from it can be read back. Anything that cannot be read raises
+:class:`~chainfleet.errors.InputError` whose ``where`` is ``"path:line"``, so a user can jump to
+it in an editor. Iteration checks each line as it meets it; :meth:`InputSource.scan` reads the
+whole input once up front and also catches what only a full pass can see (duplicate ids, missing
+fields, an empty input)::
 
     source = open_input("topics.txt", input_field="topic")
     total = source.scan(required={"topic"})   # raises InputError at the first bad line
@@ -39,81 +39,32 @@ ids, missing fields, an empty input)::
 
 from __future__ import annotations
 
-import codecs
-import csv
 import hashlib
-import json
-import logging
-import math
 import os
-import re
-from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any
 
 from chainfleet.errors import ConfigError, InputError
-
-__all__ = ["InputSource", "Item", "items_from", "open_input"]
-
-Format = Literal["txt", "jsonl", "csv", "iterable"]
-
-#: extension (or ``format=`` name) -> (format, CSV delimiter)
-_FORMATS: dict[str, tuple[Format, str]] = {
-    "": ("txt", ","),
-    "txt": ("txt", ","),
-    "text": ("txt", ","),
-    "md": ("txt", ","),
-    "lst": ("txt", ","),
-    "jsonl": ("jsonl", ","),
-    "ndjson": ("jsonl", ","),
-    "csv": ("csv", ","),
-    "tsv": ("csv", "\t"),
-}
-_ACCEPTED = (
-    ".txt, .text, .md, .lst or no extension (one input per line), "
-    ".jsonl or .ndjson (one JSON object per line), "
-    ".csv or .tsv (a header row, then one row per input)"
+from chainfleet.inputs.formats import (
+    Format,
+    OnBad,
+    Stream,
+    read_csv,
+    read_header,
+    read_jsonl,
+    read_txt,
+    resolve_format,
+    skip,
 )
+from chainfleet.inputs.item import Item, item_id
+from chainfleet.inputs.lines import open_file
 
-#: the longest line read (bytes): past it, a clear error rather than gigabytes read into memory
-MAX_LINE_BYTES = 16 * 1024 * 1024
-#: the most digits of one JSON integer (Python refuses to convert past 4,300 anyway)
-MAX_INT_DIGITS = 1000
-#: the deepest nesting of JSON arrays and objects in one line
-MAX_DEPTH = 100
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_log = logging.getLogger("chainfleet.inputs.source")
-_WARNED: set[str] = set()
-
-#: a carriage return that is not part of "\r\n": an old-style line break on its own
-_LONE_CR = re.compile(r"(?<=\r)(?!\n)")
-
-#: (item, line) pairs: ``line`` is the physical line an error message should point at
-_Stream = Iterator[tuple["Item", int]]
-#: what a stream calls with a line it cannot read, when asked to go on past it (None: raise)
-_OnBad = Callable[[InputError], None] | None
+__all__ = ["MAX_PROBLEMS", "InputSource", "items_from", "open_input"]
 
 #: validation lists at most this many bad input lines (then "and N more")
 MAX_PROBLEMS = 20
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One input: a text line, a JSONL object or a CSV row.
-
-    ``id`` is always a string and stable across runs (see the module docstring for where it
-    comes from). ``index`` is the 0-based position among the items yielded, in input order.
-    ``line`` is the 1-based physical line for text and JSONL files, the 1-based row number after
-    the header for CSV, and the 1-based position for :func:`items_from`. ``fields`` holds what
-    templates see: ``{input_field: text}`` for a text line, the object for JSONL, the row (all
-    values strings) for CSV.
-    """
-
-    id: str
-    index: int
-    line: int
-    fields: dict[str, Any]
 
 
 class InputSource:
@@ -131,7 +82,7 @@ class InputSource:
         path: Path | None,
         format: Format,
         fields: frozenset[str] | None,
-        stream: Callable[[_OnBad], _Stream],
+        stream: Callable[[OnBad], Stream],
         ids_may_repeat: bool = True,
         reiterable: bool = True,
     ) -> None:
@@ -230,7 +181,7 @@ class InputSource:
         what = f"duplicate id {item.id!r}"
         if not self.reiterable:  # cannot read it again to find the first use
             raise InputError(f"{what}: an earlier item has the same id", where=self._where(line))
-        for other, other_line in self._stream(_skip):
+        for other, other_line in self._stream(skip):
             if other.index >= item.index:
                 return  # two ids with the same digest, both unique: not a duplicate
             if other.id == item.id:
@@ -265,26 +216,26 @@ def open_input(
     if not input_field:
         raise ValueError("input_field must be a non-empty field name")
     file = Path(path)
-    kind, delimiter = _resolve_format(file, format)
-    _open(file).close()  # fail now, not at the first iteration
+    kind, delimiter = resolve_format(file, format)
+    open_file(file).close()  # fail now, not at the first iteration
     if kind == "txt":
         return InputSource(
             path=file,
             format="txt",
             fields=frozenset({input_field}),
-            stream=lambda on_bad: _read_txt(file, input_field),
+            stream=lambda on_bad: read_txt(file, input_field),
             ids_may_repeat=False,
         )
     if kind == "jsonl":
         return InputSource(
-            path=file, format="jsonl", fields=None, stream=lambda on_bad: _read_jsonl(file, on_bad)
+            path=file, format="jsonl", fields=None, stream=lambda on_bad: read_jsonl(file, on_bad)
         )
-    header = _read_header(file, delimiter)
+    header = read_header(file, delimiter)
     return InputSource(
         path=file,
         format="csv",
         fields=frozenset(header),
-        stream=lambda on_bad: _read_csv(file, delimiter, header, on_bad),
+        stream=lambda on_bad: read_csv(file, delimiter, header, on_bad),
         ids_may_repeat="id" in header,
     )
 
@@ -313,7 +264,7 @@ def items_from(
     one_shot = iter(values) is values
     started = False
 
-    def stream(on_bad: _OnBad) -> _Stream:
+    def stream(on_bad: OnBad) -> Stream:
         nonlocal started
         if one_shot and started:
             raise InputError(
@@ -343,254 +294,11 @@ def _from_value(value: str | Mapping[str, Any] | Item, index: int, input_field: 
         return Item(str(position), index, position, {input_field: value})
     if isinstance(value, Mapping):
         fields = dict(value)
-        return Item(_item_id(fields, position, f"item {position}"), index, position, fields)
+        return Item(item_id(fields, position, f"item {position}"), index, position, fields)
     raise InputError(
         f"expected a string, a mapping or an Item, got {type(value).__name__}",
         where=f"item {position}",
     )
-
-
-# -- formats -----------------------------------------------------------------------------------
-
-
-def _resolve_format(path: Path, format: str | None) -> tuple[Format, str]:
-    if format is not None:
-        key = format.lower().lstrip(".")
-        if key not in _FORMATS:
-            raise InputError(f"unknown input format {format!r}; accepted: {_ACCEPTED}", where=str(path))
-        return _FORMATS[key]
-    suffix = path.suffix.lower()
-    if suffix[1:] not in _FORMATS:
-        raise InputError(
-            f"cannot tell the input format from the extension {suffix!r}; accepted: {_ACCEPTED}",
-            where=str(path),
-        )
-    return _FORMATS[suffix[1:]]
-
-
-def _read_txt(path: Path, field: str) -> _Stream:
-    index = 0
-    for lineno, text in _lines(path):
-        text = text.strip()
-        if text and not text.startswith("#"):
-            yield Item(str(lineno), index, lineno, {field: text}), lineno
-            index += 1
-
-
-def _skip(problem: InputError) -> None:
-    """Go on past a bad line (when reading again for something else)."""
-
-
-def _read_jsonl(path: Path, on_bad: _OnBad = None) -> _Stream:
-    index = 0
-    for lineno, text in _lines(path):
-        if not text.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            value = _parse_json(text, where)
-            if not isinstance(value, dict):
-                raise InputError(f"expected a JSON object, got {_json_type(value)}", where=where)
-            item = Item(_item_id(value, lineno, where), index, lineno, value)
-        except InputError as exc:
-            if on_bad is None:
-                raise
-            on_bad(exc)
-            continue
-        yield item, lineno
-        index += 1
-
-
-def _read_header(path: Path, delimiter: str) -> tuple[str, ...]:
-    """The checked header of a CSV file, for :func:`open_input`."""
-    rows = _csv_rows(path, delimiter)
-    try:
-        line, cells = next(((line, cells) for line, cells in rows if not _blank(cells)), (0, []))
-    finally:
-        rows.close()
-    if not line:
-        raise InputError(
-            "the file is empty; a CSV file starts with a header row naming its columns",
-            where=str(path),
-        )
-    names = tuple(cell.strip() for cell in cells)
-    for number, name in enumerate(names, 1):
-        if not name:
-            raise InputError(f"column {number} of the header has no name", where=f"{path}:{line}")
-        if name in names[: number - 1]:
-            raise InputError(f"the header names the column {name!r} twice", where=f"{path}:{line}")
-    return names
-
-
-def _read_csv(path: Path, delimiter: str, header: tuple[str, ...], on_bad: _OnBad = None) -> _Stream:
-    rows = _csv_rows(path, delimiter)
-    for line, cells in rows:
-        if _blank(cells):
-            continue
-        if tuple(cell.strip() for cell in cells) != header:
-            raise InputError("the header row changed since the file was opened", where=f"{path}:{line}")
-        break
-    index = 0
-    row = 0  # rows are numbered like a spreadsheet's, blank ones included
-    for line, cells in rows:
-        row += 1
-        if _blank(cells):
-            continue
-        where = f"{path}:{line}"
-        try:
-            if len(cells) != len(header):
-                raise InputError(
-                    f"row {row} has {len(cells)} cells but the header has {len(header)} columns",
-                    where=where,
-                )
-            fields = dict(zip(header, cells, strict=True))
-            item = Item(_item_id(fields, row, where), index, row, fields)
-        except InputError as exc:
-            if on_bad is None:
-                raise
-            on_bad(exc)
-            continue
-        yield item, line
-        index += 1
-
-
-def _csv_rows(path: Path, delimiter: str) -> Generator[tuple[int, list[str]], None, None]:
-    """Yield (first physical line, cells) for every CSV record, blank ones included."""
-    reader = csv.reader((text for _, text in _lines(path)), delimiter=delimiter, strict=True)
-    while True:
-        start = reader.line_num + 1
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            raise InputError(f"malformed CSV: {exc}", where=f"{path}:{start}") from None
-        yield start, cells
-
-
-def _blank(cells: list[str]) -> bool:
-    return all(not cell.strip() for cell in cells)
-
-
-# -- shared helpers ----------------------------------------------------------------------------
-
-
-def _open(path: Path) -> IO[bytes]:
-    try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise InputError("no such input file", where=str(path)) from None
-    except OSError as exc:
-        if path.is_dir():  # IsADirectoryError, or PermissionError on Windows
-            raise InputError("is a directory, not an input file", where=str(path)) from None
-        raise InputError(f"cannot read the input file: {exc.strerror or exc}", where=str(path)) from exc
-
-
-def _parse_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise _TooLong(f"an integer of {len(text.lstrip('-')):,} digits (at most {MAX_INT_DIGITS:,})")
-    return int(text)
-
-
-class _TooLong(ValueError):
-    pass
-
-
-def _parse_json(text: str, where: str) -> Any:
-    """One JSONL line, within the limits; lone surrogates replaced (with a warning)."""
-    try:
-        value = json.loads(text, parse_int=_parse_int)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc.msg} (column {exc.colno})", where=where) from None
-    except _TooLong as exc:
-        raise InputError(f"not accepted: {exc}", where=where) from None
-    except RecursionError:
-        raise InputError(f"not accepted: nested more than {MAX_DEPTH} levels deep", where=where) from None
-    if _depth_over(value, MAX_DEPTH):
-        raise InputError(f"not accepted: nested more than {MAX_DEPTH} levels deep", where=where)
-    if "\\u" in text and _SURROGATE.search(json.dumps(value, ensure_ascii=False)):
-        if where not in _WARNED:
-            _WARNED.add(where)
-            _log.warning("%s: a lone surrogate escape (\\ud800-\\udfff) replaced with U+FFFD", where)
-        value = _replace_surrogates(value)
-    return value
-
-
-def _depth_over(value: Any, limit: int) -> bool:
-    """Whether ``value`` nests arrays and objects more than ``limit`` deep (no recursion)."""
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
-        for child in children:
-            if isinstance(child, dict | list):
-                if depth + 1 > limit:
-                    return True
-                stack.append((child, depth + 1))
-    return False
-
-
-def _replace_surrogates(value: Any) -> Any:
-    if isinstance(value, str):
-        return _SURROGATE.sub("\ufffd", value)
-    if isinstance(value, list):
-        return [_replace_surrogates(v) for v in value]
-    if isinstance(value, dict):
-        return {_replace_surrogates(k): _replace_surrogates(v) for k, v in value.items()}
-    return value
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield (line number, text with its line ending) for each physical line of a UTF-8 file.
-
-    Lines end at "\\n", "\\r\\n" or a lone "\\r", like universal newlines, so that CSV records
-    and line numbers agree with what an editor shows. The file is decoded line by line, which
-    is what lets a bad byte be reported with its line number.
-    """
-    lineno = 0
-    with _open(path) as file:
-        for raw in iter(lambda: file.readline(MAX_LINE_BYTES + 1), b""):
-            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-                raise InputError(
-                    f"not accepted: a line longer than {MAX_LINE_BYTES // 1024 // 1024} MiB",
-                    where=f"{path}:{lineno + 1}",
-                )
-            if lineno == 0 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8) :]
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                lineno += 1 + raw.count(b"\r", 0, exc.start)
-                line_start = raw.rfind(b"\r", 0, exc.start) + 1
-                column = len(raw[line_start : exc.start].decode("utf-8")) + 1
-                raise InputError(
-                    f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at column {column} "
-                    "(save the file as UTF-8)",
-                    where=f"{path}:{lineno}",
-                ) from None
-            if "\r" in text and _LONE_CR.search(text):
-                for piece in _LONE_CR.split(text):
-                    if piece:
-                        lineno += 1
-                        yield lineno, piece
-            else:
-                lineno += 1
-                yield lineno, text
-
-
-def _item_id(fields: Mapping[str, Any], default: int, where: str) -> str:
-    """The item's id: its ``id`` field as a string, else ``default`` (a line or row number)."""
-    if "id" not in fields:
-        return str(default)
-    value = fields["id"]
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise InputError(f"id must be a string or a number, got {_json_type(value)}", where=where)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InputError(f"id must be a finite number, got {value}", where=where)
-    ident = str(value)
-    if not ident.strip():
-        raise InputError("id is empty", where=where)
-    return ident
 
 
 def _digest(ident: str) -> int:
@@ -601,12 +309,3 @@ def _missing_field(name: str, fields: Mapping[str, Any]) -> str:
     present = ", ".join(repr(key) for key in list(fields)[:10])
     more = ", ..." if len(fields) > 10 else ""
     return f"missing field {name!r} (this item has {present or 'no fields'}{more})"
-
-
-def _json_type(value: object) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
-    if value is None:
-        return "null"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return "a number"
-    return names.get(type(value), type(value).__name__)

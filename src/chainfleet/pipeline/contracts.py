@@ -97,9 +97,25 @@ class Contract:
                 return None, f"the reply is not JSON ({exc})"
         else:
             value = reply
-        value = _drop_optional_nulls(value, self.schema, self)
+        value = self._without_optional_nulls(value, self.schema)
         problem = self.problem(value)
         return (None, problem) if problem else (value, None)
+
+    def _without_optional_nulls(self, value: Any, schema: Any) -> Any:
+        """A null given for an optional property counts as absent: strict mode (which makes every
+        property required) answers null for the ones a model leaves out."""
+        node = self._resolve(schema)
+        if not isinstance(value, dict) or not isinstance(node, Mapping):
+            return value
+        props = node.get("properties")
+        if not isinstance(props, Mapping):
+            return value
+        required = set(node.get("required", []))
+        return {
+            k: self._without_optional_nulls(v, props.get(k))
+            for k, v in value.items()
+            if not (v is None and k in props and k not in required)
+        }
 
     def problem(self, value: Any) -> str | None:
         """What is wrong with ``value`` against the schema (naming the field), or None."""
@@ -159,23 +175,6 @@ class Contract:
     def __repr__(self) -> str:
         what = self.model.__name__ if self.model is not None else (self.source or "inline")
         return f"Contract({what})"
-
-
-def _drop_optional_nulls(value: Any, schema: Any, contract: Contract) -> Any:
-    """A null given for an optional property counts as absent: strict mode (which makes every
-    property required) answers null for the ones a model leaves out."""
-    node = contract._resolve(schema)
-    if not isinstance(value, dict) or not isinstance(node, Mapping):
-        return value
-    props = node.get("properties")
-    if not isinstance(props, Mapping):
-        return value
-    required = set(node.get("required", []))
-    return {
-        k: _drop_optional_nulls(v, props.get(k), contract)
-        for k, v in value.items()
-        if not (v is None and k in props and k not in required)
-    }
 
 
 def check_schema(schema: Mapping[str, Any], source: str | None = None) -> None:

@@ -33,6 +33,8 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
+from chainfleet.pipeline.imports import import_object
+
 __all__ = [
     "JUDGE_SCHEMA",
     "Check",
@@ -235,10 +237,8 @@ class CallableCheck(Check):
 
     def __init__(self, value: Any, name: str | None = None) -> None:
         if isinstance(value, str):
-            from chainfleet.pipeline.spec import _import_object
-
             try:
-                value = _import_object(value)
+                value = import_object(value)
             except ValueError as exc:
                 raise SpecError(str(exc)) from None
         if not callable(value):

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from chainfleet.clock import Clock
 from chainfleet.errors import ConfigError
-from chainfleet.pipeline.spec import Pipeline, parse_model
+from chainfleet.pipeline import Pipeline, parse_model
 from chainfleet.providers.base import Completion, CompletionRequest, Provider
 from chainfleet.redact import ENV_NAME, clip, looks_like_key
 

@@ -16,7 +16,7 @@ import hashlib
 
 from chainfleet.clock import Clock, SystemClock
 from chainfleet.errors import ServerError
-from chainfleet.pipeline.spec import SimSettings
+from chainfleet.pipeline import SimSettings
 from chainfleet.providers.base import Completion, CompletionRequest, Provider
 from chainfleet.sim import jsonvalue as simjson
 from chainfleet.sim import text as simtext

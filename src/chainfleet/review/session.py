@@ -204,7 +204,7 @@ class ReviewSession:
     def _stages(self) -> list[Any]:
         """The stages of the run's pipeline file (none when the run was not started from one)."""
         if self._pipeline is None and self._pipeline_file and Path(self._pipeline_file).is_file():
-            from chainfleet.pipeline.spec import Pipeline
+            from chainfleet.pipeline import Pipeline
 
             self._pipeline = Pipeline.from_yaml(self._pipeline_file)
         return list(self._pipeline.stages) if self._pipeline is not None else []

@@ -24,8 +24,8 @@ from chainfleet.chain.batch import with_batch
 from chainfleet.clock import Clock, SystemClock
 from chainfleet.config import ItemFiles, RunSettings
 from chainfleet.errors import ConfigError
-from chainfleet.inputs.source import InputSource, items_from, open_input
-from chainfleet.pipeline.spec import Pipeline, parse_model
+from chainfleet.inputs import InputSource, items_from, open_input
+from chainfleet.pipeline import Pipeline, parse_model
 from chainfleet.providers import Provider, ProviderPool
 from chainfleet.report.model import RunReport
 from chainfleet.report.results import PARQUET_MISSING, Progress, parquet_available
@@ -53,11 +53,7 @@ def with_model(pipeline: Pipeline, model: str) -> Pipeline:
         parse_model(model, pipeline.providers)
     except ValueError as exc:
         raise ConfigError(str(exc), where="--model") from exc
-    data = pipeline.model_dump(exclude={"stages"})
-    stages = [s.model_copy(update={"model": None}) for s in pipeline.stages]
-    copy = Pipeline.model_validate({**data, "model": model, "stages": stages})
-    copy._source, copy._root = pipeline._source, pipeline._root
-    return copy
+    return pipeline.with_model(model)
 
 
 def prepare(

@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from chainfleet.clock import Clock
 from chainfleet.errors import ConfigError
-from chainfleet.inputs.source import InputSource
-from chainfleet.pipeline.spec import Pipeline
+from chainfleet.inputs import InputSource
+from chainfleet.pipeline import Pipeline
 from chainfleet.report.gates import gate_outcomes
 from chainfleet.report.model import LIST_CAP, RunReport, topic_of
 from chainfleet.runner.api import Items, arun

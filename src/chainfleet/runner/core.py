@@ -36,16 +36,16 @@ from typing import Any
 from chainfleet.backends import Backend, LocalBackend
 from chainfleet.chain.batch import Batcher, batcher_for
 from chainfleet.chain.context import RunContext, RunState
-from chainfleet.chain.stage import Chain
+from chainfleet.chain.progress import Chain
 from chainfleet.clock import Clock
 from chainfleet.config import RunSettings
 from chainfleet.errors import ConfigError, FatalError, InputError
-from chainfleet.inputs.source import InputSource, Item
+from chainfleet.inputs import InputSource, Item
 from chainfleet.limits.facts import limit_facts
 from chainfleet.limits.group import LimitGroup
 from chainfleet.limits.limiter import AdaptiveConcurrency, ModelLimiter
 from chainfleet.limits.retry import retry_in_next_pass
-from chainfleet.pipeline.spec import Pipeline
+from chainfleet.pipeline import Pipeline
 from chainfleet.providers import Provider
 from chainfleet.report.build import build_report, score_final
 from chainfleet.report.estimate import servers_of

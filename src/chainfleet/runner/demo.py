@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from chainfleet.clock import Clock
-from chainfleet.pipeline.spec import Pipeline
+from chainfleet.pipeline import Pipeline
 from chainfleet.runner.compare import CompareReport, Display, run_compare
 
 __all__ = ["DEMO_TOPICS", "RESEARCH_SCHEMA", "DemoReport", "demo_pipeline", "run_demo"]

@@ -1,0 +1,126 @@
+"""The settings a pipeline runs with, and how a model string names its provider.
+
+Each is a frozen pydantic model that refuses unknown keys, so a misspelt setting in a pipeline
+file is an error naming it rather than a setting silently ignored:
+
+- :class:`SimSettings`: the built-in simulated model (latency, jitter, injected failures, seed);
+- :class:`ProviderSettings`: a named endpoint, e.g. a local OpenAI-compatible server;
+- :class:`ModelLimits`: requests and tokens per minute for one model;
+- :class:`PriceSettings`: dollars per million tokens, overriding the built-in price table;
+- :class:`BatchSettings`: how batch mode forms and watches provider batch jobs.
+
+A model is written ``PROVIDER:MODEL``; :func:`parse_model` splits it and knows the built-in
+providers (:data:`BUILTIN_PROVIDERS`) and the pipeline's named ones::
+
+    parse_model("openai:gpt-4o-mini")          # ("openai", "gpt-4o-mini")
+    parse_model("local:llama3", ["local"])     # ("local", "llama3")
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Collection
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "BUILTIN_PROVIDERS",
+    "BatchSettings",
+    "ModelLimits",
+    "PriceSettings",
+    "ProviderSettings",
+    "SimSettings",
+    "parse_model",
+]
+
+BUILTIN_PROVIDERS = ("sim", "openai", "anthropic")
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SimSettings(_Settings):
+    """The built-in simulated model: latency per call, its jitter, injected failures, seed.
+
+    ``fail_on`` lists texts: a call whose prompt contains one of them always fails with a
+    simulated 500, to rehearse what a run does with an item that cannot succeed.
+    ``invalid_output_rate`` makes that share of structured replies (a stage with ``output:``)
+    malformed or off-schema, decided by (seed, prompt), to rehearse repairs.
+    """
+
+    latency: float = Field(1.0, ge=0)
+    jitter: float = Field(0.0, ge=0)
+    error_rate: float = Field(0.0, ge=0, le=1)
+    seed: int = 0
+    fail_on: tuple[str, ...] = ()
+    #: the share of structured replies that come back malformed or off-schema (to rehearse repairs)
+    invalid_output_rate: float = Field(0.0, ge=0, le=1)
+
+
+class ProviderSettings(_Settings):
+    """A named endpoint, e.g. a local OpenAI-compatible server. The key is read from the env."""
+
+    kind: Literal["openai", "anthropic"]
+    base_url: str | None = None
+    api_key_env: str | None = None
+    #: how a stage with an ``output:`` schema asks this server for JSON: natively
+    #: (``json_schema``: OpenAI's strict response_format, Anthropic's forced tool call), as
+    #: ``json_object`` mode with the schema in the prompt, or by the ``prompt`` alone
+    structured: Literal["json_schema", "json_object", "prompt"] = "json_schema"
+
+
+class ModelLimits(_Settings):
+    """Requests and tokens per minute allowed for one model."""
+
+    rpm: int | None = Field(None, gt=0)
+    tpm: int | None = Field(None, gt=0)
+
+
+class PriceSettings(_Settings):
+    """US dollars per million tokens, overriding the built-in price table."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+class BatchSettings(_Settings):
+    """How batch mode (``mode: batch``) forms and watches provider batch jobs.
+
+    ``window``: seconds a chunk keeps collecting requests after its first one; ``poll`` and
+    ``poll_max``: the first wait between status checks and its cap (it grows 1.5x a check);
+    ``max_requests``: a chunk cap below the provider's own; ``concurrency``: the chains in flight
+    in batch mode (they wait cheaply); ``sim_delay``: how long the built-in ``sim`` takes to finish
+    a batch.
+    """
+
+    window: float = Field(1.0, ge=0)
+    poll: float = Field(2.0, gt=0)
+    poll_max: float = Field(60.0, gt=0)
+    max_requests: int | None = Field(None, ge=1)
+    concurrency: int = Field(10_000, ge=1)
+    sim_delay: float = Field(1.0, ge=0)
+
+
+def parse_model(spec: str, named: Collection[str] = ()) -> tuple[str, str]:
+    """Split ``"openai:gpt-4o-mini"`` into ``("openai", "gpt-4o-mini")``; ``"sim"`` is ``("sim", "sim")``.
+
+    Raises ``ValueError`` for an unknown provider; ``named`` are the pipeline's own endpoints.
+    """
+    provider, sep, model = spec.partition(":")
+    if not sep:
+        if provider == "sim":
+            return "sim", "sim"
+        raise ValueError(
+            f"model {spec!r} has no provider: write PROVIDER:MODEL, e.g. openai:{spec} "
+            f"(providers: {', '.join([*BUILTIN_PROVIDERS, *named])})"
+        )
+    if provider not in BUILTIN_PROVIDERS and provider not in named:
+        known = [*BUILTIN_PROVIDERS, *named]
+        hint = difflib.get_close_matches(provider, known, n=1)
+        did = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ValueError(f"unknown model provider {provider!r}{did}; known: {', '.join(known)}")
+    if not model:
+        raise ValueError(f"model {spec!r} names no model after the colon")
+    return provider, model
