@@ -26,7 +26,7 @@ import time
 from chainfleet import Pipeline, arun
 from chainfleet.pipeline import SimSettings
 from chainfleet.providers.base import CompletionRequest
-from chainfleet.providers.sim import SimProvider, _generate
+from chainfleet.providers.sim import SimProvider, sim_text
 
 SCALE = 500.0  # 20 ms measured = 10 s in the lesson
 CALL = 10.0 / SCALE
@@ -126,13 +126,13 @@ async def overhead(items: int, concurrency: int) -> tuple[float, float, float]:
     data = topics(items)
     calls = items * 3
 
-    _generate.cache_clear()  # neither side may reuse the other's simulated texts
+    sim_text.cache_clear()  # neither side may reuse the other's simulated texts
     started = time.perf_counter()
     report = await arun(pipe, data, concurrency=concurrency, check_input=False)
     ours = time.perf_counter() - started
     assert report.calls["total"] == calls and report.items_succeeded == items
 
-    _generate.cache_clear()
+    sim_text.cache_clear()
     bare, outs = await bare_chains(data, concurrency, 0.0)
     assert len(outs) == items
     # same prompts, same sim: the final outputs must match chainfleet's

@@ -40,7 +40,7 @@ from chainfleet.clock import Clock
 from chainfleet.errors import CallError, ConfigError, FatalError, RetryableError, ServerError
 from chainfleet.pipeline import BatchSettings, Pipeline
 from chainfleet.providers import Completion, CompletionRequest, Provider, ProviderPool
-from chainfleet.providers.batch.base import (
+from chainfleet.providers.batch import (
     BatchAdapter,
     BatchExpired,
     BatchItem,

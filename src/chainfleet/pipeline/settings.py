@@ -19,10 +19,14 @@ providers (:data:`BUILTIN_PROVIDERS`) and the pipeline's named ones::
 from __future__ import annotations
 
 import difflib
+import functools
+import importlib.metadata
 from collections.abc import Collection
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from chainfleet.redact import clip
 
 __all__ = [
     "BUILTIN_PROVIDERS",
@@ -31,10 +35,16 @@ __all__ = [
     "PriceSettings",
     "ProviderSettings",
     "SimSettings",
+    "add_provider_kind",
     "parse_model",
+    "provider_kinds",
 ]
 
 BUILTIN_PROVIDERS = ("sim", "openai", "anthropic")
+#: the entry point group installed packages declare provider kinds in (see chainfleet.providers.registry)
+PROVIDER_GROUP = "chainfleet.providers"
+#: kinds registered in Python: chainfleet.providers.registry.register adds each here
+_REGISTERED_KINDS: set[str] = set()
 
 
 class _Settings(BaseModel):
@@ -60,15 +70,34 @@ class SimSettings(_Settings):
 
 
 class ProviderSettings(_Settings):
-    """A named endpoint, e.g. a local OpenAI-compatible server. The key is read from the env."""
+    """A named endpoint, e.g. a local OpenAI-compatible server. The key is read from the env.
 
-    kind: Literal["openai", "anthropic"]
+    ``kind`` is ``openai``, ``anthropic`` or a kind an installed package registers.
+    """
+
+    kind: str
     base_url: str | None = None
     api_key_env: str | None = None
     #: how a stage with an ``output:`` schema asks this server for JSON: natively
     #: (``json_schema``: OpenAI's strict response_format, Anthropic's forced tool call), as
     #: ``json_object`` mode with the schema in the prompt, or by the ``prompt`` alone
     structured: Literal["json_schema", "json_object", "prompt"] = "json_schema"
+
+    @field_validator("kind")
+    @classmethod
+    def _check_kind(cls, value: str) -> str:
+        if value in ("openai", "anthropic"):  # known without reading installed packages' metadata
+            return value
+        kinds = [kind for kind in provider_kinds() if kind != "sim"]
+        if value not in kinds:
+            hint = difflib.get_close_matches(value, kinds, n=1)
+            did = f" (did you mean {hint[0]!r}?)" if hint else ""
+            listed = ", ".join(repr(kind) for kind in kinds)
+            raise ValueError(
+                f"unknown provider kind {clip(repr(value), 80)}{did}; "
+                f"a named endpoint's kind is one of {listed}"
+            )
+        return value
 
 
 class ModelLimits(_Settings):
@@ -103,6 +132,25 @@ class BatchSettings(_Settings):
     sim_delay: float = Field(1.0, ge=0)
 
 
+def provider_kinds() -> list[str]:
+    """Every kind a model string or a ``providers:`` entry may name: the built-ins, then kinds
+    registered in Python and kinds installed packages declare (read from their metadata; nothing
+    of theirs is imported until a run makes one)."""
+    extra = (_REGISTERED_KINDS | _installed_kinds()) - set(BUILTIN_PROVIDERS)
+    return [*BUILTIN_PROVIDERS, *sorted(extra)]
+
+
+def add_provider_kind(kind: str) -> None:
+    """Let model strings and ``providers:`` entries name ``kind`` (the provider registry calls
+    this for every kind it registers)."""
+    _REGISTERED_KINDS.add(kind)
+
+
+@functools.cache
+def _installed_kinds() -> frozenset[str]:
+    return frozenset(entry.name for entry in importlib.metadata.entry_points(group=PROVIDER_GROUP))
+
+
 def parse_model(spec: str, named: Collection[str] = ()) -> tuple[str, str]:
     """Split ``"openai:gpt-4o-mini"`` into ``("openai", "gpt-4o-mini")``; ``"sim"`` is ``("sim", "sim")``.
 
@@ -114,10 +162,10 @@ def parse_model(spec: str, named: Collection[str] = ()) -> tuple[str, str]:
             return "sim", "sim"
         raise ValueError(
             f"model {spec!r} has no provider: write PROVIDER:MODEL, e.g. openai:{spec} "
-            f"(providers: {', '.join([*BUILTIN_PROVIDERS, *named])})"
+            f"(providers: {', '.join([*provider_kinds(), *named])})"
         )
-    if provider not in BUILTIN_PROVIDERS and provider not in named:
-        known = [*BUILTIN_PROVIDERS, *named]
+    if provider not in BUILTIN_PROVIDERS and provider not in named and provider not in provider_kinds():
+        known = [*provider_kinds(), *named]
         hint = difflib.get_close_matches(provider, known, n=1)
         did = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise ValueError(f"unknown model provider {provider!r}{did}; known: {', '.join(known)}")

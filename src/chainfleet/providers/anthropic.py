@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from chainfleet.errors import ContentFiltered, ServerError
 from chainfleet.limits.headers import keep_headers
 from chainfleet.providers._errors import call_sdk
+from chainfleet.providers._errors import scrub as scrub_secret
 from chainfleet.providers.base import Completion, CompletionRequest, Provider
+
+if TYPE_CHECKING:
+    import anthropic
 
 __all__ = ["AnthropicProvider", "forced_tool"]
 
@@ -77,12 +81,31 @@ class AnthropicProvider(Provider):
         create = self._client.messages.create
         self._takes_temperature = "temperature" in inspect.signature(create).parameters
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # never the key
         return f"AnthropicProvider(name={self.name!r}, base_url={self.base_url!r})"
 
-    async def complete(self, request: CompletionRequest) -> Completion:
+    @property
+    def client(self) -> anthropic.AsyncAnthropic:
+        """The SDK's ``AsyncAnthropic`` client (the batch adapter sends its jobs through it)."""
+        return self._client
+
+    @property
+    def takes_temperature(self) -> bool:
+        """Whether the installed SDK's ``messages.create`` still takes ``temperature``."""
+        return self._takes_temperature
+
+    async def call(self, make: Callable[[], Awaitable[Any]]) -> tuple[Any, dict[str, str]]:
+        """One SDK call (``make`` starts a ``with_raw_response`` request): its parsed response
+        and headers, or the error it maps to, the key scrubbed from every message."""
         import anthropic
 
+        return await call_sdk(anthropic, self.name, self._key, make)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with this provider's key taken out (for a message a server may echo it in)."""
+        return scrub_secret(text, self._key)
+
+    async def complete(self, request: CompletionRequest) -> Completion:
         params: dict[str, Any] = {
             "model": request.model,
             "max_tokens": request.max_tokens,
@@ -96,17 +119,15 @@ class AnthropicProvider(Provider):
         if forced is not None:
             params["tools"] = [forced[0]]
             params["tool_choice"] = {"type": "tool", "name": forced[0]["name"]}
-        message, headers = await call_sdk(
-            anthropic,
-            self.name,
-            self._key,
-            lambda: self._client.messages.with_raw_response.create(**params),
-        )
-        return self._completion(message, headers, forced)
+        message, headers = await self.call(lambda: self._client.messages.with_raw_response.create(**params))
+        return self.completion_from(message, headers, forced)
 
-    def _completion(
-        self, message: Any, headers: dict[str, str], forced: tuple[dict[str, Any], bool] | None = None
+    def completion_from(
+        self, message: Any, headers: Mapping[str, str], forced: tuple[dict[str, Any], bool] | None = None
     ) -> Completion:
+        """Our :class:`Completion` from the SDK's ``Message`` (online, or one result of a batch);
+        with ``forced`` (from :func:`forced_tool`) the text is that tool's input as JSON.
+        ``ContentFiltered`` for a refusal, ``ServerError`` for a malformed message."""
         try:
             blocks = message.content
             text = "".join(b.text for b in blocks if getattr(b, "type", None) == "text")

@@ -14,13 +14,18 @@ JSON mode also wants); ``prompt`` sends nothing extra. The reply's text is the J
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from chainfleet.errors import ContentFiltered, InvalidRequest, ServerError
 from chainfleet.limits.headers import keep_headers
 from chainfleet.pipeline.contracts import strict_schema
 from chainfleet.providers._errors import call_sdk
+from chainfleet.providers._errors import scrub as scrub_secret
 from chainfleet.providers.base import Completion, CompletionRequest, Provider
+
+if TYPE_CHECKING:
+    import openai
 
 __all__ = ["OpenAIProvider", "response_format"]
 
@@ -69,12 +74,26 @@ class OpenAIProvider(Provider):
         self._key = api_key
         self._client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout)
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # never the key
         return f"OpenAIProvider(name={self.name!r}, base_url={self.base_url!r})"
 
-    async def complete(self, request: CompletionRequest) -> Completion:
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        """The SDK's ``AsyncOpenAI`` client (the batch adapter sends its jobs through it)."""
+        return self._client
+
+    async def call(self, make: Callable[[], Awaitable[Any]]) -> tuple[Any, dict[str, str]]:
+        """One SDK call (``make`` starts a ``with_raw_response`` request): its parsed response
+        and headers, or the error it maps to, the key scrubbed from every message."""
         import openai
 
+        return await call_sdk(openai, self.name, self._key, make)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with this provider's key taken out (for a message a server may echo it in)."""
+        return scrub_secret(text, self._key)
+
+    async def complete(self, request: CompletionRequest) -> Completion:
         messages: list[dict[str, str]] = []
         if request.system:
             messages.append({"role": "system", "content": request.system})
@@ -88,15 +107,15 @@ class OpenAIProvider(Provider):
         fmt = response_format(request)
         if fmt is not None:
             params["response_format"] = fmt
-        completion, headers = await call_sdk(
-            openai,
-            self.name,
-            self._key,
-            lambda: self._client.chat.completions.with_raw_response.create(**params),
+        completion, headers = await self.call(
+            lambda: self._client.chat.completions.with_raw_response.create(**params)
         )
-        return self._completion(completion, headers)
+        return self.completion_from(completion, headers)
 
-    def _completion(self, completion: Any, headers: dict[str, str]) -> Completion:
+    def completion_from(self, completion: Any, headers: Mapping[str, str]) -> Completion:
+        """Our :class:`Completion` from the SDK's ``ChatCompletion`` (online, or one line of a
+        batch's output); ``ContentFiltered`` for a filtered reply, ``ServerError`` for a
+        malformed one."""
         try:
             choice = completion.choices[0]
             text = choice.message.content

@@ -21,13 +21,14 @@ from chainfleet.providers.base import Completion, CompletionRequest, Provider
 from chainfleet.sim import jsonvalue as simjson
 from chainfleet.sim import text as simtext
 
-__all__ = ["SimProvider"]
+__all__ = ["SimProvider", "sim_text"]
 
 
 @functools.lru_cache(maxsize=4096)
-def _generate(prompt: str, system: str | None, seed: int, max_tokens: int, model: str) -> str:
-    """``simtext.generate``, memoized: a pure function, and the simulator's own CPU time should
-    stay out of the way of the runner it stands in for (a real model computes elsewhere)."""
+def sim_text(prompt: str, system: str | None, seed: int, max_tokens: int, model: str) -> str:
+    """The simulated model's prose reply: ``simtext.generate``, memoized (the batch adapter
+    answers with it too). A pure function, and the simulator's own CPU time should stay out of
+    the way of the runner it stands in for (a real model computes elsewhere)."""
     return simtext.generate(prompt, system=system, seed=seed, max_tokens=max_tokens, model=model)
 
 
@@ -85,7 +86,7 @@ class SimProvider(Provider):
         share of prompts with ``invalid_output_rate``)."""
         s = self.settings
         if request.schema is None:
-            return _generate(request.prompt, request.system, s.seed, request.max_tokens, request.model)
+            return sim_text(request.prompt, request.system, s.seed, request.max_tokens, request.model)
         prompt = f"{request.system}\n{request.prompt}" if request.system else request.prompt
         if s.invalid_output_rate and _unit(s.seed, "invalid", key) < s.invalid_output_rate:
             return simjson.malformed(request.schema, prompt=prompt, seed=s.seed)

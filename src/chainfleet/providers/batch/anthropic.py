@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from chainfleet.errors import CallError, ConfigError, ConnectionFailed, ServerError, Timeout
-from chainfleet.providers._errors import call_sdk, classify, scrub
+from chainfleet.providers._errors import classify
 from chainfleet.providers.anthropic import AnthropicProvider, forced_tool
 from chainfleet.providers.base import CompletionRequest
 from chainfleet.providers.batch.base import BatchAdapter, BatchExpired, BatchItem, BatchStatus, Outcome
@@ -34,7 +34,8 @@ _STATUS = {
 
 
 class AnthropicBatchAdapter(BatchAdapter):
-    """Message Batches on an Anthropic-style endpoint; uses the provider's client and key."""
+    """Message Batches on an Anthropic-style endpoint, through the provider's client (and its error
+    mapping)."""
 
     max_requests = 100_000
     max_bytes = 256 * 2**20
@@ -42,15 +43,12 @@ class AnthropicBatchAdapter(BatchAdapter):
     def __init__(self, provider: AnthropicProvider) -> None:
         self.provider = provider
         self.name = provider.name
-        self._client = provider._client
-        self._key = provider._key
+        self._client = provider.client
         #: the forced tool of each structured request expected, by custom id, until its result is read
         self._forced: dict[str, tuple[dict[str, Any], bool]] = {}
 
     async def _call(self, make: Any) -> Any:
-        import anthropic
-
-        parsed, _ = await call_sdk(anthropic, self.name, self._key, make)
+        parsed, _ = await self.provider.call(make)
         return parsed
 
     def line(self, item: BatchItem) -> dict[str, Any]:
@@ -60,7 +58,7 @@ class AnthropicBatchAdapter(BatchAdapter):
             "max_tokens": r.max_tokens,
             "messages": [{"role": "user", "content": r.prompt}],
         }
-        if self.provider._takes_temperature:
+        if self.provider.takes_temperature:
             params["temperature"] = r.temperature
         if r.system:
             params["system"] = r.system
@@ -120,15 +118,16 @@ class AnthropicBatchAdapter(BatchAdapter):
         except anthropic.APITimeoutError as exc:
             raise Timeout(f"{self.name}: reading the batch results timed out") from exc
         except anthropic.APIConnectionError as exc:
-            raise ConnectionFailed(f"{self.name}: connection failed: {scrub(str(exc), self._key)}") from exc
+            message = self.provider.scrub(str(exc))
+            raise ConnectionFailed(f"{self.name}: connection failed: {message}") from exc
         except anthropic.APIStatusError as exc:
-            raise classify(exc.status_code, scrub(exc.message, self._key), provider=self.name) from exc
+            raise classify(exc.status_code, self.provider.scrub(exc.message), provider=self.name) from exc
 
     def _outcome(self, result: Any, forced: tuple[dict[str, Any], bool] | None = None) -> Outcome:
         kind = getattr(result, "type", None)
         if kind == "succeeded":
             try:
-                return self.provider._completion(result.message, {}, forced)
+                return self.provider.completion_from(result.message, {}, forced)
             except CallError as exc:
                 return exc
         if kind == "errored":
@@ -136,7 +135,7 @@ class AnthropicBatchAdapter(BatchAdapter):
             error_type = str(getattr(inner, "type", "api_error"))
             message = str(getattr(inner, "message", "") or error_type)
             status = _STATUS.get(error_type, 500)
-            return classify(status, scrub(message, self._key), kind=error_type, provider=self.name)
+            return classify(status, self.provider.scrub(message), kind=error_type, provider=self.name)
         if kind in ("expired", "canceled"):
             return BatchExpired(f"{self.name} batch: the request {kind} before it was processed")
         return ServerError(f"{self.name}: unknown batch result type {kind!r}")

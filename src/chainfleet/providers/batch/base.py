@@ -4,6 +4,8 @@ A :class:`BatchAdapter` knows one provider's batch jobs (OpenAI Files + Batches,
 Message Batches, the built-in sim) and nothing of runs: it uploads a chunk of requests, creates
 the job, reports its state and hands back one outcome per ``custom_id``. Which requests form a
 chunk, when to poll, and what a result means for an item is :mod:`chainfleet.chain.batch`'s business.
+Which adapter a provider gets is :func:`chainfleet.providers.batch.batch_adapter_for`'s: this
+module knows no concrete adapter (they all import it).
 
 Example::
 
@@ -23,8 +25,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from chainfleet.errors import CallError, ConfigError, RetryableError
-from chainfleet.providers.base import Completion, CompletionRequest, Provider
+from chainfleet.errors import CallError, RetryableError
+from chainfleet.providers.base import Completion, CompletionRequest
 
 __all__ = [
     "BatchAdapter",
@@ -32,7 +34,6 @@ __all__ = [
     "BatchItem",
     "BatchStatus",
     "Outcome",
-    "batch_adapter_for",
 ]
 
 #: what one request of a batch came to: its completion, or the error it got
@@ -126,28 +127,3 @@ class BatchAdapter:
     async def aclose(self) -> None:
         """Release what the adapter holds (the provider closes its own client)."""
 
-
-def batch_adapter_for(provider: Provider, *, sim_delay: float = 1.0) -> BatchAdapter:
-    """The batch adapter of ``provider``, or ``ConfigError`` for one without a batch API."""
-    kind = provider.kind
-    if kind == "sim":
-        from chainfleet.providers.batch.sim import SimBatchAdapter
-        from chainfleet.providers.sim import SimProvider
-
-        if isinstance(provider, SimProvider):
-            return SimBatchAdapter(provider, delay=sim_delay)
-    if kind == "openai":
-        from chainfleet.providers.batch.openai import OpenAIBatchAdapter
-        from chainfleet.providers.openai import OpenAIProvider
-
-        if isinstance(provider, OpenAIProvider):
-            return OpenAIBatchAdapter(provider)
-    if kind == "anthropic":
-        from chainfleet.providers.anthropic import AnthropicProvider
-        from chainfleet.providers.batch.anthropic import AnthropicBatchAdapter
-
-        if isinstance(provider, AnthropicProvider):
-            return AnthropicBatchAdapter(provider)
-    raise ConfigError(
-        f"provider {getattr(provider, 'name', kind)!r} ({kind}) has no batch API; run it online"
-    )

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Final
 
 from chainfleet.errors import CallError, ConfigError, ModelNotFound, ServerError
-from chainfleet.providers._errors import call_sdk, classify, error_fields
+from chainfleet.providers._errors import classify, error_fields
 from chainfleet.providers.batch.base import BatchAdapter, BatchExpired, BatchItem, BatchStatus, Outcome
 from chainfleet.providers.openai import OpenAIProvider, response_format
 
@@ -26,7 +26,7 @@ _ENDED = {"completed", "expired", "failed", "cancelled"}
 
 
 class OpenAIBatchAdapter(BatchAdapter):
-    """Batch jobs on an OpenAI-style endpoint; uses the provider's client and key."""
+    """Batch jobs on an OpenAI-style endpoint, through the provider's client (and its error mapping)."""
 
     max_requests = 50_000
     max_bytes = 200 * 2**20
@@ -34,13 +34,10 @@ class OpenAIBatchAdapter(BatchAdapter):
     def __init__(self, provider: OpenAIProvider) -> None:
         self.provider = provider
         self.name = provider.name
-        self._client = provider._client
-        self._key = provider._key
+        self._client = provider.client
 
     async def _call(self, make: Any) -> Any:
-        import openai
-
-        parsed, _ = await call_sdk(openai, self.name, self._key, make)
+        parsed, _ = await self.provider.call(make)
         return parsed
 
     def line(self, item: BatchItem) -> dict[str, Any]:
@@ -158,7 +155,7 @@ class OpenAIBatchAdapter(BatchAdapter):
             return custom_id, classify(status, text, code=code, kind=kind, provider=self.name)
         try:
             completion = openai.types.chat.ChatCompletion.model_validate(body)
-            return custom_id, self.provider._completion(completion, {})
+            return custom_id, self.provider.completion_from(completion, {})
         except CallError as exc:
             return custom_id, exc
         except ValueError:

@@ -16,7 +16,7 @@ from typing import Any
 from chainfleet.errors import ServerError
 from chainfleet.providers.base import Completion
 from chainfleet.providers.batch.base import BatchAdapter, BatchExpired, BatchItem, BatchStatus, Outcome
-from chainfleet.providers.sim import SimProvider, _generate
+from chainfleet.providers.sim import SimProvider, sim_text
 from chainfleet.sim import text as simtext
 
 __all__ = ["SimBatchAdapter"]
@@ -68,7 +68,7 @@ class SimBatchAdapter(BatchAdapter):
         r, s = item.request, self.provider.settings
         if any(text in r.prompt for text in s.fail_on):
             return ServerError("simulated 500 Internal Server Error", status=500)
-        text = _generate(r.prompt, r.system, s.seed, r.max_tokens, r.model)
+        text = sim_text(r.prompt, r.system, s.seed, r.max_tokens, r.model)
         prompt_tokens = simtext.count_tokens(r.prompt)
         if r.system:
             prompt_tokens += simtext.count_tokens(r.system)
