@@ -88,7 +88,9 @@ class ProviderPool:
         name always means the built-in). URLs are checked; a named ``api_key_env`` must be set."""
         settings = None if name in BUILTIN_PROVIDERS else self.pipeline.providers.get(name)
         key_env: str | None
-        if settings is None:
+        if name == "sim":  # the simulated model reads no environment: it is the same everywhere
+            kind, key_env, api_key, base_url = name, None, None, None
+        elif settings is None:
             prefix = re.sub(r"[^A-Za-z0-9]", "_", name).upper()
             kind, key_env = name, f"{prefix}_API_KEY"
             api_key = os.environ.get(key_env, "").strip() or None
