@@ -17,68 +17,28 @@ How one gated stage goes::
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from chainfleet.chain.calls import Called, Calls, Prepared
 from chainfleet.chain.progress import Chain, GateOutcome
 from chainfleet.chain.review import with_feedback
-from chainfleet.errors import CallError, FatalError, InvalidOutput, PermanentError, RetryableError
-from chainfleet.limits.headers import parse_rate_limits
-from chainfleet.limits.limiter import ModelLimiter, Reservation, estimate_tokens
+from chainfleet.errors import CallError, FatalError, InvalidOutput
 from chainfleet.pipeline import Stage
 from chainfleet.pipeline.contracts import Contract, schema_instructions
 from chainfleet.pipeline.gates import JUDGE_SCHEMA, CheckResult, JudgeCheck, as_text, feedback_of
 from chainfleet.providers import CompletionRequest
-from chainfleet.store.runstore import CallRow, RevisionRow, StageHit
+from chainfleet.store.runstore import RevisionRow, StageHit
 from chainfleet.store.stats import StageStats
 
 if TYPE_CHECKING:
-    from chainfleet.chain.batch import BatchCalls
     from chainfleet.chain.context import RunContext
 
 #: what one attempt gives back: (text, input tokens, output tokens)
 Call = tuple[str, int, int]
 _JUDGE = Contract(JUDGE_SCHEMA)
-
-
-class ToolError(PermanentError):
-    """A tool step raised something other than a chainfleet error."""
-
-    kind = "tool_error"
-
-
-@dataclass
-class Attempt:
-    """One attempt's timing: queued (asked), started (the provider call began), waits."""
-
-    number: int
-    queued: float
-    started: float
-    limiter_wait: float = 0.0
-    cooldown_wait: float = 0.0
-
-
-@dataclass
-class Called:
-    """A call's text after its attempts, with the tokens and service time they took."""
-
-    text: str
-    input_tokens: int
-    output_tokens: int
-    seconds: float
-    attempts: int
-
-    def add(self, more: Called) -> None:
-        self.text = more.text
-        self.input_tokens += more.input_tokens
-        self.output_tokens += more.output_tokens
-        self.seconds += more.seconds
-        self.attempts += more.attempts
 
 
 @dataclass
@@ -112,47 +72,12 @@ class Try:
         )
 
 
-@dataclass
-class Prepared:
-    """A call made ready for one item: how to attempt it, how to ask again to repair it, and
-    (made on demand: it costs a hash of the whole prompt) the key of its input."""
-
-    call: Callable[[Attempt], Awaitable[Call]]
-    key_parts: tuple[Any, ...]
-    spec: str | None = None
-    gated: bool = False
-    cacheable: bool = False
-    #: the same call with the validator's message appended (None: cannot be asked again)
-    repair: Callable[[str, str], Prepared] | None = None
-    _key: str | None = None
-
-    @property
-    def key(self) -> str:
-        if self._key is None:
-            self._key = _key(*self.key_parts)
-        return self._key
-
-
-def _key(*parts: object) -> str:
-    """The key of a stage's input: same key, same request, same result to reuse."""
-    data = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
-    return hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
 def gate_message(results: list[CheckResult]) -> str:
     """The failure of an item at a gate: each failed check and its reason."""
     failed = [r for r in results if not r.passed]
     return "; ".join(
         f"quality gate: {r.reason}" if r.name == "gate" else f"quality gate {r.name!r}: {r.reason}"
         for r in failed
-    )
-
-
-def repair_note(problem: str, reply: str) -> str:
-    """What a repair call adds to the prompt: the reply and what was wrong with it."""
-    return (
-        f"\n\nYour previous reply was not valid: {problem}.\nPrevious reply:\n{reply[:2000]}\n"
-        "Reply again with only the corrected JSON value."
     )
 
 
@@ -180,6 +105,8 @@ class StageExecutor:
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
+        #: makes the calls: limiter, retries, the calls table, prices
+        self.calls = Calls(ctx)
         stages = list(ctx.pipeline.stages)
         #: stages whose every try is stored (contracts, gates, and stages a revision re-runs)
         self._tracked = {s.name for s in stages if s.contract is not None or s.checks}
@@ -295,7 +222,7 @@ class StageExecutor:
         if stage.is_tool:
             if feedback:  # sent back by a reviewer: the tool sees the note (and its key changes)
                 context |= {"feedback": feedback, "previous": "" if previous is None else as_text(previous)}
-            prepared = self._tool_call(stage, context)
+            prepared = self.calls.tool_call(stage, context)
         else:
             context["feedback"] = feedback
             context["previous"] = "" if previous is None else as_text(previous)
@@ -306,7 +233,7 @@ class StageExecutor:
         stats = self.ctx.stats.stage(stage.name)
         stats.in_flight += 1
         try:
-            called = await self._attempts(chain, stage.name, prepared, stats)
+            called = await self.calls.attempts(chain, stage.name, prepared, stats)
             contract, limit = stage.contract, stage.max_repairs
             value, repairs = await self._repair(chain, stage.name, contract, limit, prepared, called, stats)
         finally:
@@ -382,46 +309,11 @@ class StageExecutor:
             repairs += 1
             self.ctx.stats.repairs += 1
             prepared = prepared.repair(problem, called.text)
-            more = await self._attempts(chain, label, prepared, stats)
+            more = await self.calls.attempts(chain, label, prepared, stats)
             called.add(more)
             value, problem = contract.check(more.text)
         called.text = json.dumps(value, ensure_ascii=False)
         return value, repairs
-
-    async def _attempts(self, chain: Chain, label: str, prepared: Prepared, stats: StageStats) -> Called:
-        """Attempt one call until it succeeds or the retry policy gives up (then raise)."""
-        attempt = 0
-        service = 0.0
-        while True:
-            attempt += 1
-            chain.attempts += 1
-            self.ctx.stats.calls += 1
-            stats.calls += 1
-            now = self.ctx.clock.now()
-            record = Attempt(number=attempt, queued=now, started=now)
-            try:
-                text, tokens_in, tokens_out = await prepared.call(record)
-            except CallError as exc:
-                service += self._count_attempt(chain, stats, record, ok=False)
-                if exc.kind == "rate_limited":
-                    self.ctx.stats.rate_limited += 1
-                retrying = self.ctx.retry.should_retry(exc, attempt) and not self.ctx.halted
-                wait = 0.0
-                if retrying and not (exc.kind == "rate_limited" and prepared.gated):
-                    # (else the cooldown gate waits)
-                    wait = self.ctx.retry.wait(exc, attempt, self.ctx.rng)
-                self._save_call(chain, label, record, exc.kind, backoff=wait, error=str(exc))
-                if not retrying:
-                    raise
-                self.ctx.stats.calls_retried += 1
-                if wait:
-                    self.ctx.stats.backoff_seconds += wait
-                    await self.ctx.clock.sleep(wait)
-                continue
-            service += self._count_attempt(chain, stats, record, ok=True)
-            self._save_call(chain, label, record, "ok", tokens=(tokens_in, tokens_out))
-            self._spend(prepared.spec, tokens_in, tokens_out)
-            return Called(text, tokens_in, tokens_out, service, attempt)
 
     async def _keep(
         self,
@@ -481,7 +373,7 @@ class StageExecutor:
             structured=structured,
             schema_name="verdict",
         )
-        prepared = self._prepare(spec, request, ("judge", spec, prompt, check.max_tokens))
+        prepared = self.calls.prepare(spec, request, ("judge", spec, prompt, check.max_tokens))
         label = f"{stage.name}:judge"
         stats = self.ctx.stats.stage(label)
         self.ctx.stats.judge_calls += 1
@@ -490,49 +382,12 @@ class StageExecutor:
             self.ctx.stats.cache_hits += 1
             called = Called(hit.output, hit.input_tokens, hit.output_tokens, 0.0, 0)
         else:
-            called = await self._attempts(chain, label, prepared, stats)
+            called = await self.calls.attempts(chain, label, prepared, stats)
         value, _ = await self._repair(chain, label, _JUDGE, 2, prepared, called, stats)
         if hit is None and prepared.cacheable and self.ctx.cache is not None:
             verdict = StageHit(called.text, called.input_tokens, called.output_tokens)
             self.ctx.cache.cache_put(prepared.key, verdict)
         return check.verdict(value)
-
-    def _spend(self, spec: str | None, tokens_in: int, tokens_out: int) -> None:
-        self.ctx.stats.input_tokens += tokens_in
-        self.ctx.stats.output_tokens += tokens_out
-        self.ctx.spend.add(spec, tokens_in, tokens_out)
-
-    def _save_call(
-        self,
-        chain: Chain,
-        label: str,
-        record: Attempt,
-        status: str,
-        *,
-        backoff: float = 0.0,
-        tokens: tuple[int, int] = (0, 0),
-        error: str | None = None,
-    ) -> None:
-        t0 = self.ctx.t0
-        self.ctx.store.save_call(
-            self.ctx.run_id,
-            CallRow(
-                index=chain.item.index,
-                item_id=chain.item.id,
-                stage=label,
-                attempt=record.number,
-                queued=record.queued - t0,
-                started=record.started - t0,
-                ended=self.ctx.clock.now() - t0,
-                status=status,
-                limiter_wait=record.limiter_wait,
-                cooldown_wait=record.cooldown_wait,
-                backoff=backoff,
-                input_tokens=tokens[0],
-                output_tokens=tokens[1],
-                error=error,
-            ),
-        )
 
     def _llm_call(self, stage: Stage, context: Mapping[str, Any], revision: int) -> Prepared:
         """One LLM stage made ready: its request (with its schema), its key, its repairs."""
@@ -562,114 +417,4 @@ class StageExecutor:
             key_parts += (json.dumps(contract.schema, sort_keys=True), request.structured)
         if revision:
             key_parts += (("revision", revision),)
-        return self._prepare(spec, request, key_parts, self.ctx.batch_calls(stage, str(context["id"])))
-
-    def _prepare(
-        self,
-        spec: str,
-        request: CompletionRequest,
-        key_parts: tuple[Any, ...],
-        batch: BatchCalls | None = None,
-    ) -> Prepared:
-        """A request made ready: an attempt goes through the model's limiter and the adaptive
-        gate; a 429 closes the model's cooldown gate. In batch mode (``batch``, see
-        chainfleet.chain.batch) it goes into a provider batch job instead: no limiter (a batch API
-        has limits of its own), and the batch price."""
-        provider, model = self.ctx.pool.for_model(spec)
-        caller = batch(key_parts) if batch is not None else None
-        limiter = self.ctx.limits.of(spec) if caller is None else None
-        estimate = estimate_tokens((request.system or "") + request.prompt, model) + request.max_tokens
-
-        async def call(record: Attempt) -> Call:
-            reservation = None
-            if limiter is not None:
-                reservation = await limiter.acquire(estimate)
-                record.limiter_wait = reservation.limiter_wait
-                record.cooldown_wait = reservation.cooldown_wait
-                self.ctx.stats.limiter_seconds += reservation.limiter_wait
-                self.ctx.stats.cooldown_seconds += reservation.cooldown_wait
-            record.started = started = self.ctx.clock.now()
-            try:
-                completion = await (provider.complete(request) if caller is None else caller(request))
-            except CallError as exc:
-                if self.ctx.adaptive is not None:
-                    busy = exc.kind in ("rate_limited", "overloaded")
-                    await self.ctx.adaptive.observe(ok=False, overloaded=busy, latency=None)
-                if limiter is not None and reservation is not None:
-                    self._refused_or_failed(limiter, reservation, exc, record.number)
-                raise
-            except BaseException:  # cancelled: a slow-start probe must not hold the others
-                if limiter is not None and reservation is not None:
-                    limiter.failed(reservation)
-                raise
-            if self.ctx.adaptive is not None:
-                latency = self.ctx.clock.now() - started
-                await self.ctx.adaptive.observe(ok=True, overloaded=False, latency=latency)
-            if limiter is not None and reservation is not None:
-                limiter.observe(parse_rate_limits(completion.headers, time.time()))
-                limiter.settle(reservation, completion.input_tokens + completion.output_tokens)
-            self.ctx.stats.cached_tokens += completion.cached_tokens
-            return completion.text, completion.input_tokens, completion.output_tokens
-
-        def repair(problem: str, reply: str) -> Prepared:
-            again = dataclasses.replace(request, prompt=request.prompt + repair_note(problem, reply))
-            return self._prepare(spec, again, (*key_parts, ("repair", problem)), batch)
-
-        # the response cache: real providers only (sim must take its time), deterministic requests
-        cacheable = provider.kind != "sim" and request.temperature == 0
-        return Prepared(
-            call=call,
-            key_parts=key_parts,
-            spec=spec if caller is None else f"{spec}@batch",
-            gated=limiter is not None,
-            cacheable=cacheable,
-            repair=repair if request.schema is not None else None,
-        )
-
-    def _refused_or_failed(
-        self, limiter: ModelLimiter, reservation: Reservation, exc: CallError, attempt: int
-    ) -> None:
-        """A 429 closes the model's cooldown gate (and gives its tokens back); anything else
-        only frees the call's place (a slow-start probe lets the others go)."""
-        if exc.kind != "rate_limited":
-            limiter.failed(reservation)
-            return
-        wait = exc.retry_after if isinstance(exc, RetryableError) else None
-        if wait is None:
-            wait = self.ctx.retry.backoff(attempt, self.ctx.rng)
-        limiter.refused(reservation, wait)
-
-    async def _tool(self, stage: Stage, context: Mapping[str, Any]) -> str:
-        try:
-            result = await stage.tool(context)
-        except CallError:
-            raise
-        except Exception as exc:  # a tool's own bug or failure: the item fails, others go on
-            raise ToolError(f"{type(exc).__name__}: {exc}", stage=stage.name) from exc
-        if not isinstance(result, str):
-            raise ToolError(f"tool returned {type(result).__name__}, not str", stage=stage.name)
-        return result
-
-    def _count_attempt(self, chain: Chain, stats: Any, record: Attempt, *, ok: bool) -> float:
-        """Count one attempt; its service time runs from the call's start, after any wait for
-        the limiter (so ``sequential_seconds`` is the calls' own time)."""
-        elapsed = self.ctx.clock.now() - record.started
-        chain.seconds += elapsed
-        stats.seconds.append(elapsed)
-        self.ctx.stats.service_seconds += elapsed
-        if ok:
-            self.ctx.stats.calls_succeeded += 1
-        else:
-            self.ctx.stats.calls_failed += 1
-            stats.failed += 1
-        return elapsed
-
-    def _tool_call(self, stage: Stage, context: Mapping[str, Any]) -> Prepared:
-        tool = stage.tool
-        name = f"{getattr(tool, '__module__', '')}.{getattr(tool, '__qualname__', repr(tool))}"
-
-        async def call(record: Attempt) -> Call:
-            return await self._tool(stage, context), 0, 0
-
-        return Prepared(call=call, key_parts=(stage.name, "tool", name, dict(context)))
-
+        return self.calls.prepare(spec, request, key_parts, self.ctx.batch_calls(stage, str(context["id"])))

@@ -30,7 +30,6 @@ import asyncio
 import secrets
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from chainfleet.backends import Backend, LocalBackend
@@ -50,54 +49,16 @@ from chainfleet.providers import Provider
 from chainfleet.report.build import build_report, score_final
 from chainfleet.report.estimate import servers_of
 from chainfleet.report.model import RunReport
+from chainfleet.runner.budget import Budget
 from chainfleet.store.folder import open_cache
 from chainfleet.store.runstore import ItemRecord, RunStore
 from chainfleet.store.stats import COUNTERS, RunStats
 
-__all__ = ["MAX_CONCURRENCY", "Budget", "Runner", "latest_run_id", "new_run_id"]
+__all__ = ["MAX_CONCURRENCY", "Runner", "latest_run_id", "new_run_id"]
 
 #: the most chains in flight a run may ask for: each one is a task, and past this no provider
 #: answers faster, while ten million of them take gigabytes before the first call
 MAX_CONCURRENCY = 10_000
-
-
-@dataclass(frozen=True, kw_only=True)
-class Budget:
-    """Stop admitting items before the run would spend more than this.
-
-    The projection is what is spent so far plus, for every chain in flight and the next one,
-    what a chain has cost on average (before any chain has finished: its calls' ``max_tokens``
-    plus their prompts, priced). Chains in flight always finish.
-    """
-
-    max_cost: float | None = None
-    max_tokens: int | None = None
-
-    @property
-    def reason(self) -> str:
-        parts = []
-        if self.max_cost is not None:
-            parts.append(f"${self.max_cost:g}")
-        if self.max_tokens is not None:
-            parts.append(f"{self.max_tokens:,} tokens")
-        return f"budget of {' / '.join(parts)} reached"
-
-    def exhausted(self, runner: Runner) -> bool:
-        stats = runner.stats
-        chains = stats.done + stats.failed_now
-        ahead = stats.in_flight + 1
-        tokens = stats.input_tokens + stats.output_tokens
-        if self.max_tokens is not None:
-            per_chain = tokens / chains if chains else runner.chain_token_estimate()
-            if tokens + ahead * per_chain > self.max_tokens:
-                return True
-        if self.max_cost is not None:
-            if runner.cost_usd is None:
-                return False  # unknown prices: only a token budget can hold
-            per_chain_cost = runner.cost_usd / chains if chains else runner.chain_cost_estimate()
-            if runner.cost_usd + ahead * per_chain_cost > self.max_cost:
-                return True
-        return False
 
 
 class Runner:
@@ -369,7 +330,7 @@ class Runner:
 
         async def worker() -> None:
             while not self.halted:
-                if self.budget is not None and self.budget.exhausted(self):
+                if self.budget is not None and self.budget.exhausted(self.ctx):
                     self.ctx.state.stop(self.budget.reason)
                     return
                 if self.adaptive is not None:
@@ -459,20 +420,6 @@ class Runner:
         if self._scores:
             self.store.save_quality(self.run_id, self._scores)
             self._scores = []
-
-    def chain_token_estimate(self) -> float:
-        """Tokens one chain may use, before any has finished: prompts unknown, ~500 each."""
-        return float(sum(s.max_tokens + 500 for s in self._stages if not s.is_tool))
-
-    def chain_cost_estimate(self) -> float:
-        total = 0.0
-        for stage in self._stages:
-            if stage.is_tool:
-                continue
-            price = self.ctx.spend.price(self.pipeline.model_for(stage))
-            if price is not None:
-                total += price.cost(500, stage.max_tokens)
-        return total
 
     def _skip_rest(self, items: Iterator[Item]) -> None:
         """Record items never admitted (the run stopped) so results.jsonl lists every item."""
