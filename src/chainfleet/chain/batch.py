@@ -48,8 +48,9 @@ from chainfleet.providers.batch.base import (
     Outcome,
     batch_adapter_for,
 )
+from chainfleet.store.atomic import kill_point as _kill_point
 from chainfleet.store.batch_ledger import PREPARING, SUBMITTED, UPLOADED, BatchLedger, RequestResult
-from chainfleet.store.runstore import RunStore, _kill_point
+from chainfleet.store.runstore import RunStore
 
 if TYPE_CHECKING:
     from chainfleet.runner.core import Runner

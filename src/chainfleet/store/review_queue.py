@@ -1,4 +1,4 @@
-"""The review queue and every decision on it, in the run store (``run.db``).
+"""The review queue and every decision on it, in the run store (``run.db``, migration m005).
 
 An item that needs a person is *queued* (one row of ``review_queue``) with the output under
 review, why it waits, its gate results and its quality score. A reviewer *decides* it: approve,
@@ -32,49 +32,10 @@ from typing import Any
 
 from chainfleet.errors import ConfigError
 
-__all__ = ["ACTIONS", "AlreadyDecided", "Decision", "Entry", "ReviewError", "ReviewQueue", "m005_review"]
+__all__ = ["ACTIONS", "AlreadyDecided", "Decision", "Entry", "ReviewError", "ReviewQueue"]
 
 #: decisions a reviewer can make; the state an entry takes for each
 ACTIONS = {"approve": "approved", "edit": "edited", "reject": "rejected"}
-
-
-def m005_review(db: sqlite3.Connection) -> None:
-    """The review queue and the decisions made on it (issue 10). Creates only its own tables,
-    so its place in ``MIGRATIONS`` does not matter."""
-    db.executescript(
-        """
-        CREATE TABLE IF NOT EXISTS review_queue (
-            qid INTEGER PRIMARY KEY AUTOINCREMENT,
-            run_id TEXT NOT NULL,
-            idx INTEGER NOT NULL,
-            item_id TEXT NOT NULL,
-            stage TEXT NOT NULL,
-            reason TEXT NOT NULL,
-            output TEXT NOT NULL,
-            checks TEXT,
-            quality REAL,
-            queued REAL NOT NULL,
-            state TEXT NOT NULL DEFAULT 'waiting',
-            decision INTEGER,
-            taken_by TEXT
-        );
-        CREATE INDEX IF NOT EXISTS review_queue_by_item ON review_queue (item_id, stage, state);
-        CREATE TABLE IF NOT EXISTS review_decisions (
-            did INTEGER PRIMARY KEY AUTOINCREMENT,
-            qid INTEGER NOT NULL,
-            item_id TEXT NOT NULL,
-            stage TEXT NOT NULL,
-            reviewer TEXT NOT NULL,
-            decided REAL NOT NULL,
-            action TEXT NOT NULL,
-            note TEXT,
-            from_stage TEXT,
-            before TEXT NOT NULL,
-            after TEXT,
-            undone REAL
-        );
-        """
-    )
 
 
 class ReviewError(ConfigError):

@@ -35,33 +35,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SESSION_STATES", "SessionRow", "Sessions", "m007_sessions"]
+__all__ = ["SESSION_STATES", "SessionRow", "Sessions"]
 
 #: every way a session can end (``running`` while it goes)
 SESSION_STATES = ("running", "done", "interrupted", "stopped", "killed-unknown")
-
-
-def m007_sessions(db: sqlite3.Connection) -> None:
-    """Sessions: every process that worked on a run; each call tagged with its session, and
-    an index to sum an item's calls over the sessions before this one (resume); and whether
-    the run's output folder was written to its end (``runs.output``: writing, written)."""
-    db.executescript(
-        """
-        CREATE TABLE IF NOT EXISTS sessions (
-            run_id TEXT NOT NULL,
-            session INTEGER NOT NULL,
-            started REAL NOT NULL,
-            ended REAL,
-            status TEXT NOT NULL,
-            pid INTEGER,
-            stats TEXT,
-            PRIMARY KEY (run_id, session)
-        );
-        ALTER TABLE calls ADD COLUMN session INTEGER NOT NULL DEFAULT 1;
-        ALTER TABLE runs ADD COLUMN output TEXT;
-        CREATE INDEX IF NOT EXISTS calls_by_item ON calls (run_id, idx);
-        """
-    )
 
 
 @dataclass(frozen=True)
