@@ -33,10 +33,10 @@ from chainfleet.store.rows import (
     ItemRecord,
     RevisionRow,
     StageHit,
-    _add_try,
-    _json_dict,
-    _output,
-    _revision,
+    add_try,
+    decode_json_dict,
+    decode_output,
+    decode_revision,
 )
 from chainfleet.store.sessions import Sessions
 
@@ -293,7 +293,7 @@ class RunStore:
             sql += " AND run_id = ?"
             args += (run_id,)
         row = self.db.execute(sql + " ORDER BY gates IS NULL LIMIT 1", args).fetchone()
-        return _revision(row) if row else None
+        return decode_revision(row) if row else None
 
     def revisions(self, run_id: str) -> Iterator[RevisionRow]:
         """Every try of the run, by item, stage and revision."""
@@ -304,7 +304,7 @@ class RunStore:
             "ORDER BY idx, stage, revision",
             (run_id,),
         ):
-            yield _revision(row)
+            yield decode_revision(row)
 
     def cache_get(self, key: str) -> StageHit | None:
         row = self.db.execute(
@@ -432,7 +432,7 @@ class RunStore:
                     "status": status,
                     "items": counts,
                     "summary": json.loads(summary) if summary else None,
-                    "settings": _json_dict(settings),
+                    "settings": decode_json_dict(settings),
                     "output": output,
                 }
             )
@@ -467,10 +467,10 @@ class RunStore:
             )
             while pending is not None and pending[0] <= idx:
                 if pending[0] == idx:
-                    record.outputs[pending[1]] = _output(pending[2], pending[3])
+                    record.outputs[pending[1]] = decode_output(pending[2], pending[3])
                 pending = next(outputs, None)
             while tried is not None and tried.index <= idx:
                 if tried.index == idx:
-                    _add_try(record.gates, tried)
+                    add_try(record.gates, tried)
                 tried = next(tries, None)
             yield record

@@ -35,6 +35,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from chainfleet.store.rows import decode_json_dict
+
 __all__ = ["SESSION_STATES", "SessionRow", "Sessions"]
 
 #: every way a session can end (``running`` while it goes)
@@ -131,7 +133,7 @@ class Sessions:
             "WHERE run_id = ? ORDER BY session",
             (run_id,),
         ).fetchall()
-        return [SessionRow(r[0], r[1], r[2], r[3], r[4], r[5], _stats(r[6])) for r in rows]
+        return [SessionRow(r[0], r[1], r[2], r[3], r[4], r[5], decode_json_dict(r[6])) for r in rows]
 
     def item_calls_before(self, run_id: str, index: int, number: int) -> tuple[int, float]:
         """Attempts made for item ``index`` by sessions before ``number``, and their service
@@ -148,11 +150,3 @@ class Sessions:
         are drawn after it, not over the first session's."""
         row = self.db.execute("SELECT MAX(ended) FROM calls WHERE run_id = ?", (run_id,)).fetchone()
         return float(row[0] or 0.0)
-
-
-def _stats(text: str | None) -> dict[str, Any]:
-    try:
-        data = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
