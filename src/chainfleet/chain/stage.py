@@ -29,7 +29,8 @@ from chainfleet.chain.review import with_feedback
 from chainfleet.errors import CallError, InvalidOutput, PermanentError, RetryableError
 from chainfleet.inputs.source import Item
 from chainfleet.limits.headers import parse_rate_limits
-from chainfleet.limits.limiter import ModelLimiter, Reservation, estimate_tokens
+from chainfleet.limits.limiter import ModelLimiter, Reservation
+from chainfleet.limits.tokens import estimate_tokens
 from chainfleet.pipeline.contracts import Contract, schema_instructions
 from chainfleet.pipeline.gates import JUDGE_SCHEMA, CheckResult, JudgeCheck, as_text, feedback_of
 from chainfleet.pipeline.spec import Stage

@@ -39,9 +39,10 @@ from chainfleet.chain.stage import Chain, StageExecutor
 from chainfleet.clock import Clock, SystemClock
 from chainfleet.errors import ConfigError, FatalError, InputError
 from chainfleet.inputs.source import InputSource, Item, items_from, open_input
+from chainfleet.limits.adaptive import AdaptiveConcurrency
 from chainfleet.limits.facts import limit_facts
 from chainfleet.limits.group import LimitGroup
-from chainfleet.limits.limiter import AdaptiveConcurrency, ModelLimiter
+from chainfleet.limits.limiter import ModelLimiter
 from chainfleet.limits.retry import RetryPolicy, retry_in_next_pass
 from chainfleet.pipeline.spec import Pipeline, Stage, parse_model
 from chainfleet.providers import Provider, ProviderPool
