@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from chainfleet.clock import VirtualClock
+from chainfleet.limits.adaptive import AdaptiveConcurrency
 from chainfleet.limits.control import QueueEstimate
-from chainfleet.limits.limiter import AdaptiveConcurrency
 from chainfleet.sim.queue import SlotQueue
 
 SLOTS, SERVICE = 8, 0.5

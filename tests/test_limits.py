@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from chainfleet.clock import VirtualClock
+from chainfleet.limits.adaptive import AdaptiveConcurrency
 from chainfleet.limits.headers import RateLimitInfo
-from chainfleet.limits.limiter import AdaptiveConcurrency, ModelLimiter, TokenBucket, estimate_tokens
+from chainfleet.limits.limiter import ModelLimiter, TokenBucket
+from chainfleet.limits.tokens import estimate_tokens
 
 
 def on_clock(clock: VirtualClock, make: Callable[[], Awaitable[Any]]) -> Any:

@@ -14,7 +14,8 @@ import pytest
 
 from chainfleet import VirtualClock, arun
 from chainfleet.cli.progress import Progress
-from chainfleet.limits.limiter import AdaptiveConcurrency, ModelLimiter
+from chainfleet.limits.adaptive import AdaptiveConcurrency
+from chainfleet.limits.limiter import ModelLimiter
 from chainfleet.runner.demo import demo_pipeline
 from chainfleet.store.stats import RunStats
 

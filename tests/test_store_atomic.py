@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from chainfleet.store import migrations
 from chainfleet.store import runstore as store_module
-from chainfleet.store.runstore import MIGRATIONS, RunStore
+from chainfleet.store.migrations import MIGRATIONS
+from chainfleet.store.runstore import RunStore
 
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")
 PIPELINE = (
@@ -70,7 +72,7 @@ def test_kill_9_inside_an_upgrade_keeps_the_old_store_whole_then_upgrades(
     tmp_path: Path, files: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "out").mkdir()
-    monkeypatch.setattr(store_module, "MIGRATIONS", MIGRATIONS[:-1])
+    monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS[:-1])
     RunStore.open(tmp_path / "out" / "run.db").close()  # a store one version old
     monkeypatch.undo()
     old = len(MIGRATIONS) - 1

@@ -48,8 +48,9 @@ from chainfleet.providers.batch import (
     Outcome,
     batch_adapter_for,
 )
+from chainfleet.store.atomic import kill_point
 from chainfleet.store.batch_ledger import PREPARING, SUBMITTED, UPLOADED, BatchLedger, RequestResult
-from chainfleet.store.runstore import RunStore, _kill_point
+from chainfleet.store.runstore import RunStore
 
 __all__ = ["BatchCalls", "BatchCounts", "Batcher", "batcher_for", "with_batch"]
 
@@ -305,7 +306,7 @@ class Batcher:
             if file_id is not None:
                 self.ledger.uploaded(chunk_id, file_id)
             batch_id = await lane.adapter.create(items, file_id, chunk_id=chunk_id)
-            _kill_point("batch-created")  # tests: the provider has the batch, the store not yet
+            kill_point("batch-created")  # tests: the provider has the batch, the store not yet
         except CallError as exc:
             self.ledger.not_sent(chunk_id, str(exc))
             if isinstance(exc, FatalError):

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from chainfleet.chain.progress import Chain
 from chainfleet.errors import CallError, PermanentError, RetryableError
+from chainfleet.limits import ModelLimiter, Reservation, estimate_tokens
 from chainfleet.limits.headers import parse_rate_limits
-from chainfleet.limits.limiter import ModelLimiter, Reservation, estimate_tokens
 from chainfleet.pipeline import Stage
 from chainfleet.providers import CompletionRequest
 from chainfleet.store.runstore import CallRow

@@ -23,7 +23,7 @@ from chainfleet.chain.review import ReviewHook
 from chainfleet.clock import Clock, SystemClock
 from chainfleet.config import RunSettings
 from chainfleet.errors import FatalError, InputError
-from chainfleet.limits.limiter import AdaptiveConcurrency, ModelLimiter
+from chainfleet.limits import AdaptiveConcurrency, ModelLimiter
 from chainfleet.limits.retry import RetryPolicy
 from chainfleet.pipeline import Pipeline, Stage
 from chainfleet.providers import Provider, ProviderPool

@@ -33,7 +33,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 __all__ = [
+    "KEEP_PREFIXES",
     "RateLimitInfo",
+    "keep_headers",
     "parse_duration",
     "parse_rate_limits",
     "parse_retry_after",
@@ -225,4 +227,5 @@ KEEP_PREFIXES = (
 
 
 def keep_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers of :data:`KEEP_PREFIXES`, their names lower-cased."""
     return {k.lower(): v for k, v in headers.items() if k.lower().startswith(KEEP_PREFIXES)}

@@ -2,13 +2,13 @@
 learning the limits from the provider's headers.
 
 One :class:`ModelLimiter` per model, shared by every stage that uses the model. Before a call the
-runner reserves one request and the call's token estimate (prompt tokens + ``max_tokens``);
-after it, :meth:`ModelLimiter.settle` refunds what the call did not use. The budgets are token
-buckets refilled continuously. Their capacity is small (``burst`` seconds of the rate), so a
-late wake-up is caught up; and a window guard never lets more than a second's worth of requests
-leave in any one second, because strict providers enforce their per-minute limits over windows
-as short as a second (1,200/min: at most 20 in any second), where catching up in a burst would
-be refused. A full minute's burst at the
+runner reserves one request and the call's token estimate (prompt tokens + ``max_tokens``, see
+:mod:`chainfleet.limits.tokens`); after it, :meth:`ModelLimiter.settle` refunds what the call
+did not use. The budgets are token buckets refilled continuously. Their capacity is small
+(``burst`` seconds of the rate), so a late wake-up is caught up; and a window guard never lets
+more than a second's worth of requests leave in any one second, because strict providers
+enforce their per-minute limits over windows as short as a second (1,200/min: at most 20 in
+any second), where catching up in a burst would be refused. A full minute's burst at the
 start would be answered with 429s.
 
 A 429 closes the model's **cooldown gate** until the server's reset: every call waiting for the
@@ -33,52 +33,18 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 import random
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 from chainfleet.clock import Clock, SystemClock
 from chainfleet.errors import InvalidRequest
-from chainfleet.limits.control import QueueEstimate
 from chainfleet.limits.group import LimitGroup
 from chainfleet.limits.headers import RateLimitInfo
 from chainfleet.limits.sharing import KeyShare
 
-__all__ = [
-    "AdaptiveConcurrency",
-    "ModelLimiter",
-    "Reservation",
-    "TokenBucket",
-    "TooLarge",
-    "estimate_tokens",
-]
-
-
-def estimate_tokens(text: str, model: str | None = None) -> int:
-    """Prompt tokens of ``text``: tiktoken for OpenAI models it knows, else ~4 characters a token."""
-    encoder = _encoder(model) if model and _tiktoken_model(model) else None
-    if encoder is not None:
-        return len(encoder.encode(text))
-    return max(1, (len(text.encode("utf-8")) + 3) // 4) if text else 0
-
-
-@functools.lru_cache(maxsize=64)
-def _encoder(model: str) -> Any:
-    """tiktoken's encoder for ``model``, or None (not installed, unknown model, or its data
-    cannot be downloaded offline): looked up once per model, not per call."""
-    try:
-        import tiktoken
-
-        return tiktoken.encoding_for_model(model)
-    except Exception:
-        return None
-
-
-def _tiktoken_model(model: str) -> bool:
-    return model.startswith(("gpt-", "o1", "o3", "o4", "text-embedding", "chatgpt"))
+__all__ = ["ModelLimiter", "Reservation", "TokenBucket", "TooLarge"]
 
 
 class TokenBucket:
@@ -453,96 +419,3 @@ def _lower(told: float | None, server: int | None, headroom: float) -> float | N
     if told is None or learned < told * headroom:
         return learned
     return told
-
-
-class AdaptiveConcurrency:
-    """How many chains may be in flight, found by trying: additive increase, multiplicative
-    decrease (AIMD), as TCP does.
-
-    For servers that limit concurrency rather than rate (an Ollama queue, vLLM, a provider
-    answering 503 when busy). Beside refusals it reads latency: a
-    :class:`~chainfleet.limits.control.QueueEstimate` says when calls wait inside a server that queues
-    instead of refusing, and then the limit holds (a call or so waiting) or shrinks by one per
-    round (more waiting) instead of growing. Workers hold a slot per chain
-    (:meth:`acquire`/:meth:`release`); every call reports how it went (:meth:`observe`). A success
-    raises the limit by ``1 / limit`` (one step per round of calls), ten times more gently near
-    the limit at the last refusal; a 429/503/529, or a latency over ``latency_factor`` times the
-    best seen, multiplies it by ``decrease`` (at most once per ``cooldown`` calls, so one burst of
-    refusals is one decrease). The limit stays within
-    [1, ``cap``].
-    """
-
-    def __init__(
-        self,
-        cap: int,
-        *,
-        start: int = 4,
-        decrease: float = 0.8,
-        latency_factor: float = 3.0,
-        queue: QueueEstimate | None = None,
-    ) -> None:
-        self.cap = cap
-        self.limit = float(min(cap, start))
-        #: the queue inside the server, read from latency (a server that queues, not refuses)
-        self.queue = queue or QueueEstimate()
-        self.decrease = decrease
-        self.latency_factor = latency_factor
-        self.in_flight = 0
-        self.best_latency: float | None = None
-        self.max_seen = self.limit
-        self.decreases = 0
-        #: the limit at the last refusal: increases slow down near it
-        self.ceiling: float | None = None
-        self._calls_since_decrease = 0
-        self._changed: asyncio.Condition | None = None
-
-    def _condition(self) -> asyncio.Condition:
-        if self._changed is None:
-            self._changed = asyncio.Condition()
-        return self._changed
-
-    async def acquire(self) -> None:
-        changed = self._condition()
-        async with changed:
-            await changed.wait_for(lambda: self.in_flight < int(self.limit))
-            self.in_flight += 1
-
-    async def release(self) -> None:
-        changed = self._condition()
-        async with changed:
-            self.in_flight -= 1
-            changed.notify_all()
-
-    async def observe(self, *, ok: bool, overloaded: bool, latency: float | None) -> None:
-        """Adjust the limit after one call."""
-        self._calls_since_decrease += 1
-        if overloaded:
-            self._decrease()
-        elif ok and latency is not None:
-            if self.best_latency is None or latency < self.best_latency:
-                self.best_latency = latency
-            self.queue.sample(latency, self.in_flight)
-            verdict = self.queue.verdict
-            if latency > self.best_latency * self.latency_factor:
-                self._decrease()
-            elif verdict == "shrink":  # calls wait inside the server: one fewer per round
-                self.limit = max(1.0, self.limit - 1.0 / self.limit)
-            elif verdict == "hold":
-                pass
-            elif self.ceiling is not None and self.limit >= self.ceiling - 1:
-                # near where the server last refused: probe upwards ten times more gently
-                self.limit = min(float(self.cap), self.limit + 0.1 / self.limit)
-            else:
-                self.limit = min(float(self.cap), self.limit + 1.0 / self.limit)
-        self.max_seen = max(self.max_seen, self.limit)
-        changed = self._condition()
-        async with changed:
-            changed.notify_all()
-
-    def _decrease(self) -> None:
-        # one decrease per round of calls: the refusals of one burst are one signal
-        if self._calls_since_decrease >= max(1, int(self.limit)) or self.decreases == 0:
-            self.ceiling = self.limit
-            self.limit = max(1.0, self.limit * self.decrease)
-            self.decreases += 1
-            self._calls_since_decrease = 0

@@ -40,9 +40,9 @@ from chainfleet.clock import Clock
 from chainfleet.config import RunSettings
 from chainfleet.errors import ConfigError, FatalError, InputError
 from chainfleet.inputs import InputSource, Item
+from chainfleet.limits import AdaptiveConcurrency, ModelLimiter
 from chainfleet.limits.facts import limit_facts
 from chainfleet.limits.group import LimitGroup
-from chainfleet.limits.limiter import AdaptiveConcurrency, ModelLimiter
 from chainfleet.limits.retry import retry_in_next_pass
 from chainfleet.pipeline import Pipeline
 from chainfleet.providers import Provider

@@ -1,4 +1,4 @@
-"""The review queue and every decision on it, in the run store (``run.db``).
+"""The review queue and every decision on it, in the run store (``run.db``, migration m005).
 
 An item that needs a person is *queued* (one row of ``review_queue``) with the output under
 review, why it waits, its gate results and its quality score. A reviewer *decides* it: approve,
@@ -32,49 +32,10 @@ from typing import Any
 
 from chainfleet.errors import ConfigError
 
-__all__ = ["ACTIONS", "AlreadyDecided", "Decision", "Entry", "ReviewError", "ReviewQueue", "m005_review"]
+__all__ = ["ACTIONS", "AlreadyDecided", "Decision", "Entry", "ReviewError", "ReviewQueue"]
 
 #: decisions a reviewer can make; the state an entry takes for each
 ACTIONS = {"approve": "approved", "edit": "edited", "reject": "rejected"}
-
-
-def m005_review(db: sqlite3.Connection) -> None:
-    """The review queue and the decisions made on it (issue 10). Creates only its own tables,
-    so its place in ``MIGRATIONS`` does not matter."""
-    db.executescript(
-        """
-        CREATE TABLE IF NOT EXISTS review_queue (
-            qid INTEGER PRIMARY KEY AUTOINCREMENT,
-            run_id TEXT NOT NULL,
-            idx INTEGER NOT NULL,
-            item_id TEXT NOT NULL,
-            stage TEXT NOT NULL,
-            reason TEXT NOT NULL,
-            output TEXT NOT NULL,
-            checks TEXT,
-            quality REAL,
-            queued REAL NOT NULL,
-            state TEXT NOT NULL DEFAULT 'waiting',
-            decision INTEGER,
-            taken_by TEXT
-        );
-        CREATE INDEX IF NOT EXISTS review_queue_by_item ON review_queue (item_id, stage, state);
-        CREATE TABLE IF NOT EXISTS review_decisions (
-            did INTEGER PRIMARY KEY AUTOINCREMENT,
-            qid INTEGER NOT NULL,
-            item_id TEXT NOT NULL,
-            stage TEXT NOT NULL,
-            reviewer TEXT NOT NULL,
-            decided REAL NOT NULL,
-            action TEXT NOT NULL,
-            note TEXT,
-            from_stage TEXT,
-            before TEXT NOT NULL,
-            after TEXT,
-            undone REAL
-        );
-        """
-    )
 
 
 class ReviewError(ConfigError):
@@ -250,7 +211,7 @@ class ReviewQueue:
         rows = self.db.execute(_ENTRY + "WHERE q.state = 'waiting' ORDER BY q.idx, q.qid").fetchall()
         entries = [_entry(row) for row in rows]
         for entry in entries:
-            entry.input = self._input(entry)
+            entry.input = self.item_input(entry)
         return entries
 
     def entries(self) -> list[Entry]:
@@ -258,12 +219,16 @@ class ReviewQueue:
         rows = self.db.execute(_ENTRY + "WHERE q.state != 'superseded' ORDER BY q.idx, q.qid").fetchall()
         return [_entry(row) for row in rows]
 
-    def _input(self, entry: Entry) -> dict[str, Any]:
+    def item_input(self, entry: Entry) -> dict[str, Any]:
+        """The input fields of the item ``entry`` waits for (what a reviewer reads beside it)."""
         row = self.db.execute(
             "SELECT input FROM items WHERE run_id = ? AND idx = ?", (entry.run_id, entry.index)
         ).fetchone()
         data = json.loads(row[0]) if row else {}
         return data if isinstance(data, dict) else {}
+
+    #: the old private name, still called by review/web.py (whose owner moves it to item_input)
+    _input = item_input
 
     def get(self, qid: int) -> Entry | None:
         row = self.db.execute(_ENTRY + "WHERE q.qid = ?", (qid,)).fetchone()

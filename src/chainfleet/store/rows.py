@@ -9,7 +9,16 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CallRow", "ItemRecord", "RevisionRow", "StageHit"]
+__all__ = [
+    "CallRow",
+    "ItemRecord",
+    "RevisionRow",
+    "StageHit",
+    "add_try",
+    "decode_json_dict",
+    "decode_output",
+    "decode_revision",
+]
 
 
 @dataclass(frozen=True)
@@ -94,7 +103,8 @@ class ItemRecord:
         }
 
 
-def _json_dict(text: str | None) -> dict[str, Any]:
+def decode_json_dict(text: str | None) -> dict[str, Any]:
+    """A JSON object kept as text; ``{}`` for none, for another JSON value, or for bad JSON."""
     try:
         data = json.loads(text) if text else {}
     except ValueError:
@@ -102,7 +112,8 @@ def _json_dict(text: str | None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _revision(row: tuple[Any, ...]) -> RevisionRow:
+def decode_revision(row: tuple[Any, ...]) -> RevisionRow:
+    """A row of ``revisions`` (every column but ``run_id``, in table order) as a value."""
     index, item_id, stage, revision, key, output = row[:6]
     is_json, tokens_in, tokens_out, repairs, feedback, gates, outcome = row[6:]
     return RevisionRow(
@@ -122,7 +133,9 @@ def _revision(row: tuple[Any, ...]) -> RevisionRow:
     )
 
 
-def _output(text: str, is_json: int) -> Any:
+def decode_output(text: str, is_json: int) -> Any:
+    """A stage output as results.jsonl shows it: a structured one as its JSON value (its text
+    if that does not parse), any other as text."""
     if not is_json:
         return text
     try:
@@ -131,7 +144,7 @@ def _output(text: str, is_json: int) -> Any:
         return text
 
 
-def _add_try(gates: dict[str, Any], row: RevisionRow) -> None:
+def add_try(gates: dict[str, Any], row: RevisionRow) -> None:
     """Fold one try into an item's ``gates`` entry for results.jsonl."""
     entry = gates.setdefault(row.stage, {"revisions": 0, "repairs": 0})
     entry["revisions"] = max(entry["revisions"], row.revision)

@@ -3,7 +3,8 @@
 The runner writes here as results arrive, so memory does not grow with the input: the output
 folder's ``results.jsonl`` is read back from the store in input order at the end. Writes are
 keyed by (run, item index, stage) and safe to repeat. The schema is built by numbered
-migrations (``m001_...``) applied on open, so later versions can add to it.
+migrations (``m001_...``, in :mod:`chainfleet.store.migrations`) applied on open, so later
+versions can add to it and a store made by an earlier one still opens.
 
 Commits are batched (every ``commit_every`` seconds and on :meth:`flush`): SQLite in WAL mode
 with ``synchronous=NORMAL`` keeps a committed row across a killed process.
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -27,17 +27,18 @@ from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
+from chainfleet.store.migrations import migrate, why_not_a_store
 from chainfleet.store.rows import (
     CallRow,
     ItemRecord,
     RevisionRow,
     StageHit,
-    _add_try,
-    _json_dict,
-    _output,
-    _revision,
+    add_try,
+    decode_json_dict,
+    decode_output,
+    decode_revision,
 )
-from chainfleet.store.sessions import Sessions, m007_sessions
+from chainfleet.store.sessions import Sessions
 
 __all__ = ["CallRow", "ItemRecord", "RevisionRow", "RunStore", "StageHit", "StoreError"]
 
@@ -46,201 +47,8 @@ class StoreError(Exception):
     """The file is not a chainfleet run store (corrupt, foreign, or from a newer version)."""
 
 
-def m001_initial(db: sqlite3.Connection) -> None:
-    db.executescript(
-        """
-        CREATE TABLE runs (
-            run_id TEXT PRIMARY KEY,
-            pipeline TEXT NOT NULL,
-            started REAL NOT NULL,
-            settings TEXT NOT NULL
-        );
-        CREATE TABLE items (
-            run_id TEXT NOT NULL,
-            idx INTEGER NOT NULL,
-            id TEXT NOT NULL,
-            input TEXT NOT NULL,
-            status TEXT NOT NULL,
-            error TEXT,
-            attempts INTEGER NOT NULL DEFAULT 0,
-            seconds REAL NOT NULL DEFAULT 0,
-            PRIMARY KEY (run_id, idx)
-        );
-        CREATE TABLE quality (
-            run_id TEXT NOT NULL,
-            idx INTEGER NOT NULL,
-            data TEXT NOT NULL,
-            PRIMARY KEY (run_id, idx)
-        );
-        CREATE TABLE stage_results (
-            run_id TEXT NOT NULL,
-            idx INTEGER NOT NULL,
-            stage TEXT NOT NULL,
-            output TEXT NOT NULL,
-            input_tokens INTEGER NOT NULL,
-            output_tokens INTEGER NOT NULL,
-            seconds REAL NOT NULL,
-            attempts INTEGER NOT NULL,
-            PRIMARY KEY (run_id, idx, stage)
-        );
-        """
-    )
-
-
-def m002_calls_keys_cache(db: sqlite3.Connection) -> None:
-    """Every attempt of every call; stage results keyed by their input; a response cache."""
-    db.executescript(
-        """
-        ALTER TABLE stage_results ADD COLUMN item_id TEXT;
-        ALTER TABLE stage_results ADD COLUMN key TEXT;
-        CREATE INDEX stage_results_by_key ON stage_results (item_id, stage, key);
-        CREATE TABLE calls (
-            run_id TEXT NOT NULL,
-            idx INTEGER NOT NULL,
-            item_id TEXT NOT NULL,
-            stage TEXT NOT NULL,
-            attempt INTEGER NOT NULL,
-            queued REAL NOT NULL,
-            started REAL NOT NULL,
-            ended REAL NOT NULL,
-            status TEXT NOT NULL,
-            limiter_wait REAL NOT NULL DEFAULT 0,
-            cooldown_wait REAL NOT NULL DEFAULT 0,
-            backoff REAL NOT NULL DEFAULT 0,
-            input_tokens INTEGER NOT NULL DEFAULT 0,
-            output_tokens INTEGER NOT NULL DEFAULT 0,
-            error TEXT
-        );
-        CREATE INDEX calls_by_run ON calls (run_id, started);
-        CREATE TABLE cache (
-            key TEXT PRIMARY KEY,
-            text TEXT NOT NULL,
-            input_tokens INTEGER NOT NULL,
-            output_tokens INTEGER NOT NULL,
-            created REAL NOT NULL
-        );
-        ALTER TABLE runs ADD COLUMN status TEXT NOT NULL DEFAULT 'running';
-        ALTER TABLE runs ADD COLUMN summary TEXT;
-        """
-    )
-
-
-def m004_contracts_gates(db: sqlite3.Connection) -> None:
-    """Structured outputs flagged as JSON; every try of a gated or contracted stage (its output,
-    repairs, gate results and the feedback it was given), so a resume continues a revision loop.
-
-    Creates only its own table and column, so its place in ``MIGRATIONS`` does not matter.
-    """
-    columns = {row[1] for row in db.execute("PRAGMA table_info(stage_results)")}
-    if "is_json" not in columns:
-        db.execute("ALTER TABLE stage_results ADD COLUMN is_json INTEGER NOT NULL DEFAULT 0")
-    db.executescript(
-        """
-        CREATE TABLE IF NOT EXISTS revisions (
-            run_id TEXT NOT NULL,
-            idx INTEGER NOT NULL,
-            item_id TEXT NOT NULL,
-            stage TEXT NOT NULL,
-            revision INTEGER NOT NULL,
-            key TEXT,
-            output TEXT NOT NULL,
-            is_json INTEGER NOT NULL DEFAULT 0,
-            input_tokens INTEGER NOT NULL DEFAULT 0,
-            output_tokens INTEGER NOT NULL DEFAULT 0,
-            repairs INTEGER NOT NULL DEFAULT 0,
-            feedback TEXT NOT NULL DEFAULT '',
-            gates TEXT,
-            outcome TEXT,
-            PRIMARY KEY (run_id, idx, stage, revision)
-        );
-        CREATE INDEX IF NOT EXISTS revisions_by_key ON revisions (item_id, stage, key);
-        """
-    )
-
-
-def m005_review(db: sqlite3.Connection) -> None:
-    """The review queue and its decisions (defined with the queue, in ``review/queue.py``)."""
-    from chainfleet.store.review_queue import m005_review as migrate
-
-    migrate(db)
-
-
-def m006_batches(db: sqlite3.Connection) -> None:
-    """Batch mode: every chunk (its provider batch and file ids, state, times) and its requests
-    (membership, state, and a finished request's result), so a resume polls instead of
-    submitting again. Its own tables only, so its place among the migrations does not matter."""
-    db.executescript(
-        """
-        CREATE TABLE IF NOT EXISTS batch_chunks (
-            chunk_id TEXT PRIMARY KEY,
-            run_id TEXT NOT NULL,
-            spec TEXT NOT NULL,
-            state TEXT NOT NULL,
-            file_id TEXT,
-            batch_id TEXT,
-            requests INTEGER NOT NULL,
-            bytes INTEGER NOT NULL,
-            created REAL NOT NULL,
-            submitted REAL,
-            ended REAL,
-            counts TEXT,
-            error TEXT
-        );
-        CREATE TABLE IF NOT EXISTS batch_requests (
-            chunk_id TEXT NOT NULL,
-            custom_id TEXT NOT NULL,
-            state TEXT NOT NULL,
-            output TEXT,
-            input_tokens INTEGER NOT NULL DEFAULT 0,
-            output_tokens INTEGER NOT NULL DEFAULT 0,
-            error TEXT,
-            PRIMARY KEY (chunk_id, custom_id)
-        );
-        CREATE INDEX IF NOT EXISTS batch_requests_by_id ON batch_requests (custom_id);
-        """
-    )
-
-
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    m001_initial,
-    m002_calls_keys_cache,
-    m004_contracts_gates,
-    m005_review,
-    m006_batches,
-    m007_sessions,
-]
-
-
 #: pages of WAL (4 KiB each) between checkpoints, and what it is cut back to after one
 WAL_PAGES = 2048
-
-
-class _OneTransaction:
-    """A connection whose ``executescript`` runs inside the caller's transaction (sqlite3's own
-    commits first); everything else is the connection's."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._db, name)
-
-    def executescript(self, script: str) -> None:
-        statement = ""
-        for piece in script.split(";"):
-            statement += piece + ";"
-            if sqlite3.complete_statement(statement):
-                if statement.strip(" \n\t;"):
-                    self._db.execute(statement)
-                statement = ""
-        if statement.strip(" \n\t;"):
-            self._db.execute(statement)
-
-
-def _kill_point(name: str) -> None:
-    """Tests only: ``CHAINFLEET_TEST_KILL_AT=migration-1`` kills the process (SIGKILL) there."""
-    if os.environ.get("CHAINFLEET_TEST_KILL_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class RunStore:
@@ -271,7 +79,9 @@ class RunStore:
         and is left untouched."""
         db = sqlite3.connect(str(path))
         try:
-            cls._check(db)
+            problem = why_not_a_store(db)
+            if problem is not None:
+                raise StoreError(problem)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             # checkpoint every ~8 MB of WAL (each checkpoint syncs the file) and cut the WAL back
@@ -279,7 +89,7 @@ class RunStore:
             db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
             db.execute(f"PRAGMA journal_size_limit={WAL_PAGES * 4096}")
             db.execute("PRAGMA cache_size=-65536")
-            cls._migrate(db)
+            migrate(db)
         except sqlite3.DatabaseError as exc:
             db.close()
             raise StoreError(f"not a chainfleet run store ({exc})") from exc
@@ -289,38 +99,6 @@ class RunStore:
         store = cls(db, **kwargs)
         store.persistent = str(path) not in ("", ":memory:")
         return store
-
-    @staticmethod
-    def _check(db: sqlite3.Connection) -> None:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if version == 0 and tables:
-            raise StoreError(f"a SQLite file with other tables ({', '.join(sorted(tables)[:3])}...)")
-        if version > len(MIGRATIONS):
-            raise StoreError(f"made by a newer chainfleet (store version {version})")
-        if version and "runs" not in tables:
-            raise StoreError("a SQLite file of another program")
-
-    @staticmethod
-    def _migrate(db: sqlite3.Connection) -> None:
-        """Apply the missing migrations and their version numbers in one transaction: a process
-        killed at any point leaves the store as it was (or no tables at all), never half-made.
-        (``executescript`` would commit first, so migrations' scripts run statement by statement.)
-        """
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version == len(MIGRATIONS):
-            return
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            scripted = _OneTransaction(db)
-            for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
-                migration(scripted)  # type: ignore[arg-type]
-                db.execute(f"PRAGMA user_version = {number}")
-                _kill_point(f"migration-{number}")
-            db.commit()
-        except BaseException:
-            db.rollback()
-            raise
 
     def __enter__(self) -> RunStore:
         return self
@@ -515,7 +293,7 @@ class RunStore:
             sql += " AND run_id = ?"
             args += (run_id,)
         row = self.db.execute(sql + " ORDER BY gates IS NULL LIMIT 1", args).fetchone()
-        return _revision(row) if row else None
+        return decode_revision(row) if row else None
 
     def revisions(self, run_id: str) -> Iterator[RevisionRow]:
         """Every try of the run, by item, stage and revision."""
@@ -526,7 +304,7 @@ class RunStore:
             "ORDER BY idx, stage, revision",
             (run_id,),
         ):
-            yield _revision(row)
+            yield decode_revision(row)
 
     def cache_get(self, key: str) -> StageHit | None:
         row = self.db.execute(
@@ -654,7 +432,7 @@ class RunStore:
                     "status": status,
                     "items": counts,
                     "summary": json.loads(summary) if summary else None,
-                    "settings": _json_dict(settings),
+                    "settings": decode_json_dict(settings),
                     "output": output,
                 }
             )
@@ -689,10 +467,10 @@ class RunStore:
             )
             while pending is not None and pending[0] <= idx:
                 if pending[0] == idx:
-                    record.outputs[pending[1]] = _output(pending[2], pending[3])
+                    record.outputs[pending[1]] = decode_output(pending[2], pending[3])
                 pending = next(outputs, None)
             while tried is not None and tried.index <= idx:
                 if tried.index == idx:
-                    _add_try(record.gates, tried)
+                    add_try(record.gates, tried)
                 tried = next(tries, None)
             yield record

@@ -35,33 +35,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SESSION_STATES", "SessionRow", "Sessions", "m007_sessions"]
+from chainfleet.store.rows import decode_json_dict
+
+__all__ = ["SESSION_STATES", "SessionRow", "Sessions"]
 
 #: every way a session can end (``running`` while it goes)
 SESSION_STATES = ("running", "done", "interrupted", "stopped", "killed-unknown")
-
-
-def m007_sessions(db: sqlite3.Connection) -> None:
-    """Sessions: every process that worked on a run; each call tagged with its session, and
-    an index to sum an item's calls over the sessions before this one (resume); and whether
-    the run's output folder was written to its end (``runs.output``: writing, written)."""
-    db.executescript(
-        """
-        CREATE TABLE IF NOT EXISTS sessions (
-            run_id TEXT NOT NULL,
-            session INTEGER NOT NULL,
-            started REAL NOT NULL,
-            ended REAL,
-            status TEXT NOT NULL,
-            pid INTEGER,
-            stats TEXT,
-            PRIMARY KEY (run_id, session)
-        );
-        ALTER TABLE calls ADD COLUMN session INTEGER NOT NULL DEFAULT 1;
-        ALTER TABLE runs ADD COLUMN output TEXT;
-        CREATE INDEX IF NOT EXISTS calls_by_item ON calls (run_id, idx);
-        """
-    )
 
 
 @dataclass(frozen=True)
@@ -154,7 +133,7 @@ class Sessions:
             "WHERE run_id = ? ORDER BY session",
             (run_id,),
         ).fetchall()
-        return [SessionRow(r[0], r[1], r[2], r[3], r[4], r[5], _stats(r[6])) for r in rows]
+        return [SessionRow(r[0], r[1], r[2], r[3], r[4], r[5], decode_json_dict(r[6])) for r in rows]
 
     def item_calls_before(self, run_id: str, index: int, number: int) -> tuple[int, float]:
         """Attempts made for item ``index`` by sessions before ``number``, and their service
@@ -171,11 +150,3 @@ class Sessions:
         are drawn after it, not over the first session's."""
         row = self.db.execute("SELECT MAX(ended) FROM calls WHERE run_id = ?", (run_id,)).fetchone()
         return float(row[0] or 0.0)
-
-
-def _stats(text: str | None) -> dict[str, Any]:
-    try:
-        data = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
