@@ -18,6 +18,7 @@ if _sys.argv and _sys.argv[0].endswith("chainfleet"):  # the command: Ctrl-C whi
 from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 
 from chainfleet.clock import Clock, SystemClock, VirtualClock
+from chainfleet.config import RunSettings
 from chainfleet.errors import (
     AuthFailed,
     CallError,
@@ -83,6 +84,7 @@ __all__ = [
     "RetryPolicy",
     "RetryableError",
     "RunReport",
+    "RunSettings",
     "Runner",
     "ServerError",
     "Stage",
