@@ -211,6 +211,6 @@ def finish_output(
         write_output(Path(out), report, item_files=item_files, progress=progress, parquet=parquet)
 
 
-def run(pipeline: Pipeline, items: Items, **kwargs: Any) -> RunReport:
+def run(pipeline: Pipeline, items: Items, settings: RunSettings | None = None, **kwargs: Any) -> RunReport:
     """Blocking :func:`arun`, for scripts and notebooks without an event loop of their own."""
-    return asyncio.run(arun(pipeline, items, **kwargs))
+    return asyncio.run(arun(pipeline, items, settings, **kwargs))
