@@ -37,6 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Literal
 
+from chainfleet.report.duration import fmt_duration
+
 if TYPE_CHECKING:
     from chainfleet.chain.batch import BatchCounts
     from chainfleet.runner.core import Runner
@@ -412,17 +414,6 @@ def fmt_cost(cost: float | None) -> str:
     return f"${cost:,.4f}" if cost < 1 else f"${cost:,.2f}"
 
 
-def fmt_eta(seconds: float) -> str:
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, sec = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{sec:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
-
-
 def items_text(view: View) -> str:
     """``40/100 items done`` (total known) or ``40 items done of 45 read so far``."""
     if view.total is not None:
@@ -436,7 +427,7 @@ def eta_text(view: View) -> str | None:
         return None
     if view.remaining == 0:
         return "ETA 0s" if view.in_flight == 0 else "ETA finishing"
-    return "ETA " + (fmt_eta(view.eta) if view.eta is not None else "-")
+    return "ETA " + (fmt_duration(view.eta, compact=True) if view.eta is not None else "-")
 
 
 def rate_text(rate: float | None, limit: float | None, unit: str) -> str:

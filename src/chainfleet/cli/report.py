@@ -13,7 +13,7 @@ import click
 
 from chainfleet.cli import cli, config_errors
 from chainfleet.errors import ConfigError
-from chainfleet.report.model import fmt_seconds
+from chainfleet.report.duration import fmt_duration
 from chainfleet.report.output import rewrite_output, store_problem
 from chainfleet.report.results import ItemFiles
 from chainfleet.store.folder import held, owner
@@ -235,7 +235,7 @@ def _cells(run: dict[str, Any]) -> tuple[str, ...]:
         str(items.get("failed", 0)),
         str(items.get("skipped", 0)),
         _review_cell(run),
-        fmt_seconds(wall) if wall is not None else "-",
+        fmt_duration(wall) if wall is not None else "-",
         f"{saved:.0f}%" if saved is not None else "-",
         str(run["folder"]),
     )

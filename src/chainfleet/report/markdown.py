@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from chainfleet.limits.facts import limit_lines
 from chainfleet.report.batch import batch_markdown
+from chainfleet.report.duration import fmt_duration
 from chainfleet.report.gates import gate_markdown
 from chainfleet.report.review import review_lines
 from chainfleet.store.runstore import ItemRecord
@@ -33,8 +34,6 @@ def headline(d: Mapping[str, Any]) -> list[str]:
     so the two never disagree. Items, wall time against one at a time, the time saved, the cost,
     what failed and why the run stopped.
     """
-    from chainfleet.report.model import fmt_seconds
-
     items = d.get("items", {})
     lines = [
         f"**Items: {items.get('succeeded', 0)} of {items.get('total', 0)} succeeded**, "
@@ -51,7 +50,7 @@ def headline(d: Mapping[str, Any]) -> list[str]:
     else:
         how = f"up to {chains} chains in flight"
     lines.append(
-        f"Wall time: **{fmt_seconds(wall)}** with {how}; one at a time would take {fmt_seconds(sequential)}"
+        f"Wall time: **{fmt_duration(wall)}** with {how}; one at a time would take {fmt_duration(sequential)}"
         + (f" ({d['sequential_estimate']['note']})" if d.get("sequential_estimate") else "")
     )
     speedup, saved = d.get("speedup"), d.get("time_saved_pct")
@@ -69,7 +68,7 @@ def headline(d: Mapping[str, Any]) -> list[str]:
     if calls.get("retried"):
         lines.append(
             f"Retries: {calls['retried']:,} calls retried ({calls.get('rate_limited', 0):,} rate-limited), "
-            f"{fmt_seconds(d.get('backoff_seconds', 0.0))} of backoff"
+            f"{fmt_duration(d.get('backoff_seconds', 0.0))} of backoff"
         )
     if items.get("failed"):
         lines.append(f"Failed: {items['failed']} item{'' if items['failed'] == 1 else 's'}: {_why(d)}")
@@ -83,14 +82,12 @@ def headline(d: Mapping[str, Any]) -> list[str]:
 
 def _slowest_wait(d: Mapping[str, Any]) -> str:
     """Why the run took longer than its calls one at a time: the largest of its waits."""
-    from chainfleet.report.model import fmt_seconds
-
     label, seconds = max(time_split(d)[1:], key=lambda pair: pair[1])
     if seconds <= 0:
         return "the run took longer than its calls one at a time would"
     return (
         f"the run took longer than its calls one at a time would; the calls spent "
-        f"{fmt_seconds(seconds)} {label} (summed over calls)"
+        f"{fmt_duration(seconds)} {label} (summed over calls)"
     )
 
 
@@ -123,8 +120,6 @@ TIME_SPLIT_NOTE = (
 
 
 def report_markdown(report: RunReport) -> str:
-    from chainfleet.report.model import fmt_seconds
-
     # the numbers come from to_dict(), rounded as in report.json: rendered again from the store
     # (`chainfleet report`), report.md is the same file
     d = report.to_dict()
@@ -138,7 +133,7 @@ def report_markdown(report: RunReport) -> str:
         lines.append(f"| {label} | {seconds:.2f} | {share} |")
     lines += ["", TIME_SPLIT_NOTE, "", "## Details", ""]
     lines.append(
-        f"- Wall time {fmt_seconds(d['wall_seconds'])}: first admission to last result; start-up "
+        f"- Wall time {fmt_duration(d['wall_seconds'])}: first admission to last result; start-up "
         "and report writing not counted. One at a time: the sum of every call's service time."
     )
     calls = report.calls
@@ -150,7 +145,7 @@ def report_markdown(report: RunReport) -> str:
         f"{calls.get('retried', 0)} retried, {calls.get('rate_limited', 0)} rate-limited, "
         f"{calls.get('failed', 0)} failed for good, "
         f"{calls.get('failed_attempts', calls.get('failed', 0))} failed attempts); "
-        f"backoff waits {fmt_seconds(d['backoff_seconds'])}",
+        f"backoff waits {fmt_duration(d['backoff_seconds'])}",
     ]
     lines += rates_lines(report.rates)
     if report.reused or report.cache_hits:
