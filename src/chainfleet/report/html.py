@@ -36,7 +36,7 @@ from chainfleet.report.batch import batch_lines
 from chainfleet.report.duration import fmt_duration
 from chainfleet.report.gates import gate_tables
 from chainfleet.report.markdown import TIME_SPLIT_NOTE, headline, time_split
-from chainfleet.report.model import topic_of
+from chainfleet.report.quality import topic_of
 from chainfleet.store.runstore import ItemRecord
 
 __all__ = ["report_html"]

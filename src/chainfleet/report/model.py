@@ -26,9 +26,10 @@ from chainfleet.limits.facts import limit_lines
 from chainfleet.report.batch import batch_lines
 from chainfleet.report.duration import fmt_duration
 from chainfleet.report.estimate import concurrency_phrase, speed_phrase
+from chainfleet.report.markdown import report_markdown
 from chainfleet.store.runstore import ItemRecord, RunStore
 
-__all__ = ["RunReport", "topic_of"]
+__all__ = ["RunReport"]
 
 #: fatal errors that mean "fix your configuration" (exit code 2), unlike an exhausted quota
 CONFIG_FATAL = ("auth_failed", "model_not_found")
@@ -219,9 +220,7 @@ class RunReport:
         return lines
 
     def to_markdown(self) -> str:
-        from chainfleet.report.markdown import report_markdown
-
-        return report_markdown(self)
+        return report_markdown(self.to_dict())
 
 
 def _saved_note(speedup: float | None, saved: float | None, waits: dict[str, float]) -> str:
@@ -239,14 +238,3 @@ def _saved_note(speedup: float | None, saved: float | None, waits: dict[str, flo
         why = f": {fmt_duration(seconds)} went {names[biggest]}" if seconds > 0 else ""
         return f" ({phrase}{why})"
     return f" ({phrase})"
-
-
-def topic_of(fields: dict[str, Any], input_field: str) -> str | None:
-    """The text an output should cover: the input field, else the first text field."""
-    value = fields.get(input_field)
-    if isinstance(value, str):
-        return value
-    for key in ("topic", "title", "subject", "question", "text"):
-        if isinstance(fields.get(key), str):
-            return str(fields[key])
-    return next((v for v in fields.values() if isinstance(v, str)), None)
