@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from chainfleet.cli import cli, config_errors
+from chainfleet.cli.group import cli, config_errors
+from chainfleet.cli.options import input_option
 from chainfleet.cli.progress import Progress
 from chainfleet.errors import ConfigError
 from chainfleet.pipeline.spec import Pipeline
@@ -22,14 +23,7 @@ SHOWN_ITEMS = 20
 
 @cli.command("compare", short_help="Run an input one at a time, then in parallel, and compare.")
 @click.argument("pipeline_file", metavar="PIPELINE.yaml", type=click.Path(dir_okay=False))
-@click.option(
-    "--input",
-    "-i",
-    "input_file",
-    required=True,
-    metavar="FILE",
-    help="Items: .txt (a line each), .jsonl (an object each) or .csv (a header row).",
-)
+@input_option
 @click.option(
     "--concurrency",
     "-c",

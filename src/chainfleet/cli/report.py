@@ -11,7 +11,7 @@ from typing import IO, Any, cast
 
 import click
 
-from chainfleet.cli import cli, config_errors
+from chainfleet.cli.group import cli, config_errors
 from chainfleet.errors import ConfigError
 from chainfleet.report.duration import fmt_duration
 from chainfleet.report.output import rewrite_output, store_problem

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from chainfleet.cli import cli, config_errors
+from chainfleet.cli.group import cli, config_errors
+from chainfleet.cli.options import input_option
 from chainfleet.cli.progress import ProgressPrinter
 from chainfleet.cli.report import output_progress
 from chainfleet.errors import ConfigError
@@ -53,14 +54,7 @@ class ConcurrencyType(_ParamType):
 
 @cli.command("run", short_help="Run a pipeline over every item of an input file.")
 @click.argument("pipeline_file", metavar="PIPELINE.yaml", type=click.Path(dir_okay=False))
-@click.option(
-    "--input",
-    "-i",
-    "input_file",
-    required=True,
-    metavar="FILE",
-    help="Items: .txt (a line each), .jsonl (an object each) or .csv (a header row).",
-)
+@input_option
 @click.option("--out", "-o", metavar="DIR", help="Output folder [default: runs/<run id>].")
 @click.option(
     "--concurrency",
