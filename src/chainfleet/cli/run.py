@@ -15,8 +15,7 @@ import click
 
 from chainfleet.cli.group import cli, config_errors
 from chainfleet.cli.options import input_option
-from chainfleet.cli.progress import ProgressPrinter
-from chainfleet.cli.report import output_progress
+from chainfleet.cli.progress import ProgressPrinter, output_progress
 from chainfleet.errors import ConfigError
 from chainfleet.pipeline.spec import Pipeline
 from chainfleet.report.model import RunReport
