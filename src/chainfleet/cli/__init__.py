@@ -27,7 +27,16 @@ def main() -> None:
     raise_on_signals()
     atexit.register(settle_streams)  # the last word before the interpreter's own final flush
     try:
-        from chainfleet.cli import compare, demo, plan, report, review, run, simserver  # noqa: F401 - registers the commands
+        from chainfleet.cli import (  # noqa: F401 - registers the commands
+            compare,
+            demo,
+            plan,
+            report,
+            resume,
+            review,
+            run,
+            simserver,
+        )
 
         cli()
     except KeyboardInterrupt as exc:  # while parsing, before a command's own handling

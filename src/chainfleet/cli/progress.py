@@ -314,7 +314,7 @@ def _calls_of(spec: str) -> Callable[[_Sample], int]:
     return lambda sample: sample.model_calls.get(spec, 0)
 
 
-#: the name this class had before the live display (``cli/run.py`` uses it)
+#: the name this class had before the live display, kept for code that imports it
 ProgressPrinter = Progress
 
 
