@@ -250,7 +250,7 @@ class ReviewQueue:
         rows = self.db.execute(_ENTRY + "WHERE q.state = 'waiting' ORDER BY q.idx, q.qid").fetchall()
         entries = [_entry(row) for row in rows]
         for entry in entries:
-            entry.input = self._input(entry)
+            entry.input = self.item_input(entry)
         return entries
 
     def entries(self) -> list[Entry]:
@@ -258,7 +258,8 @@ class ReviewQueue:
         rows = self.db.execute(_ENTRY + "WHERE q.state != 'superseded' ORDER BY q.idx, q.qid").fetchall()
         return [_entry(row) for row in rows]
 
-    def _input(self, entry: Entry) -> dict[str, Any]:
+    def item_input(self, entry: Entry) -> dict[str, Any]:
+        """The input fields of the entry's item (``{}`` when the store has none)."""
         row = self.db.execute(
             "SELECT input FROM items WHERE run_id = ? AND idx = ?", (entry.run_id, entry.index)
         ).fetchone()
