@@ -24,6 +24,7 @@ import hashlib
 import signal
 import sqlite3
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -62,22 +63,30 @@ def execute(
         say(line)
         settle_streams()
         sys.exit(0)
-    options = run_options(settings["cli"])
     run_id = None if resume else new_id  # a resume goes on with the run in --out
+    options = _run_options(settings["cli"])
+    run = _run(
+        pipeline,
+        input_file,
+        out_dir,
+        quiet=quiet,
+        run_id=run_id,
+        resume=resume,
+        settings=settings,
+        force=force,
+        **options,
+    )
+    report = _run_or_exit(run, out_dir)
+    _say_outcome(report, out_dir)
+    settle_streams()  # a closed terminal or a full /dev/full never changes the exit code
+    sys.exit(report.exit_code)
+
+
+def _run_or_exit(run: Coroutine[Any, Any, RunReport], out_dir: Path) -> RunReport:
+    """``asyncio.run(run)``; a signal while the output is written, or a full disk, ends the
+    command with one line and its exit code (130, 74): the store keeps what finished."""
     try:
-        report = asyncio.run(
-            _run(
-                pipeline,
-                input_file,
-                out_dir,
-                quiet=quiet,
-                run_id=run_id,
-                resume=resume,
-                settings=settings,
-                force=force,
-                **options,
-            )
-        )
+        return asyncio.run(run)
     except Interrupted as exc:  # during the output phase: the store has everything
         say(
             f"\n{exc} received while writing the output: stopped; every result is in {out_dir}/run.db. "
@@ -92,12 +101,9 @@ def execute(
         say(disk_full_message(out_dir), err=True)
         settle_streams()
         sys.exit(EXIT_DISK_FULL)
-    say_outcome(report, out_dir)
-    settle_streams()  # a closed terminal or a full /dev/full never changes the exit code
-    sys.exit(report.exit_code)
 
 
-def run_options(options: dict[str, Any]) -> dict[str, Any]:
+def _run_options(options: dict[str, Any]) -> dict[str, Any]:
     """``arun``'s keyword arguments from the command's saved options (``settings["cli"]``);
     runs saved before an option existed get its default."""
     return {
@@ -121,7 +127,7 @@ def run_options(options: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def say_outcome(report: RunReport, out_dir: Path) -> None:
+def _say_outcome(report: RunReport, out_dir: Path) -> None:
     """The summary on stdout, then (on stderr) why the run stopped, if it stopped early."""
     for line in report.summary_lines():
         say(line)
