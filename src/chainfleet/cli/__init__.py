@@ -9,7 +9,13 @@ The package is assembled here and nowhere else: :mod:`chainfleet.cli.group` hold
 group, one module per command adds its command to it, and :func:`main` (the console script)
 imports those modules and calls the group. The imports wait for :func:`main` so that importing
 a piece (``chainfleet.cli.progress`` for its display) loads no command and none of what the
-commands need.
+commands need. The modules, lowest first:
+
+- ``group`` (the group, errors into exit codes) and ``options`` (options several commands take);
+- ``view`` (the progress display's numbers and text) and ``progress`` (its timer);
+- ``execute``: running a pipeline, shared by ``run`` and ``resume``;
+- one module per command: ``run``, ``resume``, ``compare``, ``demo`` (which prints as
+  ``compare`` does), ``plan``, ``report`` (with ``runs``), ``review``, ``simserver``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ __all__ = ["cli", "main"]
 
 
 def main() -> None:
+    """The ``chainfleet`` console script: add every command to the group, then run the one asked for."""
     raise_on_signals()
     atexit.register(settle_streams)  # the last word before the interpreter's own final flush
     try:
