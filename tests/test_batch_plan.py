@@ -63,7 +63,7 @@ def test_plan_batch_without_a_pipeline_says_the_cost_is_unknown() -> None:
 
 def test_the_progress_line_shows_batches_and_requests_by_state() -> None:
     from chainfleet.chain.batch import BatchCounts
-    from chainfleet.cli.progress import batch_text
+    from chainfleet.cli.view import batch_text
 
     counts = BatchCounts(
         submitted=4, in_progress=1, ended=3, in_batches=50, queued=7, succeeded=140, errored=2

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from chainfleet import Pipeline, run
-from chainfleet.report.chart import _Calls, timeline_png
+from chainfleet.report.chart import SampledCalls, timeline_png
 from chainfleet.report.html import report_html
 from chainfleet.store.runstore import CallRow, ItemRecord
 from conftest import pipeline_data
@@ -131,7 +131,7 @@ def test_unknown_stages_and_awkward_ids_draw_without_warnings(tmp_path: Path) ->
 
 
 def test_more_items_than_rows_are_sampled_evenly() -> None:
-    collected = _Calls(max_rows=10)
+    collected = SampledCalls(max_rows=10)
     for call in synthetic_calls(1000, chains=20):
         collected.add(call)
 
@@ -148,7 +148,7 @@ def test_more_items_than_rows_are_sampled_evenly() -> None:
 
 
 def test_fewer_items_than_rows_are_all_shown() -> None:
-    collected = _Calls(max_rows=60)
+    collected = SampledCalls(max_rows=60)
     for call in synthetic_calls(7):
         collected.add(call)
 

@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 
 import chainfleet.cli.demo
 import chainfleet.cli.report
+import chainfleet.cli.resume
 import chainfleet.cli.review
 import chainfleet.cli.run  # noqa: F401 - registers the commands
 from chainfleet import Pipeline, run

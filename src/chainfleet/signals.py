@@ -5,7 +5,7 @@ stream that is gone.
   or SIGHUP end the command with one line and exit 130: nothing has been done yet, so there is
   nothing to keep (:func:`quiet_while_starting`, called from ``chainfleet/__init__.py`` only
   when the process is the ``chainfleet`` command).
-- From then until the run's own handlers take over (``cli/run.py``), the same signals raise
+- From then until the run's own handlers take over (``cli/execute.py``), the same signals raise
   :class:`Interrupted`, a ``KeyboardInterrupt`` naming its signal, which the CLI turns into one
   line and exit 130 (:func:`raise_on_signals`).
 - :func:`say` writes a line, and :func:`settle_streams` flushes stdout and stderr, both never

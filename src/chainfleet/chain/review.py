@@ -169,6 +169,6 @@ def _decode(stage: Stage, text: str) -> Any:
 
 
 def _topic(fields: dict[str, Any], input_field: str) -> str | None:
-    from chainfleet.report.model import topic_of
+    from chainfleet.report.quality import topic_of
 
     return topic_of(fields, input_field)

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import click
 
-from chainfleet.cli import cli, config_errors
+from chainfleet.cli.group import cli, config_errors
+from chainfleet.cli.options import input_option
 from chainfleet.cli.progress import Progress
 from chainfleet.errors import ConfigError
 from chainfleet.pipeline import Pipeline
-from chainfleet.report.model import fmt_seconds
+from chainfleet.report.duration import fmt_duration
 from chainfleet.runner.compare import CompareReport, Display, run_compare
 from chainfleet.runner.core import new_run_id
 
@@ -22,14 +23,7 @@ SHOWN_ITEMS = 20
 
 @cli.command("compare", short_help="Run an input one at a time, then in parallel, and compare.")
 @click.argument("pipeline_file", metavar="PIPELINE.yaml", type=click.Path(dir_okay=False))
-@click.option(
-    "--input",
-    "-i",
-    "input_file",
-    required=True,
-    metavar="FILE",
-    help="Items: .txt (a line each), .jsonl (an object each) or .csv (a header row).",
-)
+@input_option
 @click.option(
     "--concurrency",
     "-c",
@@ -98,7 +92,7 @@ def print_comparison(report: CompareReport, out: str | Path) -> None:
     click.echo(f"{'mode':<26} {'total time':>11} {'succeeded':>10} {'failed':>7} {'retried calls':>14}")
     for label, r in rows:
         click.echo(
-            f"{label:<26} {fmt_seconds(r.wall_seconds):>11} {r.items_succeeded:>6}/{r.items_total:<3} "
+            f"{label:<26} {fmt_duration(r.wall_seconds):>11} {r.items_succeeded:>6}/{r.items_total:<3} "
             f"{r.items_failed:>7} {r.calls.get('retried', 0):>14}"
         )
     click.echo("")
@@ -122,12 +116,12 @@ def print_comparison(report: CompareReport, out: str | Path) -> None:
     if saved is not None:
         click.echo(
             f"Time saved by running in parallel: {saved:.0f}% "
-            f"({fmt_seconds(seq.wall_seconds)} -> {fmt_seconds(par.wall_seconds)})"
+            f"({fmt_duration(seq.wall_seconds)} -> {fmt_duration(par.wall_seconds)})"
         )
     error = report.estimate_error_pct
     if error is not None:
         click.echo(
-            f"The parallel run alone estimated one at a time at {fmt_seconds(par.sequential_seconds)} "
+            f"The parallel run alone estimated one at a time at {fmt_duration(par.sequential_seconds)} "
             f"({round(error) or 0:+d}% against the measured run)"  # never "-0%"
         )
     click.echo(f"Reports: {out}/report.json, {out}/sequential/, {out}/parallel/")

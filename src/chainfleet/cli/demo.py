@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from chainfleet.cli import cli, config_errors
 from chainfleet.cli.compare import display, print_comparison
+from chainfleet.cli.group import cli, config_errors
 from chainfleet.runner.demo import DEMO_TOPICS, run_demo
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from chainfleet.cli import cli, config_errors
+from chainfleet.cli.group import cli, config_errors
 from chainfleet.errors import ConfigError
 from chainfleet.plan.online import Plan
 

@@ -2,54 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any, cast
 
 import click
 
-from chainfleet.cli import cli, config_errors
+from chainfleet.cli.group import cli, config_errors
+from chainfleet.cli.progress import output_progress
 from chainfleet.errors import ConfigError
-from chainfleet.report.model import fmt_seconds
+from chainfleet.report.duration import fmt_duration
 from chainfleet.report.output import rewrite_output, store_problem
 from chainfleet.report.results import ItemFiles
 from chainfleet.store.folder import held, owner
 from chainfleet.store.review_queue import ReviewQueue
 from chainfleet.store.runstore import RunStore, StoreError
-
-
-def output_progress(stream: IO[str] | None = None, *, every: float = 1.0) -> Callable[[int, int], None]:
-    """A progress line for the output phase ("writing the output: 12,000 / 1,000,000 items"),
-    on stderr: redrawn in place on a terminal, else a line every ``every`` seconds. An output
-    written in under ``every`` seconds shows none."""
-    out = stream if stream is not None else sys.stderr
-    try:
-        tty = out.isatty()
-    except (AttributeError, ValueError):
-        tty = False
-    state: dict[str, float | None] = {"first": None, "last": None}
-
-    def show(done: int, total: int) -> None:
-        now = time.monotonic()
-        first, last = state["first"], state["last"]
-        if first is None:
-            state["first"] = first = now
-        final = done >= total
-        if final and last is None:
-            return  # nothing shown yet: it was quick
-        if not final and now - (first if last is None else last) < every:
-            return
-        state["last"] = now
-        share = f" ({100 * done / total:.0f}%)" if total else ""
-        line = f"writing the output: {done:,} / {total:,} items{share}"
-        with contextlib.suppress(OSError, ValueError):  # a closed terminal: the writing goes on
-            out.write(("\r" + line + ("\n" if final else "")) if tty else line + "\n")
-            out.flush()
-
-    return show
 
 
 @cli.command("report", short_help="Write a run's output folder again from its run store.")
@@ -235,7 +203,7 @@ def _cells(run: dict[str, Any]) -> tuple[str, ...]:
         str(items.get("failed", 0)),
         str(items.get("skipped", 0)),
         _review_cell(run),
-        fmt_seconds(wall) if wall is not None else "-",
+        fmt_duration(wall) if wall is not None else "-",
         f"{saved:.0f}%" if saved is not None else "-",
         str(run["folder"]),
     )

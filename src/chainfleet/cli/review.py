@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from chainfleet.cli import cli, config_errors
+from chainfleet.cli.group import cli, config_errors
 from chainfleet.errors import ConfigError
 
 if TYPE_CHECKING:

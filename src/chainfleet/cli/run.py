@@ -1,32 +1,22 @@
-"""``chainfleet run``: one pipeline over one input file."""
+"""``chainfleet run``: one pipeline over one input file.
+
+The command reads its options into ``settings`` (what the run's store keeps, so ``chainfleet
+resume`` can start the run again the same way) and hands them to
+:func:`chainfleet.cli.execute.execute`, which runs, reports and exits.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import hashlib
-import signal
-import sqlite3
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from chainfleet.cli import cli, config_errors
-from chainfleet.cli.progress import ProgressPrinter
-from chainfleet.cli.report import output_progress
-from chainfleet.config import RunSettings
+from chainfleet.cli.execute import execute
+from chainfleet.cli.group import cli, config_errors
+from chainfleet.cli.options import input_option
 from chainfleet.errors import ConfigError
-from chainfleet.pipeline import Pipeline
-from chainfleet.report.model import RunReport
-from chainfleet.runner.api import arun, finish_output
-from chainfleet.runner.core import MAX_CONCURRENCY, Runner, latest_run_id, new_run_id
-from chainfleet.signals import STOP_SIGNALS, Interrupted, label, raise_on_signals, say, settle_streams
-from chainfleet.store.diskfull import EXIT_DISK_FULL, is_disk_full
-from chainfleet.store.diskfull import message as disk_full_message
-from chainfleet.store.folder import acquire, open_store, release
-from chainfleet.store.runstore import RunStore, StoreError
+from chainfleet.runner.core import MAX_CONCURRENCY
 
 if TYPE_CHECKING:  # click >= 8.2 types ParamType as a generic; older clicks cannot subscript it
     _ParamType = click.ParamType[Any]
@@ -55,14 +45,7 @@ class ConcurrencyType(_ParamType):
 
 @cli.command("run", short_help="Run a pipeline over every item of an input file.")
 @click.argument("pipeline_file", metavar="PIPELINE.yaml", type=click.Path(dir_okay=False))
-@click.option(
-    "--input",
-    "-i",
-    "input_file",
-    required=True,
-    metavar="FILE",
-    help="Items: .txt (a line each), .jsonl (an object each) or .csv (a header row).",
-)
+@input_option
 @click.option("--out", "-o", metavar="DIR", help="Output folder [default: runs/<run id>].")
 @click.option(
     "--concurrency",
@@ -266,274 +249,3 @@ def run_command(
         },
     }
     execute(pipeline_file, input_file, out, settings, quiet=quiet, resume=resume, force=force)
-
-
-def cli_settings(options: dict[str, Any], *, run_id: str | None, resume: bool, force: bool) -> RunSettings:
-    """The run's settings from the flags kept with it (runs saved before a flag existed get its
-    default: ``backend`` local, no ``limit_group``)."""
-    return RunSettings(
-        concurrency=options["concurrency"],
-        max_concurrency=options["max_concurrency"],
-        model=options["model"],
-        max_attempts=options["max_attempts"],
-        retry_passes=options["retry_passes"],
-        rpm=options["rpm"],
-        tpm=options["tpm"],
-        limit_group=options.get("limit_group"),
-        run_id=run_id,
-        resume=resume,
-        force=force,
-        cache=False if options["no_cache"] else options["cache"],
-        max_cost=options["max_cost"],
-        max_tokens=options["max_tokens"],
-        batch=options.get("batch", False),
-        backend=options.get("backend", "local"),
-        address=options.get("address"),
-        workers=options.get("workers"),
-        item_files=options.get("item_files", "auto"),
-        parquet=options.get("parquet", False),
-    )
-
-
-def execute(
-    pipeline_file: str,
-    input_file: str,
-    out: str | None,
-    settings: dict[str, Any],
-    *,
-    quiet: bool,
-    resume: bool,
-    force: bool = False,
-) -> None:
-    """Run (or resume) and exit with the run's exit code; shared by ``run`` and ``resume``."""
-    options = settings["cli"]
-    pipeline = Pipeline.from_yaml(pipeline_file)
-    new_id = new_run_id()
-    out_dir = Path(out) if out else Path("runs") / new_id
-    run_id = None if resume else new_id  # a resume goes on with the run in --out
-    settings = {**settings, "fingerprint": fingerprint(pipeline_file, input_file)}
-    if resume and (line := finished_run(out_dir, settings["fingerprint"])) is not None:
-        say(line)
-        settle_streams()
-        sys.exit(0)
-    try:
-        report = asyncio.run(
-            _run(
-                pipeline,
-                input_file,
-                out_dir,
-                cli_settings(options, run_id=run_id, resume=resume, force=force),
-                quiet=quiet,
-                saved=settings,
-            )
-        )
-    except Interrupted as exc:  # during the output phase: the store has everything
-        say(
-            f"\n{exc} received while writing the output: stopped; every result is in {out_dir}/run.db. "
-            f"Write the output with: chainfleet report {out_dir}",
-            err=True,
-        )
-        settle_streams()
-        sys.exit(130)
-    except (OSError, sqlite3.Error) as exc:  # a full disk: one line, exit 74, nothing lost
-        if not is_disk_full(exc):
-            raise
-        say(disk_full_message(out_dir), err=True)
-        settle_streams()
-        sys.exit(EXIT_DISK_FULL)
-    for line in report.summary_lines():
-        say(line)
-    if report.reused or report.cache_hits:
-        say(
-            f"reused {report.reused} finished stage results and {report.cache_hits} cached "
-            "responses: those were not called again"
-        )
-    say(f"output: {out_dir}/ (report.html, timeline.png, report.md, report.json, results.jsonl, items/)")
-    if report.items_needs_review:
-        say(
-            f"{report.items_needs_review} item{'s wait' if report.items_needs_review > 1 else ' waits'} "
-            f"for review: chainfleet review {out_dir} (then: chainfleet resume {out_dir})"
-        )
-    if report.input_error:
-        say(f"error: {report.input_error}", err=True)
-    elif report.stopped_kind == "interrupted":
-        say(f"interrupted: everything finished is saved. Go on with: chainfleet resume {out_dir}", err=True)
-    elif report.stopped and report.stopped.startswith("budget"):
-        say(
-            f"stopped: the {report.stopped}; spent ${report.cost_usd or 0:.4f}, "
-            f"{report.tokens.get('input', 0) + report.tokens.get('output', 0):,} tokens",
-            err=True,
-        )
-    elif report.stopped:
-        say(
-            f"error: the run stopped: {report.stopped.rstrip('.')}. Completed items are saved in {out_dir}/.",
-            err=True,
-        )
-    settle_streams()  # a closed terminal or a full /dev/full never changes the exit code
-    sys.exit(report.exit_code)
-
-
-def fingerprint(*paths: str) -> str:
-    """A digest of the files' bytes (the pipeline and the input): a finished run whose files
-    changed since is not finished any more."""
-    digest = hashlib.blake2b(digest_size=16)
-    for path in paths:
-        with contextlib.suppress(OSError), open(path, "rb") as file:
-            while chunk := file.read(1 << 20):
-                digest.update(chunk)
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def finished_run(out: Path, files: str) -> str | None:
-    """What to say when the run in ``out`` is already finished (it ended, every item
-    succeeded, and its pipeline and input files are as they were: ``files`` is their
-    :func:`fingerprint`), so a resume has nothing to do and must change nothing; else None."""
-    if not (out / "run.db").is_file():
-        return None
-    try:
-        store = RunStore.open(out / "run.db")
-    except StoreError:
-        return None  # opening it for the run says what is wrong with it
-    with store:
-        run_id = latest_run_id(store)
-        run = next((r for r in store.runs() if r["run_id"] == run_id), None)
-    if run is None or run["status"] != "done" or run["settings"].get("fingerprint") != files:
-        return None
-    items = run["items"]
-    if not items or set(items) != {"succeeded"}:
-        return None
-    return (
-        f"nothing to resume: run {run_id} is finished ({items['succeeded']:,} items succeeded); "
-        f"{out}/ is left as it was"
-    )
-
-
-async def _run(
-    pipeline: Pipeline,
-    input_file: str,
-    out: Path,
-    settings: RunSettings,
-    *,
-    quiet: bool,
-    saved: dict[str, Any],
-) -> RunReport:
-    """Run with the progress display and Ctrl-C handling: the first SIGINT or SIGTERM stops
-    admission (the calls in flight finish), a second one cancels them; either way the output
-    folder is written from what finished."""
-    printer = None if quiet else ProgressPrinter()
-    holder: dict[str, Runner] = {}
-    main = asyncio.current_task()
-
-    loop = asyncio.get_running_loop()
-    installed: list[int] = []
-
-    def on_start(runner: Runner) -> None:
-        holder["runner"] = runner
-        acquire(out)  # the folder stays held through the salvage after a hard stop
-        installed.extend(_install(loop, on_signal))  # until now a signal raises Interrupted
-        if printer:
-            printer.start(runner)
-
-    def on_signal(signum: int) -> None:
-        runner = holder["runner"]
-        if runner.interrupted:
-            if main is not None:
-                main.cancel()
-            return
-        runner.stop("interrupted")
-        again = "Ctrl-C again" if signum == signal.SIGINT else f"send {label(signum)} again"
-        say(
-            f"\n{label(signum)} received: stopping: no new items; finishing the "
-            f"{runner.stats.in_flight} chains in flight ({again} to stop at once)",
-            err=True,
-        )
-
-    def on_output() -> None:
-        """The output phase is plain work on this thread: a signal now raises Interrupted, which
-        stops it (the store keeps everything; `chainfleet report` writes the output later)."""
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-        installed.clear()
-        raise_on_signals()
-        if printer:
-            printer.pause()
-
-    progress = None if quiet else output_progress()
-    try:
-        return await arun(
-            pipeline,
-            input_file,
-            settings,
-            out=out,
-            saved=saved,
-            on_start=on_start,
-            on_output=on_output,
-            output_progress=progress,
-        )
-    except asyncio.CancelledError:
-        runner = holder.get("runner")
-        if runner is None:
-            raise KeyboardInterrupt from None
-        report = runner.salvage()
-        finish_output(
-            runner,
-            report,
-            out,
-            item_files=settings.item_files,
-            parquet=settings.parquet,
-            on_output=on_output,
-            progress=progress,
-        )
-        return report
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-        raise_on_signals()  # the output phase and the summary: a signal is still one clean line
-        if printer:
-            with contextlib.suppress(OSError):  # the terminal closed (SIGHUP): nothing to draw on
-                await printer.stop()
-        if "runner" in holder:
-            release(out)
-
-
-def _install(loop: asyncio.AbstractEventLoop, handler: Any) -> list[int]:
-    installed = []
-    for sig in STOP_SIGNALS:
-        try:
-            loop.add_signal_handler(sig, handler, sig)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
-            pass
-    return installed
-
-
-@cli.command("resume", short_help="Continue an interrupted or stopped run.")
-@click.argument("out", metavar="OUT_DIR", type=click.Path(file_okay=False))
-@click.option("--quiet", "-q", is_flag=True, help="No progress lines; only the summary.")
-@config_errors
-def resume_command(out: str, quiet: bool) -> None:
-    """Continue the run in OUT_DIR with the pipeline, input and options it was started with:
-    stage results already finished are not called again; failed items get their retry pass.
-
-    \b
-    Example:
-      chainfleet resume runs/today
-    """
-
-    store = open_store(out, resume=True)
-    runs = store.runs()
-    store.close()
-    release(out)
-    if not runs:
-        raise ConfigError("nothing to resume here: the store holds no run", where=out)
-    started_by_cli = [r["settings"] for r in runs if {"pipeline_file", "cli"} <= r["settings"].keys()]
-    if not started_by_cli:
-        raise ConfigError(
-            "this run was not started by `chainfleet run`; use `chainfleet run ... --resume`", where=out
-        )
-    settings = started_by_cli[-1]
-    for key in ("pipeline_file", "input_file"):
-        if not Path(settings[key]).exists():
-            raise ConfigError(f"the run's {key.replace('_', ' ')} is gone: {settings[key]}", where=out)
-    execute(settings["pipeline_file"], settings["input_file"], out, settings, quiet=quiet, resume=True)

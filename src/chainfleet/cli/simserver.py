@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from chainfleet.cli import cli, config_errors
+from chainfleet.cli.group import cli, config_errors
 from chainfleet.errors import ConfigError
 
 _RATE = click.FloatRange(0, 1)

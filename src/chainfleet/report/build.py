@@ -32,8 +32,8 @@ from chainfleet.pipeline.gates import as_text
 from chainfleet.report.batch import batch_section
 from chainfleet.report.estimate import SequentialEstimate, estimate_sequential
 from chainfleet.report.gates import gate_summary
-from chainfleet.report.model import LIST_CAP, RunReport, topic_of
-from chainfleet.report.quality import assess
+from chainfleet.report.model import LIST_CAP, RunReport
+from chainfleet.report.quality import assess, topic_of
 from chainfleet.report.review import review_summary
 from chainfleet.store.runstore import ItemRecord, RunStore
 from chainfleet.store.sessions import SessionRow

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from numpy.typing import NDArray
 
-__all__ = ["PALETTE", "timeline_png"]
+__all__ = ["PALETTE", "SampledCalls", "timeline_png"]
 
 #: Okabe & Ito's colour-blind-safe palette (vermillion is kept for failures)
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
@@ -54,7 +54,7 @@ LABEL_CHARS = 18
 
 
 @dataclass
-class _Calls:
+class SampledCalls:
     """Every call's times in flat arrays, plus the full rows of the sampled items only.
 
     Items are sampled by index with a stride that doubles whenever more than twice ``max_rows``
@@ -115,7 +115,7 @@ def timeline_png(
     """
     from matplotlib.figure import Figure
 
-    collected = _Calls(max_rows=max(1, max_rows))
+    collected = SampledCalls(max_rows=max(1, max_rows))
     for call in calls:
         collected.add(call)
     order = list(stages_order) + [s for s in collected.stages if s not in stages_order]
@@ -134,7 +134,7 @@ def timeline_png(
     return out
 
 
-def _figure(calls: _Calls, *, title: str, colours: dict[str, str], concurrency: int | None) -> Figure:
+def _figure(calls: SampledCalls, *, title: str, colours: dict[str, str], concurrency: int | None) -> Figure:
     import numpy as np
     from matplotlib.figure import Figure
 

@@ -33,9 +33,10 @@ from markupsafe import Markup, escape
 
 from chainfleet.limits.facts import limit_lines
 from chainfleet.report.batch import batch_lines
+from chainfleet.report.duration import fmt_duration
 from chainfleet.report.gates import gate_tables
 from chainfleet.report.markdown import TIME_SPLIT_NOTE, headline, time_split
-from chainfleet.report.model import fmt_seconds, topic_of
+from chainfleet.report.quality import topic_of
 from chainfleet.store.runstore import ItemRecord
 
 __all__ = ["report_html"]
@@ -91,7 +92,7 @@ def report_html(
             timeline=_timeline(png_path),
             split=_split(report),
             split_note=TIME_SPLIT_NOTE,
-            wall=fmt_seconds(report.get("wall_seconds", 0.0)),
+            wall=fmt_duration(report.get("wall_seconds", 0.0)),
             stages=_stages(report, stages_order),
             rates=_rates(report),
             sessions=_sessions(report),
@@ -131,8 +132,8 @@ def _tiles(d: Mapping[str, Any]) -> list[dict[str, str]]:
     return [
         {"big": f"{ok:,} / {total:,}", "small": "items succeeded", "cls": "good" if ok == total else "bad"},
         {
-            "big": fmt_seconds(d.get("wall_seconds", 0.0)),
-            "small": f"wall time; one at a time {fmt_seconds(d.get('sequential_seconds', 0.0))}",
+            "big": fmt_duration(d.get("wall_seconds", 0.0)),
+            "small": f"wall time; one at a time {fmt_duration(d.get('sequential_seconds', 0.0))}",
             "cls": "",
         },
         _speed_tile(speedup, saved),
@@ -242,7 +243,7 @@ def _sessions(d: Mapping[str, Any]) -> list[dict[str, Any]]:
             "started": when(s.get("started")),
             "ended": when(s.get("ended")),
             "status": s.get("status"),
-            "active": fmt_seconds(s.get("active_seconds", 0.0)),
+            "active": fmt_duration(s.get("active_seconds", 0.0)),
             "calls": s.get("calls", 0),
             "items": s.get("items_finished", 0),
         }

@@ -1,20 +1,25 @@
-"""Markdown renderings: report.md for a run, one readable file per item."""
+"""Markdown renderings: report.md for a run, one readable file per item.
+
+Both render plain data: report.md from the report dict (report.json's content, as
+``RunReport.to_dict()`` gives it), an item's file from its stored record. Nothing here knows
+:class:`~chainfleet.report.model.RunReport`, so the model can call down into this module
+(``RunReport.to_markdown()``) without this module importing it back; report.html shows the same
+:func:`headline` lines, so the two never disagree.
+"""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from chainfleet.limits.facts import limit_lines
 from chainfleet.report.batch import batch_markdown
+from chainfleet.report.duration import fmt_duration
 from chainfleet.report.gates import gate_markdown
 from chainfleet.report.review import review_lines
 from chainfleet.store.runstore import ItemRecord
-
-if TYPE_CHECKING:
-    from chainfleet.report.model import RunReport
 
 __all__ = ["headline", "item_markdown", "rates_lines", "report_markdown", "time_split"]
 
@@ -33,8 +38,6 @@ def headline(d: Mapping[str, Any]) -> list[str]:
     so the two never disagree. Items, wall time against one at a time, the time saved, the cost,
     what failed and why the run stopped.
     """
-    from chainfleet.report.model import fmt_seconds
-
     items = d.get("items", {})
     lines = [
         f"**Items: {items.get('succeeded', 0)} of {items.get('total', 0)} succeeded**, "
@@ -51,7 +54,7 @@ def headline(d: Mapping[str, Any]) -> list[str]:
     else:
         how = f"up to {chains} chains in flight"
     lines.append(
-        f"Wall time: **{fmt_seconds(wall)}** with {how}; one at a time would take {fmt_seconds(sequential)}"
+        f"Wall time: **{fmt_duration(wall)}** with {how}; one at a time would take {fmt_duration(sequential)}"
         + (f" ({d['sequential_estimate']['note']})" if d.get("sequential_estimate") else "")
     )
     speedup, saved = d.get("speedup"), d.get("time_saved_pct")
@@ -69,7 +72,7 @@ def headline(d: Mapping[str, Any]) -> list[str]:
     if calls.get("retried"):
         lines.append(
             f"Retries: {calls['retried']:,} calls retried ({calls.get('rate_limited', 0):,} rate-limited), "
-            f"{fmt_seconds(d.get('backoff_seconds', 0.0))} of backoff"
+            f"{fmt_duration(d.get('backoff_seconds', 0.0))} of backoff"
         )
     if items.get("failed"):
         lines.append(f"Failed: {items['failed']} item{'' if items['failed'] == 1 else 's'}: {_why(d)}")
@@ -83,14 +86,12 @@ def headline(d: Mapping[str, Any]) -> list[str]:
 
 def _slowest_wait(d: Mapping[str, Any]) -> str:
     """Why the run took longer than its calls one at a time: the largest of its waits."""
-    from chainfleet.report.model import fmt_seconds
-
     label, seconds = max(time_split(d)[1:], key=lambda pair: pair[1])
     if seconds <= 0:
         return "the run took longer than its calls one at a time would"
     return (
         f"the run took longer than its calls one at a time would; the calls spent "
-        f"{fmt_seconds(seconds)} {label} (summed over calls)"
+        f"{fmt_duration(seconds)} {label} (summed over calls)"
     )
 
 
@@ -122,88 +123,109 @@ TIME_SPLIT_NOTE = (
 )
 
 
-def report_markdown(report: RunReport) -> str:
-    from chainfleet.report.model import fmt_seconds
-
-    # the numbers come from to_dict(), rounded as in report.json: rendered again from the store
-    # (`chainfleet report`), report.md is the same file
-    d = report.to_dict()
-    lines = [f"# Run {report.run_id}: {report.pipeline}", ""]
+def report_markdown(d: Mapping[str, Any]) -> str:
+    """report.md from a report dict (``RunReport.to_dict()``, i.e. report.json): the numbers are
+    rounded as there, so report.md rendered again from the store (`chainfleet report`) is the
+    same file."""
+    lines = [f"# Run {d['run_id']}: {d['pipeline']}", ""]
     lines += [f"- {line}" for line in headline(d)]
-    lines += ["", "## Where the time went", "", "| | seconds | share |", "|---|---:|---:|"]
+    lines += _time_table(d)
+    lines += ["", "## Details", ""]
+    lines += _details(d)
+    lines += _stage_table(d)
+    lines += _failure_table(d)
+    lines += gate_markdown(d.get("gates"))
+    lines += batch_markdown(d.get("batch"))
+    lines += _quality_table(d["quality"])
+    return "\n".join(lines) + "\n"
+
+
+def _time_table(d: Mapping[str, Any]) -> list[str]:
+    lines = ["", "## Where the time went", "", "| | seconds | share |", "|---|---:|---:|"]
     split = time_split(d)
     total = sum(seconds for _, seconds in split)
     for label, seconds in split:
         share = f"{100 * seconds / total:.1f}%" if total > 0 else "-"
         lines.append(f"| {label} | {seconds:.2f} | {share} |")
-    lines += ["", TIME_SPLIT_NOTE, "", "## Details", ""]
-    lines.append(
-        f"- Wall time {fmt_seconds(d['wall_seconds'])}: first admission to last result; start-up "
-        "and report writing not counted. One at a time: the sum of every call's service time."
-    )
-    calls = report.calls
-    auto = report.concurrency_mode == "auto"
-    lines += [
-        f"- Concurrency: {report.concurrency}"
-        + (f" (adapted automatically: peak {report.concurrency_peak} chains)" if auto else ""),
+    return lines + ["", TIME_SPLIT_NOTE]
+
+
+def _details(d: Mapping[str, Any]) -> list[str]:
+    calls = d["calls"]
+    auto = d["concurrency_mode"] == "auto"
+    lines = [
+        f"- Wall time {fmt_duration(d['wall_seconds'])}: first admission to last result; start-up "
+        "and report writing not counted. One at a time: the sum of every call's service time.",
+        f"- Concurrency: {d['concurrency']}"
+        + (f" (adapted automatically: peak {d['concurrency_peak']} chains)" if auto else ""),
         f"- Calls: {calls.get('total', 0)} ({calls.get('succeeded', 0)} succeeded, "
         f"{calls.get('retried', 0)} retried, {calls.get('rate_limited', 0)} rate-limited, "
         f"{calls.get('failed', 0)} failed for good, "
         f"{calls.get('failed_attempts', calls.get('failed', 0))} failed attempts); "
-        f"backoff waits {fmt_seconds(d['backoff_seconds'])}",
+        f"backoff waits {fmt_duration(d['backoff_seconds'])}",
     ]
-    lines += rates_lines(report.rates)
-    if report.reused or report.cache_hits:
+    lines += rates_lines(d["rates"])
+    if d["reused_stage_results"] or d["cache_hits"]:
         lines.append(
-            f"- Reused: {report.reused} stage results from the run store (resume), "
-            f"{report.cache_hits} from the response cache"
+            f"- Reused: {d['reused_stage_results']} stage results from the run store (resume), "
+            f"{d['cache_hits']} from the response cache"
         )
-    lines += [
+    return lines
+
+
+def _stage_table(d: Mapping[str, Any]) -> list[str]:
+    lines = [
         "",
         "## Stages",
         "",
         "| stage | calls | failed | p50 s | p95 s | max s |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name in report.stages_order:
-        s = report.stages.get(name, {})
+    for name in d["stages_order"]:
+        s = d["stages"].get(name, {})
         lines.append(
             f"| {name} | {s.get('calls', 0)} | {s.get('failed', 0)} | {s.get('p50_seconds', 0):.3f} "
             f"| {s.get('p95_seconds', 0):.3f} | {s.get('max_seconds', 0):.3f} |"
         )
-    lines += ["", "## Failures", ""]
-    if not report.failures:
-        lines.append("None.")
-    else:
-        lines += ["| item | stage | type | message |", "|---|---|---|---|"]
-        for f in report.failures[:TABLE_CAP]:
-            lines.append(f"| {_cell(f['id'])} | {f['stage']} | {f['type']} | {_cell(f['message'])} |")
-        if report.items_failed > TABLE_CAP:
-            lines.append(f"\n{report.items_failed - TABLE_CAP} more in results.jsonl.")
-    lines += gate_markdown(d.get("gates"))
-    lines += batch_markdown(d.get("batch"))
-    lines += ["", "## Quality of each output", ""]
-    summary = report.quality_summary()
-    if not report.quality:
-        lines.append("No output to assess.")
-    else:
-        lines += [
-            f"Mean score {summary['mean_score']} / 100, mean {summary['mean_words']} words, "
-            f"mean readability {summary['mean_readability']} (Flesch), topic covered in "
-            f"{summary['topic_covered_pct']}% of outputs.",
-            "",
-            "| item | score | words | readability | grade | topic covered | headings | paragraphs |",
-            "|---|---:|---:|---:|---:|---|---:|---:|",
-        ]
-        for q in report.quality[:TABLE_CAP]:
-            lines.append(
-                f"| {_cell(q['id'])} | {q['score']} | {q['words']} | {q['readability']} | "
-                f"{q['grade']} | {'yes' if q['topic_covered'] else 'no'} "
-                f"({q['topic_coverage']:.0%}) | {q['headings']} | {q['paragraphs']} |"
-            )
-        if summary["items"] > TABLE_CAP:
-            lines.append(f"\n{summary['items'] - TABLE_CAP} more in results.jsonl.")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _failure_table(d: Mapping[str, Any]) -> list[str]:
+    lines = ["", "## Failures", ""]
+    failures, failed = d["failures"], d["items"]["failed"]
+    if not failures:
+        return lines + ["None."]
+    lines += ["| item | stage | type | message |", "|---|---|---|---|"]
+    for f in failures[:TABLE_CAP]:
+        lines.append(f"| {_cell(f['id'])} | {f['stage']} | {f['type']} | {_cell(f['message'])} |")
+    if failed > TABLE_CAP:
+        lines.append(f"\n{failed - TABLE_CAP} more in results.jsonl.")
+    return lines
+
+
+def _quality_table(quality: Mapping[str, Any]) -> list[str]:
+    """Mean quality, then a row per output (``quality`` is report.json's)."""
+    lines = ["", "## Quality of each output", ""]
+    rows = quality["per_item"]
+    if not rows:
+        return lines + ["No output to assess."]
+    lines += [
+        f"Mean score {quality['mean_score']} / 100, mean {quality['mean_words']} words, "
+        f"mean readability {quality['mean_readability']} (Flesch), topic covered in "
+        f"{quality['topic_covered_pct']}% of outputs.",
+        "",
+        "| item | score | words | readability | grade | topic covered | headings | paragraphs |",
+        "|---|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for q in rows[:TABLE_CAP]:
+        lines.append(
+            f"| {_cell(q['id'])} | {q['score']} | {q['words']} | {q['readability']} | "
+            f"{q['grade']} | {'yes' if q['topic_covered'] else 'no'} "
+            f"({q['topic_coverage']:.0%}) | {q['headings']} | {q['paragraphs']} |"
+        )
+    if quality["items"] > TABLE_CAP:
+        lines.append(f"\n{quality['items'] - TABLE_CAP} more in results.jsonl.")
+    return lines
 
 
 def rates_lines(rates: Mapping[str, Any]) -> list[str]:
@@ -234,7 +256,7 @@ def _limit(value: float | None) -> str:
     return "none" if value is None else f"{value:,.0f}"
 
 
-def item_markdown(record: ItemRecord, report: RunReport, topic: str | None) -> str:
+def item_markdown(record: ItemRecord, stages_order: Sequence[str], topic: str | None) -> str:
     """One item's file: status and quality first, then the final output, then earlier stages."""
     title = topic or f"Item {record.id}"
     lines = [f"# {title}", "", f"- id: `{record.id}`", f"- status: **{record.status}**"]
@@ -250,7 +272,7 @@ def item_markdown(record: ItemRecord, report: RunReport, topic: str | None) -> s
             f"- quality: score {q['score']}/100, {q['words']} words, readability "
             f"{q['readability']}, topic covered: {'yes' if q['topic_covered'] else 'no'}"
         )
-    order = report.stages_order
+    order = stages_order
     for name in reversed(order):
         if name in record.outputs:
             label = "Output" if name == order[-1] else f"Stage `{name}`"

@@ -24,10 +24,12 @@ from typing import Any
 
 from chainfleet.limits.facts import limit_lines
 from chainfleet.report.batch import batch_lines
+from chainfleet.report.duration import fmt_duration
 from chainfleet.report.estimate import concurrency_phrase, speed_phrase
+from chainfleet.report.markdown import report_markdown
 from chainfleet.store.runstore import ItemRecord, RunStore
 
-__all__ = ["RunReport", "fmt_seconds", "topic_of"]
+__all__ = ["RunReport"]
 
 #: fatal errors that mean "fix your configuration" (exit code 2), unlike an exhausted quota
 CONFIG_FATAL = ("auth_failed", "model_not_found")
@@ -194,9 +196,9 @@ class RunReport:
             f"{self.items_failed} failed"
             + (f", {self.items_skipped} skipped" if self.items_skipped else "")
             + (f", {self.items_needs_review} wait for review" if self.items_needs_review else ""),
-            f"wall {fmt_seconds(self.wall_seconds)} at "
+            f"wall {fmt_duration(self.wall_seconds)} at "
             f"{concurrency_phrase(self.concurrency, self.concurrency_mode, self.sequential_estimate)}; "
-            f"one at a time would take {fmt_seconds(self.sequential_seconds)}"
+            f"one at a time would take {fmt_duration(self.sequential_seconds)}"
             + _saved_note(speedup, saved, self.waits),
             f"calls {self.calls.get('total', 0)} ({self.calls.get('retried', 0)} retried, "
             f"{self.calls.get('rate_limited', 0)} rate-limited); tokens in "
@@ -218,9 +220,7 @@ class RunReport:
         return lines
 
     def to_markdown(self) -> str:
-        from chainfleet.report.markdown import report_markdown
-
-        return report_markdown(self)
+        return report_markdown(self.to_dict())
 
 
 def _saved_note(speedup: float | None, saved: float | None, waits: dict[str, float]) -> str:
@@ -235,27 +235,6 @@ def _saved_note(speedup: float | None, saved: float | None, waits: dict[str, flo
         }
         biggest = max(names, key=lambda k: waits.get(k, 0.0))
         seconds = waits.get(biggest, 0.0)
-        why = f": {fmt_seconds(seconds)} went {names[biggest]}" if seconds > 0 else ""
+        why = f": {fmt_duration(seconds)} went {names[biggest]}" if seconds > 0 else ""
         return f" ({phrase}{why})"
     return f" ({phrase})"
-
-
-def fmt_seconds(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.2f} s"
-    minutes, rest = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{int(minutes)} min {rest:.0f} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{int(hours)} h {int(minutes)} min"
-
-
-def topic_of(fields: dict[str, Any], input_field: str) -> str | None:
-    """The text an output should cover: the input field, else the first text field."""
-    value = fields.get(input_field)
-    if isinstance(value, str):
-        return value
-    for key in ("topic", "title", "subject", "question", "text"):
-        if isinstance(fields.get(key), str):
-            return str(fields[key])
-    return next((v for v in fields.values() if isinstance(v, str)), None)

@@ -19,7 +19,8 @@ from typing import Any
 
 from chainfleet.errors import ConfigError
 from chainfleet.report.build import build_report
-from chainfleet.report.model import RunReport, topic_of
+from chainfleet.report.model import RunReport
+from chainfleet.report.quality import topic_of
 from chainfleet.report.results import (
     PARQUET_MISSING,
     ItemFiles,
@@ -114,7 +115,7 @@ def write_output(
 
     def item_file(record: ItemRecord) -> tuple[str, str]:
         topic = topic_of(record.input, input_field)
-        return f"{safe_name(record.id, topic)}.md", item_markdown(record, report, topic)
+        return f"{safe_name(record.id, topic)}.md", item_markdown(record, report.stages_order, topic)
 
     write_results(
         out,

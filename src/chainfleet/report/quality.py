@@ -4,7 +4,8 @@
 the same numbers on every machine and Python version, for a real model's output and for ``sim``'s.
 It is hand-written on purpose: ``textstat`` exists, but it pulls in ``pyphen`` and hyphenation
 dictionaries, and its numbers move between releases; a report that compares runs needs measures
-that never move. The measures, in plain words:
+that never move. The topic an output is measured against is its item's input (:func:`topic_of`
+picks it from the item's fields). The measures, in plain words:
 
 - ``words``: the words of the prose, headings included (a word is a run of letters or digits, with
   inner apostrophes: "don't" is one word).
@@ -40,8 +41,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
+from typing import Any
 
-__all__ = ["Quality", "assess"]
+__all__ = ["Quality", "assess", "topic_of"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,22 @@ def assess(text: str, topic: str | None = None) -> Quality:
         score=0,
     )
     return replace(measures, score=_score(measures, per_sentence))
+
+
+def topic_of(fields: dict[str, Any], input_field: str) -> str | None:
+    """The text an output should cover, from its item's fields (the ``topic`` to give
+    :func:`assess`): the input field, else the first text field.
+
+    >>> topic_of({"id": 7, "title": "honey bees"}, "input")
+    'honey bees'
+    """
+    value = fields.get(input_field)
+    if isinstance(value, str):
+        return value
+    for key in ("topic", "title", "subject", "question", "text"):
+        if isinstance(fields.get(key), str):
+            return str(fields[key])
+    return next((v for v in fields.values() if isinstance(v, str)), None)
 
 
 # --- structure ----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from chainfleet.report.duration import fmt_duration
 from chainfleet.store.review_queue import ReviewQueue
 from chainfleet.store.runstore import RunStore
 
@@ -44,14 +45,12 @@ def review_lines(d: Mapping[str, Any]) -> list[str]:
     review = d.get("review") or {}
     if not any(review.get(k) for k in ("waiting", "approved", "edited", "rejected", "items_waiting")):
         return []
-    from chainfleet.report.model import fmt_seconds
-
     waiting = review.get("items_waiting", 0)
     return [
         f"Review: **{waiting} item{' waits' if waiting == 1 else 's wait'} for a person**; decisions so far: "
         f"{review.get('approved', 0)} approved, {review.get('edited', 0)} edited, "
         f"{review.get('rejected', 0)} rejected; time waiting for people "
-        f"{fmt_seconds(review.get('human_wait_seconds', 0.0))} (not in the wall time)"
+        f"{fmt_duration(review.get('human_wait_seconds', 0.0))} (not in the wall time)"
     ]
 
 

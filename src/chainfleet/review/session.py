@@ -22,7 +22,7 @@ from chainfleet.review.where import compile_where
 from chainfleet.store.review_queue import Decision, Entry, ReviewError, ReviewQueue
 from chainfleet.store.runstore import RunStore, StoreError
 
-__all__ = ["EditRefused", "ReviewSession", "default_reviewer"]
+__all__ = ["EditRefused", "ReviewSession", "default_reviewer", "is_json"]
 
 
 class EditRefused(ReviewError):
@@ -35,6 +35,19 @@ def default_reviewer() -> str:
         return getpass.getuser()
     except (KeyError, OSError):  # no user name in a bare container
         return os.environ.get("USER") or "reviewer"
+
+
+def is_json(text: str) -> bool:
+    """Whether an output is a JSON object or array: the terminal and the web page show it
+    indented, and an edit of it opens as a ``.json`` file."""
+    stripped = text.strip()
+    if not stripped.startswith(("{", "[")):
+        return False
+    try:
+        json.loads(stripped)
+    except ValueError:
+        return False
+    return True
 
 
 class ReviewSession:

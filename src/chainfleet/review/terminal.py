@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from chainfleet.errors import ConfigError
-from chainfleet.review.session import EditRefused, ReviewSession
+from chainfleet.review.session import EditRefused, ReviewSession, is_json
 from chainfleet.store.review_queue import Entry, ReviewError
 
 __all__ = ["interact"]
@@ -77,7 +77,7 @@ def _act(session: ReviewSession, entry: Entry, key: str, console: Console) -> bo
 def _edit(session: ReviewSession, entry: Entry, console: Console) -> bool:
     text = entry.output
     while True:
-        edited = click.edit(text, extension=".json" if _is_json(text) else ".md", require_save=True)
+        edited = click.edit(text, extension=".json" if is_json(text) else ".md", require_save=True)
         if edited is None or edited == entry.output:
             console.print("no change: nothing stored")
             return False
@@ -142,17 +142,6 @@ def entry_panel(entry: Entry, number: int, total: int) -> Panel:
 
 
 def _output(text: str) -> object:
-    if _is_json(text):
+    if is_json(text):
         return Syntax(json.dumps(json.loads(text), indent=2, ensure_ascii=False), "json", word_wrap=True)
     return Text(text)
-
-
-def _is_json(text: str) -> bool:
-    stripped = text.strip()
-    if not stripped.startswith(("{", "[")):
-        return False
-    try:
-        json.loads(stripped)
-    except ValueError:
-        return False
-    return True

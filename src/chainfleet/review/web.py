@@ -21,8 +21,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from chainfleet.review.session import EditRefused, ReviewSession
-from chainfleet.review.terminal import _is_json
+from chainfleet.review.session import EditRefused, ReviewSession, is_json
 from chainfleet.store.review_queue import AlreadyDecided, Entry, ReviewError
 
 __all__ = ["make_app", "serve"]
@@ -111,7 +110,7 @@ def _entry(request: web.Request) -> Entry:
     entry = request.app[SESSION].queue.get(int(request.match_info["qid"]))
     if entry is None:
         raise web.HTTPNotFound(text="no such item in the review queue")
-    entry.input = request.app[SESSION].queue._input(entry)
+    entry.input = request.app[SESSION].queue.item_input(entry)
     return entry
 
 
@@ -204,7 +203,7 @@ def _quote(text: str) -> str:
 
 
 def _pretty(text: str) -> str:
-    if _is_json(text):
+    if is_json(text):
         import json
 
         return json.dumps(json.loads(text), indent=2, ensure_ascii=False)

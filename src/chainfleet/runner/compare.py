@@ -42,7 +42,8 @@ from chainfleet.errors import ConfigError
 from chainfleet.inputs import InputSource
 from chainfleet.pipeline import Pipeline
 from chainfleet.report.gates import gate_outcomes
-from chainfleet.report.model import LIST_CAP, RunReport, topic_of
+from chainfleet.report.model import LIST_CAP, RunReport
+from chainfleet.report.quality import topic_of
 from chainfleet.runner.api import Items, arun
 from chainfleet.store.runstore import ItemRecord
 

@@ -227,9 +227,6 @@ class ReviewQueue:
         data = json.loads(row[0]) if row else {}
         return data if isinstance(data, dict) else {}
 
-    #: the old private name, still called by review/web.py (whose owner moves it to item_input)
-    _input = item_input
-
     def get(self, qid: int) -> Entry | None:
         row = self.db.execute(_ENTRY + "WHERE q.qid = ?", (qid,)).fetchone()
         return _entry(row) if row else None
