@@ -14,7 +14,7 @@ from chainfleet.cli import cli
 from chainfleet.pipeline.contracts import Contract
 from conftest import read_report, read_results
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 EXAMPLE = EXAMPLES / "content_gated.yaml"
 TOPICS = [
     line for line in (EXAMPLES / "topics.txt").read_text().splitlines() if line and not line.startswith("#")

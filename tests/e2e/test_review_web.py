@@ -66,7 +66,7 @@ def queued(write_pipeline: Callable[..., Path], topics_file: Callable[..., Path]
     pipeline = write_pipeline(stages=data["stages"])
     # a subprocess: Playwright's sync API holds this process's event loop
     args = [CHAINFLEET, "run", str(pipeline), "-i", str(topics_file(TOPICS)), "-o", str(out), "-q"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}  # the gate's module
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}  # tests/: the gate's module
     result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 3, result.stdout + result.stderr
     return out
@@ -75,7 +75,7 @@ def queued(write_pipeline: Callable[..., Path], topics_file: Callable[..., Path]
 @pytest.fixture
 def server(queued: Path) -> Iterator[str]:
     """``chainfleet review OUT --web`` running; yields the URL it printed."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}  # the gate's module
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}  # tests/: the gate's module
     proc = subprocess.Popen(
         [CHAINFLEET, "review", str(queued), "--web", "--reviewer", "webby"],
         stdout=subprocess.PIPE,
