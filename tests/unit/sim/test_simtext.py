@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import doctest
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from chainfleet.sim import text as simtext
 from chainfleet.sim.text import count_tokens, generate
 
-SRC = Path(__file__).resolve().parents[1] / "src"
 MARKER = re.compile(r"<!-- simulated by chainfleet sim \(seed (-?\d+)\) -->\n")
 
 RESEARCH = "Research urban beekeeping: the key facts, figures and open questions."
@@ -58,25 +53,6 @@ def test_call_order_does_not_matter() -> None:
     forward = [generate(p, seed=5) for p in prompts]
     backward = [generate(p, seed=5) for p in reversed(prompts)]
     assert forward == backward[::-1]
-
-
-@pytest.mark.parametrize("hash_seed", ["1", "987654"])
-def test_a_fresh_process_generates_the_same_text(hash_seed: str) -> None:
-    code = (
-        "import sys\n"
-        "from chainfleet.sim.text import generate\n"
-        "sys.stdout.buffer.write(generate(sys.argv[1], seed=11, system=sys.argv[2]).encode())\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONHASHSEED": hash_seed}
-    prompt, system = "Write an article on coral reef restoration", "Be concise."
-    done = subprocess.run(
-        [sys.executable, "-c", code, prompt, system],
-        env=env,
-        capture_output=True,
-        check=True,
-        timeout=60,
-    )
-    assert done.stdout.decode() == generate(prompt, seed=11, system=system)
 
 
 # --- every output is marked ---------------------------------------------------------------------

@@ -1,11 +1,10 @@
-"""``--limit-group NAME``: jobs on one machine share each model's request budget through a locked
-file, so together they keep to the key's limit (judged by the sim server's own counts)."""
+"""``--limit-group NAME`` in real processes: a group name that cannot name a file is refused
+before any call, and two processes in one group keep to the key's limit together (judged by
+the sim server's own counts)."""
 
 from __future__ import annotations
 
-import json
 import os
-import random
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from chainfleet.limits.group import LimitGroup
 from chainfleet.sim.server import SimServerSettings, SimServerThread
 
 KEY = "sk-limit-group-0123456789"
+
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")
+
 PIPELINE = """\
 name: grouped
 model: openai:gpt-sim
@@ -30,24 +30,6 @@ stages:
     prompt: "Write on {{ topic }} from:\\n{{ research }}"
     max_tokens: 60
 """
-
-
-def test_two_members_of_a_group_take_from_one_bucket(tmp_path: Path) -> None:
-    now = [100.0]
-    a = LimitGroup("g", folder=tmp_path, clock=lambda: now[0])
-    b = LimitGroup("g", folder=tmp_path, clock=lambda: now[0])
-    rng = random.Random(7)
-    next_ask = {0: 100.0, 1: 100.0}
-    members = (a, b)
-    while now[0] < 110.0:  # 10 s at 600/min (10 a second), each asking again when told to
-        order = sorted(next_ask, key=lambda m: (next_ask[m], rng.random()))
-        member = order[0]
-        now[0] = next_ask[member]
-        wait = members[member].take("m", per_minute=600)
-        next_ask[member] = now[0] + wait + rng.uniform(0, 0.002)
-    assert 95 <= a.taken + b.taken <= 101  # together, the rate of one: not twice it
-    assert a.taken > 30 and b.taken > 30  # and neither starved
-    assert json.loads((tmp_path / "g.json").read_text())["m"]["level"] < 1.5
 
 
 def test_a_group_name_that_cannot_name_a_file_is_refused_before_any_call(tmp_path: Path) -> None:

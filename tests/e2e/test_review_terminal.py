@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import chainfleet.cli.review
 import chainfleet.cli.run  # noqa: F401 - registers the commands
 from chainfleet.cli import cli
 from conftest import pipeline_data
@@ -19,6 +18,7 @@ from conftest import pipeline_data
 pexpect = pytest.importorskip("pexpect")
 
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")
+
 EDITOR = "import sys; t = open(sys.argv[1]).read(); open(sys.argv[1], 'w').write(t.upper() + ' EDITED')"
 
 
@@ -92,9 +92,3 @@ def test_the_keys_approve_edit_reject_skip_undo_and_quit(queued: Path, tmp_path:
     assert rows[1][5].endswith(" EDITED") and rows[1][5].startswith("<!-- SIMULATED")
     assert rows[2][3:5] == ("Shorter, and cite a source.", "research") and rows[2][6] == 1
     assert states == {"1": "approved", "2": "edited", "3": "waiting", "4": "waiting"}
-
-
-def test_without_a_terminal_it_points_at_the_script_flags(queued: Path) -> None:
-    result = CliRunner().invoke(cli, ["review", str(queued)])
-    assert result.exit_code == 2
-    assert "not a terminal: use --list, --approve" in result.output

@@ -1,30 +1,19 @@
 """Gateways between chainfleet and the provider (LiteLLM, OpenRouter, Azure OpenAI, Portkey):
 their spellings of the wait and the limits, an unknown model said with a 400, and what the
-report says about the limits that held.
-
-The LiteLLM-like gateway is a real aiohttp server on a loopback port, spoken to by the official
-openai SDK through chainfleet's adapter, as a real proxy would be.
-"""
+report says about the limits that held. (A LiteLLM-like gateway on a real port:
+tests/e2e/test_gateways.py.)"""
 
 from __future__ import annotations
 
-import asyncio
-import json
-from pathlib import Path
-from typing import Any
-
 import pytest
-from aiohttp import web
 
-from chainfleet import ModelNotFound, Pipeline, RateLimited, arun
+from chainfleet import ModelNotFound
 from chainfleet.clock import VirtualClock
 from chainfleet.errors import InvalidRequest
 from chainfleet.limits.facts import limit_facts, limit_lines
 from chainfleet.limits.headers import parse_rate_limits, parse_retry_after
 from chainfleet.limits.limiter import ModelLimiter
-from chainfleet.providers import CompletionRequest
 from chainfleet.providers._errors import classify
-from chainfleet.providers.openai import OpenAIProvider
 
 NOW = 1_800_000_000.0
 
@@ -77,80 +66,6 @@ def test_an_unknown_model_said_with_a_400_is_fatal(message: str) -> None:
 def test_other_400s_stay_a_failure_of_the_item() -> None:
     error = classify(400, "This model's maximum context length is 128000 tokens.")
     assert type(error) is InvalidRequest
-
-
-def litellm_like(calls: list[str]) -> web.Application:
-    """A gateway answering as LiteLLM's proxy does: a 429 whose only wait is
-    ``llm_provider-retry-after``, and a 400 "Invalid model name" for a model it does not route."""
-
-    async def chat(request: web.Request) -> web.Response:
-        body = json.loads(await request.read())
-        calls.append(body["model"])
-        if body["model"] == "busy":
-            return web.json_response(
-                {"error": {"message": "rate limited upstream", "type": "rate_limit_error", "code": "429"}},
-                status=429,
-                headers={"llm_provider-retry-after": "2"},
-            )
-        message = (
-            f"Invalid model name passed in model={body['model']}. Call `/v1/models` to view available models"
-        )
-        return web.json_response(
-            {"error": {"message": message, "type": "invalid_request_error", "code": "400"}}, status=400
-        )
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    return app
-
-
-async def with_gateway(calls: list[str], body: Any) -> Any:
-    runner = web.AppRunner(litellm_like(calls))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        return await body(f"http://127.0.0.1:{port}/v1")
-    finally:
-        await runner.cleanup()
-
-
-def test_through_a_litellm_gateway_the_wait_is_read_and_an_unknown_model_stops_the_run(
-    tmp_path: Path,
-) -> None:
-    calls: list[str] = []
-
-    async def body(url: str) -> tuple[float | None, int]:
-        provider = OpenAIProvider(api_key="sk-gateway-0123456789", base_url=url, timeout=10)
-        try:
-            await provider.complete(CompletionRequest(model="busy", prompt="hi", max_tokens=5))
-        except RateLimited as exc:
-            wait = exc.retry_after
-        finally:
-            await provider.aclose()
-        pipeline = Pipeline.from_dict(
-            {
-                "name": "gw",
-                "model": "gw:no-such-model",
-                "providers": {"gw": {"kind": "openai", "base_url": url, "api_key_env": "GW_KEY"}},
-                "input": "topic",
-                "stages": [{"name": "one", "prompt": "About {{ topic }}", "max_tokens": 10}],
-            }
-        )
-        report = await arun(pipeline, [f"t{i}" for i in range(40)], concurrency=2, out=tmp_path / "out")
-        return wait, report.exit_code
-
-    import os
-
-    os.environ["GW_KEY"] = "sk-gateway-0123456789"
-    try:
-        wait, code = asyncio.run(with_gateway(calls, body))
-    finally:
-        del os.environ["GW_KEY"]
-    assert wait == pytest.approx(2.0)
-    assert code == 2  # the run stopped, as for a 404: not 40 items failing one by one
-    assert calls.count("no-such-model") <= 4
 
 
 def test_the_report_says_which_limit_held_and_that_the_server_held_less_than_told() -> None:
