@@ -1,10 +1,10 @@
 """Shared fixtures: small pipelines on a fast simulated model, topic files, the CLI runner.
 
 The tests mirror the code: ``tests/unit/<package>/`` runs in-process (no child process, no
-server on a socket, no Ray, no browser); ``tests/e2e/`` starts those, and every test there is
-marked ``e2e`` here, so ``python -m pytest -m "not e2e"`` is the fast loop. This file, with
-``sim_cli.py`` and ``review_gates.py`` beside it, is importable from any sub-folder
-(``pythonpath = ["tests"]`` in pyproject.toml): ``from conftest import pipeline_data``.
+server on a socket, no Ray, no browser); ``tests/e2e/`` starts those (or reads an input at full
+scale), and every test there is marked ``e2e`` here, so ``python -m pytest -m "not e2e"`` is the
+fast loop. This file, with ``sim_cli.py`` and ``review_gates.py`` beside it, is importable from
+any sub-folder (``pythonpath = ["tests"]`` in pyproject.toml): ``from conftest import TOPICS``.
 """
 
 from __future__ import annotations
