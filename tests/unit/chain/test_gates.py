@@ -216,7 +216,7 @@ def test_revision_note_carries_feedback_and_previous() -> None:
 def load(tmp_path: Path, stage_yaml: str) -> Pipeline:
     path = tmp_path / "p.yaml"
     path.write_text(
-        "input: topic\nstages:\n  - name: research\n    prompt: \"Research {{ topic }}\"\n"
+        'input: topic\nstages:\n  - name: research\n    prompt: "Research {{ topic }}"\n'
         + textwrap.indent(textwrap.dedent(stage_yaml), "  "),
         encoding="utf-8",
     )
