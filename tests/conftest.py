@@ -1,4 +1,11 @@
-"""Shared fixtures: small pipelines on a fast simulated model, topic files, the CLI runner."""
+"""Shared fixtures: small pipelines on a fast simulated model, topic files, the CLI runner.
+
+The tests mirror the code: ``tests/unit/<package>/`` runs in-process (no child process, no
+server on a socket, no Ray, no browser); ``tests/e2e/`` starts those (or reads an input at full
+scale), and every test there is marked ``e2e`` here, so ``python -m pytest -m "not e2e"`` is the
+fast loop. This file, with ``sim_cli.py`` and ``review_gates.py`` beside it, is importable from
+any sub-folder (``pythonpath = ["tests"]`` in pyproject.toml): ``from conftest import TOPICS``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,18 @@ from typing import Any
 
 import pytest
 import yaml
+
+#: every test under this folder is marked e2e
+E2E = Path(__file__).resolve().parent / "e2e"
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests under tests/e2e/ ``e2e``, once for all of them."""
+    for item in items:
+        if E2E in item.path.resolve().parents:
+            item.add_marker(pytest.mark.e2e)
+
 
 #: the content chain of examples/content.yaml, on a simulated model that takes no real time
 FAST_PIPELINE: dict[str, Any] = {

@@ -12,7 +12,7 @@ settings keep a node local, and :func:`start_local_node` applies both:
 - ``_node_ip_address="127.0.0.1"`` and ``include_dashboard=False`` for ``ray.init``: every server
   then binds the node address, 127.0.0.1.
 
-``tests/test_ray_backend.py`` checks every port the Ray processes listen on.
+``tests/e2e/test_ray_backend.py`` checks every port the Ray processes listen on.
 """
 
 from __future__ import annotations

@@ -1,0 +1,94 @@
+"""The interactive reviewer driven through a real pseudo-terminal (pexpect): the keys."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import chainfleet.cli.run  # noqa: F401 - registers the commands
+from chainfleet.cli import cli
+from conftest import pipeline_data
+
+pexpect = pytest.importorskip("pexpect")
+
+CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")
+
+EDITOR = "import sys; t = open(sys.argv[1]).read(); open(sys.argv[1], 'w').write(t.upper() + ' EDITED')"
+
+
+@pytest.fixture
+def queued(write_pipeline: Callable[..., Path], topics_file: Callable[..., Path], tmp_path: Path) -> Path:
+    data = pipeline_data()
+    data["stages"][1]["review"] = "always"
+    out = tmp_path / "out"
+    pipeline = write_pipeline(stages=data["stages"])
+    topics = ["heat pumps", "shipping", "sleep", "bicycles"]
+    result = CliRunner().invoke(
+        cli, ["run", str(pipeline), "-i", str(topics_file(topics)), "-o", str(out), "-q"]
+    )
+    assert result.exit_code == 3, result.output
+    return out
+
+
+def spawn(out: Path, tmp_path: Path) -> pexpect.spawn:
+    editor = tmp_path / "editor.py"
+    editor.write_text(EDITOR, encoding="utf-8")
+    env = {**os.environ, "EDITOR": f"{sys.executable} {editor}", "NO_COLOR": "1", "COLUMNS": "100"}
+    child = pexpect.spawn(
+        CHAINFLEET, ["review", str(out), "--reviewer", "tess"], env=env, encoding="utf-8", timeout=30
+    )
+    child.expect("4 waiting for review")
+    return child
+
+
+def test_the_keys_approve_edit_reject_skip_undo_and_quit(queued: Path, tmp_path: Path) -> None:
+    child = spawn(queued, tmp_path)
+    child.expect("1/4  item 1  at write")
+    child.expect(r"\[q\]uit")
+    child.send("a")
+    child.expect("approved 1")
+    child.expect("item 2  at write")
+    child.expect(r"\[q\]uit")
+    child.send("e")  # the editor script upper-cases the text
+    child.expect("edited 2")
+    child.expect("item 3  at write")
+    child.expect(r"\[q\]uit")
+    child.send("r")
+    child.expect("note for the stage")
+    child.sendline("Shorter, and cite a source.")
+    child.expect("re-run from stage")
+    child.sendline("research")
+    child.expect("rejected 3: it re-runs from research")
+    child.expect(r"\[q\]uit")
+    child.send("u")  # take the rejection back: item 3 waits again
+    child.expect("undone: 3 waits again")
+    child.expect("item 3  at write")
+    child.expect(r"\[q\]uit")
+    child.send("s")
+    child.expect("item 4  at write")
+    child.expect(r"\[q\]uit")
+    child.send("q")
+    child.expect("2 decided here; go on with: chainfleet resume")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    with sqlite3.connect(queued / "run.db") as db:
+        rows = db.execute(
+            "SELECT item_id, action, reviewer, note, from_stage, after, undone IS NOT NULL "
+            "FROM review_decisions ORDER BY did"
+        ).fetchall()
+        states = dict(db.execute("SELECT item_id, state FROM review_queue"))
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        ("1", "approve", "tess"),
+        ("2", "edit", "tess"),
+        ("3", "reject", "tess"),
+    ]
+    assert rows[1][5].endswith(" EDITED") and rows[1][5].startswith("<!-- SIMULATED")
+    assert rows[2][3:5] == ("Shorter, and cite a source.", "research") and rows[2][6] == 1
+    assert states == {"1": "approved", "2": "edited", "3": "waiting", "4": "waiting"}
