@@ -108,3 +108,44 @@ def read_results(out: Path) -> list[dict[str, Any]]:
 
 def read_report(out: Path) -> dict[str, Any]:
     return json.loads((out / "report.json").read_text(encoding="utf-8"))
+
+
+# -- shared by the unit and e2e halves of the batch, CLI and review tests ---------------------------
+
+#: batch mode with short windows and polls, so the sim's batches end in a fraction of a second
+FAST_BATCH = {"window": 0.1, "poll": 0.1, "poll_max": 0.3, "sim_delay": 0.2}
+
+#: topics of which one ("poison ivy ...") fails every call when the sim is told ``fail_on: [poison]``
+POISONED = [
+    "solar power in Kenya",
+    "tidal energy",
+    "poison ivy and other garden hazards",
+    "wind farms at sea",
+    "geothermal heat",
+]
+
+
+def numbered_topics(n: int) -> list[str]:
+    return [f"topic number {i}" for i in range(1, n + 1)]
+
+
+@pytest.fixture
+def four_waiting(
+    write_pipeline: Callable[..., Path], topics_file: Callable[..., Path], tmp_path: Path
+) -> Path:
+    """A run folder whose four items wait for review at the write stage (exit 3)."""
+    from click.testing import CliRunner
+
+    import chainfleet.cli.run  # noqa: F401 - registers the command
+    from chainfleet.cli import cli
+
+    data = pipeline_data()
+    data["stages"][1]["review"] = "always"
+    out = tmp_path / "out"
+    pipeline = write_pipeline(stages=data["stages"])
+    topics = ["heat pumps", "shipping", "sleep", "bicycles"]
+    result = CliRunner().invoke(
+        cli, ["run", str(pipeline), "-i", str(topics_file(topics)), "-o", str(out), "-q"]
+    )
+    assert result.exit_code == 3, result.output
+    return out

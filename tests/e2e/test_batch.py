@@ -25,23 +25,17 @@ from chainfleet.runner.api import run
 from chainfleet.sim.batch import BatchSimSettings
 from chainfleet.sim.server import SimServerThread
 from chainfleet.sim.settings import SimServerSettings
-from conftest import FAST_PIPELINE, read_report, read_results
+from conftest import FAST_BATCH, FAST_PIPELINE, read_report, read_results
+from conftest import numbered_topics as topics
 
 KEY = "sk-batch-test-0123456789"
 
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")
 
-FAST_BATCH = {"window": 0.1, "poll": 0.1, "poll_max": 0.3, "sim_delay": 0.2}
-
-
 def pipeline(model: str = "sim", **changes: Any) -> Pipeline:
     data = json.loads(json.dumps(FAST_PIPELINE))
     data.update({"model": model, "batch": FAST_BATCH, **changes})
     return Pipeline.from_dict(data)
-
-
-def topics(n: int) -> list[str]:
-    return [f"topic number {i}" for i in range(1, n + 1)]
 
 
 @pytest.fixture(scope="module")

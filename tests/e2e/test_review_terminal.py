@@ -5,15 +5,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import chainfleet.cli.run  # noqa: F401 - registers the commands
-from chainfleet.cli import cli
-from conftest import pipeline_data
 
 pexpect = pytest.importorskip("pexpect")
 
@@ -22,18 +18,6 @@ CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")
 EDITOR = "import sys; t = open(sys.argv[1]).read(); open(sys.argv[1], 'w').write(t.upper() + ' EDITED')"
 
 
-@pytest.fixture
-def queued(write_pipeline: Callable[..., Path], topics_file: Callable[..., Path], tmp_path: Path) -> Path:
-    data = pipeline_data()
-    data["stages"][1]["review"] = "always"
-    out = tmp_path / "out"
-    pipeline = write_pipeline(stages=data["stages"])
-    topics = ["heat pumps", "shipping", "sleep", "bicycles"]
-    result = CliRunner().invoke(
-        cli, ["run", str(pipeline), "-i", str(topics_file(topics)), "-o", str(out), "-q"]
-    )
-    assert result.exit_code == 3, result.output
-    return out
 
 
 def spawn(out: Path, tmp_path: Path) -> pexpect.spawn:
@@ -47,8 +31,8 @@ def spawn(out: Path, tmp_path: Path) -> pexpect.spawn:
     return child
 
 
-def test_the_keys_approve_edit_reject_skip_undo_and_quit(queued: Path, tmp_path: Path) -> None:
-    child = spawn(queued, tmp_path)
+def test_the_keys_approve_edit_reject_skip_undo_and_quit(four_waiting: Path, tmp_path: Path) -> None:
+    child = spawn(four_waiting, tmp_path)
     child.expect("1/4  item 1  at write")
     child.expect(r"\[q\]uit")
     child.send("a")
@@ -78,7 +62,7 @@ def test_the_keys_approve_edit_reject_skip_undo_and_quit(queued: Path, tmp_path:
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
-    with sqlite3.connect(queued / "run.db") as db:
+    with sqlite3.connect(four_waiting / "run.db") as db:
         rows = db.execute(
             "SELECT item_id, action, reviewer, note, from_stage, after, undone IS NOT NULL "
             "FROM review_decisions ORDER BY did"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chainfleet.plan.online import Plan, _fmt
+from chainfleet.plan.online import Plan, fmt_time
 from chainfleet.providers.prices import Price, batch_price
 
 __all__ = ["WINDOW_HOURS", "BatchPlan"]
@@ -64,10 +64,10 @@ class BatchPlan:
         lines = [
             f"{items:,} items, {k} stages: online against batch",
             f"  {'':<10}{'time':>28}{'cost':>14}",
-            f"  {'online':<10}{_fmt(online) + f' at -c {level}':>28}{_money(online_cost):>14}",
-            f"  {'batch':<10}{_fmt(typical) + f' ({k} x {self.batch_hours:g} h)':>28}"
+            f"  {'online':<10}{fmt_time(online) + f' at -c {level}':>28}{_money(online_cost):>14}",
+            f"  {'batch':<10}{fmt_time(typical) + f' ({k} x {self.batch_hours:g} h)':>28}"
             f"{_money(batch_cost):>14}",
-            f"  {'':<10}{'at worst ' + _fmt(worst) + f' ({k} x 24 h)':>28}",
+            f"  {'':<10}{'at worst ' + fmt_time(worst) + f' ({k} x 24 h)':>28}",
         ]
         if online_cost is not None and batch_cost is not None and online_cost > 0:
             lines.append(

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["Cell", "Plan"]
+__all__ = ["Cell", "Plan", "fmt_time"]
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class Plan:
             c = row[0].concurrency
             mode = "sequential" if c == 1 else f"parallel ({c} concurrent)"
             cells = "".join(
-                f"{_fmt(cell.seconds) + ('*' if cell.bound_by != 'latency' else ''):>18}" for cell in row
+                f"{fmt_time(cell.seconds) + ('*' if cell.bound_by != 'latency' else ''):>18}" for cell in row
             )
             lines.append(f"{mode:<26}{cells}")
         lines.append("")
@@ -129,7 +129,9 @@ class Plan:
         return "\n".join(lines)
 
 
-def _fmt(seconds: float) -> str:
+def fmt_time(seconds: float) -> str:
+    """A plan's time: seconds, with minutes or hours beside them once they read better
+    ("90s (1.5 min)"); the plan's table shows both for a reader comparing cells."""
     if seconds < 90:
         return f"{seconds:,.0f}s"
     if seconds < 5400:

@@ -11,19 +11,14 @@ from typing import Any
 
 from chainfleet.pipeline.spec import Pipeline
 from chainfleet.runner.api import run
-from conftest import FAST_PIPELINE, read_report, read_results
-
-FAST_BATCH = {"window": 0.1, "poll": 0.1, "poll_max": 0.3, "sim_delay": 0.2}
+from conftest import FAST_BATCH, FAST_PIPELINE, read_report, read_results
+from conftest import numbered_topics as topics
 
 
 def pipeline(model: str = "sim", **changes: Any) -> Pipeline:
     data = json.loads(json.dumps(FAST_PIPELINE))
     data.update({"model": model, "batch": FAST_BATCH, **changes})
     return Pipeline.from_dict(data)
-
-
-def topics(n: int) -> list[str]:
-    return [f"topic number {i}" for i in range(1, n + 1)]
 
 
 def outputs(out: Path) -> list[dict[str, str]]:

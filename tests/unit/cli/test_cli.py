@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 import chainfleet.cli.demo
 import chainfleet.cli.run  # noqa: F401 - registers the commands
 from chainfleet.cli import cli
-from conftest import FAST_PIPELINE, TOPICS, read_report, read_results
+from conftest import FAST_PIPELINE, POISONED, TOPICS, read_report, read_results
 
 # (no "output": each output is stored once, the final one as outputs[<last stage>]; issue 11)
 RESULT_KEYS = {"id", "input", "status", "outputs", "error", "attempts", "seconds"}
@@ -220,13 +220,6 @@ def test_a_run_that_saved_no_time_does_not_blame_backoff_that_never_happened(
 
 # -- items that fail -------------------------------------------------------------------------------
 
-POISONED = [
-    "solar power in Kenya",
-    "tidal energy",
-    "poison ivy and other garden hazards",
-    "wind farms at sea",
-    "geothermal heat",
-]
 
 
 @pytest.mark.parametrize(
