@@ -47,3 +47,25 @@ def test_a_web_page_cannot_change_the_sim_server_but_a_script_can() -> None:
     assert seen["after"] == 0.0  # nothing changed
     assert seen["script"].status_code == 200 and seen["local_page"].status_code == 200
     assert seen["now"] == (0.25, 0.5)
+
+
+def test_a_web_page_cannot_change_or_reset_the_batch_jobs_either() -> None:
+    """The batch endpoints' admin routes were missing from the guard: any page could set
+    ``fail_rate`` to 1.0 with a ``text/plain`` body."""
+
+    async def main() -> dict[str, Any]:
+        async with SimServer(SimServerSettings()) as sim:
+            async with httpx.AsyncClient(base_url=sim.url, trust_env=False, timeout=10) as http:
+                page = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
+                return {
+                    "plain": await http.post("/sim/batch/config", content='{"fail_rate": 1.0}', headers=page),
+                    "reset": await http.post("/sim/batch/reset", headers={"Origin": "http://evil.example"}),
+                    "after": sim.batch.settings.fail_rate,
+                    "script": await http.post("/sim/batch/config", json={"fail_rate": 0.5}),
+                    "now": sim.batch.settings.fail_rate,
+                }
+
+    seen = asyncio.run(main())
+    assert seen["plain"].status_code == 403 and seen["reset"].status_code == 403
+    assert seen["after"] == 0.0  # nothing changed
+    assert seen["script"].status_code == 200 and seen["now"] == 0.5

@@ -40,8 +40,8 @@ from pydantic import ValidationError
 
 __all__ = ["GUARDED", "Administered", "add_admin_routes", "admin_guard"]
 
-#: the prefixes whose ``config`` and ``reset`` routes the guard covers (not yet ``/sim/batch``)
-GUARDED = ("/sim",)
+#: the prefixes whose ``config`` and ``reset`` routes the guard covers: every admin prefix
+GUARDED = ("/sim", "/sim/batch")
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 _GUARDED_PATHS = frozenset(f"{prefix}/{route}" for prefix in GUARDED for route in ("config", "reset"))
