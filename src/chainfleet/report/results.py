@@ -68,12 +68,22 @@ class _Sink(Protocol):
     def close(self) -> None: ...
 
 
+#: characters that some readers take for a line break (``str.splitlines()`` does): escaped in
+#: results.jsonl, as JSON allows, so one record is always one line
+_LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\u0085": "\\u0085"})
+
+
+def jsonl_line(row: dict[str, Any]) -> str:
+    """One JSON Lines record: UTF-8 text kept readable, every line-breaking character escaped."""
+    return json.dumps(row, ensure_ascii=False).translate(_LINE_BREAKS) + "\n"
+
+
 class _Jsonl:
     def __init__(self, path: Path) -> None:
         self.file = path.open("w", encoding="utf-8")
 
     def add(self, record: ItemRecord, row: dict[str, Any]) -> None:
-        self.file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self.file.write(jsonl_line(row))
 
     def close(self) -> None:
         self.file.close()

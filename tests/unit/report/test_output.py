@@ -300,3 +300,14 @@ def test_results_parquet_reads_back_with_pandas_and_datasets(
     assert data.num_rows == 6
     assert data["id"] == [r["id"] for r in rows]
     assert data["output_research"][:5] == [r["outputs"]["research"] for r in rows[:5]]
+
+
+def test_line_separators_in_a_record_never_split_results_jsonl(tmp_path: Path) -> None:
+    """U+2028, U+2029 and U+0085 are line breaks to ``str.splitlines()``: results.jsonl escapes
+    them, so a reader splitting lines gets one whole record per item (issue 22)."""
+    topics = ["tea\u2028and coffee", "rivers\u2029and lakes", "next\u0085line"]
+    out = tmp_path / "out"
+    run(Pipeline.from_dict(pipeline_data()), topics, out=out)
+    lines = (out / "results.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == len(topics)
+    assert [json.loads(line)["input"]["topic"] for line in lines] == topics
