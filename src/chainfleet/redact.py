@@ -2,6 +2,8 @@
 
 - :func:`clip` shortens any value shown in a message to about 200 characters, so a 10 kB
   string (or a 312 MB expanded YAML alias bomb) is one readable line.
+- :func:`listed` shows a list of names (a CSV header's columns, an item's fields) the same way:
+  each name clipped, the list cut after about 200 characters with a count of the rest.
 - :func:`looks_like_key` spots an API key written where a variable name or a URL belongs
   (``api_key_env: "sk-..."``), so the message can say so without echoing it.
 """
@@ -9,8 +11,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
-__all__ = ["ENV_NAME", "clip", "looks_like_key", "shown"]
+__all__ = ["ENV_NAME", "clip", "listed", "looks_like_key", "shown"]
 
 #: an environment variable's name
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -24,6 +27,21 @@ def clip(text: object, limit: int = 200) -> str:
     if len(value) <= limit:
         return value
     return f"{value[:limit]}... ({len(value) - limit:,} more characters)"
+
+
+def listed(names: Iterable[object], limit: int = 200, *, quote: bool = False) -> str:
+    """``names`` joined with commas for a message: each clipped to 40 characters, and the list
+    cut once it passes ``limit`` characters, saying how many more there are."""
+    shown: list[str] = []
+    length = 0
+    values = list(names)
+    for value in values:
+        name = clip(repr(value) if quote else value, 40)
+        if shown and length + len(name) > limit:
+            return ", ".join(shown) + f", ... ({len(values) - len(shown):,} more)"
+        shown.append(name)
+        length += len(name) + 2
+    return ", ".join(shown)
 
 
 def looks_like_key(value: str) -> bool:

@@ -25,6 +25,7 @@ from typing import Literal
 from chainfleet.errors import InputError
 from chainfleet.inputs.item import Item, item_id, json_type
 from chainfleet.inputs.lines import lines, parse_json
+from chainfleet.redact import clip
 
 __all__ = [
     "ACCEPTED",
@@ -131,7 +132,8 @@ def read_header(path: Path, delimiter: str) -> tuple[str, ...]:
         if not name:
             raise InputError(f"column {number} of the header has no name", where=f"{path}:{line}")
         if name in names[: number - 1]:
-            raise InputError(f"the header names the column {name!r} twice", where=f"{path}:{line}")
+            shown = clip(repr(name), 80)
+            raise InputError(f"the header names the column {shown} twice", where=f"{path}:{line}")
     return names
 
 

@@ -60,6 +60,7 @@ from chainfleet.inputs.formats import (
 )
 from chainfleet.inputs.item import Item, item_id
 from chainfleet.inputs.lines import open_file
+from chainfleet.redact import clip, listed
 
 __all__ = ["MAX_PROBLEMS", "InputSource", "items_from", "open_input"]
 
@@ -306,6 +307,5 @@ def _digest(ident: str) -> int:
 
 
 def _missing_field(name: str, fields: Mapping[str, Any]) -> str:
-    present = ", ".join(repr(key) for key in list(fields)[:10])
-    more = ", ..." if len(fields) > 10 else ""
-    return f"missing field {name!r} (this item has {present or 'no fields'}{more})"
+    present = listed(fields, quote=True)
+    return f"missing field {clip(repr(name), 80)} (this item has {present or 'no fields'})"

@@ -48,7 +48,7 @@ from chainfleet.pipeline.settings import (
 )
 from chainfleet.pipeline.stage import REVISION_VARIABLES, Stage
 from chainfleet.pipeline.templates import SANDBOX, private_names, variables
-from chainfleet.redact import clip
+from chainfleet.redact import clip, listed
 
 __all__ = ["Pipeline"]
 
@@ -360,7 +360,7 @@ class Pipeline(BaseModel):
             problems.append(
                 self._error(
                     f"uses {{{{ {var} }}}}, which is neither a field of {input_name} "
-                    f"({', '.join(sorted(fields)) or 'none'}) nor an earlier stage "
+                    f"({listed(sorted(fields)) or 'none'}) nor an earlier stage "
                     f"({', '.join(earlier) or 'none'}){did}",
                     ("stages", index, field),
                 )

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from chainfleet import Pipeline, run
 from chainfleet.errors import ConfigError, InputError
 from chainfleet.inputs import InputSource, Item, items_from, open_input
+from conftest import pipeline_data
 
 
 def write(path: Path, text: str) -> Path:
@@ -385,3 +387,22 @@ def test_items_from_one_shot_iterator_reads_once() -> None:
 def test_items_from_rejects_a_single_string() -> None:
     with pytest.raises(TypeError, match="wrap a single input in a list"):
         items_from("solar power")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ",".join(f"c{i:05d}" for i in range(15_000)),  # 90 KB of column names
+        "y" * 100_000 + "," + "y" * 100_000,  # one 100 KB name, twice
+        "y" * 100_000,  # one 100 KB name, and no 'topic'
+    ],
+    ids=["many-columns", "a-long-name-twice", "a-long-name"],
+)
+def test_a_huge_csv_header_gives_a_short_error(tmp_path: Path, header: str) -> None:
+    """Column names are clipped in messages: one readable line, not the 100 KB header (issue 22, D8)."""
+    path = tmp_path / "wide.csv"
+    path.write_text(header + "\n" + ",".join("x" for _ in header.split(",")) + "\n", encoding="utf-8")
+    pipeline = Pipeline.from_dict(pipeline_data())
+    with pytest.raises((ConfigError, InputError)) as caught:
+        run(pipeline, path, out=tmp_path / "out")
+    assert str(path) in str(caught.value) and len(str(caught.value)) < 600
