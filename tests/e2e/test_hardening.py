@@ -202,3 +202,54 @@ def test_a_broken_stdout_does_not_change_a_finished_runs_exit_code(
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     assert len((tmp_path / "out" / "results.jsonl").read_text(encoding="utf-8").splitlines()) == ITEMS
+
+
+def read_so_far(pid: int, path: Path) -> int | None:
+    """Bytes process ``pid`` has read (``rchar``) while it has ``path`` open, else None."""
+    with contextlib.suppress(OSError):
+        if any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir()):
+            io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+            return int(io["rchar"])
+    return None
+
+
+def test_a_signal_during_the_input_scan_says_no_model_was_called(tmp_path: Path) -> None:
+    """Issue 22, D4: SIGTERM while a big input is checked before the first call printed the
+    output phase's message ("while writing the output ... chainfleet report") for a folder that
+    does not exist. It says what happened instead: nothing was called, exit 130.
+
+    The input is read whole twice before the first call (its fingerprint, then the scan); the
+    signal goes once the process has read the file once over and a quarter more."""
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(
+        'model: sim\nsim: {latency: 0}\ninput: topic\nstages:\n  - {name: a, prompt: "{{ topic }}"}\n'
+    )
+    big = tmp_path / "big.txt"
+    big.write_text("".join(f"topic number {i}\n" for i in range(1_500_000)))
+    size = big.stat().st_size
+    out = tmp_path / "out"
+    child = subprocess.Popen(
+        [CHAINFLEET, "run", str(pipeline), "-i", str(big), "-o", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first: list[int] = []
+
+        def scanning() -> bool:
+            read = read_so_far(child.pid, big)
+            if read is not None and not first:
+                first.append(read)  # the fingerprint's read begins
+            return read is not None and read > first[0] + size * 1.25
+
+        wait_until(scanning, "the input scan")
+        assert (read_so_far(child.pid, big) or 0) < first[0] + size * 1.9, "the scan ended before the signal"
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 130, stderr
+    assert "SIGTERM received before the first call: stopped; no model was called" in stderr
+    assert "writing the output" not in stderr and "chainfleet report" not in stderr
+    assert not out.exists()

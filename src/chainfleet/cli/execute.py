@@ -67,24 +67,29 @@ def execute(
         sys.exit(0)
     run_id = None if resume else new_id  # a resume goes on with the run in --out
     options = cli_settings(settings["cli"], run_id=run_id, resume=resume, force=force)
-    run = _run(pipeline, input_file, out_dir, options, quiet=quiet, saved=settings)
-    report = _run_or_exit(run, out_dir)
+    phases: list[str] = []
+    run = _run(pipeline, input_file, out_dir, options, quiet=quiet, saved=settings, phases=phases)
+    report = _run_or_exit(run, out_dir, phases)
     _say_outcome(report, out_dir)
     settle_streams()  # a closed terminal or a full /dev/full never changes the exit code
     sys.exit(report.exit_code)
 
 
-def _run_or_exit(run: Coroutine[Any, Any, RunReport], out_dir: Path) -> RunReport:
-    """``asyncio.run(run)``; a signal while the output is written, or a full disk, ends the
-    command with one line and its exit code (130, 74): the store keeps what finished."""
+def _run_or_exit(run: Coroutine[Any, Any, RunReport], out_dir: Path, phases: list[str]) -> RunReport:
+    """``asyncio.run(run)``; a signal before the first call or while the output is written, or
+    a full disk, ends the command with one line and its exit code (130, 74): the store keeps
+    what finished. ``phases`` says how far the run got (``running``, then ``output``)."""
     try:
         return asyncio.run(run)
-    except Interrupted as exc:  # during the output phase: the store has everything
-        say(
-            f"\n{exc} received while writing the output: stopped; every result is in {out_dir}/run.db. "
-            f"Write the output with: chainfleet report {out_dir}",
-            err=True,
-        )
+    except Interrupted as exc:
+        if "output" in phases:  # the store has everything
+            say(
+                f"\n{exc} received while writing the output: stopped; every result is in "
+                f"{out_dir}/run.db. Write the output with: chainfleet report {out_dir}",
+                err=True,
+            )
+        else:  # while the input was checked (a long scan): nothing ran yet
+            say(f"\n{exc} received before the first call: stopped; no model was called", err=True)
         settle_streams()
         sys.exit(130)
     except (OSError, sqlite3.Error) as exc:  # a full disk: one line, exit 74, nothing lost
@@ -198,10 +203,12 @@ async def _run(
     *,
     quiet: bool,
     saved: dict[str, Any],
+    phases: list[str],
 ) -> RunReport:
     """Run with the progress display and Ctrl-C handling: the first SIGINT or SIGTERM stops
     admission (the calls in flight finish), a second one cancels them; either way the output
-    folder is written from what finished."""
+    folder is written from what finished. ``phases`` gets ``running`` at the first admission's
+    eve and ``output`` when the output phase starts."""
     printer = None if quiet else Progress()
     holder: dict[str, Runner] = {}
     main = asyncio.current_task()
@@ -210,6 +217,7 @@ async def _run(
     installed: list[int] = []
 
     def on_start(runner: Runner) -> None:
+        phases.append("running")
         holder["runner"] = runner
         acquire(out)  # the folder stays held through the salvage after a hard stop
         installed.extend(_install(loop, on_signal))  # until now a signal raises Interrupted
@@ -233,6 +241,7 @@ async def _run(
     def on_output() -> None:
         """The output phase is plain work on this thread: a signal now raises Interrupted, which
         stops it (the store keeps everything; `chainfleet report` writes the output later)."""
+        phases.append("output")
         for sig in installed:
             loop.remove_signal_handler(sig)
         installed.clear()
