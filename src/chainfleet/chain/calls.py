@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chainfleet.chain.progress import Chain
-from chainfleet.errors import CallError, PermanentError, RetryableError
+from chainfleet.chain.usercode import ToolError, call_user
+from chainfleet.errors import CallError, RetryableError
 from chainfleet.limits import ModelLimiter, Reservation, estimate_tokens
 from chainfleet.limits.headers import parse_rate_limits
 from chainfleet.pipeline import Stage
@@ -40,12 +41,6 @@ __all__ = ["Attempt", "Called", "Calls", "Prepared", "ToolError", "repair_note",
 
 #: what one attempt gives back: (text, input tokens, output tokens)
 Call = tuple[str, int, int]
-
-
-class ToolError(PermanentError):
-    """A tool step raised something other than a chainfleet error."""
-
-    kind = "tool_error"
 
 
 @dataclass
@@ -266,12 +261,7 @@ class Calls:
         limiter.refused(reservation, wait)
 
     async def _tool(self, stage: Stage, context: Mapping[str, Any]) -> str:
-        try:
-            result = await stage.tool(context)
-        except CallError:
-            raise
-        except Exception as exc:  # a tool's own bug or failure: the item fails, others go on
-            raise ToolError(f"{type(exc).__name__}: {exc}", stage=stage.name) from exc
+        result = await call_user(stage.tool, context, stage=stage.name, error=ToolError)
         if not isinstance(result, str):
             raise ToolError(f"tool returned {type(result).__name__}, not str", stage=stage.name)
         return result
@@ -298,4 +288,3 @@ class Calls:
             return await self._tool(stage, context), 0, 0
 
         return Prepared(call=call, key_parts=(stage.name, "tool", name, dict(context)))
-

@@ -25,10 +25,18 @@ from typing import TYPE_CHECKING, Any
 from chainfleet.chain.calls import Called, Calls, Prepared
 from chainfleet.chain.progress import Chain, GateOutcome
 from chainfleet.chain.review import with_feedback
+from chainfleet.chain.usercode import CheckError, call_user
 from chainfleet.errors import CallError, FatalError, InvalidOutput
 from chainfleet.pipeline import Stage
 from chainfleet.pipeline.contracts import Contract, schema_instructions
-from chainfleet.pipeline.gates import JUDGE_SCHEMA, CheckResult, JudgeCheck, as_text, feedback_of
+from chainfleet.pipeline.gates import (
+    JUDGE_SCHEMA,
+    CallableCheck,
+    CheckResult,
+    JudgeCheck,
+    as_text,
+    feedback_of,
+)
 from chainfleet.providers import CompletionRequest
 from chainfleet.store.runstore import RevisionRow, StageHit
 from chainfleet.store.stats import StageStats
@@ -191,6 +199,12 @@ class StageExecutor:
         for check in stage.checks:
             if isinstance(check, JudgeCheck):
                 results.append(await self._judge(chain, stage, check, tried.value, context))
+            elif isinstance(check, CallableCheck):  # the user's code: what it raises fails this item
+                what = f"gate check {check.name!r}"
+                reason = await call_user(
+                    check.function, tried.value, stage=stage.name, what=what, error=CheckError
+                )
+                results.append(check.verdict(reason))
             else:
                 results.append(check.result(tried.value, context))
         await self._settle(chain, stage, tried, results, None)

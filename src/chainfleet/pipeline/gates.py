@@ -24,6 +24,7 @@ carries the place inside ``gate:`` so the message names the file's line.
 from __future__ import annotations
 
 import difflib
+import inspect
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +38,7 @@ from chainfleet.pipeline.imports import import_object
 
 __all__ = [
     "JUDGE_SCHEMA",
+    "CallableCheck",
     "Check",
     "CheckResult",
     "GateSpecError",
@@ -243,12 +245,20 @@ class CallableCheck(Check):
                 raise SpecError(str(exc)) from None
         if not callable(value):
             raise SpecError("a function: check(output) -> None or a reason")
+        if inspect.iscoroutinefunction(value) or inspect.iscoroutinefunction(
+            getattr(value, "__call__", None)  # noqa: B004 - async callable objects too
+        ):
+            raise SpecError("a plain function, not 'async def': check(output) -> None or a reason")
         self.function: Callable[[Any], Any] = value
         super().__init__(value, name or getattr(value, "__name__", None) or "check")
 
+    def verdict(self, reason: Any) -> CheckResult:
+        """The result of the function's answer (the run calls the function itself, so that an
+        exception it raises fails only its item)."""
+        return CheckResult(self.name, self.kind, passed=not reason, reason=str(reason) if reason else None)
+
     def evaluate(self, output: Any, context: Mapping[str, Any]) -> str | None:
-        reason = self.function(output)
-        return str(reason) if reason else None
+        return self.verdict(self.function(output)).reason
 
 
 class JudgeCheck(Check):
