@@ -74,13 +74,14 @@ class ProviderPool:
                 where = f"{self.pipeline.source or 'pipeline'}: "
                 if exc.where and exc.where.startswith("providers."):
                     raise ConfigError(exc.reason, where=where + f"field {exc.where!r}") from exc
-                if exc.where:  # an environment variable: name it alone
-                    raise
+                # an environment variable goes into the reason: the model that reads it (which
+                # may be --model's, with its own place) is the place
+                reason = f"{exc.where}: {exc.reason}" if exc.where else exc.reason
                 if stage.model:
                     where += f"stage {stage.name!r} (stages[{index}]), field 'model'"
                 else:
                     where += "field 'model'"
-                raise ConfigError(exc.reason, where=where) from exc
+                raise ConfigError(reason, where=where) from exc
 
     def config(self, name: str) -> ProviderConfig:
         """What the factory of provider ``name`` gets: a named endpoint's settings, or for a kind
@@ -134,10 +135,35 @@ def _env_key(variable: str, provider: str) -> str:
 
 
 def _check_url(url: str | None, where: str) -> str | None:
+    """``url`` if an HTTP client can call it: http(s), a host, and a port (if any) from 1 to
+    65535; else a ``ConfigError`` naming ``where`` (found at load, not inside the first call)."""
     if url is None:
         return None
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    problem = _url_problem(url)
+    if problem:
         shown = "the value looks like a key and is not shown" if looks_like_key(url) else clip(repr(url))
-        raise ConfigError(f"not a URL (want e.g. http://127.0.0.1:11434/v1): {shown}", where=where)
+        raise ConfigError(f"{problem} (want e.g. http://127.0.0.1:11434/v1): {shown}", where=where)
     return url
+
+
+def _url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as a base URL, or None."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        return f"not a URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "not a URL"
+    try:
+        port = parts.port  # ValueError for a port that is not a number, or above 65535
+    except ValueError:
+        port = 0
+    if port == 0:
+        return "not a URL: its port is not a number from 1 to 65535"
+    if not parts.hostname or _NOT_IN_HOST.search(parts.hostname):
+        return "not a URL: no valid host name"
+    return None
+
+
+#: what a host name cannot hold (spaces, controls, and what a URL parser refuses)
+_NOT_IN_HOST = re.compile(r"[\x00-\x20\x7f<>\"{}|\\^`]")
