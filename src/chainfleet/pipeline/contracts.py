@@ -7,6 +7,10 @@ outputs are validated by ``jsonschema`` (or pydantic's ``TypeAdapter`` for a mod
 by hand. A failed validation is one message naming the field, which the repair call sends back
 to the model.
 
+A schema never reaches outside itself: a ``$ref`` is local (``#/$defs/Name``) and must point
+somewhere, a loop of ``$ref`` that would never end is refused when the pipeline loads, and the
+validator's ``referencing`` registry retrieves nothing (no URL is fetched, no file is read).
+
 Also here: the adaptation of a schema to OpenAI's strict structured-output rules, the schema
 appended to a prompt for servers without native structured output, and the tolerant parse of a
 reply that wraps its JSON in a fenced block or prose.
@@ -25,7 +29,7 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = [
     "SCHEMA_MARKER",
@@ -122,11 +126,19 @@ class Contract:
         if self.model is not None:
             return self._pydantic_problem(value)
         import jsonschema
+        import referencing.exceptions
 
         if self._validator is None:
-            cls = jsonschema.validators.validator_for(self.schema)
-            self._validator = cls(self.schema)
-        error = jsonschema.exceptions.best_match(self._validator.iter_errors(value))
+            cls = jsonschema.validators.validator_for(self.schema, default=jsonschema.Draft202012Validator)
+            self._validator = cls(self.schema, registry=_registry())
+        try:
+            error = jsonschema.exceptions.best_match(self._validator.iter_errors(value))
+        except RecursionError:  # refused at load; a Contract built by hand may still loop
+            return "the output schema refers to itself in a loop that never ends"
+        except referencing.exceptions.Unresolvable as exc:  # likewise: a $ref to elsewhere
+            from chainfleet.errors import ConfigError
+
+            raise ConfigError(f"the output schema's {exc}: a schema refers only to its own parts") from exc
         if error is None:
             return None
         return f"{_field(list(error.absolute_path))}: {error.message}"
@@ -188,6 +200,117 @@ def check_schema(schema: Mapping[str, Any], source: str | None = None) -> None:
         where = f" in {source}" if source else ""
         at = "/".join(str(p) for p in exc.absolute_path) or "the root"
         raise ValueError(f"not a valid JSON Schema{where} (at {at}: {exc.message})") from None
+    _check_refs(schema, source)
+
+
+def _refuse(uri: str) -> NoReturn:
+    """The registry's ``retrieve``: a schema never fetches a URL or reads a file."""
+    from chainfleet.errors import ConfigError
+    from chainfleet.redact import clip
+
+    raise ConfigError(f"$ref {clip(uri)!r}: a schema refers only to itself (#/...); nothing is fetched")
+
+
+def _registry() -> Any:
+    """A ``referencing`` registry that retrieves nothing: only the schema's own parts resolve."""
+    import referencing
+
+    return referencing.Registry(retrieve=_refuse)  # type: ignore[call-arg]
+
+
+_REF_KEYS = ("$ref", "$dynamicRef")
+#: keywords whose subschemas apply to the same value: a loop through these alone never ends
+_SAME_VALUE = ("allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas")
+
+
+def _check_refs(schema: Mapping[str, Any], source: str | None) -> None:
+    """Every ``$ref`` is local and points somewhere, and no chain of them loops on one value.
+
+    Raises ``ValueError`` naming the place; run time then needs no retrieval and cannot recurse.
+    """
+    import referencing.exceptions
+    import referencing.jsonschema
+    from referencing.jsonschema import DRAFT202012
+
+    where = f" in {source}" if source else ""
+    resource = referencing.jsonschema.specification_with(
+        str(schema.get("$schema", "")), default=DRAFT202012
+    ).create_resource(schema)
+    resolver = _registry().resolver_with_root(resource)
+    targets: dict[int, Any] = {}
+    for path, node in _nodes(schema, "#"):
+        for key in _REF_KEYS:
+            ref = node.get(key)
+            if not isinstance(ref, str):
+                continue
+            if not ref.startswith("#"):
+                raise ValueError(
+                    f"{key} {ref!r}{where} (at {path}) is not allowed: a schema may refer only to "
+                    "its own parts (#/$defs/NAME); use schema_file: for a schema in a file"
+                )
+            try:
+                targets.setdefault(id(node), []).append(resolver.lookup(ref).contents)
+            except referencing.exceptions.Unresolvable:
+                raise ValueError(
+                    f"{key} {ref!r}{where} (at {path}) points to nothing in the schema"
+                ) from None
+    _check_loops(schema, targets, where)
+
+
+def _nodes(node: Any, path: str) -> list[tuple[str, Mapping[str, Any]]]:
+    """Every mapping in the schema, with its JSON pointer."""
+    found: list[tuple[str, Mapping[str, Any]]] = []
+    stack: list[tuple[str, Any]] = [(path, node)]
+    while stack:
+        at, current = stack.pop()
+        if isinstance(current, Mapping):
+            found.append((at, current))
+            data = ("const", "enum", "default", "examples")  # values, not schemas
+            stack += [(f"{at}/{k}", v) for k, v in current.items() if k not in data]
+        elif isinstance(current, list):
+            stack += [(f"{at}/{i}", v) for i, v in enumerate(current)]
+    return found
+
+
+def _check_loops(schema: Mapping[str, Any], targets: dict[int, Any], where: str) -> None:
+    """Refuse a cycle of ``$ref`` (and allOf/anyOf/...) that applies to one value forever."""
+
+    def same_value(node: Any) -> list[Any]:
+        if not isinstance(node, Mapping):
+            return []
+        nexts = list(targets.get(id(node), []))
+        for key in _SAME_VALUE:
+            child = node.get(key)
+            if isinstance(child, list):
+                nexts += child
+            elif key == "dependentSchemas" and isinstance(child, Mapping):
+                nexts += list(child.values())
+            elif child is not None:
+                nexts.append(child)
+        return nexts
+
+    done: set[int] = set()
+    for at, start in _nodes(schema, "#"):
+        if id(start) in done:
+            continue
+        on_path: set[int] = set()
+        stack: list[tuple[Any, bool]] = [(start, False)]
+        while stack:
+            node, leaving = stack.pop()
+            if leaving:
+                on_path.discard(id(node))
+                done.add(id(node))
+                continue
+            if id(node) in on_path:
+                raise ValueError(
+                    f"a $ref{where} (from {at}) leads back to itself without reading any deeper: "
+                    "a loop that never ends"
+                )
+            if id(node) in done:
+                continue
+            on_path.add(id(node))
+            stack.append((node, True))
+            stack += [(child, False) for child in same_value(node)]
 
 
 def _read_schema(path: Any, base: Path | None) -> tuple[str, dict[str, Any]]:
@@ -357,5 +480,5 @@ def unknown_property(contract: Contract, path: list[str | int]) -> tuple[str, li
         if known is None:
             return None
         if part not in known:
-            return (None if part in _METHODS else (part, known))
+            return None if part in _METHODS else (part, known)
     return None

@@ -12,8 +12,9 @@ A stage's ``gate:`` is a list of checks, each a mapping with one kind and an opt
         name: judge
 
 Each check gives a :class:`CheckResult` (passed or not, and why). The rules are pure functions
-of the output and the item; ``when:`` and the templates in ``must_include`` go through Jinja2's
-``SandboxedEnvironment`` (never ``eval``). A judge is a model call returning a structured
+of the output and the item; ``when:``, a judge's ``rubric`` and the templates in ``must_include``
+compile and render like a stage's prompt (:mod:`chainfleet.pipeline.templates`: sandboxed,
+never ``eval``). A judge is a model call returning a structured
 ``{score, feedback}``: the stage makes it, through the same limiter, retries and cache as any
 call, and the judge's feedback is what a revision is told.
 
@@ -32,9 +33,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
+import jinja2.nodes
 
 from chainfleet.pipeline.imports import import_object
+from chainfleet.pipeline.templates import (
+    SANDBOX,
+    compile_expression,
+    compile_template,
+    expression_tree,
+    render,
+)
 
 __all__ = [
     "JUDGE_SCHEMA",
@@ -49,7 +57,6 @@ __all__ = [
     "words",
 ]
 
-_SANDBOX = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
 #: what a judge model answers
 JUDGE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -129,6 +136,13 @@ class Check:
     def evaluate(self, output: Any, context: Mapping[str, Any]) -> str | None:
         raise NotImplementedError
 
+    def templates(self) -> list[tuple[tuple[Any, ...], jinja2.nodes.Node]]:
+        """The check's templates, parsed, each with its place below the check (for load checks)."""
+        return []
+
+    def trust(self) -> None:
+        """Compile the templates outside the sandbox (``sandbox: false``: trusted as code)."""
+
 
 class MinWords(Check):
     kind = "min_words"
@@ -161,22 +175,25 @@ class MustInclude(Check):
         terms = [value] if isinstance(value, str) else value
         if not isinstance(terms, list) or not terms or not all(isinstance(t, str) for t in terms):
             raise SpecError("a list of terms (or templates like '{{ topic }}')")
-        self.terms = [(t, _template(t, i)) for i, t in enumerate(terms)]
+        self.terms = [(t, _template(t, (i,))) for i, t in enumerate(terms)]
 
     def evaluate(self, output: Any, context: Mapping[str, Any]) -> str | None:
         text = as_text(output).lower()
         wrong = []
-        for source, template in self.terms:
-            try:
-                term = template.render(context)
-            except jinja2.UndefinedError as exc:
-                return f"cannot render {source!r}: {exc.message}"
+        for i, (_, template) in enumerate(self.terms):
+            term = render(template, context, field=f"gate {self.name!r} {self.kind}[{i}]")
             if (term.lower() in text) != self.present:
                 wrong.append(term)
         if not wrong:
             return None
         listed = ", ".join(repr(t) for t in wrong)
         return f"does not mention {listed}" if self.present else f"mentions {listed}"
+
+    def templates(self) -> list[tuple[tuple[Any, ...], jinja2.nodes.Node]]:
+        return [((i,), SANDBOX.parse(source)) for i, (source, _) in enumerate(self.terms)]
+
+    def trust(self) -> None:
+        self.terms = [(t, compile_template(t, trusted=True)) for t, _ in self.terms]
 
 
 class MustNotInclude(MustInclude):
@@ -217,9 +234,9 @@ class When(Check):
             raise SpecError("an expression, e.g. 'facts | length >= 3'")
         self.source = value
         try:
-            self.expression = _SANDBOX.compile_expression(value, undefined_to_none=False)
-        except jinja2.TemplateSyntaxError as exc:
-            raise SpecError(f"does not parse: {exc.message}") from None
+            self.expression = compile_expression(value)
+        except ValueError as exc:
+            raise SpecError(str(exc)) from None
 
     def evaluate(self, output: Any, context: Mapping[str, Any]) -> str | None:
         variables = {**context, "output": output}
@@ -230,6 +247,12 @@ class When(Check):
         except Exception as exc:  # the expression met data it cannot handle: the output fails
             return f"{self.source!r} could not be evaluated: {exc}"
         return None if value else f"{self.source!r} is false"
+
+    def templates(self) -> list[tuple[tuple[Any, ...], jinja2.nodes.Node]]:
+        return [((), expression_tree(self.source))]
+
+    def trust(self) -> None:
+        self.expression = compile_expression(self.source, trusted=True)
 
 
 class CallableCheck(Check):
@@ -287,13 +310,13 @@ class JudgeCheck(Check):
         if model is not None and not isinstance(model, str):
             raise SpecError("a model string such as sim or openai:gpt-4o-mini", ("model",))
         self.model: str | None = model
-        self.rubric = _template(rubric, None, ("rubric",))
+        self.rubric = _template(rubric, ("rubric",))
         self.rubric_source = rubric
         self.threshold = float(threshold)
         self.max_tokens = int(value.get("max_tokens", 300))
 
     def prompt(self, output: Any, context: Mapping[str, Any]) -> str:
-        rubric = self.rubric.render(context)
+        rubric = render(self.rubric, context, field=f"gate {self.name!r} judge rubric")
         return (
             f"Judge the text below against this rubric: {rubric}\n"
             "Give a score from 0 (useless) to 10 (excellent) and, in one or two sentences, "
@@ -309,6 +332,12 @@ class JudgeCheck(Check):
 
     def evaluate(self, output: Any, context: Mapping[str, Any]) -> str | None:
         raise TypeError("a judge is a model call: the stage makes it")
+
+    def templates(self) -> list[tuple[tuple[Any, ...], jinja2.nodes.Node]]:
+        return [(("rubric",), SANDBOX.parse(self.rubric_source))]
+
+    def trust(self) -> None:
+        self.rubric = compile_template(self.rubric_source, trusted=True)
 
 
 _KINDS: dict[str, type[Check]] = {
@@ -374,9 +403,8 @@ def _count(value: Any) -> int:
     return value
 
 
-def _template(source: str, index: int | None, loc: tuple[Any, ...] = ()) -> jinja2.Template:
+def _template(source: str, loc: tuple[Any, ...]) -> jinja2.Template:
     try:
-        return _SANDBOX.from_string(source)
-    except jinja2.TemplateSyntaxError as exc:
-        where = (index,) if index is not None else loc
-        raise SpecError(f"template syntax error: {exc.message}", where) from None
+        return compile_template(source)
+    except ValueError as exc:
+        raise SpecError(str(exc), loc) from None

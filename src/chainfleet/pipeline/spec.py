@@ -225,22 +225,20 @@ class Pipeline(BaseModel):
 
     def _check_sandbox(self) -> None:
         """Refuse, at load, a template that reaches for a private attribute (the way out of the
-        sandbox); with ``sandbox: false``, compile the templates outside it instead."""
+        sandbox), in any of a stage's templates (prompt, system, a gate's rubric, terms or
+        ``when:``); with ``sandbox: false``, compile them all outside it instead."""
         for index, stage in enumerate(self.stages):
             if not self.sandbox:
                 stage.trust_templates()
                 continue
-            for field in ("prompt", "system"):
-                template = getattr(stage, field)
-                if template is None:
-                    continue
-                private = private_names(SANDBOX.parse(template))
+            for loc, tree in stage.templates():
+                private = private_names(tree)
                 if private:
                     raise self._error(
                         f"uses {private[0]!r}, which the template sandbox refuses (private "
                         "attributes lead out of it); set `sandbox: false` only for a pipeline "
                         "you trust as code",
-                        ("stages", index, field),
+                        ("stages", index, *loc),
                     )
 
     def _error(self, reason: str, loc: tuple[Any, ...]) -> PipelineError:

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 import jinja2
-from jinja2.exceptions import SecurityError
+import jinja2.nodes
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -38,8 +38,7 @@ from chainfleet.pipeline.contracts import Contract
 from chainfleet.pipeline.gates import Check, JudgeCheck, SpecError, parse_gate
 from chainfleet.pipeline.imports import import_object, pipeline_folder
 from chainfleet.pipeline.review_rules import ReviewRule
-from chainfleet.pipeline.templates import OPEN, compile_template, variables
-from chainfleet.redact import clip
+from chainfleet.pipeline.templates import SANDBOX, compile_template, render, variables
 
 __all__ = ["REVISION_VARIABLES", "Gate", "Stage", "ToolFn"]
 
@@ -206,23 +205,35 @@ class Stage(BaseModel):
         return self.tool is not None
 
     def render(self, context: Mapping[str, Any]) -> tuple[str | None, str]:
-        """Render (system, prompt) for one item. A missing variable raises ``InvalidRequest``."""
-        from chainfleet.errors import InvalidRequest
-
+        """Render (system, prompt) for one item. Any failure (a missing variable, the sandbox's
+        refusal, an error in the template's arithmetic) raises ``InvalidRequest``: the item fails."""
         assert self._prompt_t is not None, "render() is for LLM stages"
-        try:
-            prompt = self._prompt_t.render(context)
-            system = self._system_t.render(context) if self._system_t is not None else None
-        except jinja2.UndefinedError as exc:
-            raise InvalidRequest(f"template: {exc.message}", stage=self.name) from exc
-        except SecurityError as exc:
-            raise InvalidRequest(f"template: the sandbox refused it: {clip(exc)}", stage=self.name) from exc
+        prompt = render(self._prompt_t, context, field="prompt", stage=self.name)
+        system = None
+        if self._system_t is not None:
+            system = render(self._system_t, context, field="system", stage=self.name)
         return system, prompt
+
+    def templates(self) -> list[tuple[tuple[Any, ...], jinja2.nodes.Node]]:
+        """Every template of the stage, parsed, with its place in the stage: ``("prompt",)``,
+        ``("gate", 1, "judge", "rubric")``, ... (the pipeline checks them all alike)."""
+        found: list[tuple[tuple[Any, ...], jinja2.nodes.Node]] = [
+            ((field,), SANDBOX.parse(source))
+            for field, source in (("prompt", self.prompt), ("system", self.system))
+            if source is not None
+        ]
+        for index, check in enumerate(self._checks):
+            found += [(("gate", index, check.kind, *loc), tree) for loc, tree in check.templates()]
+        return found
 
     def trust_templates(self) -> None:
         """Compile the templates outside the sandbox (``sandbox: false``: trusted as code)."""
-        self._prompt_t = OPEN.from_string(self.prompt) if self.prompt is not None else None
-        self._system_t = OPEN.from_string(self.system) if self.system is not None else None
+        if self.prompt is not None:
+            self._prompt_t = compile_template(self.prompt, trusted=True)
+        if self.system is not None:
+            self._system_t = compile_template(self.system, trusted=True)
+        for check in self._checks:
+            check.trust()
 
     def check_output(self, output: Any, context: Mapping[str, Any] | None = None) -> None:
         """Apply the stage's rule checks (not a judge: that is a call); raise ``InvalidOutput``
