@@ -153,3 +153,49 @@ def test_an_anthropic_batch_request_that_is_not_an_object_is_refused(
     assert response.status_code == 400, response.text
     assert "requests.0" in error_message(response, "anthropic")
     assert_nothing_logged(caplog)
+
+
+_TOOL = {"name": "answer", "input_schema": {"type": "object"}}
+
+
+def _tools(*tools: Any, choice: Any) -> bytes:
+    return _body(tools=list(tools), tool_choice=choice)
+
+
+def _strict(schema: Any) -> bytes:
+    spec = {"name": "answer", "strict": True, "schema": schema}
+    messages = [{"role": "user", "content": "Answer in JSON."}]
+    return _body(messages=messages, response_format={"type": "json_schema", "json_schema": spec})
+
+
+@pytest.mark.parametrize(
+    ("route", "content", "names"),
+    [
+        ("/v1/messages", _tools(_TOOL, choice={"type": "tool", "name": ["answer"]}), "tool_choice"),
+        (
+            "/v1/messages",
+            _tools(
+                {"name": "answer", "input_schema": {"type": "object", "properties": [1]}},
+                choice={"type": "any"},
+            ),
+            "tools.0.custom.input_schema: JSON schema is invalid: properties",
+        ),
+        (
+            "/v1/chat/completions",
+            _strict(
+                {"type": "object", "properties": {"a": {}}, "required": 5, "additionalProperties": False}
+            ),
+            "Invalid schema for response_format 'answer': required",
+        ),
+    ],
+    ids=["tool_choice_name_not_a_string", "tool_properties_a_list", "strict_required_not_a_list"],
+)
+def test_a_malformed_request_for_structured_output_is_a_400(
+    route: str, content: bytes, names: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR)
+    dialect, headers, _ = ROUTES[route]
+    response = post(route, content, headers)
+    assert response.status_code == 400, response.text
+    assert names in error_message(response, dialect)
+    assert_nothing_logged(caplog)
