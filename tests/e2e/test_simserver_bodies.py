@@ -199,3 +199,21 @@ def test_a_malformed_request_for_structured_output_is_a_400(
     assert response.status_code == 400, response.text
     assert names in error_message(response, dialect)
     assert_nothing_logged(caplog)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "properties": {"n": {"type": "integer", "minimum": 5, "maximum": 1}}},
+        {"type": "object", "properties": {"n": {"anyOf": [True, {"type": "null"}]}}},
+    ],
+    ids=["maximum_below_minimum", "anyof_boolean_schema"],
+)
+def test_an_odd_but_valid_schema_gets_a_json_answer(schema: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Schemas their meta-schema accepts, that the JSON generator used to crash on (a 500)."""
+    caplog.set_level(logging.ERROR)
+    tool = {"name": "answer", "input_schema": schema}
+    response = post("/v1/messages", _tools(tool, choice={"type": "any"}), ANTHROPIC_HEADERS)
+    assert response.status_code == 200, response.text
+    assert set(response.json()["content"][0]["input"]) == {"n"}
+    assert_nothing_logged(caplog)
