@@ -48,7 +48,7 @@ from chainfleet.sim.call import Call, Failure
 from chainfleet.sim.faults import check_quota, prompt_trigger, status_failure
 from chainfleet.sim.settings import SimServerSettings
 from chainfleet.sim.stats import Stats
-from chainfleet.sim.wire import Anthropic, Dialect, OpenAI
+from chainfleet.sim.wire import Anthropic, Dialect, OpenAI, read_json
 
 __all__ = ["BatchSim", "BatchSimSettings", "Host"]
 
@@ -167,7 +167,8 @@ class BatchSim:
         openai, anthropic = OpenAI(), Anthropic()
 
         def checked(handler: Handler, dialect: Dialect) -> Handler:
-            """``handler`` behind what every batch route checks first: enabled, key, headers."""
+            """``handler`` behind what every batch route checks first: enabled, key, headers;
+            a ``Failure`` it raises (a body it cannot read) is answered in ``dialect``'s words."""
 
             async def route(request: web.Request) -> web.StreamResponse:
                 if not self.settings.enabled:
@@ -175,7 +176,11 @@ class BatchSim:
                 failure = self._auth(request, dialect)
                 if failure is not None:
                     return failure
-                return await handler(request)
+                try:
+                    return await handler(request)
+                except Failure as refused:
+                    status, body = dialect.error(refused)
+                    return web.json_response(body, status=status)
 
             return route
 
@@ -201,10 +206,13 @@ class BatchSim:
 
     async def _upload(self, request: web.Request) -> web.StreamResponse:
         fields = _multipart(request.headers.get("Content-Type", ""), await request.read())
+        if "file" not in fields:
+            raise Failure("bad_request", detail="file: a multipart/form-data upload with a file is required")
         file_id = f"file-sim{next(self._numbers)}"
         self._files[file_id] = fields.get("file", b"")
         self._counts.files += 1
-        return web.json_response(self._file_object(file_id, fields.get("purpose", b"batch").decode()))
+        purpose = fields.get("purpose", b"batch").decode(errors="replace")
+        return web.json_response(self._file_object(file_id, purpose))
 
     def _file_object(self, file_id: str, purpose: str) -> dict[str, Any]:
         return {
@@ -224,11 +232,13 @@ class BatchSim:
         return web.Response(body=data, content_type="application/octet-stream")
 
     async def _create_openai(self, request: web.Request) -> web.StreamResponse:
-        body = json.loads(await request.read())
+        body = _object(await request.read(), "the body")
         data = self._files.get(str(body.get("input_file_id")))
         if data is None:
             return _openai_error(400, "input_file_id: no such file", "invalid_request_error")
-        lines = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+        # bytes split only at \n and \r: a U+2028 inside a JSON string does not end a line
+        numbered = enumerate(data.splitlines(), 1)
+        lines = [_object(line, f"input file line {n}") for n, line in numbered if line.strip()]
         job = self._new_job("openai", [(str(x.get("custom_id")), x.get("body")) for x in lines])
         job.input_file_id, job.metadata = body.get("input_file_id"), body.get("metadata")
         return web.json_response(self._openai_batch(job))
@@ -322,10 +332,13 @@ class BatchSim:
     # -- Anthropic -----------------------------------------------------------------------------
 
     async def _create_anthropic(self, request: web.Request) -> web.StreamResponse:
-        body = json.loads(await request.read())
-        requests = body.get("requests") if isinstance(body, dict) else None
+        body = _object(await request.read(), "the body")
+        requests = body.get("requests")
         if not isinstance(requests, list) or not requests:
             return _anthropic_error(400, "invalid_request_error", "requests: a non-empty list is required")
+        for i, r in enumerate(requests):
+            if not isinstance(r, dict):
+                raise Failure("bad_request", detail=f"requests.{i}: a request must be an object")
         job = self._new_job("anthropic", [(str(r.get("custom_id")), r.get("params")) for r in requests])
         return web.json_response(self._anthropic_batch(job, request))
 
@@ -432,6 +445,14 @@ class BatchSim:
         tokens = simtext.count_tokens(text)
         self._host.counts.completed(call, tokens)
         return custom_id, "succeeded", dialect.answer(call, text, tokens, next(self._numbers))
+
+
+def _object(raw: bytes, where: str) -> dict[str, Any]:
+    """``raw`` as a JSON object, or a 400 naming what is wrong (:func:`~chainfleet.sim.wire.read_json`)."""
+    value = read_json(raw, kind="bad_request", where=where)
+    if not isinstance(value, dict):
+        raise Failure("bad_request", detail=f"{where} must be a JSON object")
+    return value
 
 
 def _multipart(content_type: str, body: bytes) -> dict[str, bytes]:

@@ -94,6 +94,11 @@ def _subject(prompt: str) -> str:
     return " ".join(words) or "the topic"
 
 
+def _is_null(schema: Any) -> bool:
+    """Whether an ``anyOf`` option is ``{"type": "null"}`` (an option may be ``true`` or ``false``)."""
+    return isinstance(schema, Mapping) and schema.get("type") == "null"
+
+
 class _Maker:
     def __init__(
         self, root: Mapping[str, Any], rng: random.Random, sentences: tuple[str, ...], subject: str
@@ -110,7 +115,7 @@ class _Maker:
             return self.rng.choice(list(schema["enum"]))
         for key in ("anyOf", "oneOf", "allOf"):
             if schema.get(key):
-                options = [o for o in schema[key] if self._resolve(o).get("type") != "null"] or schema[key]
+                options = [o for o in schema[key] if not _is_null(self._resolve(o))] or schema[key]
                 return self.value(options[0], name)
         kind = schema.get("type")
         if isinstance(kind, list):
@@ -156,7 +161,7 @@ class _Maker:
     def _integer(self, schema: Mapping[str, Any], name: str) -> int:
         low = int(schema.get("minimum", 0))
         high = int(schema.get("maximum", low + 100))
-        return self.rng.randint(low, high)
+        return self.rng.randint(low, max(low, high))  # maximum < minimum: no value fits; give one
 
     def _boolean(self, schema: Mapping[str, Any], name: str) -> bool:
         return self.rng.random() < 0.5

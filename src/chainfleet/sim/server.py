@@ -62,7 +62,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
-import json
 import signal
 import threading
 import time
@@ -290,11 +289,7 @@ class SimServer:
     async def _validated(self, request: web.Request, dialect: Dialect) -> Call:
         """Auth, headers, body, model and context window: failures here cost no limit."""
         dialect.authorize(request, self._settings.api_keys)
-        try:
-            body = json.loads(await request.read())
-        except ValueError:
-            raise Failure("bad_body", detail="the body is not valid JSON") from None
-        call = dialect.parse(body)
+        call = dialect.read(await request.read())
         if self._settings.models and call.model not in self._settings.models:
             raise Failure("model_not_found", model=call.model)
         total = call.prompt_tokens + call.max_tokens

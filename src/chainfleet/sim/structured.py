@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -99,6 +100,7 @@ def openai_ask(body: dict[str, Any], prompt: str) -> StructuredAsk | None:
     schema = spec.get("schema")
     if not isinstance(schema, dict):
         raise AskError("Missing required parameter: 'response_format.json_schema.schema'.")
+    _check_schema(schema, f"Invalid schema for response_format '{spec['name']}'")
     if spec.get("strict"):
         problem = strict_problem(schema)
         if problem is not None:
@@ -118,18 +120,41 @@ def anthropic_ask(body: dict[str, Any], prompt: str) -> StructuredAsk | None:
         schema = tool.get("input_schema") if isinstance(tool, dict) else None
         if not isinstance(schema, dict) or schema.get("type") != "object":
             raise AskError(f"tools.{i}.input_schema.type: Input should be 'object'")
+        _check_schema(schema, f"tools.{i}.custom.input_schema: JSON schema is invalid")
         by_name[str(tool.get("name"))] = schema
     choice = body.get("tool_choice") or {"type": "auto"}
     kind = choice.get("type") if isinstance(choice, dict) else None
     if kind == "tool":
         name = choice.get("name")
-        if name not in by_name:
+        if not isinstance(name, str) or name not in by_name:
             raise AskError(f"tool_choice: tool {name!r} was not found in tools")
         return StructuredAsk("tool", by_name[name], name)
     if kind == "any":
         name = next(iter(by_name))
         return StructuredAsk("tool", by_name[name], name)
     return _from_prompt(prompt)  # auto or none: this simulated model answers in text
+
+
+def _check_schema(schema: dict[str, Any], refusal: str) -> None:
+    """Raise ``AskError`` (``refusal: what``) for a schema its meta-schema refuses, as both
+    APIs do: the JSON generator, and strict mode's check, read only well-formed schemas."""
+    problem = _schema_problem(json.dumps(schema, sort_keys=True))
+    if problem is not None:
+        raise AskError(f"{refusal}: {problem}")
+
+
+@functools.lru_cache(maxsize=256)
+def _schema_problem(text: str) -> str | None:
+    import jsonschema  # as chainfleet.pipeline.contracts does: only once a schema is checked
+
+    schema = json.loads(text)
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.exceptions.SchemaError as exc:
+        where = "/".join(str(part) for part in exc.absolute_path) or "the schema"
+        message = exc.message if len(exc.message) <= 200 else exc.message[:197] + "..."
+        return f"{where}: {message}"
+    return None
 
 
 def _from_prompt(prompt: str) -> StructuredAsk | None:

@@ -7,7 +7,10 @@ run the same rules through either one:
 - :meth:`~Dialect.authorize`: the key (OpenAI ``Authorization: Bearer KEY``; Anthropic
   ``x-api-key``, or a Bearer token as anthropic SDKs 2.x send it) and required headers
   (Anthropic's ``anthropic-version``);
-- :meth:`~Dialect.parse`: the body into a :class:`~chainfleet.sim.call.Call`. The prompt is the
+- :meth:`~Dialect.read`: the raw body into a :class:`~chainfleet.sim.call.Call` (:func:`read_json`
+  refuses what is not UTF-8 JSON, with a lone surrogate, or nested too deeply, then
+  :meth:`~Dialect.parse`: every field the wrong type is a ``Failure`` naming it, never a 500).
+  :meth:`~Dialect.parse` reads a decoded body into a :class:`~chainfleet.sim.call.Call`. The prompt is the
   user and assistant message texts joined by a blank line, the system text the system (and
   OpenAI developer) texts likewise; text blocks within one message are concatenated. A request
   for structured output (OpenAI ``response_format``, Anthropic ``tools`` with a forced
@@ -28,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -51,6 +55,7 @@ __all__ = [
     "Anthropic",
     "Dialect",
     "OpenAI",
+    "read_json",
 ]
 
 #: OpenAI's answer to P + max_tokens above it is 400 context_length_exceeded
@@ -86,7 +91,13 @@ class Dialect:
     def check_headers(self, request: web.Request) -> None:
         """Raise a failure for a missing required header."""
 
+    def read(self, raw: bytes) -> Call:
+        """The request body as sent into a :class:`Call`; a ``bad_body`` failure naming what is
+        wrong for anything else (the one way the server reads a completion request)."""
+        return self.parse(read_json(raw))
+
     def parse(self, body: Any) -> Call:
+        """A decoded body (from :func:`read_json`) into a :class:`Call`."""
         raise NotImplementedError
 
     def answer(self, call: Call, text: str, completion_tokens: int, number: int) -> dict[str, Any]:
@@ -223,6 +234,65 @@ class Anthropic(Dialect):
 
 
 # --- reading a request --------------------------------------------------------------------------
+
+
+#: a UTF-16 surrogate on its own: JSON's ``"\\ud800"`` decodes to one, UTF-8 cannot carry it
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def read_json(raw: bytes, *, kind: str = "bad_body", where: str = "the body") -> Any:
+    """The JSON value of ``raw``, or a ``Failure(kind)`` naming what is wrong with it.
+
+    Refused: bytes that are not UTF-8, text that is not JSON (``NaN`` and ``Infinity`` too),
+    nesting too deep to decode, and a lone surrogate in a string (``"\\ud800"``): no prompt,
+    model name or key can carry one, and UTF-8 cannot encode it. ``where`` starts each message
+    (a batch input file says which line).
+
+    >>> read_json(b'{"model": "m"}')
+    {'model': 'm'}
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Failure(kind, detail=f"{where} is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except ValueError as exc:
+        reason = str(exc)
+        if isinstance(exc, json.JSONDecodeError):
+            reason = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        raise Failure(kind, detail=f"{where} is not valid JSON: {reason}") from None
+    except RecursionError:
+        raise Failure(kind, detail=f"{where} is not valid JSON: it nests too deeply") from None
+    path = _lone_surrogate(value)
+    if path is not None:
+        name = f"{where}, at {path}" if path else where
+        raise Failure(kind, detail=f"{name}: a lone surrogate (\\ud800-\\udfff) is not valid Unicode")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """Where in ``value`` a string (or a key) holds a lone surrogate ("messages.0.content"),
+    or None. A loop, not recursion: the value may nest as deep as the decoder allows."""
+    todo: list[tuple[str, Any]] = [("", value)]
+    while todo:
+        path, item = todo.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return path
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                at = f"{path}.{key}" if path else key
+                if _SURROGATE.search(key):
+                    return f"a key in {path}" if path else "a key"
+                todo.append((at, child))
+        elif isinstance(item, list):
+            todo.extend((f"{path}.{i}" if path else str(i), child) for i, child in enumerate(item))
+    return None
 
 
 def _bearer(request: web.Request) -> str:
