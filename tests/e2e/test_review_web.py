@@ -105,8 +105,10 @@ def decisions(out: Path) -> list[tuple[str, str, str, str | None, str | None, st
 
 
 def status(url: str, data: bytes | None = None) -> int:
+    """The status after redirects, keeping cookies like a browser (a fresh jar each call)."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=30) as response:
+        with opener.open(urllib.request.Request(url, data=data), timeout=30) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return exc.code
@@ -135,6 +137,7 @@ def test_approve_edit_reject_and_bulk_approve_in_the_browser(browser: Any, serve
     console: list[str] = []
     page.on("console", lambda message: console.append(message.text))
     page.goto(server)
+    assert page.url == server.split("?token=")[0]  # the token went to a cookie, out of the URL
     assert page.locator("strong").first.inner_text() == "4 waiting for review."
     assert "<script>alert('x')</script> in a topic" in page.inner_text("table")  # shown as text
     page.keyboard.press("Enter")  # opens the first item

@@ -39,9 +39,17 @@ class Page:
     port: int
 
     def ask(
-        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        cookie: str | None = TOKEN,
     ) -> Answer:
+        """One request; with the token's cookie, as a browser sends it after the first visit."""
         headers = {"Host": f"127.0.0.1:{self.port}", **(headers or {})}
+        if cookie is not None:
+            headers["Cookie"] = f"chainfleet-review-{self.port}={cookie}"
         if body is not None:
             headers.setdefault("Content-Type", FORM)
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
@@ -53,14 +61,10 @@ class Page:
             conn.close()
 
     def get(self, path: str, **headers: str) -> Answer:
-        return self.ask("GET", _with_token(path), headers=headers)
+        return self.ask("GET", path, headers=headers)
 
     def post(self, path: str, body: bytes, **headers: str) -> Answer:
-        return self.ask("POST", _with_token(path), body=body, headers=headers)
-
-
-def _with_token(path: str) -> str:
-    return path + ("&" if "?" in path else "?") + f"token={TOKEN}"
+        return self.ask("POST", path, body=body, headers=headers)
 
 
 @pytest.fixture
@@ -136,7 +140,7 @@ def test_bad_numbers_and_forms_are_a_clean_400_or_404(
     expected: int,
 ) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
-    answer = page.ask(method, _with_token(path), body=body, headers=headers)
+    answer = page.ask(method, path, body=body, headers=headers)
     assert answer.status == expected, answer.body
     assert "Traceback" not in answer.body
     assert 0 < len(answer.body) < 200
@@ -147,7 +151,7 @@ def test_good_requests_still_work(page: Page, four_waiting: Path) -> None:
     assert page.get("/").status == 200
     assert page.get("/item/1?undo=7").status == 200
     assert page.get("/item/9").status == 404
-    answer = page.ask("POST", _with_token("/bulk"), body=b"qid=1&qid=2&qid=999")
+    answer = page.ask("POST", "/bulk", body=b"qid=1&qid=2&qid=999")
     assert answer.status == 303
     assert decided(four_waiting) == [("1", "approve"), ("2", "approve")]
 
@@ -158,9 +162,10 @@ def test_every_answer_carries_the_security_headers(page: Page) -> None:
         page.get("/item/1"),
         page.get("/item/9"),  # 404
         page.get("/item/1?undo=\u00b2"),  # 400
-        page.ask("GET", "/"),  # 403: no token
+        page.ask("GET", "/", cookie=None),  # 403: no token
+        page.ask("GET", f"/?token={TOKEN}", cookie=None),  # 303: the token becomes a cookie
         page.ask("GET", "/", headers={"Host": "evil.example"}),  # 403: a foreign Host
-        page.ask("POST", _with_token("/bulk"), body=b"qid=1"),  # 303
+        page.ask("POST", "/bulk", body=b"qid=1"),  # 303
     ]
     for answer in answers:
         csp = answer.headers["Content-Security-Policy"]
@@ -216,3 +221,30 @@ def test_a_foreign_host_is_refused_even_with_the_token(page: Page, four_waiting:
     assert decided(four_waiting) == []
     for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", f"LOCALHOST:{port}"):
         assert page.get("/", Host=host).status == 200, host
+
+
+def test_the_token_in_the_url_becomes_a_cookie_and_leaves_the_url(page: Page, four_waiting: Path) -> None:
+    first = page.ask("GET", f"/item/2?msg=hello&token={TOKEN}", cookie=None)
+    assert first.status == 303
+    assert first.headers["Location"] == "/item/2?msg=hello"
+    cookie = first.headers["Set-Cookie"]
+    assert cookie.startswith(f"chainfleet-review-{page.port}={TOKEN};")
+    assert "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
+    assert "Path=/" in cookie
+    for path in ("/", "/item/2?msg=hello"):
+        answer = page.get(path)  # with the cookie
+        assert answer.status == 200
+        assert TOKEN not in answer.body  # no link or form carries it
+    assert page.get("/item/1?undo=1").status == 200
+    decided_page = page.post("/item/1", b"action=approve")
+    assert decided_page.status == 303
+    assert TOKEN not in decided_page.headers["Location"]
+    for wrong in ("", "nope", TOKEN[:-1]):
+        assert page.ask("GET", "/", cookie=wrong).status == 403
+        refused = page.ask("GET", f"/?token={wrong}", cookie=None)
+        assert refused.status == 403
+        assert "Set-Cookie" not in refused.headers
+    assert page.ask("POST", "/bulk", body=b"qid=2", cookie="nope").status == 403
+    assert page.ask("POST", f"/bulk?token={TOKEN}", body=b"qid=2", cookie=None).status == 303  # a script
+    assert decided(four_waiting) == [("1", "approve"), ("2", "approve")]

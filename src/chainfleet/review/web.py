@@ -2,8 +2,11 @@
 
 Safe by default: the server listens on 127.0.0.1 only, on a random port, and every request
 must carry the random token printed with the URL (else 403), so another user of the machine,
-or a web page in another tab, cannot read the outputs or decide anything. The pages are Jinja2
-templates shipped with the package, with autoescape on: item text is shown as text, never run.
+or a web page in another tab, cannot read the outputs or decide anything. The first visit
+with ``?token=`` stores it in an HttpOnly, SameSite=Strict cookie and redirects to the URL
+without it, so no link, form, history entry or Referer of the page holds the token. The
+pages are Jinja2 templates shipped with the package, with autoescape on: item text is shown
+as text, never run.
 
 Several reviewers can work at once (two browsers, or two servers on one folder): a decision is
 atomic in run.db, and a page shown before someone else decided is told "already decided by
@@ -160,10 +163,29 @@ async def _form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray 
 
 @web.middleware
 async def _require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-    given = request.query.get("token", "")
-    if not hmac.compare_digest(given.encode(), request.app[TOKEN].encode()):
-        return web.Response(status=403, text="403: this page needs the token printed with its URL\n")
-    return await handler(request)
+    """The token from the cookie; one in the URL (the printed one) becomes the cookie, then leaves the URL."""
+    token, cookie = request.app[TOKEN], _cookie_name(request)
+    given = request.query.get("token")
+    if given is None and _same(request.cookies.get(cookie, ""), token):
+        return await handler(request)
+    if given is not None and _same(given, token):
+        if request.method != "GET":  # a script posting with ?token=: no cookie jar to fill
+            return await handler(request)
+        rest = [(key, value) for key, value in request.query.items() if key != "token"]
+        response = web.Response(status=303, headers={"Location": str(request.rel_url.with_query(rest))})
+        response.set_cookie(cookie, token, path="/", httponly=True, samesite="Strict")
+        return response
+    return web.Response(status=403, text="403: this page needs the token printed with its URL\n")
+
+
+def _same(given: str, token: str) -> bool:
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+def _cookie_name(request: web.Request) -> str:
+    """One cookie per port: cookies ignore ports, and two review pages may run at once."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    return f"chainfleet-review-{sockname[1] if sockname else 0}"
 
 
 def _render(request: web.Request, name: str, status: int = 200, **values: Any) -> web.Response:
@@ -172,7 +194,6 @@ def _render(request: web.Request, name: str, status: int = 200, **values: Any) -
         request.app[TEMPLATES]
         .get_template(name)
         .render(
-            token=request.app[TOKEN],
             nonce=request[NONCE],
             reviewer=session.reviewer,
             folder=str(session.folder),
@@ -253,7 +274,7 @@ async def decide(request: web.Request) -> web.Response:
     following = _item_values(request, entry)["next_qid"]
     target = f"/item/{following}" if following else "/"
     did = session.made[-1].did
-    raise web.HTTPSeeOther(f"{target}?token={request.app[TOKEN]}&msg={_quote(done)}&undo={did}")
+    raise web.HTTPSeeOther(f"{target}?msg={_quote(done)}&undo={did}")
 
 
 async def undo(request: web.Request) -> web.Response:
@@ -262,9 +283,9 @@ async def undo(request: web.Request) -> web.Response:
     try:
         entry = session.queue.undo(_id(request.match_info["did"], "decision"))
     except ReviewError as exc:
-        raise web.HTTPSeeOther(f"/?token={request.app[TOKEN]}&msg={_quote(exc.reason)}") from None
+        raise web.HTTPSeeOther(f"/?msg={_quote(exc.reason)}") from None
     message = f"undone: {entry.item_id} waits again"
-    raise web.HTTPSeeOther(f"/item/{entry.qid}?token={request.app[TOKEN]}&msg={_quote(message)}")
+    raise web.HTTPSeeOther(f"/item/{entry.qid}?msg={_quote(message)}")
 
 
 async def bulk_approve(request: web.Request) -> web.Response:
@@ -284,7 +305,7 @@ async def bulk_approve(request: web.Request) -> web.Response:
         except ReviewError as exc:
             refused.append(f"{entry.item_id}: {exc.reason}")
     message = f"approved {approved}" + (f"; not approved: {'; '.join(refused)}" if refused else "")
-    raise web.HTTPSeeOther(f"/?token={request.app[TOKEN]}&msg={_quote(message)}")
+    raise web.HTTPSeeOther(f"/?msg={_quote(message)}")
 
 
 def _past(action: str) -> str:
