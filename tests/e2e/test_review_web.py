@@ -33,6 +33,8 @@ ARGS = [
     "--no-first-run",
 ]
 TOPICS = ["heat pumps", "<script>alert('x')</script> in a topic", "sleep and memory", "bicycles"]
+#: this checkout's sources (not an installed chainfleet), and tests/ for the gate's module
+PYTHONPATH = os.pathsep.join([str(Path(__file__).parents[2] / "src"), str(Path(__file__).parents[1])])
 #: where the README's screenshot goes when this is set (``CHAINFLEET_SCREENSHOT=docs/review-web.png``)
 SCREENSHOT = os.environ.get("CHAINFLEET_SCREENSHOT")
 
@@ -66,7 +68,7 @@ def queued(write_pipeline: Callable[..., Path], topics_file: Callable[..., Path]
     pipeline = write_pipeline(stages=data["stages"])
     # a subprocess: Playwright's sync API holds this process's event loop
     args = [CHAINFLEET, "run", str(pipeline), "-i", str(topics_file(TOPICS)), "-o", str(out), "-q"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}  # tests/: the gate's module
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
     result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 3, result.stdout + result.stderr
     return out
@@ -75,7 +77,7 @@ def queued(write_pipeline: Callable[..., Path], topics_file: Callable[..., Path]
 @pytest.fixture
 def server(queued: Path) -> Iterator[str]:
     """``chainfleet review OUT --web`` running; yields the URL it printed."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}  # tests/: the gate's module
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
     proc = subprocess.Popen(
         [CHAINFLEET, "review", str(queued), "--web", "--reviewer", "webby"],
         stdout=subprocess.PIPE,
@@ -103,8 +105,10 @@ def decisions(out: Path) -> list[tuple[str, str, str, str | None, str | None, st
 
 
 def status(url: str, data: bytes | None = None) -> int:
+    """The status after redirects, keeping cookies like a browser (a fresh jar each call)."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=30) as response:
+        with opener.open(urllib.request.Request(url, data=data), timeout=30) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return exc.code
@@ -130,7 +134,10 @@ def test_approve_edit_reject_and_bulk_approve_in_the_browser(browser: Any, serve
     page = browser.new_page(viewport={"width": 1100, "height": 880})
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
     page.goto(server)
+    assert page.url == server.split("?token=")[0]  # the token went to a cookie, out of the URL
     assert page.locator("strong").first.inner_text() == "4 waiting for review."
     assert "<script>alert('x')</script> in a topic" in page.inner_text("table")  # shown as text
     page.keyboard.press("Enter")  # opens the first item
@@ -163,6 +170,7 @@ def test_approve_edit_reject_and_bulk_approve_in_the_browser(browser: Any, serve
     assert page.inner_text("#message") == "approved 1"
     assert page.is_visible("#empty")
     assert dialogs == []  # no script of an item ever ran
+    assert [text for text in console if "Content Security Policy" in text] == []  # the page's own ran
     with sqlite3.connect(queued / "run.db") as db:
         assert db.execute(
             "SELECT item_id, action FROM review_decisions WHERE undone IS NOT NULL"
