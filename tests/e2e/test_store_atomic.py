@@ -62,6 +62,11 @@ def test_kill_9_inside_store_creation_leaves_a_folder_that_runs_and_resumes(
     assert version(tmp_path / "out" / "run.db") == 0  # nothing of the half-made store was kept
     nothing = cli(tmp_path, "resume", "out")
     assert nothing.returncode == 2 and "holds no run" in nothing.stderr and "Traceback" not in nothing.stderr
+    # issue 22, D2: it says what to do, and that nothing was paid
+    assert (
+        "nothing was paid" in nothing.stderr
+        and "chainfleet run PIPELINE -i INPUT -o out --resume" in nothing.stderr
+    )
     done = cli(tmp_path, *files, "--resume")
     assert done.returncode == 0, done.stderr
     assert succeeded(tmp_path) == ["succeeded"] * 3

@@ -29,8 +29,13 @@ def resume_command(out: str, quiet: bool) -> None:
     runs = store.runs()
     store.close()
     release(out)
-    if not runs:
-        raise ConfigError("nothing to resume here: the store holds no run", where=out)
+    if not runs:  # a run is recorded before its first call: one killed earlier called nothing
+        raise ConfigError(
+            "nothing to resume here: the store holds no run (it was stopped before its first call, "
+            "so nothing was paid); start it again with: chainfleet run PIPELINE -i INPUT -o "
+            f"{out} --resume",
+            where=out,
+        )
     started_by_cli = [r["settings"] for r in runs if {"pipeline_file", "cli"} <= r["settings"].keys()]
     if not started_by_cli:
         raise ConfigError(
