@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,7 +43,10 @@ class RunSettings:
       before the first call.
     - ``cache``: None keeps a response cache of deterministic real-provider calls in the run's
       store, a folder shares one across runs, False turns it off.
-    - ``max_cost`` (USD) and ``max_tokens``: the budget that stops admission.
+    - ``max_cost`` (USD) and ``max_tokens``: the budget that stops admission; a cost budget
+      needs every model's price (the built-in table, ``prices``, or the pipeline's ``prices:``).
+    - ``prices``: ``{model: (input, output)}`` USD per million tokens over the built-in table
+      (``--prices FILE``); the pipeline's own ``prices:`` wins over it.
     - ``backend`` (``local`` or ``ray``) with its ``address`` and ``workers``; ``batch`` puts
       every LLM stage in batch mode.
     - ``item_files`` and ``parquet``: what the output folder holds besides results.jsonl.
@@ -63,6 +67,7 @@ class RunSettings:
     cache: str | os.PathLike[str] | bool | None = None
     max_cost: float | None = None
     max_tokens: int | None = None
+    prices: Mapping[str, tuple[float, float]] | None = None
     backend: str = "local"
     address: str | None = None
     workers: int | None = None

@@ -89,6 +89,13 @@ class Spend:
         self.cost_usd = None if price is None else self.cost_usd + price.cost(tokens_in, tokens_out)
 
 
+def run_prices(pipeline: Pipeline, settings: RunSettings) -> dict[str, Price]:
+    """The run's prices over the built-in table: ``--prices`` (``settings.prices``), then the
+    pipeline's own ``prices:`` on top."""
+    shared = {spec: Price(*pair) for spec, pair in (settings.prices or {}).items()}
+    return shared | {spec: Price(p.input, p.output) for spec, p in pipeline.prices.items()}
+
+
 class Limiters:
     """Each model's one limiter, shared by every stage that uses it, made on first use.
 
@@ -227,7 +234,7 @@ class RunContext:
             retry=RetryPolicy(max_attempts=settings.max_attempts),
             pool=ProviderPool(pipeline, clock=clock, overrides=dict(overrides)),
             limits=Limiters(pipeline, rpm=settings.rpm, tpm=settings.tpm, clock=clock, rng=rng, group=group),
-            spend=Spend({spec: Price(p.input, p.output) for spec, p in pipeline.prices.items()}),
+            spend=Spend(run_prices(pipeline, settings)),
             state=RunState(),
             review=review or ReviewHook(pipeline, store, run_id),
             reuse=settings.resume,

@@ -31,6 +31,7 @@ from typing import Any, NoReturn
 from chainfleet.cli.progress import Progress, output_progress
 from chainfleet.config import RunSettings
 from chainfleet.pipeline import Pipeline
+from chainfleet.pipeline.prices_file import load_prices
 from chainfleet.report.model import RunReport
 from chainfleet.runner.api import arun, finish_output
 from chainfleet.runner.core import Runner, latest_run_id, new_run_id
@@ -118,6 +119,7 @@ def cli_settings(options: dict[str, Any], *, run_id: str | None, resume: bool, f
         cache=False if options["no_cache"] else options["cache"],
         max_cost=options["max_cost"],
         max_tokens=options["max_tokens"],
+        prices=load_prices(options["prices_file"]) if options.get("prices_file") else None,
         batch=options.get("batch", False),
         backend=options.get("backend", "local"),
         address=options.get("address"),

@@ -121,6 +121,14 @@ class ConcurrencyType(_ParamType):
     help="Stop admitting items before the projected spend passes this.",
 )
 @click.option(
+    "--prices",
+    "prices_file",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="A shared prices file (YAML: model -> {input, output} USD per million tokens) over the "
+    "built-in table; the pipeline's prices: wins over it.",
+)
+@click.option(
     "--max-tokens",
     "max_tokens_budget",
     type=click.IntRange(min=1),
@@ -185,6 +193,7 @@ def run_command(
     no_cache: bool,
     max_cost: float | None,
     max_tokens_budget: int | None,
+    prices_file: str | None,
     force: bool,
     backend: str,
     address: str | None,
@@ -204,6 +213,7 @@ def run_command(
       chainfleet run examples/content.yaml -i topics.txt --model ollama:llama3.1 -c auto
       chainfleet run examples/content.yaml -i topics.txt --out runs/today --resume
       chainfleet run examples/content.yaml -i topics.txt --model openai:gpt-4o --max-cost 5
+      chainfleet run examples/content.yaml -i topics.txt --model openai:gpt-5 --prices prices.yaml
       chainfleet run examples/content.yaml -i topics.txt --backend ray --address auto -c 64
       chainfleet run examples/content.yaml -i topics.txt --model openai:gpt-4o-mini --batch
 
@@ -240,6 +250,7 @@ def run_command(
             "no_cache": no_cache,
             "max_cost": max_cost,
             "max_tokens": max_tokens_budget,
+            "prices_file": str(Path(prices_file).resolve()) if prices_file else None,
             "backend": backend,
             "address": address,
             "workers": workers,

@@ -160,6 +160,8 @@ def parse_model(spec: str, named: Collection[str] = ()) -> tuple[str, str]:
     if not sep:
         if provider == "sim":
             return "sim", "sim"
+        if difflib.get_close_matches(provider, ["sim"], n=1, cutoff=0.6):  # "smi", "sims", "Sim"
+            raise ValueError(f"model {spec!r} has no provider (did you mean 'sim'?)")
         raise ValueError(
             f"model {spec!r} has no provider: write PROVIDER:MODEL, e.g. openai:{spec} "
             f"(providers: {', '.join([*provider_kinds(), *named])})"

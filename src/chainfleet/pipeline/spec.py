@@ -310,6 +310,18 @@ class Pipeline(BaseModel):
     def model_for(self, stage: Stage) -> str:
         return stage.model or self.model
 
+    def models_used(self) -> list[str]:
+        """Every model the pipeline calls, in order, once each: the stages' (``@batch`` for a
+        batch stage, priced as such) and their judges'."""
+        used: dict[str, None] = {}
+        for stage in self.stages:
+            if not stage.is_tool:
+                used[self.model_for(stage) + ("@batch" if self.batched(stage) else "")] = None
+            for check in stage.checks:
+                if isinstance(check, JudgeCheck):
+                    used[check.model or (self.model if stage.is_tool else self.model_for(stage))] = None
+        return list(used)
+
     def batched(self, stage: Stage) -> bool:
         """Whether ``stage``'s calls go through a provider batch API (tool steps never do)."""
         return not stage.is_tool and (stage.mode or self.mode) == "batch"

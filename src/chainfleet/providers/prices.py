@@ -1,17 +1,34 @@
 """What calls cost: US dollars per million input and output tokens, for common models.
 
-The table is a snapshot of list prices and goes stale; a pipeline's ``prices:`` block overrides
-it (``"openai:gpt-4o-mini": {input: 0.15, output: 0.60}``). A model that is in neither has an
-unknown price, and then the run's ``cost_usd`` is ``null`` rather than a wrong number. The
-simulated model is free.
+The table is a snapshot of list prices (:data:`PRICES_AS_OF`, :data:`PRICES_SOURCE`) and goes
+stale. A shared prices file (``--prices FILE``) overrides it, and a pipeline's ``prices:`` block
+overrides both (``"openai:gpt-4o-mini": {input: 0.15, output: 0.60}``). A model that is in none
+has an unknown price, and then the run's ``cost_usd`` is ``null`` rather than a wrong number.
+The simulated model is free.
+
+A dated snapshot of a model in the table (``gpt-4o-mini-2024-07-18``,
+``claude-sonnet-4-5-20250929``, ``...-latest``) costs what its family costs; any other name is
+unknown, however close: ``gpt-4o-mni`` is not priced as ``gpt-4o`` (:func:`near_model` gives the
+did-you-mean a warning shows).
 """
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["BATCH_RATES", "PRICES", "Price", "batch_price", "price_for"]
+__all__ = [
+    "BATCH_RATES",
+    "PRICES",
+    "PRICES_AS_OF",
+    "PRICES_SOURCE",
+    "Price",
+    "batch_price",
+    "near_model",
+    "price_for",
+]
 
 
 @dataclass(frozen=True)
@@ -24,6 +41,11 @@ class Price:
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return (input_tokens * self.input + output_tokens * self.output) / 1_000_000
 
+
+#: when the table was written (not re-checked since: prices change; ``--prices FILE`` mends it)
+PRICES_AS_OF = "2026-11-29"
+#: where its figures come from
+PRICES_SOURCE = "the providers' public list prices (openai.com/api/pricing, anthropic.com/pricing)"
 
 #: list prices in USD per 1M tokens (input, output), by model name without the provider
 PRICES: dict[str, Price] = {
@@ -76,8 +98,19 @@ def price_for(spec: str, overrides: Mapping[str, Price] | None = None) -> Price 
         return overrides[model]
     if model in PRICES:
         return PRICES[model]
-    # dated snapshots ("gpt-4o-mini-2024-07-18") cost what their family costs
-    for name in sorted(PRICES, key=len, reverse=True):
-        if model.startswith(name + "-"):
-            return PRICES[name]
-    return None
+    family = SNAPSHOT.sub("", model)  # "gpt-4o-mini-2024-07-18" costs what "gpt-4o-mini" costs
+    return PRICES.get(family) if family != model else None
+
+
+#: the suffix of a dated snapshot: -2024-07-18, -20250929, -latest
+SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|latest)$")
+
+
+def near_model(spec: str) -> str | None:
+    """The table's model that ``spec``'s model is probably a misspelling of, or None (when it is
+    in the table, a snapshot of one, or close to none). ``openai:gpt-4o-mni`` -> ``gpt-4o-mini``."""
+    provider, _, model = spec.partition(":")
+    if provider == "sim" or price_for(spec) is not None:
+        return None
+    close = difflib.get_close_matches(SNAPSHOT.sub("", model), list(PRICES), n=1, cutoff=0.85)
+    return close[0] if close else None

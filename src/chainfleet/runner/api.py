@@ -29,7 +29,9 @@ from chainfleet.pipeline import Pipeline, parse_model
 from chainfleet.providers import Provider, ProviderPool
 from chainfleet.report.model import RunReport
 from chainfleet.report.results import PARQUET_MISSING, Progress, parquet_available
+from chainfleet.runner.budget import check_prices
 from chainfleet.runner.core import Runner, latest_run_id
+from chainfleet.signals import say
 from chainfleet.store.folder import open_store, releasing_out
 from chainfleet.store.runstore import RunStore
 
@@ -66,12 +68,15 @@ def prepare(
     providers: Mapping[str, Provider] | None = None,
     resume: bool = False,
     force: bool = False,
+    settings: RunSettings | None = None,
 ) -> tuple[Pipeline, InputSource, RunStore | None, int | None]:
     """Everything checked and opened before the first call: the one place exit-2 errors arise.
 
     Applies ``--model``, opens the input, checks every template variable against its fields,
     scans the whole input (when it can be read twice) and opens the run store in ``out``,
     holding the folder (see :mod:`chainfleet.store.folder`; the caller releases it).
+    With ``settings``, a cost budget needs every model's price (else ``ConfigError``), and a
+    model name close to one in the price table gets a warning on stderr.
     Returns (pipeline, source, store, item count or None).
     """
     if model:
@@ -87,6 +92,8 @@ def prepare(
         if model:
             raise ConfigError(exc.reason, where="--model") from exc
         raise
+    for warning in check_prices(pipeline, settings) if settings is not None else ():
+        say(warning, err=True)
     if check_input and source.reiterable:
         total = source.scan(required=[v for v in pipeline.input_fields_needed() if v != "id"])
     store = open_store(out, resume=resume, force=force) if out is not None else None
@@ -167,6 +174,7 @@ async def arun(
         providers=providers,
         resume=settings.resume,
         force=settings.force,
+        settings=settings,
     )
     if settings.resume and settings.run_id is None and store is not None:
         # a resume goes on with the run: one run, one more session

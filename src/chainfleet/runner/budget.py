@@ -5,10 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from chainfleet.chain.context import run_prices
+from chainfleet.config import RunSettings
+from chainfleet.errors import ConfigError
+from chainfleet.pipeline import Pipeline
+from chainfleet.providers.prices import near_model, price_for
+from chainfleet.redact import listed
+
 if TYPE_CHECKING:
     from chainfleet.chain.context import RunContext
 
-__all__ = ["Budget"]
+__all__ = ["Budget", "check_prices"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,3 +73,33 @@ def chain_cost_estimate(ctx: RunContext) -> float:
         if price is not None:
             total += price.cost(500, stage.max_tokens)
     return total
+
+
+def check_prices(pipeline: Pipeline, settings: RunSettings) -> list[str]:
+    """Before the first call: a cost budget that cannot be enforced is refused (``ConfigError``
+    naming the unpriced models and the ``prices:`` block to add); returns the warnings for
+    model names that are probably misspelt ("gpt-4o-mni": its cost is unknown, never the near
+    model's)."""
+    prices = run_prices(pipeline, settings)
+    used = pipeline.models_used()
+    warnings = []
+    for spec in used:
+        near = near_model(spec.removesuffix("@batch"))
+        if near is not None and price_for(spec, prices) is None:
+            warnings.append(
+                f"warning: {spec.removesuffix('@batch')!r} is not a model in the price table; did you "
+                f"mean {near!r}? Its cost is unknown (it is not priced as {near!r})"
+            )
+    if settings.max_cost is None:
+        return warnings
+    unknown = [spec.removesuffix("@batch") for spec in used if price_for(spec, prices) is None]
+    if unknown:
+        names = listed(list(dict.fromkeys(unknown)))
+        example = unknown[0]
+        raise ConfigError(
+            f"a cost budget (${settings.max_cost:g}) cannot be enforced: no price is known for "
+            f"{names}. Add a prices: block to the pipeline (USD per million tokens), e.g. "
+            f"prices: {{{example!r}: {{input: 1.25, output: 10.0}}}}, or give --prices FILE",
+            where="--max-cost",
+        )
+    return warnings
