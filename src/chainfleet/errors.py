@@ -21,7 +21,8 @@ drawn here once::
         └── FatalError         the run stops admitting items; completed work is kept
             ├── AuthFailed         401, 403, a missing key
             ├── ModelNotFound      404
-            └── QuotaExhausted     insufficient_quota: no wait will help
+            ├── QuotaExhausted     insufficient_quota: no wait will help
+            └── EndpointDown       a streak of connection failures: nothing listens there
 
 A ``CallError`` knows the item and stage it happened on once the runner has seen it
 (``item_id``, ``stage``). Messages never contain API keys: adapters build them from status codes
@@ -37,6 +38,7 @@ __all__ = [
     "ConfigError",
     "ConnectionFailed",
     "ContentFiltered",
+    "EndpointDown",
     "FatalError",
     "InputError",
     "InvalidOutput",
@@ -221,3 +223,10 @@ class ModelNotFound(FatalError):
 
 class QuotaExhausted(FatalError):
     kind = "quota_exhausted"
+
+
+class EndpointDown(FatalError):
+    """Connections to one endpoint failed again and again, and none succeeded lately (see
+    :mod:`chainfleet.limits.health`)."""
+
+    kind = "endpoint_down"

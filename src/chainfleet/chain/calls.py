@@ -29,7 +29,7 @@ from chainfleet.errors import CallError, RetryableError
 from chainfleet.limits import ModelLimiter, Reservation, estimate_tokens
 from chainfleet.limits.headers import parse_rate_limits
 from chainfleet.pipeline import Stage
-from chainfleet.providers import CompletionRequest
+from chainfleet.providers import CompletionRequest, Provider
 from chainfleet.store.runstore import CallRow
 from chainfleet.store.stats import StageStats
 
@@ -200,6 +200,8 @@ class Calls:
         caller = batch(key_parts) if batch is not None else None
         limiter = self.ctx.limits.of(spec) if caller is None else None
         estimate = estimate_tokens((request.system or "") + request.prompt, model) + request.max_tokens
+        health = self.ctx.health if caller is None else None  # a batch job has its own watcher
+        endpoint = endpoint_of(provider)
 
         async def call(record: Attempt) -> Call:
             reservation = None
@@ -213,16 +215,21 @@ class Calls:
             try:
                 completion = await (provider.complete(request) if caller is None else caller(request))
             except CallError as exc:
+                down = health.failed(endpoint, exc) if health is not None else None
                 if self.ctx.adaptive is not None:
                     busy = exc.kind in ("rate_limited", "overloaded")
                     await self.ctx.adaptive.observe(ok=False, overloaded=busy, latency=None)
                 if limiter is not None and reservation is not None:
                     self._refused_or_failed(limiter, reservation, exc, record.number)
+                if down is not None:
+                    raise down from exc
                 raise
             except BaseException:  # cancelled: a slow-start probe must not hold the others
                 if limiter is not None and reservation is not None:
                     limiter.failed(reservation)
                 raise
+            if health is not None:
+                health.ok(endpoint)
             if self.ctx.adaptive is not None:
                 latency = self.ctx.clock.now() - started
                 await self.ctx.adaptive.observe(ok=True, overloaded=False, latency=latency)
@@ -288,3 +295,13 @@ class Calls:
             return await self._tool(stage, context), 0, 0
 
         return Prepared(call=call, key_parts=(stage.name, "tool", name, dict(context)))
+
+
+#: where the official SDKs send calls when no base URL is given
+OFFICIAL_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
+
+
+def endpoint_of(provider: Provider) -> str:
+    """The URL a provider's calls go to (its base URL, else its kind's official one)."""
+    url = getattr(provider, "base_url", None)
+    return str(url) if url else OFFICIAL_URLS.get(provider.kind, f"the {provider.kind} provider")

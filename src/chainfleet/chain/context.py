@@ -24,6 +24,7 @@ from chainfleet.clock import Clock, SystemClock
 from chainfleet.config import RunSettings
 from chainfleet.errors import FatalError, InputError
 from chainfleet.limits import AdaptiveConcurrency, ModelLimiter
+from chainfleet.limits.health import EndpointHealth
 from chainfleet.limits.retry import RetryPolicy
 from chainfleet.pipeline import Pipeline, Stage
 from chainfleet.providers import Provider, ProviderPool
@@ -201,6 +202,8 @@ class RunContext:
     t0: float = 0.0
     #: providers given by the caller (the Ray backend sends them to its workers)
     provider_overrides: dict[str, Provider] = field(default_factory=dict)
+    #: connection-failure streaks per endpoint: a dead base URL stops the run
+    health: EndpointHealth | None = None
 
     @classmethod
     def local(
@@ -239,6 +242,7 @@ class RunContext:
             review=review or ReviewHook(pipeline, store, run_id),
             reuse=settings.resume,
             provider_overrides=overrides,
+            health=EndpointHealth(clock),
         )
 
     @property

@@ -155,8 +155,10 @@ def _say_outcome(report: RunReport, out_dir: Path) -> None:
             err=True,
         )
     elif report.stopped:
+        again = f" Go on with: chainfleet resume {out_dir}" if report.stopped_kind == "endpoint_down" else ""
         say(
-            f"error: the run stopped: {report.stopped.rstrip('.')}. Completed items are saved in {out_dir}/.",
+            f"error: the run stopped: {report.stopped.rstrip('.')}. Completed items are saved in "
+            f"{out_dir}/.{again}",
             err=True,
         )
 
