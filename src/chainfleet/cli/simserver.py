@@ -37,6 +37,13 @@ _RATE = click.FloatRange(0, 1)
     "(sliding windows, no burst carried over) [default: a token bucket].",
 )
 @click.option(
+    "--bucket-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="S",
+    help="Each limit a token bucket holding S seconds' worth (refilled continuously), whose "
+    "remaining headers give its level, as providers' own limiters do [default: a minute's worth].",
+)
+@click.option(
     "--latency",
     type=click.FloatRange(min=0),
     default=0.0,
@@ -145,6 +152,8 @@ def sim_server_command(host: str, port: int, **options: Any) -> None:
       chainfleet sim-server --slots 4 --latency 0.5
       # a strict provider: 1,200 requests/min, at most 20 in any second
       chainfleet sim-server --rpm 1200 --window 1
+      # a provider's own limiter: a bucket of about a second (remaining says little of others)
+      chainfleet sim-server --rpm 1200 --bucket-seconds 1
     """
     from pydantic import ValidationError
 

@@ -1,9 +1,11 @@
 """The sim server's rate limits: admit a call or refuse it with a 429, and say so in headers.
 
 :class:`RateLimits` holds one limit per setting, ``rpm`` (requests) and ``tpm`` (tokens): a
-:class:`~chainfleet.sim.bucket.TokenBucket` each, or with ``window`` set (strict mode) a
-:class:`~chainfleet.sim.window.WindowLimit`. A call is admitted when both hold what it needs,
-one request and ``P + max_tokens`` tokens, and is charged that; the :class:`Reservation` it
+a :class:`~chainfleet.sim.bucket.TokenBucket` each (a minute's worth), or with ``window`` set
+(strict mode) a :class:`~chainfleet.sim.window.WindowLimit`, or with ``bucket_seconds`` set a
+:class:`~chainfleet.sim.shortbucket.SecondBucket` (a bucket of about a second). A call is
+admitted when both hold what it needs, one request and ``P + max_tokens`` tokens, and is
+charged that; the :class:`Reservation` it
 gets back is settled to the real usage ``P + C`` once the answer is written (or to 0 when the
 call failed and generated nothing). A refusal is a :class:`~chainfleet.sim.call.Failure`:
 
@@ -35,6 +37,7 @@ from typing import Any
 
 from chainfleet.sim.bucket import Grant, TokenBucket
 from chainfleet.sim.call import Call, Failure
+from chainfleet.sim.shortbucket import SecondBucket
 from chainfleet.sim.window import WindowLimit
 
 __all__ = [
@@ -78,10 +81,11 @@ class RateLimits:
         tpm: int | None,
         *,
         window: float | None = None,
+        bucket_seconds: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._clock = clock
-        self._rpm, self._tpm, self._window = rpm, tpm, window
+        self._rpm, self._tpm, self._window, self._seconds = rpm, tpm, window, bucket_seconds
         self.requests = self._bucket(rpm)
         self.tokens = self._bucket(tpm)
 
@@ -90,11 +94,17 @@ class RateLimits:
             return None
         if self._window is not None:
             return WindowLimit(limit, window=self._window, clock=self._clock)
+        if self._seconds is not None:
+            return SecondBucket(limit, seconds=self._seconds, clock=self._clock)
         return TokenBucket(limit, clock=self._clock)
 
-    def change(self, rpm: int | None, tpm: int | None, window: float | None) -> None:
-        """New limits: a changed ``rpm`` or ``tpm`` starts a new, full bucket; a changed window both."""
-        window_changed, self._window = window != self._window, window
+    def change(
+        self, rpm: int | None, tpm: int | None, window: float | None, bucket_seconds: float | None = None
+    ) -> None:
+        """New limits: a changed ``rpm`` or ``tpm`` starts a new, full bucket; a changed model
+        (``window``, ``bucket_seconds``) both."""
+        window_changed = (window, bucket_seconds) != (self._window, self._seconds)
+        self._window, self._seconds = window, bucket_seconds
         if rpm != self._rpm or window_changed:
             self.requests = self._bucket(rpm)
         if tpm != self._tpm or window_changed:

@@ -121,7 +121,11 @@ class SimServer:
         self._settings = settings or SimServerSettings()
         self._faults = Faults(self._settings.seed)
         self._limits = RateLimits(
-            self._settings.rpm, self._settings.tpm, window=self._settings.window, clock=clock
+            self._settings.rpm,
+            self._settings.tpm,
+            window=self._settings.window,
+            bucket_seconds=self._settings.bucket_seconds,
+            clock=clock,
         )
         self._numbers = itertools.count(1)
         self._in_flight = 0
@@ -157,7 +161,7 @@ class SimServer:
         old = self._settings
         new = SimServerSettings.model_validate({**old.model_dump(), **changes})
         self._settings = new
-        self._limits.change(new.rpm, new.tpm, new.window)
+        self._limits.change(new.rpm, new.tpm, new.window, new.bucket_seconds)
         if new.seed != old.seed:
             self._faults.reseed(new.seed)
         if new.slots != old.slots:

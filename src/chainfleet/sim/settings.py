@@ -26,6 +26,8 @@ class SimServerSettings(BaseModel):
       no limit;
     - ``window``: strict mode, the limits enforced over sliding windows of this many seconds
       and of a minute instead (see :mod:`chainfleet.sim.window`);
+    - ``bucket_seconds``: each limit a token bucket holding this many seconds' worth, whose
+      ``remaining`` headers give its level (see :mod:`chainfleet.sim.shortbucket`);
     - ``error_rate`` (500), ``overload_rate`` (503 OpenAI, 529 Anthropic), ``slow_rate`` (wait
       ``slow_seconds`` first), ``drop_rate`` (close the connection unanswered),
       ``malformed_rate`` (200 with a body that is not JSON): shares of admitted requests, together
@@ -52,6 +54,7 @@ class SimServerSettings(BaseModel):
     rpm: int | None = Field(None, gt=0)
     tpm: int | None = Field(None, gt=0)
     window: float | None = Field(None, gt=0)
+    bucket_seconds: float | None = Field(None, gt=0)
     error_rate: float = Field(0.0, ge=0, le=1)
     overload_rate: float = Field(0.0, ge=0, le=1)
     slow_rate: float = Field(0.0, ge=0, le=1)
@@ -67,6 +70,8 @@ class SimServerSettings(BaseModel):
 
     @model_validator(mode="after")
     def _rates_fit(self) -> SimServerSettings:
+        if self.window is not None and self.bucket_seconds is not None:
+            raise ValueError("window and bucket_seconds are two limiter models: give one of them")
         if sum(self.fault_rates().values()) > 1 + 1e-9:
             raise ValueError(
                 "error_rate, overload_rate, slow_rate, drop_rate and malformed_rate add up to over 1"
