@@ -65,18 +65,21 @@ import itertools
 import signal
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.payload import AsyncIterablePayload
 
+from chainfleet.sim import agent
 from chainfleet.sim import text as simtext
 from chainfleet.sim.admin import add_admin_routes, admin_guard
 from chainfleet.sim.batch import BatchSim, BatchSimSettings
-from chainfleet.sim.call import Call, Failure
+from chainfleet.sim.call import Call, Failure, Reply
 from chainfleet.sim.faults import Faults, check_quota, malformed_body, prompt_trigger
 from chainfleet.sim.limits import RATE_LIMITED, RateLimits, Reservation
 from chainfleet.sim.queue import SlotQueue
+from chainfleet.sim.responses import Responses
 from chainfleet.sim.settings import SimServerSettings
 from chainfleet.sim.stats import Stats
 from chainfleet.sim.structured import is_invalid
@@ -85,6 +88,9 @@ from chainfleet.sim.wire import Anthropic, Dialect, OpenAI
 __all__ = ["SimServer", "SimServerThread", "run_server"]
 
 T = TypeVar("T")
+
+#: ``tool_turns`` for a turn that must call a tool (OpenAI ``tool_choice`` required or named)
+_ALWAYS = 2**31
 
 
 @functools.lru_cache(maxsize=4096)
@@ -193,6 +199,28 @@ class SimServer:
         prompt = f"{call.system}\n{call.prompt}" if call.system else call.prompt
         return call.ask.text(prompt, seed=seed, invalid=invalid)
 
+    def respond(self, call: Call) -> Reply:
+        """The simulated model's answer to ``call``: tool calls when it plays agent
+        (:mod:`chainfleet.sim.agent`) and calls, else text (:meth:`reply`, or the agent's answer
+        using the tool results). Tool calls are counted (``tool_calls``)."""
+        talk, seed = call.talk, self._settings.seed
+        if not talk.plays_agent:
+            return Reply(self.reply(call))
+        calls = agent.next_turn(talk.messages, talk.tools, seed=seed)
+        if not calls and talk.force:
+            calls = agent.next_turn(talk.messages, talk.tools, seed=seed, tool_turns=_ALWAYS)
+        if calls:
+            calls = calls if talk.parallel else calls[:1]
+            self._stats.tool_calls += len(calls)
+            return Reply(calls=tuple(calls))
+        if call.ask is not None:
+            return Reply(self.reply(call))
+        system = call.system or None
+        text = agent.answer(
+            talk.messages, seed=seed, max_tokens=call.max_tokens, model=call.model, system=system
+        )
+        return Reply(text)
+
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on ``host:port`` (0 picks a free port) and return the base URL."""
         if self._runner is not None:
@@ -227,7 +255,7 @@ class SimServer:
 
     def _app(self) -> web.Application:
         app = web.Application(client_max_size=32 * 2**20, middlewares=[admin_guard])
-        openai, anthropic = OpenAI(), Anthropic()
+        openai, anthropic, responses = OpenAI(), Anthropic(), Responses()
 
         async def chat(request: web.Request) -> web.StreamResponse:
             return await self._serve(request, openai)
@@ -235,8 +263,12 @@ class SimServer:
         async def messages(request: web.Request) -> web.StreamResponse:
             return await self._serve(request, anthropic)
 
+        async def respond(request: web.Request) -> web.StreamResponse:
+            return await self._serve(request, responses)
+
         app.router.add_post("/v1/chat/completions", chat)
         app.router.add_post("/v1/messages", messages)
+        app.router.add_post("/v1/responses", respond)
         app.router.add_get("/health", self._health)
         self.batch.add_routes(app)
         add_admin_routes(app, "/sim", self)
@@ -326,11 +358,22 @@ class SimServer:
             reservation.settle(0)  # a call that generated nothing gets its tokens back
 
     def _success(self, call: Call, dialect: Dialect, number: int, reservation: Reservation) -> web.Response:
-        text = self.reply(call)
-        completion_tokens = simtext.count_tokens(text)
-        reservation.settle(call.prompt_tokens + completion_tokens)
-        self._stats.completed(call, completion_tokens)
-        return web.json_response(dialect.answer(call, text, completion_tokens, number))
+        reply = self.respond(call)
+        reservation.settle(call.prompt_tokens + reply.tokens)
+        self._stats.completed(call, reply.tokens)
+        body = dialect.answer(call, reply, number)
+        if not call.stream:
+            return web.json_response(body)
+        self._stats.streamed += 1
+        events = dialect.stream(call, body)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for event in events:
+                yield event
+
+        response = web.Response(body=AsyncIterablePayload(chunks()), headers={"Cache-Control": "no-cache"})
+        response.content_type = "text/event-stream"
+        return response
 
 
 # --- running it ---------------------------------------------------------------------------------
