@@ -20,8 +20,9 @@ The prompt text is the user, assistant and tool texts joined by a blank line (a 
 written ``name({...arguments})``); the system text the system (and developer, and
 instructions) texts likewise. A conversation without tools reads exactly as before tools were
 known, so ``completed_by_key`` stays the same for it. OpenAI has no error flag on a tool
-result: one whose text starts with "Error" (as agent frameworks word a failed tool) counts as
-failed. Anything of the wrong type is a :class:`~chainfleet.sim.call.Failure` naming its place.
+result: one whose text starts with "Error" or "An error occurred" (as agent frameworks, the
+OpenAI Agents SDK among them, word a failed tool) counts as failed. Anything of the wrong
+type is a :class:`~chainfleet.sim.call.Failure` naming its place.
 
 Example::
 
@@ -38,7 +39,7 @@ from chainfleet.sim.call import Conversation, Failure
 __all__ = ["anthropic", "chat", "max_tokens_of", "model_of", "responses", "text_of"]
 
 #: a tool result OpenAI sends (it has no error flag) counts as failed when it starts so
-_FAILED = ("error", "tool error", "failed")
+_FAILED = ("error", "tool error", "failed", "an error occurred")
 
 
 def model_of(body: Any) -> str:
