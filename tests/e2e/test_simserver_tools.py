@@ -18,6 +18,7 @@ import jsonschema
 import openai
 import pytest
 
+from chainfleet.sim.batch import BatchSimSettings
 from chainfleet.sim.server import SimServerThread
 from chainfleet.sim.settings import SimServerSettings
 from chainfleet.sim.text import count_tokens
@@ -52,7 +53,7 @@ _CLIENTS: list[openai.OpenAI | anthropic.Anthropic] = []
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[SimServerThread]:
-    with SimServerThread(SimServerSettings(api_keys=(KEY,))) as sim:
+    with SimServerThread(SimServerSettings(api_keys=(KEY,)), batch=BatchSimSettings(delay=0.0)) as sim:
         yield sim
         while _CLIENTS:
             _CLIENTS.pop().close()
@@ -368,3 +369,46 @@ def test_responses_meet_the_rate_limits_like_chat(sim: SimServerThread) -> None:
     assert caught.value.response.headers["x-ratelimit-limit-requests"] == "1"
     stats = sim.stats()
     assert stats["ok"] == 1 and stats["rate_limited"] == 1 and stats["status"] == {"200": 1, "429": 1}
+
+
+# --- the batch APIs -------------------------------------------------------------------------------
+
+
+def test_batch_requests_with_tools_get_the_same_tool_calls_as_online(sim: SimServerThread) -> None:
+    client = claude(sim)
+    tools = [{"name": n, "input_schema": s} for n, s in SCHEMAS.items()]
+    params: dict[str, Any] = {
+        "model": CLAUDE,
+        "max_tokens": 500,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "tools": tools,
+    }
+    online = client.messages.create(**params)
+    batch = client.messages.batches.create(requests=[{"custom_id": "a", "params": params}])  # type: ignore[list-item]
+    for _ in range(200):
+        if client.messages.batches.retrieve(batch.id).processing_status == "ended":
+            break
+    [result] = list(client.messages.batches.results(batch.id))
+    assert result.result.type == "succeeded"
+    assert result.result.message.stop_reason == "tool_use"  # type: ignore[union-attr]
+    assert result.result.message.content == online.content  # type: ignore[union-attr]
+
+    chat = oai(sim)
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "tools": [{"type": "function", "function": {"name": n, "parameters": s}} for n, s in SCHEMAS.items()],
+    }
+    line = json.dumps({"custom_id": "b", "method": "POST", "url": "/v1/chat/completions", "body": body})
+    uploaded = chat.files.create(file=("in.jsonl", line.encode()), purpose="batch")
+    job = chat.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    for _ in range(200):
+        job = chat.batches.retrieve(job.id)
+        if job.status == "completed":
+            break
+    answer = json.loads(chat.files.content(job.output_file_id or "").text)["response"]["body"]
+    assert answer["choices"][0]["finish_reason"] == "tool_calls"
+    online_calls = chat.chat.completions.create(**body).choices[0].message.tool_calls or []
+    assert [c["id"] for c in answer["choices"][0]["message"]["tool_calls"]] == [c.id for c in online_calls]

@@ -1,17 +1,22 @@
 """``chainfleet sim-server``: the simulated model behind the OpenAI and Anthropic wire formats.
 
-A real HTTP server (aiohttp) that answers ``POST /v1/chat/completions`` like OpenAI and
-``POST /v1/messages`` like Anthropic, with text from :func:`chainfleet.sim.text.generate`. The
-official SDKs talk to it unchanged (``base_url`` pointed at it), so adapters are tested over real
-HTTP, and users can rehearse a batch offline against their tier's limits before paying for it.
+A real HTTP server (aiohttp) that answers ``POST /v1/chat/completions`` and ``POST
+/v1/responses`` like OpenAI and ``POST /v1/messages`` like Anthropic, with text from
+:func:`chainfleet.sim.text.generate`, tool calls when it plays agent, and server-sent events
+when asked to stream. The official SDKs (and the OpenAI Agents SDK) talk to it unchanged
+(``base_url`` pointed at it), so adapters are tested over real HTTP, and users can rehearse a
+batch offline against their tier's limits before paying for it.
 
 This module is the server itself: the app and its routes, the order in which a request meets
 the rules, and starting and stopping it (in this event loop, :class:`SimServer`; on a thread of
 its own, :class:`SimServerThread`; until Ctrl-C, :func:`run_server`). The rules are its parts:
 
 - :mod:`~chainfleet.sim.settings`: what it is told; :mod:`~chainfleet.sim.stats`: what it counts;
-- :mod:`~chainfleet.sim.wire`: the two formats (keys, bodies, answers, errors as each provider
-  words them), over :mod:`~chainfleet.sim.call` (one request, and the failures it can meet);
+- :mod:`~chainfleet.sim.wire`: the formats (keys, bodies, answers, errors as each provider
+  words them; :mod:`~chainfleet.sim.responses` for ``/v1/responses``, conversations read by
+  :mod:`~chainfleet.sim.messages`, streams cut by :mod:`~chainfleet.sim.stream`), over
+  :mod:`~chainfleet.sim.call` (one request, and the failures it can meet);
+- :mod:`~chainfleet.sim.agent`: which tools the model calls, and its answer after them;
 - :mod:`~chainfleet.sim.limits`: ``rpm`` and ``tpm`` as token buckets (:mod:`~chainfleet.sim.bucket`)
   or sliding windows (:mod:`~chainfleet.sim.window`), and the rate-limit headers;
 - :mod:`~chainfleet.sim.faults`: ``[[sim:...]]`` prompt triggers and seeded random faults;
@@ -19,13 +24,16 @@ its own, :class:`SimServerThread`; until Ctrl-C, :func:`run_server`). The rules 
 - :mod:`~chainfleet.sim.batch`: the batch APIs; :mod:`~chainfleet.sim.admin`: the ``/sim`` routes.
 
 None of them imports this module: the batch jobs get the server as a
-:class:`~chainfleet.sim.batch.Host` (its settings, counts and replies).
+:class:`~chainfleet.sim.batch.Host` (its settings, counts and answers).
 
-What it does to a request, in order (each step answers at once and stops there):
+What it does to a request, in order, on all three routes (each step answers at once and
+stops there; errors on ``/v1/responses`` are OpenAI's, in its shape):
 
-1. auth (401), ``anthropic-version`` (400), the body (OpenAI 422, Anthropic 400), the model
-   (404), the context window (400: P + max_tokens above 128,000 on OpenAI, 200,000 on
-   Anthropic): nothing here is counted against the limits;
+1. auth (401), ``anthropic-version`` (400), the body (OpenAI 422, Anthropic 400; a tool call,
+   tool result or tool definition of the wrong shape too, naming its place; a request the real
+   API refuses, such as an unknown ``tool_choice`` function or a ``previous_response_id``, 400),
+   the model (404), the context window (400: P + max_tokens above 128,000 on OpenAI, 200,000
+   on Anthropic): nothing here is counted against the limits;
 2. ``max_in_flight``: above it, 503 "server busy", like an Ollama or vLLM queue;
 3. quota (``quota_tokens`` spent or ``[[sim:quota]]``), ``[[sim:429]]``, "Request too large"
    (one request above ``tpm``), then the rate limits: a 429 here is never charged;
@@ -35,18 +43,32 @@ What it does to a request, in order (each step answers at once and stops there):
    nothing); a slow one sleeps ``slow_seconds`` and goes on;
 6. ``latency`` plus up to ``jitter`` seconds, then the answer; the token charge is corrected to
    the real usage ``P + C``. With ``slots`` set that service time, or a slow call's, is spent
-   holding one of N slots: others wait in line.
+   holding one of N slots: others wait in line. A streamed answer (``stream: true``) pays the
+   same latency before its first byte, then its events go out at once (chunked
+   ``text/event-stream``); an error is never streamed: it is the same JSON as unstreamed.
 
-The answer (:meth:`SimServer.reply`) is ``simtext.generate(prompt, system=system, seed=seed,
-max_tokens=max_tokens, model=model)``, or for a request for structured output (OpenAI
-``response_format``, Anthropic ``tools`` with a forced ``tool_choice``, or a prompt carrying the
-schema) JSON from :mod:`chainfleet.sim.jsonvalue` (see :mod:`chainfleet.sim.structured`); with
-``invalid_output_rate`` a deterministic share of those replies break their schema.
-P = ``count_tokens(system) + count_tokens(prompt)``, C = ``count_tokens(text)``.
+The answer (:meth:`SimServer.respond`):
 
-Routes: the two above, the batch APIs, ``GET /health``, and the admin routes ``GET /sim/stats``,
-``POST /sim/reset`` and ``POST /sim/config`` (a JSON object of settings), the same under
-``/sim/batch``.
+- with tools (and ``tool_choice`` not none; Anthropic's forced ``tool_choice`` means structured
+  output, below) the simulated model plays agent (:mod:`chainfleet.sim.agent`): one to three
+  turns of tool calls (``[[sim:tool_turns=N]]`` in the prompt sets N), one or two parallel calls
+  a turn (one with ``parallel_tool_calls: false``), deterministic in the seed and the
+  conversation; OpenAI ``tool_choice: required`` or a named function always calls. Then it
+  answers with text that quotes each tool result, a failed one as failed;
+- otherwise (:meth:`SimServer.reply`) ``simtext.generate(prompt, system=system, seed=seed,
+  max_tokens=max_tokens, model=model)``, or for a request for structured output (OpenAI
+  ``response_format`` or Responses ``text.format``, Anthropic ``tools`` with a forced
+  ``tool_choice``, or a prompt carrying the schema) JSON from :mod:`chainfleet.sim.jsonvalue`
+  (see :mod:`chainfleet.sim.structured`); with ``invalid_output_rate`` a deterministic share of
+  those replies break their schema.
+
+P = ``count_tokens(system) + count_tokens(prompt)`` (plus the tool definitions as JSON), C =
+``count_tokens(text)`` or, for tool calls, of each call's name and arguments.
+
+Routes: the three above, the batch APIs (their requests answered as online, tool calls
+included), ``GET /health``, and the admin routes ``GET /sim/stats`` (``tool_calls`` and
+``streamed`` among its counts), ``POST /sim/reset`` and ``POST /sim/config`` (a JSON object of
+settings), the same under ``/sim/batch``.
 
 Example::
 
@@ -55,6 +77,7 @@ Example::
         reply = await client.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "Research tea."}]
         )
+        answer = await client.responses.create(model="gpt-4o-mini", input="Research tea.")
 """
 
 from __future__ import annotations
