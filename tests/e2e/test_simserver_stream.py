@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
-import httpx
+import httpx2 as httpx
 import openai
 import pytest
 

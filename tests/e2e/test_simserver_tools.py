@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
-import httpx
+import httpx2 as httpx
 import jsonschema
 import openai
 import pytest
