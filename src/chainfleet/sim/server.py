@@ -114,6 +114,9 @@ T = TypeVar("T")
 
 #: ``tool_turns`` for a turn that must call a tool (OpenAI ``tool_choice`` required or named)
 _ALWAYS = 2**31
+#: a stream goes out in writes of this many events: a few chunks show a client a stream
+#: arriving in parts, without a write (and a chunk header) per event
+_EVENTS_PER_WRITE = 16
 
 
 @functools.lru_cache(maxsize=4096)
@@ -391,8 +394,8 @@ class SimServer:
         events = dialect.stream(call, body)
 
         async def chunks() -> AsyncIterator[bytes]:
-            for event in events:
-                yield event
+            for start in range(0, len(events), _EVENTS_PER_WRITE):
+                yield b"".join(events[start : start + _EVENTS_PER_WRITE])
 
         response = web.Response(body=AsyncIterablePayload(chunks()), headers={"Cache-Control": "no-cache"})
         response.content_type = "text/event-stream"
