@@ -320,8 +320,11 @@ class RunStore:
         self._maybe_commit()
 
     def end_run(self, run_id: str, *, status: str, summary: dict[str, Any]) -> None:
+        """Record how the run ended; its output folder is from now on ``writing`` (not written
+        to its end) until :meth:`set_output` says ``written``, so a process killed between the
+        two leaves a run that says its output is unfinished."""
         self.db.execute(
-            "UPDATE runs SET status = ?, summary = ? WHERE run_id = ?",
+            "UPDATE runs SET status = ?, summary = ?, output = 'writing' WHERE run_id = ?",
             (status, json.dumps(summary, sort_keys=True), run_id),
         )
         self.flush()
