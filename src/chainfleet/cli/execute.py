@@ -37,7 +37,16 @@ from chainfleet.report.model import RunReport
 from chainfleet.report.output import output_complete, rewrite_output
 from chainfleet.runner.api import arun, finish_output
 from chainfleet.runner.core import Runner, latest_run_id, new_run_id
-from chainfleet.signals import STOP_SIGNALS, Interrupted, label, raise_on_signals, say, settle_streams
+from chainfleet.signals import (
+    STOP_SIGNALS,
+    Interrupted,
+    label,
+    raise_on_signals,
+    say,
+    settle_streams,
+    signal_point,
+    stop_at_once,
+)
 from chainfleet.store.diskfull import EXIT_DISK_FULL, is_disk_full
 from chainfleet.store.diskfull import message as disk_full_message
 from chainfleet.store.folder import acquire, held, release
@@ -71,7 +80,9 @@ def execute(
     phases: list[str] = []
     run = _run(pipeline, input_file, out_dir, options, quiet=quiet, saved=settings, phases=phases)
     report = _run_or_exit(run, out_dir, phases)
+    stop_at_once(f"as the run ended: stopped; its output in {out_dir}/ is complete")
     _say_outcome(report, out_dir)
+    signal_point("summary")  # tests: a signal once the summary is out
     settle_streams()  # a closed terminal or a full /dev/full never changes the exit code
     sys.exit(report.exit_code)
 
