@@ -99,7 +99,9 @@ def test_removed_or_cut_output_files_are_written_again_by_resume(folder: Path) -
 
 
 def test_a_resume_killed_while_rewriting_the_output_is_finished_by_the_next(folder: Path) -> None:
-    killed = chainfleet_cli("run", "p.yaml", "-i", "t.txt", "--out", "out", cwd=folder, kill_at="output-results")
+    killed = chainfleet_cli(
+        "run", "p.yaml", "-i", "t.txt", "--out", "out", cwd=folder, kill_at="output-results"
+    )
     assert killed.returncode == -signal.SIGKILL
     again = chainfleet_cli("resume", "out", cwd=folder, kill_at="output-html")
     assert again.returncode == -signal.SIGKILL

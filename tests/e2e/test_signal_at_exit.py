@@ -22,7 +22,8 @@ SRC = str(Path(chainfleet.__file__).resolve().parents[1])
 @pytest.mark.parametrize("point", ["summary", "exit"])
 def test_a_signal_as_the_run_exits_is_a_clean_stop(tmp_path: Path, point: str) -> None:
     (tmp_path / "p.yaml").write_text(
-        "name: t\nmodel: sim\nsim: {latency: 0}\ninput: topic\nstages:\n  - {name: a, prompt: 'A {{ topic }}'}\n",
+        "name: t\nmodel: sim\nsim: {latency: 0}\ninput: topic\n"
+        "stages:\n  - {name: a, prompt: 'A {{ topic }}'}\n",
         encoding="utf-8",
     )
     (tmp_path / "t.txt").write_text("x\ny\nz\n", encoding="utf-8")
@@ -30,7 +31,12 @@ def test_a_signal_as_the_run_exits_is_a_clean_stop(tmp_path: Path, point: str) -
 
     done = subprocess.run(
         [CHAINFLEET, "run", "p.yaml", "-i", "t.txt", "--out", "out", "-q"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
     assert done.returncode == 130, done.stderr
@@ -38,7 +44,9 @@ def test_a_signal_as_the_run_exits_is_a_clean_stop(tmp_path: Path, point: str) -
     assert "SIGTERM received as" in done.stderr and "stopped" in done.stderr
     assert len((tmp_path / "out" / "results.jsonl").read_text(encoding="utf-8").splitlines()) == 3
     assert (tmp_path / "out" / "report.html").is_file()
-    assert json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))["items"]["succeeded"] == 3
+    assert (
+        json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))["items"]["succeeded"] == 3
+    )
 
 
 def test_a_signal_as_any_command_exits_is_a_clean_stop(tmp_path: Path) -> None:

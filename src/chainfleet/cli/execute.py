@@ -223,7 +223,10 @@ def _finish_finished(out: Path, run: dict[str, Any], options: dict[str, Any]) ->
                 parquet=options.get("parquet", False),
             )
     except Interrupted as exc:
-        say(f"\n{exc} received while writing the output: stopped; finish it with: chainfleet resume {out}", err=True)
+        say(
+            f"\n{exc} received while writing the output: stopped; finish it with: chainfleet resume {out}",
+            err=True,
+        )
         settle_streams()
         sys.exit(130)
     say(
