@@ -159,7 +159,7 @@ def output_complete(out: Path, run: Mapping[str, Any]) -> bool:
     with open(out / "results.jsonl", "rb") as results:  # JSON escapes every newline in a value
         while chunk := results.read(1 << 20):
             lines += chunk.count(b"\n")
-    return lines == sum(run.get("items", {}).values())
+    return lines == sum(int(count) for count in (run.get("items") or {}).values())
 
 
 def _write_timeline(path: Path, report: RunReport) -> Path | None:
