@@ -132,7 +132,8 @@ def runs_command(folder: str) -> None:
       chainfleet runs
       chainfleet runs ~/work/batches
 
-    A store that cannot be read is named on stderr and skipped. A run whose output was
+    A store that cannot be read is named on stderr and skipped; one that can be read but not
+    written (a read-only mount) is listed, marked "(read-only)". A run whose output was
     interrupted shows "output unfinished": `chainfleet report DIR` writes it.
     """
     root = Path(folder)
@@ -144,14 +145,16 @@ def runs_command(folder: str) -> None:
     bad: list[str] = []
     for path in paths:
         try:
-            with RunStore.open(path) as store:
+            with RunStore.open_to_read(path) as store:  # a read-only mount is listed too
                 review = ReviewQueue(store.db).counts()
                 found = store.runs()
+                read_only = store.read_only is not None
             alive = owner(path.parent) is not None
             for run in found:
                 if run["status"] == "running" and not (alive and run is found[-1]):
                     run["status"] = "interrupted (resumable)"  # its owner died mid-run
-                rows.append({**run, "folder": path.parent, "review": review})
+                folder_cell = f"{path.parent} (read-only)" if read_only else path.parent
+                rows.append({**run, "folder": folder_cell, "review": review})
         except StoreError as exc:
             if path.parent == root:
                 raise ConfigError(store_problem(exc), where=str(path)) from exc

@@ -77,7 +77,8 @@ def review_command(
         raise ConfigError("--reject needs --note TEXT: the stage sees it as {{ feedback }}")
     if where is not None and not approve_all:
         raise ConfigError("--where goes with --approve-all")
-    with ReviewSession.open(out, reviewer=reviewer) as session:
+    to_read = list_ or export_file is not None  # these work on a read-only store too
+    with ReviewSession.open(out, reviewer=reviewer, to_read=to_read) as session:
         if list_:
             _list(session)
         elif approve:
