@@ -133,9 +133,10 @@ def runs_command(folder: str) -> None:
       chainfleet runs ~/work/batches
 
     A store that holds no run (its command was stopped before the first call) is named with
-    the command that starts it. A store that cannot be read is named on stderr and skipped; one that can be read but not
-    written (a read-only mount) is listed, marked "(read-only)". A run whose output was
-    interrupted shows "output unfinished": `chainfleet report DIR` writes it.
+    the command that starts it. A store that cannot be read is named on stderr and skipped;
+    one that can be read but not written (a read-only mount) is listed, marked "(read-only)".
+    A run whose output was interrupted shows "output unfinished": `chainfleet report DIR`
+    writes it.
     """
     root = Path(folder)
     if not root.is_dir():
