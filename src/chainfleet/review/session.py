@@ -115,8 +115,12 @@ class ReviewSession:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def waiting(self) -> list[Entry]:
-        return self.queue.waiting()
+    def waiting(self, *, offset: int = 0, limit: int | None = None) -> list[Entry]:
+        """The waiting entries, in input order; or one page of them."""
+        return self.queue.waiting(offset=offset, limit=limit)
+
+    def waiting_count(self) -> int:
+        return self.queue.waiting_count()
 
     def select(self, where: str) -> list[Entry]:
         """The waiting entries matching a ``--where`` expression."""
