@@ -34,7 +34,10 @@ if TYPE_CHECKING:
     "--port", type=click.IntRange(0, 65535), default=0, help="With --web: the port [default: random]."
 )
 @click.option(
-    "--page", type=click.IntRange(min=1), default=1, help=f"With --list: which {LIST_PAGE} items [default: 1]."
+    "--page",
+    type=click.IntRange(min=1),
+    default=1,
+    help=f"With --list: which {LIST_PAGE} items [default: 1].",
 )
 @config_errors
 def review_command(
