@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from chainfleet.errors import ConfigError, InvalidOutput
+from chainfleet.pipeline.usercode import UserCodeError
 from chainfleet.review.where import compile_where
 from chainfleet.store.review_queue import Decision, Entry, ReviewError, ReviewQueue
 from chainfleet.store.runstore import RunStore, StoreError, cannot_write
@@ -221,7 +222,7 @@ class ReviewSession:
                 return f"does not match the stage's output schema: {problem}"
         try:
             found.check_output(value)
-        except InvalidOutput as exc:
+        except (InvalidOutput, UserCodeError) as exc:  # a check that raised refuses the edit
             return exc.message
         return None
 
