@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -45,6 +46,8 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+if settings().max_examples > 1_000:  # a deep run takes as long as it takes: no per-test timeout
+    pytestmark = pytest.mark.timeout(0)
 
 #: the exit codes a run may end with: done, items failed, bad input, items wait for review
 EXIT_CODES = {0, 1, 2, 3}

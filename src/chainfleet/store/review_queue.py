@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from chainfleet.errors import ConfigError
+from chainfleet.store.atomic import kill_point
 
 __all__ = ["ACTIONS", "AlreadyDecided", "Decision", "Entry", "ReviewError", "ReviewQueue"]
 
@@ -316,7 +317,9 @@ class ReviewQueue:
             if not won:
                 self.db.rollback()
                 self._raise_decided(entry.qid, item_id)
+            kill_point("review-deciding")  # tests: killed before the decision is committed
             self.db.commit()
+            kill_point("review-decided")  # tests: killed once it is
         except sqlite3.Error:
             self.db.rollback()
             raise
