@@ -13,9 +13,20 @@ Every trial is compared with an uninterrupted run of the same input made first:
 - paid twice: successful answers the server gave more than once for the same request (its
   ``completed_by_key`` count), against the bound of one call per chain in flight at each kill
   (``--concurrency`` per kill);
-- a second process started while a run holds the folder is refused (checked once per trial).
+- a second process started while a run holds the folder is refused (checked once per trial);
+- the folder: after the last resume, results.jsonl holds every item, and report.html,
+  timeline.png, report.md and report.json are there with the report's totals right
+  (:func:`folder_problems`).
+
+``--phases`` kills instead at named moments, deterministically (the store's kill points,
+``CHAINFLEET_TEST_KILL_AT``): as the store is created, in the output phase (as it starts,
+after results.jsonl, before report.html), while a batch is created and polled, and while a
+reviewer's decision is written. After each, it goes on as a user would (``resume``; ``run ...
+--resume`` for a store with no run; the review again, then ``resume``) and checks the whole
+folder. A short version runs in CI (``tests/e2e/test_chaos_short.py``).
 
 Run:  python benchmarks/chaos.py [--trials 10] [--items 200] [--kills 3] [--concurrency 8] [--seed 1]
+      python benchmarks/chaos.py --phases [--items 40]
 """
 
 from __future__ import annotations
@@ -58,6 +69,99 @@ FAULTS = {"error_rate": 0.10, "drop_rate": 0.02, "malformed_rate": 0.02, "latenc
 
 def env(sim: SimServerThread) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", ""), "OPENAI_BASE_URL": f"{sim.url}/v1", "OPENAI_API_KEY": KEY}
+
+
+#: the deterministic kills of ``--phases``: name -> (kill point, pipeline: plain, batch or review)
+PHASES: dict[str, tuple[str, str]] = {
+    "store creation": ("store-created", "plain"),
+    "output phase, as it starts": ("output-started", "plain"),
+    "output phase, after results.jsonl": ("output-results", "plain"),
+    "output phase, before report.html": ("output-html", "plain"),
+    "batch, created": ("batch-created", "batch"),
+    "batch, polling": ("batch-polled", "batch"),
+    "review, deciding": ("review-deciding", "review"),
+    "review, decided": ("review-decided", "review"),
+}
+#: the phases' pipelines: the built-in sim, no server, no latency (batch: the sim's own batches)
+PHASE_PIPELINE = """\
+name: chaos-phases
+model: sim
+sim: {latency: 0}
+input: topic
+%s
+stages:
+  - {name: research, prompt: "Research {{ topic }}.", max_tokens: 60}
+  - {name: write, prompt: "Write on {{ topic }} from {{ research }}", max_tokens: 80%s}
+"""
+PHASE_VARIANTS = {
+    "plain": ("", ""),
+    "batch": ("mode: batch\nbatch: {window: 0.1, poll: 0.1, poll_max: 0.3, sim_delay: 0.2}", ""),
+    "review": ("", ", review: always"),
+}
+
+
+def folder_problems(out: Path, items: int) -> list[str]:
+    """What is wrong with a finished run's folder of ``items`` items (nothing: an empty list):
+    results.jsonl with one succeeded record per item, report.json's totals, and every report."""
+    problems = []
+    for name in ("report.html", "timeline.png", "report.md", "report.json", "results.jsonl"):
+        if not (out / name).is_file() or (out / name).stat().st_size == 0:
+            problems.append(f"{name} missing")
+    if (out / "results.jsonl").is_file():
+        rows = [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+        if len({r["id"] for r in rows}) != items or len(rows) != items:
+            problems.append(f"results.jsonl: {len(rows)} records for {items} items")
+        if any(r["status"] != "succeeded" for r in rows):
+            problems.append("results.jsonl: not every item succeeded")
+    if (out / "report.json").is_file():
+        counts = json.loads((out / "report.json").read_text(encoding="utf-8"))["items"]
+        if (counts["total"], counts["succeeded"]) != (items, items):
+            problems.append(f"report.json: {counts}")
+    return problems
+
+
+def phase_trial(work: Path, phase: str, items: int) -> tuple[list[str], list[int]]:
+    """Kill at ``phase`` (a key of :data:`PHASES`), go on as a user would, check the folder.
+    Returns (the folder's problems, each command's exit code)."""
+    point, variant = PHASES[phase]
+    head, review = PHASE_VARIANTS[variant]
+    folder = work / f"phase-{point}"
+    folder.mkdir(parents=True)
+    (folder / "p.yaml").write_text(PHASE_PIPELINE % (head, review), encoding="utf-8")
+    (folder / "t.txt").write_text("".join(f"phase topic {i}\n" for i in range(items)), encoding="utf-8")
+    out = folder / "out"
+    run = ["run", "p.yaml", "-i", "t.txt", "--out", "out", "-q"]
+    codes: list[int] = []
+
+    def step(*args: str, kill: str = "") -> int:
+        env = {**os.environ, "CHAINFLEET_TEST_KILL_AT": kill}
+        done = subprocess.run(
+            [CHAINFLEET, *args], cwd=folder, env=env, capture_output=True, text=True, timeout=600
+        )
+        codes.append(done.returncode)
+        return done.returncode
+
+    if variant == "review":
+        step(*run)  # every item waits for review: exit 3
+        step("review", "out", "--approve-all", kill=point)
+        step("review", "out", "--approve-all")
+    else:
+        step(*run, kill=point)
+    if step("resume", "out", "-q") == 2:  # a store with no run: start it, as resume says
+        step(*run, "--resume")
+    return folder_problems(out, items), codes
+
+
+def phases(args: argparse.Namespace) -> None:
+    """``--phases``: one kill at each named moment, a resume, the folder checked."""
+    print(f"\n{'phase':<36} {'exits':<22} folder")
+    failures = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for phase in PHASES:
+            problems, codes = phase_trial(Path(tmp), phase, args.items)
+            failures += bool(problems)
+            print(f"{phase:<36} {' '.join(map(str, codes)):<22} {'; '.join(problems) or 'whole'}")
+    print(f"\n{len(PHASES)} phases: {failures} folders not whole after resume")
 
 
 def essentials(out: Path) -> dict[str, tuple[str, Any]]:
@@ -113,6 +217,7 @@ def trial(
         "kills": kills,
         "final": essentials(out) if (out / "results.jsonl").exists() else {},
         "twice": sum(c - 1 for c in paid.values() if c > 1),
+        "folder": folder_problems(out, args.items),
         "refused": refused,
         "stderr": stderr[-300:],
     }
@@ -127,9 +232,13 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=3, help="at most this many kills a trial")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--phases", action="store_true", help="kill at each named moment instead")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     print(f"machine: {platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} cores")
+    if args.phases:
+        phases(args)
+        return
     print(f"faults: {FAULTS}; {args.items} items x 3 stages, -c {args.concurrency}")
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -163,7 +272,15 @@ def main() -> None:
             f"\n{'trial':>5} {'kills':>5} {'exit':>4} {'lost':>5} {'paid twice':>10} {'bound':>6}"
             f" {'2nd refused':>11}"
         )
-        totals = {"kills": 0, "lost": 0, "twice": 0, "bad_exit": 0, "refused": 0, "checked": 0}
+        totals = {
+            "kills": 0,
+            "lost": 0,
+            "twice": 0,
+            "bad_exit": 0,
+            "refused": 0,
+            "checked": 0,
+            "bad_folder": 0,
+        }
         for n in range(1, args.trials + 1):
             got = trial(sim, work, n, args, rng)
             lost = sum(1 for key, value in reference.items() if got["final"].get(key) != value)
@@ -173,6 +290,9 @@ def main() -> None:
             print("{:>5} {:>5} {:>4} {:>5} {:>10} {:>6}".format(*cells), f"{checked:>11}")
             if got["exit"] != 0:
                 print(f"      last stderr: {got['stderr']!r}")
+            if got["folder"]:
+                print(f"      folder: {'; '.join(got['folder'])}")
+                totals["bad_folder"] += 1
             totals["kills"] += got["kills"]
             totals["lost"] += lost
             totals["twice"] += got["twice"]
@@ -184,7 +304,8 @@ def main() -> None:
             f"\n{args.trials} trials, {totals['kills']} kills: {totals['lost']} items lost; "
             f"{totals['twice']} calls paid twice ({per_kill:.1f} per kill; "
             f"bound {args.concurrency} per kill, "
-            f"ratio {per_kill / args.concurrency:.2f}); {totals['bad_exit']} trials not ending 0; "
+            f"ratio {per_kill / args.concurrency:.2f}); {totals['bad_exit']} trials not ending 0, "
+            f"{totals['bad_folder']} with a folder not whole; "
             f"second process refused {totals['refused']}/{totals['checked']} times"
         )
 

@@ -11,3 +11,10 @@ def no_lorem(text: str) -> str | None:
 def cites_a_source(text: str) -> str | None:
     """Refuse an output without a 'Source:' line (the simulated model never writes one)."""
     return None if "Source:" in text else "no 'Source:' line"
+
+
+def breaks_on_boom(text: str) -> str | None:
+    """A check with a bug: it raises on outputs that say boom."""
+    if "boom" in text:
+        raise RuntimeError("the boom table is not loaded")
+    return None

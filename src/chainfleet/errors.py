@@ -31,6 +31,8 @@ and the provider's error text, never from request headers.
 
 from __future__ import annotations
 
+from chainfleet.redact import scrub
+
 __all__ = [
     "AuthFailed",
     "CallError",
@@ -62,12 +64,14 @@ class ChainfleetError(Exception):
 class ConfigError(ChainfleetError):
     """Bad usage, configuration or input, found before any model is called (exit code 2).
 
-    ``where`` names the place: a file, a file and line, or a stage and field.
+    ``where`` names the place: a file, a file and line, or a stage and field. Both are
+    scrubbed of keys as the error is made (:func:`chainfleet.redact.scrub`).
     """
 
     def __init__(self, message: str, *, where: str | None = None) -> None:
-        self.where = where
-        self.reason = message
+        # a key written in any field (a stage name, model:, --model ...) is never echoed
+        self.where = scrub(where) if where is not None else None
+        self.reason = scrub(message)
         #: the other problems found in the same check, each one line, and how many more were
         #: found but not listed (validation reports everything it can in one go)
         self.more: list[ConfigError] = []

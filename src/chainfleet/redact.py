@@ -6,19 +6,51 @@
   each name clipped, the list cut after about 200 characters with a count of the rest.
 - :func:`looks_like_key` spots an API key written where a variable name or a URL belongs
   (``api_key_env: "sk-..."``), so the message can say so without echoing it.
+- :func:`scrub` takes the keys out of a whole message, whatever field they were written in (a
+  stage name, ``input:``, ``model:`` or ``--model``, a schema file, a tool, a price): every
+  ``ConfigError`` is scrubbed as it is made, so no such message can echo a key. It hides
+  tokens with a known key prefix (``sk-...``, ``xai-...``, ``AIza...``) and any value of an
+  environment variable whose name says it holds a secret (``OPENAI_API_KEY``, ``*_TOKEN``), so
+  a key pasted where a name belongs is hidden even without a prefix.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 
-__all__ = ["ENV_NAME", "clip", "listed", "looks_like_key", "shown"]
+__all__ = ["ENV_NAME", "HIDDEN", "clip", "listed", "looks_like_key", "scrub", "shown"]
 
 #: an environment variable's name
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _KEY_PREFIX = re.compile(r"(sk|pk|rk|ak|xai|gsk|hf|key|api|tok|ghp|gho|glpat|AIza)[-_]?", re.IGNORECASE)
 _TOKENISH = re.compile(r"[A-Za-z0-9_\-+/=.]{20,}")
+
+
+#: what a message shows in place of a key
+HIDDEN = "<key hidden>"
+#: a key in running text: a known prefix, then 16 or more key characters (one digit at least)
+_PREFIXED_KEY = re.compile(
+    r"(?<![A-Za-z0-9])(?:(?:sk|pk|rk|xai|gsk|hf|ghp|gho|ghs|glpat)[-_]|AIza)[A-Za-z0-9_\-]{16,}"
+)
+#: environment variables whose values are secrets, by their names
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL|AUTH", re.IGNORECASE)
+#: a secret shorter than this is too likely to occur in ordinary text to be replaced
+_SECRET_MIN = 8
+
+
+def scrub(text: str) -> str:
+    """``text`` with every key in it replaced by ``<key hidden>``: tokens with a key prefix
+    (and a digit), and the values of the environment's secret variables.
+
+    >>> scrub("stage 'sk-proj-abc123DEF456ghi789' (stages[0])")
+    "stage '<key hidden>' (stages[0])"
+    """
+    for name, value in os.environ.items():
+        if len(value) >= _SECRET_MIN and _SECRET_NAME.search(name) and value in text:
+            text = text.replace(value, HIDDEN)
+    return _PREFIXED_KEY.sub(lambda m: HIDDEN if any(c.isdigit() for c in m[0]) else m[0], text)
 
 
 def clip(text: object, limit: int = 200) -> str:

@@ -363,6 +363,7 @@ class Batcher:
             except CallError as exc:
                 return BatchStatus(state="unreadable", ended=True, failed=True, error=exc)
             self.ledger.polled(live.chunk_id, status.state, status.counts)
+            kill_point("batch-polled")  # tests: killed while the batch is being polled
             if status.ended:
                 return status
 

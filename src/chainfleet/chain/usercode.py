@@ -3,7 +3,9 @@
 The user's function is plain Python and may raise anything. :func:`call_user` is the one place
 it is called from a chain: any exception that is not a chainfleet ``CallError`` (which the user
 may raise on purpose, e.g. ``RateLimited``) becomes a :class:`UserCodeError` for that item and
-stage, so the item fails with ``TypeName: message`` and the other items go on.
+stage, so the item fails with ``TypeName: message`` and the other items go on. (The errors and
+the synchronous twin used when a reviewer's edit is checked live in
+:mod:`chainfleet.pipeline.usercode`, below the chain, so both say it the same way.)
 
 Example::
 
@@ -16,28 +18,10 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from chainfleet.errors import CallError, PermanentError
-from chainfleet.redact import clip
+from chainfleet.errors import CallError
+from chainfleet.pipeline.usercode import CheckError, ToolError, UserCodeError, as_user_error
 
 __all__ = ["CheckError", "ToolError", "UserCodeError", "call_user"]
-
-
-class UserCodeError(PermanentError):
-    """The user's function raised something other than a chainfleet error: the item fails."""
-
-    kind = "user_error"
-
-
-class ToolError(UserCodeError):
-    """A tool step raised, or returned something other than text."""
-
-    kind = "tool_error"
-
-
-class CheckError(UserCodeError):
-    """A gate's ``check:`` function raised."""
-
-    kind = "check_error"
 
 
 async def call_user(
@@ -57,6 +41,5 @@ async def call_user(
     except CallError:
         raise
     except Exception as exc:  # the user's own bug or failure: this item fails, the others go on
-        prefix = f"{what}: " if what else ""
-        raise error(f"{prefix}{type(exc).__name__}: {clip(exc, 500)}", stage=stage) from exc
+        raise as_user_error(exc, stage=stage, what=what, error=error) from exc
     return result

@@ -24,7 +24,7 @@ import atexit
 import sys
 
 from chainfleet.cli.group import EXIT_INTERRUPTED, cli
-from chainfleet.signals import Interrupted, raise_on_signals, say, settle_streams
+from chainfleet.signals import Interrupted, at_exit, raise_on_signals, say, settle_streams, stop_at_once
 
 __all__ = ["cli", "main"]
 
@@ -32,7 +32,7 @@ __all__ = ["cli", "main"]
 def main() -> None:
     """The ``chainfleet`` console script: add every command to the group, then run the one asked for."""
     raise_on_signals()
-    atexit.register(settle_streams)  # the last word before the interpreter's own final flush
+    atexit.register(at_exit)  # the last word before the interpreter's own final flush
     try:
         from chainfleet.cli import (  # noqa: F401 - registers the commands
             compare,
@@ -51,3 +51,5 @@ def main() -> None:
         say(f"\n{what} received while starting: nothing was run.", err=True)
         settle_streams()
         sys.exit(EXIT_INTERRUPTED)
+    finally:  # the command is over: a signal while the process exits is one line and 130
+        stop_at_once("as chainfleet ended: stopped; what the command did is kept")

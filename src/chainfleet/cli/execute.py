@@ -12,8 +12,10 @@ a command needs:
   written, a signal raises :class:`~chainfleet.signals.Interrupted` instead;
 - the summary, one line for how the run ended (interrupted, a budget, a fatal error, the disk
   full) and the exit code;
-- the check that makes resuming a finished run a no-op: the run ended, every item succeeded and
-  its pipeline and input files still have the same bytes (:func:`finished_run`).
+- the check that makes resuming a finished run call nothing: the run ended, every item
+  succeeded and its pipeline and input files still have the same bytes (:func:`finished_run`);
+  its output folder is then left as it was, or written again from the store when the output
+  phase never ended (killed while writing it).
 """
 
 from __future__ import annotations
@@ -33,12 +35,22 @@ from chainfleet.config import RunSettings
 from chainfleet.pipeline import Pipeline
 from chainfleet.pipeline.prices_file import load_prices
 from chainfleet.report.model import RunReport
+from chainfleet.report.output import output_complete, rewrite_output
 from chainfleet.runner.api import arun, finish_output
 from chainfleet.runner.core import Runner, latest_run_id, new_run_id
-from chainfleet.signals import STOP_SIGNALS, Interrupted, label, raise_on_signals, say, settle_streams
+from chainfleet.signals import (
+    STOP_SIGNALS,
+    Interrupted,
+    label,
+    raise_on_signals,
+    say,
+    settle_streams,
+    signal_point,
+    stop_at_once,
+)
 from chainfleet.store.diskfull import EXIT_DISK_FULL, is_disk_full
 from chainfleet.store.diskfull import message as disk_full_message
-from chainfleet.store.folder import acquire, release
+from chainfleet.store.folder import acquire, held, release
 from chainfleet.store.runstore import RunStore, StoreError
 
 __all__ = ["execute", "finished_run", "fingerprint"]
@@ -62,16 +74,16 @@ def execute(
     new_id = new_run_id()
     out_dir = Path(out) if out else Path("runs") / new_id
     settings = {**settings, "fingerprint": fingerprint(pipeline_file, input_file)}
-    if resume and (line := finished_run(out_dir, settings["fingerprint"])) is not None:
-        say(line)
-        settle_streams()
-        sys.exit(0)
+    if resume and (done := finished_run(out_dir, settings["fingerprint"])) is not None:
+        _finish_finished(out_dir, done, settings["cli"])
     run_id = None if resume else new_id  # a resume goes on with the run in --out
     options = cli_settings(settings["cli"], run_id=run_id, resume=resume, force=force)
     phases: list[str] = []
     run = _run(pipeline, input_file, out_dir, options, quiet=quiet, saved=settings, phases=phases)
     report = _run_or_exit(run, out_dir, phases)
+    stop_at_once(f"as the run ended: stopped; its output in {out_dir}/ is complete")
     _say_outcome(report, out_dir)
+    signal_point("summary")  # tests: a signal once the summary is out
     settle_streams()  # a closed terminal or a full /dev/full never changes the exit code
     sys.exit(report.exit_code)
 
@@ -175,10 +187,10 @@ def fingerprint(*paths: str) -> str:
     return digest.hexdigest()
 
 
-def finished_run(out: Path, files: str) -> str | None:
-    """What to say when the run in ``out`` is already finished (it ended, every item
-    succeeded, and its pipeline and input files are as they were: ``files`` is their
-    :func:`fingerprint`), so a resume has nothing to do and must change nothing; else None."""
+def finished_run(out: Path, files: str) -> dict[str, Any] | None:
+    """The run in ``out`` (a row of ``RunStore.runs()``) when it is already finished: it ended,
+    every item succeeded, and its pipeline and input files are as they were (``files`` is their
+    :func:`fingerprint`), so a resume calls no model; else None."""
     if not (out / "run.db").is_file():
         return None
     try:
@@ -193,10 +205,41 @@ def finished_run(out: Path, files: str) -> str | None:
     items = run["items"]
     if not items or set(items) != {"succeeded"}:
         return None
-    return (
-        f"nothing to resume: run {run_id} is finished ({items['succeeded']:,} items succeeded); "
-        f"{out}/ is left as it was"
+    return run
+
+
+def _finish_finished(out: Path, run: dict[str, Any], options: dict[str, Any]) -> NoReturn:
+    """Resuming a finished run: nothing is called. Its output folder is left as it was when it
+    is complete; when it is not (the process was killed or stopped while writing it, or a file
+    was deleted since), it is written again from the store, and the line says so. Exit 0, or
+    130 when a signal stops the writing (resume again to finish it)."""
+    head = f"run {run['run_id']} is finished ({run['items']['succeeded']:,} items succeeded)"
+    if output_complete(out, run):
+        say(f"nothing to resume: {head}; {out}/ is left as it was")
+        settle_streams()
+        sys.exit(0)
+    try:
+        with held(out):
+            rewrite_output(
+                out,
+                run_id=run["run_id"],
+                item_files=options.get("item_files", "auto"),
+                parquet=options.get("parquet", False),
+            )
+    except Interrupted as exc:
+        say(
+            f"\n{exc} received while writing the output: stopped; finish it with: chainfleet resume {out}",
+            err=True,
+        )
+        settle_streams()
+        sys.exit(130)
+    say(
+        f"nothing to call: {head}, but its output was not written to its end (stopped while it "
+        f"was written, or a file removed since): wrote {out}/ again from its run store "
+        "(report.html, timeline.png, report.md, report.json, results.jsonl)"
     )
+    settle_streams()
+    sys.exit(0)
 
 
 async def _run(

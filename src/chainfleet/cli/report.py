@@ -132,8 +132,11 @@ def runs_command(folder: str) -> None:
       chainfleet runs
       chainfleet runs ~/work/batches
 
-    A store that cannot be read is named on stderr and skipped. A run whose output was
-    interrupted shows "output unfinished": `chainfleet report DIR` writes it.
+    A store that holds no run (its command was stopped before the first call) is named with
+    the command that starts it. A store that cannot be read is named on stderr and skipped;
+    one that can be read but not written (a read-only mount) is listed, marked "(read-only)".
+    A run whose output was interrupted shows "output unfinished": `chainfleet report DIR`
+    writes it.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -142,24 +145,34 @@ def runs_command(folder: str) -> None:
     paths += sorted(root.glob("*/*/run.db"))  # a comparison: DIR/compare-ID/{sequential,parallel}/
     rows: list[dict[str, Any]] = []
     bad: list[str] = []
+    empty: list[Path] = []
     for path in paths:
         try:
-            with RunStore.open(path) as store:
+            with RunStore.open_to_read(path) as store:  # a read-only mount is listed too
                 review = ReviewQueue(store.db).counts()
                 found = store.runs()
+                read_only = store.read_only is not None
+            if not found:  # killed between making run.db and recording its run
+                empty.append(path.parent)
             alive = owner(path.parent) is not None
             for run in found:
                 if run["status"] == "running" and not (alive and run is found[-1]):
                     run["status"] = "interrupted (resumable)"  # its owner died mid-run
-                rows.append({**run, "folder": path.parent, "review": review})
+                folder_cell = f"{path.parent} (read-only)" if read_only else path.parent
+                rows.append({**run, "folder": folder_cell, "review": review})
         except StoreError as exc:
             if path.parent == root:
                 raise ConfigError(store_problem(exc), where=str(path)) from exc
             bad.append(f"skipped {path}: {store_problem(exc)}")
-    if not rows:
+    if not rows and not empty:
         click.echo(f"no runs under {folder}/")
-    else:
+    elif rows:
         _print_table(sorted(rows, key=lambda r: r["started"]))
+    for out in empty:
+        click.echo(
+            f"{out}/: no run: stopped before its first call (nothing was paid); start it with: "
+            f"chainfleet run PIPELINE -i INPUT -o {out} --resume"
+        )
     for line in bad:
         click.echo(line, err=True)
 

@@ -10,6 +10,9 @@ import click
 from chainfleet.cli.group import cli, config_errors
 from chainfleet.errors import ConfigError
 
+#: entries one page of ``--list`` prints
+LIST_PAGE = 200
+
 if TYPE_CHECKING:
     from chainfleet.review.session import ReviewSession
 
@@ -30,6 +33,12 @@ if TYPE_CHECKING:
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=0, help="With --web: the port [default: random]."
 )
+@click.option(
+    "--page",
+    type=click.IntRange(min=1),
+    default=1,
+    help=f"With --list: which {LIST_PAGE} items [default: 1].",
+)
 @config_errors
 def review_command(
     out: str,
@@ -45,6 +54,7 @@ def review_command(
     reviewer: str | None,
     web: bool,
     port: int,
+    page: int,
 ) -> None:
     """Review the items of OUT_DIR that wait for a person (a stage's `review:`), then go on
     with `chainfleet resume OUT_DIR`: approved and edited items take their next stages,
@@ -53,7 +63,7 @@ def review_command(
     \b
     Examples:
       chainfleet review runs/today                       one item at a time, keys a/e/r/s/u/q
-      chainfleet review runs/today --list
+      chainfleet review runs/today --list                200 at a time: --page 2 for the next
       chainfleet review runs/today --approve 3 7 12
       chainfleet review runs/today --reject 5 --note "cite a source" --from research
       chainfleet review runs/today --approve-all --where 'quality >= 80'
@@ -77,9 +87,10 @@ def review_command(
         raise ConfigError("--reject needs --note TEXT: the stage sees it as {{ feedback }}")
     if where is not None and not approve_all:
         raise ConfigError("--where goes with --approve-all")
-    with ReviewSession.open(out, reviewer=reviewer) as session:
+    to_read = list_ or export_file is not None  # these work on a read-only store too
+    with ReviewSession.open(out, reviewer=reviewer, to_read=to_read) as session:
         if list_:
-            _list(session)
+            _list(session, out, page)
         elif approve:
             session.check_waiting(ids)  # all of them, before deciding any
             for item_id in ids:
@@ -110,13 +121,22 @@ def review_command(
             interact(session)
 
 
-def _list(session: ReviewSession) -> None:
-    entries = session.waiting()
-    if not entries:
+def _list(session: ReviewSession, out: str, page: int) -> None:
+    """One page (``LIST_PAGE`` entries) of the queue, and the command for the next one."""
+    total = session.waiting_count()
+    entries = session.waiting(offset=(page - 1) * LIST_PAGE, limit=LIST_PAGE)
+    if not total:
         click.echo("nothing waits for review")
         return
-    click.echo(f"{len(entries)} waiting for review:")
+    if not entries:
+        raise ConfigError(f"--page {page} is past the end: {total:,} wait, {LIST_PAGE} a page")
+    click.echo(f"{total:,} waiting for review:")
     width = max(len(e.item_id) for e in entries)
     for entry in entries:
         quality = f"{entry.quality:.0f}" if entry.quality is not None else "-"
         click.echo(f"  {entry.item_id:<{width}}  {entry.stage:<12} quality {quality:>3}  {entry.reason}")
+    first = (page - 1) * LIST_PAGE + 1
+    if total > LIST_PAGE:
+        last = first + len(entries) - 1
+        more = f"; next: chainfleet review {out} --list --page {page + 1}" if last < total else ""
+        click.echo(f"items {first:,}-{last:,} of {total:,}{more}")

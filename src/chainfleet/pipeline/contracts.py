@@ -201,6 +201,29 @@ def check_schema(schema: Mapping[str, Any], source: str | None = None) -> None:
         at = "/".join(str(p) for p in exc.absolute_path) or "the root"
         raise ValueError(f"not a valid JSON Schema{where} (at {at}: {exc.message})") from None
     _check_refs(schema, source)
+    _check_sizes(schema, source)
+
+
+#: the most items, characters or properties a schema may ask a reply for, at least
+MAX_ASKED = 100_000
+_SIZES = ("minItems", "minLength", "minProperties", "minContains")
+
+
+def _check_sizes(schema: Any, source: str | None, at: str = "") -> None:
+    """Refuse a schema asking for more than :data:`MAX_ASKED` of anything (``minItems:
+    1000000000``): no model writes that much, so every item would pay for calls that fail."""
+    if isinstance(schema, Mapping):
+        for key, value in schema.items():
+            if key in _SIZES and isinstance(value, int | float) and value > MAX_ASKED:
+                where = f" in {source}" if source else ""
+                raise ValueError(
+                    f"{key}: {value:,} at {at or 'the root'}{where}: no model writes that much "
+                    f"(at most {MAX_ASKED:,})"
+                )
+            _check_sizes(value, source, f"{at}/{key}" if at else str(key))
+    elif isinstance(schema, list):
+        for number, value in enumerate(schema):
+            _check_sizes(value, source, f"{at}/{number}")
 
 
 def _refuse(uri: str) -> NoReturn:

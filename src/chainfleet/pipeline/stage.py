@@ -35,10 +35,11 @@ from pydantic import (
 
 from chainfleet.errors import InvalidOutput
 from chainfleet.pipeline.contracts import Contract
-from chainfleet.pipeline.gates import Check, JudgeCheck, SpecError, parse_gate
+from chainfleet.pipeline.gates import CallableCheck, Check, JudgeCheck, SpecError, parse_gate
 from chainfleet.pipeline.imports import import_object, pipeline_folder
 from chainfleet.pipeline.review_rules import ReviewRule
 from chainfleet.pipeline.templates import SANDBOX, compile_template, render, variables
+from chainfleet.pipeline.usercode import CheckError, call_user
 
 __all__ = ["REVISION_VARIABLES", "Gate", "Stage", "ToolFn"]
 
@@ -237,11 +238,18 @@ class Stage(BaseModel):
 
     def check_output(self, output: Any, context: Mapping[str, Any] | None = None) -> None:
         """Apply the stage's rule checks (not a judge: that is a call); raise ``InvalidOutput``
-        naming the first that fails."""
+        naming the first that fails, or :class:`~chainfleet.pipeline.usercode.CheckError` when
+        a ``check:`` function raises (called through
+        :func:`~chainfleet.pipeline.usercode.call_user`)."""
         for check in self._checks:
             if isinstance(check, JudgeCheck):
                 continue
-            result = check.result(output, context or {})
+            if isinstance(check, CallableCheck):  # the user's code: what it raises is this output's failure
+                what = f"gate check {check.name!r}"
+                reason = call_user(check.function, output, stage=self.name, what=what, error=CheckError)
+                result = check.verdict(reason)
+            else:
+                result = check.result(output, context or {})
             if not result.passed:
                 label = "quality gate" if check.name == "gate" else f"quality gate {check.name!r}"
                 raise InvalidOutput(f"{label}: {result.reason}", stage=self.name)

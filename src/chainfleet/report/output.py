@@ -10,6 +10,7 @@ be safe, a short hash of the real id is added so two ids never share a file).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import re
 import unicodedata
@@ -31,9 +32,11 @@ from chainfleet.report.results import (
     write_results,
 )
 from chainfleet.report.review import item_reviews
+from chainfleet.store.atomic import kill_point
 from chainfleet.store.runstore import ItemRecord, RunStore, StoreError
 
 __all__ = [
+    "output_complete",
     "rewrite_output",
     "safe_name",
     "store_problem",
@@ -111,6 +114,7 @@ def write_output(
         store.set_output(report.run_id, "writing")
         # one pass in order reads each page once: a big page cache only holds memory
         store.db.execute(f"PRAGMA cache_size=-{OUTPUT_CACHE_KIB}")
+    kill_point("output-started")  # tests: killed as the output phase begins
     input_field = report.input_field
 
     def item_file(record: ItemRecord) -> tuple[str, str]:
@@ -127,13 +131,35 @@ def write_output(
         progress=progress,
         parquet=parquet,
     )
+    kill_point("output-results")  # tests: results.jsonl written, the reports not yet
     if report_json:
         write_atomic(out / "report.json", report.to_json() + "\n")
     write_atomic(out / "report.md", report.to_markdown())
     png = _write_timeline(out / "timeline.png", report)
+    kill_point("output-html")  # tests: everything but report.html
     write_atomic(out / "report.html", _html(report, png))
     if store is not None:
         store.set_output(report.run_id, "written")
+
+
+def output_complete(out: Path, run: Mapping[str, Any]) -> bool:
+    """Whether ``out`` holds the whole output of ``run`` (a row of ``RunStore.runs()``): the
+    store says it was written to its end, and results.jsonl (one line per item of the run),
+    report.json, report.md, report.html and (with matplotlib) timeline.png are all there.
+    A run killed while writing it, or a file deleted since, is not complete:
+    :func:`rewrite_output` writes it again."""
+    if run.get("output") != "written":
+        return False
+    names = ["results.jsonl", "report.json", "report.md", "report.html"]
+    if importlib.util.find_spec("matplotlib") is not None:
+        names.append("timeline.png")
+    if not all((out / name).is_file() for name in names):
+        return False
+    lines = 0
+    with open(out / "results.jsonl", "rb") as results:  # JSON escapes every newline in a value
+        while chunk := results.read(1 << 20):
+            lines += chunk.count(b"\n")
+    return lines == sum(int(count) for count in (run.get("items") or {}).values())
 
 
 def _write_timeline(path: Path, report: RunReport) -> Path | None:

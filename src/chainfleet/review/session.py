@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from chainfleet.errors import ConfigError, InvalidOutput
+from chainfleet.pipeline.usercode import UserCodeError
 from chainfleet.review.where import compile_where
 from chainfleet.store.review_queue import Decision, Entry, ReviewError, ReviewQueue
-from chainfleet.store.runstore import RunStore, StoreError
+from chainfleet.store.runstore import RunStore, StoreError, cannot_write
 
 __all__ = ["EditRefused", "ReviewSession", "default_reviewer", "is_json"]
 
@@ -78,13 +79,23 @@ class ReviewSession:
             self.stages_order = [stage.name for stage in self._stages()]
 
     @classmethod
-    def open(cls, folder: str | os.PathLike[str], *, reviewer: str | None = None) -> ReviewSession:
-        """Open ``folder``'s run store; exit-2 ``ConfigError`` when it holds no run."""
+    def open(
+        cls, folder: str | os.PathLike[str], *, reviewer: str | None = None, to_read: bool = False
+    ) -> ReviewSession:
+        """Open ``folder``'s run store; exit-2 ``ConfigError`` when it holds no run, or when it
+        cannot be written (a read-only mount, no permission) and the session decides: only a
+        session ``to_read`` (``--list``, ``--export``) works on a read-only store."""
         path = Path(folder) / "run.db"
         if not path.is_file():
             raise ConfigError("no run here (no run.db): give the --out folder of a run", where=str(folder))
+        why = cannot_write(path)
+        if why is not None and not to_read:
+            raise ConfigError(
+                f"{why}; a review writes its decisions there (--list and --export only read it)",
+                where=str(path),
+            )
         try:
-            store = RunStore.open(path)
+            store = RunStore.open_to_read(path) if to_read else RunStore.open(path)
         except StoreError as exc:
             raise ConfigError(f"{exc}; nothing was changed", where=str(path)) from exc
         store.db.execute("PRAGMA busy_timeout = 10000")  # another reviewer may be writing
@@ -105,8 +116,12 @@ class ReviewSession:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    def waiting(self) -> list[Entry]:
-        return self.queue.waiting()
+    def waiting(self, *, offset: int = 0, limit: int | None = None) -> list[Entry]:
+        """The waiting entries, in input order; or one page of them."""
+        return self.queue.waiting(offset=offset, limit=limit)
+
+    def waiting_count(self) -> int:
+        return self.queue.waiting_count()
 
     def select(self, where: str) -> list[Entry]:
         """The waiting entries matching a ``--where`` expression."""
@@ -207,7 +222,7 @@ class ReviewSession:
                 return f"does not match the stage's output schema: {problem}"
         try:
             found.check_output(value)
-        except InvalidOutput as exc:
+        except (InvalidOutput, UserCodeError) as exc:  # a check that raised refuses the edit
             return exc.message
         return None
 

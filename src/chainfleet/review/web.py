@@ -44,6 +44,8 @@ HOST = "127.0.0.1"
 LOOPBACK_NAMES = frozenset({HOST, "localhost", "[::1]"})
 #: ids are SQLite integers: a longer number names no item
 MAX_ID = 2**63 - 1
+#: items on one page of the queue (5,000 on one page made a 1.5 MB page)
+PAGE_SIZE = 200
 NONCE: web.RequestKey[str] = web.RequestKey("nonce", str)
 LOG = logging.getLogger(__name__)
 SESSION: web.AppKey[ReviewSession] = web.AppKey("session", ReviewSession)
@@ -204,9 +206,25 @@ def _render(request: web.Request, name: str, status: int = 200, **values: Any) -
 
 
 async def queue_page(request: web.Request) -> web.Response:
+    """One page of the queue (``?page=N``, :data:`PAGE_SIZE` items each), with links to the
+    previous and next pages; a page past the end shows the last one."""
     session = request.app[SESSION]
     message = request.query.get("msg", "")
-    return _render(request, "queue.html", entries=session.waiting(), message=message)
+    total = session.waiting_count()
+    pages = max(1, -(-total // PAGE_SIZE))
+    page = min(_id(request.query.get("page", "1"), "page") or 1, pages)
+    entries = session.waiting(offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
+    first = (page - 1) * PAGE_SIZE + 1
+    return _render(
+        request,
+        "queue.html",
+        entries=entries,
+        message=message,
+        total=total,
+        page=page,
+        pages=pages,
+        shown=f"{first:,}-{first + len(entries) - 1:,} of {total:,}" if pages > 1 else "",
+    )
 
 
 async def item_page(request: web.Request) -> web.Response:
@@ -233,14 +251,12 @@ def _item_values(request: web.Request, entry: Entry, **extra: Any) -> dict[str, 
     session = request.app[SESSION]
     order = session.stages_order
     stages = order[: order.index(entry.stage) + 1] if entry.stage in order else [entry.stage]
-    waiting = [e.qid for e in session.waiting()]
-    later = [qid for qid in waiting if qid > entry.qid] or [qid for qid in waiting if qid != entry.qid]
     values: dict[str, Any] = {
         "entry": entry,
         "stages": stages,
         "pretty": _pretty(entry.output),
         "edited": entry.output,
-        "next_qid": later[0] if later else None,
+        "next_qid": session.queue.next_waiting(entry.qid),
         "message": "",
         "problem": "",
         "undo": None,

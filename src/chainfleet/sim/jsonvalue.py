@@ -5,6 +5,13 @@ answer to the prompt: strings are sentences of the simulated model's own text fo
 URLs and titles look like URLs and titles, arrays have a plausible length. It depends only on
 (seed, prompt, schema), so the same chain gives the same structured outputs at any concurrency.
 
+Bounded whatever the schema: a recursive schema (a ``$ref`` back up through a property) is
+followed :data:`DEEP` levels with everything optional, then only what it requires, and never past
+:data:`DEEPEST`; an array has at most :data:`MAX_ITEMS` items, a string at most
+:data:`MAX_LENGTH` characters, and a reply at most :data:`MAX_VALUES` values and
+:data:`MAX_CHARS` characters of strings. Past a bound the
+reply is cut short (and fails the schema, as a model's reply that gave up would), never huge.
+
 A property named ``score`` (what a judge answers) leans towards the top of its range, so most
 drafts pass a judge at threshold 7, some fail the first time, and a revision (another draft,
 another score) usually passes.
@@ -31,6 +38,13 @@ from typing import Any
 from chainfleet.sim import text as simtext
 
 __all__ = ["generate", "malformed", "off_schema", "reply"]
+
+#: levels of nesting with optional properties and array items; below, only what is required
+DEEP = 5
+#: levels of nesting at all: a schema that requires more (an endless required recursion) is cut
+DEEPEST = 32
+#: items of one array, characters of one string; values and string characters of one reply
+MAX_ITEMS, MAX_LENGTH, MAX_VALUES, MAX_CHARS = 1_000, 100_000, 100_000, 1_000_000
 
 _SENTENCE = re.compile(r"[^.!?\n]*[A-Za-z][^.!?\n]*[.!?]")
 _FEEDBACK = (
@@ -104,9 +118,21 @@ class _Maker:
         self, root: Mapping[str, Any], rng: random.Random, sentences: tuple[str, ...], subject: str
     ) -> None:
         self.root, self.rng, self.sentences, self.subject = root, rng, sentences, subject
+        self.depth = 0  # how deep the value being made is
+        self.made = 0  # values made so far (MAX_VALUES at most)
+        self.chars = 0  # characters of strings made so far (MAX_CHARS at most)
 
     def value(self, schema: Any, name: str) -> Any:
-        schema = self._resolve(schema)
+        self.made += 1
+        if self.depth >= DEEPEST or self.made > MAX_VALUES:
+            return None  # cut short: no finite value, or a huge one, is what the schema asks
+        self.depth += 1
+        try:
+            return self._value(self._resolve(schema), name)
+        finally:
+            self.depth -= 1
+
+    def _value(self, schema: Any, name: str) -> Any:
         if not isinstance(schema, Mapping):
             return self._string({}, name)
         if "const" in schema:
@@ -127,21 +153,26 @@ class _Maker:
     def _resolve(self, schema: Any) -> Any:
         for _ in range(20):
             ref = schema.get("$ref") if isinstance(schema, Mapping) else None
-            if not isinstance(ref, str) or not ref.startswith("#/"):
+            if not isinstance(ref, str) or not (ref == "#" or ref.startswith("#/")):
                 break
             target: Any = self.root
-            for part in ref[2:].split("/"):
+            for part in ref[2:].split("/") if ref != "#" else ():
                 target = target.get(part, {}) if isinstance(target, Mapping) else {}
             schema = target
         return schema
 
     def _object(self, schema: Mapping[str, Any], name: str) -> dict[str, Any]:
         props = schema.get("properties") or {}
+        if self.depth > DEEP:  # deep in a recursive schema: only what it requires
+            required = schema.get("required") or ()
+            props = {key: sub for key, sub in props.items() if key in required}
         return {key: self.value(sub, key) for key, sub in props.items()}
 
     def _array(self, schema: Mapping[str, Any], name: str) -> list[Any]:
-        low = int(schema.get("minItems", 3 if name else 1))
-        high = int(schema.get("maxItems", max(low, 5)))
+        low = min(int(schema.get("minItems", 3 if name else 1)), MAX_ITEMS)
+        high = min(int(schema.get("maxItems", max(low, 5))), MAX_ITEMS)
+        if self.depth > DEEP:
+            low = high = min(int(schema.get("minItems", 0)), MAX_ITEMS)
         count = self.rng.randint(low, max(low, high))
         items = schema.get("items", {"type": "string"})
         singular = name[:-1] if name.endswith("s") else name
@@ -170,6 +201,8 @@ class _Maker:
         return None
 
     def _string(self, schema: Mapping[str, Any], name: str) -> str:
+        if self.chars >= MAX_CHARS:
+            return ""  # cut short: the reply is as long as a reply gets
         lowered = name.lower()
         slug = re.sub(r"[^a-z0-9]+", "-", self.subject.lower()).strip("-") or "topic"
         if schema.get("format") in ("uri", "url") or lowered in ("url", "uri", "link", "href"):
@@ -180,7 +213,10 @@ class _Maker:
             text = self.rng.choice(_FEEDBACK)
         else:
             text = self.rng.choice(self.sentences)
-        low, high = int(schema.get("minLength", 0)), schema.get("maxLength")
+        low = min(int(schema.get("minLength", 0)), MAX_LENGTH, max(0, MAX_CHARS - self.chars))
+        high = schema.get("maxLength")
         while len(text) < low:
             text += " " + self.rng.choice(self.sentences)
-        return text[: int(high)] if high is not None else text
+        text = text[: int(high)] if high is not None else text
+        self.chars += len(text)
+        return text

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from chainfleet.errors import ConfigError
+from chainfleet.store.atomic import kill_point
 from chainfleet.store.runstore import RunStore, StoreError
 
 try:
@@ -224,7 +225,9 @@ def open_store(out: str | os.PathLike[str], *, resume: bool, force: bool = False
         raise ConfigError("nothing to resume here: no run.db (run without --resume first)", where=str(out))
     acquire(out, force=force)
     try:
-        return _open_held(out, path, resume=resume)
+        store = _open_held(out, path, resume=resume)
+        kill_point("store-created")  # tests: run.db made, its run not recorded yet
+        return store
     except BaseException:
         release(out)
         raise

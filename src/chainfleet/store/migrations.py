@@ -36,6 +36,7 @@ from chainfleet.store.atomic import OneTransaction, kill_point
 
 __all__ = [
     "MIGRATIONS",
+    "is_current",
     "m001_initial",
     "m002_calls_keys_cache",
     "m004_contracts_gates",
@@ -290,6 +291,11 @@ def why_not_a_store(db: sqlite3.Connection) -> str | None:
     if number and "runs" not in tables:
         return "a SQLite file of another program"
     return None
+
+
+def is_current(db: sqlite3.Connection) -> bool:
+    """Whether ``db`` has every migration of this version (nothing to upgrade)."""
+    return version(db) == len(MIGRATIONS)
 
 
 def migrate(db: sqlite3.Connection) -> None:

@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from chainfleet.errors import ConfigError
+from chainfleet.store.atomic import kill_point
 
 __all__ = ["ACTIONS", "AlreadyDecided", "Decision", "Entry", "ReviewError", "ReviewQueue"]
 
@@ -206,13 +207,35 @@ class ReviewQueue:
 
     # -- the reviewer's side ----------------------------------------------------------------------
 
-    def waiting(self) -> list[Entry]:
-        """Every output waiting for a person, in input order, with its item's input."""
-        rows = self.db.execute(_ENTRY + "WHERE q.state = 'waiting' ORDER BY q.idx, q.qid").fetchall()
+    def waiting(self, *, offset: int = 0, limit: int | None = None) -> list[Entry]:
+        """Every output waiting for a person, in input order, with its item's input; or one
+        page of them (``limit`` entries from ``offset``), so a page of a 5,000-item queue reads
+        only its own."""
+        page = (limit if limit is not None else -1, offset)
+        rows = self.db.execute(
+            _ENTRY + "WHERE q.state = 'waiting' ORDER BY q.idx, q.qid LIMIT ? OFFSET ?", page
+        ).fetchall()
         entries = [_entry(row) for row in rows]
         for entry in entries:
             entry.input = self.item_input(entry)
         return entries
+
+    def waiting_count(self) -> int:
+        """How many outputs wait for a person."""
+        (count,) = self.db.execute("SELECT COUNT(*) FROM review_queue WHERE state = 'waiting'").fetchone()
+        return int(count)
+
+    def next_waiting(self, qid: int) -> int | None:
+        """The entry a reviewer goes on to after ``qid``: the first waiting one (in input order)
+        queued after it, else the first other one still waiting; None when none is."""
+        order = " ORDER BY idx, qid LIMIT 1"
+        for condition in ("qid > ?", "qid != ?"):
+            row = self.db.execute(
+                f"SELECT qid FROM review_queue WHERE state = 'waiting' AND {condition}{order}", (qid,)
+            ).fetchone()
+            if row is not None:
+                return int(row[0])
+        return None
 
     def entries(self) -> list[Entry]:
         """Every entry but superseded ones, in input order (what a report counts)."""
@@ -294,7 +317,9 @@ class ReviewQueue:
             if not won:
                 self.db.rollback()
                 self._raise_decided(entry.qid, item_id)
+            kill_point("review-deciding")  # tests: killed before the decision is committed
             self.db.commit()
+            kill_point("review-decided")  # tests: killed once it is
         except sqlite3.Error:
             self.db.rollback()
             raise

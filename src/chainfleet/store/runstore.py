@@ -27,7 +27,7 @@ from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
-from chainfleet.store.migrations import migrate, why_not_a_store
+from chainfleet.store.migrations import is_current, migrate, why_not_a_store
 from chainfleet.store.rows import (
     CallRow,
     ItemRecord,
@@ -40,7 +40,7 @@ from chainfleet.store.rows import (
 )
 from chainfleet.store.sessions import Sessions
 
-__all__ = ["CallRow", "ItemRecord", "RevisionRow", "RunStore", "StageHit", "StoreError"]
+__all__ = ["CallRow", "ItemRecord", "RevisionRow", "RunStore", "StageHit", "StoreError", "cannot_write"]
 
 
 class StoreError(Exception):
@@ -49,6 +49,21 @@ class StoreError(Exception):
 
 #: pages of WAL (4 KiB each) between checkpoints, and what it is cut back to after one
 WAL_PAGES = 2048
+
+
+def cannot_write(path: Path) -> str | None:
+    """Why ``path`` (a store) cannot be written, as a message says it; None when it can. SQLite
+    needs the file and its folder (for the ``-wal`` and ``-shm`` files beside it)."""
+    for target in (path, path.parent):
+        if not os.access(target, os.W_OK):
+            try:
+                read_only_fs = bool(os.statvfs(target).f_flag & os.ST_RDONLY)
+            except OSError:
+                read_only_fs = False
+            if read_only_fs:
+                return "read-only: it is on a read-only file system (it can be read, not written)"
+            return f"read-only: this user may read {target} but not write it"
+    return None
 
 
 class RunStore:
@@ -66,6 +81,8 @@ class RunStore:
         self._calls: list[tuple[Any, ...]] = []
         #: False for a temporary or in-memory store, which no later run can resume from
         self.persistent = True
+        #: why this store cannot be written (opened by :meth:`open_to_read`), or None
+        self.read_only: str | None = None
         #: the session that writes here (every call row is tagged with it; see chainfleet.store.sessions)
         self.session = 1
         self.sessions = Sessions(db)
@@ -98,6 +115,44 @@ class RunStore:
             raise
         store = cls(db, **kwargs)
         store.persistent = str(path) not in ("", ":memory:")
+        return store
+
+    @classmethod
+    def open_to_read(cls, path: str | Path) -> RunStore:
+        """Open a store for a command that only reads it (``runs``, ``review --list``): as
+        :meth:`open` when it can be written; else read-only (SQLite's ``mode=ro``, and
+        ``immutable`` when not even its ``-shm`` file can be made beside it), with
+        :attr:`read_only` saying why it cannot be written. A read-only store made by an older
+        chainfleet cannot be upgraded: ``StoreError`` says so."""
+        path = Path(path)
+        why = cannot_write(path)
+        if why is None:
+            return cls.open(path)
+        db = None
+        try:
+            for flags in ("mode=ro", "mode=ro&immutable=1"):
+                try:
+                    db = sqlite3.connect(f"{path.resolve().as_uri()}?{flags}", uri=True)
+                    problem = why_not_a_store(db)
+                    break
+                except sqlite3.OperationalError:  # no -shm file, and none can be made
+                    if db is not None:
+                        db.close()
+                    db = None
+            if db is None:
+                raise StoreError(f"{why}, and it cannot be read either")
+            if problem is None and not is_current(db):
+                problem = f"{why}, and made by an older chainfleet: copy the folder somewhere writable"
+            if problem is not None:
+                raise StoreError(problem)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"not a chainfleet run store ({exc})") from exc
+        except StoreError:
+            if db is not None:
+                db.close()
+            raise
+        store = cls(db)
+        store.read_only = why
         return store
 
     def __enter__(self) -> RunStore:
@@ -320,8 +375,11 @@ class RunStore:
         self._maybe_commit()
 
     def end_run(self, run_id: str, *, status: str, summary: dict[str, Any]) -> None:
+        """Record how the run ended; its output folder is from now on ``writing`` (not written
+        to its end) until :meth:`set_output` says ``written``, so a process killed between the
+        two leaves a run that says its output is unfinished."""
         self.db.execute(
-            "UPDATE runs SET status = ?, summary = ? WHERE run_id = ?",
+            "UPDATE runs SET status = ?, summary = ?, output = 'writing' WHERE run_id = ?",
             (status, json.dumps(summary, sort_keys=True), run_id),
         )
         self.flush()
