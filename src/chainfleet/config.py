@@ -21,7 +21,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["ItemFiles", "RunSettings"]
+__all__ = ["MAX_CONCURRENCY", "ItemFiles", "RunSettings"]
+
+#: the most chains in flight a run may ask for: each one is a task, and past this no provider
+#: answers faster, while ten million of them take gigabytes before the first call
+MAX_CONCURRENCY = 10_000
 
 #: which readable per-item files the output folder gets: ``auto`` is all of them for runs of at
 #: most 10,000 items

@@ -5,11 +5,10 @@ the run (everything else saved); 2 bad usage, configuration or input (no model w
 key or model the provider refused, or a folder in use; 3 nothing failed but items wait for
 review; 74 the disk filled (resumable); 130 interrupted (resumable). The README lists the same.
 
-The package is assembled here and nowhere else: :mod:`chainfleet.cli.group` holds the command
-group, one module per command adds its command to it, and :func:`main` (the console script)
-imports those modules and calls the group. The imports wait for :func:`main` so that importing
-a piece (``chainfleet.cli.progress`` for its display) loads no command and none of what the
-commands need. The modules, lowest first:
+The package is assembled in :mod:`chainfleet.cli.group`: it holds the command group and the
+table of commands, and imports a command's module only when that command runs, so
+``chainfleet --help`` or ``chainfleet plan`` loads none of what ``run`` needs (issue 25).
+:func:`main` is the console script. The modules, lowest first:
 
 - ``group`` (the group, errors into exit codes) and ``options`` (options several commands take);
 - ``view`` (the progress display's numbers and text) and ``progress`` (its timer);
@@ -30,21 +29,10 @@ __all__ = ["cli", "main"]
 
 
 def main() -> None:
-    """The ``chainfleet`` console script: add every command to the group, then run the one asked for."""
+    """The ``chainfleet`` console script: run the command asked for (its module imported then)."""
     raise_on_signals()
     atexit.register(at_exit)  # the last word before the interpreter's own final flush
     try:
-        from chainfleet.cli import (  # noqa: F401 - registers the commands
-            compare,
-            demo,
-            plan,
-            report,
-            resume,
-            review,
-            run,
-            simserver,
-        )
-
         cli()
     except KeyboardInterrupt as exc:  # while parsing, before a command's own handling
         what = exc.args[0] if isinstance(exc, Interrupted) else "Ctrl-C"

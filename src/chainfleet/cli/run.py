@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from chainfleet.cli.execute import execute
 from chainfleet.cli.group import cli, config_errors
 from chainfleet.cli.options import input_option
+from chainfleet.config import MAX_CONCURRENCY
 from chainfleet.errors import ConfigError
-from chainfleet.runner.core import MAX_CONCURRENCY
 
 if TYPE_CHECKING:  # click >= 8.2 types ParamType as a generic; older clicks cannot subscript it
     _ParamType = click.ParamType[Any]
@@ -259,4 +258,6 @@ def run_command(
             "parquet": parquet,
         },
     }
+    from chainfleet.cli.execute import execute  # the runner: not for `chainfleet run --help`
+
     execute(pipeline_file, input_file, out, settings, quiet=quiet, resume=resume, force=force)

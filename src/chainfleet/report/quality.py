@@ -88,8 +88,8 @@ def assess(text: str, topic: str | None = None) -> Quality:
     0.0
     """
     blocks = _Blocks(_COMMENT.sub("", text))
-    prose_words = _WORD.findall(" ".join(blocks.units).lower())
-    heading_words = _WORD.findall(" ".join(blocks.headings).lower())
+    prose_words = _words(" ".join(blocks.units).lower())
+    heading_words = _words(" ".join(blocks.headings).lower())
     sentences = sum(
         1 for unit in blocks.units for part in _SENTENCE_END.split(unit) if _HAS_WORD.search(part)
     )
@@ -184,6 +184,20 @@ _SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)")
 _VOWEL_GROUPS = re.compile(r"[aeiouy]+")
 _SILENT_E_KEEP = ("ee", "ye", "ie", "oe")
 _VOICED_ENDINGS = ("ted", "ded", "ses", "zes", "ces", "ges", "xes", "ches", "shes", "ies")
+
+
+def _words(text: str) -> list[str]:
+    """``_WORD.findall(text)``, about 3x faster: a word never spans white space, so each
+    white-space-separated token is matched alone, and most tokens are one plain word
+    (``str.isalnum`` holds for exactly the characters the pattern takes as letters or digits)
+    with no regular expression at all."""
+    found: list[str] = []
+    for token in text.split():
+        if token.isalnum():
+            found.append(token)
+        else:
+            found += _WORD.findall(token)
+    return found
 
 
 @lru_cache(maxsize=16384)

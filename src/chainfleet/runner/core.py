@@ -37,7 +37,7 @@ from chainfleet.chain.batch import Batcher, batcher_for
 from chainfleet.chain.context import RunContext, RunState
 from chainfleet.chain.progress import Chain
 from chainfleet.clock import Clock
-from chainfleet.config import RunSettings
+from chainfleet.config import MAX_CONCURRENCY, RunSettings
 from chainfleet.errors import ConfigError, FatalError, InputError
 from chainfleet.inputs import InputSource, Item
 from chainfleet.limits import AdaptiveConcurrency, ModelLimiter
@@ -56,9 +56,6 @@ from chainfleet.store.stats import COUNTERS, RunStats
 
 __all__ = ["MAX_CONCURRENCY", "Runner", "latest_run_id", "new_run_id"]
 
-#: the most chains in flight a run may ask for: each one is a task, and past this no provider
-#: answers faster, while ten million of them take gigabytes before the first call
-MAX_CONCURRENCY = 10_000
 
 
 class Runner:

@@ -135,3 +135,16 @@ def test_quality_is_a_frozen_value_with_a_plain_dict() -> None:
 
 def test_docstring_examples_hold() -> None:
     assert doctest.testmod(quality).failed == 0
+
+
+def test_words_are_what_the_word_pattern_finds() -> None:
+    """The token fast path (issue 25) counts exactly the words the regular expression finds:
+    apostrophes inside and around words, underscores, digits, other scripts, odd white space."""
+    texts = [
+        "don't stop 'quoted' it’s rock'n'roll snake_case __x__ 3.5 1,000 naïve ٣٤ 漢字 x\u3000y\t\nz",
+        "trailing' 'leading ''double'' a''b a-b a/b (paren) [x] e.g. U.S.A. ½ ²",
+        generate("an article on bees", seed=3, max_tokens=800),
+        "",
+    ]
+    for text in texts:
+        assert quality._words(text) == quality._WORD.findall(text), text
