@@ -9,7 +9,7 @@ Both doors of "bring your own chain" end here: the Python door's httpx transport
    ``replayed``, never sent, never paid;
 2. reads the provider, the model and a token estimate from the request
    (:mod:`chainfleet.code.wire`); a path it cannot read passes through unlimited and is
-   remembered for a warning in the report;
+   counted in ``ctx.passthrough`` for a warning in the report;
 3. makes the call through the run's own machinery: the model's limiter (told, learned from
    headers, shared, ``--limit-group``), the one retry policy (429, 5xx, timeouts, dropped
    connections, every retry-after spelling), the calls table, the stats and the price
@@ -105,8 +105,6 @@ class Gateway:
         self.calls = Calls(ctx)
         self._upstream = upstream
         self._client: httpx.AsyncClient | None = None
-        #: paths answered without a limiter (not a model API chainfleet reads): path -> calls
-        self.unknown_paths: Counter[str] = Counter()
 
     @property
     def upstream(self) -> httpx.AsyncBaseTransport:
@@ -143,7 +141,7 @@ class Gateway:
             return _response(found.status, found.headers, found.body, request)
         target = read_target(path, body)
         if target.provider is None:
-            self.unknown_paths[path] += 1
+            self.ctx.passthrough[path] = self.ctx.passthrough.get(path, 0) + 1
         label = scope.label(target, path)
         answer: dict[str, Answer] = {}
         prepared = self._prepared(request, body, target, answer)

@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from chainfleet.errors import ConfigError
+from chainfleet.pipeline import Pipeline
 from chainfleet.redact import clip
 
-__all__ = ["check_function", "is_target", "load_target"]
+__all__ = ["check_function", "is_target", "load_pipeline", "load_target", "resolved", "target_file"]
 
 
 def is_target(text: str) -> bool:
@@ -43,6 +44,28 @@ def is_target(text: str) -> bool:
     if head.endswith(".py"):
         return True
     return not head.endswith((".yaml", ".yml")) and all(part.isidentifier() for part in head.split("."))
+
+
+def load_pipeline(text: str) -> Pipeline:
+    """What ``chainfleet run`` runs: a pipeline file, or a Python target as a code pipeline."""
+    if is_target(text):
+        return Pipeline.from_function(load_target(text))
+    return Pipeline.from_yaml(text)
+
+
+def target_file(text: str) -> str:
+    """The file a run's target lives in (a pipeline file, or a Python target's ``.py``; a
+    module target has none here: its text is returned), for fingerprints and resume."""
+    head, _, _ = text.rpartition(":")
+    return head if is_target(text) and head.endswith(".py") else text
+
+
+def resolved(text: str) -> str:
+    """``text`` with its file made absolute (a resume may start elsewhere)."""
+    if not is_target(text):
+        return str(Path(text).resolve())
+    head, _, attr = text.rpartition(":")
+    return f"{Path(head).resolve()}:{attr}" if head.endswith(".py") else text
 
 
 def load_target(text: str) -> Callable[..., Any]:
