@@ -82,14 +82,14 @@ def load_target(text: str) -> Callable[..., Any]:
         names = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
         hint = difflib.get_close_matches(attr, names, n=1)
         did = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ConfigError(f"no function {attr!r} in {where}{did}", where=where)
-    check_function(fn, where=f"{where}:{attr}")
+        raise ConfigError(f"no function {attr!r} in it{did}", where=where)
+    check_function(fn, where=where, name=attr)
     return fn  # type: ignore[no-any-return]
 
 
-def check_function(fn: Any, *, where: str) -> None:
+def check_function(fn: Any, *, where: str, name: str | None = None) -> None:
     """Raise ``ConfigError`` unless ``fn`` is ``async def fn(item, fleet)``."""
-    name = getattr(fn, "__name__", repr(fn))
+    name = name or getattr(fn, "__name__", None) or repr(fn)
     if not callable(fn):
         raise ConfigError(f"{name!r} is not a function (it is {type(fn).__name__})", where=where)
     call = getattr(fn, "__call__", None)  # noqa: B004 - async callable objects count too
@@ -123,7 +123,7 @@ def _arity_problem(fn: Callable[..., Any]) -> str | None:
 def _import_file(path: Path) -> Any:
     """Import a Python file as a module (its folder first on ``sys.path``, for its own imports)."""
     if not path.is_file():
-        raise ConfigError(f"cannot import {path}: no such file", where=str(path))
+        raise ConfigError("no such file", where=str(path))
     folder = str(path.resolve().parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)
@@ -131,14 +131,16 @@ def _import_file(path: Path) -> Any:
     name = name or f"chainfleet_chain_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise ConfigError(f"cannot import {path}: not a Python file", where=str(path))
+        raise ConfigError("not a Python file", where=str(path))
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
     except Exception as exc:  # the user's file: any error is theirs, said in one line
         del sys.modules[name]
-        raise ConfigError(f"cannot import {path}: {_said(exc, path)}", where=str(path)) from None
+        said, line = _said(exc, path)
+        where = f"{path}:{line}" if line else str(path)
+        raise ConfigError(f"cannot import it: {said}", where=where) from None
     return module
 
 
@@ -148,15 +150,16 @@ def _import_module(name: str) -> Any:
     try:
         return importlib.import_module(name)
     except Exception as exc:
-        raise ConfigError(f"cannot import module {name!r}: {_said(exc, None)}", where=name) from None
+        said, _ = _said(exc, None)
+        raise ConfigError(f"cannot import module {name!r}: {said}", where=name) from None
 
 
-def _said(exc: BaseException, path: Path | None) -> str:
-    """An import error in one line: its type, message and the line of the user's file."""
+def _said(exc: BaseException, path: Path | None) -> tuple[str, int | None]:
+    """An import error in one line (its type and message), and the line of the user's file."""
     if isinstance(exc, SyntaxError):
-        return f"SyntaxError: {exc.msg} (line {exc.lineno})"
-    line = ""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if path is None or Path(f.filename) == path]
-    if frames:
-        line = f" (line {frames[-1].lineno})"
-    return f"{type(exc).__name__}: {clip(exc, 300)}{line}"
+        return f"SyntaxError: {exc.msg}", exc.lineno
+    frames = list(traceback.extract_tb(exc.__traceback__))
+    if path is not None:
+        frames = [f for f in frames if Path(f.filename).resolve() == path.resolve()]
+    line = frames[-1].lineno if frames else None
+    return f"{type(exc).__name__}: {clip(exc, 300)}", line
