@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any  # noqa: E402
 
 if TYPE_CHECKING:  # what the names are, for type checkers and readers; at run time, _WHERE
     from chainfleet.clock import Clock, SystemClock, VirtualClock
+    from chainfleet.code import Fleet, ReviewDecision, http_client
     from chainfleet.config import RunSettings
     from chainfleet.errors import (
         AuthFailed,
@@ -70,6 +71,7 @@ __all__ = [
     "ConnectionFailed",
     "ContentFiltered",
     "FatalError",
+    "Fleet",
     "InputError",
     "InputSource",
     "InvalidOutput",
@@ -86,6 +88,7 @@ __all__ = [
     "RateLimited",
     "RetryPolicy",
     "RetryableError",
+    "ReviewDecision",
     "RunReport",
     "RunSettings",
     "Runner",
@@ -97,6 +100,7 @@ __all__ = [
     "__version__",
     "arun",
     "assess",
+    "http_client",
     "items_from",
     "open_input",
     "run",
@@ -116,6 +120,7 @@ _WHERE = {
     "ConnectionFailed": "chainfleet.errors",
     "ContentFiltered": "chainfleet.errors",
     "FatalError": "chainfleet.errors",
+    "Fleet": "chainfleet.code",
     "InputError": "chainfleet.errors",
     "InputSource": "chainfleet.inputs",
     "InvalidOutput": "chainfleet.errors",
@@ -134,6 +139,7 @@ _WHERE = {
     "RetryableError": "chainfleet.errors",
     "RunReport": "chainfleet.report.model",
     "RunSettings": "chainfleet.config",
+    "ReviewDecision": "chainfleet.code",
     "Runner": "chainfleet.runner.core",
     "ServerError": "chainfleet.errors",
     "Stage": "chainfleet.pipeline",
@@ -142,6 +148,7 @@ _WHERE = {
     "VirtualClock": "chainfleet.clock",
     "arun": "chainfleet.runner.api",
     "assess": "chainfleet.report.quality",
+    "http_client": "chainfleet.code",
     "items_from": "chainfleet.inputs",
     "open_input": "chainfleet.inputs",
     "run": "chainfleet.runner.api",

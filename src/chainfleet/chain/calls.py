@@ -29,7 +29,7 @@ from chainfleet.errors import CallError, RetryableError
 from chainfleet.limits import ModelLimiter, Reservation, estimate_tokens
 from chainfleet.limits.headers import parse_rate_limits
 from chainfleet.pipeline import Stage
-from chainfleet.providers import CompletionRequest, Provider
+from chainfleet.providers import Completion, CompletionRequest, Provider
 from chainfleet.store.runstore import CallRow
 from chainfleet.store.stats import StageStats
 
@@ -200,43 +200,13 @@ class Calls:
         caller = batch(key_parts) if batch is not None else None
         limiter = self.ctx.limits.of(spec) if caller is None else None
         estimate = estimate_tokens((request.system or "") + request.prompt, model) + request.max_tokens
-        health = self.ctx.health if caller is None else None  # a batch job has its own watcher
-        endpoint = endpoint_of(provider)
+        endpoint = endpoint_of(provider) if caller is None else None  # a batch job has its own watcher
 
         async def call(record: Attempt) -> Call:
-            reservation = None
-            if limiter is not None:
-                reservation = await limiter.acquire(estimate)
-                record.limiter_wait = reservation.limiter_wait
-                record.cooldown_wait = reservation.cooldown_wait
-                self.ctx.stats.limiter_seconds += reservation.limiter_wait
-                self.ctx.stats.cooldown_seconds += reservation.cooldown_wait
-            record.started = started = self.ctx.clock.now()
-            try:
-                completion = await (provider.complete(request) if caller is None else caller(request))
-            except CallError as exc:
-                down = health.failed(endpoint, exc) if health is not None else None
-                if self.ctx.adaptive is not None:
-                    busy = exc.kind in ("rate_limited", "overloaded")
-                    await self.ctx.adaptive.observe(ok=False, overloaded=busy, latency=None)
-                if limiter is not None and reservation is not None:
-                    self._refused_or_failed(limiter, reservation, exc, record.number)
-                if down is not None:
-                    raise down from exc
-                raise
-            except BaseException:  # cancelled: a slow-start probe must not hold the others
-                if limiter is not None and reservation is not None:
-                    limiter.failed(reservation)
-                raise
-            if health is not None:
-                health.ok(endpoint)
-            if self.ctx.adaptive is not None:
-                latency = self.ctx.clock.now() - started
-                await self.ctx.adaptive.observe(ok=True, overloaded=False, latency=latency)
-            if limiter is not None and reservation is not None:
-                limiter.observe(parse_rate_limits(completion.headers, time.time()))
-                limiter.settle(reservation, completion.input_tokens + completion.output_tokens)
-            self.ctx.stats.cached_tokens += completion.cached_tokens
+            async def send() -> Completion:
+                return await (provider.complete(request) if caller is None else caller(request))
+
+            completion = await self.metered(limiter, estimate, record, send, endpoint=endpoint)
             return completion.text, completion.input_tokens, completion.output_tokens
 
         def repair(problem: str, reply: str) -> Prepared:
@@ -253,6 +223,56 @@ class Calls:
             cacheable=cacheable,
             repair=repair if request.schema is not None else None,
         )
+
+    async def metered(
+        self,
+        limiter: ModelLimiter | None,
+        estimate: int,
+        record: Attempt,
+        send: Callable[[], Awaitable[Completion]],
+        *,
+        endpoint: str | None = None,
+    ) -> Completion:
+        """One attempt through ``limiter`` (None: unmetered): wait for ``estimate`` tokens, make
+        the call with ``send``, tell the adaptive gate how it went, learn the limits from the
+        headers and settle the tokens really used. A 429 closes the cooldown gate; a streak of
+        connection failures to ``endpoint`` stops the run (:mod:`chainfleet.limits.health`). The
+        user's own chains (:mod:`chainfleet.code.gateway`) send their HTTP requests through here too."""
+        health = self.ctx.health if endpoint is not None else None
+        reservation = None
+        if limiter is not None:
+            reservation = await limiter.acquire(estimate)
+            record.limiter_wait = reservation.limiter_wait
+            record.cooldown_wait = reservation.cooldown_wait
+            self.ctx.stats.limiter_seconds += reservation.limiter_wait
+            self.ctx.stats.cooldown_seconds += reservation.cooldown_wait
+        record.started = started = self.ctx.clock.now()
+        try:
+            completion = await send()
+        except CallError as exc:
+            down = health.failed(endpoint, exc) if health is not None and endpoint is not None else None
+            if self.ctx.adaptive is not None:
+                busy = exc.kind in ("rate_limited", "overloaded")
+                await self.ctx.adaptive.observe(ok=False, overloaded=busy, latency=None)
+            if limiter is not None and reservation is not None:
+                self._refused_or_failed(limiter, reservation, exc, record.number)
+            if down is not None:
+                raise down from exc
+            raise
+        except BaseException:  # cancelled: a slow-start probe must not hold the others
+            if limiter is not None and reservation is not None:
+                limiter.failed(reservation)
+            raise
+        if health is not None and endpoint is not None:
+            health.ok(endpoint)
+        if self.ctx.adaptive is not None:
+            latency = self.ctx.clock.now() - started
+            await self.ctx.adaptive.observe(ok=True, overloaded=False, latency=latency)
+        if limiter is not None and reservation is not None:
+            limiter.observe(parse_rate_limits(completion.headers, time.time()))
+            limiter.settle(reservation, completion.input_tokens + completion.output_tokens)
+        self.ctx.stats.cached_tokens += completion.cached_tokens
+        return completion
 
     def _refused_or_failed(
         self, limiter: ModelLimiter, reservation: Reservation, exc: CallError, attempt: int

@@ -204,6 +204,9 @@ class RunContext:
     provider_overrides: dict[str, Provider] = field(default_factory=dict)
     #: connection-failure streaks per endpoint: a dead base URL stops the run
     health: EndpointHealth | None = None
+    #: the user's own chains (chainfleet.code): paths called that no limiter knows -> calls
+    #: (passed through unlimited; the report warns of them)
+    passthrough: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def local(

@@ -1,5 +1,6 @@
 """The output folder: results.jsonl, one markdown file per item, report.json, report.md,
-report.html and timeline.png; and :func:`rewrite_output`, which renders them again from the run
+report.html and timeline.png, and ``logs/<item>.log`` for items that have a log (the traceback of
+the user's own chain); and :func:`rewrite_output`, which renders them again from the run
 store alone (``chainfleet report``).
 
 File names for items are made safe whatever the id or topic holds: only ``[a-z0-9-]``, no path
@@ -132,6 +133,8 @@ def write_output(
         parquet=parquet,
     )
     kill_point("output-results")  # tests: results.jsonl written, the reports not yet
+    if store is not None:
+        _write_logs(out / "logs", store, report.run_id)
     if report_json:
         write_atomic(out / "report.json", report.to_json() + "\n")
     write_atomic(out / "report.md", report.to_markdown())
@@ -160,6 +163,14 @@ def output_complete(out: Path, run: Mapping[str, Any]) -> bool:
         while chunk := results.read(1 << 20):
             lines += chunk.count(b"\n")
     return lines == sum(int(count) for count in (run.get("items") or {}).values())
+
+
+def _write_logs(folder: Path, store: RunStore, run_id: str) -> None:
+    """``logs/<item>.log``: each item's log (the traceback of the user's own chain, a child's
+    stderr), for the items that have one."""
+    for item_id, text in store.journal.logs(run_id):
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / f"{safe_name(item_id)}.log", text)
 
 
 def _write_timeline(path: Path, report: RunReport) -> Path | None:

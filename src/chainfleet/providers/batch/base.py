@@ -126,4 +126,3 @@ class BatchAdapter:
 
     async def aclose(self) -> None:
         """Release what the adapter holds (the provider closes its own client)."""
-
