@@ -39,6 +39,7 @@ import difflib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 from collections.abc import Collection, Mapping
@@ -46,15 +47,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chainfleet.code.proxy import Proxy, child_env
 from chainfleet.errors import CallError, ConfigError
+from chainfleet.inputs import InputSource, open_input
 from chainfleet.redact import clip
+from chainfleet.report.output import safe_name
 
 __all__ = [
     "ChildResult",
     "CommandFailed",
     "CommandTemplate",
     "CommandTimedOut",
+    "CommandWork",
     "judge",
+    "open_items",
     "run_child",
     "stderr_tail",
 ]
@@ -261,3 +267,69 @@ def judge(child: ChildResult, *, output_file: str | None, timeout: float | None 
             f"cannot be read: {exc.strerror or exc}",
             status=0,
         ) from None
+
+
+def open_items(template: CommandTemplate, input_file: str, *, output_file: str | None) -> InputSource:
+    """The input for ``template``, every placeholder checked against its fields (exit 2 before
+    anything runs). A text file's line becomes the field the command names first (``{topic}``
+    on topics.txt), or ``input`` when it names none."""
+    named = [name for name in placeholders_in([*template.argv, output_file or ""]) if name != "id"]
+    source = open_input(input_file, input_field=named[0] if named else "input")
+    extra = [output_file] if output_file else []
+    if source.format == "txt" and len(named) > 1:
+        try:
+            template.check_fields(source.fields or (), where=input_file, extra=extra)
+        except ConfigError as exc:
+            more = f"; a text file's line is the one field {{{named[0]}}}: use CSV or JSONL for more"
+            raise ConfigError(exc.reason + more, where=input_file) from None
+    elif source.fields is not None:
+        template.check_fields(source.fields, where=input_file, extra=extra)
+    else:  # JSONL: the first object says which fields there are, with a did-you-mean
+        first = next(iter(source), None)
+        if first is not None:
+            template.check_fields(first.fields, where=f"{input_file}:{first.line}", extra=extra)
+    source.scan(required=named)
+    return source
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandWork:
+    """The command door's work for one item: start the child with the proxy's base URLs for
+    the item's token, wait for it, keep its whole stderr in the item's log, and return its
+    output (or raise :class:`CommandFailed`).
+
+    ``stdin`` gives the child the item's fields as one JSON object on its standard input;
+    ``output_file`` is a pattern (``out/{id}.md``) naming the file that holds the output;
+    ``timeout`` (seconds) ends a child that runs longer; ``logs`` is the folder of item logs."""
+
+    template: CommandTemplate
+    proxy: Proxy
+    stdin: bool = False
+    output_file: str | None = None
+    timeout: float | None = None
+    cwd: str | None = None
+    logs: Path | None = None
+
+    async def run_item(self, item: dict[str, Any], fleet: Any) -> str:
+        """The work function the runner calls (``async def work(item: dict, fleet)``)."""
+        return await self(item, fleet.item.id, fleet.scope)
+
+    async def __call__(self, fields: Mapping[str, Any], item_id: str, scope: Any) -> str:
+        argv = self.template.fill(fields, item_id=item_id)
+        data = json.dumps(fields, ensure_ascii=False).encode() if self.stdin else None
+        env = child_env(os.environ, {})
+        with self.proxy.admit(scope) as proxied:
+            env.update(proxied)
+            child = await run_child(argv, env=env, stdin=data, timeout=self.timeout, cwd=self.cwd)
+        self.keep_log(item_id, argv, child)
+        output_file = fill_text(self.output_file, fields, item_id=item_id) if self.output_file else None
+        return judge(child, output_file=output_file, timeout=self.timeout)
+
+    def keep_log(self, item_id: str, argv: list[str], child: ChildResult) -> None:
+        """The item's log: the command as run, how it ended, and its whole stderr."""
+        if self.logs is None:
+            return
+        self.logs.mkdir(parents=True, exist_ok=True)
+        ended = "timed out" if child.timed_out else f"exit code {child.returncode}"
+        head = f"$ {shlex.join(argv)}\n# {ended}\n# stderr:\n".encode()
+        (self.logs / f"{safe_name(item_id)}.log").write_bytes(head + child.stderr)

@@ -52,7 +52,16 @@ from aiohttp import web
 from chainfleet.errors import CallError
 from chainfleet.redact import clip
 
-__all__ = ["KNOWN_PATHS", "PLACEHOLDER_KEY", "Proxy", "Send", "Upstreams", "child_env", "pass_through"]
+__all__ = [
+    "KNOWN_PATHS",
+    "PLACEHOLDER_KEY",
+    "Proxy",
+    "Send",
+    "Upstreams",
+    "child_env",
+    "gateway_send",
+    "pass_through",
+]
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +135,13 @@ class Upstreams:
 def is_anthropic(headers: Mapping[str, str]) -> bool:
     """Whether a request speaks Anthropic's API (its SDKs always send ``anthropic-version``)."""
     return "anthropic-version" in headers or "x-api-key" in headers
+
+
+async def gateway_send(scope: Any, request: httpx.Request) -> httpx.Response:
+    """The run's ``send``: the item's :class:`~chainfleet.code.gateway.Gateway` (its scope's)
+    answers, from the journal or through the run's limits and retries."""
+    response: httpx.Response = await scope.gateway.send(scope, request)
+    return response
 
 
 def pass_through(client: httpx.AsyncClient) -> Send:
