@@ -18,6 +18,7 @@ if _sys.argv and _sys.argv[0].endswith("chainfleet"):  # the command: Ctrl-C whi
 from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 
 from chainfleet.clock import Clock, SystemClock, VirtualClock
+from chainfleet.code import Fleet, ReviewDecision, http_client
 from chainfleet.config import RunSettings
 from chainfleet.errors import (
     AuthFailed,
@@ -67,6 +68,7 @@ __all__ = [
     "ConnectionFailed",
     "ContentFiltered",
     "FatalError",
+    "Fleet",
     "InputError",
     "InputSource",
     "InvalidOutput",
@@ -83,6 +85,7 @@ __all__ = [
     "RateLimited",
     "RetryPolicy",
     "RetryableError",
+    "ReviewDecision",
     "RunReport",
     "RunSettings",
     "Runner",
@@ -94,6 +97,7 @@ __all__ = [
     "__version__",
     "arun",
     "assess",
+    "http_client",
     "items_from",
     "open_input",
     "run",

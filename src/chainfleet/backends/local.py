@@ -1,10 +1,13 @@
-"""The local backend: a chain's stages run here, on this event loop, one after the other."""
+"""The local backend: a chain's stages run here, on this event loop, one after the other; or,
+for a code pipeline (the user's own chain, :meth:`Pipeline.from_function`), its function does
+(:class:`~chainfleet.code.work.CodeWork`)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from chainfleet.chain.stage import StageExecutor
+from chainfleet.code.work import CodeWork
 
 if TYPE_CHECKING:
     from chainfleet.chain.context import RunContext
@@ -19,19 +22,25 @@ class LocalBackend:
     name = "local"
 
     def __init__(self) -> None:
-        self.executor: StageExecutor | None = None
+        self.executor: StageExecutor | CodeWork | None = None
 
     async def start(self, ctx: RunContext, concurrency: int) -> None:
-        self.executor = StageExecutor(ctx)
+        self.executor = self._executor(ctx)
+
+    @staticmethod
+    def _executor(ctx: RunContext) -> StageExecutor | CodeWork:
+        return CodeWork(ctx) if ctx.pipeline.work is not None else StageExecutor(ctx)
 
     async def advance(self, ctx: RunContext, chain: Chain) -> None:
-        """Run the chain's remaining stages; record the first failure on the chain."""
+        """Run the chain's remaining stages (or its function); record the first failure on the
+        chain."""
         if self.executor is None:
-            self.executor = StageExecutor(ctx)
+            self.executor = self._executor(ctx)
         await self.executor.advance(chain)
 
     async def settle(self, ctx: RunContext) -> None:
         return None  # the limiters are the run's own
 
     async def aclose(self) -> None:
-        return None
+        if isinstance(self.executor, CodeWork):
+            await self.executor.gateway.aclose()

@@ -29,7 +29,7 @@ from chainfleet.errors import CallError, RetryableError
 from chainfleet.limits import ModelLimiter, Reservation, estimate_tokens
 from chainfleet.limits.headers import parse_rate_limits
 from chainfleet.pipeline import Stage
-from chainfleet.providers import CompletionRequest
+from chainfleet.providers import Completion, CompletionRequest
 from chainfleet.store.runstore import CallRow
 from chainfleet.store.stats import StageStats
 
@@ -202,34 +202,10 @@ class Calls:
         estimate = estimate_tokens((request.system or "") + request.prompt, model) + request.max_tokens
 
         async def call(record: Attempt) -> Call:
-            reservation = None
-            if limiter is not None:
-                reservation = await limiter.acquire(estimate)
-                record.limiter_wait = reservation.limiter_wait
-                record.cooldown_wait = reservation.cooldown_wait
-                self.ctx.stats.limiter_seconds += reservation.limiter_wait
-                self.ctx.stats.cooldown_seconds += reservation.cooldown_wait
-            record.started = started = self.ctx.clock.now()
-            try:
-                completion = await (provider.complete(request) if caller is None else caller(request))
-            except CallError as exc:
-                if self.ctx.adaptive is not None:
-                    busy = exc.kind in ("rate_limited", "overloaded")
-                    await self.ctx.adaptive.observe(ok=False, overloaded=busy, latency=None)
-                if limiter is not None and reservation is not None:
-                    self._refused_or_failed(limiter, reservation, exc, record.number)
-                raise
-            except BaseException:  # cancelled: a slow-start probe must not hold the others
-                if limiter is not None and reservation is not None:
-                    limiter.failed(reservation)
-                raise
-            if self.ctx.adaptive is not None:
-                latency = self.ctx.clock.now() - started
-                await self.ctx.adaptive.observe(ok=True, overloaded=False, latency=latency)
-            if limiter is not None and reservation is not None:
-                limiter.observe(parse_rate_limits(completion.headers, time.time()))
-                limiter.settle(reservation, completion.input_tokens + completion.output_tokens)
-            self.ctx.stats.cached_tokens += completion.cached_tokens
+            async def send() -> Completion:
+                return await (provider.complete(request) if caller is None else caller(request))
+
+            completion = await self.metered(limiter, estimate, record, send)
             return completion.text, completion.input_tokens, completion.output_tokens
 
         def repair(problem: str, reply: str) -> Prepared:
@@ -246,6 +222,47 @@ class Calls:
             cacheable=cacheable,
             repair=repair if request.schema is not None else None,
         )
+
+    async def metered(
+        self,
+        limiter: ModelLimiter | None,
+        estimate: int,
+        record: Attempt,
+        send: Callable[[], Awaitable[Completion]],
+    ) -> Completion:
+        """One attempt through ``limiter`` (None: unmetered): wait for ``estimate`` tokens, make
+        the call with ``send``, tell the adaptive gate how it went, learn the limits from the
+        headers and settle the tokens really used. A 429 closes the cooldown gate. The user's
+        own chains (:mod:`chainfleet.code.gateway`) send their HTTP requests through here too."""
+        reservation = None
+        if limiter is not None:
+            reservation = await limiter.acquire(estimate)
+            record.limiter_wait = reservation.limiter_wait
+            record.cooldown_wait = reservation.cooldown_wait
+            self.ctx.stats.limiter_seconds += reservation.limiter_wait
+            self.ctx.stats.cooldown_seconds += reservation.cooldown_wait
+        record.started = started = self.ctx.clock.now()
+        try:
+            completion = await send()
+        except CallError as exc:
+            if self.ctx.adaptive is not None:
+                busy = exc.kind in ("rate_limited", "overloaded")
+                await self.ctx.adaptive.observe(ok=False, overloaded=busy, latency=None)
+            if limiter is not None and reservation is not None:
+                self._refused_or_failed(limiter, reservation, exc, record.number)
+            raise
+        except BaseException:  # cancelled: a slow-start probe must not hold the others
+            if limiter is not None and reservation is not None:
+                limiter.failed(reservation)
+            raise
+        if self.ctx.adaptive is not None:
+            latency = self.ctx.clock.now() - started
+            await self.ctx.adaptive.observe(ok=True, overloaded=False, latency=latency)
+        if limiter is not None and reservation is not None:
+            limiter.observe(parse_rate_limits(completion.headers, time.time()))
+            limiter.settle(reservation, completion.input_tokens + completion.output_tokens)
+        self.ctx.stats.cached_tokens += completion.cached_tokens
+        return completion
 
     def _refused_or_failed(
         self, limiter: ModelLimiter, reservation: Reservation, exc: CallError, attempt: int

@@ -194,6 +194,9 @@ class RunContext:
     t0: float = 0.0
     #: providers given by the caller (the Ray backend sends them to its workers)
     provider_overrides: dict[str, Provider] = field(default_factory=dict)
+    #: the user's own chains (chainfleet.code): paths called that no limiter knows -> calls
+    #: (passed through unlimited; the report warns of them)
+    passthrough: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def local(

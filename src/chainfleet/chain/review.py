@@ -64,6 +64,21 @@ class ReviewHook:
         if self.queue is not None:
             self.queue.enqueue(**entry)
 
+    # -- what the user's own chains call (chainfleet.code.fleet: ``fleet.review``) ---------------
+
+    async def decision(self, item_id: str, stage: str, output: str) -> Entry | None:
+        """The latest entry made on this output of the item at ``stage`` (waiting or decided)."""
+        return await self._match(item_id, stage, output)
+
+    async def take(self, qid: int) -> None:
+        """The run acted on this decision (it can no longer be undone)."""
+        await self._taken(qid)
+
+    async def ask(self, **entry: Any) -> None:
+        """Queue an output for a person; the item waits."""
+        await self._enqueue(**entry)
+        self.parked += 1
+
     # -- what the stage code calls --------------------------------------------------------------
 
     async def context(self, chain: Chain, stage: Stage) -> dict[str, str]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from chainfleet.cli.progress import Progress, output_progress
+from chainfleet.code.target import load_pipeline, target_file
 from chainfleet.config import RunSettings
 from chainfleet.pipeline import Pipeline
 from chainfleet.report.model import RunReport
@@ -57,10 +58,10 @@ def execute(
 
     ``settings`` is what the run's store keeps: the two files' paths and ``cli``, the command's
     options, which a later ``chainfleet resume`` starts the run with again."""
-    pipeline = Pipeline.from_yaml(pipeline_file)
+    pipeline = load_pipeline(pipeline_file)  # a YAML file, or the user's own chain (file.py:fn)
     new_id = new_run_id()
     out_dir = Path(out) if out else Path("runs") / new_id
-    settings = {**settings, "fingerprint": fingerprint(pipeline_file, input_file)}
+    settings = {**settings, "fingerprint": fingerprint(target_file(pipeline_file), input_file)}
     if resume and (line := finished_run(out_dir, settings["fingerprint"])) is not None:
         say(line)
         settle_streams()

@@ -84,7 +84,7 @@ def _settle_killed(out: Path, run_id: str | None) -> tuple[bool, int]:
     admitted. Those are recorded as skipped, read from the run's own input file (none when that
     file is gone or no longer reads), as a run that stops records its rest; resume runs them.
     Its open session is closed as ``killed-unknown``, as the next session of the run would."""
-    from chainfleet.pipeline import Pipeline
+    from chainfleet.code.target import load_pipeline
     from chainfleet.runner.api import as_source
 
     try:
@@ -110,7 +110,7 @@ def _settle_killed(out: Path, run_id: str | None) -> tuple[bool, int]:
             "message": f"not run: the run was killed before admitting it ({out} is resumable)",
         }
         try:
-            source = as_source(input_file, Pipeline.from_yaml(pipeline_file))
+            source = as_source(input_file, load_pipeline(pipeline_file))
             # an item the run recorded keeps its outcome (save_skipped inserts only new ones)
             store.save_skipped(run_id, ((i.index, i.id, i.fields) for i in source), error)
             store.flush()

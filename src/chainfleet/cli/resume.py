@@ -8,6 +8,7 @@ import click
 
 from chainfleet.cli.execute import execute
 from chainfleet.cli.group import cli, config_errors
+from chainfleet.code.target import target_file
 from chainfleet.errors import ConfigError
 from chainfleet.store.folder import open_store, release
 
@@ -43,6 +44,6 @@ def resume_command(out: str, quiet: bool) -> None:
         )
     settings = started_by_cli[-1]
     for key in ("pipeline_file", "input_file"):
-        if not Path(settings[key]).exists():
+        if not Path(target_file(settings[key])).exists():
             raise ConfigError(f"the run's {key.replace('_', ' ')} is gone: {settings[key]}", where=out)
     execute(settings["pipeline_file"], settings["input_file"], out, settings, quiet=quiet, resume=True)

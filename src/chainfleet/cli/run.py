@@ -15,6 +15,7 @@ import click
 from chainfleet.cli.execute import execute
 from chainfleet.cli.group import cli, config_errors
 from chainfleet.cli.options import input_option
+from chainfleet.code.target import resolved
 from chainfleet.errors import ConfigError
 from chainfleet.runner.core import MAX_CONCURRENCY
 
@@ -44,7 +45,7 @@ class ConcurrencyType(_ParamType):
 
 
 @cli.command("run", short_help="Run a pipeline over every item of an input file.")
-@click.argument("pipeline_file", metavar="PIPELINE.yaml", type=click.Path(dir_okay=False))
+@click.argument("pipeline_file", metavar="PIPELINE.yaml|FILE.py:FUNCTION", type=click.Path(dir_okay=False))
 @input_option
 @click.option("--out", "-o", metavar="DIR", help="Output folder [default: runs/<run id>].")
 @click.option(
@@ -193,7 +194,7 @@ def run_command(
     item_files: str,
     parquet: bool,
 ) -> None:
-    """Run PIPELINE.yaml over every item of --input.
+    """Run PIPELINE.yaml (or your own chain, FILE.py:FUNCTION) over every item of --input.
 
     \b
     Examples:
@@ -206,6 +207,7 @@ def run_command(
       chainfleet run examples/content.yaml -i topics.txt --model openai:gpt-4o --max-cost 5
       chainfleet run examples/content.yaml -i topics.txt --backend ray --address auto -c 64
       chainfleet run examples/content.yaml -i topics.txt --model openai:gpt-4o-mini --batch
+      chainfleet run examples/own_chain.py:article -i examples/topics.txt -c 10
 
     Writes results.jsonl, report.json, report.md and one markdown file per item into the
     output folder, and keeps every finished stage result in its run.db as it arrives.
@@ -225,7 +227,7 @@ def run_command(
 
         check_name(limit_group)
     settings = {
-        "pipeline_file": str(Path(pipeline_file).resolve()),
+        "pipeline_file": resolved(pipeline_file),
         "input_file": str(Path(input_file).resolve()),
         "cli": {
             "concurrency": 1 if sequential else concurrency,

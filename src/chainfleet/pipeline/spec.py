@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from chainfleet.errors import ConfigError, PipelineError
 from chainfleet.pipeline.contracts import strict_schema, template_paths, unknown_property
@@ -78,6 +79,9 @@ class Pipeline(BaseModel):
     stages: list[Stage] = Field(min_length=1)
     #: templates render in Jinja2's sandbox; ``false`` trusts them with Python's internals
     sandbox: bool = True
+    #: the user's own chain (issue 20): ``async def fn(item, fleet)`` run once per item instead
+    #: of the stages (see :meth:`from_function` and :mod:`chainfleet.code`); never from YAML
+    work: Any = Field(None, exclude=True)
 
     #: where the pipeline came from (a file path) and its YAML tree, for messages with lines
     _source: str | None = PrivateAttr(None)
@@ -92,6 +96,13 @@ class Pipeline(BaseModel):
     @property
     def source(self) -> str | None:
         return self._source
+
+    @field_validator("work")
+    @classmethod
+    def _check_work(cls, value: Any) -> Any:
+        if value is not None and not callable(value):
+            raise ValueError("is a Python function given with Pipeline.from_function, not a YAML key")
+        return value
 
     def model_post_init(self, __context: Any) -> None:
         """Every check that needs the whole pipeline; all problems found are raised together."""
@@ -293,6 +304,30 @@ class Pipeline(BaseModel):
         pipeline._root = root
         return pipeline
 
+    @classmethod
+    def from_function(
+        cls,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        input: str | None = None,
+        output: Any = None,
+        **settings: Any,
+    ) -> Pipeline:
+        """A pipeline whose work is the user's own chain ``fn``: ``async def fn(item, fleet)``,
+        run once per item with its calls through chainfleet (:mod:`chainfleet.code`). Its one
+        stage, named ``name`` (default: the function's), holds the function's return value,
+        checked against ``output`` (a JSON Schema or a pydantic model) when given. ``input`` is
+        the field a line of a text input becomes (default: the first parameter's name)."""
+        label = name or getattr(fn, "__name__", "") or "chain"
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", label):
+            label = "chain"
+        field = input or _first_parameter(fn) or "input"
+        if field == label:
+            field = "input"
+        stage = Stage(name=label, tool=fn, output=output)
+        return cls(name=label, input=field, work=fn, stages=[stage], **settings)
+
     def with_model(self, model: str) -> Pipeline:
         """A copy whose LLM stages all use ``model`` (each stage's own ``model:`` dropped).
 
@@ -365,6 +400,23 @@ class Pipeline(BaseModel):
             )
         if problems:
             raise ConfigError.gather(problems)
+
+
+def _first_parameter(fn: Callable[..., Any]) -> str | None:
+    """The name of ``fn``'s first parameter, unless it takes the whole item (a dict)."""
+    import inspect
+
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if not parameters:
+        return None
+    first = parameters[0]
+    annotation = str(first.annotation).lower()
+    if any(word in annotation for word in ("dict", "mapping")):
+        return None
+    return first.name
 
 
 def _explain(exc: ValidationError, data: Mapping[str, Any], source: str | None, root: Any) -> PipelineError:

@@ -109,7 +109,7 @@ def build_report(store: RunStore, run_id: str) -> RunReport:
             "cached": totals["cached_tokens"],
         },
         cost_usd=round(totals["cost_usd"], 6) if totals["cost_usd"] is not None and sessions else None,
-        stages={name: _stage_numbers(stages.get(name) or StageStats()) for name in order},
+        stages=_stages(stages, order, order_seen, code=bool(settings.get("code"))),
         waits={
             "limiter_seconds": float(totals["limiter_seconds"]),
             "cooldown_seconds": float(totals["cooldown_seconds"]),
@@ -120,6 +120,8 @@ def build_report(store: RunStore, run_id: str) -> RunReport:
         concurrency_peak=facts.get("concurrency_peak"),
         reused=int(totals["reused"]),
         cache_hits=int(totals["cache_hits"]),
+        replayed=int(totals.get("replayed") or 0),
+        passthrough=dict(facts.get("passthrough") or {}),
         stopped=facts.get("stopped"),
         stopped_kind=facts.get("stopped_kind"),
         input_error=facts.get("input_error"),
@@ -197,6 +199,15 @@ def _stage_calls(store: RunStore, run_id: str) -> tuple[dict[str, StageStats], l
         if status != "ok":
             stage.failed += 1
     return stages, order
+
+
+def _stages(
+    stages: Mapping[str, StageStats], order: list[str], seen: list[str], *, code: bool
+) -> dict[str, dict[str, Any]]:
+    """Each stage's numbers: the pipeline's stages in order; for the user's own chain, the
+    labels its calls had (``fleet.stage``, else the model), in the order they first came."""
+    names = seen if code else order
+    return {name: _stage_numbers(stages.get(name) or StageStats()) for name in names}
 
 
 def _stage_numbers(stage: StageStats) -> dict[str, Any]:

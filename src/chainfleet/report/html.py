@@ -182,7 +182,7 @@ def _split(d: Mapping[str, Any]) -> list[dict[str, str]]:
 
 def _stages(d: Mapping[str, Any], order: Sequence[str] | None) -> list[dict[str, Any]]:
     stages = d.get("stages", {})
-    names = list(order or []) + [s for s in stages if s not in (order or [])]
+    names = [s for s in order or [] if s in stages] + [s for s in stages if s not in (order or [])]
     rows = []
     for name in names:
         s = stages.get(name, {})

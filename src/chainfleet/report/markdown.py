@@ -170,6 +170,16 @@ def _details(d: Mapping[str, Any]) -> list[str]:
             f"- Reused: {d['reused_stage_results']} stage results from the run store (resume), "
             f"{d['cache_hits']} from the response cache"
         )
+    if d.get("replayed_calls"):
+        lines.append(
+            f"- Replayed: {d['replayed_calls']} calls answered from the run's journal (the chain "
+            "ran again: retry pass, resume, review); not sent, not paid"
+        )
+    for path, count in sorted((d.get("unlimited_paths") or {}).items()):
+        lines.append(
+            f"- **Warning**: {count} call{'' if count == 1 else 's'} to `{path}`, an API chainfleet "
+            "cannot read, went through without rate limits or token counts"
+        )
     return lines
 
 
@@ -181,8 +191,10 @@ def _stage_table(d: Mapping[str, Any]) -> list[str]:
         "| stage | calls | failed | p50 s | p95 s | max s |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name in d["stages_order"]:
-        s = d["stages"].get(name, {})
+    stages = d["stages"]
+    names = [n for n in d["stages_order"] if n in stages] + [n for n in stages if n not in d["stages_order"]]
+    for name in names:
+        s = stages.get(name, {})
         lines.append(
             f"| {name} | {s.get('calls', 0)} | {s.get('failed', 0)} | {s.get('p50_seconds', 0):.3f} "
             f"| {s.get('p95_seconds', 0):.3f} | {s.get('max_seconds', 0):.3f} |"

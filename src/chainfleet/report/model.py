@@ -79,6 +79,10 @@ class RunReport:
     concurrency_peak: float | None = None
     #: stage results reused from the store (resume) and answered from the response cache
     reused: int = 0
+    #: calls of the user's own chain answered from its journal (not called, not paid)
+    replayed: int = 0
+    #: the user's own chain: paths no limiter knows, passed through unlimited -> calls
+    passthrough: dict[str, int] = field(default_factory=dict)
     cache_hits: int = 0
     stopped: str | None = None
     #: the kind of the fatal error that stopped the run (``auth_failed`` ...), if one did
@@ -175,6 +179,8 @@ class RunReport:
             "failures": self.failures[:LIST_CAP],
             "quality": {**self.quality_summary(), "per_item": self.quality[:LIST_CAP]},
             "reused_stage_results": self.reused,
+            "replayed_calls": self.replayed,
+            "unlimited_paths": self.passthrough,
             "cache_hits": self.cache_hits,
             "stopped": self.stopped,
             "stopped_kind": self.stopped_kind,

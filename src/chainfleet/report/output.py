@@ -1,5 +1,6 @@
 """The output folder: results.jsonl, one markdown file per item, report.json, report.md,
-report.html and timeline.png; and :func:`rewrite_output`, which renders them again from the run
+report.html and timeline.png, and ``logs/<item>.log`` for items that have a log (the traceback of
+the user's own chain); and :func:`rewrite_output`, which renders them again from the run
 store alone (``chainfleet report``).
 
 File names for items are made safe whatever the id or topic holds: only ``[a-z0-9-]``, no path
@@ -127,6 +128,8 @@ def write_output(
         progress=progress,
         parquet=parquet,
     )
+    if store is not None:
+        _write_logs(out / "logs", store, report.run_id)
     if report_json:
         write_atomic(out / "report.json", report.to_json() + "\n")
     write_atomic(out / "report.md", report.to_markdown())
@@ -134,6 +137,14 @@ def write_output(
     write_atomic(out / "report.html", _html(report, png))
     if store is not None:
         store.set_output(report.run_id, "written")
+
+
+def _write_logs(folder: Path, store: RunStore, run_id: str) -> None:
+    """``logs/<item>.log``: each item's log (the traceback of the user's own chain, a child's
+    stderr), for the items that have one."""
+    for item_id, text in store.journal.logs(run_id):
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / f"{safe_name(item_id)}.log", text)
 
 
 def _write_timeline(path: Path, report: RunReport) -> Path | None:

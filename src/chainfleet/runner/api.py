@@ -33,9 +33,34 @@ from chainfleet.runner.core import Runner, latest_run_id
 from chainfleet.store.folder import open_store, releasing_out
 from chainfleet.store.runstore import RunStore
 
-__all__ = ["Items", "arun", "as_source", "finish_output", "prepare", "run", "with_model"]
+__all__ = [
+    "Items",
+    "Target",
+    "arun",
+    "as_pipeline",
+    "as_source",
+    "finish_output",
+    "prepare",
+    "run",
+    "with_model",
+]
 
 Items = InputSource | Iterable[str | Mapping[str, Any]] | str | os.PathLike[str]
+#: what a run runs: a pipeline, or the user's own chain, ``async def fn(item, fleet)``
+Target = Pipeline | Callable[..., Any]
+
+
+def as_pipeline(target: Target, *, output: Any = None) -> Pipeline:
+    """``target`` as a pipeline: a function (the user's own chain) becomes a code pipeline
+    (:meth:`Pipeline.from_function`, checked as ``chainfleet run file.py:fn`` checks it)."""
+    if isinstance(target, Pipeline):
+        if output is not None:
+            raise ConfigError("output= is for a function's return value; a pipeline's stages have their own")
+        return target
+    from chainfleet.code.target import check_function
+
+    check_function(target, where=getattr(target, "__qualname__", repr(target)))
+    return Pipeline.from_function(target, output=output)
 
 
 def as_source(items: Items, pipeline: Pipeline) -> InputSource:
@@ -95,10 +120,11 @@ def prepare(
 
 @releasing_out
 async def arun(
-    pipeline: Pipeline,
+    pipeline: Target,
     items: Items,
     settings: RunSettings | None = None,
     *,
+    output: Any = None,
     out: str | os.PathLike[str] | None = None,
     clock: Clock | None = None,
     providers: Mapping[str, Provider] | None = None,
@@ -109,6 +135,10 @@ async def arun(
     **options: Any,
 ) -> RunReport:
     """Run ``pipeline`` over ``items`` and return its :class:`RunReport`.
+
+    ``pipeline`` may be the user's own chain instead: ``async def article(topic, fleet)`` (see
+    :mod:`chainfleet.code`), its return value the item's output, checked against ``output``
+    (a JSON Schema or a pydantic model) when given.
 
     ``items`` is a file path (txt, JSONL, CSV), an ``InputSource``, or an iterable of strings or
     mappings. With ``out`` the output folder is written (results.jsonl, one markdown file per
@@ -146,6 +176,7 @@ async def arun(
     extra; without it ``ConfigError`` before any call).
     """
     settings = (settings or RunSettings()).replace(**options)
+    pipeline = as_pipeline(pipeline, output=output)
     if settings.parquet and not parquet_available():
         raise ConfigError(PARQUET_MISSING, where="--parquet")
     if settings.batch:
@@ -211,6 +242,6 @@ def finish_output(
         write_output(Path(out), report, item_files=item_files, progress=progress, parquet=parquet)
 
 
-def run(pipeline: Pipeline, items: Items, settings: RunSettings | None = None, **kwargs: Any) -> RunReport:
+def run(pipeline: Target, items: Items, settings: RunSettings | None = None, **kwargs: Any) -> RunReport:
     """Blocking :func:`arun`, for scripts and notebooks without an event loop of their own."""
     return asyncio.run(arun(pipeline, items, settings, **kwargs))

@@ -272,6 +272,8 @@ class Runner:
             "stopped_kind": _stopped_kind(state),
             "input_error": str(state.input_error) if state.input_error else None,
             "models": models,
+            # the user's own chains: paths passed through unlimited (a warning in the report)
+            "passthrough": dict(self.ctx.passthrough),
         }
 
     def _succeeded_by_model(self) -> dict[str, int]:
@@ -445,6 +447,8 @@ class Runner:
             "models": sorted({self.pipeline.model_for(s) for s in self._stages if not s.is_tool}),
             "stages_order": [s.name for s in self._stages],
             "input_field": self.pipeline.input,
+            # the user's own chain (chainfleet.code): its stages are its calls' labels
+            "code": self.pipeline.work is not None,
             # each stage's server (None: a tool step), for the one-at-a-time estimate
             "servers": servers_of(self.pipeline),
         }

@@ -42,6 +42,7 @@ __all__ = [
     "m005_review",
     "m006_batches",
     "m007_sessions",
+    "m008_journal",
     "migrate",
     "version",
     "why_not_a_store",
@@ -263,6 +264,41 @@ def m007_sessions(db: sqlite3.Connection) -> None:
     )
 
 
+def m008_journal(db: sqlite3.Connection) -> None:
+    """The journal of the user's own chains (issue 20): every model call (and ``fleet.step``)
+    made on behalf of an item, keyed by the item, the hash of the canonical request and how
+    many times that same request occurred earlier in the item's run, so a run that goes again
+    answers it from here; and each item's log (a traceback, a child's stderr). Kept by
+    :mod:`chainfleet.store.journal`."""
+    db.executescript(
+        """
+        CREATE TABLE IF NOT EXISTS journal (
+            run_id TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            hash TEXT NOT NULL,
+            occurrence INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            headers TEXT NOT NULL,
+            body BLOB NOT NULL,
+            stage TEXT,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            saved REAL NOT NULL,
+            PRIMARY KEY (run_id, idx, hash, occurrence)
+        );
+        CREATE TABLE IF NOT EXISTS item_logs (
+            run_id TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            item_id TEXT NOT NULL,
+            written REAL NOT NULL,
+            text TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS item_logs_by_item ON item_logs (run_id, idx);
+        """
+    )
+
+
 #: every migration, in the order applied: an entry's place (from 1) is the version it makes
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
@@ -271,6 +307,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m005_review,
     m006_batches,
     m007_sessions,
+    m008_journal,
 ]
 
 

@@ -27,6 +27,7 @@ from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
+from chainfleet.store.journal import Journal
 from chainfleet.store.migrations import migrate, why_not_a_store
 from chainfleet.store.rows import (
     CallRow,
@@ -69,6 +70,8 @@ class RunStore:
         #: the session that writes here (every call row is tagged with it; see chainfleet.store.sessions)
         self.session = 1
         self.sessions = Sessions(db)
+        #: the journal of code chains' calls and the item logs (see chainfleet.store.journal)
+        self.journal = Journal(db)
         #: (run id, session, its counters now): kept with every commit, so a killed session
         #: leaves the counters of what it committed
         self.session_snapshot: Callable[[], tuple[str, int, dict[str, Any]]] | None = None

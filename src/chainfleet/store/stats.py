@@ -64,6 +64,7 @@ COUNTERS = (
     "repairs",
     "revisions",
     "judge_calls",
+    "replayed",
 )
 
 
@@ -95,6 +96,8 @@ class RunStats:
     repairs: int = 0
     revisions: int = 0
     judge_calls: int = 0
+    #: calls of code chains answered from the journal (issue 20): not called, not paid
+    replayed: int = 0
     admitted: int = 0
     in_flight: int = 0
     done: int = 0
