@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from aiohttp import web
 
@@ -90,7 +90,7 @@ async def through_proxy(url: str, code: str, *, own: dict[str, str]) -> Any:
     """Run ``code`` in a child whose calls go through a pass-through proxy to ``url``; its
     environment has no key or base URL but ``own``."""
     upstreams = Upstreams(openai=f"{url}/v1", anthropic=url, openai_key=KEY, anthropic_key=KEY)
-    async with httpx.AsyncClient() as client, Proxy(pass_through(client), upstreams=upstreams) as proxy:
+    async with httpx2.AsyncClient() as client, Proxy(pass_through(client), upstreams=upstreams) as proxy:
         with proxy.admit("item-1") as proxied:
             assert proxied["OPENAI_BASE_URL"].startswith("http://127.0.0.1:")
             base = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_BASE_URL"))}
@@ -200,8 +200,8 @@ def test_a_streamed_answer_passes_through_as_events() -> None:
 
 
 def test_a_token_that_belongs_to_no_item_is_a_404(sim: SimServerThread) -> None:
-    async def call() -> httpx.Response:
-        async with httpx.AsyncClient() as client, Proxy(pass_through(client)) as proxy:
+    async def call() -> httpx2.Response:
+        async with httpx2.AsyncClient() as client, Proxy(pass_through(client)) as proxy:
             return await client.post(f"http://127.0.0.1:{proxy.port}/nope/v1/chat/completions", json={})
 
     answer = asyncio.run(call())

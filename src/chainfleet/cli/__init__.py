@@ -15,7 +15,8 @@ commands need. The modules, lowest first:
 - ``view`` (the progress display's numbers and text) and ``progress`` (its timer);
 - ``execute``: running a pipeline, shared by ``run`` and ``resume``;
 - one module per command: ``run``, ``resume``, ``compare``, ``demo`` (which prints as
-  ``compare`` does), ``plan``, ``report`` (with ``runs``), ``review``, ``simserver``.
+  ``compare`` does), ``exec`` (any program per item), ``plan``, ``report`` (with ``runs``),
+  ``review``, ``simserver``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main() -> None:
         from chainfleet.cli import (  # noqa: F401 - registers the commands
             compare,
             demo,
+            exec,
             plan,
             report,
             resume,

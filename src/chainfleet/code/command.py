@@ -42,16 +42,18 @@ import re
 import shlex
 import shutil
 import signal
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chainfleet.code.proxy import Proxy, child_env
 from chainfleet.errors import CallError, ConfigError
 from chainfleet.inputs import InputSource, open_input
 from chainfleet.redact import clip
-from chainfleet.report.output import safe_name
+
+if TYPE_CHECKING:
+    from chainfleet.code.fleet import Fleet
 
 __all__ = [
     "ChildResult",
@@ -300,7 +302,7 @@ class CommandWork:
 
     ``stdin`` gives the child the item's fields as one JSON object on its standard input;
     ``output_file`` is a pattern (``out/{id}.md``) naming the file that holds the output;
-    ``timeout`` (seconds) ends a child that runs longer; ``logs`` is the folder of item logs."""
+    ``timeout`` (seconds) ends a child that runs longer; ``cwd`` is where children start."""
 
     template: CommandTemplate
     proxy: Proxy
@@ -308,28 +310,35 @@ class CommandWork:
     output_file: str | None = None
     timeout: float | None = None
     cwd: str | None = None
-    logs: Path | None = None
 
-    async def run_item(self, item: dict[str, Any], fleet: Any) -> str:
-        """The work function the runner calls (``async def work(item: dict, fleet)``)."""
-        return await self(item, fleet.item.id, fleet.scope)
+    async def run_item(self, item: dict[str, Any], fleet: Fleet) -> str:
+        """The work function the runner calls (``async def work(item: dict, fleet)``); the
+        item's log is the run store's (``logs/`` in the output folder)."""
+        scope, it = fleet.scope, fleet.item
 
-    async def __call__(self, fields: Mapping[str, Any], item_id: str, scope: Any) -> str:
+        def log(text: str) -> None:
+            scope.ctx.store.journal.log(scope.ctx.run_id, it.index, it.id, text)
+
+        return await self.run(item, it.id, scope, log=log)
+
+    async def run(
+        self, fields: Mapping[str, Any], item_id: str, scope: Any, *, log: Callable[[str], None] | None = None
+    ) -> str:
+        """Run the child for one item whose calls are ``scope``'s; ``log`` gets its stderr."""
         argv = self.template.fill(fields, item_id=item_id)
         data = json.dumps(fields, ensure_ascii=False).encode() if self.stdin else None
         env = child_env(os.environ, {})
         with self.proxy.admit(scope) as proxied:
             env.update(proxied)
             child = await run_child(argv, env=env, stdin=data, timeout=self.timeout, cwd=self.cwd)
-        self.keep_log(item_id, argv, child)
+        if log is not None and (child.stderr or child.returncode != 0 or child.timed_out):
+            log(log_text(argv, child))
         output_file = fill_text(self.output_file, fields, item_id=item_id) if self.output_file else None
         return judge(child, output_file=output_file, timeout=self.timeout)
 
-    def keep_log(self, item_id: str, argv: list[str], child: ChildResult) -> None:
-        """The item's log: the command as run, how it ended, and its whole stderr."""
-        if self.logs is None:
-            return
-        self.logs.mkdir(parents=True, exist_ok=True)
-        ended = "timed out" if child.timed_out else f"exit code {child.returncode}"
-        head = f"$ {shlex.join(argv)}\n# {ended}\n# stderr:\n".encode()
-        (self.logs / f"{safe_name(item_id)}.log").write_bytes(head + child.stderr)
+
+def log_text(argv: list[str], child: ChildResult) -> str:
+    """What the item's log keeps of one child: the command as run, how it ended, all its stderr."""
+    ended = "timed out and was ended" if child.timed_out else f"exit code {child.returncode}"
+    stderr = child.stderr.decode("utf-8", errors="replace")
+    return f"$ {shlex.join(argv)}\n# {ended}; stderr:\n{stderr}"

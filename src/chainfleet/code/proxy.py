@@ -18,6 +18,10 @@ sends none gets chainfleet's ``OPENAI_API_KEY`` / ``ANTHROPIC_API_KEY`` (a child
 a key to start is given :data:`PLACEHOLDER_KEY`, which counts as none). No header is ever
 logged or put in an error.
 
+A child may label a call's stage with the header ``X-Chainfleet-Stage: research`` (the report,
+progress and timeline show it; the upstream never sees it); else the call is labelled by its
+model.
+
 Answers are streamed back as they arrive (server-sent events included). A path the run cannot
 read (not chat completions, responses, embeddings or messages) still goes through, and is
 remembered in :attr:`Proxy.unknown_paths` for the report's warning. A call the upstream never
@@ -46,9 +50,10 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-import httpx
+import httpx2
 from aiohttp import web
 
+from chainfleet.code.gateway import STAGE
 from chainfleet.errors import CallError
 from chainfleet.redact import clip
 
@@ -75,9 +80,20 @@ OPENAI_URL, ANTHROPIC_URL = "https://api.openai.com/v1", "https://api.anthropic.
 #: without one, and the proxy drops it (a child's real key goes through as it is)
 PLACEHOLDER_KEY = "chainfleet-proxy"
 
+#: the header a child may send to label a call's stage (``research``); the upstream never sees it
+STAGE_HEADER = "x-chainfleet-stage"
+
 #: request headers that belong to one hop, or that the proxy sets itself
 HOP_REQUEST = frozenset(
-    {"host", "connection", "content-length", "transfer-encoding", "accept-encoding", "keep-alive"}
+    {
+        "host",
+        "connection",
+        "content-length",
+        "transfer-encoding",
+        "accept-encoding",
+        "keep-alive",
+        STAGE_HEADER,
+    }
 )
 #: response headers the proxy must not copy: it streams decoded bytes in chunks of its own
 HOP_RESPONSE = frozenset(
@@ -85,7 +101,7 @@ HOP_RESPONSE = frozenset(
 )
 
 #: what answers one rewritten request for one item: the run's gateway, or plain forwarding
-Send = Callable[[Any, httpx.Request], Awaitable[httpx.Response]]
+Send = Callable[[Any, httpx2.Request], Awaitable[httpx2.Response]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,17 +153,17 @@ def is_anthropic(headers: Mapping[str, str]) -> bool:
     return "anthropic-version" in headers or "x-api-key" in headers
 
 
-async def gateway_send(scope: Any, request: httpx.Request) -> httpx.Response:
+async def gateway_send(scope: Any, request: httpx2.Request) -> httpx2.Response:
     """The run's ``send``: the item's :class:`~chainfleet.code.gateway.Gateway` (its scope's)
     answers, from the journal or through the run's limits and retries."""
-    response: httpx.Response = await scope.gateway.send(scope, request)
+    response: httpx2.Response = await scope.gateway.send(scope, request)
     return response
 
 
-def pass_through(client: httpx.AsyncClient) -> Send:
+def pass_through(client: httpx2.AsyncClient) -> Send:
     """A ``send`` that forwards each request as it is, streaming the answer (no run)."""
 
-    async def send(scope: Any, request: httpx.Request) -> httpx.Response:
+    async def send(scope: Any, request: httpx2.Request) -> httpx2.Response:
         return await client.send(request, stream=True)
 
     return send
@@ -220,18 +236,24 @@ class Proxy:
         if path.rstrip("/") not in KNOWN_PATHS:
             self.unknown_paths.add(path)
         anthropic = is_anthropic(request.headers)
-        upstream = httpx.Request(
+        upstream = httpx2.Request(
             request.method,
             self._upstreams.url(path, request.query_string, anthropic=anthropic),
             headers=self._upstreams.headers(request.headers, anthropic=anthropic),
             content=await request.read(),
         )
+        label = STAGE.set(request.headers.get(STAGE_HEADER) or STAGE.get())
         try:
             answer = await self._send(scope, upstream)
         except CallError as exc:  # retries spent, or the upstream refused for good
             return _error(exc.status or 502, str(exc), exc.kind)
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             return _error(502, f"the upstream could not be reached: {type(exc).__name__}", "upstream_error")
+        except Exception as exc:  # a fault of chainfleet's own: the child hears of it, the run goes on
+            log.exception("the proxy could not answer a call")
+            return _error(500, f"chainfleet's proxy failed: {type(exc).__name__}: {exc}", "proxy_error")
+        finally:
+            STAGE.reset(label)
         try:
             return await _relay(request, answer)
         finally:
@@ -248,7 +270,7 @@ def child_env(base: Mapping[str, str], proxied: Mapping[str, str]) -> dict[str, 
     return env
 
 
-async def _relay(request: web.Request, answer: httpx.Response) -> web.StreamResponse:
+async def _relay(request: web.Request, answer: httpx2.Response) -> web.StreamResponse:
     """Copy ``answer`` to the child as it arrives (an SSE stream chunk by chunk)."""
     response = web.StreamResponse(status=answer.status_code, reason=answer.reason_phrase or None)
     for name, value in answer.headers.multi_items():
@@ -259,7 +281,7 @@ async def _relay(request: web.Request, answer: httpx.Response) -> web.StreamResp
     try:
         async for chunk in chunks:
             await response.write(chunk)
-    except httpx.HTTPError as exc:  # the upstream dropped mid-answer: the child sees a cut stream
+    except httpx2.HTTPError as exc:  # the upstream dropped mid-answer: the child sees a cut stream
         log.warning("the upstream answer was cut: %s", type(exc).__name__)
         return response
     await response.write_eof()
