@@ -292,3 +292,68 @@ def test_a_chain_that_never_calls_a_model(sim: SimServerThread, tmp_path: Path, 
         "3: heat pumps\n",
     ]
     assert sim.stats()["calls"] == 0
+
+
+MIXED_CHAIN = """\
+import pathlib, sys
+import anthropic, openai
+
+topic = sys.argv[1]
+stream = openai.OpenAI(max_retries=0).chat.completions.create(
+    model="gpt-4o-mini", messages=[{"role": "user", "content": f"Notes on {topic}"}], stream=True
+)
+notes = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+reply = anthropic.Anthropic(max_retries=0).messages.create(
+    model="claude-3-5-haiku-latest", max_tokens=400, messages=[{"role": "user", "content": notes[:300]}]
+)
+try:
+    openai.OpenAI(max_retries=0).batches.list()
+except openai.APIError:
+    pass
+with open("texts.txt", "a") as texts:
+    texts.write(repr((notes, reply.content[0].text)) + "\\n")
+first = pathlib.Path(f"failed-once-{topic}")
+if not first.exists():
+    first.write_text("x")
+    sys.exit("the first run of each item fails after its calls")
+print(reply.content[0].text, end="")
+"""
+
+
+def test_the_retry_pass_replays_streams_and_anthropic_calls_from_the_journal(
+    sim: SimServerThread, tmp_path: Path
+) -> None:
+    """Each item fails once after its calls; the retry pass runs it again and every call is
+    answered from the journal (the stream as the same events); an unknown path goes through
+    with a warning in the report."""
+    topics = tmp_path / "topics.txt"
+    topics.write_text("tea\ncocoa\n")
+    chain = script(tmp_path, "chain.py", MIXED_CHAIN)
+    out = tmp_path / "out"
+    anthropic_env = {"ANTHROPIC_BASE_URL": sim.url, "ANTHROPIC_API_KEY": KEY}
+
+    proc = chainfleet(
+        sim,
+        "exec",
+        "-i",
+        str(topics),
+        "-o",
+        str(out),
+        "-q",
+        "--",
+        sys.executable,
+        str(chain),
+        "{topic}",
+        cwd=tmp_path,
+        **anthropic_env,
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    assert [row["status"] for row in results(out)] == ["succeeded"] * 2
+    assert sim.stats()["ok"] == 4  # one stream and one message per item, each made once
+    texts = (tmp_path / "texts.txt").read_text().splitlines()
+    assert len(texts) == 4 and sorted(texts)[0::2] == sorted(texts)[1::2]  # replays read alike
+    data = report(out)
+    assert data["replayed_calls"] == 6  # the pass-through calls are journaled too
+    assert data["unlimited_paths"] == {"/v1/batches": 2}  # really made once per item
+    assert "`/v1/batches`, an API chainfleet cannot read" in (out / "report.md").read_text()
