@@ -84,6 +84,11 @@ STAGE = "command"
     "--tpm", type=click.FloatRange(min=0, min_open=True), metavar="N", help="Tokens per minute, per model."
 )
 @click.option(
+    "--limit-group",
+    metavar="NAME",
+    help="Share each model's request budget with every other job on this machine given the same NAME.",
+)
+@click.option(
     "--max-attempts",
     type=click.IntRange(min=1),
     default=4,
@@ -113,6 +118,7 @@ def exec_command(
     compare: bool,
     rpm: float | None,
     tpm: float | None,
+    limit_group: str | None,
     max_attempts: int,
     retry_passes: int,
     resume: bool,
@@ -143,6 +149,10 @@ def exec_command(
         raise ConfigError("--resume needs the --out folder of the run to continue")
     if compare and resume:
         raise ConfigError("--compare runs the items twice from the start; it cannot --resume")
+    if limit_group is not None:
+        from chainfleet.limits.group import check_name
+
+        check_name(limit_group)
     spec = {
         "command": list(command),
         "stdin": use_stdin,
@@ -155,6 +165,7 @@ def exec_command(
         "max_concurrency": concurrency,
         "rpm": rpm,
         "tpm": tpm,
+        "limit_group": limit_group,
         "model": None,
         "max_attempts": max_attempts,
         "retry_passes": retry_passes,
@@ -206,7 +217,7 @@ def compare_exec(settings: dict[str, Any], out: str | None, *, quiet: bool) -> N
         raise ConfigError("a comparison needs a parallel run: give -c N with N of at least 2")
     pipeline, proxy = exec_pipeline(settings["exec"], settings["input_file"])
     out_dir = Path(out) if out else Path("runs") / f"compare-{new_run_id()}"
-    limits = {key: options[key] for key in ("rpm", "tpm", "max_attempts", "retry_passes")}
+    limits = {key: options[key] for key in ("rpm", "tpm", "limit_group", "max_attempts", "retry_passes")}
     say(f"Running {shlex.join(settings['exec']['command'])} over each item: one at a time, then {n} at once.")
 
     async def both() -> CompareReport:
