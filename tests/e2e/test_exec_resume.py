@@ -156,3 +156,37 @@ def test_compare_runs_one_at_a_time_then_n_at_once(sim: SimServerThread, tmp_pat
     assert data["outputs_identical"] is True
     assert data["sequential"]["items"]["succeeded"] == data["parallel"]["items"]["succeeded"] == 3
     assert sim.stats()["ok"] == 2 * 3 * CALLS  # both runs really called
+
+
+def test_a_second_ctrl_c_ends_the_commands_in_flight(sim: SimServerThread, tmp_path: Path) -> None:
+    topics = tmp_path / "topics.txt"
+    topics.write_text("a\nb\nc\nd\n")
+    chain = tmp_path / "chain.sh"
+    chain.write_text('#!/bin/sh\necho $$ > "pid-$1"\nsleep 60\necho done\n')
+    chain.chmod(0o755)
+    out = tmp_path / "out"
+    proc = start(
+        sim, "exec", "-i", str(topics), "-c", "2", "-o", str(out), "--", str(chain), "{input}", cwd=tmp_path
+    )
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("pid-*"))) < 2:
+        assert time.monotonic() < deadline, "the commands did not start"
+        time.sleep(0.05)
+
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)  # the first one is taken before the second comes (no assertion on time)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+
+    assert proc.returncode == 130, stderr
+    for pid_file in tmp_path.glob("pid-*"):
+        pid = int(pid_file.read_text())
+        assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"command {pid} still runs"
+    assert [row["status"] for row in results(out)].count("succeeded") == 0
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
