@@ -254,13 +254,16 @@ class Progress:
         # ``in_flight``: chains at the stage now (waiting, calling or backing off); done: its
         # successful attempts
         views = []
-        for stage in runner.pipeline.stages:
-            st = runner.stats.stages.get(stage.name)
+        names = [stage.name for stage in runner.pipeline.stages]
+        if runner.pipeline.work is not None:  # the user's own chain: its calls' labels, as they come
+            names = list(runner.stats.stages)
+        for name in names:
+            st = runner.stats.stages.get(name)
             if st is None:
-                views.append(StageView(stage.name, 0, 0, 0))
+                views.append(StageView(name, 0, 0, 0))
                 continue
             ended = len(st.seconds)
-            views.append(StageView(stage.name, st.in_flight, ended - st.failed, st.calls))
+            views.append(StageView(name, st.in_flight, ended - st.failed, st.calls))
         return views
 
     def _models(self, runner: Runner, tpm: float | None) -> list[ModelView]:

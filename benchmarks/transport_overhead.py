@@ -1,0 +1,121 @@
+"""What the Python door's transport costs over the bare official SDK, against the same server.
+
+Starts ``chainfleet sim-server`` (zero latency, no limits) in its own process, then makes the
+same N calls with the openai SDK at the same concurrency two ways, in one run:
+
+- bare: ``openai.AsyncOpenAI(max_retries=0)``, ``asyncio.gather`` + ``Semaphore``;
+- chainfleet: the user's own chain ``async def research(topic, fleet)`` making the same call
+  with ``fleet.openai()`` (its HTTP through :class:`chainfleet.code.FleetTransport`), run by
+  ``chainfleet.arun`` at ``-c N``: the journal lookup and write (durable before the answer),
+  the limiter, the retry policy, the calls table, the runner, the report.
+
+Prints calls/s for each and the ratio (the share of the bare SDK's throughput kept). With a
+zero-latency server both sides are bound by the client's CPU; against a real model (hundreds
+of ms a call) the difference disappears into the latency.
+
+Run:  python benchmarks/transport_overhead.py [--calls 2000] [--concurrency 50] [--out DIR]
+(``--out`` keeps the run store on disk, as ``chainfleet run`` does: every journal write is then
+committed before its answer goes back; without it the store is a temporary file.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import openai
+
+import chainfleet
+
+KEY = "sim-bench"
+MODEL = "gpt-sim"
+
+
+def start_server() -> tuple[subprocess.Popen[str], str]:
+    exe = Path(sys.executable).parent / "chainfleet"
+    proc = subprocess.Popen([str(exe), "sim-server", "--port", "0"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    match = re.search(r"http://[\d.]+:\d+", line)
+    if not match:
+        proc.kill()
+        raise SystemExit(f"sim-server did not start: {line!r}")
+    return proc, match.group(0)
+
+
+async def bare(url: str, prompts: list[str], concurrency: int) -> float:
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(prompt: str) -> str:
+        async with sem:
+            reply = await client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": prompt}], max_tokens=200
+            )
+            return str(reply.choices[0].message.content)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(p) for p in prompts))
+    elapsed = time.perf_counter() - started
+    await client.close()
+    return len(prompts) / elapsed
+
+
+async def through_the_transport(url: str, topics: list[str], concurrency: int, out: Path | None) -> float:
+    async def research(topic: str, fleet: chainfleet.Fleet) -> str:
+        client = fleet.openai(base_url=f"{url}/v1", api_key=KEY)
+        reply = await client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": f"Research {topic}."}], max_tokens=200
+        )
+        return str(reply.choices[0].message.content)
+
+    options: dict[str, Any] = {"out": out, "force": True} if out is not None else {}
+    started = time.perf_counter()
+    report = await chainfleet.arun(research, topics, concurrency=concurrency, check_input=False, **options)
+    elapsed = time.perf_counter() - started
+    assert report.items_succeeded == len(topics), report.summary_lines()
+    return len(topics) / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    proc, url = start_server()
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY"):
+        os.environ.pop(name, None)
+    try:
+        topics = [f"topic {i}" for i in range(args.calls)]
+        prompts = [f"Research {t}." for t in topics]
+        print(f"machine: {platform.platform()}, Python {sys.version.split()[0]}, openai {openai.__version__}")
+        where = f"run store in {args.out}" if args.out else "temporary run store"
+        print(
+            f"{args.calls} calls at concurrency {args.concurrency}, sim-server in its own process, zero latency, {where}"
+        )
+        asyncio.run(bare(url, prompts[:50], args.concurrency))  # warm up connections and imports
+        bare_rate = asyncio.run(bare(url, prompts, args.concurrency))
+        if args.out is not None:
+            shutil.rmtree(args.out, ignore_errors=True)
+        ours = asyncio.run(through_the_transport(url, topics, args.concurrency, args.out))
+        print(f"{'bare SDK':>12} {'transport':>12} {'ratio':>7}")
+        print(f"{bare_rate:>10,.0f}/s {ours:>10,.0f}/s {ours / bare_rate:>7.2f}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
