@@ -17,7 +17,7 @@ import httpx2
 import pytest
 from aiohttp import web
 
-from chainfleet.code.command import run_child
+from chainfleet.code.command import CommandFailed, run_child
 from chainfleet.code.proxy import Proxy, Upstreams, child_env, pass_through
 from chainfleet.sim.server import SimServerSettings, SimServerThread
 
@@ -216,3 +216,16 @@ def test_the_upstream_urls_keep_each_sdks_convention() -> None:
     assert up.url("/v1/chat/completions", "", anthropic=False) == "http://h/v1/chat/completions"
     assert up.url("/v1/messages", "beta=true", anthropic=True) == "http://a/v1/messages?beta=true"
     assert "sk-" not in repr(Upstreams(openai_key="sk-secret-1234567890"))
+
+
+def test_a_script_without_its_hash_bang_line_is_a_clear_failure(tmp_path: Path) -> None:
+    script = tmp_path / "chain.sh"
+    script.write_text("echo hi\n")
+    script.chmod(0o755)
+
+    with pytest.raises(CommandFailed) as caught:
+        asyncio.run(run_child([str(script)], env=os.environ, stdin=None, timeout=None))
+
+    assert str(caught.value) == (
+        "the command could not be started: Exec format error (a script needs a #! line, e.g. #!/bin/sh)"
+    )

@@ -116,7 +116,8 @@ def test_ctrl_c_lets_the_commands_finish_then_resume_goes_on(
     sim: SimServerThread, tmp_path: Path, run_args: list[str]
 ) -> None:
     out = tmp_path / "out"
-    proc = start(sim, "exec", *run_args, cwd=tmp_path)
+    relative = [arg if arg != str(tmp_path / "chain.py") else "chain.py" for arg in run_args]
+    proc = start(sim, "exec", *relative, cwd=tmp_path)  # the command's file named from its folder
     wait_for(sim, 4)
 
     proc.send_signal(signal.SIGINT)
@@ -129,7 +130,9 @@ def test_ctrl_c_lets_the_commands_finish_then_resume_goes_on(
     assert finished and len(finished) < ITEMS
     assert settle(sim) == journaled(out)  # the commands in flight finished: every call is kept
 
-    resumed = chainfleet(sim, "resume", str(out), "-q", cwd=tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    resumed = chainfleet(sim, "resume", str(out), "-q", cwd=elsewhere)  # runs where it was started
 
     assert resumed.returncode == 0, resumed.stderr
     assert [row["status"] for row in results(out)] == ["succeeded"] * ITEMS

@@ -236,7 +236,7 @@ def compare_exec(settings: dict[str, Any], out: str | None, *, quiet: bool) -> N
 def exec_pipeline(spec: dict[str, Any], input_file: str) -> tuple[Pipeline, Proxy]:
     """The checked command as a code pipeline whose work runs it per item, and the proxy its
     children's calls go through (not yet started: the run enters it on its event loop)."""
-    template = CommandTemplate.parse(spec["command"])
+    template = CommandTemplate.parse(spec["command"], cwd=spec.get("cwd"))
     source = open_items(template, input_file, output_file=spec["output_file"])
     proxy = Proxy(gateway_send, upstreams=Upstreams.from_env())
     work = CommandWork(

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import errno
 import json
 import os
 import re
@@ -97,8 +98,9 @@ class CommandTemplate:
     argv: tuple[str, ...]
 
     @classmethod
-    def parse(cls, argv: Collection[str]) -> CommandTemplate:
-        """Check the command before anything runs: not empty, its program found."""
+    def parse(cls, argv: Collection[str], *, cwd: str | None = None) -> CommandTemplate:
+        """Check the command before anything runs: not empty, its program found (a relative
+        path is taken from ``cwd``, where the children will start)."""
         words = tuple(argv)
         if not words or not words[0].strip():
             raise ConfigError(
@@ -108,7 +110,7 @@ class CommandTemplate:
         program = words[0]
         if PLACEHOLDER.search(program):
             raise ConfigError(f"the program itself cannot be a placeholder: {clip(program, 80)!r}")
-        if find_program(program) is None:
+        if find_program(program, cwd=cwd) is None:
             where = "no such file" if os.sep in program else "not on PATH"
             raise ConfigError(f"command not found: {clip(program, 80)!r} ({where})")
         return cls(words)
@@ -161,10 +163,11 @@ def unknown_field(name: str, known: Collection[str]) -> str:
     return f"placeholder {{{clip(name, 80)}}} names no field of the input{did}; the fields are {listed}"
 
 
-def find_program(program: str) -> str | None:
-    """The program's path: a path as given (it must be an executable file), else on PATH."""
+def find_program(program: str, *, cwd: str | None = None) -> str | None:
+    """The program's path: a path as given (an executable file; a relative one from ``cwd``),
+    else on PATH."""
     if os.sep in program or (os.altsep and os.altsep in program):
-        path = Path(program)
+        path = Path(cwd or ".") / program
         return str(path) if path.is_file() and os.access(path, os.X_OK) else None
     return shutil.which(program)
 
@@ -192,16 +195,21 @@ async def run_child(
 
     The child gets its own session (process group): the terminal's Ctrl-C reaches chainfleet
     only, and a timeout or a cancellation (the second Ctrl-C) ends the child and everything it
-    started. Cancellation ends the group and is then re-raised."""
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=dict(env),
-        cwd=cwd,
-        start_new_session=True,
-    )
+    started. Cancellation ends the group and is then re-raised. A program that cannot be
+    started (a script without ``#!``, a file gone since the check) is :class:`CommandFailed`."""
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        hint = " (a script needs a #! line, e.g. #!/bin/sh)" if exc.errno == errno.ENOEXEC else ""
+        raise CommandFailed(f"the command could not be started: {exc.strerror or exc}{hint}") from None
     talk = asyncio.ensure_future(process.communicate(stdin))
     try:
         stdout, stderr = await asyncio.wait_for(asyncio.shield(talk), timeout)
@@ -333,7 +341,9 @@ class CommandWork:
             child = await run_child(argv, env=env, stdin=data, timeout=self.timeout, cwd=self.cwd)
         if log is not None and (child.stderr or child.returncode != 0 or child.timed_out):
             log(log_text(argv, child))
-        output_file = fill_text(self.output_file, fields, item_id=item_id) if self.output_file else None
+        output_file = None
+        if self.output_file:  # a relative pattern is where the child wrote it: under its cwd
+            output_file = str(Path(self.cwd or ".") / fill_text(self.output_file, fields, item_id=item_id))
         return judge(child, output_file=output_file, timeout=self.timeout)
 
 

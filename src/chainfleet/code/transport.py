@@ -25,7 +25,6 @@ import httpx2 as httpx
 __all__ = ["CURRENT", "FleetTransport", "Scope", "Sender", "current_scope", "http_client"]
 
 
-
 class Sender(Protocol):
     """What sends a scope's request: :class:`~chainfleet.code.gateway.Gateway`."""
 
