@@ -14,7 +14,9 @@ Both doors of "bring your own chain" end here: the Python door's httpx transport
    headers, shared, ``--limit-group``), the one retry policy (429, 5xx, timeouts, dropped
    connections, every retry-after spelling), the calls table, the stats and the price
    (:class:`chainfleet.chain.calls.Calls`);
-4. journals the answer (a stream whole) and makes it durable before the caller sees it.
+4. journals the answer and makes it durable before the caller sees it; a stream
+   (``stream=True``) goes to the caller as it arrives and is journaled whole at its end
+   (:mod:`chainfleet.code.streams`).
 
 A call that fails for good answers with the provider's last error response, so the user's SDK
 raises what it always raises; a failure without one (a timeout, a dropped connection) is
@@ -30,19 +32,20 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx2 as httpx
 
-from chainfleet.chain.calls import Attempt, Calls, Prepared
+from chainfleet.chain.calls import Attempt, Called, Calls, Prepared
+from chainfleet.code.streams import complete, kept, pass_through
 from chainfleet.code.transport import http_client
 from chainfleet.code.wire import Target, decode_json, read_target, request_hash, usage_of
 from chainfleet.errors import CallError, ConnectionFailed, FatalError, Timeout
-from chainfleet.limits.headers import keep_headers
 from chainfleet.providers import Completion, classify_error, error_fields
 from chainfleet.store.journal import JournalEntry
 
@@ -50,13 +53,10 @@ if TYPE_CHECKING:
     from chainfleet.chain.context import RunContext
     from chainfleet.chain.progress import Chain
 
-__all__ = ["STAGE", "Answer", "Gateway", "ItemScope"]
+__all__ = ["STAGE", "Answer", "Gateway", "ItemScope", "Outgoing"]
 
 #: the stage label of the calls made in this task (``with fleet.stage(...)``; None: none set)
 STAGE: contextvars.ContextVar[str | None] = contextvars.ContextVar("chainfleet_stage", default=None)
-
-#: response headers a replayed answer needs besides those :func:`keep_headers` keeps
-_REPLAYED_HEADERS = ("content-type",)
 
 
 @dataclass(eq=False)
@@ -88,6 +88,23 @@ class ItemScope:
         return STAGE.get() or self.stage or target.model or path
 
 
+@dataclass(eq=False)
+class Outgoing:
+    """One call being made for an item: the request, what it is, its journal key, and what
+    came back (``answer``: "ok" or the last "error"). A stream's ``head`` is where the caller
+    gets the answer as it arrives; ``cut`` is told when a stream breaks midway."""
+
+    request: httpx.Request
+    body: bytes
+    target: Target
+    label: str
+    digest: str
+    occurrence: int
+    answer: dict[str, Answer] = field(default_factory=dict)
+    head: asyncio.Future[httpx.Response] | None = None
+    cut: Callable[[CallError], None] | None = None
+
+
 @dataclass(frozen=True)
 class Answer:
     """What the provider answered to one attempt (the body read whole and decoded)."""
@@ -105,6 +122,8 @@ class Gateway:
         self.calls = Calls(ctx)
         self._upstream = upstream
         self._client: httpx.AsyncClient | None = None
+        #: streamed calls still being read (a task each; kept so none is collected midway)
+        self._tasks: set[asyncio.Future[None]] = set()
 
     @property
     def upstream(self) -> httpx.AsyncBaseTransport:
@@ -133,76 +152,103 @@ class Gateway:
         path = request.url.path
         digest = request_hash(request.method, path, body)
         occurrence = scope.occurrence(digest)
-        run_id, index = self.ctx.run_id, scope.chain.item.index
-        found = self.ctx.store.journal.get(run_id, index, digest, occurrence)
+        found = self.ctx.store.journal.get(self.ctx.run_id, scope.chain.item.index, digest, occurrence)
         if found is not None:
             scope.replayed += 1
             self.ctx.stats.replayed += 1
-            return _response(found.status, found.headers, found.body, request)
+            return complete(found.status, found.headers, found.body, request)
         target = read_target(path, body)
         if target.provider is None:
             self.ctx.passthrough[path] = self.ctx.passthrough.get(path, 0) + 1
-        label = scope.label(target, path)
-        answer: dict[str, Answer] = {}
-        prepared = self._prepared(request, body, target, answer)
-        scope.called += 1
-        stats = self.ctx.stats.stage(label)
-        stats.in_flight += 1
+        out = Outgoing(request, body, target, scope.label(target, path), digest, occurrence)
+        if target.stream:
+            return await self._streamed(scope, out)
         try:
-            called = await self.calls.attempts(scope.chain, label, prepared, stats)
+            called = await self._make(scope, out)
         except CallError as exc:
-            return self._failed(scope, exc, request, answer.get("error"))
-        finally:
-            stats.in_flight -= 1
-        ok = answer["ok"]
-        headers = _kept(ok.headers)
-        entry = JournalEntry(
-            digest,
-            occurrence,
-            "http",
-            ok.status,
-            ok.content,
-            headers,
-            label,
-            called.input_tokens,
-            called.output_tokens,
-        )
-        self.ctx.store.journal.put(run_id, index, entry)
-        await self.ctx.store.durable()
-        return _response(ok.status, headers, ok.content, request)
+            return self._failed(scope, exc, out)
+        ok = out.answer["ok"]
+        await self._journal(scope, out, called)
+        return complete(ok.status, kept(ok.headers), ok.content, request)
 
-    def _prepared(
-        self, request: httpx.Request, body: bytes, target: Target, answer: dict[str, Answer]
-    ) -> Prepared:
-        """The call made ready for :meth:`Calls.attempts`: each attempt goes through the model's
-        limiter (none for an unknown path) and sends a fresh copy of the request."""
-        spec = target.spec
+    async def _streamed(self, scope: ItemScope, out: Outgoing) -> httpx.Response:
+        """A streamed call: the caller gets the answer as it arrives, while the call goes on in
+        a task of its own that reads it whole, settles its tokens and journals it."""
+        out.head = asyncio.get_running_loop().create_future()
+
+        def cut(error: CallError) -> None:
+            scope.failure = error
+
+        out.cut = cut
+
+        async def make() -> None:
+            assert out.head is not None
+            try:
+                called = await self._make(scope, out)
+            except CallError as exc:
+                if out.head.done():  # cut mid-stream: the caller's read fails
+                    scope.failure = exc
+                    return
+                try:
+                    out.head.set_result(self._failed(scope, exc, out))
+                except CallError as raised:
+                    out.head.set_exception(raised)
+                return
+            await self._journal(scope, out, called)
+
+        task = asyncio.ensure_future(make())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        either: list[asyncio.Future[Any]] = [out.head, task]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if not out.head.done():
+            task.result()  # the gateway's own bug: raise it
+        return await out.head
+
+    async def _make(self, scope: ItemScope, out: Outgoing) -> Called:
+        """The call through :meth:`Calls.attempts`: the model's limiter (none for an unknown
+        path), the retry policy, the calls table, the price."""
+        spec = out.target.spec
         limiter = self.ctx.limits.of(spec) if spec is not None else None
 
         async def call(record: Attempt) -> tuple[str, int, int]:
             async def send() -> Completion:
-                return await self._attempt(request, body, target, answer)
+                return await self._attempt(out)
 
-            completion = await self.calls.metered(limiter, target.estimate, record, send)
+            completion = await self.calls.metered(limiter, out.target.estimate, record, send)
             return "", completion.input_tokens, completion.output_tokens
 
-        return Prepared(call=call, key_parts=(), spec=spec, gated=limiter is not None)
+        prepared = Prepared(call=call, key_parts=(), spec=spec, gated=limiter is not None)
+        scope.called += 1
+        stats = self.ctx.stats.stage(out.label)
+        stats.in_flight += 1
+        try:
+            return await self.calls.attempts(scope.chain, out.label, prepared, stats)
+        finally:
+            stats.in_flight -= 1
 
-    async def _attempt(
-        self, request: httpx.Request, body: bytes, target: Target, answer: dict[str, Answer]
-    ) -> Completion:
-        """One attempt upstream; an error answer or a failed connection raises a ``CallError``."""
+    async def _attempt(self, out: Outgoing) -> Completion:
+        """One attempt upstream with a fresh copy of the request; an error answer or a failed
+        connection raises a ``CallError``. A stream's success is passed through as it comes."""
+        request = out.request
         fresh = httpx.Request(
-            request.method, request.url, headers=request.headers, content=body, extensions=request.extensions
+            request.method,
+            request.url,
+            headers=request.headers,
+            content=out.body,
+            extensions=request.extensions,
         )
-        name = target.provider or request.url.host
-        answer.pop("error", None)  # an earlier attempt's error answer is not this one's
+        name = out.target.provider or request.url.host
+        out.answer.pop("error", None)  # an earlier attempt's error answer is not this one's
         try:
             response = await self.upstream.handle_async_request(fresh)
-            try:
-                content = await response.aread()
-            finally:
-                await response.aclose()
+            if out.head is not None and out.cut is not None and response.status_code < 400:
+                content = await pass_through(response, out.head, request, out.cut, name)
+            else:
+                try:
+                    content = await response.aread()
+                finally:
+                    await response.aclose()
         except httpx.TimeoutException as exc:
             raise Timeout(f"{name}: the request timed out") from exc
         except httpx.TransportError as exc:
@@ -217,10 +263,10 @@ class Gateway:
                 headers=response.headers,
                 provider=name,
             )
-            answer["error"] = Answer(response.status_code, response.headers, content)
+            out.answer["error"] = Answer(response.status_code, response.headers, content)
             raise error
-        answer["ok"] = Answer(response.status_code, response.headers, content)
-        usage = usage_of(content, stream=target.stream)
+        out.answer["ok"] = Answer(response.status_code, response.headers, content)
+        usage = usage_of(content, stream=out.target.stream)
         return Completion(
             text="",
             input_tokens=usage.input_tokens,
@@ -229,32 +275,31 @@ class Gateway:
             headers=dict(response.headers),
         )
 
-    def _failed(
-        self, scope: ItemScope, exc: CallError, request: httpx.Request, answer: Answer | None
-    ) -> httpx.Response:
+    async def _journal(self, scope: ItemScope, out: Outgoing, called: Called) -> None:
+        """Keep the answer in the journal, durable before the caller goes on."""
+        ok = out.answer["ok"]
+        entry = JournalEntry(
+            out.digest,
+            out.occurrence,
+            "http",
+            ok.status,
+            ok.content,
+            kept(ok.headers),
+            out.label,
+            called.input_tokens,
+            called.output_tokens,
+        )
+        self.ctx.store.journal.put(self.ctx.run_id, scope.chain.item.index, entry)
+        await self.ctx.store.durable()
+
+    def _failed(self, scope: ItemScope, exc: CallError, out: Outgoing) -> httpx.Response:
         """A call that failed for good: remembered on the scope (and a fatal one stops the run);
         the provider's last error answer goes back to the caller, else the error is raised."""
         exc.item_id = scope.chain.item.id
         scope.failure = exc
         if isinstance(exc, FatalError):
             self.ctx.state.fail(exc)
+        answer = out.answer.get("error")
         if answer is None:
             raise exc
-        return _response(answer.status, _kept(answer.headers), answer.content, request)
-
-
-def _kept(headers: Mapping[str, str]) -> dict[str, str]:
-    """The headers a replayed answer carries: its type, request id and rate-limit headers."""
-    kept = keep_headers(headers)
-    for name in _REPLAYED_HEADERS:
-        if name in headers:
-            kept[name] = headers[name]
-    return kept
-
-
-def _response(
-    status: int, headers: Mapping[str, str], content: bytes, request: httpx.Request
-) -> httpx.Response:
-    """A complete answer the client reads as if it came from the provider (decoded already:
-    no content-encoding, its own length)."""
-    return httpx.Response(status, headers=dict(headers), content=content, request=request)
+        return complete(answer.status, kept(answer.headers), answer.content, out.request)
