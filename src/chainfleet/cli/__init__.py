@@ -14,7 +14,8 @@ table of commands, and imports a command's module only when that command runs, s
 - ``view`` (the progress display's numbers and text) and ``progress`` (its timer);
 - ``execute``: running a pipeline, shared by ``run`` and ``resume``;
 - one module per command: ``run``, ``resume``, ``compare``, ``demo`` (which prints as
-  ``compare`` does), ``plan``, ``report`` (with ``runs``), ``review``, ``simserver``.
+  ``compare`` does), ``exec`` (any program per item), ``plan``, ``report`` (with ``runs``),
+  ``review``, ``simserver``.
 """
 
 from __future__ import annotations

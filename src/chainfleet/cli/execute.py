@@ -26,7 +26,8 @@ import hashlib
 import signal
 import sqlite3
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -58,7 +59,7 @@ __all__ = ["execute", "finished_run", "fingerprint"]
 
 
 def execute(
-    pipeline_file: str,
+    pipeline_file: str | Pipeline,
     input_file: str,
     out: str | None,
     settings: dict[str, Any],
@@ -66,27 +67,43 @@ def execute(
     quiet: bool,
     resume: bool,
     force: bool = False,
+    around: Callable[[], AbstractAsyncContextManager[Any]] | None = None,
 ) -> NoReturn:
-    """Run (or resume) and exit with the run's exit code; shared by ``run`` and ``resume``.
+    """Run (or resume) and exit with the run's exit code; shared by ``run``, ``resume`` and
+    ``exec``.
 
     ``settings`` is what the run's store keeps: the two files' paths and ``cli``, the command's
-    options, which a later ``chainfleet resume`` starts the run with again."""
-    pipeline = load_pipeline(pipeline_file)  # a YAML file, or the user's own chain (file.py:fn)
+    options, which a later ``chainfleet resume`` starts the run with again. A ready
+    ``Pipeline`` (``chainfleet exec``'s) brings its own ``settings["fingerprint"]``; ``around``
+    is entered on the run's event loop around the whole run (``exec``'s local proxy)."""
+    if isinstance(pipeline_file, Pipeline):
+        pipeline = pipeline_file
+    else:  # a YAML file, or the user's own chain (file.py:fn)
+        pipeline = load_pipeline(pipeline_file)
+        settings = {**settings, "fingerprint": fingerprint(target_file(pipeline_file), input_file)}
     new_id = new_run_id()
     out_dir = Path(out) if out else Path("runs") / new_id
-    settings = {**settings, "fingerprint": fingerprint(target_file(pipeline_file), input_file)}
     if resume and (done := finished_run(out_dir, settings["fingerprint"])) is not None:
         _finish_finished(out_dir, done, settings["cli"])
     run_id = None if resume else new_id  # a resume goes on with the run in --out
     options = cli_settings(settings["cli"], run_id=run_id, resume=resume, force=force)
     phases: list[str] = []
     run = _run(pipeline, input_file, out_dir, options, quiet=quiet, saved=settings, phases=phases)
+    if around is not None:
+        run = _within(around, run)
     report = _run_or_exit(run, out_dir, phases)
     stop_at_once(f"as the run ended: stopped; its output in {out_dir}/ is complete")
     _say_outcome(report, out_dir)
     signal_point("summary")  # tests: a signal once the summary is out
     settle_streams()  # a closed terminal or a full /dev/full never changes the exit code
     sys.exit(report.exit_code)
+
+
+async def _within(
+    around: Callable[[], AbstractAsyncContextManager[Any]], run: Coroutine[Any, Any, RunReport]
+) -> RunReport:
+    async with around():
+        return await run
 
 
 def _run_or_exit(run: Coroutine[Any, Any, RunReport], out_dir: Path, phases: list[str]) -> RunReport:

@@ -39,6 +39,7 @@ EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("chainfleet.cli.compare", "Run an input one at a time, then in parallel, and compare."),
     "demo": ("chainfleet.cli.demo", "The classic 3-topic exercise: one at a time vs in parallel."),
+    "exec": ("chainfleet.cli.exec", "Run any program once per item, its model calls through chainfleet."),
     "plan": ("chainfleet.cli.plan", "Expected run times per concurrency, and which limit binds."),
     "report": ("chainfleet.cli.report", "Write a run's output folder again from its run store."),
     "resume": ("chainfleet.cli.resume", "Continue an interrupted or stopped run."),

@@ -18,8 +18,9 @@ from chainfleet.store.folder import open_store, release
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines; only the summary.")
 @config_errors
 def resume_command(out: str, quiet: bool) -> None:
-    """Continue the run in OUT_DIR with the pipeline, input and options it was started with:
-    stage results already finished are not called again; failed items get their retry pass.
+    """Continue the run in OUT_DIR with the pipeline (or `exec` command), input and options it
+    was started with: stage results already finished, and journaled calls, are not called
+    again; failed items get their retry pass.
 
     \b
     Example:
@@ -37,6 +38,10 @@ def resume_command(out: str, quiet: bool) -> None:
             f"{out} --resume",
             where=out,
         )
+    if {"exec", "cli"} <= runs[-1]["settings"].keys():  # started by `chainfleet exec`
+        from chainfleet.cli.exec import resume_exec
+
+        resume_exec(runs[-1]["settings"], out, quiet=quiet)
     started_by_cli = [r["settings"] for r in runs if {"pipeline_file", "cli"} <= r["settings"].keys()]
     if not started_by_cli:
         raise ConfigError(
