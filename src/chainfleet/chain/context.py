@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chainfleet.chain.review import ReviewHook
 from chainfleet.clock import Clock, SystemClock
@@ -194,6 +194,9 @@ class RunContext:
     t0: float = 0.0
     #: providers given by the caller (the Ray backend sends them to its workers)
     provider_overrides: dict[str, Provider] = field(default_factory=dict)
+    #: agent stages' tools from outside the pipeline file (MCP servers), by stage name: each a
+    #: chainfleet.chain.agent.Tool (typed loosely: that module builds on this one)
+    agent_tools: dict[str, list[Any]] = field(default_factory=dict)
 
     @classmethod
     def local(

@@ -10,7 +10,7 @@
   provider is made), and :mod:`~chainfleet.providers.batch`, their batch APIs.
 """
 
-from chainfleet.providers.base import Completion, CompletionRequest, Provider
+from chainfleet.providers.base import Completion, CompletionRequest, Provider, ToolCall
 from chainfleet.providers.pool import ProviderPool
 from chainfleet.providers.registry import ProviderConfig, ProviderFactory, register
 
@@ -21,5 +21,6 @@ __all__ = [
     "ProviderConfig",
     "ProviderFactory",
     "ProviderPool",
+    "ToolCall",
     "register",
 ]

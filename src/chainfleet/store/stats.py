@@ -64,6 +64,8 @@ COUNTERS = (
     "repairs",
     "revisions",
     "judge_calls",
+    "tool_calls",
+    "tool_errors",
 )
 
 
@@ -95,6 +97,9 @@ class RunStats:
     repairs: int = 0
     revisions: int = 0
     judge_calls: int = 0
+    #: an agent's tool calls, and those that gave the model an error result
+    tool_calls: int = 0
+    tool_errors: int = 0
     admitted: int = 0
     in_flight: int = 0
     done: int = 0
