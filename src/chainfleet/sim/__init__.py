@@ -4,7 +4,8 @@ The model (used in-process by the ``sim`` provider, and by the server):
 
 - :mod:`~chainfleet.sim.text`: prose from (seed, model, system, prompt), and token counts;
 - :mod:`~chainfleet.sim.jsonvalue`: a JSON value for a schema;
-- :mod:`~chainfleet.sim.structured`: how a request asks for JSON, and the reply it gets.
+- :mod:`~chainfleet.sim.structured`: how a request asks for JSON, and the reply it gets;
+- :mod:`~chainfleet.sim.agent`: the model playing agent (which tools it calls, then its answer).
 
 ``chainfleet sim-server`` (:mod:`~chainfleet.sim.server`, which maps its parts): the wire formats
 (:mod:`~chainfleet.sim.wire`), one request (:mod:`~chainfleet.sim.call`), rate limits
@@ -18,4 +19,5 @@ benchmarks::
 
     server > batch > wire > limits > window > bucket
     server, batch > faults, settings, stats > call > structured > jsonvalue > text
+    wire > agent > jsonvalue, text
 """
