@@ -74,7 +74,8 @@ class SimProvider(Provider):
             self._failures[key] = nth + 1
         calls: tuple[ToolCall, ...] = ()
         if not failing and request.tools:
-            planned = simagent.next_turn(request.conversation(), request.tools, seed=s.seed)
+            conversation = request.conversation()
+            planned = simagent.next_turn(conversation, request.tools, seed=s.seed, tool_turns=s.tool_turns)
             calls = tuple(ToolCall(c.id, c.name, c.arguments) for c in planned)
         text = "" if failing or calls else self._text(request, key)
         # the latency is the whole service time, like a server's: generating the text is part of it
@@ -100,6 +101,10 @@ class SimProvider(Provider):
         s = self.settings
         user = request.prompt
         if request.messages is not None:  # an agent's answer: made from the prompt and tool results
+            if request.schema is None:
+                return simagent.answer(
+                    request.messages, seed=s.seed, max_tokens=request.max_tokens, model=request.model
+                )
             user = simagent.answer_prompt(request.messages)
         if request.schema is None:
             return sim_text(user, request.system, s.seed, request.max_tokens, request.model)

@@ -46,3 +46,16 @@ async def slow(query: str) -> str:
     CALLS.append(("slow", {"query": query}))
     await asyncio.sleep(30)
     return "late"
+
+
+#: calls of ``counted`` in flight now, and the most seen at once
+IN_FLIGHT = [0, 0]
+
+
+async def counted(query: str) -> str:
+    """Counts how many of its calls run at once."""
+    IN_FLIGHT[0] += 1
+    IN_FLIGHT[1] = max(IN_FLIGHT[1], IN_FLIGHT[0])
+    await asyncio.sleep(0.01)
+    IN_FLIGHT[0] -= 1
+    return "counted"

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from chainfleet import Pipeline, run
+from chainfleet import Completion, CompletionRequest, Pipeline, Provider, run
+from chainfleet.providers import ToolCall
 from conftest import read_results
 from unit.chain import agent_tools
 
@@ -60,14 +61,14 @@ def test_a_tool_that_raises_returns_its_error_to_the_model(tmp_path: Path) -> No
     report = run(pipeline, ["bees [[sim:tool_turns=1]]"], out=tmp_path)
     assert report.items_failed == 0
     stored = turns(tmp_path)
-    assert [row[2:] for row in stored] == [
-        ("assistant", None, False),
-        ("tool", "broken", True),
-        ("assistant", None, False),
-    ]
+    tools = [row for row in stored if row[2] == "tool"]
+    assert tools and all(row[3:] == ("broken", True) for row in tools)
+    assert [row[2] for row in stored][-1] == "assistant"  # then the model answered
     with sqlite3.connect(tmp_path / "run.db") as db:
         message = json.loads(db.execute("SELECT message FROM agent_turns WHERE role = 'tool'").fetchone()[0])
     assert "RuntimeError: the index is offline" in message["content"]
+    (result,) = read_results(tmp_path)
+    assert "broken failed: error: " in result["outputs"]["research"]  # the failure shows in the answer
 
 
 def test_a_pydantic_model_parameter_is_validated_and_passed_as_the_model(tmp_path: Path) -> None:
@@ -82,10 +83,12 @@ def test_a_timeout_is_an_error_result_after_its_retries(tmp_path: Path) -> None:
     pipeline = agent([{"function": f"{TOOLS}:slow", "timeout": 0.05, "retries": 1}])
     report = run(pipeline, ["bees [[sim:tool_turns=1]]"], out=tmp_path)
     assert report.items_failed == 0
-    assert len(agent_tools.CALLS) == 2  # the call and its one retry
     with sqlite3.connect(tmp_path / "run.db") as db:
-        message = json.loads(db.execute("SELECT message FROM agent_turns WHERE role = 'tool'").fetchone()[0])
-    assert message["is_error"] and "timed out after 0.05 s" in message["content"]
+        rows = db.execute("SELECT message FROM agent_turns WHERE role = 'tool'").fetchall()
+    assert len(agent_tools.CALLS) == 2 * len(rows)  # each call and its one retry
+    for (text,) in rows:
+        message = json.loads(text)
+        assert message["is_error"] and "timed out after 0.05 s" in message["content"]
 
 
 def test_max_turns_fails_the_item_naming_the_stage_and_the_last_tool(tmp_path: Path) -> None:
@@ -116,3 +119,79 @@ def test_a_contract_applies_to_the_final_answer(tmp_path: Path) -> None:
     assert report.items_failed == 0
     (result,) = read_results(tmp_path)
     assert isinstance(result["outputs"]["research"]["facts"], list)
+
+
+class Scripted(Provider):
+    """A model that asks for the calls it is given, one turn each, then answers with what the
+    tools said."""
+
+    kind = "sim"
+
+    def __init__(self, turns: list[list[ToolCall]]) -> None:
+        self.turns = turns
+        self.requests: list[CompletionRequest] = []
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        self.requests.append(request)
+        done = sum(1 for m in request.messages or () if m["role"] == "assistant")
+        if done < len(self.turns):
+            return Completion(text="", tool_calls=tuple(self.turns[done]), input_tokens=5, output_tokens=5)
+        said = [str(m["content"]) for m in request.messages or () if m["role"] == "tool"]
+        return Completion(text=" | ".join(said), input_tokens=5, output_tokens=5)
+
+
+def test_an_unknown_tool_and_bad_arguments_go_back_to_the_model(tmp_path: Path) -> None:
+    model = Scripted([[ToolCall("c1", "serach", {"query": "x"}), ToolCall("c2", "search", {"limit": "many"})]])
+    pipeline = agent([{"function": f"{TOOLS}:search"}])
+    report = run(pipeline, ["bees"], out=tmp_path, providers={"sim": model})
+    assert report.items_failed == 0
+    (result,) = read_results(tmp_path)
+    unknown, bad = result["outputs"]["research"].split(" | ")
+    assert unknown == "error: there is no tool 'serach'; the tools are: search"
+    assert bad.startswith("error: the arguments do not match search's schema: query: Field required; ")
+    assert "limit: Input should be a valid integer" in bad
+    assert agent_tools.CALLS == []  # neither call reached the function
+    assert model.requests[0].tools[0]["name"] == "search"
+
+
+def test_a_tools_concurrency_holds_across_items_and_parallel_calls(tmp_path: Path) -> None:
+    agent_tools.IN_FLIGHT[:] = [0, 0]
+    calls = [ToolCall(f"c{i}", "counted", {"query": str(i)}) for i in range(4)]
+    pipeline = agent([{"function": f"{TOOLS}:counted", "concurrency": 2}], parallel_tools=4)
+    report = run(pipeline, [f"t{i}" for i in range(6)], out=tmp_path, providers={"sim": Scripted([calls])})
+    assert report.items_failed == 0
+    assert agent_tools.IN_FLIGHT[1] == 2  # 24 calls, 6 items x 4 parallel, never more than 2 at once
+
+
+def test_max_tool_calls_is_a_budget_too(tmp_path: Path) -> None:
+    calls = [ToolCall(f"c{i}", "search", {"query": str(i)}) for i in range(3)]
+    pipeline = agent([{"function": f"{TOOLS}:search"}], max_tool_calls=2)
+    report = run(pipeline, ["bees"], out=tmp_path, providers={"sim": Scripted([calls])})
+    assert report.items_failed == 1
+    (result,) = read_results(tmp_path)
+    assert "reached max_tool_calls (2) without an answer" in result["error"]["message"]
+    assert agent_tools.CALLS == []
+
+
+def trajectory(out: Path) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(out / "run.db") as db:
+        return db.execute(
+            "SELECT item_id, stage, seq, turn, role, message, tool, is_error FROM agent_turns "
+            "ORDER BY item_id, stage, seq"
+        ).fetchall()
+
+
+def test_one_at_a_time_and_eight_at_once_give_the_same_trajectories(tmp_path: Path) -> None:
+    pipeline = agent(
+        [{"function": f"{TOOLS}:search"}, {"function": f"{TOOLS}:lookup"}, {"function": f"{TOOLS}:broken"}],
+        gate=[{"min_words": 5}],
+    )
+    topics = [f"topic {i}" for i in range(12)]
+    outcomes = []
+    for width in (1, 8):
+        out = tmp_path / f"c{width}"
+        run(pipeline, topics, out=out, concurrency=width)
+        results = sorted(read_results(out), key=lambda r: r["id"])
+        outcomes.append((trajectory(out), [(r["outputs"], r.get("gates")) for r in results]))
+    assert outcomes[0] == outcomes[1]
+    assert len(outcomes[0][0]) > 3 * len(topics)
