@@ -141,7 +141,8 @@ class Scripted(Provider):
 
 
 def test_an_unknown_tool_and_bad_arguments_go_back_to_the_model(tmp_path: Path) -> None:
-    model = Scripted([[ToolCall("c1", "serach", {"query": "x"}), ToolCall("c2", "search", {"limit": "many"})]])
+    asked = [ToolCall("c1", "serach", {"query": "x"}), ToolCall("c2", "search", {"limit": "many"})]
+    model = Scripted([asked])
     pipeline = agent([{"function": f"{TOOLS}:search"}])
     report = run(pipeline, ["bees"], out=tmp_path, providers={"sim": model})
     assert report.items_failed == 0
