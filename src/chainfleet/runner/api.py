@@ -186,6 +186,7 @@ async def arun(
         on_output=on_output,
         progress=output_progress,
         parquet=settings.parquet,
+        trajectory_chars=settings.trajectory_chars,
     )
     return report
 
@@ -199,6 +200,7 @@ def finish_output(
     on_output: Callable[[], None] | None = None,
     progress: Progress | None = None,
     parquet: bool = False,
+    trajectory_chars: int = 2000,
 ) -> None:
     """Keep the report in the store (for ``chainfleet report``) and write the output folder
     (see :func:`chainfleet.report.output.write_output`); ``on_output`` is called first."""
@@ -208,7 +210,14 @@ def finish_output(
     if out is not None:
         from chainfleet.report.output import write_output
 
-        write_output(Path(out), report, item_files=item_files, progress=progress, parquet=parquet)
+        write_output(
+            Path(out),
+            report,
+            item_files=item_files,
+            progress=progress,
+            parquet=parquet,
+            trajectory_chars=trajectory_chars,
+        )
 
 
 def run(pipeline: Pipeline, items: Items, settings: RunSettings | None = None, **kwargs: Any) -> RunReport:

@@ -11,7 +11,7 @@ import pytest
 
 from chainfleet import Completion, CompletionRequest, Pipeline, Provider, run
 from chainfleet.providers import ToolCall
-from conftest import read_results
+from conftest import read_report, read_results
 from unit.chain import agent_tools
 
 TOOLS = "unit.chain.agent_tools"
@@ -196,3 +196,32 @@ def test_one_at_a_time_and_eight_at_once_give_the_same_trajectories(tmp_path: Pa
         outcomes.append((trajectory(out), [(r["outputs"], r.get("gates")) for r in results]))
     assert outcomes[0] == outcomes[1]
     assert len(outcomes[0][0]) > 3 * len(topics)
+
+
+def test_results_show_each_items_trajectory_clipped_and_the_report_counts_turns_and_tools(
+    tmp_path: Path,
+) -> None:
+    pipeline = agent([{"function": f"{TOOLS}:search"}, {"function": f"{TOOLS}:broken"}])
+    topics = [f"topic {i} [[sim:tool_turns={1 + i % 3}]]" for i in range(6)]
+    run(pipeline, topics, out=tmp_path, trajectory_chars=40)
+    results = read_results(tmp_path)
+    stored = turns(tmp_path)
+    clipped: list[bool] = []
+    for result in results:
+        steps = result["trajectory"]["research"]
+        assert [s["turn"] for s in steps if "text" in s] == list(range(1, len(
+            [s for s in steps if "text" in s]) + 1))  # fmt: skip
+        calls = [c for s in steps for c in s.get("tool_calls", [])]
+        answered = [s for s in steps if "tool" in s]
+        assert [c["id"] for c in calls] == [s["call_id"] for s in answered]
+        assert all(len(s["result"]) <= 40 + len("... (9,999 more characters)") for s in answered)
+        clipped += [s["result"].endswith("more characters)") for s in answered if s["tool"] == "search"]
+        assert "write" not in result["trajectory"]  # a plain stage has none
+    assert clipped and all(clipped)  # every search result is longer than 40 characters
+    report = read_report(tmp_path)["agents"]
+    assert report["stages"]["research"] == {"items": 6, "turns_mean": 3.0, "turns_p95": 4.0, "turns_max": 4}
+    tool_rows = [row for row in stored if row[2] == "tool"]
+    assert report["tools"]["broken"]["errors"] == report["tools"]["broken"]["calls"]
+    assert sum(t["calls"] for t in report["tools"].values()) == len(tool_rows)
+    assert report["tools"]["search"]["errors"] == 0
+    assert "## Agents" in (tmp_path / "report.md").read_text(encoding="utf-8")
