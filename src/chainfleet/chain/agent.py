@@ -34,7 +34,7 @@ import dataclasses
 import functools
 import inspect
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -158,14 +158,10 @@ class Conversation:
 class AgentLoop:
     """Runs the agent stages of one run: see the module docstring."""
 
-    def __init__(
-        self, ctx: RunContext, calls: Calls, extra: Mapping[str, Sequence[Tool]] | None = None
-    ) -> None:
+    def __init__(self, ctx: RunContext, calls: Calls) -> None:
         self.ctx = ctx
         self.calls = calls
         self.turns = AgentTurns(ctx.store)
-        #: tools from outside the pipeline (MCP servers), by stage name
-        self.extra = dict(extra or {})
         #: each tool's own ``concurrency`` cap, shared by every item of the run
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._tools: dict[str, dict[str, Tool]] = {}
@@ -177,7 +173,7 @@ class AgentLoop:
             for settings in stage.tools or ():
                 if settings.function_tool is not None:
                     found[settings.function_tool.name] = PythonTool(settings.function_tool, settings)
-            for tool in self.extra.get(stage.name, ()):
+            for tool in self.ctx.agent_tools.get(stage.name, ()):  # MCP servers' tools
                 found.setdefault(tool.name, tool)
             self._tools[stage.name] = found
         return self._tools[stage.name]

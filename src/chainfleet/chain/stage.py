@@ -117,7 +117,7 @@ class StageExecutor:
         #: makes the calls: limiter, retries, the calls table, prices
         self.calls = Calls(ctx)
         #: runs agent stages (tools:), turn after turn, each turn one of these calls
-        self.agents = AgentLoop(ctx, self.calls, ctx.agent_tools)
+        self.agents = AgentLoop(ctx, self.calls)
         stages = list(ctx.pipeline.stages)
         #: stages whose every try is stored (contracts, gates, and stages a revision re-runs)
         self._tracked = {s.name for s in stages if s.contract is not None or s.checks}

@@ -271,6 +271,11 @@ class Pipeline(BaseModel):
     def _error(self, reason: str, loc: tuple[Any, ...]) -> PipelineError:
         return located(reason, loc, self._source, self._root, [s.name for s in self.stages])
 
+    def problem(self, reason: str, loc: tuple[Any, ...]) -> PipelineError:
+        """A problem found after loading (e.g. an MCP server's listing) at ``loc``, placed like
+        the pipeline's own: ``file:line: stage 'x' (stages[i]), field 'f': reason``."""
+        return self._error(reason, loc)
+
     # -- loading --------------------------------------------------------------------------------
 
     @classmethod

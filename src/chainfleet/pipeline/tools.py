@@ -132,7 +132,6 @@ class McpServer(BaseModel):
     command: list[str] | None = Field(None, min_length=1)
     env: dict[str, str] = {}
     url: str | None = None
-    headers: dict[str, str] = {}
 
     @model_validator(mode="after")
     def _one_transport(self) -> McpServer:
