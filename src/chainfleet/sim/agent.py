@@ -22,7 +22,9 @@ How it plays:
 - each turn makes one or two calls (two are parallel calls), each to a tool drawn by the seed,
   the prompt and the turn: a deterministic subset of the tools;
 - arguments come from the tool's schema (:func:`chainfleet.sim.jsonvalue.generate`), plausible
-  for the prompt and different for each call; an id is ``call_`` and 24 hex digits derived
+  for the prompt and different for each call; a plain string argument named like a search
+  (``query``, ``q``, ``search``, ``term``, ``keywords``, ``topic``, ``question``) is a short query
+  about the prompt's subject ("urban beekeeping key figures"); an id is ``call_`` and 24 hex digits derived
   from the seed, the prompt, the turn and the call's place in it;
 - the answer is generated (:func:`chainfleet.sim.text.generate`) from :func:`answer_prompt`: the
   user prompt with every tool result as a bullet, so the answer depends on what the tools
@@ -60,6 +62,11 @@ _TURNS = re.compile(r"\[\[sim:tool_turns=(\d+)\]\]")
 #: how much of one tool result the answer quotes
 _QUOTE_CHARS = 160
 _NO_ARGUMENTS: dict[str, Any] = {"type": "object", "properties": {}}
+_QUERY_NAMES = frozenset({"query", "q", "search", "search_query", "term", "keywords", "topic", "question"})
+_ASPECTS = ("history", "key figures", "recent studies", "costs", "risks", "open questions", "examples")
+#: what a string schema may say and still take any short text
+_PLAIN_STRING = frozenset({"type", "title", "description", "default", "examples"})
+_WORDS = re.compile(r"[A-Za-z][A-Za-z-]*")
 
 
 @dataclass(frozen=True)
@@ -216,4 +223,19 @@ def _arguments(parameters: Any, prompt: str, seed: int) -> dict[str, Any]:
     if schema.get("type") not in (None, "object") or "properties" not in schema:
         schema = {**schema, "type": "object", "properties": dict(schema.get("properties") or {})}
     value = simjson.generate(schema, prompt=prompt, seed=seed)
-    return value if isinstance(value, dict) else {}
+    if not isinstance(value, dict):
+        return {}
+    for name, sub in (schema.get("properties") or {}).items():
+        if name.lower() in _QUERY_NAMES and isinstance(sub, Mapping) and sub.get("type") == "string":
+            if set(sub) <= _PLAIN_STRING:
+                value[name] = _query(prompt, seed)
+    return value
+
+
+def _query(prompt: str, seed: int) -> str:
+    """A short search query about the prompt's subject: the words after the verb in its first
+    sentence (markers like ``[[sim:...]]`` left out) and an aspect drawn by ``seed``."""
+    first = re.sub(r"\[\[.*?\]\]", "", prompt.strip().splitlines()[0] if prompt.strip() else "")
+    words = _WORDS.findall(re.split(r"[:.?!]", first)[0])[1:6]
+    subject = " ".join(words).lower() or "the topic"
+    return f"{subject} {_ASPECTS[_draw(seed, 'aspect') % len(_ASPECTS)]}"

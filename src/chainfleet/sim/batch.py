@@ -43,8 +43,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from chainfleet.sim import text as simtext
-from chainfleet.sim.call import Call, Failure
+from chainfleet.sim.call import Call, Failure, Reply
 from chainfleet.sim.faults import check_quota, prompt_trigger, status_failure
 from chainfleet.sim.settings import SimServerSettings
 from chainfleet.sim.stats import Stats
@@ -59,7 +58,7 @@ class Host(Protocol):
     """What batch jobs share with the server they run on (:class:`~chainfleet.sim.server.SimServer`).
 
     Its settings (keys, models, seed, quota), its counts (a batch answer is counted like an
-    online one, and spends the same quota) and the model's reply to a call (the same text).
+    online one, and spends the same quota) and the model's answer to a call (the same text or tool calls).
     """
 
     @property
@@ -68,7 +67,7 @@ class Host(Protocol):
     @property
     def counts(self) -> Stats: ...
 
-    def reply(self, call: Call) -> str: ...
+    def respond(self, call: Call) -> Reply: ...
 
 
 class BatchSimSettings(BaseModel):
@@ -441,10 +440,9 @@ class BatchSim:
                 return custom_id, "expired", None
         except Failure as failure:
             return custom_id, "errored", dialect.error(failure)
-        text = self._host.reply(call)  # prose, or JSON for a structured request (as online)
-        tokens = simtext.count_tokens(text)
-        self._host.counts.completed(call, tokens)
-        return custom_id, "succeeded", dialect.answer(call, text, tokens, next(self._numbers))
+        reply = self._host.respond(call)  # prose, JSON or tool calls (as online)
+        self._host.counts.completed(call, reply.tokens)
+        return custom_id, "succeeded", dialect.answer(call, reply, next(self._numbers))
 
 
 def _object(raw: bytes, where: str) -> dict[str, Any]:

@@ -1,17 +1,22 @@
 """``chainfleet sim-server``: the simulated model behind the OpenAI and Anthropic wire formats.
 
-A real HTTP server (aiohttp) that answers ``POST /v1/chat/completions`` like OpenAI and
-``POST /v1/messages`` like Anthropic, with text from :func:`chainfleet.sim.text.generate`. The
-official SDKs talk to it unchanged (``base_url`` pointed at it), so adapters are tested over real
-HTTP, and users can rehearse a batch offline against their tier's limits before paying for it.
+A real HTTP server (aiohttp) that answers ``POST /v1/chat/completions`` and ``POST
+/v1/responses`` like OpenAI and ``POST /v1/messages`` like Anthropic, with text from
+:func:`chainfleet.sim.text.generate`, tool calls when it plays agent, and server-sent events
+when asked to stream. The official SDKs (and the OpenAI Agents SDK) talk to it unchanged
+(``base_url`` pointed at it), so adapters are tested over real HTTP, and users can rehearse a
+batch offline against their tier's limits before paying for it.
 
 This module is the server itself: the app and its routes, the order in which a request meets
 the rules, and starting and stopping it (in this event loop, :class:`SimServer`; on a thread of
 its own, :class:`SimServerThread`; until Ctrl-C, :func:`run_server`). The rules are its parts:
 
 - :mod:`~chainfleet.sim.settings`: what it is told; :mod:`~chainfleet.sim.stats`: what it counts;
-- :mod:`~chainfleet.sim.wire`: the two formats (keys, bodies, answers, errors as each provider
-  words them), over :mod:`~chainfleet.sim.call` (one request, and the failures it can meet);
+- :mod:`~chainfleet.sim.wire`: the formats (keys, bodies, answers, errors as each provider
+  words them; :mod:`~chainfleet.sim.responses` for ``/v1/responses``, conversations read by
+  :mod:`~chainfleet.sim.messages`, streams cut by :mod:`~chainfleet.sim.stream`), over
+  :mod:`~chainfleet.sim.call` (one request, and the failures it can meet);
+- :mod:`~chainfleet.sim.agent`: which tools the model calls, and its answer after them;
 - :mod:`~chainfleet.sim.limits`: ``rpm`` and ``tpm`` as token buckets (:mod:`~chainfleet.sim.bucket`)
   or sliding windows (:mod:`~chainfleet.sim.window`), and the rate-limit headers;
 - :mod:`~chainfleet.sim.faults`: ``[[sim:...]]`` prompt triggers and seeded random faults;
@@ -19,13 +24,16 @@ its own, :class:`SimServerThread`; until Ctrl-C, :func:`run_server`). The rules 
 - :mod:`~chainfleet.sim.batch`: the batch APIs; :mod:`~chainfleet.sim.admin`: the ``/sim`` routes.
 
 None of them imports this module: the batch jobs get the server as a
-:class:`~chainfleet.sim.batch.Host` (its settings, counts and replies).
+:class:`~chainfleet.sim.batch.Host` (its settings, counts and answers).
 
-What it does to a request, in order (each step answers at once and stops there):
+What it does to a request, in order, on all three routes (each step answers at once and
+stops there; errors on ``/v1/responses`` are OpenAI's, in its shape):
 
-1. auth (401), ``anthropic-version`` (400), the body (OpenAI 422, Anthropic 400), the model
-   (404), the context window (400: P + max_tokens above 128,000 on OpenAI, 200,000 on
-   Anthropic): nothing here is counted against the limits;
+1. auth (401), ``anthropic-version`` (400), the body (OpenAI 422, Anthropic 400; a tool call,
+   tool result or tool definition of the wrong shape too, naming its place; a request the real
+   API refuses, such as an unknown ``tool_choice`` function or a ``previous_response_id``, 400),
+   the model (404), the context window (400: P + max_tokens above 128,000 on OpenAI, 200,000
+   on Anthropic): nothing here is counted against the limits;
 2. ``max_in_flight``: above it, 503 "server busy", like an Ollama or vLLM queue;
 3. quota (``quota_tokens`` spent or ``[[sim:quota]]``), ``[[sim:429]]``, "Request too large"
    (one request above ``tpm``), then the rate limits: a 429 here is never charged;
@@ -35,18 +43,32 @@ What it does to a request, in order (each step answers at once and stops there):
    nothing); a slow one sleeps ``slow_seconds`` and goes on;
 6. ``latency`` plus up to ``jitter`` seconds, then the answer; the token charge is corrected to
    the real usage ``P + C``. With ``slots`` set that service time, or a slow call's, is spent
-   holding one of N slots: others wait in line.
+   holding one of N slots: others wait in line. A streamed answer (``stream: true``) pays the
+   same latency before its first byte, then its events go out at once (chunked
+   ``text/event-stream``); an error is never streamed: it is the same JSON as unstreamed.
 
-The answer (:meth:`SimServer.reply`) is ``simtext.generate(prompt, system=system, seed=seed,
-max_tokens=max_tokens, model=model)``, or for a request for structured output (OpenAI
-``response_format``, Anthropic ``tools`` with a forced ``tool_choice``, or a prompt carrying the
-schema) JSON from :mod:`chainfleet.sim.jsonvalue` (see :mod:`chainfleet.sim.structured`); with
-``invalid_output_rate`` a deterministic share of those replies break their schema.
-P = ``count_tokens(system) + count_tokens(prompt)``, C = ``count_tokens(text)``.
+The answer (:meth:`SimServer.respond`):
 
-Routes: the two above, the batch APIs, ``GET /health``, and the admin routes ``GET /sim/stats``,
-``POST /sim/reset`` and ``POST /sim/config`` (a JSON object of settings), the same under
-``/sim/batch``.
+- with tools (and ``tool_choice`` not none; Anthropic's forced ``tool_choice`` means structured
+  output, below) the simulated model plays agent (:mod:`chainfleet.sim.agent`): one to three
+  turns of tool calls (``[[sim:tool_turns=N]]`` in the prompt sets N), one or two parallel calls
+  a turn (one with ``parallel_tool_calls: false``), deterministic in the seed and the
+  conversation; OpenAI ``tool_choice: required`` or a named function always calls. Then it
+  answers with text that quotes each tool result, a failed one as failed;
+- otherwise (:meth:`SimServer.reply`) ``simtext.generate(prompt, system=system, seed=seed,
+  max_tokens=max_tokens, model=model)``, or for a request for structured output (OpenAI
+  ``response_format`` or Responses ``text.format``, Anthropic ``tools`` with a forced
+  ``tool_choice``, or a prompt carrying the schema) JSON from :mod:`chainfleet.sim.jsonvalue`
+  (see :mod:`chainfleet.sim.structured`); with ``invalid_output_rate`` a deterministic share of
+  those replies break their schema.
+
+P = ``count_tokens(system) + count_tokens(prompt)`` (plus the tool definitions as JSON), C =
+``count_tokens(text)`` or, for tool calls, of each call's name and arguments.
+
+Routes: the three above, the batch APIs (their requests answered as online, tool calls
+included), ``GET /health``, and the admin routes ``GET /sim/stats`` (``tool_calls`` and
+``streamed`` among its counts), ``POST /sim/reset`` and ``POST /sim/config`` (a JSON object of
+settings), the same under ``/sim/batch``.
 
 Example::
 
@@ -55,6 +77,7 @@ Example::
         reply = await client.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "Research tea."}]
         )
+        answer = await client.responses.create(model="gpt-4o-mini", input="Research tea.")
 """
 
 from __future__ import annotations
@@ -65,18 +88,21 @@ import itertools
 import signal
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.payload import AsyncIterablePayload
 
+from chainfleet.sim import agent
 from chainfleet.sim import text as simtext
 from chainfleet.sim.admin import add_admin_routes, admin_guard
 from chainfleet.sim.batch import BatchSim, BatchSimSettings
-from chainfleet.sim.call import Call, Failure
+from chainfleet.sim.call import Call, Failure, Reply
 from chainfleet.sim.faults import Faults, check_quota, malformed_body, prompt_trigger
 from chainfleet.sim.limits import RATE_LIMITED, RateLimits, Reservation
 from chainfleet.sim.queue import SlotQueue
+from chainfleet.sim.responses import Responses
 from chainfleet.sim.settings import SimServerSettings
 from chainfleet.sim.stats import Stats
 from chainfleet.sim.structured import is_invalid
@@ -85,6 +111,9 @@ from chainfleet.sim.wire import Anthropic, Dialect, OpenAI
 __all__ = ["SimServer", "SimServerThread", "run_server"]
 
 T = TypeVar("T")
+
+#: ``tool_turns`` for a turn that must call a tool (OpenAI ``tool_choice`` required or named)
+_ALWAYS = 2**31
 
 
 @functools.lru_cache(maxsize=4096)
@@ -193,6 +222,28 @@ class SimServer:
         prompt = f"{call.system}\n{call.prompt}" if call.system else call.prompt
         return call.ask.text(prompt, seed=seed, invalid=invalid)
 
+    def respond(self, call: Call) -> Reply:
+        """The simulated model's answer to ``call``: tool calls when it plays agent
+        (:mod:`chainfleet.sim.agent`) and calls, else text (:meth:`reply`, or the agent's answer
+        using the tool results). Tool calls are counted (``tool_calls``)."""
+        talk, seed = call.talk, self._settings.seed
+        if not talk.plays_agent:
+            return Reply(self.reply(call))
+        calls = agent.next_turn(talk.messages, talk.tools, seed=seed)
+        if not calls and talk.force:
+            calls = agent.next_turn(talk.messages, talk.tools, seed=seed, tool_turns=_ALWAYS)
+        if calls:
+            calls = calls if talk.parallel else calls[:1]
+            self._stats.tool_calls += len(calls)
+            return Reply(calls=tuple(calls))
+        if call.ask is not None:
+            return Reply(self.reply(call))
+        system = call.system or None
+        text = agent.answer(
+            talk.messages, seed=seed, max_tokens=call.max_tokens, model=call.model, system=system
+        )
+        return Reply(text)
+
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on ``host:port`` (0 picks a free port) and return the base URL."""
         if self._runner is not None:
@@ -227,7 +278,7 @@ class SimServer:
 
     def _app(self) -> web.Application:
         app = web.Application(client_max_size=32 * 2**20, middlewares=[admin_guard])
-        openai, anthropic = OpenAI(), Anthropic()
+        openai, anthropic, responses = OpenAI(), Anthropic(), Responses()
 
         async def chat(request: web.Request) -> web.StreamResponse:
             return await self._serve(request, openai)
@@ -235,8 +286,12 @@ class SimServer:
         async def messages(request: web.Request) -> web.StreamResponse:
             return await self._serve(request, anthropic)
 
+        async def respond(request: web.Request) -> web.StreamResponse:
+            return await self._serve(request, responses)
+
         app.router.add_post("/v1/chat/completions", chat)
         app.router.add_post("/v1/messages", messages)
+        app.router.add_post("/v1/responses", respond)
         app.router.add_get("/health", self._health)
         self.batch.add_routes(app)
         add_admin_routes(app, "/sim", self)
@@ -326,11 +381,22 @@ class SimServer:
             reservation.settle(0)  # a call that generated nothing gets its tokens back
 
     def _success(self, call: Call, dialect: Dialect, number: int, reservation: Reservation) -> web.Response:
-        text = self.reply(call)
-        completion_tokens = simtext.count_tokens(text)
-        reservation.settle(call.prompt_tokens + completion_tokens)
-        self._stats.completed(call, completion_tokens)
-        return web.json_response(dialect.answer(call, text, completion_tokens, number))
+        reply = self.respond(call)
+        reservation.settle(call.prompt_tokens + reply.tokens)
+        self._stats.completed(call, reply.tokens)
+        body = dialect.answer(call, reply, number)
+        if not call.stream:
+            return web.json_response(body)
+        self._stats.streamed += 1
+        events = dialect.stream(call, body)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for event in events:
+                yield event
+
+        response = web.Response(body=AsyncIterablePayload(chunks()), headers={"Cache-Control": "no-cache"})
+        response.content_type = "text/event-stream"
+        return response
 
 
 # --- running it ---------------------------------------------------------------------------------

@@ -37,6 +37,8 @@ class Stats:
         self.completed_by_key: Counter[str] = Counter()
         #: structured replies by how they were asked for (json_schema, json_object, tool, prompt)
         self.structured: Counter[str] = Counter()
+        #: tool calls the simulated agent made, answers sent as server-sent events
+        self.tool_calls = self.streamed = 0
 
     @property
     def spent(self) -> int:
@@ -59,6 +61,8 @@ class Stats:
             "rate_limited": self.rate_limited,
             "faults": {name: self.faults[name] for name in _SHOWN_FAULTS},
             "structured": dict(self.structured),
+            "tool_calls": self.tool_calls,
+            "streamed": self.streamed,
             "in_flight": in_flight,
             "max_in_flight": self.peak_in_flight,
             "tokens": {"input": self.input_tokens, "output": self.output_tokens},

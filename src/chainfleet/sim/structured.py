@@ -6,7 +6,8 @@ The server honours the wire formats' own ways of asking for JSON:
   answers JSON valid against the schema (with ``strict: true`` the schema must follow strict
   mode's rules, as OpenAI checks them: every object closed and every property required, else a
   400 naming the place); ``{type: json_object}`` answers a JSON object (for the schema put in
-  the prompt, if there is one; the messages must say "JSON", else a 400 as OpenAI sends);
+  the prompt, if there is one; the messages, the system ones included, must say "JSON", else
+  a 400 as OpenAI sends);
 - Anthropic ``tools`` with ``tool_choice: {type: tool, name}`` (or ``any``): a ``tool_use``
   block whose ``input`` matches the tool's ``input_schema``, ``stop_reason: tool_use``;
 - neither, but a prompt ending in :func:`chainfleet.pipeline.contracts.schema_instructions`: the JSON in
@@ -79,14 +80,15 @@ def is_invalid(rate: float, seed: int, system: str, prompt: str) -> bool:
     return int.from_bytes(digest.digest(), "big") / 2**64 < rate
 
 
-def openai_ask(body: dict[str, Any], prompt: str) -> StructuredAsk | None:
-    """What an OpenAI chat request asks for (raises ``AskError`` for one OpenAI refuses)."""
+def openai_ask(body: dict[str, Any], prompt: str, *, system: str = "") -> StructuredAsk | None:
+    """What an OpenAI chat request asks for (raises ``AskError`` for one OpenAI refuses);
+    ``system``: the system and developer texts, where "json" may be said too."""
     fmt = body.get("response_format")
     kind = fmt.get("type") if isinstance(fmt, dict) else fmt
     if fmt is None or kind == "text":
         return _from_prompt(prompt)
     if kind == "json_object":
-        if "json" not in prompt.lower():
+        if "json" not in f"{system}\n{prompt}".lower():
             raise AskError(
                 "'messages' must contain the word 'json' in some form, to use 'response_format' of "
                 "type 'json_object'."

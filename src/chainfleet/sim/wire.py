@@ -1,8 +1,9 @@
-"""The two wire formats the sim server speaks: OpenAI chat completions and Anthropic messages.
+"""The wire formats the sim server speaks: OpenAI chat completions and Anthropic messages.
 
 A :class:`Dialect` is everything that differs between ``POST /v1/chat/completions``
-(:class:`OpenAI`) and ``POST /v1/messages`` (:class:`Anthropic`); the server and the batch jobs
-run the same rules through either one:
+(:class:`OpenAI`) and ``POST /v1/messages`` (:class:`Anthropic`), and ``POST /v1/responses``
+(:class:`~chainfleet.sim.responses.Responses`, a kind of :class:`OpenAI`); the server and the
+batch jobs run the same rules through any one:
 
 - :meth:`~Dialect.authorize`: the key (OpenAI ``Authorization: Bearer KEY``; Anthropic
   ``x-api-key``, or a Bearer token as anthropic SDKs 2.x send it) and required headers
@@ -10,12 +11,16 @@ run the same rules through either one:
 - :meth:`~Dialect.read`: the raw body into a :class:`~chainfleet.sim.call.Call` (:func:`read_json`
   refuses what is not UTF-8 JSON, with a lone surrogate, or nested too deeply, then
   :meth:`~Dialect.parse`: every field the wrong type is a ``Failure`` naming it, never a 500).
-  :meth:`~Dialect.parse` reads a decoded body into a :class:`~chainfleet.sim.call.Call`. The prompt is the
-  user and assistant message texts joined by a blank line, the system text the system (and
-  OpenAI developer) texts likewise; text blocks within one message are concatenated. A request
-  for structured output (OpenAI ``response_format``, Anthropic ``tools`` with a forced
-  ``tool_choice``) is recognised here (:mod:`chainfleet.sim.structured`);
-- :meth:`~Dialect.answer`: the reply body with its ``usage``;
+  :meth:`~Dialect.parse` reads a decoded body into a :class:`~chainfleet.sim.call.Call`: the
+  conversation and tools through :mod:`chainfleet.sim.messages` (the prompt is the user,
+  assistant and tool texts joined by a blank line, the system text the system and developer
+  texts likewise), ``stream``, and a request for structured output (OpenAI
+  ``response_format``, Anthropic ``tools`` with a forced ``tool_choice``, see
+  :mod:`chainfleet.sim.structured`);
+- :meth:`~Dialect.answer`: the reply body (text, or tool calls: OpenAI ``tool_calls`` with
+  ``finish_reason: tool_calls``, Anthropic ``tool_use`` blocks with ``stop_reason: tool_use``)
+  with its ``usage``; :meth:`~Dialect.stream`: that body as server-sent events
+  (:mod:`chainfleet.sim.stream`);
 - :meth:`~Dialect.error`: a :class:`~chainfleet.sim.call.Failure` as the provider words it,
   from the tables below (OpenAI answers a bad body 422, Anthropic 400; a spent quota is
   OpenAI's 429 ``insufficient_quota`` and Anthropic's 400 "credit balance is too low");
@@ -38,7 +43,8 @@ from typing import Any
 
 from aiohttp import web
 
-from chainfleet.sim.call import Call, Failure, mask
+from chainfleet.sim import messages, stream
+from chainfleet.sim.call import Call, Failure, Reply, mask
 from chainfleet.sim.limits import (
     RateLimits,
     anthropic_limit_headers,
@@ -56,6 +62,8 @@ __all__ = [
     "Dialect",
     "OpenAI",
     "read_json",
+    "structured_ask",
+    "wants_stream",
 ]
 
 #: OpenAI's answer to P + max_tokens above it is 400 context_length_exceeded
@@ -100,7 +108,12 @@ class Dialect:
         """A decoded body (from :func:`read_json`) into a :class:`Call`."""
         raise NotImplementedError
 
-    def answer(self, call: Call, text: str, completion_tokens: int, number: int) -> dict[str, Any]:
+    def answer(self, call: Call, reply: Reply, number: int) -> dict[str, Any]:
+        """The answer body to ``call``: ``reply``'s text or tool calls, and the usage."""
+        raise NotImplementedError
+
+    def stream(self, call: Call, body: dict[str, Any]) -> list[bytes]:
+        """The answer ``body`` as the server-sent events of ``stream: true``."""
         raise NotImplementedError
 
     def error(self, failure: Failure) -> tuple[int, dict[str, Any]]:
@@ -126,32 +139,47 @@ class OpenAI(Dialect):
         return _bearer(request)
 
     def parse(self, body: Any) -> Call:
-        model = _model(body)
-        system, prompt = _messages(body.get("messages"), ("system", "developer"))
+        model = messages.model_of(body)
+        system, prompt, talk = messages.chat(body)
         tokens = body.get("max_completion_tokens")
         name = "max_completion_tokens"
         if tokens is None:
             tokens, name = body.get("max_tokens"), "max_tokens"
-        max_tokens = DEFAULT_MAX_TOKENS if tokens is None else _max_tokens(tokens, name)
-        text = "\n\n".join(prompt)
-        return Call(model, "\n\n".join(system), text, max_tokens, _structured(openai_ask, body, text))
+        max_tokens = DEFAULT_MAX_TOKENS if tokens is None else messages.max_tokens_of(tokens, name)
+        options = body.get("stream_options")
+        usage = isinstance(options, dict) and options.get("include_usage") is True
+        ask = structured_ask(lambda b, p: openai_ask(b, p, system=system), body, prompt)
+        return Call(model, system, prompt, max_tokens, ask, talk, wants_stream(body), usage)
 
-    def answer(self, call: Call, text: str, completion_tokens: int, number: int) -> dict[str, Any]:
+    def answer(self, call: Call, reply: Reply, number: int) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
+        finish = "stop"
+        if reply.calls:
+            message["content"], finish = None, "tool_calls"
+            message["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": _json(c.arguments)},
+                }
+                for c in reply.calls
+            ]
         return {
             "id": f"chatcmpl-sim-{number}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": call.model,
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-            ],
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
             "usage": {
                 "prompt_tokens": call.prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": call.prompt_tokens + completion_tokens,
+                "completion_tokens": reply.tokens,
+                "total_tokens": call.prompt_tokens + reply.tokens,
                 "prompt_tokens_details": {"cached_tokens": 0},
             },
         }
+
+    def stream(self, call: Call, body: dict[str, Any]) -> list[bytes]:
+        return stream.chat_events(body, include_usage=call.include_usage)
 
     def error(self, failure: Failure) -> tuple[int, dict[str, Any]]:
         status, kind, code, template = _OPENAI_ERRORS[failure.kind]
@@ -186,21 +214,25 @@ class Anthropic(Dialect):
             raise Failure("missing_version")
 
     def parse(self, body: Any) -> Call:
-        model = _model(body)
+        model = messages.model_of(body)
         if "max_tokens" not in body:
             raise Failure("bad_body", detail="max_tokens: Field required")
-        max_tokens = _max_tokens(body["max_tokens"], "max_tokens")
-        system = _text(body.get("system"), "system")
-        _, prompt = _messages(body.get("messages"), ())
-        text = "\n\n".join(prompt)
-        return Call(model, system, text, max_tokens, _structured(anthropic_ask, body, text))
+        max_tokens = messages.max_tokens_of(body["max_tokens"], "max_tokens")
+        system, prompt, talk = messages.anthropic(body)
+        ask = structured_ask(anthropic_ask, body, prompt)
+        return Call(model, system, prompt, max_tokens, ask, talk, wants_stream(body))
 
-    def answer(self, call: Call, text: str, completion_tokens: int, number: int) -> dict[str, Any]:
-        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+    def answer(self, call: Call, reply: Reply, number: int) -> dict[str, Any]:
+        content: list[dict[str, Any]] = [{"type": "text", "text": reply.text}]
         stop = "end_turn"
-        if call.ask is not None and call.ask.mode == "tool":
+        if reply.calls:
+            content = [
+                {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c in reply.calls
+            ]
+            stop = "tool_use"
+        elif call.ask is not None and call.ask.mode == "tool":
             tool = {"type": "tool_use", "id": f"toolu_sim_{number}", "name": call.ask.name}
-            content, stop = [{**tool, "input": json.loads(text)}], "tool_use"
+            content, stop = [{**tool, "input": json.loads(reply.text)}], "tool_use"
         return {
             "id": f"msg_sim_{number}",
             "type": "message",
@@ -211,11 +243,14 @@ class Anthropic(Dialect):
             "stop_sequence": None,
             "usage": {
                 "input_tokens": call.prompt_tokens,
-                "output_tokens": completion_tokens,
+                "output_tokens": reply.tokens,
                 "cache_read_input_tokens": 0,
                 "cache_creation_input_tokens": 0,
             },
         }
+
+    def stream(self, call: Call, body: dict[str, Any]) -> list[bytes]:
+        return stream.anthropic_events(body)
 
     def error(self, failure: Failure) -> tuple[int, dict[str, Any]]:
         status, kind, template = _ANTHROPIC_ERRORS[failure.kind]
@@ -300,54 +335,19 @@ def _bearer(request: web.Request) -> str:
     return key.strip() if scheme.lower() == "bearer" else ""
 
 
-def _text(content: Any, where: str) -> str:
-    """The text of a message's content: a string, or a list of ``{"type": "text"}`` blocks."""
-    if content is None or isinstance(content, str):
-        return content or ""
-    if isinstance(content, list):
-        parts = []
-        for block in content:
-            if not (
-                isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str)
-            ):
-                raise Failure("bad_body", detail=f"{where}: sim-server accepts text blocks only")
-            parts.append(block["text"])
-        return "".join(parts)
-    raise Failure("bad_body", detail=f"{where}: expected a string or a list of text blocks")
+def wants_stream(body: dict[str, Any]) -> bool:
+    """Whether the body asks for server-sent events (``stream: true``)."""
+    value = body.get("stream")
+    if value is not None and not isinstance(value, bool):
+        raise Failure("bad_body", detail="stream: must be true or false")
+    return value is True
 
 
-def _messages(messages: Any, system_roles: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """(system texts, prompt texts) from a ``messages`` list."""
-    if not isinstance(messages, list) or not messages:
-        raise Failure("bad_body", detail="messages: a non-empty list of messages is required")
-    system: list[str] = []
-    prompt: list[str] = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise Failure("bad_body", detail=f"messages.{i}: a message needs a role and content")
-        text = _text(message.get("content"), f"messages.{i}.content")
-        (system if message["role"] in system_roles else prompt).append(text)
-    return system, prompt
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
-def _max_tokens(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise Failure("bad_body", detail=f"{name}: must be an integer of at least 1")
-    return value
-
-
-def _model(body: Any) -> str:
-    if not isinstance(body, dict):
-        raise Failure("bad_body", detail="the request body must be a JSON object")
-    if body.get("stream"):
-        raise Failure("bad_body", detail="stream: sim-server does not stream; send stream: false")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise Failure("bad_body", detail="model: a model name is required")
-    return model
-
-
-def _structured(
+def structured_ask(
     ask: Callable[[dict[str, Any], str], StructuredAsk | None], body: dict[str, Any], prompt: str
 ) -> StructuredAsk | None:
     """How a request asks for JSON; one the real API would refuse is a 400 here too."""

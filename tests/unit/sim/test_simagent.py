@@ -179,3 +179,12 @@ def test_the_answer_keeps_within_max_tokens(max_tokens: int) -> None:
     messages = user(PROMPTS[2])
     play(messages, TOOLS, tool_turns=3)
     assert count_tokens(answer(messages, seed=0, max_tokens=max_tokens)) <= max(max_tokens, 13)
+
+
+def test_a_search_query_argument_is_a_short_query_about_the_subject() -> None:
+    prompt = "Research urban beekeeping: the key facts. [[sim:tool_turns=2]]"
+    queries = {
+        c.arguments["query"] for s in range(6) for turn in play(user(prompt), [SEARCH], seed=s) for c in turn
+    }
+    assert all(q.startswith("urban beekeeping ") and len(q.split()) <= 5 for q in queries)
+    assert len(queries) > 1
