@@ -14,7 +14,9 @@ unknown tool name, arguments that break the tool's schema. The model may try aga
 Budgets, per item: ``max_turns`` model turns and ``max_tool_calls`` tool calls. Reaching one
 fails the item (:class:`MaxTurns`, naming the stage and the last tool asked for) or, with
 ``then: accept``, keeps the last answer. An answer that breaks the stage's ``output:`` contract
-is sent back in the conversation with the validator's message (a repair, up to ``max_repairs``).
+is sent back in the conversation with the validator's message (a repair, up to ``max_repairs``),
+on a turn that offers no tools, so a provider that asks for structure with a forced tool
+(Anthropic) can force its answer tool there.
 
 Durable turns: each model turn and each tool result is stored the moment it completes
 (:mod:`chainfleet.store.agent_turns`), keyed by the stage's input. A resumed or retried item
@@ -236,6 +238,8 @@ class AgentLoop:
         """Ask the model once (limiter, retries, calls table, cost) and store its turn."""
         assert prepared.request is not None and prepared.spec is not None
         tools = tuple(tool.definition() for tool in self.tools_of(stage).values())
+        if convo.turn and convo.messages[-1]["role"] == "user":
+            tools = ()  # a repair asks for the answer alone (Anthropic: the forced answer tool)
         request = dataclasses.replace(prepared.request, messages=tuple(convo.messages), tools=tools)
         turn = convo.turn + 1
         parts = (*prepared.key_parts, ("turn", turn, convo.seq))

@@ -12,9 +12,10 @@ Anthropic has no JSON mode for) nothing is added: the stage has put the schema i
 An agent's turn (:func:`anthropic_messages`) sends the conversation as Messages content blocks:
 an assistant's calls as ``tool_use`` blocks, their results as ``tool_result`` blocks (with
 ``is_error``) in the next user message; the tools as ``{name, description, input_schema}``. The
-reply's ``tool_use`` blocks come back as :class:`~chainfleet.providers.base.ToolCall` s. With a
-schema, the answer tool above is one more tool and ``tool_choice: any`` makes the model either
-call a tool or answer through it (a forced final tool).
+reply's ``tool_use`` blocks come back as :class:`~chainfleet.providers.base.ToolCall` s. A turn
+that offers tools leaves the choice to the model (``auto``); an agent's contract is asked for on
+a turn without tools (the agent's repair turn), where the answer tool above is forced: a forced
+final tool.
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ class AnthropicProvider(Provider):
             params["temperature"] = request.temperature
         if system:
             params["system"] = system
-        forced = forced_tool(request)
+        forced = forced_tool(request) if not request.tools else None  # (see the module docstring)
         tools = [
             {"name": t["name"], "description": t.get("description", ""),
              "input_schema": dict(t["parameters"])}
@@ -166,9 +167,7 @@ class AnthropicProvider(Provider):
         ]  # fmt: skip
         if forced is not None:
             tools.append(forced[0])
-            # alone, the answer tool is forced; among an agent's tools, some tool must be called
-            choice = {"type": "any"} if request.tools else {"type": "tool", "name": forced[0]["name"]}
-            params["tool_choice"] = choice
+            params["tool_choice"] = {"type": "tool", "name": forced[0]["name"]}
         if tools:
             params["tools"] = tools
         return params, forced
@@ -184,11 +183,10 @@ class AnthropicProvider(Provider):
             text = "".join(b.text for b in blocks if getattr(b, "type", None) == "text")
             if forced is not None:
                 text = self._tool_input(blocks, forced, text)
-            answer_tool = forced[0]["name"] if forced is not None else None
             calls = tuple(
                 ToolCall(b.id, b.name, b.input if isinstance(b.input, dict) else {"_unparsed": b.input})
                 for b in blocks
-                if getattr(b, "type", None) == "tool_use" and b.name != answer_tool
+                if forced is None and getattr(b, "type", None) == "tool_use"
             )
             usage = message.usage
         except (AttributeError, TypeError) as exc:
