@@ -7,7 +7,8 @@ pipeline asks of it, so each problem is exit 2 before any model call, naming the
 stage and field:
 
 - a server that does not start: its stderr's last line (stdio) or the connection error;
-- a tool name the server lacks (``tools: [...]`` under ``mcp:``), with a did-you-mean.
+- a tool name the server lacks (``tools: [...]`` under ``mcp:``), with a did-you-mean;
+- the ``mcp`` package missing (the ``mcp`` extra).
 
 The sessions live in the :class:`McpServers` returned, closed with the run (``aclose``, in the
 task that started them: the SDK's task groups want that). A call is ``session.call_tool``; an
@@ -93,6 +94,11 @@ async def start_servers(pipeline: Pipeline) -> McpServers:
     """Start and list every MCP server the pipeline names; ``ConfigError`` (all problems found)
     when one does not start or lacks a tool a stage names."""
     servers = McpServers(contextlib.AsyncExitStack())
+    if any(t.mcp is not None for s in pipeline.stages for t in s.tools or ()):
+        try:
+            import mcp  # noqa: F401 - only to know it is there
+        except ImportError:
+            raise ConfigError("MCP tools need the mcp package: pip install 'chainfleet[mcp]'") from None
     sessions: dict[str, tuple[ClientSession, list[Any]] | None] = {}  # by the server's settings
     problems: list[ConfigError] = []
     try:
