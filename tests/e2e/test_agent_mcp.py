@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -105,3 +106,51 @@ def test_the_server_is_started_once_per_run_and_ends_with_it(tmp_path: Path) -> 
     alive = subprocess.run(["ps", "-p", pids[0]], capture_output=True, text=True)
     assert pids[0] not in alive.stdout  # shut down with the run
     assert os.path.exists(sys.executable)
+
+
+#: where `npm install @modelcontextprotocol/server-everything` was run (.ci/run sets it)
+EVERYTHING = os.environ.get("MCP_EVERYTHING_DIR", "")
+EVERYTHING_JS = Path(EVERYTHING) / "node_modules/@modelcontextprotocol/server-everything/dist/index.js"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_an_agent_calls_a_real_mcp_server_over_streamable_http(tmp_path: Path) -> None:
+    """@modelcontextprotocol/server-everything from npm, listening on 127.0.0.1 only."""
+    import pytest
+
+    if not EVERYTHING_JS.is_file():
+        if os.environ.get("CI"):
+            raise AssertionError(f"MCP_EVERYTHING_DIR holds no server-everything: {EVERYTHING_JS}")
+        pytest.skip("set MCP_EVERYTHING_DIR to where npm installed @modelcontextprotocol/server-everything")
+    port = _free_port()
+    loopback = Path(__file__).with_name("loopback.cjs")
+    node = subprocess.Popen(
+        ["node", "-r", str(loopback), str(EVERYTHING_JS), "streamableHttp"],
+        env={**os.environ, "PORT": str(port)}, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert node.stderr is not None
+        for line in node.stderr:
+            if "listening on port" in line:
+                break
+        threading.Thread(target=node.stderr.read, daemon=True).start()  # its log must not fill the pipe
+        text = AGENT.format(tools="[echo, get-sum]").replace(
+            "command: [python, -m, mcp_server_time], env: {TZ: UTC}", f"url: 'http://127.0.0.1:{port}/mcp'"
+        )
+        code, stderr, out = invoke(tmp_path, text)
+        assert code == 0, stderr
+    finally:
+        node.terminate()
+        node.wait(timeout=10)
+    steps = [s for r in read_results(out) for s in r["trajectory"]["research"] if "tool" in s]
+    echoes = [s for s in steps if s["tool"] == "echo"]
+    sums = [s for s in steps if s["tool"] == "get-sum"]
+    assert echoes and all(s["result"].startswith("Echo: ") and not s["is_error"] for s in echoes)
+    assert sums and all("sum" in s["result"].lower() and not s["is_error"] for s in sums)

@@ -164,7 +164,8 @@ async def _connect(stack: contextlib.AsyncExitStack[Any], server: McpServer, err
     else:
         from mcp.client.streamable_http import streamable_http_client
 
-        read, write = await stack.enter_async_context(streamable_http_client(str(server.url)))
+        streams = await stack.enter_async_context(streamable_http_client(str(server.url)))
+        read, write = streams[0], streams[1]  # (some SDK versions add a session-id getter)
     return await stack.enter_async_context(ClientSession(read, write))
 
 
