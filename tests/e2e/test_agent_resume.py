@@ -1,6 +1,7 @@
 """An agent killed mid-loop (kill -9) and resumed: no finished model turn is asked again and no
-finished tool call is made again, as the calls table and a side-effect log written by the tool
-itself show; the resumed run finishes every item."""
+finished tool call is made again, as the calls table, the sim-server's own counts and a
+side-effect log written by the tool itself show; the resumed run finishes every item. Run on
+the in-process sim and on OpenAI's SDK against the sim-server."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+
+from chainfleet.sim.server import SimServerThread
+from chainfleet.sim.settings import SimServerSettings
 
 #: the chainfleet command on this worktree's sources (PYTHONPATH is passed to the child)
 CLI = [sys.executable, "-c", "from chainfleet.cli import main; main()"]
@@ -55,13 +62,31 @@ def _stored_tool_keys(db: Path) -> set[str]:
     return {f"{item}/{stage}/{turn}/{json.loads(str(m))['tool_call_id']}" for item, stage, turn, m in rows}
 
 
-def test_a_killed_agent_resumes_at_its_turn_and_makes_no_finished_call_again(tmp_path: Path) -> None:
-    (tmp_path / "agents.yaml").write_text(PIPELINE, encoding="utf-8")
+@pytest.fixture(scope="module")
+def server() -> Iterator[SimServerThread]:
+    sim = SimServerThread(SimServerSettings(latency=0.15))
+    sim.start()
+    yield sim
+    sim.stop()
+
+
+@pytest.mark.parametrize("where", ["sim", "sim-server"])
+def test_a_killed_agent_resumes_at_its_turn_and_makes_no_finished_call_again(
+    tmp_path: Path, where: str, server: SimServerThread
+) -> None:
+    server.reset()
+    pipeline = PIPELINE
+    if where == "sim-server":  # the same agent through OpenAI's SDK over HTTP
+        pipeline = PIPELINE.replace("input: topic\n", "input: topic\nmodel: openai:gpt-sim\n").replace(
+            "Research {{ topic }}.", "Research {{ topic }}. [[sim:tool_turns=3]]"
+        )
+    (tmp_path / "agents.yaml").write_text(pipeline, encoding="utf-8")
     (tmp_path / "sidefx.py").write_text(TOOL, encoding="utf-8")
     (tmp_path / "topics.txt").write_text("".join(f"topic {i}\n" for i in range(8)), encoding="utf-8")
     log, out, db = tmp_path / "sidefx.log", tmp_path / "out", tmp_path / "out" / "run.db"
     src = str(Path(__file__).resolve().parents[2] / "src")
-    env = {**os.environ, "SIDEFX_LOG": str(log), "PYTHONPATH": src}
+    env = {**os.environ, "SIDEFX_LOG": str(log), "PYTHONPATH": src, "OPENAI_API_KEY": "sk-sim",
+           "OPENAI_BASE_URL": f"{server.url}/v1", "NO_PROXY": "127.0.0.1"}  # fmt: skip
     command = [*CLI, "run", str(tmp_path / "agents.yaml")]
     proc = subprocess.Popen(
         [*command, "-i", str(tmp_path / "topics.txt"), "-c", "3", "--out", str(out), "-q"],
@@ -94,3 +119,8 @@ def test_a_killed_agent_resumes_at_its_turn_and_makes_no_finished_call_again(tmp
     asked = _rows(db, "SELECT COUNT(*) FROM calls WHERE stage = 'research' AND status = 'ok'")[0][0]
     stored = _rows(db, "SELECT COUNT(*) FROM agent_turns WHERE role = 'assistant'")[0][0]
     assert asked == stored == 8 * 4  # three tool turns and the answer, per item
+    if where == "sim-server":  # the server's own count: each turn's conversation answered once,
+        # but for a turn in flight at the kill (answered, not yet stored): at most one per chain
+        answered = server.stats()["completed_by_key"]
+        again = sum(count - 1 for count in answered.values())
+        assert again <= 3 and server.stats()["ok"] == 8 * 4 + 8 + again  # agent turns, writes
