@@ -225,3 +225,25 @@ def test_results_show_each_items_trajectory_clipped_and_the_report_counts_turns_
     assert sum(t["calls"] for t in report["tools"].values()) == len(tool_rows)
     assert report["tools"]["search"]["errors"] == 0
     assert "## Agents" in (tmp_path / "report.md").read_text(encoding="utf-8")
+
+
+def test_a_failed_gate_runs_the_agent_again_with_the_feedback(tmp_path: Path) -> None:
+    """An agent's gate fails its first answer; the revision is a new conversation whose prompt
+    carries the feedback (its tools run again for it), and the trajectory shows the last one."""
+    pipeline = agent(
+        [{"function": f"{TOOLS}:search"}],
+        gate=[{"name": "cites", "must_include": ["passages about"]}, {"max_words": 5}],
+        on_fail="revise",
+        max_revisions=1,
+        then="accept",
+    )
+    report = run(pipeline, ["bees [[sim:tool_turns=1]]"], out=tmp_path)
+    assert report.items_failed == 0
+    with sqlite3.connect(tmp_path / "run.db") as db:
+        keys = db.execute("SELECT COUNT(DISTINCT key) FROM agent_turns").fetchone()[0]
+        first = json.loads(db.execute("SELECT message FROM agent_turns WHERE seq = 0 LIMIT 1").fetchone()[0])
+    assert keys == 2  # the first try and its revision, each its own conversation
+    assert first["role"] == "assistant"
+    (result,) = read_results(tmp_path)
+    assert result["gates"]["research"]["outcome"] == "accepted"
+    assert len(result["gates"]["research"]["tries"]) == 2
