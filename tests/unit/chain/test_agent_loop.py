@@ -203,7 +203,7 @@ def test_results_show_each_items_trajectory_clipped_and_the_report_counts_turns_
 ) -> None:
     pipeline = agent([{"function": f"{TOOLS}:search"}, {"function": f"{TOOLS}:broken"}])
     topics = [f"topic {i} [[sim:tool_turns={1 + i % 3}]]" for i in range(6)]
-    run(pipeline, topics, out=tmp_path, trajectory_chars=40)
+    run(pipeline, topics, out=tmp_path, trajectory_chars=16)
     results = read_results(tmp_path)
     stored = turns(tmp_path)
     clipped: list[bool] = []
@@ -214,10 +214,10 @@ def test_results_show_each_items_trajectory_clipped_and_the_report_counts_turns_
         calls = [c for s in steps for c in s.get("tool_calls", [])]
         answered = [s for s in steps if "tool" in s]
         assert [c["id"] for c in calls] == [s["call_id"] for s in answered]
-        assert all(len(s["result"]) <= 40 + len("... (9,999 more characters)") for s in answered)
+        assert all(len(s["result"]) <= 16 + len("... (9,999 more characters)") for s in answered)
         clipped += [s["result"].endswith("more characters)") for s in answered if s["tool"] == "search"]
         assert "write" not in result["trajectory"]  # a plain stage has none
-    assert clipped and all(clipped)  # every search result is longer than 40 characters
+    assert clipped and all(clipped)  # every search result is longer than 16 characters
     report = read_report(tmp_path)["agents"]
     assert report["stages"]["research"] == {"items": 6, "turns_mean": 3.0, "turns_p95": 4.0, "turns_max": 4}
     tool_rows = [row for row in stored if row[2] == "tool"]
