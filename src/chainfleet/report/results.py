@@ -10,7 +10,8 @@ writer as it comes, so memory stays flat whatever the run's size and no file is 
 - ``results.parquet`` (``--parquet``; needs the ``parquet`` extra, pyarrow): the same rows as
   columns for data users, written in row groups of :data:`ROW_GROUP` items (``id``, ``index``, ``status``,
   ``input`` and ``error`` as JSON text, ``attempts``, ``seconds``, and one ``output_<stage>``
-  column per stage, a structured output as JSON text);
+  column per stage, a structured output as JSON text, and ``trajectory``: an agent's steps as
+  JSON text);
 - ``items/<id>--<topic>.md``: a readable file per item, by ``item_files``: ``all``, ``none``,
   or ``auto`` (the default: only when the run has at most :data:`ITEM_FILES_AUTO_MAX` items;
   a million small files help nobody and cost minutes).
@@ -108,6 +109,7 @@ class _Parquet:
             ("error", pa.string()),
             ("attempts", pa.int64()),
             ("seconds", pa.float64()),
+            ("trajectory", pa.string()),
         ]
         self.schema = pa.schema(fields)
         # the system allocator gives memory back as row groups are written (pyarrow's default
@@ -135,6 +137,8 @@ class _Parquet:
         c["error"].append(json.dumps(record.error, ensure_ascii=False) if record.error else None)
         c["attempts"].append(record.attempts)
         c["seconds"].append(round(record.seconds, 6))
+        trajectory = row.get("trajectory")
+        c["trajectory"].append(None if trajectory is None else json.dumps(trajectory, ensure_ascii=False))
         if len(c["id"]) >= ROW_GROUP:
             self._flush()
 

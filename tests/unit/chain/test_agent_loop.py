@@ -247,3 +247,11 @@ def test_a_failed_gate_runs_the_agent_again_with_the_feedback(tmp_path: Path) ->
     (result,) = read_results(tmp_path)
     assert result["gates"]["research"]["outcome"] == "accepted"
     assert len(result["gates"]["research"]["tries"]) == 2
+
+
+def test_results_parquet_has_the_trajectory_as_a_json_column(tmp_path: Path) -> None:
+    pandas = pytest.importorskip("pandas")
+    run(agent([{"function": f"{TOOLS}:search"}]), ["tea", "bees"], out=tmp_path, parquet=True)
+    frame = pandas.read_parquet(tmp_path / "results.parquet")
+    expected = [r["trajectory"] for r in read_results(tmp_path)]
+    assert [json.loads(text) for text in frame["trajectory"]] == expected
