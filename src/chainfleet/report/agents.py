@@ -27,7 +27,14 @@ from chainfleet.store.agent_turns import AgentTurns, TurnRow
 from chainfleet.store.runstore import RunStore
 from chainfleet.store.stats import percentile
 
-__all__ = ["TRAJECTORY_CHARS", "agent_lines", "agent_markdown", "agent_section", "trajectories"]
+__all__ = [
+    "TRAJECTORY_CHARS",
+    "agent_lines",
+    "agent_markdown",
+    "agent_section",
+    "agent_steps",
+    "trajectories",
+]
 
 #: how long a text of a trajectory step in results.jsonl may be (``--trajectory-chars``)
 TRAJECTORY_CHARS = 2000
@@ -128,6 +135,17 @@ def trajectories(store: RunStore, run_id: str, *, chars: int) -> Iterator[tuple[
     """(item index, {stage: steps}) for every item an agent worked on, in input order."""
     for index, conversations in _conversations(store, run_id):
         yield index, {stage: [_step(row, chars) for row in rows] for stage, rows in conversations.items()}
+
+
+def agent_steps(store: RunStore, run_id: str) -> dict[int, str]:
+    """Each item's whole trajectory without its timings, as comparable text (``chainfleet
+    compare`` checks that one at a time and N at once took the same steps)."""
+    steps = {}
+    for index, conversations in _conversations(store, run_id):
+        plain = {stage: [(r.turn, r.role, r.message, r.tool, r.is_error) for r in rows]
+                 for stage, rows in conversations.items()}  # fmt: skip
+        steps[index] = json.dumps(plain, sort_keys=True, default=str)
+    return steps
 
 
 def _step(row: TurnRow, chars: int) -> dict[str, Any]:

@@ -255,3 +255,27 @@ def test_results_parquet_has_the_trajectory_as_a_json_column(tmp_path: Path) -> 
     frame = pandas.read_parquet(tmp_path / "results.parquet")
     expected = [r["trajectory"] for r in read_results(tmp_path)]
     assert [json.loads(text) for text in frame["trajectory"]] == expected
+
+
+def test_compare_says_the_trajectories_are_identical(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    import chainfleet.cli.compare  # noqa: F401 - registers the command
+    from chainfleet.cli import cli
+
+    (tmp_path / "agent.yaml").write_text(
+        "model: sim\nsim: {latency: 0.01}\ninput: topic\nstages:\n"
+        "  - name: research\n    prompt: 'Research {{ topic }}.'\n"
+        f"    tools: [{{function: '{TOOLS}:search'}}, {{function: '{TOOLS}:broken'}}]\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "topics.txt").write_text("tea\nbees\ncoffee\nrivers\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        cli,
+        ["compare", str(tmp_path / "agent.yaml"), "-i", str(tmp_path / "topics.txt"), "-c", "4",
+         "-o", str(tmp_path / "cmp")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Agent trajectories identical between the two modes: yes (4 items)" in result.output
+    report = json.loads((tmp_path / "cmp" / "report.json").read_text(encoding="utf-8"))
+    assert report["trajectories_identical"] is True and report["trajectories"] == {"items": 4, "differing": 0}
