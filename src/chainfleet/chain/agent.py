@@ -32,11 +32,12 @@ How one item goes::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import inspect
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -46,6 +47,7 @@ from chainfleet.chain.calls import Called, Calls, Prepared, repair_note
 from chainfleet.chain.progress import Chain
 from chainfleet.chain.usercode import ToolError, UserCodeError, call_user
 from chainfleet.errors import InvalidOutput, PermanentError, RetryableError
+from chainfleet.limits import ModelLimiter
 from chainfleet.pipeline import Stage
 from chainfleet.pipeline.tools import FunctionTool, ToolSettings
 from chainfleet.redact import clip
@@ -166,6 +168,8 @@ class AgentLoop:
         self.turns = AgentTurns(ctx.store)
         #: each tool's own ``concurrency`` cap, shared by every item of the run
         self._slots: dict[str, asyncio.Semaphore] = {}
+        #: and its ``rpm`` (the model limiter's buckets, told a rate)
+        self._rates: dict[str, ModelLimiter] = {}
         self._tools: dict[str, dict[str, Tool]] = {}
 
     def tools_of(self, stage: Stage) -> dict[str, Tool]:
@@ -269,6 +273,7 @@ class AgentLoop:
         tool: str | None = None,
         is_error: bool = False,
         seconds: float = 0.0,
+        waited: float = 0.0,
         tokens: tuple[int, int] = (0, 0),
     ) -> None:
         """Append a step to the conversation and make it durable before going on."""
@@ -284,6 +289,7 @@ class AgentLoop:
             tool=tool,
             is_error=is_error,
             seconds=seconds,
+            waited=waited,
             input_tokens=tokens[0],
             output_tokens=tokens[1],
         )
@@ -305,12 +311,12 @@ class AgentLoop:
 
         async def one(position: int, call: dict[str, Any]) -> None:
             async with width:
-                text, is_error, seconds = await self._tool_result(chain, stage, convo.turn, call)
+                text, is_error, seconds, waited = await self._tool_result(chain, stage, convo.turn, call)
             message = {"role": "tool", "tool_call_id": call["id"], "content": text, "is_error": is_error}
             results[position] = message
             await self._keep(
                 chain, stage, key, convo, "tool", message,
-                seq=base + position, tool=call["name"], is_error=is_error, seconds=seconds,
+                seq=base + position, tool=call["name"], is_error=is_error, seconds=seconds, waited=waited,
             )  # fmt: skip
 
         tasks = [asyncio.ensure_future(one(i, call)) for i, call in enumerate(pending)]
@@ -328,37 +334,39 @@ class AgentLoop:
 
     async def _tool_result(
         self, chain: Chain, stage: Stage, turn: int, call: Mapping[str, Any]
-    ) -> tuple[str, bool, float]:
-        """One call's result as (text, is_error, seconds): what went wrong is an error result."""
+    ) -> tuple[str, bool, float, float]:
+        """One call's result as (text, is_error, seconds it ran, seconds it waited for the
+        tool's own limits): what went wrong is an error result."""
         tools = self.tools_of(stage)
         tool = tools.get(str(call["name"]))
         self.ctx.stats.tool_calls += 1
         if tool is None:
             listed = ", ".join(sorted(tools)) or "none"
             unknown = clip(repr(call["name"]), 80)
-            return f"error: there is no tool {unknown}; the tools are: {listed}", True, 0.0
+            return f"error: there is no tool {unknown}; the tools are: {listed}", True, 0.0, 0.0
         key = idempotency_key(chain.item.id, stage.name, turn, str(call["id"]))
-        started = self.ctx.clock.now()
-        text, is_error = await self._attempt_tool(tool, call.get("arguments") or {}, key)
+        timing = [0.0, 0.0]  # waited, ran
+        text, is_error = await self._attempt_tool(tool, call.get("arguments") or {}, key, timing)
         if is_error:
             self.ctx.stats.tool_errors += 1
-        return text, is_error, self.ctx.clock.now() - started
+        return text, is_error, timing[1], timing[0]
 
-    async def _attempt_tool(self, tool: Tool, arguments: Mapping[str, Any], key: str) -> tuple[str, bool]:
-        """The call within the tool's concurrency and timeout, tried again after a transient
-        error up to ``retries`` times."""
-        settings = tool.settings
-        slots = self._slots.get(tool.name)
-        if slots is None and settings.concurrency is not None:
-            slots = self._slots[tool.name] = asyncio.Semaphore(settings.concurrency)
+    async def _attempt_tool(
+        self, tool: Tool, arguments: Mapping[str, Any], key: str, timing: list[float]
+    ) -> tuple[str, bool]:
+        """The call within the tool's own limits and timeout, tried again after a transient
+        error up to ``retries`` times; adds to ``timing`` (waited, ran)."""
+        settings, clock = tool.settings, self.ctx.clock
         attempt = 0
         while True:
             attempt += 1
             try:
-                if slots is None:
-                    return await asyncio.wait_for(tool.invoke(arguments, key), settings.timeout)
-                async with slots:
-                    return await asyncio.wait_for(tool.invoke(arguments, key), settings.timeout)
+                async with self._own_limits(tool, timing):
+                    started = clock.now()
+                    try:
+                        return await asyncio.wait_for(tool.invoke(arguments, key), settings.timeout)
+                    finally:
+                        timing[1] += clock.now() - started
             except pydantic.ValidationError as exc:
                 return f"error: the arguments do not match {tool.name}'s schema: {_errors(exc)}", True
             except (RetryableError, asyncio.TimeoutError) as exc:
@@ -369,6 +377,29 @@ class AgentLoop:
                 return f"error: {type(exc).__name__}: {clip(exc, 500)}", True
             except UserCodeError as exc:
                 return f"error: {clip(exc, 1000)}", True
+
+    @contextlib.asynccontextmanager
+    async def _own_limits(self, tool: Tool, timing: list[float]) -> AsyncIterator[None]:
+        """Hold one of the tool's ``concurrency`` slots and take one of its ``rpm`` calls for the
+        block; the time waited for them is added to ``timing[0]``."""
+        settings, clock = tool.settings, self.ctx.clock
+        asked = clock.now()
+        slots = self._slots.get(tool.name)
+        if slots is None and settings.concurrency is not None:
+            slots = self._slots[tool.name] = asyncio.Semaphore(settings.concurrency)
+        limiter = self._rates.get(tool.name)
+        if limiter is None and settings.rpm is not None:
+            limiter = self._rates[tool.name] = ModelLimiter(rpm=settings.rpm, clock=clock, rng=self.ctx.rng)
+        if slots is not None:
+            await slots.acquire()
+        try:
+            if limiter is not None:
+                limiter.settle(await limiter.acquire(0), 0)
+            timing[0] += clock.now() - asked
+            yield
+        finally:
+            if slots is not None:
+                slots.release()
 
 
 def _errors(exc: pydantic.ValidationError) -> str:

@@ -7,6 +7,7 @@ until it answers. Each entry of ``tools:`` is a :class:`ToolSettings`::
     tools:
       - function: mytools:search          # a sync or async Python function
         concurrency: 4                    # at most 4 calls of it at once in the whole run
+        rpm: 120                          # and at most 120 a minute
         timeout: 10                       # seconds; a call over it is an error result
         retries: 2                        # again after a transient error (chainfleet's RetryableError)
       - mcp: {command: [python, -m, mcp_server_time]}   # every tool of an MCP server
@@ -148,9 +149,11 @@ class McpServer(BaseModel):
 class ToolSettings(BaseModel):
     """One entry of a stage's ``tools:``: a ``function`` or an ``mcp`` server, and its limits.
 
-    ``concurrency`` caps this tool's calls in flight across the run; ``timeout`` (seconds) turns
-    a slow call into an error result; ``retries`` tries a call again after an error the tool marks
-    as transient (it raises a ``chainfleet.errors.RetryableError``) or a timeout.
+    ``concurrency`` caps this tool's calls in flight across the run and ``rpm`` its calls a
+    minute (the time a call waits for either is the tool's own wait, in the report);
+    ``timeout`` (seconds) turns a slow call into an error result; ``retries`` tries a call again
+    after an error the tool marks as transient (it raises a ``chainfleet.errors.RetryableError``)
+    or a timeout.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
@@ -161,6 +164,8 @@ class ToolSettings(BaseModel):
     #: with ``mcp:``: the server's tools to offer (None: all of them)
     tools: list[str] | None = None
     concurrency: int | None = Field(None, ge=1)
+    #: calls of this tool a minute across the run (None: no limit)
+    rpm: float | None = Field(None, gt=0)
     timeout: float | None = Field(None, gt=0)
     retries: int = Field(0, ge=0)
 

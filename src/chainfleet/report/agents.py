@@ -2,11 +2,12 @@
 item's trajectory for results.jsonl.
 
 :func:`agent_section` is the report's "Agents" section: per agent stage, the model turns an item
-took (mean, p95, max); per tool, its calls, the error results it gave and its latency (p50,
-p95). :func:`trajectories` yields each item's trajectory in input order, to be joined to its
-results.jsonl record: every step of the item's conversation per agent stage (a model turn's text
-and tool calls with their arguments, each tool's result), with long texts clipped to ``chars``
-characters (the store keeps them whole).
+took (mean, p95, max); per tool, its calls, the error results it gave, its latency (p50,
+p95) and the time its calls waited for its own limits (concurrency, rpm). :func:`trajectories`
+yields each item's trajectory in input order, to be joined to its results.jsonl record: every
+step of the item's conversation per agent stage (a model turn's text and tool calls with their
+arguments, each tool's result), with long texts clipped to ``chars`` characters (the store keeps
+them whole).
 
 Example::
 
@@ -70,7 +71,9 @@ def agent_section(store: RunStore, run_id: str) -> dict[str, Any] | None:
             turns[stage].append(max((r.turn for r in rows if r.role == "assistant"), default=0))
             for row in rows:
                 if row.role == "tool" and row.tool is not None:
-                    tool = tools.setdefault(row.tool, {"calls": 0, "errors": 0, "seconds": []})
+                    empty = {"calls": 0, "errors": 0, "seconds": [], "waited": 0.0}
+                    tool = tools.setdefault(row.tool, empty)
+                    tool["waited"] += row.waited
                     tool["calls"] += 1
                     tool["errors"] += int(row.is_error)
                     tool["seconds"].append(row.seconds)
@@ -92,6 +95,7 @@ def agent_section(store: RunStore, run_id: str) -> dict[str, Any] | None:
                 "errors": tool["errors"],
                 "p50_seconds": round(percentile(tool["seconds"], 50), 4),
                 "p95_seconds": round(percentile(tool["seconds"], 95), 4),
+                "waited_seconds": round(tool["waited"], 4),
             }
             for name, tool in sorted(tools.items())
         },
@@ -108,7 +112,7 @@ def agent_lines(section: dict[str, Any] | None) -> list[str]:
     ]
     lines += [
         f"  tool {name}: {t['calls']} calls, {t['errors']} errors, "
-        f"p50 {t['p50_seconds']} s, p95 {t['p95_seconds']} s"
+        f"p50 {t['p50_seconds']} s, p95 {t['p95_seconds']} s, waited {t['waited_seconds']} s for its limits"
         for name, t in section["tools"].items()
     ]
     return lines
@@ -123,9 +127,11 @@ def agent_markdown(section: dict[str, Any] | None) -> list[str]:
         f"| {stage} | {s['items']} | {s['turns_mean']} | {s['turns_p95']} | {s['turns_max']} |"
         for stage, s in section["stages"].items()
     ]
-    lines += ["", "| tool | calls | errors | p50 s | p95 s |", "|---|---:|---:|---:|---:|"]
+    lines += ["", "| tool | calls | errors | p50 s | p95 s | waited for its limits s |"]
+    lines += ["|---|---:|---:|---:|---:|---:|"]
     lines += [
-        f"| {name} | {t['calls']} | {t['errors']} | {t['p50_seconds']} | {t['p95_seconds']} |"
+        f"| {name} | {t['calls']} | {t['errors']} | {t['p50_seconds']} | {t['p95_seconds']} "
+        f"| {t['waited_seconds']} |"
         for name, t in section["tools"].items()
     ]
     return lines

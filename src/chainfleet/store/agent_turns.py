@@ -46,17 +46,21 @@ class TurnRow:
     tool: str | None = None
     is_error: bool = False
     seconds: float = 0.0
+    #: a tool call's wait for its own limits (concurrency, rpm) before it ran
+    waited: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
 
 
 _COLUMNS = (
-    "idx, item_id, stage, key, seq, turn, role, message, tool, is_error, seconds, input_tokens, output_tokens"
+    "idx, item_id, stage, key, seq, turn, role, message, tool, is_error, seconds, waited, "
+    "input_tokens, output_tokens"
 )
 
 
 def _decode(row: tuple[Any, ...]) -> TurnRow:
-    index, item_id, stage, key, seq, turn, role, message, tool, is_error, seconds, tokens_in, tokens_out = row
+    index, item_id, stage, key, seq, turn, role, message, tool, is_error = row[:10]
+    seconds, waited, tokens_in, tokens_out = row[10:]
     return TurnRow(
         index=index,
         item_id=item_id,
@@ -69,6 +73,7 @@ def _decode(row: tuple[Any, ...]) -> TurnRow:
         tool=tool,
         is_error=bool(is_error),
         seconds=seconds,
+        waited=waited,
         input_tokens=tokens_in,
         output_tokens=tokens_out,
     )
@@ -84,7 +89,7 @@ class AgentTurns:
         """Record one step (repeating it replaces it); committed at the store's next commit
         (``await store.durable()`` before acting on it)."""
         self.store.db.execute(
-            f"INSERT OR REPLACE INTO agent_turns (run_id, {_COLUMNS}) VALUES ({', '.join('?' * 14)})",
+            f"INSERT OR REPLACE INTO agent_turns (run_id, {_COLUMNS}) VALUES ({', '.join('?' * 15)})",
             (
                 run_id,
                 row.index,
@@ -98,6 +103,7 @@ class AgentTurns:
                 row.tool,
                 int(row.is_error),
                 row.seconds,
+                row.waited,
                 row.input_tokens,
                 row.output_tokens,
             ),

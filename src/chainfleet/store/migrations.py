@@ -284,6 +284,7 @@ def m021_agent_turns(db: sqlite3.Connection) -> None:
             tool TEXT,
             is_error INTEGER NOT NULL DEFAULT 0,
             seconds REAL NOT NULL DEFAULT 0,
+            waited REAL NOT NULL DEFAULT 0,
             input_tokens INTEGER NOT NULL DEFAULT 0,
             output_tokens INTEGER NOT NULL DEFAULT 0,
             PRIMARY KEY (run_id, item_id, stage, key, seq)

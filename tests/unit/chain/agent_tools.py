@@ -59,3 +59,15 @@ async def counted(query: str) -> str:
     await asyncio.sleep(0.01)
     IN_FLIGHT[0] -= 1
     return "counted"
+
+
+#: the run's clock, for a test that runs on virtual time (the test sets it)
+CLOCK: list[object] = []
+#: when each ``timed`` call started, on that clock
+STARTS: list[float] = []
+
+
+async def timed(query: str) -> str:
+    """Records when it is called."""
+    STARTS.append(CLOCK[0].now())  # type: ignore[attr-defined]
+    return "timed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from chainfleet import Completion, CompletionRequest, Pipeline, Provider, run
+from chainfleet import Completion, CompletionRequest, Pipeline, Provider, arun, run
 from chainfleet.providers import ToolCall
 from conftest import read_report, read_results
 from unit.chain import agent_tools
@@ -279,3 +280,29 @@ def test_compare_says_the_trajectories_are_identical(tmp_path: Path) -> None:
     assert "Agent trajectories identical between the two modes: yes (4 items)" in result.output
     report = json.loads((tmp_path / "cmp" / "report.json").read_text(encoding="utf-8"))
     assert report["trajectories_identical"] is True and report["trajectories"] == {"items": 4, "differing": 0}
+
+
+def test_a_tools_rpm_holds_on_the_runs_clock_and_its_wait_is_reported(tmp_path: Path) -> None:
+    """On virtual time (no real seconds): 24 calls of a tool limited to 60 a minute never come
+    more than two (its burst) in any one second, and the report says how long they waited."""
+    from chainfleet.clock import VirtualClock
+
+    clock = VirtualClock()
+    agent_tools.CLOCK[:] = [clock]
+    agent_tools.STARTS.clear()
+    calls = [ToolCall(f"c{i}", "timed", {"query": str(i)}) for i in range(4)]
+    pipeline = agent([{"function": f"{TOOLS}:timed", "rpm": 60}])
+    topics = [f"t{i}" for i in range(6)]
+
+    async def main() -> Any:
+        return await arun(pipeline, topics, out=tmp_path, clock=clock, providers={"sim": Scripted([calls])})
+
+    report = asyncio.run(clock.run(main()))
+    assert report.items_failed == 0
+    starts = sorted(agent_tools.STARTS)
+    assert len(starts) == 24
+    # at most 2 in any second: the third call after any call comes a second or more later
+    assert all(b - a >= 1.0 - 1e-6 for a, b in zip(starts, starts[2:], strict=False))
+    assert starts[-1] - starts[0] >= 21.0  # 60 a minute: 24 calls take more than 21 s
+    tools = read_report(tmp_path)["agents"]["tools"]
+    assert tools["timed"]["waited_seconds"] > 21 * 12 / 2  # most calls queued for their turn
