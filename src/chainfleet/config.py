@@ -78,6 +78,8 @@ class RunSettings:
     batch: bool = False
     item_files: ItemFiles = "auto"
     parquet: bool = False
+    #: how long a text of an agent's trajectory in results.jsonl may be (the store keeps it whole)
+    trajectory_chars: int = 2000
 
     def replace(self, **changes: Any) -> RunSettings:
         """A copy with ``changes``; an unknown name is a ``TypeError`` naming it."""

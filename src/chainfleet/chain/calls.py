@@ -29,7 +29,7 @@ from chainfleet.errors import CallError, RetryableError
 from chainfleet.limits import ModelLimiter, Reservation, estimate_tokens
 from chainfleet.limits.headers import parse_rate_limits
 from chainfleet.pipeline import Stage
-from chainfleet.providers import Completion, CompletionRequest, Provider
+from chainfleet.providers import Completion, CompletionRequest, Provider, ToolCall
 from chainfleet.store.runstore import CallRow
 from chainfleet.store.stats import StageStats
 
@@ -52,6 +52,8 @@ class Attempt:
     started: float
     limiter_wait: float = 0.0
     cooldown_wait: float = 0.0
+    #: the tools the model asked to call in this attempt's reply (an agent's turn)
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass
@@ -63,6 +65,8 @@ class Called:
     output_tokens: int
     seconds: float
     attempts: int
+    #: the tools the model asked to call (an agent's turn)
+    tool_calls: tuple[ToolCall, ...] = ()
 
     def add(self, more: Called) -> None:
         self.text = more.text
@@ -84,6 +88,8 @@ class Prepared:
     cacheable: bool = False
     #: the same call with the validator's message appended (None: cannot be asked again)
     repair: Callable[[str, str], Prepared] | None = None
+    #: the request a model call sends (None for a tool step); an agent builds its turns on it
+    request: CompletionRequest | None = None
     _key: str | None = None
 
     @property
@@ -146,7 +152,7 @@ class Calls:
             service += self._count_attempt(chain, stats, record, ok=True)
             self._save_call(chain, label, record, "ok", tokens=(tokens_in, tokens_out))
             self.spend(prepared.spec, tokens_in, tokens_out)
-            return Called(text, tokens_in, tokens_out, service, attempt)
+            return Called(text, tokens_in, tokens_out, service, attempt, record.tool_calls)
 
     def spend(self, spec: str | None, tokens_in: int, tokens_out: int) -> None:
         self.ctx.stats.input_tokens += tokens_in
@@ -199,7 +205,8 @@ class Calls:
         provider, model = self.ctx.pool.for_model(spec)
         caller = batch(key_parts) if batch is not None else None
         limiter = self.ctx.limits.of(spec) if caller is None else None
-        estimate = estimate_tokens((request.system or "") + request.prompt, model) + request.max_tokens
+        sent = "".join(str(m.get("content") or "") for m in request.conversation())
+        estimate = estimate_tokens(sent, model) + request.max_tokens
         endpoint = endpoint_of(provider) if caller is None else None  # a batch job has its own watcher
 
         async def call(record: Attempt) -> Call:
@@ -207,6 +214,7 @@ class Calls:
                 return await (provider.complete(request) if caller is None else caller(request))
 
             completion = await self.metered(limiter, estimate, record, send, endpoint=endpoint)
+            record.tool_calls = completion.tool_calls
             return completion.text, completion.input_tokens, completion.output_tokens
 
         def repair(problem: str, reply: str) -> Prepared:
@@ -222,6 +230,7 @@ class Calls:
             gated=limiter is not None,
             cacheable=cacheable,
             repair=repair if request.schema is not None else None,
+            request=request,
         )
 
     async def metered(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chainfleet.chain.review import ReviewHook
 from chainfleet.clock import Clock, SystemClock
@@ -207,6 +207,9 @@ class RunContext:
     #: the user's own chains (chainfleet.code): paths called that no limiter knows -> calls
     #: (passed through unlimited; the report warns of them)
     passthrough: dict[str, int] = field(default_factory=dict)
+    #: agent stages' tools from outside the pipeline file (MCP servers), by stage name: each a
+    #: chainfleet.chain.agent.Tool (typed loosely: that module builds on this one)
+    agent_tools: dict[str, list[Any]] = field(default_factory=dict)
 
     @classmethod
     def local(

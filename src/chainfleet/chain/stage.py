@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from chainfleet.chain.agent import AgentLoop
 from chainfleet.chain.calls import Called, Calls, Prepared
 from chainfleet.chain.progress import Chain, GateOutcome
 from chainfleet.chain.review import with_feedback
@@ -115,6 +116,8 @@ class StageExecutor:
         self.ctx = ctx
         #: makes the calls: limiter, retries, the calls table, prices
         self.calls = Calls(ctx)
+        #: runs agent stages (tools:), turn after turn, each turn one of these calls
+        self.agents = AgentLoop(ctx, self.calls)
         stages = list(ctx.pipeline.stages)
         #: stages whose every try is stored (contracts, gates, and stages a revision re-runs)
         self._tracked = {s.name for s in stages if s.contract is not None or s.checks}
@@ -247,7 +250,10 @@ class StageExecutor:
         stats = self.ctx.stats.stage(stage.name)
         stats.in_flight += 1
         try:
-            called = await self.calls.attempts(chain, stage.name, prepared, stats)
+            if stage.is_agent:
+                called = await self.agents.run(chain, stage, prepared, stats)
+            else:
+                called = await self.calls.attempts(chain, stage.name, prepared, stats)
             contract, limit = stage.contract, stage.max_repairs
             value, repairs = await self._repair(chain, stage.name, contract, limit, prepared, called, stats)
         finally:

@@ -106,6 +106,7 @@ def print_comparison(report: CompareReport, out: str | Path) -> None:
     same = "yes" if report.outputs_identical else f"NO ({report.outputs_differing} differ)"
     click.echo(f"Outputs identical between the two modes: {same}")
     print_gates(report)
+    print_trajectories(report)
     if report.review_queue_identical is not None:
         queue = "yes" if report.review_queue_identical else f"NO ({report.review_differing} differ)"
         click.echo(
@@ -125,6 +126,16 @@ def print_comparison(report: CompareReport, out: str | Path) -> None:
             f"({round(error) or 0:+d}% against the measured run)"  # never "-0%"
         )
     click.echo(f"Reports: {out}/report.json, {out}/sequential/, {out}/parallel/")
+
+
+def print_trajectories(report: CompareReport) -> None:
+    """Whether every agent took the same steps (tool calls, arguments, results) in both runs."""
+    if report.trajectories_identical is None:
+        return
+    same = "yes" if report.trajectories_identical else f"NO ({report.trajectories_differing} differ)"
+    click.echo(
+        f"Agent trajectories identical between the two modes: {same} ({report.trajectories} items)"
+    )
 
 
 def print_gates(report: CompareReport) -> None:

@@ -156,6 +156,7 @@ def cli_settings(options: dict[str, Any], *, run_id: str | None, resume: bool, f
         workers=options.get("workers"),
         item_files=options.get("item_files", "auto"),
         parquet=options.get("parquet", False),
+        trajectory_chars=options.get("trajectory_chars", 2000),
     )
 
 
@@ -337,6 +338,7 @@ async def _run(
             out,
             item_files=settings.item_files,
             parquet=settings.parquet,
+            trajectory_chars=settings.trajectory_chars,
             on_output=on_output,
             progress=progress,
         )

@@ -173,6 +173,14 @@ class ConcurrencyType(_ParamType):
     help="Also write results.parquet (the same rows, as columns) for data tools "
     "(pip install 'chainfleet[parquet]').",
 )
+@click.option(
+    "--trajectory-chars",
+    type=click.IntRange(min=20),
+    default=2000,
+    show_default=True,
+    help="How long a text of an agent's trajectory in results.jsonl may be (tool arguments, "
+    "results, model text); the run store keeps every step whole.",
+)
 @config_errors
 def run_command(
     pipeline_file: str,
@@ -201,6 +209,7 @@ def run_command(
     batch: bool,
     item_files: str,
     parquet: bool,
+    trajectory_chars: int,
 ) -> None:
     """Run PIPELINE.yaml (or your own chain, FILE.py:FUNCTION) over every item of --input.
 
@@ -258,6 +267,7 @@ def run_command(
             "batch": batch,
             "item_files": item_files,
             "parquet": parquet,
+            "trajectory_chars": trajectory_chars,
         },
     }
     from chainfleet.cli.execute import execute  # the runner: not for `chainfleet run --help`

@@ -67,6 +67,9 @@ class SimSettings(_Settings):
     fail_on: tuple[str, ...] = ()
     #: the share of structured replies that come back malformed or off-schema (to rehearse repairs)
     invalid_output_rate: float = Field(0.0, ge=0, le=1)
+    #: an agent's tool turns before it answers (None: ``[[sim:tool_turns=N]]`` in the prompt,
+    #: else one to three by seed and prompt)
+    tool_turns: int | None = Field(None, ge=0)
 
 
 class ProviderSettings(_Settings):

@@ -125,6 +125,7 @@ class Pipeline(BaseModel):
                 attempt(self._check_order, index, stage, field)
             attempt(self._check_gate_settings, index, stage)
             attempt(self._check_schema_reads, index, stage)
+            attempt(self._check_agent, index, stage)
         if problems:
             raise ConfigError.gather(problems)
 
@@ -144,6 +145,32 @@ class Pipeline(BaseModel):
             parse_model(stage.model or self.model, self.providers)
         except ValueError as exc:
             raise self._error(str(exc), ("stages", index, "model") if stage.model else ("model",)) from exc
+
+    def _check_agent(self, index: int, stage: Stage) -> None:
+        """An agent stage runs online on a provider that speaks tool calls (sim, OpenAI's or
+        Anthropic's format)."""
+        if not stage.is_agent:
+            return
+        if (stage.mode or self.mode) == "batch":
+            loc = ("stages", index, "mode") if stage.mode else ("mode",)
+            raise self._error(
+                f"agent stage {stage.name!r} (tools:) cannot run in batch mode yet: "
+                "set `mode: online` on it",
+                loc,
+            )
+        try:
+            provider, _ = parse_model(self.model_for(stage), self.providers)
+        except ValueError:
+            return  # said by _check_model
+        settings = self.providers.get(provider)
+        kind = settings.kind if settings is not None else provider
+        if kind not in ("sim", "openai", "anthropic"):
+            loc = ("stages", index, "model") if stage.model else ("model",)
+            raise self._error(
+                f"agent stage {stage.name!r} (tools:) needs a model that can call tools; "
+                f"provider kind {kind!r} cannot (use sim, openai or anthropic)",
+                loc,
+            )
 
     def _check_order(self, index: int, stage: Stage, field: str) -> None:
         """A template names only earlier stages (the first such name is the problem)."""
@@ -254,6 +281,11 @@ class Pipeline(BaseModel):
 
     def _error(self, reason: str, loc: tuple[Any, ...]) -> PipelineError:
         return located(reason, loc, self._source, self._root, [s.name for s in self.stages])
+
+    def problem(self, reason: str, loc: tuple[Any, ...]) -> PipelineError:
+        """A problem found after loading (e.g. an MCP server's listing) at ``loc``, placed like
+        the pipeline's own: ``file:line: stage 'x' (stages[i]), field 'f': reason``."""
+        return self._error(reason, loc)
 
     # -- loading --------------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from chainfleet.pipeline.gates import CallableCheck, Check, JudgeCheck, SpecErro
 from chainfleet.pipeline.imports import import_object, pipeline_folder
 from chainfleet.pipeline.review_rules import ReviewRule
 from chainfleet.pipeline.templates import SANDBOX, compile_template, render, variables
+from chainfleet.pipeline.tools import FunctionTool, ToolSettings
 from chainfleet.pipeline.usercode import CheckError, call_user
 
 __all__ = ["REVISION_VARIABLES", "Gate", "Stage", "ToolFn"]
@@ -86,6 +87,14 @@ class Stage(BaseModel):
     review: ReviewRule | None = None
     #: "batch": this stage's calls go through the provider's batch API (None: the pipeline's mode)
     mode: Literal["online", "batch"] | None = None
+    #: an agent: the tools the model may call, turn after turn (see chainfleet.pipeline.tools)
+    tools: list[ToolSettings] | None = None
+    #: an agent's budgets per item: model turns, and tool calls in all (``then`` says what
+    #: reaching one does: fail the item, or accept the last answer)
+    max_turns: int = Field(10, ge=1)
+    max_tool_calls: int | None = Field(None, ge=1)
+    #: an agent's tool calls of one turn run at most this many at once
+    parallel_tools: int = Field(4, ge=1)
 
     _prompt_t: jinja2.Template | None = PrivateAttr(None)
     _system_t: jinja2.Template | None = PrivateAttr(None)
@@ -118,6 +127,8 @@ class Stage(BaseModel):
     def _check_tool(cls, value: Any) -> Any:
         if value is None:
             return None
+        if isinstance(value, list):
+            raise ValueError("a tool step is one async function; an agent lists its tools under 'tools:'")
         if isinstance(value, str):
             value = import_object(value)
         if not inspect.iscoroutinefunction(value) and not inspect.iscoroutinefunction(
@@ -160,8 +171,12 @@ class Stage(BaseModel):
 
     @model_validator(mode="after")
     def _check_kind(self) -> Stage:
+        if self.tools is not None and self.tool is not None:
+            reason = "an agent stage (tools:) is a model with a 'prompt', not a 'tool' step"
+            raise SpecError(reason, ("tools",))
         if (self.prompt is None) == (self.tool is None):
             raise ValueError("a stage needs exactly one of 'prompt' (an LLM call) or 'tool'")
+        self._check_tool_names()
         self._prompt_t = compile_template(self.prompt) if self.prompt is not None else None
         self._system_t = compile_template(self.system) if self.system is not None else None
         self._checks = parse_gate(self.gate)
@@ -175,6 +190,30 @@ class Stage(BaseModel):
         if self.on_fail == "revise" and self.is_tool and self.revise in (None, self.name):
             raise SpecError("a tool step cannot revise itself: name an earlier LLM stage", ("on_fail",))
         return self
+
+    def _check_tool_names(self) -> None:
+        """Two function tools of one agent cannot share a name (the model names the one it calls)."""
+        seen: set[str] = set()
+        for index, entry in enumerate(self.tools or ()):
+            tool = entry.function_tool
+            if tool is None:
+                continue
+            if tool.name in seen:
+                raise SpecError(
+                    f"two tools are named {tool.name!r}: give one a 'name:'", ("tools", index, "function")
+                )
+            seen.add(tool.name)
+
+    @property
+    def is_agent(self) -> bool:
+        """Whether the stage is an agent: a model that may call ``tools`` in a loop."""
+        return self.tools is not None
+
+    @property
+    def function_tools(self) -> list[FunctionTool]:
+        """The agent's Python function tools, in the order written."""
+        found = [t.function_tool for t in self.tools or ()]
+        return [t for t in found if t is not None]
 
     @property
     def contract(self) -> Contract | None:

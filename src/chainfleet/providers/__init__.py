@@ -14,7 +14,7 @@
 
 from chainfleet.providers._errors import classify as classify_error
 from chainfleet.providers._errors import error_fields
-from chainfleet.providers.base import Completion, CompletionRequest, Provider
+from chainfleet.providers.base import Completion, CompletionRequest, Provider, ToolCall
 from chainfleet.providers.pool import ProviderPool
 from chainfleet.providers.registry import ProviderConfig, ProviderFactory, register
 
@@ -27,5 +27,6 @@ __all__ = [
     "ProviderPool",
     "classify_error",
     "error_fields",
+    "ToolCall",
     "register",
 ]

@@ -8,6 +8,14 @@ A request with a schema and ``structured: json_schema`` forces a tool call: one 
 reply (as JSON text). A tool's input is always an object, so a schema whose root is not an object
 is wrapped as ``{value: SCHEMA}`` and unwrapped again. With ``json_object`` or ``prompt`` (which
 Anthropic has no JSON mode for) nothing is added: the stage has put the schema in the prompt.
+
+An agent's turn (:func:`anthropic_messages`) sends the conversation as Messages content blocks:
+an assistant's calls as ``tool_use`` blocks, their results as ``tool_result`` blocks (with
+``is_error``) in the next user message; the tools as ``{name, description, input_schema}``. The
+reply's ``tool_use`` blocks come back as :class:`~chainfleet.providers.base.ToolCall` s. A turn
+that offers tools leaves the choice to the model (``auto``); an agent's contract is asked for on
+a turn without tools (the agent's repair turn), where the answer tool above is forced: a forced
+final tool.
 """
 
 from __future__ import annotations
@@ -21,12 +29,12 @@ from chainfleet.errors import ContentFiltered, ServerError
 from chainfleet.limits.headers import keep_headers
 from chainfleet.providers._errors import call_sdk
 from chainfleet.providers._errors import scrub as scrub_secret
-from chainfleet.providers.base import Completion, CompletionRequest, Provider
+from chainfleet.providers.base import Completion, CompletionRequest, Provider, ToolCall
 
 if TYPE_CHECKING:
     import anthropic
 
-__all__ = ["AnthropicProvider", "forced_tool"]
+__all__ = ["AnthropicProvider", "anthropic_messages", "forced_tool"]
 
 _WRAP = "value"
 
@@ -47,6 +55,36 @@ def forced_tool(request: CompletionRequest) -> tuple[dict[str, Any], bool] | Non
         "input_schema": dict(schema),
     }
     return tool, wrapped
+
+
+def anthropic_messages(request: CompletionRequest) -> tuple[str | None, list[dict[str, Any]]]:
+    """The request's conversation as (system, Messages API messages): tool results join the
+    user turn that follows the calls, as the API wants turns to alternate."""
+    system = request.system
+    sent: list[dict[str, Any]] = []
+    for message in request.conversation():
+        role, content = message["role"], str(message.get("content") or "")
+        if role == "system":
+            system = content
+            continue
+        if role == "assistant":
+            blocks: list[dict[str, Any]] = [{"type": "text", "text": content}] if content else []
+            blocks += [
+                {"type": "tool_use", "id": c["id"], "name": c["name"], "input": dict(c["arguments"])}
+                for c in message.get("tool_calls") or ()
+            ]
+            sent.append({"role": "assistant", "content": blocks or content})
+            continue
+        if role == "tool":
+            block = {"type": "tool_result", "tool_use_id": message["tool_call_id"], "content": content,
+                     "is_error": bool(message.get("is_error"))}  # fmt: skip
+        else:
+            block = {"type": "text", "text": content}
+        if sent and sent[-1]["role"] == "user" and isinstance(sent[-1]["content"], list):
+            sent[-1]["content"].append(block)
+        else:
+            sent.append({"role": "user", "content": [block]})
+    return system, sent
 
 
 class AnthropicProvider(Provider):
@@ -106,21 +144,33 @@ class AnthropicProvider(Provider):
         return scrub_secret(text, self._key)
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        params: dict[str, Any] = {
-            "model": request.model,
-            "max_tokens": request.max_tokens,
-            "messages": [{"role": "user", "content": request.prompt}],
-        }
-        if self._takes_temperature:
-            params["temperature"] = request.temperature
-        if request.system:
-            params["system"] = request.system
-        forced = forced_tool(request)
-        if forced is not None:
-            params["tools"] = [forced[0]]
-            params["tool_choice"] = {"type": "tool", "name": forced[0]["name"]}
+        params, forced = self.params(request)
         message, headers = await self.call(lambda: self._client.messages.with_raw_response.create(**params))
         return self.completion_from(message, headers, forced)
+
+    def params(self, request: CompletionRequest) -> tuple[dict[str, Any], tuple[dict[str, Any], bool] | None]:
+        """The ``messages.create`` parameters for a request, and its forced answer tool."""
+        system, messages = anthropic_messages(request)
+        if request.messages is None:  # a plain stage: one user message, as ever
+            messages = [{"role": "user", "content": request.prompt}]
+        params: dict[str, Any] = {"model": request.model, "max_tokens": request.max_tokens}
+        params["messages"] = messages
+        if self._takes_temperature:
+            params["temperature"] = request.temperature
+        if system:
+            params["system"] = system
+        forced = forced_tool(request) if not request.tools else None  # (see the module docstring)
+        tools = [
+            {"name": t["name"], "description": t.get("description", ""),
+             "input_schema": dict(t["parameters"])}
+            for t in request.tools
+        ]  # fmt: skip
+        if forced is not None:
+            tools.append(forced[0])
+            params["tool_choice"] = {"type": "tool", "name": forced[0]["name"]}
+        if tools:
+            params["tools"] = tools
+        return params, forced
 
     def completion_from(
         self, message: Any, headers: Mapping[str, str], forced: tuple[dict[str, Any], bool] | None = None
@@ -133,6 +183,11 @@ class AnthropicProvider(Provider):
             text = "".join(b.text for b in blocks if getattr(b, "type", None) == "text")
             if forced is not None:
                 text = self._tool_input(blocks, forced, text)
+            calls = tuple(
+                ToolCall(b.id, b.name, b.input if isinstance(b.input, dict) else {"_unparsed": b.input})
+                for b in blocks
+                if forced is None and getattr(b, "type", None) == "tool_use"
+            )
             usage = message.usage
         except (AttributeError, TypeError) as exc:
             raise ServerError(f"{self.name}: malformed response: no content") from exc
@@ -145,6 +200,7 @@ class AnthropicProvider(Provider):
             cached_tokens=getattr(usage, "cache_read_input_tokens", 0) or 0,
             model=getattr(message, "model", None),
             headers=keep_headers(headers),
+            tool_calls=calls,
         )
 
     def _tool_input(self, blocks: Any, forced: tuple[dict[str, Any], bool], text: str) -> str:

@@ -4,6 +4,16 @@ A provider turns one :class:`CompletionRequest` into one :class:`Completion`, or
 the :mod:`chainfleet.errors` ``CallError`` classes. It knows nothing of runs, items or retries:
 the runner owns the one retry loop, so adapters must not retry on their own.
 
+An agent's turn carries a conversation instead of one prompt: ``messages`` in a neutral form
+every adapter translates to its wire format, and the ``tools`` the model may call; the model's
+answer may then hold :class:`ToolCall` s instead of (or besides) text. A neutral message is::
+
+    {"role": "system" | "user" | "assistant" | "tool", "content": str,
+     "tool_calls": [{"id", "name", "arguments"}],   # an assistant's calls
+     "tool_call_id": str, "is_error": bool}           # a tool's result
+
+and a tool is ``{"name", "description", "parameters"}`` (a JSON Schema).
+
 Example::
 
     class Echo(Provider):
@@ -17,6 +27,18 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A call the model asked for: the provider's id for it, the tool's name, its arguments."""
+
+    id: str
+    name: str
+    arguments: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "arguments": dict(self.arguments)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +57,18 @@ class CompletionRequest:
     structured: Literal["json_schema", "json_object", "prompt"] = "json_schema"
     #: the schema's name where the wire format wants one
     schema_name: str = "output"
+    #: an agent's conversation so far (neutral messages, see the module docstring); when set it
+    #: replaces ``system`` + ``prompt``
+    messages: tuple[Mapping[str, Any], ...] | None = None
+    #: the tools the model may call: ``{name, description, parameters}``
+    tools: tuple[Mapping[str, Any], ...] = ()
+
+    def conversation(self) -> list[Mapping[str, Any]]:
+        """The messages to send: ``messages``, or ``system`` and ``prompt`` as two of them."""
+        if self.messages is not None:
+            return list(self.messages)
+        first: list[Mapping[str, Any]] = [{"role": "system", "content": self.system}] if self.system else []
+        return [*first, {"role": "user", "content": self.prompt}]
 
     @property
     def wire_schema_name(self) -> str:
@@ -53,6 +87,8 @@ class Completion:
     cached_tokens: int = 0
     model: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: the tools the model asked to call (an agent's turn); empty when it answered
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class Provider:

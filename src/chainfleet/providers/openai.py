@@ -10,10 +10,17 @@ sends ``response_format`` ``{type: json_schema, json_schema: {name, schema, stri
 the schema adapted to strict mode's rules (:func:`chainfleet.pipeline.contracts.strict_schema`);
 ``json_object`` sends ``{type: json_object}`` (the stage has put the schema in the prompt, which
 JSON mode also wants); ``prompt`` sends nothing extra. The reply's text is the JSON either way.
+
+An agent's turn (:func:`chat_messages`, :func:`chat_tools`) sends the conversation as chat
+messages (an assistant's ``tool_calls``, each result a ``tool`` message) and the tools as
+``function`` tools with ``parallel_tool_calls``; the reply's ``tool_calls`` come back as
+:class:`~chainfleet.providers.base.ToolCall` s. A ``response_format`` still asks for the final
+answer's structure: the model either calls tools or answers in that format.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -22,12 +29,57 @@ from chainfleet.limits.headers import keep_headers
 from chainfleet.pipeline.contracts import strict_schema
 from chainfleet.providers._errors import call_sdk
 from chainfleet.providers._errors import scrub as scrub_secret
-from chainfleet.providers.base import Completion, CompletionRequest, Provider
+from chainfleet.providers.base import Completion, CompletionRequest, Provider, ToolCall
 
 if TYPE_CHECKING:
     import openai
 
-__all__ = ["OpenAIProvider", "response_format"]
+__all__ = ["OpenAIProvider", "chat_messages", "chat_tools", "response_format", "tool_calls_of"]
+
+
+def chat_messages(request: CompletionRequest) -> list[dict[str, Any]]:
+    """The request's conversation as chat completions messages."""
+    sent: list[dict[str, Any]] = []
+    for message in request.conversation():
+        role = message["role"]
+        if role == "tool":
+            content = str(message.get("content") or "")
+            sent.append({"role": "tool", "tool_call_id": message["tool_call_id"], "content": content})
+        elif role == "assistant" and message.get("tool_calls"):
+            calls = [
+                {"id": c["id"], "type": "function",
+                 "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}}
+                for c in message["tool_calls"]
+            ]  # fmt: skip
+            sent.append({"role": "assistant", "content": message.get("content") or None, "tool_calls": calls})
+        else:
+            sent.append({"role": role, "content": str(message.get("content") or "")})
+    return sent
+
+
+def chat_tools(request: CompletionRequest) -> list[dict[str, Any]]:
+    """The request's tools as chat completions ``function`` tools."""
+    return [
+        {"type": "function", "function": {"name": t["name"], "description": t.get("description", ""),
+                                          "parameters": dict(t["parameters"])}}
+        for t in request.tools
+    ]  # fmt: skip
+
+
+def tool_calls_of(message: Any) -> tuple[ToolCall, ...]:
+    """The tool calls of a chat completions reply message. Arguments that are not a JSON object
+    come back as ``{"_unparsed": TEXT}``, which the tool's schema then refuses (the model is told)."""
+    found = []
+    for call in getattr(message, "tool_calls", None) or ():
+        text = call.function.arguments or "{}"
+        try:
+            arguments = json.loads(text)
+        except ValueError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            arguments = {"_unparsed": text}
+        found.append(ToolCall(call.id, call.function.name, arguments))
+    return tuple(found)
 
 
 def response_format(request: CompletionRequest) -> dict[str, Any] | None:
@@ -94,19 +146,18 @@ class OpenAIProvider(Provider):
         return scrub_secret(text, self._key)
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        messages: list[dict[str, str]] = []
-        if request.system:
-            messages.append({"role": "system", "content": request.system})
-        messages.append({"role": "user", "content": request.prompt})
         params: dict[str, Any] = {
             "model": request.model,
-            "messages": messages,
+            "messages": chat_messages(request),
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
         }
         fmt = response_format(request)
         if fmt is not None:
             params["response_format"] = fmt
+        if request.tools:
+            params["tools"] = chat_tools(request)
+            params["parallel_tool_calls"] = True
         completion, headers = await self.call(
             lambda: self._client.chat.completions.with_raw_response.create(**params)
         )
@@ -121,8 +172,11 @@ class OpenAIProvider(Provider):
             text = choice.message.content
             finish = choice.finish_reason
             usage = completion.usage
+            calls = tool_calls_of(choice.message)
         except (AttributeError, IndexError, TypeError) as exc:
             raise ServerError(f"{self.name}: malformed response: no choices") from exc
+        if text is None and calls and finish != "content_filter":
+            text = ""
         if finish == "content_filter" or text is None:
             raise ContentFiltered(f"{self.name}: the output was filtered (finish_reason={finish})")
         cached = 0
@@ -136,6 +190,7 @@ class OpenAIProvider(Provider):
             cached_tokens=cached,
             model=getattr(completion, "model", None),
             headers=keep_headers(headers),
+            tool_calls=calls,
         )
 
     async def aclose(self) -> None:

@@ -7,6 +7,11 @@ service time of a call: generating the text counts towards it, as it does on a r
 ``error_rate`` set, calls fail with a simulated 500 (a retryable ``ServerError``); whether the
 n-th call of a given prompt fails is decided by (seed, prompt, n), so failures too are the same
 from run to run whatever the interleaving.
+
+An agent's turn (a request with ``messages`` and ``tools``) is played by
+:mod:`chainfleet.sim.agent`: a deterministic subset of the tools over one to three turns
+(``[[sim:tool_turns=N]]`` in the prompt says how many), then an answer generated from the prompt
+and the tools' results, so an output shows what its tools returned.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import hashlib
 from chainfleet.clock import Clock, SystemClock
 from chainfleet.errors import ServerError
 from chainfleet.pipeline import SimSettings
-from chainfleet.providers.base import Completion, CompletionRequest, Provider
+from chainfleet.providers.base import Completion, CompletionRequest, Provider, ToolCall
+from chainfleet.sim import agent as simagent
 from chainfleet.sim import jsonvalue as simjson
 from chainfleet.sim import text as simtext
 
@@ -54,6 +60,9 @@ class SimProvider(Provider):
     async def complete(self, request: CompletionRequest) -> Completion:
         s = self.settings
         key = f"{request.model}\x00{request.system}\x00{request.prompt}"
+        if request.messages is not None:
+            steps = (str(m.get("content") or m.get("tool_calls")) for m in request.messages)
+            key += "\x00" + "\x00".join(steps)
         started = self.clock.now()
         delay = s.latency
         if s.jitter:
@@ -63,7 +72,12 @@ class SimProvider(Provider):
             nth = self._failures.get(key, 0)
             failing = _unit(s.seed, "fail", key, nth) < s.error_rate
             self._failures[key] = nth + 1
-        text = "" if failing else self._text(request, key)
+        calls: tuple[ToolCall, ...] = ()
+        if not failing and request.tools:
+            conversation = request.conversation()
+            planned = simagent.next_turn(conversation, request.tools, seed=s.seed, tool_turns=s.tool_turns)
+            calls = tuple(ToolCall(c.id, c.name, c.arguments) for c in planned)
+        text = "" if failing or calls else self._text(request, key)
         # the latency is the whole service time, like a server's: generating the text is part of it
         remaining = delay - (self.clock.now() - started)
         if remaining > 0:
@@ -71,23 +85,30 @@ class SimProvider(Provider):
         if failing:
             raise ServerError("simulated 500 Internal Server Error", status=500)
         self._failures.pop(key, None)
-        prompt_tokens = simtext.count_tokens(request.prompt)
-        if request.system:
-            prompt_tokens += simtext.count_tokens(request.system)
+        sent = [str(m.get("content") or "") for m in request.conversation()]
+        said = text + "".join(str(c.arguments) for c in calls)
         return Completion(
             text=text,
-            input_tokens=prompt_tokens,
-            output_tokens=simtext.count_tokens(text),
+            input_tokens=sum(simtext.count_tokens(part) for part in sent if part),
+            output_tokens=simtext.count_tokens(said) if said else 0,
             model=request.model,
+            tool_calls=calls,
         )
 
     def _text(self, request: CompletionRequest, key: str) -> str:
         """The reply: prose, or JSON for the request's schema (malformed for a deterministic
         share of prompts with ``invalid_output_rate``)."""
         s = self.settings
+        user = request.prompt
+        if request.messages is not None:  # an agent's answer: made from the prompt and tool results
+            if request.schema is None:
+                return simagent.answer(
+                    request.messages, seed=s.seed, max_tokens=request.max_tokens, model=request.model
+                )
+            user = simagent.answer_prompt(request.messages)
         if request.schema is None:
-            return sim_text(request.prompt, request.system, s.seed, request.max_tokens, request.model)
-        prompt = f"{request.system}\n{request.prompt}" if request.system else request.prompt
+            return sim_text(user, request.system, s.seed, request.max_tokens, request.model)
+        prompt = f"{request.system}\n{user}" if request.system else user
         if s.invalid_output_rate and _unit(s.seed, "invalid", key) < s.invalid_output_rate:
             return simjson.malformed(request.schema, prompt=prompt, seed=s.seed)
         return simjson.reply(request.schema, prompt=prompt, seed=s.seed)

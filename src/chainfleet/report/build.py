@@ -29,6 +29,7 @@ from itertools import islice
 from typing import Any
 
 from chainfleet.pipeline.gates import as_text
+from chainfleet.report.agents import agent_section
 from chainfleet.report.batch import batch_section
 from chainfleet.report.estimate import SequentialEstimate, estimate_sequential
 from chainfleet.report.gates import gate_summary
@@ -137,6 +138,7 @@ def build_report(store: RunStore, run_id: str) -> RunReport:
     _add_items(report, store)
     report.gates = gate_summary(store, run_id)
     report.batch = batch_section(store, wall_seconds=report.wall_seconds)
+    report.agents = agent_section(store, run_id)
     report.review = review_summary(store, run_id)
     return report
 

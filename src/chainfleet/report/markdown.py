@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from chainfleet.limits.facts import limit_lines
+from chainfleet.report.agents import agent_markdown
 from chainfleet.report.batch import batch_markdown
 from chainfleet.report.duration import fmt_duration
 from chainfleet.report.gates import gate_markdown
@@ -136,6 +137,7 @@ def report_markdown(d: Mapping[str, Any]) -> str:
     lines += _failure_table(d)
     lines += gate_markdown(d.get("gates"))
     lines += batch_markdown(d.get("batch"))
+    lines += agent_markdown(d.get("agents"))
     lines += _quality_table(d["quality"])
     return "\n".join(lines) + "\n"
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chainfleet.limits.facts import limit_lines
+from chainfleet.report.agents import agent_lines
 from chainfleet.report.batch import batch_lines
 from chainfleet.report.duration import fmt_duration
 from chainfleet.report.estimate import concurrency_phrase, speed_phrase
@@ -92,6 +93,8 @@ class RunReport:
     gates: dict[str, Any] | None = None
     #: batch mode: chunks and requests by state, provider wait (see chainfleet.report.batch)
     batch: dict[str, Any] | None = None
+    #: agent stages: turns per item, and per tool its calls, errors, latency (chainfleet.report.agents)
+    agents: dict[str, Any] | None = None
     #: every session of the run (chainfleet.store.sessions): when, how it ended, what it did
     sessions: list[dict[str, Any]] = field(default_factory=list)
     store: RunStore | None = field(default=None, repr=False, compare=False)
@@ -187,6 +190,7 @@ class RunReport:
             "input_error": self.input_error,
             "gates": self.gates,
             "batch": self.batch,
+            "agents": self.agents,
             "sessions": self.sessions,
         }
 
@@ -213,6 +217,7 @@ class RunReport:
         if self.sequential_estimate:
             lines.insert(2, f"  one at a time: {self.sequential_estimate['note']}")
         lines += batch_lines(self.batch)
+        lines += agent_lines(self.agents)
         lines.extend(limit_lines(self.rates.get("models") or {}))
         if self.stopped:
             lines.append(f"stopped early: {self.stopped}")

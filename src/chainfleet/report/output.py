@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from chainfleet.errors import ConfigError
+from chainfleet.report.agents import TRAJECTORY_CHARS, trajectories
 from chainfleet.report.build import build_report
 from chainfleet.report.model import RunReport
 from chainfleet.report.quality import topic_of
@@ -95,13 +96,15 @@ def write_output(
     report_json: bool = True,
     progress: Progress | None = None,
     parquet: bool = False,
+    trajectory_chars: int = TRAJECTORY_CHARS,
 ) -> None:
     """Write the run's output folder from its report and store; streams, never loads it whole.
 
     One pass over the store writes results.jsonl, results.parquet (with ``parquet``: it needs
     pyarrow, the ``parquet`` extra) and, by
     ``item_files`` (``auto``: only for runs of at most 10,000 items; ``all``; ``none``), one
-    markdown file per item (see :mod:`chainfleet.report.results`); then report.json, report.md,
+    markdown file per item (see :mod:`chainfleet.report.results`; an agent's trajectory with
+    texts clipped to ``trajectory_chars``); then report.json, report.md,
     timeline.png and report.html. Every file is written under a temporary name and moved into
     place, so a reader (or a run killed or interrupted while writing) never sees half a file.
     The store records whether the output was written to its end (``chainfleet runs`` says
@@ -131,6 +134,7 @@ def write_output(
         reviews=item_reviews(store) if store is not None else {},
         progress=progress,
         parquet=parquet,
+        trajectories=None if store is None else trajectories(store, report.run_id, chars=trajectory_chars),
     )
     kill_point("output-results")  # tests: results.jsonl written, the reports not yet
     if store is not None:

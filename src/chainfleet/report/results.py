@@ -4,12 +4,14 @@ The store is read once, in input order (:meth:`RunStore.items`), and each record
 writer as it comes, so memory stays flat whatever the run's size and no file is written twice:
 
 - ``results.jsonl``: one JSON object per item (``id``, ``input``, ``status``, ``outputs`` by
-  stage, ``error``, ``attempts``, ``seconds``, ``quality``, ``gates``, ``review``). Each
+  stage, ``error``, ``attempts``, ``seconds``, ``quality``, ``gates``, ``review``, and for an
+  agent stage ``trajectory``: each step of its conversation, clipped). Each
   output is there once: the final one is ``outputs[<last stage>]``;
 - ``results.parquet`` (``--parquet``; needs the ``parquet`` extra, pyarrow): the same rows as
   columns for data users, written in row groups of :data:`ROW_GROUP` items (``id``, ``index``, ``status``,
   ``input`` and ``error`` as JSON text, ``attempts``, ``seconds``, and one ``output_<stage>``
-  column per stage, a structured output as JSON text);
+  column per stage, a structured output as JSON text, and ``trajectory``: an agent's steps as
+  JSON text);
 - ``items/<id>--<topic>.md``: a readable file per item, by ``item_files``: ``all``, ``none``,
   or ``auto`` (the default: only when the run has at most :data:`ITEM_FILES_AUTO_MAX` items;
   a million small files help nobody and cost minutes).
@@ -107,6 +109,7 @@ class _Parquet:
             ("error", pa.string()),
             ("attempts", pa.int64()),
             ("seconds", pa.float64()),
+            ("trajectory", pa.string()),
         ]
         self.schema = pa.schema(fields)
         # the system allocator gives memory back as row groups are written (pyarrow's default
@@ -134,6 +137,8 @@ class _Parquet:
         c["error"].append(json.dumps(record.error, ensure_ascii=False) if record.error else None)
         c["attempts"].append(record.attempts)
         c["seconds"].append(round(record.seconds, 6))
+        trajectory = row.get("trajectory")
+        c["trajectory"].append(None if trajectory is None else json.dumps(trajectory, ensure_ascii=False))
         if len(c["id"]) >= ROW_GROUP:
             self._flush()
 
@@ -172,11 +177,13 @@ def write_results(
     reviews: Mapping[str, Any],
     parquet: bool = False,
     progress: Progress | None = None,
+    trajectories: Iterator[tuple[int, dict[str, Any]]] | None = None,
 ) -> list[str]:
     """Write results.jsonl (and results.parquet, and the item files when ``item_file`` gives
     each record's file name and text) in one pass over ``records``; return the files written.
 
-    ``parquet``: results.parquet too. Interrupted (any exception, a signal's included), it
+    ``parquet``: results.parquet too. ``trajectories``: (item index, trajectory) in input order,
+    each joined to its item's record as ``trajectory``. Interrupted (any exception, a signal's included), it
     removes its temporary files and re-raises: the previous files stay.
     """
     names = ["results.jsonl"] + (["results.parquet"] if parquet else [])
@@ -185,6 +192,7 @@ def write_results(
     if item_file is not None:
         items_dir.mkdir(exist_ok=True)
     done = 0
+    joined = _Join(trajectories)
     try:
         with ExitStack() as stack:
             sinks: list[_Sink] = [_Jsonl(temps[0])]
@@ -196,6 +204,9 @@ def write_results(
                 row = record.to_json()
                 if record.id in reviews:
                     row["review"] = reviews[record.id]
+                trajectory = joined.find(record.index)
+                if trajectory is not None:
+                    row["trajectory"] = trajectory
                 for sink in sinks:
                     sink.add(record, row)
                 if item_file is not None and record.status != "skipped":
@@ -213,6 +224,20 @@ def write_results(
     if progress is not None:
         progress(done, total)
     return names
+
+
+class _Join:
+    """Values keyed by item index, in input order, taken as the records reach them (a merge
+    join: memory stays flat)."""
+
+    def __init__(self, pairs: Iterator[tuple[int, Any]] | None) -> None:
+        self.pairs = pairs
+        self.head = next(pairs, None) if pairs is not None else None
+
+    def find(self, index: int) -> Any:
+        while self.pairs is not None and self.head is not None and self.head[0] < index:
+            self.head = next(self.pairs, None)
+        return self.head[1] if self.head is not None and self.head[0] == index else None
 
 
 def _ordered(records: Iterable[ItemRecord], stages: Sequence[str]) -> Iterator[ItemRecord]:

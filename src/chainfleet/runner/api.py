@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from chainfleet.backends import backend_for
+from chainfleet.backends import Backend, backend_for
 from chainfleet.chain.batch import with_batch
+from chainfleet.chain.mcp import McpServers, start_servers
 from chainfleet.clock import Clock, SystemClock
 from chainfleet.config import ItemFiles, RunSettings
 from chainfleet.errors import ConfigError
@@ -198,9 +199,39 @@ async def arun(
         raise ConfigError("--concurrency auto is for online calls; batch mode has no use for it")
     if batched and settings.backend != "local":
         raise ConfigError("batch mode runs on the local backend: the provider runs the batch, not Ray")
+    if settings.backend != "local" and any(stage.is_agent for stage in pipeline.stages):
+        reason = "agent stages (tools:) run on the local backend for now, not Ray"
+        raise ConfigError(reason, where="--backend")
     engine = backend_for(settings.backend, address=settings.address, workers=settings.workers)
     if batched and settings.concurrency is None:
         settings = settings.replace(concurrency=max(pipeline.concurrency, pipeline.batch.concurrency))
+    servers = await start_servers(pipeline)  # MCP servers: listed now, exit 2 if one cannot start
+    try:
+        return await _run_prepared(
+            pipeline, items, settings, servers, engine, out=out, clock=clock, providers=providers,
+            on_start=on_start, saved=saved, on_output=on_output, output_progress=output_progress,
+        )  # fmt: skip
+    finally:
+        await servers.aclose()
+
+
+async def _run_prepared(
+    pipeline: Pipeline,
+    items: Items,
+    settings: RunSettings,
+    servers: McpServers,
+    engine: Backend,
+    *,
+    out: str | os.PathLike[str] | None,
+    clock: Clock | None,
+    providers: Mapping[str, Provider] | None,
+    on_start: Callable[[Runner], None] | None,
+    saved: Mapping[str, Any] | None,
+    on_output: Callable[[], None] | None,
+    output_progress: Progress | None,
+) -> RunReport:
+    """The run once its checks passed and its MCP servers started: the store, the chains, the
+    output folder."""
     pipeline, source, store, total = prepare(
         pipeline,
         items,
@@ -219,6 +250,7 @@ async def arun(
         pipeline, settings, store=store, clock=clock, providers=providers, backend=engine, saved=saved
     )
     runner.total = total
+    runner.ctx.agent_tools = servers.by_stage
     if on_start is not None:
         on_start(runner)
     report = await runner.run(source)
@@ -230,6 +262,7 @@ async def arun(
         on_output=on_output,
         progress=output_progress,
         parquet=settings.parquet,
+        trajectory_chars=settings.trajectory_chars,
     )
     return report
 
@@ -243,6 +276,7 @@ def finish_output(
     on_output: Callable[[], None] | None = None,
     progress: Progress | None = None,
     parquet: bool = False,
+    trajectory_chars: int = 2000,
 ) -> None:
     """Keep the report in the store (for ``chainfleet report``) and write the output folder
     (see :func:`chainfleet.report.output.write_output`); ``on_output`` is called first."""
@@ -252,7 +286,14 @@ def finish_output(
     if out is not None:
         from chainfleet.report.output import write_output
 
-        write_output(Path(out), report, item_files=item_files, progress=progress, parquet=parquet)
+        write_output(
+            Path(out),
+            report,
+            item_files=item_files,
+            progress=progress,
+            parquet=parquet,
+            trajectory_chars=trajectory_chars,
+        )
 
 
 def run(pipeline: Target, items: Items, settings: RunSettings | None = None, **kwargs: Any) -> RunReport:

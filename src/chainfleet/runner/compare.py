@@ -41,6 +41,7 @@ from chainfleet.clock import Clock
 from chainfleet.errors import ConfigError
 from chainfleet.inputs import InputSource
 from chainfleet.pipeline import Pipeline
+from chainfleet.report.agents import agent_steps
 from chainfleet.report.gates import gate_outcomes
 from chainfleet.report.model import LIST_CAP, RunReport
 from chainfleet.report.quality import topic_of
@@ -92,6 +93,15 @@ class CompareReport:
     #: when no stage has a gate
     gated: int | None = None
     gates_differing: int = 0
+    #: items an agent worked on in either run, and those whose trajectories (every tool call,
+    #: its arguments and result, every model turn) differ; None when no stage is an agent
+    trajectories: int | None = None
+    trajectories_differing: int = 0
+
+    @property
+    def trajectories_identical(self) -> bool | None:
+        """Whether every agent took the same steps in both runs (None: no agent stage)."""
+        return None if self.trajectories is None else self.trajectories_differing == 0
 
     @property
     def gate_outcomes_identical(self) -> bool | None:
@@ -173,6 +183,10 @@ class CompareReport:
             else {"items": self.gated, "differing": self.gates_differing, "stages": self.gate_sides()},
             "review_queue_identical": self.review_queue_identical,
             "review_queued": self.review_queued,
+            "trajectories_identical": self.trajectories_identical,
+            "trajectories": None
+            if self.trajectories is None
+            else {"items": self.trajectories, "differing": self.trajectories_differing},
             "quality": {
                 "items": self.quality_items,
                 "mean_score_sequential": _round(self.mean_score_sequential),
@@ -266,6 +280,7 @@ def compare_reports(sequential: RunReport, parallel: RunReport) -> CompareReport
             report.quality.append(row)
     report.outputs_identical = report.outputs_differing == 0
     _compare_gates(report)
+    _compare_trajectories(report)
     n = report.quality_items
     if n:
         report.mean_score_sequential = sums[SEQUENTIAL] / n
@@ -285,6 +300,19 @@ def _compare_gates(report: CompareReport) -> None:
     keys = a.keys() | b.keys()
     report.gated = len(keys)
     report.gates_differing = sum(a.get(key) != b.get(key) for key in keys)
+
+
+def _compare_trajectories(report: CompareReport) -> None:
+    """Count the items whose agent steps differ between the runs (timings aside)."""
+    seq, par = report.sequential, report.parallel
+    if seq.store is None or par.store is None:
+        return
+    a, b = agent_steps(seq.store, seq.run_id), agent_steps(par.store, par.run_id)
+    if not a and not b:
+        return
+    keys = a.keys() | b.keys()
+    report.trajectories = len(keys)
+    report.trajectories_differing = sum(a.get(key) != b.get(key) for key in keys)
 
 
 def _count_review(report: CompareReport, seq: ItemRecord | None, par: ItemRecord | None) -> None:

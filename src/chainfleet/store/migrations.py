@@ -44,6 +44,7 @@ __all__ = [
     "m006_batches",
     "m007_sessions",
     "m008_journal",
+    "m009_agent_turns",
     "migrate",
     "version",
     "why_not_a_store",
@@ -300,6 +301,36 @@ def m008_journal(db: sqlite3.Connection) -> None:
     )
 
 
+def m009_agent_turns(db: sqlite3.Connection) -> None:
+    """Agents (issue 21): every step of an agent's conversation as it completes, a model turn
+    (the assistant's message with its tool calls) or one tool's result, so a resumed item
+    continues at the turn where it stopped and no finished tool call is made again (kept by
+    :mod:`chainfleet.store.agent_turns`). Its own table only."""
+    db.executescript(
+        """
+        CREATE TABLE IF NOT EXISTS agent_turns (
+            run_id TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            item_id TEXT NOT NULL,
+            stage TEXT NOT NULL,
+            key TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            turn INTEGER NOT NULL,
+            role TEXT NOT NULL,
+            message TEXT NOT NULL,
+            tool TEXT,
+            is_error INTEGER NOT NULL DEFAULT 0,
+            seconds REAL NOT NULL DEFAULT 0,
+            waited REAL NOT NULL DEFAULT 0,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (run_id, item_id, stage, key, seq)
+        );
+        CREATE INDEX IF NOT EXISTS agent_turns_by_key ON agent_turns (item_id, stage, key);
+        """
+    )
+
+
 #: every migration, in the order applied: an entry's place (from 1) is the version it makes
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
@@ -309,6 +340,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m006_batches,
     m007_sessions,
     m008_journal,
+    m009_agent_turns,
 ]
 
 

@@ -65,6 +65,8 @@ COUNTERS = (
     "revisions",
     "judge_calls",
     "replayed",
+    "tool_calls",
+    "tool_errors",
 )
 
 
@@ -98,6 +100,9 @@ class RunStats:
     judge_calls: int = 0
     #: calls of code chains answered from the journal (issue 20): not called, not paid
     replayed: int = 0
+    #: an agent's tool calls, and those that gave the model an error result
+    tool_calls: int = 0
+    tool_errors: int = 0
     admitted: int = 0
     in_flight: int = 0
     done: int = 0
