@@ -11,6 +11,11 @@ template naming a later stage or reading a property an earlier stage's schema do
 unknown model provider. All the problems found are raised together. Once the input is known,
 :meth:`Pipeline.check_fields` checks that every variable a template reads is provided.
 
+A pipeline built in Python may name a provider of its own that the run is handed
+(``providers={"agent": MyProvider()}``): such a name, unknown but no typo of a known one, is kept
+for :meth:`Pipeline.check_providers`, which the run calls with the names it was given. A file
+(:meth:`Pipeline.from_yaml`) is checked at once, but for the names its ``providers=`` lists.
+
 Example::
 
     pipeline = Pipeline.from_yaml("examples/content.yaml")
@@ -44,6 +49,7 @@ from chainfleet.pipeline.settings import (
     PriceSettings,
     ProviderSettings,
     SimSettings,
+    UnknownProvider,
     parse_model,
 )
 from chainfleet.pipeline.stage import REVISION_VARIABLES, Stage
@@ -82,6 +88,8 @@ class Pipeline(BaseModel):
     #: where the pipeline came from (a file path) and its YAML tree, for messages with lines
     _source: str | None = PrivateAttr(None)
     _root: Any = PrivateAttr(None)
+    #: unknown model providers, kept until a run says which providers it brings: (name, reason, loc)
+    _unknown: list[tuple[str, str, tuple[Any, ...]]] = PrivateAttr(default_factory=list)
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -114,8 +122,25 @@ class Pipeline(BaseModel):
                 attempt(self._check_order, index, stage, field)
             attempt(self._check_gate_settings, index, stage)
             attempt(self._check_schema_reads, index, stage)
+        if problems:  # with other problems, an unknown provider is said now too
+            raise ConfigError.gather([*problems, *(self._error(r, loc) for _, r, loc in self._unknown)])
+
+    def check_providers(self, given: Collection[str] = ()) -> None:
+        """Raise the unknown model providers found at load, but for the names in ``given`` (the
+        providers a run was handed from Python): one ``PipelineError`` naming each place."""
+        problems = [self._error(reason, loc) for name, reason, loc in self._unknown if name not in given]
         if problems:
             raise ConfigError.gather(problems)
+
+    def _parse_model(self, spec: str, loc: tuple[Any, ...], prefix: str = "") -> None:
+        try:
+            parse_model(spec, self.providers)
+        except UnknownProvider as exc:
+            if exc.near is not None:  # a typo of a known name: said now, with its hint
+                raise self._error(f"{prefix}{exc}", loc) from exc
+            self._unknown.append((exc.provider, f"{prefix}{exc}", loc))
+        except ValueError as exc:
+            raise self._error(f"{prefix}{exc}", loc) from exc
 
     def _check_name_use(self, index: int, stage: Stage, seen: set[str]) -> None:
         if stage.name in seen:
@@ -127,12 +152,9 @@ class Pipeline(BaseModel):
             )
 
     def _check_model(self, index: int, stage: Stage) -> None:
-        if stage.is_tool:
-            return
-        try:
-            parse_model(stage.model or self.model, self.providers)
-        except ValueError as exc:
-            raise self._error(str(exc), ("stages", index, "model") if stage.model else ("model",)) from exc
+        if not stage.is_tool:
+            where = ("stages", index, "model") if stage.model else ("model",)
+            self._parse_model(stage.model or self.model, where)
 
     def _check_order(self, index: int, stage: Stage, field: str) -> None:
         """A template names only earlier stages (the first such name is the problem)."""
@@ -166,10 +188,7 @@ class Pipeline(BaseModel):
         for number, check in enumerate(stage.checks):
             if isinstance(check, JudgeCheck):
                 spec = check.model or (self.model if stage.is_tool else self.model_for(stage))
-                try:
-                    parse_model(spec, self.providers)
-                except ValueError as exc:
-                    raise self._error(f"judge: {exc}", (*at, "gate", number, "judge", "model")) from exc
+                self._parse_model(spec, (*at, "gate", number, "judge", "model"), "judge: ")
         contract = stage.contract
         if contract is not None and not stage.is_tool and self.structured_mode(stage) == "strict":
             try:
@@ -206,14 +225,14 @@ class Pipeline(BaseModel):
 
     def structured_setting(self, spec: str) -> Literal["json_schema", "json_object", "prompt"]:
         """The ``structured:`` setting of model ``spec``'s provider (json_schema unless named)."""
-        provider, _ = parse_model(spec, self.providers)
+        provider, _ = parse_model(spec, self.providers, any_provider=True)
         settings = self.providers.get(provider)
         return settings.structured if settings is not None else "json_schema"
 
     def structured_mode(self, stage: Stage) -> str:
         """How ``stage``'s model is asked for its schema: strict (OpenAI json_schema), tool
         (Anthropic), json_object, prompt, or sim (the simulated model reads the schema)."""
-        provider, _ = parse_model(self.model_for(stage), self.providers)
+        provider, _ = parse_model(self.model_for(stage), self.providers, any_provider=True)
         if provider == "sim":
             return "sim"
         settings = self.providers.get(provider)
@@ -247,8 +266,11 @@ class Pipeline(BaseModel):
     # -- loading --------------------------------------------------------------------------------
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike[str]) -> Pipeline:
-        """Load and validate a pipeline file. Every problem is a ``PipelineError`` naming it."""
+    def from_yaml(cls, path: str | os.PathLike[str], *, providers: Collection[str] = ()) -> Pipeline:
+        """Load and validate a pipeline file. Every problem is a ``PipelineError`` naming it.
+
+        ``providers``: names of providers the run will be handed from Python, which the file
+        may name though nothing else knows them."""
         import yaml
 
         from chainfleet.pipeline.yamlsafe import LimitExceeded, load_limited
@@ -269,7 +291,9 @@ class Pipeline(BaseModel):
             raise PipelineError(f"{what}: {clip(problem)}", where=where) from exc
         if not isinstance(data, dict):
             raise PipelineError("a pipeline file is a YAML mapping with a 'stages' list", where=str(path))
-        return cls.from_dict(data, source=str(path), _yaml_root=root)
+        pipeline = cls.from_dict(data, source=str(path), _yaml_root=root)
+        pipeline.check_providers(providers)
+        return pipeline
 
     @classmethod
     def from_dict(

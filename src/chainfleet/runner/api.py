@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +47,11 @@ def as_source(items: Items, pipeline: Pipeline) -> InputSource:
     return items_from(items, input_field=pipeline.input)
 
 
-def with_model(pipeline: Pipeline, model: str) -> Pipeline:
-    """A copy of ``pipeline`` whose LLM stages all use ``model`` (the ``--model`` flag)."""
+def with_model(pipeline: Pipeline, model: str, given: Collection[str] = ()) -> Pipeline:
+    """A copy of ``pipeline`` whose LLM stages all use ``model`` (the ``--model`` flag);
+    ``given`` are the names of the providers the run was handed from Python."""
     try:
-        parse_model(model, pipeline.providers)
+        parse_model(model, [*pipeline.providers, *given])
     except ValueError as exc:
         raise ConfigError(str(exc), where="--model") from exc
     return pipeline.with_model(model)
@@ -75,7 +76,7 @@ def prepare(
     Returns (pipeline, source, store, item count or None).
     """
     if model:
-        pipeline = with_model(pipeline, model)
+        pipeline = with_model(pipeline, model, given=list(providers or {}))
     source = as_source(items, pipeline)
     pipeline.check_fields(
         source.fields, input_name=str(source.path or "the input"), text_lines=source.format == "txt"
