@@ -123,12 +123,13 @@ class Pipeline(BaseModel):
             attempt(self._check_gate_settings, index, stage)
             attempt(self._check_schema_reads, index, stage)
         if problems:  # with other problems, an unknown provider is said now too
-            raise ConfigError.gather([*problems, *(self._error(r, loc) for _, r, loc in self._unknown)])
+            unknown: list[ConfigError] = [self._error(r, loc) for _, r, loc in self._unknown]
+            raise ConfigError.gather([*problems, *unknown])
 
     def check_providers(self, given: Collection[str] = ()) -> None:
         """Raise the unknown model providers found at load, but for the names in ``given`` (the
         providers a run was handed from Python): one ``PipelineError`` naming each place."""
-        problems = [self._error(reason, loc) for name, reason, loc in self._unknown if name not in given]
+        problems: list[ConfigError] = [self._error(r, loc) for n, r, loc in self._unknown if n not in given]
         if problems:
             raise ConfigError.gather(problems)
 
