@@ -50,7 +50,8 @@ def _rng(*parts: object) -> random.Random:
 @functools.lru_cache(maxsize=1024)
 def _sentences(prompt: str, seed: int) -> tuple[str, ...]:
     text = simtext.generate(prompt, seed=seed, max_tokens=600)
-    found = tuple(s.strip() for s in _SENTENCE.findall(text) if len(s.split()) >= 4)
+    bare = (s.strip().removeprefix("- ") for s in _SENTENCE.findall(text))
+    found = tuple(dict.fromkeys(s for s in bare if len(s.split()) >= 4))  # once each, in order
     return found or ("The evidence points in one direction, with open questions left.",)
 
 
@@ -89,9 +90,8 @@ def off_schema(schema: Mapping[str, Any], *, prompt: str, seed: int = 0) -> Any:
 
 
 def _subject(prompt: str) -> str:
-    first = prompt.strip().splitlines()[0] if prompt.strip() else "the topic"
-    words = re.findall(r"[A-Za-z][A-Za-z-]*", first)[1:6]
-    return " ".join(words) or "the topic"
+    """What the prompt is about, read as the prose model reads it (past a system line)."""
+    return simtext.topic(prompt) if prompt.strip() else "the topic"
 
 
 def _is_null(schema: Any) -> bool:
@@ -104,6 +104,7 @@ class _Maker:
         self, root: Mapping[str, Any], rng: random.Random, sentences: tuple[str, ...], subject: str
     ) -> None:
         self.root, self.rng, self.sentences, self.subject = root, rng, sentences, subject
+        self.used: set[str] = set()
 
     def value(self, schema: Any, name: str) -> Any:
         schema = self._resolve(schema)
@@ -179,8 +180,18 @@ class _Maker:
         if lowered == "feedback":
             text = self.rng.choice(_FEEDBACK)
         else:
-            text = self.rng.choice(self.sentences)
+            text = self._sentence(lowered)
         low, high = int(schema.get("minLength", 0)), schema.get("maxLength")
         while len(text) < low:
             text += " " + self.rng.choice(self.sentences)
         return text[: int(high)] if high is not None else text
+
+    def _sentence(self, name: str) -> str:
+        """A sentence of the notes on the subject: a question for a field of questions, a
+        statement for any other, each used once while fresh ones last (so no list repeats)."""
+        asking = "question" in name
+        pool = [s for s in self.sentences if s.endswith("?") == asking] or list(self.sentences)
+        fresh = [s for s in pool if s not in self.used] or pool
+        text = self.rng.choice(fresh)
+        self.used.add(text)
+        return text
