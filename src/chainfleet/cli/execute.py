@@ -32,7 +32,7 @@ from chainfleet.cli.progress import Progress, output_progress
 from chainfleet.config import RunSettings
 from chainfleet.pipeline import Pipeline
 from chainfleet.report.model import RunReport
-from chainfleet.runner.api import arun, finish_output
+from chainfleet.runner.api import arun, finish_output, load_pipeline
 from chainfleet.runner.core import Runner, latest_run_id, new_run_id
 from chainfleet.signals import STOP_SIGNALS, Interrupted, label, raise_on_signals, say, settle_streams
 from chainfleet.store.diskfull import EXIT_DISK_FULL, is_disk_full
@@ -57,7 +57,7 @@ def execute(
 
     ``settings`` is what the run's store keeps: the two files' paths and ``cli``, the command's
     options, which a later ``chainfleet resume`` starts the run with again."""
-    pipeline = Pipeline.from_yaml(pipeline_file)
+    pipeline = load_pipeline(pipeline_file, input_file)
     new_id = new_run_id()
     out_dir = Path(out) if out else Path("runs") / new_id
     settings = {**settings, "fingerprint": fingerprint(pipeline_file, input_file)}

@@ -124,7 +124,9 @@ class Pipeline(BaseModel):
             attempt(self._check_schema_reads, index, stage)
         if problems:  # with other problems, an unknown provider is said now too
             unknown: list[ConfigError] = [self._error(r, loc) for _, r, loc in self._unknown]
-            raise ConfigError.gather([*problems, *unknown])
+            error = ConfigError.gather([*problems, *unknown])
+            error.after_parsing = True  # type: ignore[attr-defined]  # (see _second_round)
+            raise error
 
     def check_providers(self, given: Collection[str] = ()) -> None:
         """Raise the unknown model providers found at load, but for the names in ``given`` (the
@@ -309,14 +311,53 @@ class Pipeline(BaseModel):
         try:
             pipeline: Pipeline = cls.model_validate(data)
         except ValidationError as exc:
-            raise _explain(exc, data, source, root) from None
+            explained = _explain(exc, data, source, root)
+            cls._second_round(explained, data, source, root)
+            raise explained from None
         except PipelineError as exc:
             if getattr(exc, "loc", None) is None:
                 raise
-            raise relocate(exc, data, source, root) from None
+            error = relocate(exc, data, source, root)
+            if not getattr(exc, "after_parsing", False):
+                cls._second_round(error, data, source, root)
+            raise error from None
         pipeline._source = source
         pipeline._root = root
         return pipeline
+
+    @classmethod
+    def _second_round(
+        cls, error: ConfigError, data: Mapping[str, Any], source: str | None, root: Any
+    ) -> None:
+        """Check the rest of a file whose keys or values were refused, so that one run names
+        every problem: the file is validated again without the refused keys (a stage left with
+        neither prompt nor tool gets an empty prompt), and what that finds (a template naming a
+        later stage, a schema read, an unknown provider) joins ``error``. The pipeline it
+        builds is kept as ``error.partial``, for the checks that need the input
+        (:meth:`check_fields`): a template typo such as ``{{ wirte }}`` is one of them."""
+        locs = [getattr(p, "loc", None) for p in (error, *error.more)]
+        for _ in range(3):  # a round's own problems are taken out too, for the next one
+            cleaned = _without(data, locs)
+            if cleaned is None:
+                return
+            try:
+                partial: Pipeline = cls.model_validate(cleaned)
+                break
+            except PipelineError as exc:
+                if not getattr(exc, "after_parsing", False):
+                    return
+                ConfigError.gather([error, relocate(exc, data, source, root)])
+                locs += [getattr(p, "loc", None) for p in (exc, *exc.more)]
+            except ValidationError:
+                return
+        else:
+            return
+        partial._source, partial._root = source, root
+        error.partial = partial  # type: ignore[attr-defined]
+        try:
+            partial.check_providers()
+        except ConfigError as exc:
+            ConfigError.gather([error, exc])
 
     def with_model(self, model: str) -> Pipeline:
         """A copy whose LLM stages all use ``model`` (each stage's own ``model:`` dropped).
@@ -390,6 +431,29 @@ class Pipeline(BaseModel):
             )
         if problems:
             raise ConfigError.gather(problems)
+
+
+def _without(data: Mapping[str, Any], locs: list[Any]) -> dict[str, Any] | None:
+    """``data`` without the keys at ``locs`` (a top-level key, or a stage's key); None when a
+    problem is somewhere this cannot take out (the stages list itself)."""
+    cleaned = dict(data)
+    stages = cleaned.get("stages")
+    if not isinstance(stages, list):
+        return None
+    stages = cleaned["stages"] = [dict(s) if isinstance(s, Mapping) else s for s in stages]
+    for loc in locs:
+        if not loc:
+            return None
+        if loc[0] != "stages":
+            cleaned.pop(str(loc[0]), None)
+        elif len(loc) >= 3 and isinstance(loc[1], int) and isinstance(stages[loc[1]], dict):
+            stages[loc[1]].pop(str(loc[2]), None)
+        else:
+            return None
+    for stage in stages:
+        if isinstance(stage, dict) and "prompt" not in stage and "tool" not in stage:
+            stage["prompt"] = ""  # its prompt was the refused key: the other stages still read it
+    return cleaned
 
 
 def _explain(exc: ValidationError, data: Mapping[str, Any], source: str | None, root: Any) -> PipelineError:

@@ -23,7 +23,7 @@ from chainfleet.backends import backend_for
 from chainfleet.chain.batch import with_batch
 from chainfleet.clock import Clock, SystemClock
 from chainfleet.config import ItemFiles, RunSettings
-from chainfleet.errors import ConfigError
+from chainfleet.errors import ConfigError, PipelineError
 from chainfleet.inputs import InputSource, items_from, open_input
 from chainfleet.pipeline import Pipeline, parse_model
 from chainfleet.providers import Provider, ProviderPool
@@ -33,7 +33,7 @@ from chainfleet.runner.core import Runner, latest_run_id
 from chainfleet.store.folder import open_store, releasing_out
 from chainfleet.store.runstore import RunStore
 
-__all__ = ["Items", "arun", "as_source", "finish_output", "prepare", "run", "with_model"]
+__all__ = ["Items", "arun", "as_source", "finish_output", "load_pipeline", "prepare", "run", "with_model"]
 
 Items = InputSource | Iterable[str | Mapping[str, Any]] | str | os.PathLike[str]
 
@@ -45,6 +45,26 @@ def as_source(items: Items, pipeline: Pipeline) -> InputSource:
     if isinstance(items, str | os.PathLike):
         return open_input(items, input_field=pipeline.input)
     return items_from(items, input_field=pipeline.input)
+
+
+def load_pipeline(path: str | os.PathLike[str], items: Items | None = None) -> Pipeline:
+    """``Pipeline.from_yaml(path)``, whose problems, when it has some, include those the input
+    shows (a template variable no stage and no field of ``items`` provides, such as a typo):
+    every mistake of a file is named in one run, not one round after another."""
+    try:
+        return Pipeline.from_yaml(path)
+    except PipelineError as exc:
+        partial = getattr(exc, "partial", None)
+        if partial is None or items is None:
+            raise
+        try:
+            source = as_source(items, partial)
+            partial.check_fields(
+                source.fields, input_name=str(source.path or "the input"), text_lines=source.format == "txt"
+            )
+        except ConfigError as more:
+            ConfigError.gather([exc, more])
+        raise
 
 
 def with_model(pipeline: Pipeline, model: str, given: Collection[str] = ()) -> Pipeline:
