@@ -206,7 +206,8 @@ async def _run(
     phases: list[str],
 ) -> RunReport:
     """Run with the progress display and Ctrl-C handling: the first SIGINT or SIGTERM stops
-    admission (the calls in flight finish), a second one cancels them; either way the output
+    admission and each chain at its next stage boundary (the calls in flight finish), a second
+    one cancels them; either way the output
     folder is written from what finished. ``phases`` gets ``running`` at the first admission's
     eve and ``output`` when the output phase starts."""
     printer = None if quiet else Progress()
@@ -233,8 +234,8 @@ async def _run(
         runner.stop("interrupted")
         again = "Ctrl-C again" if signum == signal.SIGINT else f"send {label(signum)} again"
         say(
-            f"\n{label(signum)} received: stopping: no new items; finishing the "
-            f"{runner.stats.in_flight} chains in flight ({again} to stop at once)",
+            f"\n{label(signum)} received: stopping: no new items or stages; finishing the stage "
+            f"each of the {runner.stats.in_flight} chains in flight is in ({again} to stop at once)",
             err=True,
         )
 

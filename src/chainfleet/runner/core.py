@@ -183,7 +183,8 @@ class Runner:
         return self.ctx.state.halted
 
     def stop(self, reason: str = "interrupted") -> None:
-        """Stop admitting items (Ctrl-C, SIGTERM); chains in flight finish. Safe to call twice."""
+        """Stop admitting items; chains in flight finish, or with ``interrupted`` (Ctrl-C,
+        SIGTERM) finish the stage they are in and start no other. Safe to call twice."""
         self.ctx.state.stop(reason)
 
     async def run(self, source: InputSource) -> RunReport:
@@ -373,6 +374,8 @@ class Runner:
         self.stats.last_result = self.clock.now()
         if chain.parked is not None:
             self._save_item(chain, "needs_review")  # never failed: it waits for a person
+        elif chain.stopped_at is not None:
+            self._save_item(chain, "skipped")  # interrupted between stages: resume goes on
         elif chain.error is None:
             self.stats.done += 1
             self._save_item(chain, "succeeded")
