@@ -28,8 +28,10 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, NoReturn
 
+from chainfleet.cli.pipes import STDOUT_CLOSED, ResultsOut
 from chainfleet.cli.progress import Progress, output_progress
 from chainfleet.config import RunSettings
+from chainfleet.inputs import InputSource, open_input
 from chainfleet.pipeline import Pipeline
 from chainfleet.report.model import RunReport
 from chainfleet.runner.api import arun, finish_output, load_pipeline
@@ -57,7 +59,17 @@ def execute(
 
     ``settings`` is what the run's store keeps: the two files' paths and ``cli``, the command's
     options, which a later ``chainfleet resume`` starts the run with again."""
-    pipeline = load_pipeline(pipeline_file, input_file)
+    piped = settings["cli"].get("input_format") is not None or input_file == "-"
+    pipeline = load_pipeline(pipeline_file, None if piped else input_file)
+    items: str | InputSource = input_file
+    if piped:  # stdin, or a format its extension does not say
+        items = open_input(input_file, input_field=pipeline.input, format=settings["cli"].get("input_format"))
+    results = settings["cli"].get("results")
+    writer = (
+        ResultsOut(results, ordered=settings["cli"].get("ordered", False), on_closed=lambda: None)
+        if results
+        else None
+    )
     new_id = new_run_id()
     out_dir = Path(out) if out else Path("runs") / new_id
     settings = {**settings, "fingerprint": fingerprint(pipeline_file, input_file)}
@@ -68,10 +80,14 @@ def execute(
     run_id = None if resume else new_id  # a resume goes on with the run in --out
     options = cli_settings(settings["cli"], run_id=run_id, resume=resume, force=force)
     phases: list[str] = []
-    run = _run(pipeline, input_file, out_dir, options, quiet=quiet, saved=settings, phases=phases)
+    run = _run(pipeline, items, out_dir, options, quiet=quiet, saved=settings, phases=phases, results=writer)
     report = _run_or_exit(run, out_dir, phases)
-    _say_outcome(report, out_dir)
+    if writer is not None:
+        writer.close()
+    _say_outcome(report, out_dir, err=results == "-")  # stdout carries the records alone
     settle_streams()  # a closed terminal or a full /dev/full never changes the exit code
+    if writer is not None and writer.closed and not report.items_failed and report.exit_code == 1:
+        sys.exit(0)  # the reader went away (| head -3): what finished is what was asked for
     sys.exit(report.exit_code)
 
 
@@ -127,21 +143,30 @@ def cli_settings(options: dict[str, Any], *, run_id: str | None, resume: bool, f
     )
 
 
-def _say_outcome(report: RunReport, out_dir: Path) -> None:
-    """The summary on stdout, then (on stderr) why the run stopped, if it stopped early."""
+def _say_outcome(report: RunReport, out_dir: Path, *, err: bool = False) -> None:
+    """The summary on stdout (stderr with ``err``: stdout carries data), then (on stderr) why
+    the run stopped, if it stopped early."""
     for line in report.summary_lines():
-        say(line)
+        say(line, err=err)
     if report.reused or report.cache_hits:
         say(
             f"reused {report.reused} finished stage results and {report.cache_hits} cached "
-            "responses: those were not called again"
+            "responses: those were not called again",
+            err=err,
         )
-    say(f"output: {out_dir}/ (report.html, timeline.png, report.md, report.json, results.jsonl, items/)")
+    say(
+        f"output: {out_dir}/ (report.html, timeline.png, report.md, report.json, results.jsonl, items/)",
+        err=err,
+    )
     if report.items_needs_review:
         say(
             f"{report.items_needs_review} item{'s wait' if report.items_needs_review > 1 else ' waits'} "
-            f"for review: chainfleet review {out_dir} (then: chainfleet resume {out_dir})"
+            f"for review: chainfleet review {out_dir} (then: chainfleet resume {out_dir})",
+            err=err,
         )
+    if report.stopped == STDOUT_CLOSED:
+        say(f"stopped: {STDOUT_CLOSED}; what finished is in {out_dir}/", err=True)
+        return
     if report.input_error:
         say(f"error: {report.input_error}", err=True)
     elif report.stopped_kind == "interrupted":
@@ -197,13 +222,14 @@ def finished_run(out: Path, files: str) -> str | None:
 
 async def _run(
     pipeline: Pipeline,
-    input_file: str,
+    input_file: str | InputSource,
     out: Path,
     settings: RunSettings,
     *,
     quiet: bool,
     saved: dict[str, Any],
     phases: list[str],
+    results: ResultsOut | None = None,
 ) -> RunReport:
     """Run with the progress display and Ctrl-C handling: the first SIGINT or SIGTERM stops
     admission and each chain at its next stage boundary (the calls in flight finish), a second
@@ -222,6 +248,9 @@ async def _run(
         holder["runner"] = runner
         acquire(out)  # the folder stays held through the salvage after a hard stop
         installed.extend(_install(loop, on_signal))  # until now a signal raises Interrupted
+        if results is not None:
+            results.on_closed = lambda: runner.stop(STDOUT_CLOSED)
+            runner.on_record = results
         if printer:
             printer.start(runner)
 

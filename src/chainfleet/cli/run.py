@@ -165,6 +165,18 @@ class ConcurrencyType(_ParamType):
     help="Also write results.parquet (the same rows, as columns) for data tools "
     "(pip install 'chainfleet[parquet]').",
 )
+@click.option(
+    "--input-format",
+    type=click.Choice(["txt", "jsonl", "csv", "tsv"]),
+    help="Read --input as this format (its extension says otherwise); stdin (-i -) is txt unless jsonl.",
+)
+@click.option(
+    "--results",
+    metavar="-|FILE",
+    help="Also write each finished item's record as a JSON line as it finishes, with its "
+    "index: '-' for stdout (then stdout carries nothing else).",
+)
+@click.option("--ordered", is_flag=True, help="With --results: keep the records in input order.")
 @config_errors
 def run_command(
     pipeline_file: str,
@@ -192,6 +204,9 @@ def run_command(
     batch: bool,
     item_files: str,
     parquet: bool,
+    input_format: str | None,
+    results: str | None,
+    ordered: bool,
 ) -> None:
     """Run PIPELINE.yaml over every item of --input.
 
@@ -206,6 +221,7 @@ def run_command(
       chainfleet run examples/content.yaml -i topics.txt --model openai:gpt-4o --max-cost 5
       chainfleet run examples/content.yaml -i topics.txt --backend ray --address auto -c 64
       chainfleet run examples/content.yaml -i topics.txt --model openai:gpt-4o-mini --batch
+      cat topics.txt | chainfleet run examples/content.yaml -i - --results - | jq .outputs.edit
 
     Writes results.jsonl, report.json, report.md and one markdown file per item into the
     output folder, and keeps every finished stage result in its run.db as it arrives.
@@ -218,6 +234,8 @@ def run_command(
         raise ConfigError("--sequential and --concurrency disagree; give one of them")
     if cache_dir and no_cache:
         raise ConfigError("--cache and --no-cache disagree; give one of them")
+    if ordered and not results:
+        raise ConfigError("--ordered orders the records of --results; give --results - (or a file)")
     if resume and not out:
         raise ConfigError("--resume needs the --out folder of the run to continue")
     if limit_group is not None:
@@ -226,7 +244,7 @@ def run_command(
         check_name(limit_group)
     settings = {
         "pipeline_file": str(Path(pipeline_file).resolve()),
-        "input_file": str(Path(input_file).resolve()),
+        "input_file": input_file if input_file == "-" else str(Path(input_file).resolve()),
         "cli": {
             "concurrency": 1 if sequential else concurrency,
             "max_concurrency": max_concurrency,
@@ -246,6 +264,9 @@ def run_command(
             "batch": batch,
             "item_files": item_files,
             "parquet": parquet,
+            "input_format": input_format,
+            "results": results,
+            "ordered": ordered,
         },
     }
     execute(pipeline_file, input_file, out, settings, quiet=quiet, resume=resume, force=force)

@@ -59,7 +59,7 @@ from chainfleet.inputs.formats import (
     skip,
 )
 from chainfleet.inputs.item import Item, item_id
-from chainfleet.inputs.lines import open_file
+from chainfleet.inputs.lines import STDIN, open_file
 from chainfleet.redact import clip, listed
 
 __all__ = ["MAX_PROBLEMS", "InputSource", "items_from", "open_input"]
@@ -86,11 +86,15 @@ class InputSource:
         stream: Callable[[OnBad], Stream],
         ids_may_repeat: bool = True,
         reiterable: bool = True,
+        streamed: bool = False,
     ) -> None:
         self.path = path
         self.format: Format = format
         self.fields = fields
         self.reiterable = reiterable
+        #: read from a pipe (standard input): its next line may be a long time coming, so the
+        #: runner reads it on a thread of its own, and never reads past where the run stopped
+        self.streamed = streamed
         self._stream = stream
         self._ids_may_repeat = ids_may_repeat
 
@@ -216,6 +220,8 @@ def open_input(
     """
     if not input_field:
         raise ValueError("input_field must be a non-empty field name")
+    if str(path) == "-":
+        return _stdin(input_field, format)
     file = Path(path)
     kind, delimiter = resolve_format(file, format)
     open_file(file).close()  # fail now, not at the first iteration
@@ -238,6 +244,28 @@ def open_input(
         fields=frozenset(header),
         stream=lambda on_bad: read_csv(file, delimiter, header, on_bad),
         ids_may_repeat="id" in header,
+    )
+
+
+def _stdin(input_field: str, format: str | None) -> InputSource:
+    """Standard input (``-``), read once as it arrives: text lines, or JSONL with ``format``.
+    Each line is checked as it is read, with a file's messages (``<stdin>:3: ...``)."""
+    kind, _ = resolve_format(STDIN, format or "txt")
+    if kind == "txt":
+        stream: Callable[[OnBad], Stream] = lambda on_bad: read_txt(STDIN, input_field)  # noqa: E731
+    elif kind == "jsonl":
+        stream = lambda on_bad: read_jsonl(STDIN, on_bad)  # noqa: E731
+    else:
+        raise InputError("standard input is read as text lines or JSONL (--input-format jsonl)", where="-")
+    fields = frozenset({input_field}) if kind == "txt" else None
+    return InputSource(
+        path=STDIN,
+        format=kind,
+        fields=fields,
+        stream=stream,
+        ids_may_repeat=kind != "txt",
+        reiterable=False,
+        streamed=True,
     )
 
 
