@@ -59,11 +59,17 @@ def execute(
 
     ``settings`` is what the run's store keeps: the two files' paths and ``cli``, the command's
     options, which a later ``chainfleet resume`` starts the run with again."""
-    piped = settings["cli"].get("input_format") is not None or input_file == "-"
+    given = settings["cli"]
+    piped = input_file == "-"
     pipeline = load_pipeline(pipeline_file, None if piped else input_file)
     items: str | InputSource = input_file
-    if piped:  # stdin, or a format its extension does not say
-        items = open_input(input_file, input_field=pipeline.input, format=settings["cli"].get("input_format"))
+    if piped or given.get("input_format") or given.get("id_column"):  # stdin, or told how to read
+        items = open_input(
+            input_file,
+            input_field=pipeline.input,
+            format=given.get("input_format"),
+            id_column=given.get("id_column"),
+        )
     results = settings["cli"].get("results")
     writer = (
         ResultsOut(results, ordered=settings["cli"].get("ordered", False), on_closed=lambda: None)

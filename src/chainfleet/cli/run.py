@@ -167,8 +167,14 @@ class ConcurrencyType(_ParamType):
 )
 @click.option(
     "--input-format",
-    type=click.Choice(["txt", "jsonl", "csv", "tsv"]),
+    type=click.Choice(["txt", "jsonl", "csv", "tsv", "parquet"]),
     help="Read --input as this format (its extension says otherwise); stdin (-i -) is txt unless jsonl.",
+)
+@click.option(
+    "--id-column",
+    metavar="COLUMN",
+    help="The column holding each row's id, for a Parquet input [default: 'id' if there is "
+    "one, else the row number].",
 )
 @click.option(
     "--results",
@@ -205,6 +211,7 @@ def run_command(
     item_files: str,
     parquet: bool,
     input_format: str | None,
+    id_column: str | None,
     results: str | None,
     ordered: bool,
 ) -> None:
@@ -222,6 +229,7 @@ def run_command(
       chainfleet run examples/content.yaml -i topics.txt --backend ray --address auto -c 64
       chainfleet run examples/content.yaml -i topics.txt --model openai:gpt-4o-mini --batch
       cat topics.txt | chainfleet run examples/content.yaml -i - --results - | jq .outputs.edit
+      chainfleet run examples/content.yaml -i data/ --id-column doc_id    a folder of .parquet
 
     Writes results.jsonl, report.json, report.md and one markdown file per item into the
     output folder, and keeps every finished stage result in its run.db as it arrives.
@@ -265,6 +273,7 @@ def run_command(
             "item_files": item_files,
             "parquet": parquet,
             "input_format": input_format,
+            "id_column": id_column,
             "results": results,
             "ordered": ordered,
         },
