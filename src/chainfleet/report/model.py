@@ -26,6 +26,7 @@ from chainfleet.limits.facts import limit_lines
 from chainfleet.report.batch import batch_lines
 from chainfleet.report.duration import fmt_duration
 from chainfleet.report.estimate import concurrency_phrase, speed_phrase
+from chainfleet.report.gates import gate_line
 from chainfleet.report.markdown import report_markdown
 from chainfleet.store.runstore import ItemRecord, RunStore
 
@@ -201,6 +202,9 @@ class RunReport:
             f"{self.calls.get('rate_limited', 0)} rate-limited); tokens in "
             f"{self.tokens.get('input', 0):,}, out {self.tokens.get('output', 0):,}",
         ]
+        gated = gate_line(self.gates)
+        if gated:  # the calls the gates added: revisions, repairs, judges
+            lines.append(gated)
         if self.sequential_estimate and not self.batch:
             lines.insert(2, f"  one at a time: {self.sequential_estimate['note']}")
         lines += batch_lines(self.batch)

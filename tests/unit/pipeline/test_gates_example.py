@@ -100,3 +100,18 @@ def test_each_items_research_is_about_its_topic_not_the_system_prompt(tmp_path: 
         assert all(source["title"].lower().startswith(topic.lower()) for source in research["sources"])
         assert all(q.endswith("?") for q in research["open_questions"]), research["open_questions"]
         assert len(set(research["facts"])) == len(research["facts"])  # no fact said twice
+
+
+def test_the_terminal_summary_says_the_revisions_and_repairs(tmp_path: Path) -> None:
+    # the summary said calls and tokens, not what the gates cost: the gated run's revisions and
+    # repairs were only in report.md
+    report = run(fast(), TOPICS, out=tmp_path)
+    gates = read_report(tmp_path)["gates"]
+    revisions = round(sum(s["revisions_per_item"] * s["items"] for s in gates["stages"].values()))
+    repairs = sum(gates["repairs"].values())
+    line = next(line for line in report.summary_lines() if line.startswith("gates: "))
+    assert line.startswith(
+        f"gates: {revisions} revision{'' if revisions == 1 else 's'}, "
+        f"{repairs} repair{'' if repairs == 1 else 's'}, {gates['judge_calls']} judge calls"
+    ), line
+    assert repairs > 0 and "research: " in line  # the sim breaks 15% of its structured replies
