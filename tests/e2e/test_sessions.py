@@ -104,8 +104,12 @@ def assert_same_run(resumed: Path, whole: Path, *, extra_allowed: int) -> None:
     assert all(r["attempts"] >= STAGES for r in mine), [r["attempts"] for r in mine]
     assert sum(r["attempts"] for r in mine) - sum(r["attempts"] for r in theirs) in range(again + 1)
     assert all(r["seconds"] >= 0.8 * STAGES * LATENCY for r in mine), [r["seconds"] for r in mine]
-    total_mine, total_theirs = sum(r["seconds"] for r in mine), sum(r["seconds"] for r in theirs)
-    assert abs(total_mine - total_theirs) <= 0.3 * total_theirs + again * 2 * LATENCY
+    # (the totals of the two runs were compared within 30%: a timed assertion, flaky under load;
+    # the behaviour is that each record sums its own calls, of both sessions)
+    with sqlite3.connect(resumed / "run.db") as db:
+        took = dict(db.execute("SELECT item_id, SUM(ended - started) FROM calls GROUP BY item_id").fetchall())
+    for record in mine:
+        assert record["seconds"] == pytest.approx(took[record["id"]], rel=0.01, abs=0.01), record["id"]
 
     a, b = report(resumed), report(whole)
     assert a["items"] == b["items"] == {"total": ITEMS, "succeeded": ITEMS, "failed": 0, "skipped": 0}
@@ -113,7 +117,11 @@ def assert_same_run(resumed: Path, whole: Path, *, extra_allowed: int) -> None:
     assert a["calls"]["succeeded"] == b["calls"]["succeeded"] + again
     assert a["tokens"]["input"] == b["tokens"]["input"] + again_in
     assert a["tokens"]["output"] == b["tokens"]["output"] + again_out
-    assert abs(a["sequential_seconds"] - b["sequential_seconds"]) <= 0.3 * b["sequential_seconds"]
+    # one at a time counts the calls of both sessions (not within 30% of the other run's figure:
+    # two runs' wall-clock figures differ under load; benchmarks/ measure the estimate)
+    with sqlite3.connect(resumed / "run.db") as db:
+        (latencies,) = db.execute("SELECT SUM(ended - started) FROM calls").fetchone()
+    assert a["sequential_estimate"]["observed_seconds"] == pytest.approx(latencies, abs=0.01)
     # wall time is the sum of the sessions' active times, never the gap between them
     sessions = a["sessions"]
     assert len(sessions) == 2 and sessions[-1]["status"] == "done"

@@ -54,5 +54,8 @@ class Chain:
     gates: dict[str, GateOutcome] = field(default_factory=dict)
     #: the stage where the item waits for a person (``review:``), if it does
     parked: str | None = None
+    #: the stage it did not start because the run was interrupted (Ctrl-C): it stopped at that
+    #: boundary, its finished stages kept, and a resume goes on from there
+    stopped_at: str | None = None
     #: outputs a gate refused that wait for review instead (stage -> reason)
     gate_failures: dict[str, str] = field(default_factory=dict)

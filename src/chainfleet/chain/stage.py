@@ -128,10 +128,14 @@ class StageExecutor:
 
     async def advance(self, chain: Chain) -> None:
         """Run the chain's remaining stages; record the first failure on the chain (a fatal
-        one on the run too), or where it waits for a person. Never raises a ``CallError``."""
+        one on the run too), where it waits for a person, or the stage boundary where an
+        interrupted run stopped it. Never raises a ``CallError``."""
         stages = self.ctx.pipeline.stages
         while chain.next_stage < len(stages):
             stage = stages[chain.next_stage]
+            if self.ctx.state.interrupted:  # Ctrl-C: the stage in flight finished; start no other
+                chain.stopped_at = stage.name
+                return
             try:
                 await self.run(chain, stage)
             except CallError as exc:

@@ -11,9 +11,9 @@ import click
 from chainfleet.cli.group import cli, config_errors
 from chainfleet.cli.options import input_option
 from chainfleet.cli.progress import Progress
-from chainfleet.code.target import load_pipeline
 from chainfleet.errors import ConfigError
 from chainfleet.report.duration import fmt_duration
+from chainfleet.runner.api import load_pipeline
 from chainfleet.runner.compare import CompareReport, Display, run_compare
 from chainfleet.runner.core import new_run_id
 
@@ -59,7 +59,7 @@ def compare_command(
     report.json into the output folder. Exit code 0 when both runs succeeded fully, 1 when
     items failed, 2 for bad usage or input.
     """
-    pipeline = load_pipeline(pipeline_file)  # a YAML file, or the user's own chain (file.py:fn)
+    pipeline = load_pipeline(pipeline_file, input_file)  # a YAML file, or the user's own chain (file.py:fn)
     n = concurrency or pipeline.concurrency
     if n < 2:
         raise ConfigError("a comparison needs a parallel run: give -c N with N of at least 2")

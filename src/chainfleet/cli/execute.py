@@ -31,14 +31,16 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, NoReturn
 
+from chainfleet.cli.pipes import STDOUT_CLOSED, ResultsOut
 from chainfleet.cli.progress import Progress, output_progress
-from chainfleet.code.target import load_pipeline, target_file
+from chainfleet.code.target import target_file
 from chainfleet.config import RunSettings
+from chainfleet.inputs import InputSource, open_input
 from chainfleet.pipeline import Pipeline
 from chainfleet.pipeline.prices_file import load_prices
 from chainfleet.report.model import RunReport
 from chainfleet.report.output import output_complete, rewrite_output
-from chainfleet.runner.api import arun, finish_output
+from chainfleet.runner.api import arun, finish_output, load_pipeline
 from chainfleet.runner.core import Runner, latest_run_id, new_run_id
 from chainfleet.signals import (
     STOP_SIGNALS,
@@ -76,11 +78,24 @@ def execute(
     options, which a later ``chainfleet resume`` starts the run with again. A ready
     ``Pipeline`` (``chainfleet exec``'s) brings its own ``settings["fingerprint"]``; ``around``
     is entered on the run's event loop around the whole run (``exec``'s local proxy)."""
+    given = settings["cli"]
+    piped = input_file == "-"
     if isinstance(pipeline_file, Pipeline):
         pipeline = pipeline_file
     else:  # a YAML file, or the user's own chain (file.py:fn)
-        pipeline = load_pipeline(pipeline_file)
+        pipeline = load_pipeline(pipeline_file, None if piped else input_file)
         settings = {**settings, "fingerprint": fingerprint(target_file(pipeline_file), input_file)}
+    items: str | InputSource = input_file
+    if piped or given.get("input_format") or given.get("id_column"):  # stdin, or told how to read
+        items = open_input(
+            input_file,
+            input_field=pipeline.input,
+            format=given.get("input_format"),
+            id_column=given.get("id_column"),
+        )
+    results = given.get("results")
+    ordered = given.get("ordered", False)
+    writer = ResultsOut(results, ordered=ordered, on_closed=lambda: None) if results else None
     new_id = new_run_id()
     out_dir = Path(out) if out else Path("runs") / new_id
     if resume and (done := finished_run(out_dir, settings["fingerprint"])) is not None:
@@ -88,14 +103,18 @@ def execute(
     run_id = None if resume else new_id  # a resume goes on with the run in --out
     options = cli_settings(settings["cli"], run_id=run_id, resume=resume, force=force)
     phases: list[str] = []
-    run = _run(pipeline, input_file, out_dir, options, quiet=quiet, saved=settings, phases=phases)
+    run = _run(pipeline, items, out_dir, options, quiet=quiet, saved=settings, phases=phases, results=writer)
     if around is not None:
         run = _within(around, run)
     report = _run_or_exit(run, out_dir, phases)
+    if writer is not None:
+        writer.close()
     stop_at_once(f"as the run ended: stopped; its output in {out_dir}/ is complete")
-    _say_outcome(report, out_dir)
+    _say_outcome(report, out_dir, err=results == "-")  # stdout carries the records alone
     signal_point("summary")  # tests: a signal once the summary is out
     settle_streams()  # a closed terminal or a full /dev/full never changes the exit code
+    if writer is not None and writer.closed and not report.items_failed and report.exit_code == 1:
+        sys.exit(0)  # the reader went away (| head -3): what finished is what was asked for
     sys.exit(report.exit_code)
 
 
@@ -160,21 +179,30 @@ def cli_settings(options: dict[str, Any], *, run_id: str | None, resume: bool, f
     )
 
 
-def _say_outcome(report: RunReport, out_dir: Path) -> None:
-    """The summary on stdout, then (on stderr) why the run stopped, if it stopped early."""
+def _say_outcome(report: RunReport, out_dir: Path, *, err: bool = False) -> None:
+    """The summary on stdout (stderr with ``err``: stdout carries data), then (on stderr) why
+    the run stopped, if it stopped early."""
     for line in report.summary_lines():
-        say(line)
+        say(line, err=err)
     if report.reused or report.cache_hits:
         say(
             f"reused {report.reused} finished stage results and {report.cache_hits} cached "
-            "responses: those were not called again"
+            "responses: those were not called again",
+            err=err,
         )
-    say(f"output: {out_dir}/ (report.html, timeline.png, report.md, report.json, results.jsonl, items/)")
+    say(
+        f"output: {out_dir}/ (report.html, timeline.png, report.md, report.json, results.jsonl, items/)",
+        err=err,
+    )
     if report.items_needs_review:
         say(
             f"{report.items_needs_review} item{'s wait' if report.items_needs_review > 1 else ' waits'} "
-            f"for review: chainfleet review {out_dir} (then: chainfleet resume {out_dir})"
+            f"for review: chainfleet review {out_dir} (then: chainfleet resume {out_dir})",
+            err=err,
         )
+    if report.stopped == STDOUT_CLOSED:
+        say(f"stopped: {STDOUT_CLOSED}; what finished is in {out_dir}/", err=True)
+        return
     if report.input_error:
         say(f"error: {report.input_error}", err=True)
     elif report.stopped_kind == "interrupted":
@@ -263,16 +291,18 @@ def _finish_finished(out: Path, run: dict[str, Any], options: dict[str, Any]) ->
 
 async def _run(
     pipeline: Pipeline,
-    input_file: str,
+    input_file: str | InputSource,
     out: Path,
     settings: RunSettings,
     *,
     quiet: bool,
     saved: dict[str, Any],
     phases: list[str],
+    results: ResultsOut | None = None,
 ) -> RunReport:
     """Run with the progress display and Ctrl-C handling: the first SIGINT or SIGTERM stops
-    admission (the calls in flight finish), a second one cancels them; either way the output
+    admission and each chain at its next stage boundary (the calls in flight finish), a second
+    one cancels them; either way the output
     folder is written from what finished. ``phases`` gets ``running`` at the first admission's
     eve and ``output`` when the output phase starts."""
     printer = None if quiet else Progress()
@@ -287,6 +317,9 @@ async def _run(
         holder["runner"] = runner
         acquire(out)  # the folder stays held through the salvage after a hard stop
         installed.extend(_install(loop, on_signal))  # until now a signal raises Interrupted
+        if results is not None:
+            results.on_closed = lambda: runner.stop(STDOUT_CLOSED)
+            runner.on_record = results
         if printer:
             printer.start(runner)
 
@@ -299,8 +332,8 @@ async def _run(
         runner.stop("interrupted")
         again = "Ctrl-C again" if signum == signal.SIGINT else f"send {label(signum)} again"
         say(
-            f"\n{label(signum)} received: stopping: no new items; finishing the "
-            f"{runner.stats.in_flight} chains in flight ({again} to stop at once)",
+            f"\n{label(signum)} received: stopping: no new items or stages; finishing the stage "
+            f"each of the {runner.stats.in_flight} chains in flight is in ({again} to stop at once)",
             err=True,
         )
 

@@ -8,7 +8,9 @@ import click
 
 from chainfleet.cli.group import cli, config_errors
 from chainfleet.errors import ConfigError
+from chainfleet.pipeline import Pipeline
 from chainfleet.plan.online import Plan
+from chainfleet.runner.api import with_model
 
 
 def _numbers(text: str, name: str, kind: type[int] | type[float] = int) -> list:  # type: ignore[type-arg]
@@ -68,6 +70,25 @@ def _numbers(text: str, name: str, kind: type[int] | type[float] = int) -> list:
     metavar="H",
     help="Hours one batch takes, for --batch (providers promise 24 h at most).",
 )
+@click.option(
+    "--pass-rate",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    default=0.8,
+    show_default=True,
+    metavar="P",
+    help="Share of a gated stage's tries that pass their gate, for its revisions (an assumption: "
+    "compare measures it).",
+)
+@click.option(
+    "--repair-rate",
+    type=click.FloatRange(min=0, max=1, max_open=True),
+    metavar="R",
+    help="Share of schema replies (output:, a judge's verdict) that need a repair "
+    "[default: the sim's invalid_output_rate, else 0.02].",
+)
+@click.option(
+    "--model", metavar="MODEL", help="Plan as if every LLM stage used MODEL, e.g. openai:gpt-4o-mini."
+)
 @config_errors
 def plan_command(
     pipeline_file: str | None,
@@ -80,6 +101,9 @@ def plan_command(
     tokens_per_call: float | None,
     compare_batch: bool,
     batch_hours: float,
+    pass_rate: float,
+    repair_rate: float | None,
+    model: str | None,
 ) -> None:
     """Print how long a batch takes at each concurrency, before running it.
 
@@ -89,8 +113,15 @@ def plan_command(
       chainfleet plan --rpm 60 --latency 10             which limit binds, the best concurrency
       chainfleet plan examples/content.yaml -n 1000 -c 10,50,100 --rpm 500 --tpm 200000
       chainfleet plan examples/content.yaml -n 100000 --rpm 500 --batch    online vs batch API
+      chainfleet plan examples/content_gated.yaml -n 10 -c 1,5 --pass-rate 0.9   judges, revisions
+
+    \b
+    With a pipeline, a chain's calls are those its gates make too: each judge once a try, the
+    revisions a failed gate asks for (at --pass-rate), the repairs of replies to a schema.
     """
     stage_names: list[str] = []
+    stage_calls: list[float] | None = None
+    assumptions = ""
     spec: str | None = None
     prices: dict[str, Any] = {}
     output_tokens = 1024.0
@@ -98,9 +129,9 @@ def plan_command(
     count = calls
     per_call_tokens = tokens_per_call
     if pipeline_file:
-        from chainfleet.pipeline import Pipeline
-
         pipeline = Pipeline.from_yaml(pipeline_file)
+        if model:
+            pipeline = with_model(pipeline, model)
         llm = [s for s in pipeline.stages if not s.is_tool]
         stage_names = [s.name for s in llm]
         spec = pipeline.model_for(llm[0]) if llm else None
@@ -114,6 +145,10 @@ def plan_command(
         if rpm is None and tpm is None and len(pipeline.limits) == 1:
             only = next(iter(pipeline.limits.values()))
             rpm, tpm = only.rpm, only.tpm
+        if calls is None and any(s.checks or s.contract for s in llm):
+            stage_calls, assumptions = gated_calls(pipeline, pass_rate, repair_rate)
+    elif model:
+        raise ConfigError("--model plans a pipeline's stages: give PIPELINE.yaml too", where="--model")
     seconds = 10.0 if seconds is None else seconds
     count = count or 3
     if tpm is not None and per_call_tokens is None:
@@ -126,6 +161,8 @@ def plan_command(
         tpm=tpm,
         tokens_per_call=per_call_tokens,
         stage_names=stage_names,
+        stage_calls=stage_calls,
+        assumptions=assumptions,
     )
     click.echo(plan.render())
     if compare_batch:
@@ -140,3 +177,22 @@ def plan_command(
             click.echo("\n".join(compared.lines(n)))
         if spec is None or price is None:
             click.echo("cost: unknown without a pipeline whose model has a price (or its prices: block)")
+
+
+def gated_calls(pipeline: Pipeline, pass_rate: float, repair_rate: float | None) -> tuple[list[float], str]:
+    """Each LLM stage's expected calls per item, and the line saying what they assume."""
+    from chainfleet.plan.gated import expected_calls
+
+    if repair_rate is None:
+        sim = all(pipeline.model_for(s) == "sim" for s in pipeline.stages if not s.is_tool)
+        repair_rate = pipeline.sim.invalid_output_rate if sim else 0.02
+    stages = expected_calls(pipeline, pass_rate=pass_rate, repair_rate=repair_rate)
+    judges = sum(s.judges for s in stages)
+    revised = sum(s.tries - 1 + s.again for s in stages)
+    said = (
+        f"calls an item: {sum(s.calls for s in stages):.2f} = {len(stages)} stages + {judges:.2f} judge "
+        f"+ {revised:.2f} revision + {sum(s.repairs for s in stages):.2f} repair calls,\n"
+        f"assuming {pass_rate:.0%} of gated tries pass (--pass-rate) and {repair_rate:.0%} of schema "
+        "replies need a repair (--repair-rate); `compare` measures both."
+    )
+    return [s.calls for s in stages], said

@@ -217,9 +217,17 @@ def _cells(run: dict[str, Any]) -> tuple[str, ...]:
         str(items.get("skipped", 0)),
         _review_cell(run),
         fmt_duration(wall) if wall is not None else "-",
-        f"{saved:.0f}%" if saved is not None else "-",
+        _saved_cell(saved, summary.get("concurrency")),
         str(run["folder"]),
     )
+
+
+def _saved_cell(saved: float | None, concurrency: int | None) -> str:
+    """The time saved against one at a time: "-" for a run made one at a time (nothing to save:
+    not "-0%") or a batch run, "slower" rather than a negative percentage."""
+    if saved is None or concurrency == 1:
+        return "-"
+    return "slower" if saved < -0.5 else f"{max(saved, 0.0):.0f}%"
 
 
 def _review_cell(run: dict[str, Any]) -> str:

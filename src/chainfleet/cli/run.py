@@ -181,6 +181,24 @@ class ConcurrencyType(_ParamType):
     help="How long a text of an agent's trajectory in results.jsonl may be (tool arguments, "
     "results, model text); the run store keeps every step whole.",
 )
+@click.option(
+    "--input-format",
+    type=click.Choice(["txt", "jsonl", "csv", "tsv", "parquet"]),
+    help="Read --input as this format (its extension says otherwise); stdin (-i -) is txt unless jsonl.",
+)
+@click.option(
+    "--id-column",
+    metavar="COLUMN",
+    help="The column holding each row's id, for a Parquet input [default: 'id' if there is "
+    "one, else the row number].",
+)
+@click.option(
+    "--results",
+    metavar="-|FILE",
+    help="Also write each finished item's record as a JSON line as it finishes, with its "
+    "index: '-' for stdout (then stdout carries nothing else).",
+)
+@click.option("--ordered", is_flag=True, help="With --results: keep the records in input order.")
 @config_errors
 def run_command(
     pipeline_file: str,
@@ -210,6 +228,10 @@ def run_command(
     item_files: str,
     parquet: bool,
     trajectory_chars: int,
+    input_format: str | None,
+    id_column: str | None,
+    results: str | None,
+    ordered: bool,
 ) -> None:
     """Run PIPELINE.yaml (or your own chain, FILE.py:FUNCTION) over every item of --input.
 
@@ -226,6 +248,8 @@ def run_command(
       chainfleet run examples/content.yaml -i topics.txt --backend ray --address auto -c 64
       chainfleet run examples/content.yaml -i topics.txt --model openai:gpt-4o-mini --batch
       chainfleet run examples/own_chain.py:article -i examples/topics.txt -c 10
+      cat topics.txt | chainfleet run examples/content.yaml -i - --results - | jq .outputs.edit
+      chainfleet run examples/content.yaml -i data/ --id-column doc_id    a folder of .parquet
 
     Writes results.jsonl, report.json, report.md and one markdown file per item into the
     output folder, and keeps every finished stage result in its run.db as it arrives.
@@ -238,6 +262,8 @@ def run_command(
         raise ConfigError("--sequential and --concurrency disagree; give one of them")
     if cache_dir and no_cache:
         raise ConfigError("--cache and --no-cache disagree; give one of them")
+    if ordered and not results:
+        raise ConfigError("--ordered orders the records of --results; give --results - (or a file)")
     if resume and not out:
         raise ConfigError("--resume needs the --out folder of the run to continue")
     if limit_group is not None:
@@ -246,7 +272,7 @@ def run_command(
         check_name(limit_group)
     settings = {
         "pipeline_file": resolved(pipeline_file),
-        "input_file": str(Path(input_file).resolve()),
+        "input_file": input_file if input_file == "-" else str(Path(input_file).resolve()),
         "cli": {
             "concurrency": 1 if sequential else concurrency,
             "max_concurrency": max_concurrency,
@@ -268,6 +294,10 @@ def run_command(
             "item_files": item_files,
             "parquet": parquet,
             "trajectory_chars": trajectory_chars,
+            "input_format": input_format,
+            "id_column": id_column,
+            "results": results,
+            "ordered": ordered,
         },
     }
     from chainfleet.cli.execute import execute  # the runner: not for `chainfleet run --help`

@@ -40,7 +40,7 @@ __all__ = [
     "skip",
 ]
 
-Format = Literal["txt", "jsonl", "csv", "iterable"]
+Format = Literal["txt", "jsonl", "csv", "parquet", "iterable"]
 
 #: extension (or ``format=`` name) -> (format, CSV delimiter)
 _FORMATS: dict[str, tuple[Format, str]] = {
@@ -53,12 +53,14 @@ _FORMATS: dict[str, tuple[Format, str]] = {
     "ndjson": ("jsonl", ","),
     "csv": ("csv", ","),
     "tsv": ("csv", "\t"),
+    "parquet": ("parquet", ","),
 }
 #: the extensions accepted, as a message says them
 ACCEPTED = (
     ".txt, .text, .md, .lst or no extension (one input per line), "
     ".jsonl or .ndjson (one JSON object per line), "
-    ".csv or .tsv (a header row, then one row per input)"
+    ".csv or .tsv (a header row, then one row per input), "
+    ".parquet or a folder of them (one row per input)"
 )
 
 #: (item, line) pairs: ``line`` is the physical line an error message should point at

@@ -20,14 +20,19 @@ from __future__ import annotations
 import codecs
 import json
 import logging
+import os
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from chainfleet.errors import InputError
 
-__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "MAX_LINE_BYTES", "lines", "open_file", "parse_json"]
+__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "MAX_LINE_BYTES", "STDIN", "lines", "open_file", "parse_json"]
+
+#: the path an input read from standard input goes by (``-i -``), in messages as ``<stdin>:3``
+STDIN = Path("<stdin>")
 
 #: the longest line read (bytes): past it, a clear error rather than gigabytes read into memory
 MAX_LINE_BYTES = 16 * 1024 * 1024
@@ -45,7 +50,10 @@ _LONE_CR = re.compile(r"(?<=\r)(?!\n)")
 
 
 def open_file(path: Path) -> IO[bytes]:
-    """``path`` opened for reading bytes; a missing file, a folder, no permission: ``InputError``."""
+    """``path`` opened for reading bytes; a missing file, a folder, no permission: ``InputError``.
+    :data:`STDIN` is standard input (a duplicate of it, so closing it leaves ``sys.stdin`` be)."""
+    if path == STDIN:
+        return os.fdopen(os.dup(sys.stdin.fileno()), "rb")
     try:
         return open(path, "rb")
     except FileNotFoundError:

@@ -13,11 +13,13 @@ extension                                 one item is                           
 ``.txt`` ``.text`` ``.md`` ``.lst``, none  a non-blank line not starting with ``#``        (1)
 ``.jsonl`` ``.ndjson``                    a JSON object on its own line                  (2)
 ``.csv``, ``.tsv`` (tab-separated)        a row under the header row                     (2)
+``.parquet``, or a folder of them         a row: its columns are its fields              (3)
 ========================================  =============================================  =====
 
 (1) the physical line number, counting blank and comment lines, so ids do not move when a
 comment is added below. (2) the ``id`` field or column when there is one, else the line number
-(JSONL) or the row number after the header, 1-based (CSV).
+(JSONL) or the row number after the header, 1-based (CSV). (3) the ``id_column`` (``id`` if
+there is one), else the row number in the data set, 1-based (:mod:`chainfleet.inputs.parquet`).
 
 Every file is read as UTF-8 (a byte-order mark is tolerated). Any valid JSON is carried safely,
 within limits that keep one poison line from taking the run down, each a ``path:line`` error
@@ -59,7 +61,8 @@ from chainfleet.inputs.formats import (
     skip,
 )
 from chainfleet.inputs.item import Item, item_id
-from chainfleet.inputs.lines import open_file
+from chainfleet.inputs.lines import STDIN, open_file
+from chainfleet.inputs.parquet import parquet_columns, parquet_files, read_parquet
 from chainfleet.redact import clip, listed
 
 __all__ = ["MAX_PROBLEMS", "InputSource", "items_from", "open_input"]
@@ -86,11 +89,15 @@ class InputSource:
         stream: Callable[[OnBad], Stream],
         ids_may_repeat: bool = True,
         reiterable: bool = True,
+        streamed: bool = False,
     ) -> None:
         self.path = path
         self.format: Format = format
         self.fields = fields
         self.reiterable = reiterable
+        #: read from a pipe (standard input): its next line may be a long time coming, so the
+        #: runner reads it on a thread of its own, and never reads past where the run stopped
+        self.streamed = streamed
         self._stream = stream
         self._ids_may_repeat = ids_may_repeat
 
@@ -196,11 +203,16 @@ class InputSource:
             "txt": "no inputs: the file is empty or holds only blank lines and # comments",
             "jsonl": "no inputs: the file is empty or holds only blank lines",
             "csv": "no inputs: the file has a header but no rows",
+            "parquet": "no inputs: the Parquet data has no rows",
         }.get(self.format, "no inputs: the iterable is empty")
 
 
 def open_input(
-    path: str | os.PathLike[str], *, input_field: str = "input", format: str | None = None
+    path: str | os.PathLike[str],
+    *,
+    input_field: str = "input",
+    format: str | None = None,
+    id_column: str | None = None,
 ) -> InputSource:
     """Open an input file for streaming; the format comes from the extension unless given.
 
@@ -216,8 +228,15 @@ def open_input(
     """
     if not input_field:
         raise ValueError("input_field must be a non-empty field name")
+    if str(path) == "-":
+        return _stdin(input_field, format)
     file = Path(path)
-    kind, delimiter = resolve_format(file, format)
+    folder = file.is_dir() and any(file.rglob("*.parquet"))  # a data set kept as Parquet files
+    kind, delimiter = ("parquet", ",") if folder else resolve_format(file, format)
+    if kind == "parquet":
+        return _parquet(file, id_column)
+    if id_column is not None:
+        raise ConfigError("--id-column is for Parquet inputs (a JSONL or CSV input's id is its 'id')")
     open_file(file).close()  # fail now, not at the first iteration
     if kind == "txt":
         return InputSource(
@@ -238,6 +257,45 @@ def open_input(
         fields=frozenset(header),
         stream=lambda on_bad: read_csv(file, delimiter, header, on_bad),
         ids_may_repeat="id" in header,
+    )
+
+
+def _parquet(path: Path, id_column: str | None) -> InputSource:
+    """A Parquet file, or a folder of them as one data set (:mod:`chainfleet.inputs.parquet`)."""
+    files = parquet_files(path)
+    columns = parquet_columns(files)
+    if id_column is not None and id_column not in columns:
+        raise ConfigError(
+            f"no column {id_column!r}; the data has {listed(sorted(columns))}", where="--id-column"
+        )
+    return InputSource(
+        path=path,
+        format="parquet",
+        fields=columns,
+        stream=lambda on_bad: read_parquet(files, id_column, on_bad),
+        ids_may_repeat=True,
+    )
+
+
+def _stdin(input_field: str, format: str | None) -> InputSource:
+    """Standard input (``-``), read once as it arrives: text lines, or JSONL with ``format``.
+    Each line is checked as it is read, with a file's messages (``<stdin>:3: ...``)."""
+    kind, _ = resolve_format(STDIN, format or "txt")
+    if kind == "txt":
+        stream: Callable[[OnBad], Stream] = lambda on_bad: read_txt(STDIN, input_field)  # noqa: E731
+    elif kind == "jsonl":
+        stream = lambda on_bad: read_jsonl(STDIN, on_bad)  # noqa: E731
+    else:
+        raise InputError("standard input is read as text lines or JSONL (--input-format jsonl)", where="-")
+    fields = frozenset({input_field}) if kind == "txt" else None
+    return InputSource(
+        path=STDIN,
+        format=kind,
+        fields=fields,
+        stream=stream,
+        ids_may_repeat=kind != "txt",
+        reiterable=False,
+        streamed=True,
     )
 
 

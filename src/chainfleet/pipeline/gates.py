@@ -271,7 +271,11 @@ class CallableCheck(Check):
         if inspect.iscoroutinefunction(value) or inspect.iscoroutinefunction(
             getattr(value, "__call__", None)  # noqa: B004 - async callable objects too
         ):
-            raise SpecError("a plain function, not 'async def': check(output) -> None or a reason")
+            name = getattr(value, "__name__", None) or type(value).__name__
+            raise SpecError(
+                f"{name!r} is 'async def', and a check is never awaited: give a plain function, "
+                "not 'async def': check(output) -> None or a reason"
+            )
         self.function: Callable[[Any], Any] = value
         super().__init__(value, name or getattr(value, "__name__", None) or "check")
 

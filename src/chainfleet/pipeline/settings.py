@@ -35,6 +35,7 @@ __all__ = [
     "PriceSettings",
     "ProviderSettings",
     "SimSettings",
+    "UnknownProvider",
     "add_provider_kind",
     "parse_model",
     "provider_kinds",
@@ -154,10 +155,23 @@ def _installed_kinds() -> frozenset[str]:
     return frozenset(entry.name for entry in importlib.metadata.entry_points(group=PROVIDER_GROUP))
 
 
-def parse_model(spec: str, named: Collection[str] = ()) -> tuple[str, str]:
+class UnknownProvider(ValueError):
+    """A model string whose provider is neither built in, registered, installed nor named by
+    the pipeline. A run given ``providers={name: instance}`` from Python knows it after all,
+    so a pipeline keeps this problem until the run says which names it brings."""
+
+    def __init__(self, message: str, provider: str, *, near: str | None = None) -> None:
+        super().__init__(message)
+        self.provider = provider
+        #: the known name it is one typo from, if any
+        self.near = near
+
+
+def parse_model(spec: str, named: Collection[str] = (), *, any_provider: bool = False) -> tuple[str, str]:
     """Split ``"openai:gpt-4o-mini"`` into ``("openai", "gpt-4o-mini")``; ``"sim"`` is ``("sim", "sim")``.
 
-    Raises ``ValueError`` for an unknown provider; ``named`` are the pipeline's own endpoints.
+    Raises ``ValueError`` for a malformed string and :class:`UnknownProvider` for an unknown
+    provider (unless ``any_provider``); ``named`` are the pipeline's own endpoints.
     """
     provider, sep, model = spec.partition(":")
     if not sep:
@@ -169,11 +183,12 @@ def parse_model(spec: str, named: Collection[str] = ()) -> tuple[str, str]:
             f"model {spec!r} has no provider: write PROVIDER:MODEL, e.g. openai:{spec} "
             f"(providers: {', '.join([*provider_kinds(), *named])})"
         )
-    if provider not in BUILTIN_PROVIDERS and provider not in named and provider not in provider_kinds():
-        known = [*provider_kinds(), *named]
+    known = [*provider_kinds(), *named]
+    if not any_provider and provider not in BUILTIN_PROVIDERS and provider not in known:
         hint = difflib.get_close_matches(provider, known, n=1)
         did = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ValueError(f"unknown model provider {provider!r}{did}; known: {', '.join(known)}")
+        message = f"unknown model provider {provider!r}{did}; known: {', '.join(known)}"
+        raise UnknownProvider(message, provider, near=hint[0] if hint else None)
     if not model:
         raise ValueError(f"model {spec!r} names no model after the colon")
     return provider, model

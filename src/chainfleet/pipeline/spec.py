@@ -11,6 +11,11 @@ template naming a later stage or reading a property an earlier stage's schema do
 unknown model provider. All the problems found are raised together. Once the input is known,
 :meth:`Pipeline.check_fields` checks that every variable a template reads is provided.
 
+A pipeline built in Python may name a provider of its own that the run is handed
+(``providers={"agent": MyProvider()}``): such a name, unknown but no typo of a known one, is kept
+for :meth:`Pipeline.check_providers`, which the run calls with the names it was given. A file
+(:meth:`Pipeline.from_yaml`) is checked at once, but for the names its ``providers=`` lists.
+
 Example::
 
     pipeline = Pipeline.from_yaml("examples/content.yaml")
@@ -45,6 +50,7 @@ from chainfleet.pipeline.settings import (
     PriceSettings,
     ProviderSettings,
     SimSettings,
+    UnknownProvider,
     parse_model,
 )
 from chainfleet.pipeline.stage import REVISION_VARIABLES, Stage
@@ -86,6 +92,8 @@ class Pipeline(BaseModel):
     #: where the pipeline came from (a file path) and its YAML tree, for messages with lines
     _source: str | None = PrivateAttr(None)
     _root: Any = PrivateAttr(None)
+    #: unknown model providers, kept until a run says which providers it brings: (name, reason, loc)
+    _unknown: list[tuple[str, str, tuple[Any, ...]]] = PrivateAttr(default_factory=list)
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -126,8 +134,28 @@ class Pipeline(BaseModel):
             attempt(self._check_gate_settings, index, stage)
             attempt(self._check_schema_reads, index, stage)
             attempt(self._check_agent, index, stage)
+        if problems:  # with other problems, an unknown provider is said now too
+            unknown: list[ConfigError] = [self._error(r, loc) for _, r, loc in self._unknown]
+            error = ConfigError.gather([*problems, *unknown])
+            error.after_parsing = True  # type: ignore[attr-defined]  # (see _second_round)
+            raise error
+
+    def check_providers(self, given: Collection[str] = ()) -> None:
+        """Raise the unknown model providers found at load, but for the names in ``given`` (the
+        providers a run was handed from Python): one ``PipelineError`` naming each place."""
+        problems: list[ConfigError] = [self._error(r, loc) for n, r, loc in self._unknown if n not in given]
         if problems:
             raise ConfigError.gather(problems)
+
+    def _parse_model(self, spec: str, loc: tuple[Any, ...], prefix: str = "") -> None:
+        try:
+            parse_model(spec, self.providers)
+        except UnknownProvider as exc:
+            if exc.near is not None:  # a typo of a known name: said now, with its hint
+                raise self._error(f"{prefix}{exc}", loc) from exc
+            self._unknown.append((exc.provider, f"{prefix}{exc}", loc))
+        except ValueError as exc:
+            raise self._error(f"{prefix}{exc}", loc) from exc
 
     def _check_name_use(self, index: int, stage: Stage, seen: set[str]) -> None:
         if stage.name in seen:
@@ -139,12 +167,9 @@ class Pipeline(BaseModel):
             )
 
     def _check_model(self, index: int, stage: Stage) -> None:
-        if stage.is_tool:
-            return
-        try:
-            parse_model(stage.model or self.model, self.providers)
-        except ValueError as exc:
-            raise self._error(str(exc), ("stages", index, "model") if stage.model else ("model",)) from exc
+        if not stage.is_tool:
+            where = ("stages", index, "model") if stage.model else ("model",)
+            self._parse_model(stage.model or self.model, where)
 
     def _check_agent(self, index: int, stage: Stage) -> None:
         """An agent stage runs online on a provider that speaks tool calls (sim, OpenAI's or
@@ -204,10 +229,7 @@ class Pipeline(BaseModel):
         for number, check in enumerate(stage.checks):
             if isinstance(check, JudgeCheck):
                 spec = check.model or (self.model if stage.is_tool else self.model_for(stage))
-                try:
-                    parse_model(spec, self.providers)
-                except ValueError as exc:
-                    raise self._error(f"judge: {exc}", (*at, "gate", number, "judge", "model")) from exc
+                self._parse_model(spec, (*at, "gate", number, "judge", "model"), "judge: ")
         contract = stage.contract
         if contract is not None and not stage.is_tool and self.structured_mode(stage) == "strict":
             try:
@@ -244,14 +266,14 @@ class Pipeline(BaseModel):
 
     def structured_setting(self, spec: str) -> Literal["json_schema", "json_object", "prompt"]:
         """The ``structured:`` setting of model ``spec``'s provider (json_schema unless named)."""
-        provider, _ = parse_model(spec, self.providers)
+        provider, _ = parse_model(spec, self.providers, any_provider=True)
         settings = self.providers.get(provider)
         return settings.structured if settings is not None else "json_schema"
 
     def structured_mode(self, stage: Stage) -> str:
         """How ``stage``'s model is asked for its schema: strict (OpenAI json_schema), tool
         (Anthropic), json_object, prompt, or sim (the simulated model reads the schema)."""
-        provider, _ = parse_model(self.model_for(stage), self.providers)
+        provider, _ = parse_model(self.model_for(stage), self.providers, any_provider=True)
         if provider == "sim":
             return "sim"
         settings = self.providers.get(provider)
@@ -290,8 +312,11 @@ class Pipeline(BaseModel):
     # -- loading --------------------------------------------------------------------------------
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike[str]) -> Pipeline:
-        """Load and validate a pipeline file. Every problem is a ``PipelineError`` naming it."""
+    def from_yaml(cls, path: str | os.PathLike[str], *, providers: Collection[str] = ()) -> Pipeline:
+        """Load and validate a pipeline file. Every problem is a ``PipelineError`` naming it.
+
+        ``providers``: names of providers the run will be handed from Python, which the file
+        may name though nothing else knows them."""
         import yaml
 
         from chainfleet.pipeline.yamlsafe import LimitExceeded, load_limited
@@ -312,7 +337,9 @@ class Pipeline(BaseModel):
             raise PipelineError(f"{what}: {clip(problem)}", where=where) from exc
         if not isinstance(data, dict):
             raise PipelineError("a pipeline file is a YAML mapping with a 'stages' list", where=str(path))
-        return cls.from_dict(data, source=str(path), _yaml_root=root)
+        pipeline = cls.from_dict(data, source=str(path), _yaml_root=root)
+        pipeline.check_providers(providers)
+        return pipeline
 
     @classmethod
     def from_dict(
@@ -327,11 +354,16 @@ class Pipeline(BaseModel):
         try:
             pipeline: Pipeline = cls.model_validate(data)
         except ValidationError as exc:
-            raise _explain(exc, data, source, root) from None
+            explained = _explain(exc, data, source, root)
+            cls._second_round(explained, data, source, root)
+            raise explained from None
         except PipelineError as exc:
             if getattr(exc, "loc", None) is None:
                 raise
-            raise relocate(exc, data, source, root) from None
+            error = relocate(exc, data, source, root)
+            if not getattr(exc, "after_parsing", False):
+                cls._second_round(error, data, source, root)
+            raise error from None
         pipeline._source = source
         pipeline._root = root
         return pipeline
@@ -359,6 +391,40 @@ class Pipeline(BaseModel):
             field = "input"
         stage = Stage(name=label, tool=fn, output=output)
         return cls(name=label, input=field, work=fn, stages=[stage], **settings)
+
+    @classmethod
+    def _second_round(
+        cls, error: ConfigError, data: Mapping[str, Any], source: str | None, root: Any
+    ) -> None:
+        """Check the rest of a file whose keys or values were refused, so that one run names
+        every problem: the file is validated again without the refused keys (a stage left with
+        neither prompt nor tool gets an empty prompt), and what that finds (a template naming a
+        later stage, a schema read, an unknown provider) joins ``error``. The pipeline it
+        builds is kept as ``error.partial``, for the checks that need the input
+        (:meth:`check_fields`): a template typo such as ``{{ wirte }}`` is one of them."""
+        locs = [getattr(p, "loc", None) for p in (error, *error.more)]
+        for _ in range(3):  # a round's own problems are taken out too, for the next one
+            cleaned = _without(data, locs)
+            if cleaned is None:
+                return
+            try:
+                partial: Pipeline = cls.model_validate(cleaned)
+                break
+            except PipelineError as exc:
+                if not getattr(exc, "after_parsing", False):
+                    return
+                ConfigError.gather([error, relocate(exc, data, source, root)])
+                locs += [getattr(p, "loc", None) for p in (exc, *exc.more)]
+            except ValidationError:
+                return
+        else:
+            return
+        partial._source, partial._root = source, root
+        error.partial = partial  # type: ignore[attr-defined]
+        try:
+            partial.check_providers()
+        except ConfigError as exc:
+            ConfigError.gather([error, exc])
 
     def with_model(self, model: str) -> Pipeline:
         """A copy whose LLM stages all use ``model`` (each stage's own ``model:`` dropped).
@@ -461,6 +527,29 @@ def _first_parameter(fn: Callable[..., Any]) -> str | None:
     if any(word in annotation for word in ("dict", "mapping")):
         return None
     return first.name
+
+
+def _without(data: Mapping[str, Any], locs: list[Any]) -> dict[str, Any] | None:
+    """``data`` without the keys at ``locs`` (a top-level key, or a stage's key); None when a
+    problem is somewhere this cannot take out (the stages list itself)."""
+    cleaned = dict(data)
+    stages = cleaned.get("stages")
+    if not isinstance(stages, list):
+        return None
+    stages = cleaned["stages"] = [dict(s) if isinstance(s, Mapping) else s for s in stages]
+    for loc in locs:
+        if not loc:
+            return None
+        if loc[0] != "stages":
+            cleaned.pop(str(loc[0]), None)
+        elif len(loc) >= 3 and isinstance(loc[1], int) and isinstance(stages[loc[1]], dict):
+            stages[loc[1]].pop(str(loc[2]), None)
+        else:
+            return None
+    for stage in stages:
+        if isinstance(stage, dict) and "prompt" not in stage and "tool" not in stage:
+            stage["prompt"] = ""  # its prompt was the refused key: the other stages still read it
+    return cleaned
 
 
 def _explain(exc: ValidationError, data: Mapping[str, Any], source: str | None, root: Any) -> PipelineError:

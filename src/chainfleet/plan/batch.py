@@ -47,7 +47,7 @@ class BatchPlan:
 
     def batch_seconds(self, *, worst: bool = False) -> float:
         hours = WINDOW_HOURS if worst else self.batch_hours
-        return self.online.calls_per_chain * hours * 3600
+        return len(self.online.call_seconds) * hours * 3600  # one batch a stage, in turn
 
     def cost(self, items: int, *, batch: bool) -> float | None:
         price = batch_price(self.spec, self.price) if batch else self.price
@@ -60,7 +60,7 @@ class BatchPlan:
         online, level = self.online_seconds(items)
         typical, worst = self.batch_seconds(), self.batch_seconds(worst=True)
         online_cost, batch_cost = self.cost(items, batch=False), self.cost(items, batch=True)
-        k = self.online.calls_per_chain
+        k = len(self.online.call_seconds)
         lines = [
             f"{items:,} items, {k} stages: online against batch",
             f"  {'':<10}{'time':>28}{'cost':>14}",

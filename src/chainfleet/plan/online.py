@@ -47,20 +47,31 @@ class Plan:
     tpm: float | None = None
     tokens_per_call: float | None = None
     stage_names: list[str] = field(default_factory=list)
+    #: expected calls of each stage per item (judges, revisions, repairs: :mod:`.gated`); 1 each
+    #: unless given
+    stage_calls: list[float] | None = None
+    #: how those were reckoned, said under the table (e.g. the assumed pass rate)
+    assumptions: str = ""
 
     def __post_init__(self) -> None:
         if not self.call_seconds:
             raise ValueError("a plan needs at least one call per chain")
         if self.tpm is not None and not self.tokens_per_call:
             raise ValueError("a tokens/min limit needs the tokens per call to plan with")
+        if self.stage_calls is not None and len(self.stage_calls) != len(self.call_seconds):
+            raise ValueError("stage_calls gives one count per entry of call_seconds")
 
     @property
-    def calls_per_chain(self) -> int:
-        return len(self.call_seconds)
+    def counts(self) -> list[float]:
+        return self.stage_calls if self.stage_calls is not None else [1.0] * len(self.call_seconds)
+
+    @property
+    def calls_per_chain(self) -> float:
+        return sum(self.counts)
 
     @property
     def chain_seconds(self) -> float:
-        return sum(self.call_seconds)
+        return sum(s * n for s, n in zip(self.call_seconds, self.counts, strict=True))
 
     def rate_limit(self) -> tuple[float, str] | None:
         """The binding limit as calls per second, and its name; None when there is no limit."""
@@ -102,11 +113,9 @@ class Plan:
             )
             lines.append(f"{mode:<26}{cells}")
         lines.append("")
-        names = ", ".join(self.stage_names) if self.stage_names else f"{self.calls_per_chain} calls"
-        lines.append(
-            f"chain: {names}; {self.chain_seconds:g} s a chain "
-            f"({' + '.join(f'{s:g} s' for s in self.call_seconds)})"
-        )
+        lines.append(self.chain_line())
+        if self.assumptions:
+            lines.append(self.assumptions)
         limit = self.rate_limit()
         if limit is None:
             lines.append("no rate limit given: every row is ceil(items / concurrency) x chain time.")
@@ -122,11 +131,22 @@ class Plan:
             lines.append(f"limits: {', '.join(told)}; the {name} limit binds ({rate * 60:,.0f} calls/min).")
             lines.append(
                 f"best concurrency: about {math.floor(best)} chains in flight "
-                f"(= {rate * 60:,.0f} calls/min x {self.chain_seconds:g} s a chain / 60 / "
-                f"{self.calls_per_chain} calls a chain); more chains only wait for the limit."
+                f"(= {rate * 60:,.0f} calls/min x {self.chain_seconds:.3g} s a chain / 60 / "
+                f"{self.calls_per_chain:.3g} calls a chain); more chains only wait for the limit."
             )
             lines.append("* the rate limit, not the chain time, decides this cell.")
         return "\n".join(lines)
+
+    def chain_line(self) -> str:
+        """What a chain is: its stages, its time, and (when gates add calls) its calls."""
+        names = ", ".join(self.stage_names) if self.stage_names else f"{len(self.call_seconds)} calls"
+        if self.stage_calls is None:
+            parts = " + ".join(f"{s:g} s" for s in self.call_seconds)
+            return f"chain: {names}; {self.chain_seconds:g} s a chain ({parts})"
+        parts = " + ".join(f"{n:.2f} x {s:g} s" for s, n in zip(self.call_seconds, self.counts, strict=True))
+        return (
+            f"chain: {names}; {self.calls_per_chain:.2f} calls, {self.chain_seconds:.3g} s a chain ({parts})"
+        )
 
 
 def fmt_time(seconds: float) -> str:

@@ -53,7 +53,8 @@ class ProviderPool:
         (resolved once per model string: every call of a stage asks again)."""
         found = self._resolved.get(spec)
         if found is None:
-            name, model = parse_model(spec, self.pipeline.providers)
+            # (an unknown name was refused by check(), or is one of the run's own providers)
+            name, model = parse_model(spec, self.pipeline.providers, any_provider=True)
             provider = self._providers.get(name)
             if provider is None:
                 provider = self._providers[name] = make_provider(self.config(name))
@@ -63,8 +64,10 @@ class ProviderPool:
     def check(self) -> None:
         """Make every provider the pipeline needs now, so a missing key fails before any call.
 
-        A problem is a ``ConfigError`` naming the pipeline file, the stage and its model.
+        A problem is a ``ConfigError`` naming the pipeline file, the stage and its model; a
+        provider name the pipeline does not know is one only if this run was not given it.
         """
+        self.pipeline.check_providers(self._providers)
         for index, stage in enumerate(self.pipeline.stages):
             if stage.is_tool:
                 continue

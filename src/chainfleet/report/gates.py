@@ -20,7 +20,7 @@ from typing import Any
 
 from chainfleet.store.runstore import RevisionRow, RunStore
 
-__all__ = ["gate_markdown", "gate_outcomes", "gate_summary", "gate_tables"]
+__all__ = ["gate_line", "gate_markdown", "gate_outcomes", "gate_summary", "gate_tables"]
 
 
 def _tries(rows: Iterable[RevisionRow]) -> Iterable[tuple[str, str, list[RevisionRow]]]:
@@ -124,6 +124,34 @@ def gate_outcomes(store: RunStore, run_id: str) -> Outcomes:
         passes = tuple(all(g.get("passed") for g in t.gates or []) for t in judged)
         found[(item_id, stage)] = (outcome, judged[-1].revision, passes)
     return found
+
+
+def gate_line(gates: Mapping[str, Any] | None) -> str | None:
+    """The terminal summary's line for the gates: the calls they added, then per stage, e.g.
+    ``gates: 1 revision, 2 repairs, 11 judge calls (research: 2 repairs; write: 1 revision)``;
+    None for a run without gates or contracts."""
+    if not gates:
+        return None
+    stages = gates.get("stages") or {}
+    repairs = gates.get("repairs") or {}
+    per: list[str] = []
+    total_revisions = total_repairs = 0
+    for name in dict.fromkeys([*stages, *repairs]):
+        stage = stages.get(name) or {}
+        revised = round((stage.get("revisions_per_item") or 0) * (stage.get("items") or 0))
+        repaired = int(repairs.get(name, stage.get("repairs", 0)) or 0)
+        total_revisions, total_repairs = total_revisions + revised, total_repairs + repaired
+        said = [_count(revised, "revision")] * bool(revised) + [_count(repaired, "repair")] * bool(repaired)
+        if said:
+            per.append(f"{name}: {', '.join(said)}")
+    judged = int(gates.get("judge_calls") or 0)
+    line = f"gates: {_count(total_revisions, 'revision')}, {_count(total_repairs, 'repair')}, "
+    line += f"{_count(judged, 'judge call')}"
+    return line + (f" ({'; '.join(per)})" if per else "")
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n:,} {what}{'' if n == 1 else 's'}"
 
 
 def gate_markdown(gates: Mapping[str, Any] | None) -> list[str]:

@@ -133,7 +133,9 @@ def _tiles(d: Mapping[str, Any]) -> list[dict[str, str]]:
         {"big": f"{ok:,} / {total:,}", "small": "items succeeded", "cls": "good" if ok == total else "bad"},
         {
             "big": fmt_duration(d.get("wall_seconds", 0.0)),
-            "small": f"wall time; one at a time {fmt_duration(d.get('sequential_seconds', 0.0))}",
+            "small": "wall time in batch mode"  # its calls waited for batches: no one-at-a-time figure
+            if d.get("batch")
+            else f"wall time; one at a time {fmt_duration(d.get('sequential_seconds', 0.0))}",
             "cls": "",
         },
         _speed_tile(speedup, saved),

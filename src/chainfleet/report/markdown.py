@@ -54,10 +54,17 @@ def headline(d: Mapping[str, Any]) -> list[str]:
         how = "one chain at a time"
     else:
         how = f"up to {chains} chains in flight"
-    lines.append(
-        f"Wall time: **{fmt_duration(wall)}** with {how}; one at a time would take {fmt_duration(sequential)}"
-        + (f" ({d['sequential_estimate']['note']})" if d.get("sequential_estimate") else "")
-    )
+    if d.get("batch"):  # its calls waited for the provider's batches: online is the comparison
+        lines.append(
+            f"Wall time: **{fmt_duration(wall)}** in batch mode; "
+            "`chainfleet plan --batch` compares it with online"
+        )
+    else:
+        lines.append(
+            f"Wall time: **{fmt_duration(wall)}** with {how}; "
+            f"one at a time would take {fmt_duration(sequential)}"
+            + (f" ({d['sequential_estimate']['note']})" if d.get("sequential_estimate") else "")
+        )
     speedup, saved = d.get("speedup"), d.get("time_saved_pct")
     if speedup is not None and saved is not None and saved >= 0:
         lines.append(f"Speed-up: **{speedup:.2f}x**, time saved: **{saved:.1f}%**")

@@ -27,6 +27,7 @@ from chainfleet.report.agents import agent_lines
 from chainfleet.report.batch import batch_lines
 from chainfleet.report.duration import fmt_duration
 from chainfleet.report.estimate import concurrency_phrase, speed_phrase
+from chainfleet.report.gates import gate_line
 from chainfleet.report.markdown import report_markdown
 from chainfleet.store.runstore import ItemRecord, RunStore
 
@@ -101,13 +102,15 @@ class RunReport:
 
     @property
     def speedup(self) -> float | None:
-        if self.wall_seconds <= 0 or self.sequential_seconds <= 0:
+        """How many times faster than one at a time; None for a batch run (its calls waited for
+        the provider's batches, so one at a time is no comparison: online is, see ``plan --batch``)."""
+        if self.wall_seconds <= 0 or self.sequential_seconds <= 0 or self.batch:
             return None
         return self.sequential_seconds / self.wall_seconds
 
     @property
     def time_saved_pct(self) -> float | None:
-        if self.sequential_seconds <= 0:
+        if self.sequential_seconds <= 0 or self.batch:
             return None
         return 100.0 * (1.0 - self.wall_seconds / self.sequential_seconds)
 
@@ -199,22 +202,20 @@ class RunReport:
 
     def summary_lines(self) -> list[str]:
         """A few lines for the terminal."""
-        saved = self.time_saved_pct
-        speedup = self.speedup
         lines = [
             f"run {self.run_id}: {self.items_succeeded}/{self.items_total} items succeeded, "
             f"{self.items_failed} failed"
             + (f", {self.items_skipped} skipped" if self.items_skipped else "")
             + (f", {self.items_needs_review} wait for review" if self.items_needs_review else ""),
-            f"wall {fmt_duration(self.wall_seconds)} at "
-            f"{concurrency_phrase(self.concurrency, self.concurrency_mode, self.sequential_estimate)}; "
-            f"one at a time would take {fmt_duration(self.sequential_seconds)}"
-            + _saved_note(speedup, saved, self.waits),
+            self._wall_line(),
             f"calls {self.calls.get('total', 0)} ({self.calls.get('retried', 0)} retried, "
             f"{self.calls.get('rate_limited', 0)} rate-limited); tokens in "
             f"{self.tokens.get('input', 0):,}, out {self.tokens.get('output', 0):,}",
         ]
-        if self.sequential_estimate:
+        gated = gate_line(self.gates)
+        if gated:  # the calls the gates added: revisions, repairs, judges
+            lines.append(gated)
+        if self.sequential_estimate and not self.batch:
             lines.insert(2, f"  one at a time: {self.sequential_estimate['note']}")
         lines += batch_lines(self.batch)
         lines += agent_lines(self.agents)
@@ -230,8 +231,23 @@ class RunReport:
             lines.append(f"  ... and {self.items_failed - 10} more (see results.jsonl)")
         return lines
 
+    def _wall_line(self) -> str:
+        if self.batch:  # its calls waited for the provider's batches: online is the comparison
+            return f"wall {fmt_duration(self.wall_seconds)} {BATCH_COMPARISON}"
+        return (
+            f"wall {fmt_duration(self.wall_seconds)} at "
+            f"{concurrency_phrase(self.concurrency, self.concurrency_mode, self.sequential_estimate)}; "
+            f"one at a time would take {fmt_duration(self.sequential_seconds)}"
+            + _saved_note(self.speedup, self.time_saved_pct, self.waits)
+        )
+
     def to_markdown(self) -> str:
         return report_markdown(self.to_dict())
+
+
+#: what a batch run says in place of "one at a time would take": its calls waited for the
+#: provider's batch window, which one at a time would not; online is the comparison
+BATCH_COMPARISON = "in batch mode; compare it with online: `chainfleet plan PIPELINE --batch`"
 
 
 def _saved_note(speedup: float | None, saved: float | None, waits: dict[str, float]) -> str:

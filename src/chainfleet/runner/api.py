@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,10 @@ from chainfleet.backends import Backend, backend_for
 from chainfleet.chain.batch import with_batch
 from chainfleet.chain.mcp import McpServers, start_servers
 from chainfleet.clock import Clock, SystemClock
+from chainfleet.code.target import is_target
+from chainfleet.code.target import load_pipeline as load_code_pipeline
 from chainfleet.config import ItemFiles, RunSettings
-from chainfleet.errors import ConfigError
+from chainfleet.errors import ConfigError, PipelineError
 from chainfleet.inputs import InputSource, items_from, open_input
 from chainfleet.pipeline import Pipeline, parse_model
 from chainfleet.providers import Provider, ProviderPool
@@ -43,6 +45,7 @@ __all__ = [
     "as_pipeline",
     "as_source",
     "finish_output",
+    "load_pipeline",
     "prepare",
     "run",
     "with_model",
@@ -75,10 +78,34 @@ def as_source(items: Items, pipeline: Pipeline) -> InputSource:
     return items_from(items, input_field=pipeline.input)
 
 
-def with_model(pipeline: Pipeline, model: str) -> Pipeline:
-    """A copy of ``pipeline`` whose LLM stages all use ``model`` (the ``--model`` flag)."""
+def load_pipeline(path: str | os.PathLike[str], items: Items | None = None) -> Pipeline:
+    """``Pipeline.from_yaml(path)``, whose problems, when it has some, include those the input
+    shows (a template variable no stage and no field of ``items`` provides, such as a typo):
+    every mistake of a file is named in one run, not one round after another. A Python target
+    (``file.py:fn``, ``module:fn``: the user's own chain) is a code pipeline."""
+    if isinstance(path, str) and is_target(path):
+        return load_code_pipeline(path)
     try:
-        parse_model(model, pipeline.providers)
+        return Pipeline.from_yaml(path)
+    except PipelineError as exc:
+        partial = getattr(exc, "partial", None)
+        if partial is None or items is None:
+            raise
+        try:
+            source = as_source(items, partial)
+            partial.check_fields(
+                source.fields, input_name=str(source.path or "the input"), text_lines=source.format == "txt"
+            )
+        except ConfigError as more:
+            ConfigError.gather([exc, more])
+        raise
+
+
+def with_model(pipeline: Pipeline, model: str, given: Collection[str] = ()) -> Pipeline:
+    """A copy of ``pipeline`` whose LLM stages all use ``model`` (the ``--model`` flag);
+    ``given`` are the names of the providers the run was handed from Python."""
+    try:
+        parse_model(model, [*pipeline.providers, *given])
     except ValueError as exc:
         raise ConfigError(str(exc), where="--model") from exc
     return pipeline.with_model(model)
@@ -106,7 +133,7 @@ def prepare(
     Returns (pipeline, source, store, item count or None).
     """
     if model:
-        pipeline = with_model(pipeline, model)
+        pipeline = with_model(pipeline, model, given=list(providers or {}))
     source = as_source(items, pipeline)
     pipeline.check_fields(
         source.fields, input_name=str(source.path or "the input"), text_lines=source.format == "txt"

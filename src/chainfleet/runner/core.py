@@ -29,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 from chainfleet.backends import Backend, LocalBackend
@@ -50,6 +51,7 @@ from chainfleet.report.build import build_report, score_final
 from chainfleet.report.estimate import servers_of
 from chainfleet.report.model import RunReport
 from chainfleet.runner.budget import Budget
+from chainfleet.runner.feed import ThreadedFeed
 from chainfleet.store.folder import open_cache
 from chainfleet.store.runstore import ItemRecord, RunStore
 from chainfleet.store.stats import COUNTERS, RunStats
@@ -124,6 +126,9 @@ class Runner:
         self._scores: list[tuple[int, dict[str, Any]]] = []
         #: items in the input when known (the input was scanned first), for progress
         self.total: int | None = None
+        #: called with each item's record as it is kept (``--results -``), ``index`` included
+        self.on_record: Callable[[dict[str, Any]], None] | None = None
+        self._streamed = False
         self._stages = list(pipeline.stages)
         #: where admitted chains run: here (local) or on a Ray cluster
         self.backend: Backend = backend or LocalBackend()
@@ -179,7 +184,8 @@ class Runner:
         return self.ctx.state.halted
 
     def stop(self, reason: str = "interrupted") -> None:
-        """Stop admitting items (Ctrl-C, SIGTERM); chains in flight finish. Safe to call twice."""
+        """Stop admitting items; chains in flight finish, or with ``interrupted`` (Ctrl-C,
+        SIGTERM) finish the stage they are in and start no other. Safe to call twice."""
         self.ctx.state.stop(reason)
 
     async def run(self, source: InputSource) -> RunReport:
@@ -197,7 +203,12 @@ class Runner:
             await self.backend.start(ctx, self.concurrency)
             self._begin_session()
             self._items = iter(source)
-            self._failed = await self._pass(self._admit(self._items))
+            self._streamed = source.streamed
+            if source.streamed:  # a pipe: read on a thread, so a slow line never holds the loop
+                feed = ThreadedFeed(self._items, asyncio.get_running_loop())
+                self._failed = await self._pass(lambda: self._take_fed(feed))
+            else:
+                self._failed = await self._pass(_taking(self._admit(self._items)))
             for _ in range(self.retry_passes):
                 failed = self._failed
                 retry = [c for c in failed if c.error is not None and retry_in_next_pass(c.error)]
@@ -207,7 +218,7 @@ class Runner:
                 for chain in retry:
                     chain.error = chain.error_stage = None
                 self.stats.failed_now -= len(retry)  # they are in play again
-                self._failed = kept + await self._pass(iter(retry))
+                self._failed = kept + await self._pass(_taking(iter(retry)))
             await self.backend.settle(ctx)
             self._finish()
         finally:
@@ -288,7 +299,7 @@ class Runner:
         self._save_scores()
         for chain in sorted(self._failed, key=lambda c: c.item.index):
             self._save_item(chain, "failed")
-        if self.halted:
+        if self.halted and not self._streamed:  # (a pipe is not read past where the run stopped)
             self._skip_rest(self._items)
         status = self.status
         self.store.end_run(self.run_id, status=status, summary={"done": self.stats.done})
@@ -319,8 +330,20 @@ class Runner:
                 return
             yield Chain(item)
 
-    async def _pass(self, chains: Iterator[Chain]) -> list[Chain]:
-        """Run ``chains`` with up to ``concurrency`` workers; return the chains that failed.
+    async def _take_fed(self, feed: ThreadedFeed) -> Chain | None:
+        """The next chain from a piped input, as :meth:`_admit` gives a file's."""
+        if self.halted:
+            return None
+        try:
+            item = await feed.next()
+        except InputError as exc:
+            self.ctx.state.input_error = exc
+            return None
+        return None if item is None or self.halted else Chain(item)
+
+    async def _pass(self, take: Callable[[], Awaitable[Chain | None]]) -> list[Chain]:
+        """Run the chains ``take`` gives with up to ``concurrency`` workers; return the chains
+        that failed.
 
         A worker starts the next one only once it has taken a chain, so there are never more
         workers than chains (plus one): ``-c 10000`` on 3 items makes 4 tasks, not 10,000."""
@@ -334,7 +357,7 @@ class Runner:
                 if self.adaptive is not None:
                     await self.adaptive.acquire()
                 try:
-                    chain = next(chains, None)  # shared iterator: the next item when free
+                    chain = await take()  # shared: the next item when free
                     if chain is None:
                         return
                     if len(workers) < self.concurrency:
@@ -371,6 +394,8 @@ class Runner:
         self.stats.last_result = self.clock.now()
         if chain.parked is not None:
             self._save_item(chain, "needs_review")  # never failed: it waits for a person
+        elif chain.stopped_at is not None:
+            self._save_item(chain, "skipped")  # interrupted between stages: resume goes on
         elif chain.error is None:
             self.stats.done += 1
             self._save_item(chain, "succeeded")
@@ -393,18 +418,19 @@ class Runner:
         if self.session > 1:
             before = self.store.sessions.item_calls_before(self.run_id, chain.item.index, self.session)
             attempts, seconds = attempts + before[0], seconds + before[1]
-        self.store.save_item(
-            self.run_id,
-            ItemRecord(
-                index=chain.item.index,
-                id=chain.item.id,
-                input=chain.item.fields,
-                status=status,
-                error=error,
-                attempts=attempts,
-                seconds=seconds,
-            ),
+        record = ItemRecord(
+            index=chain.item.index,
+            id=chain.item.id,
+            input=chain.item.fields,
+            status=status,
+            error=error,
+            attempts=attempts,
+            seconds=seconds,
         )
+        self.store.save_item(self.run_id, record)
+        if self.on_record is not None:
+            row = replace(record, outputs=dict(chain.outputs)).to_json()
+            self.on_record({"index": record.index, **row})
 
     def _score(self, chain: Chain) -> None:
         """Score the final output's quality as the item finishes (while other calls are out),
@@ -448,6 +474,15 @@ class Runner:
             # each stage's server (None: a tool step), for the one-at-a-time estimate
             "servers": servers_of(self.pipeline),
         }
+
+
+def _taking(chains: Iterator[Chain]) -> Callable[[], Awaitable[Chain | None]]:
+    """``chains`` as :meth:`Runner._pass` takes them: one at a time, None at the end."""
+
+    async def take() -> Chain | None:
+        return next(chains, None)
+
+    return take
 
 
 def latest_run_id(store: RunStore) -> str | None:

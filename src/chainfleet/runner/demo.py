@@ -65,11 +65,17 @@ Their feedback: {{ feedback }}
 {% endif %}"""
 
 
+#: the simulated model's seed for the demo: its texts, and so the judge's scores, follow from it;
+#: this one gives the story told above (topics 1 and 2 pass at once, topic 3 after two revisions)
+#: with the research read about each topic (it was 0 while the sim read the system line)
+DEMO_SEED = 31
+
+
 def demo_pipeline(
     *,
     latency: float = 1.0,
     error_rate: float = 0.0,
-    seed: int = 0,
+    seed: int = DEMO_SEED,
     review: bool = False,
     gates: bool = True,
 ) -> Pipeline:

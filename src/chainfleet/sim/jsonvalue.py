@@ -64,7 +64,8 @@ def _rng(*parts: object) -> random.Random:
 @functools.lru_cache(maxsize=1024)
 def _sentences(prompt: str, seed: int) -> tuple[str, ...]:
     text = simtext.generate(prompt, seed=seed, max_tokens=600)
-    found = tuple(s.strip() for s in _SENTENCE.findall(text) if len(s.split()) >= 4)
+    bare = (s.strip().removeprefix("- ") for s in _SENTENCE.findall(text))
+    found = tuple(dict.fromkeys(s for s in bare if len(s.split()) >= 4))  # once each, in order
     return found or ("The evidence points in one direction, with open questions left.",)
 
 
@@ -103,9 +104,8 @@ def off_schema(schema: Mapping[str, Any], *, prompt: str, seed: int = 0) -> Any:
 
 
 def _subject(prompt: str) -> str:
-    first = prompt.strip().splitlines()[0] if prompt.strip() else "the topic"
-    words = re.findall(r"[A-Za-z][A-Za-z-]*", first)[1:6]
-    return " ".join(words) or "the topic"
+    """What the prompt is about, read as the prose model reads it (past a system line)."""
+    return simtext.topic(prompt) if prompt.strip() else "the topic"
 
 
 def _is_null(schema: Any) -> bool:
@@ -121,6 +121,7 @@ class _Maker:
         self.depth = 0  # how deep the value being made is
         self.made = 0  # values made so far (MAX_VALUES at most)
         self.chars = 0  # characters of strings made so far (MAX_CHARS at most)
+        self.used: set[str] = set()
 
     def value(self, schema: Any, name: str) -> Any:
         self.made += 1
@@ -212,11 +213,21 @@ class _Maker:
         if lowered == "feedback":
             text = self.rng.choice(_FEEDBACK)
         else:
-            text = self.rng.choice(self.sentences)
+            text = self._sentence(lowered)
         low = min(int(schema.get("minLength", 0)), MAX_LENGTH, max(0, MAX_CHARS - self.chars))
         high = schema.get("maxLength")
         while len(text) < low:
             text += " " + self.rng.choice(self.sentences)
         text = text[: int(high)] if high is not None else text
         self.chars += len(text)
+        return text
+
+    def _sentence(self, name: str) -> str:
+        """A sentence of the notes on the subject: a question for a field of questions, a
+        statement for any other, each used once while fresh ones last (so no list repeats)."""
+        asking = "question" in name
+        pool = [s for s in self.sentences if s.endswith("?") == asking] or list(self.sentences)
+        fresh = [s for s in pool if s not in self.used] or pool
+        text = self.rng.choice(fresh)
+        self.used.add(text)
         return text

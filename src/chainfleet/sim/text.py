@@ -36,7 +36,7 @@ import random
 import re
 from collections.abc import Iterable
 
-__all__ = ["count_tokens", "generate", "marker_line"]
+__all__ = ["count_tokens", "generate", "marker_line", "topic"]
 
 _MARKER = "<!-- simulated by chainfleet sim (seed {seed}) -->\n"
 
@@ -124,9 +124,27 @@ _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
 _COMMENT_LINE = re.compile(r"^\s*<!--.*-->\s*$")
 
 
+def topic(prompt: str) -> str:
+    """What ``prompt`` asks about, as :func:`generate` reads it: "Research X: the key facts" -> X.
+
+    A leading line that tells the model who it is ("You are a meticulous research agent.", as a
+    system message put before the prompt reads) is not the topic: the instruction after it is.
+    """
+    return _subject(*_split_prompt(prompt))
+
+
+#: a line addressed to the model about itself, as a system message opens: not an instruction
+_PERSONA = re.compile(
+    r"\s*(?:you\s+are|you're|you\s+answer|you\s+reply|act\s+as|as\s+an?\s)\b", re.IGNORECASE
+)
+
+
 def _split_prompt(prompt: str) -> tuple[str, str]:
-    """The instruction line and the material after it (after ``:\\n`` or the first newline)."""
+    """The instruction line and the material after it (after ``:\\n`` or the first newline),
+    past any leading persona lines ("You are a careful editor.")."""
     text = prompt.strip()
+    while _PERSONA.match(text) and "\n" in text:
+        text = text.split("\n", 1)[1].strip()
     cut = text.find(":\n")
     newline = text.find("\n")
     if cut != -1 and cut <= newline:

@@ -80,6 +80,23 @@ def test_an_async_check_is_refused_when_the_pipeline_loads() -> None:
         pipeline(f"{__name__}:async_check")
 
 
+def test_an_async_check_is_refused_naming_the_function() -> None:
+    # a coroutine is truthy: run, it would "fail" every try with "<coroutine object ...>"
+    class Judge:
+        async def __call__(self, output: Any) -> str | None:
+            return None
+
+    for check, name in (
+        (f"{__name__}:async_check", "async_check"),
+        (async_check, "async_check"),
+        (Judge(), "Judge"),
+    ):
+        with pytest.raises(PipelineError) as caught:
+            pipeline(check)  # type: ignore[arg-type]
+        assert f"'{name}' is 'async def'" in str(caught.value), caught.value
+        assert "field 'gate.0.check'" in str(caught.value)
+
+
 def test_a_tool_step_that_raises_goes_the_same_way(tmp_path: Path) -> None:
     async def search(context: Mapping[str, Any]) -> str:
         if context["topic"] == "ants":

@@ -224,3 +224,17 @@ def test_report_json_of_the_run_is_valid_json_after_a_rewrite(out: Path) -> None
 
     json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert len(read_results(out)) == 6
+
+
+def test_runs_shows_no_time_saved_for_a_run_made_one_at_a_time(tmp_path: Path) -> None:
+    # it showed "-0%": a one-at-a-time run measured against its own estimate, a rounding away from 0
+    folder = tmp_path / "runs" / "one"
+    run(Pipeline.from_dict(pipeline_data(), source="test"), TOPICS, out=folder, concurrency=1)
+
+    result = chainfleet("runs", folder.parent)
+
+    assert result.exit_code == 0, result.output
+    header, line = result.stdout.strip().splitlines()
+    assert header.split()[-2:] == ["saved", "folder"]
+    assert line.split()[-2] == "-", line
+    assert "%" not in line

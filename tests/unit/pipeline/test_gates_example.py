@@ -86,3 +86,32 @@ def test_a_misspelled_property_in_the_example_is_exit_2_with_did_you_mean(tmp_pa
     assert result.exit_code == 2
     assert "stage 'write'" in result.stderr and "did you mean {{ research.facts }}?" in result.stderr
     assert not (tmp_path / "o" / "results.jsonl").exists()
+
+
+def test_each_items_research_is_about_its_topic_not_the_system_prompt(tmp_path: Path) -> None:
+    # the sim read its subject from the system line first: every item's research was about
+    # "You are a meticulous research agent", its sources titled "Are A Meticulous Research Agent"
+    run(fast(), TOPICS[:4], out=tmp_path)
+    for record in read_results(tmp_path):
+        topic, research = record["input"]["topic"], record["outputs"]["research"]
+        text = json.dumps(research)
+        assert "meticulous" not in text.lower() and "research agent" not in text.lower(), text
+        assert any(topic in fact for fact in research["facts"]), research["facts"]
+        assert all(source["title"].lower().startswith(topic.lower()) for source in research["sources"])
+        assert all(q.endswith("?") for q in research["open_questions"]), research["open_questions"]
+        assert len(set(research["facts"])) == len(research["facts"])  # no fact said twice
+
+
+def test_the_terminal_summary_says_the_revisions_and_repairs(tmp_path: Path) -> None:
+    # the summary said calls and tokens, not what the gates cost: the gated run's revisions and
+    # repairs were only in report.md
+    report = run(fast(), TOPICS, out=tmp_path)
+    gates = read_report(tmp_path)["gates"]
+    revisions = round(sum(s["revisions_per_item"] * s["items"] for s in gates["stages"].values()))
+    repairs = sum(gates["repairs"].values())
+    line = next(line for line in report.summary_lines() if line.startswith("gates: "))
+    assert line.startswith(
+        f"gates: {revisions} revision{'' if revisions == 1 else 's'}, "
+        f"{repairs} repair{'' if repairs == 1 else 's'}, {gates['judge_calls']} judge calls"
+    ), line
+    assert repairs > 0 and "research: " in line  # the sim breaks 15% of its structured replies

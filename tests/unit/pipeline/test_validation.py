@@ -137,3 +137,46 @@ def test_every_template_variable_no_field_provides_is_named(tmp_path: Path) -> N
     assert len(lines) == 2, lines
     assert "{{ audience }}" in lines[0] and "stage 'a'" in lines[0]
     assert "{{ tone }}" in lines[1] and "stage 'b'" in lines[1]
+
+
+TYPOS_OF_EVERY_KIND = """\
+name: typos
+concurency: 3
+input: topic
+stages:
+  - name: research
+    promt: "Research {{ topic }}"
+  - name: write
+    prompt: "Write on {{ topic }} from {{ research }} and {{ edit }}"
+    max_tokens: -5
+  - name: edit
+    prompt: "Edit {{ wirte }}"
+    temperature: hot
+"""
+
+
+def test_keys_values_and_template_typos_are_all_named_in_one_run(tmp_path: Path) -> None:
+    # a misspelt top-level key and a misspelt stage key were named first, the template typo
+    # only in a second run once those were fixed
+    path = tmp_path / "typos.yaml"
+    path.write_text(TYPOS_OF_EVERY_KIND, encoding="utf-8")
+    topics = tmp_path / "topics.txt"
+    topics.write_text("bees\n", encoding="utf-8")
+
+    result = CliRunner().invoke(cli, ["run", str(path), "-i", str(topics), "--out", str(tmp_path / "out")])
+
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    expected = {
+        f"{path}:2: field 'concurency': unknown key (did you mean 'concurrency'?)",
+        f"{path}:6: stage 'research' (stages[0]), field 'promt': unknown key (did you mean 'prompt'?)",
+        f"{path}:9: stage 'write' (stages[1]), field 'max_tokens': Input should be greater",
+        f"{path}:12: stage 'edit' (stages[2]), field 'temperature': Input should be a valid number",
+        f"{path}:8: stage 'write' (stages[1]), field 'prompt': uses {{{{ edit }}}}, which is a later stage",
+        f"{path}:11: stage 'edit' (stages[2]), field 'prompt': uses {{{{ wirte }}}}, which is neither",
+    }
+    for start in expected:
+        assert any(line.startswith(f"error: {start}") for line in lines), (start, lines)
+    assert len(lines) == len(expected), lines
+    assert "did you mean {{ write }}?" in result.stderr
+    assert not (tmp_path / "out").exists()  # nothing ran

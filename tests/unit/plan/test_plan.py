@@ -83,3 +83,30 @@ def test_bad_numbers_exit_2_with_one_line() -> None:
     result = CliRunner().invoke(cli, ["plan", "-n", "ten"])
     assert result.exit_code == 2
     assert result.stderr.strip().startswith("error: --items:")
+
+
+def test_a_gated_pipeline_is_planned_with_its_judge_revision_and_repair_calls() -> None:
+    # examples/content_gated.yaml, 10 items: `compare` measured 51 calls, 28.3 s one at a time and
+    # 7.7 s at -c 5; counting 3 calls an item, plan said 16 s and 3 s
+    result = CliRunner().invoke(cli, ["plan", "examples/content_gated.yaml", "-n", "10", "-c", "1,5"])
+    assert result.exit_code == 0, result.output
+    rows = result.output.splitlines()
+    assert rows[2].split() == ["sequential", "28s"] and rows[3].split()[-1] == "6s"
+    assert "5.10 calls" in result.output  # 51 calls for 10 items
+    assert "1.24 judge + 0.44 revision + 0.42 repair calls" in result.output
+    assert "assuming 80% of gated tries pass (--pass-rate)" in result.output
+    assert "15% of schema replies need a repair" in result.output  # the sim's invalid_output_rate
+
+
+def test_the_pass_rate_and_the_model_are_settable() -> None:
+    args = ["plan", "examples/content_gated.yaml", "-n", "10", "-c", "1"]
+    surer = CliRunner().invoke(cli, [*args, "--pass-rate", "1", "--repair-rate", "0"])
+    assert surer.exit_code == 0, surer.output
+    assert "calls an item: 4.00 = 3 stages + 1.00 judge + 0.00 revision + 0.00 repair" in surer.output
+    other = CliRunner().invoke(cli, [*args, "--model", "openai:gpt-4o-mini"])
+    assert other.exit_code == 0, other.output
+    assert "2% of schema replies" in other.output  # not the sim's rate: another model
+    wrong = CliRunner().invoke(cli, [*args, "--model", "opnai:gpt-4o"])
+    assert wrong.exit_code == 2 and "did you mean 'openai'" in wrong.stderr
+    bad = CliRunner().invoke(cli, [*args, "--pass-rate", "0"])
+    assert bad.exit_code == 2
