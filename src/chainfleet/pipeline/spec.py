@@ -38,6 +38,7 @@ from chainfleet.pipeline.contracts import strict_schema, template_paths, unknown
 from chainfleet.pipeline.explain import explain, located, relocate
 from chainfleet.pipeline.gates import JudgeCheck
 from chainfleet.pipeline.imports import beside
+from chainfleet.pipeline.routes import RouteSettings
 from chainfleet.pipeline.settings import (
     BatchSettings,
     ModelLimits,
@@ -45,6 +46,7 @@ from chainfleet.pipeline.settings import (
     ProviderSettings,
     SimSettings,
     parse_model,
+    provider_kinds,
 )
 from chainfleet.pipeline.stage import REVISION_VARIABLES, Stage
 from chainfleet.pipeline.templates import SANDBOX, private_names, variables
@@ -68,6 +70,8 @@ class Pipeline(BaseModel):
     providers: dict[str, ProviderSettings] = {}
     limits: dict[str, ModelLimits] = {}
     prices: dict[str, PriceSettings] = {}
+    #: named lists of targets a model name may stand for (see chainfleet.pipeline.routes)
+    routes: dict[str, RouteSettings] = {}
     concurrency: int = Field(5, ge=1)
     #: seconds before a call to a real provider counts as timed out (a retryable error)
     timeout: float = Field(120.0, gt=0)
@@ -104,6 +108,8 @@ class Pipeline(BaseModel):
                 problems.append(exc)
 
         attempt(self._check_sandbox)
+        for name in self.routes:
+            attempt(self._check_route, name)
         seen: set[str] = set()
         for index, stage in enumerate(self.stages):  # names first: templates refer to them
             attempt(self._check_name_use, index, stage, seen)
@@ -126,11 +132,46 @@ class Pipeline(BaseModel):
                 ("stages", index, "name"),
             )
 
+    def _check_route(self, name: str) -> None:
+        """A route's name is no provider's; each target names a known provider."""
+        if name in self.providers or name in provider_kinds() or ":" in name:
+            what = "has a colon" if ":" in name else "is also a provider's name"
+            raise self._error(
+                f"route name {name!r} {what}: a model name would be ambiguous; rename the route",
+                ("routes", name),
+            )
+        for index, target in enumerate(self.routes[name].targets):
+            try:
+                parse_model(target.model, self.providers)
+            except ValueError as exc:
+                at = ("routes", name, "targets", index, "model")
+                raise self._error(f"route {name!r}: {exc}", at) from exc
+
+    def check_model_name(self, spec: str) -> None:
+        """Raise ``ValueError`` unless ``spec`` is a model (``PROVIDER:MODEL``) or a route's name."""
+        if spec in self.routes:
+            return
+        near = difflib.get_close_matches(spec, list(self.routes), n=1) if ":" not in spec else []
+        if near:
+            raise ValueError(
+                f"model {spec!r} is neither a model nor a route (did you mean the route {near[0]!r}?)"
+            )
+        parse_model(spec, [*self.providers, *self.routes])
+
+    def route(self, spec: str) -> RouteSettings | None:
+        """The route ``spec`` names, or None when it is a model."""
+        return self.routes.get(spec)
+
+    def targets_of(self, spec: str) -> list[str]:
+        """The models a model name stands for: a route's targets' (in order, once each), else itself."""
+        route = self.routes.get(spec)
+        return list(dict.fromkeys(t.model for t in route.targets)) if route else [spec]
+
     def _check_model(self, index: int, stage: Stage) -> None:
         if stage.is_tool:
             return
         try:
-            parse_model(stage.model or self.model, self.providers)
+            self.check_model_name(stage.model or self.model)
         except ValueError as exc:
             raise self._error(str(exc), ("stages", index, "model") if stage.model else ("model",)) from exc
 
@@ -167,7 +208,7 @@ class Pipeline(BaseModel):
             if isinstance(check, JudgeCheck):
                 spec = check.model or (self.model if stage.is_tool else self.model_for(stage))
                 try:
-                    parse_model(spec, self.providers)
+                    self.check_model_name(spec)
                 except ValueError as exc:
                     raise self._error(f"judge: {exc}", (*at, "gate", number, "judge", "model")) from exc
         contract = stage.contract
@@ -206,14 +247,14 @@ class Pipeline(BaseModel):
 
     def structured_setting(self, spec: str) -> Literal["json_schema", "json_object", "prompt"]:
         """The ``structured:`` setting of model ``spec``'s provider (json_schema unless named)."""
-        provider, _ = parse_model(spec, self.providers)
+        provider, _ = parse_model(self.targets_of(spec)[0], self.providers)
         settings = self.providers.get(provider)
         return settings.structured if settings is not None else "json_schema"
 
     def structured_mode(self, stage: Stage) -> str:
         """How ``stage``'s model is asked for its schema: strict (OpenAI json_schema), tool
         (Anthropic), json_object, prompt, or sim (the simulated model reads the schema)."""
-        provider, _ = parse_model(self.model_for(stage), self.providers)
+        provider, _ = parse_model(self.targets_of(self.model_for(stage))[0], self.providers)
         if provider == "sim":
             return "sim"
         settings = self.providers.get(provider)
@@ -312,14 +353,16 @@ class Pipeline(BaseModel):
 
     def models_used(self) -> list[str]:
         """Every model the pipeline calls, in order, once each: the stages' (``@batch`` for a
-        batch stage, priced as such) and their judges'."""
+        batch stage, priced as such) and their judges', a route's targets for a route."""
         used: dict[str, None] = {}
         for stage in self.stages:
             if not stage.is_tool:
-                used[self.model_for(stage) + ("@batch" if self.batched(stage) else "")] = None
+                for model in self.targets_of(self.model_for(stage)):
+                    used[model + ("@batch" if self.batched(stage) else "")] = None
             for check in stage.checks:
                 if isinstance(check, JudgeCheck):
-                    used[check.model or (self.model if stage.is_tool else self.model_for(stage))] = None
+                    judge = check.model or (self.model if stage.is_tool else self.model_for(stage))
+                    used.update(dict.fromkeys(self.targets_of(judge)))
         return list(used)
 
     def batched(self, stage: Stage) -> bool:

@@ -25,7 +25,7 @@ from chainfleet.clock import Clock, SystemClock
 from chainfleet.config import ItemFiles, RunSettings
 from chainfleet.errors import ConfigError
 from chainfleet.inputs import InputSource, items_from, open_input
-from chainfleet.pipeline import Pipeline, parse_model
+from chainfleet.pipeline import Pipeline
 from chainfleet.providers import Provider, ProviderPool
 from chainfleet.report.model import RunReport
 from chainfleet.report.results import PARQUET_MISSING, Progress, parquet_available
@@ -52,7 +52,7 @@ def as_source(items: Items, pipeline: Pipeline) -> InputSource:
 def with_model(pipeline: Pipeline, model: str) -> Pipeline:
     """A copy of ``pipeline`` whose LLM stages all use ``model`` (the ``--model`` flag)."""
     try:
-        parse_model(model, pipeline.providers)
+        pipeline.check_model_name(model)  # a model, or a route's name
     except ValueError as exc:
         raise ConfigError(str(exc), where="--model") from exc
     return pipeline.with_model(model)
