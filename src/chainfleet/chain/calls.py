@@ -29,13 +29,14 @@ from chainfleet.errors import CallError, RetryableError
 from chainfleet.limits import ModelLimiter, Reservation, estimate_tokens
 from chainfleet.limits.headers import parse_rate_limits
 from chainfleet.pipeline import Stage
-from chainfleet.providers import CompletionRequest, Provider
+from chainfleet.providers import Completion, CompletionRequest, Provider
 from chainfleet.store.runstore import CallRow
 from chainfleet.store.stats import StageStats
 
 if TYPE_CHECKING:
     from chainfleet.chain.batch import BatchCalls
     from chainfleet.chain.context import RunContext
+    from chainfleet.chain.routes import Route
 
 __all__ = ["Attempt", "Called", "Calls", "Prepared", "ToolError", "repair_note", "request_key"]
 
@@ -52,6 +53,10 @@ class Attempt:
     started: float
     limiter_wait: float = 0.0
     cooldown_wait: float = 0.0
+    #: (item id, stage label): what a route pins to one target
+    pin: tuple[str, str] | None = None
+    #: the model the attempt was priced as, when a route chose it (else the call's spec)
+    spec: str | None = None
 
 
 @dataclass
@@ -123,7 +128,7 @@ class Calls:
             self.ctx.stats.calls += 1
             stats.calls += 1
             now = self.ctx.clock.now()
-            record = Attempt(number=attempt, queued=now, started=now)
+            record = Attempt(number=attempt, queued=now, started=now, pin=(chain.item.id, label))
             try:
                 text, tokens_in, tokens_out = await prepared.call(record)
             except CallError as exc:
@@ -145,7 +150,7 @@ class Calls:
                 continue
             service += self._count_attempt(chain, stats, record, ok=True)
             self._save_call(chain, label, record, "ok", tokens=(tokens_in, tokens_out))
-            self.spend(prepared.spec, tokens_in, tokens_out)
+            self.spend(record.spec or prepared.spec, tokens_in, tokens_out)
             return Called(text, tokens_in, tokens_out, service, attempt)
 
     def spend(self, spec: str | None, tokens_in: int, tokens_out: int) -> None:
@@ -195,64 +200,112 @@ class Calls:
         """A request made ready: an attempt goes through the model's limiter and the adaptive
         gate; a 429 closes the model's cooldown gate. In batch mode (``batch``, see
         chainfleet.chain.batch) it goes into a provider batch job instead: no limiter (a batch API
-        has limits of its own), and the batch price."""
+        has limits of its own), and the batch price. A route's name (``spec``) sends each
+        attempt to the target its :class:`~chainfleet.chain.routes.Route` chooses."""
         provider, model = self.ctx.pool.for_model(spec)
         caller = batch(key_parts) if batch is not None else None
-        limiter = self.ctx.limits.of(spec) if caller is None else None
+        route = self.ctx.route(spec) if caller is None else None
         estimate = estimate_tokens((request.system or "") + request.prompt, model) + request.max_tokens
-        health = self.ctx.health if caller is None else None  # a batch job has its own watcher
-        endpoint = endpoint_of(provider)
 
-        async def call(record: Attempt) -> Call:
-            reservation = None
-            if limiter is not None:
-                reservation = await limiter.acquire(estimate)
-                record.limiter_wait = reservation.limiter_wait
-                record.cooldown_wait = reservation.cooldown_wait
-                self.ctx.stats.limiter_seconds += reservation.limiter_wait
-                self.ctx.stats.cooldown_seconds += reservation.cooldown_wait
-            record.started = started = self.ctx.clock.now()
-            try:
-                completion = await (provider.complete(request) if caller is None else caller(request))
-            except CallError as exc:
-                down = health.failed(endpoint, exc) if health is not None else None
-                if self.ctx.adaptive is not None:
-                    busy = exc.kind in ("rate_limited", "overloaded")
-                    await self.ctx.adaptive.observe(ok=False, overloaded=busy, latency=None)
-                if limiter is not None and reservation is not None:
-                    self._refused_or_failed(limiter, reservation, exc, record.number)
-                if down is not None:
-                    raise down from exc
-                raise
-            except BaseException:  # cancelled: a slow-start probe must not hold the others
-                if limiter is not None and reservation is not None:
-                    limiter.failed(reservation)
-                raise
-            if health is not None:
-                health.ok(endpoint)
-            if self.ctx.adaptive is not None:
-                latency = self.ctx.clock.now() - started
-                await self.ctx.adaptive.observe(ok=True, overloaded=False, latency=latency)
-            if limiter is not None and reservation is not None:
-                limiter.observe(parse_rate_limits(completion.headers, time.time()))
-                limiter.settle(reservation, completion.input_tokens + completion.output_tokens)
-            self.ctx.stats.cached_tokens += completion.cached_tokens
-            return completion.text, completion.input_tokens, completion.output_tokens
+        if route is not None:
+
+            async def call(record: Attempt) -> Call:
+                return await self.routed(route, request, record, estimate)
+
+            cacheable = all(t.provider.kind != "sim" for t in route.targets)
+        else:
+            limiter = self.ctx.limits.of(spec) if caller is None else None
+
+            async def call(record: Attempt) -> Call:
+                return await self.attempt(provider, request, record, estimate, limiter, caller)
+
+            # the response cache: real providers only (sim must take its time), deterministic requests
+            cacheable = provider.kind != "sim"
 
         def repair(problem: str, reply: str) -> Prepared:
             again = dataclasses.replace(request, prompt=request.prompt + repair_note(problem, reply))
             return self.prepare(spec, again, (*key_parts, ("repair", problem)), batch)
 
-        # the response cache: real providers only (sim must take its time), deterministic requests
-        cacheable = provider.kind != "sim" and request.temperature == 0
         return Prepared(
             call=call,
             key_parts=key_parts,
             spec=spec if caller is None else f"{spec}@batch",
-            gated=limiter is not None,
-            cacheable=cacheable,
+            gated=caller is None and (route is not None or self.ctx.limits.of(spec) is not None),
+            cacheable=cacheable and request.temperature == 0,
             repair=repair if request.schema is not None else None,
         )
+
+    async def routed(self, route: Route, request: CompletionRequest, record: Attempt, estimate: int) -> Call:
+        """One attempt on a route: on the target it chooses, and at once on the next when that
+        one goes out of service (a refused key, a dead endpoint, a streak of failures)."""
+        tried: set[int] = set()
+        while True:
+            target = route.choose(record.pin, estimate, frozenset(tried))
+            assert target is not None  # a target is tried only while another is left (below)
+            record.spec = target.spec
+            asked = dataclasses.replace(request, model=target.model)
+            try:
+                text, tokens_in, tokens_out = await self.attempt(
+                    target.provider, asked, record, estimate, target.limiter, None
+                )
+            except CallError as exc:
+                tried.add(target.index)
+                out = route.failed(target, exc)
+                if not out or len(tried) == len(route.targets):
+                    raise
+                continue
+            except BaseException:
+                route.released(target)
+                raise
+            route.succeeded(target, tokens_in, tokens_out)
+            return text, tokens_in, tokens_out
+
+    async def attempt(
+        self,
+        provider: Provider,
+        request: CompletionRequest,
+        record: Attempt,
+        estimate: int,
+        limiter: ModelLimiter | None,
+        caller: Callable[[CompletionRequest], Awaitable[Completion]] | None,
+    ) -> Call:
+        """One attempt on one provider: its limiter, the call, what the answer teaches."""
+        health = self.ctx.health if caller is None else None  # a batch job has its own watcher
+        endpoint = endpoint_of(provider)
+        reservation = None
+        if limiter is not None:
+            reservation = await limiter.acquire(estimate)
+            record.limiter_wait += reservation.limiter_wait
+            record.cooldown_wait += reservation.cooldown_wait
+            self.ctx.stats.limiter_seconds += reservation.limiter_wait
+            self.ctx.stats.cooldown_seconds += reservation.cooldown_wait
+        record.started = started = self.ctx.clock.now()
+        try:
+            completion = await (provider.complete(request) if caller is None else caller(request))
+        except CallError as exc:
+            down = health.failed(endpoint, exc) if health is not None else None
+            if self.ctx.adaptive is not None:
+                busy = exc.kind in ("rate_limited", "overloaded")
+                await self.ctx.adaptive.observe(ok=False, overloaded=busy, latency=None)
+            if limiter is not None and reservation is not None:
+                self._refused_or_failed(limiter, reservation, exc, record.number)
+            if down is not None:
+                raise down from exc
+            raise
+        except BaseException:  # cancelled: a slow-start probe must not hold the others
+            if limiter is not None and reservation is not None:
+                limiter.failed(reservation)
+            raise
+        if health is not None:
+            health.ok(endpoint)
+        if self.ctx.adaptive is not None:
+            latency = self.ctx.clock.now() - started
+            await self.ctx.adaptive.observe(ok=True, overloaded=False, latency=latency)
+        if limiter is not None and reservation is not None:
+            limiter.observe(parse_rate_limits(completion.headers, time.time()))
+            limiter.settle(reservation, completion.input_tokens + completion.output_tokens)
+        self.ctx.stats.cached_tokens += completion.cached_tokens
+        return completion.text, completion.input_tokens, completion.output_tokens
 
     def _refused_or_failed(
         self, limiter: ModelLimiter, reservation: Reservation, exc: CallError, attempt: int
