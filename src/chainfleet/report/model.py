@@ -27,6 +27,7 @@ from chainfleet.report.batch import batch_lines
 from chainfleet.report.duration import fmt_duration
 from chainfleet.report.estimate import concurrency_phrase, speed_phrase
 from chainfleet.report.markdown import report_markdown
+from chainfleet.report.routes import routes_lines
 from chainfleet.store.runstore import ItemRecord, RunStore
 
 __all__ = ["RunReport"]
@@ -88,6 +89,8 @@ class RunReport:
     gates: dict[str, Any] | None = None
     #: batch mode: chunks and requests by state, provider wait (see chainfleet.report.batch)
     batch: dict[str, Any] | None = None
+    #: per route, per target calls, tokens, cost and 429s, and why traffic moved (chainfleet.report.routes)
+    routes: dict[str, Any] | None = None
     #: every session of the run (chainfleet.store.sessions): when, how it ended, what it did
     sessions: list[dict[str, Any]] = field(default_factory=list)
     store: RunStore | None = field(default=None, repr=False, compare=False)
@@ -181,6 +184,7 @@ class RunReport:
             "input_error": self.input_error,
             "gates": self.gates,
             "batch": self.batch,
+            "routes": self.routes,
             "sessions": self.sessions,
         }
 
@@ -207,6 +211,7 @@ class RunReport:
         if self.sequential_estimate:
             lines.insert(2, f"  one at a time: {self.sequential_estimate['note']}")
         lines += batch_lines(self.batch)
+        lines += routes_lines(self.routes)
         lines.extend(limit_lines(self.rates.get("models") or {}))
         if self.stopped:
             lines.append(f"stopped early: {self.stopped}")
