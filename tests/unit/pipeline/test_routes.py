@@ -120,3 +120,10 @@ def test_a_route_targets_missing_key_is_refused_before_any_call(
     assert code == 2
     assert "KEY_B is not set" in lines[0] and "field 'model'" in lines[0], lines
     assert "sk-test" not in " ".join(lines)
+
+
+def test_the_routes_example_loads() -> None:
+    example = Path(__file__).resolve().parents[3] / "examples" / "routes.yaml"
+    pipeline = Pipeline.from_yaml(example)
+    assert pipeline.routes["fast"].policy == "spill"
+    assert pipeline.targets_of("fast") == ["openai:gpt-4o-mini", "anthropic:claude-haiku-4-5"]
