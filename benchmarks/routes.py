@@ -24,8 +24,8 @@ import os
 import sys
 from typing import Any
 
-from chainfleet.pipeline import Pipeline
 from chainfleet import arun
+from chainfleet.pipeline import Pipeline
 from chainfleet.sim.server import SimServerSettings, SimServerThread
 
 KEYS = ("sk-bench-route-a", "sk-bench-route-b")

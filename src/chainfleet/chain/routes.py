@@ -47,7 +47,10 @@ from chainfleet.pipeline.routes import RouteSettings
 from chainfleet.providers import Provider
 from chainfleet.providers.prices import Price
 
-__all__ = ["Route", "Target"]
+__all__ = ["PINS_KEPT", "Route", "Target"]
+
+#: how many (item, stage) pins a route remembers, the oldest forgotten first
+PINS_KEPT = 100_000
 
 #: errors that take a target out of service at once (the next one takes the call)
 _OUT_AT_ONCE = ("auth_failed", "model_not_found", "quota_exhausted", "endpoint_down")
@@ -111,11 +114,19 @@ class Route:
             chosen = self._pick(ready, tokens) if ready else min(candidates, key=_out_since)
             self._note_move(chosen, tokens)
             if pin is not None and self.settings.pin == "item":
-                self._pins[pin] = chosen.index
+                self._pin(pin, chosen.index)
         if chosen.out_until is not None:
             chosen.probing = True  # one call probes a resting target
         chosen.counts["calls"] += 1
         return chosen
+
+    def _pin(self, pin: tuple[str, str], index: int) -> None:
+        """Remember an item's stage's target; the oldest pins go first past ``PINS_KEPT`` (the
+        items in flight are far fewer: a long run must not keep one per item it ever ran)."""
+        self._pins.pop(pin, None)
+        self._pins[pin] = index
+        if len(self._pins) > PINS_KEPT:
+            del self._pins[next(iter(self._pins))]
 
     def _pick(self, ready: list[Target], tokens: int) -> Target:
         policy = self.settings.policy

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from chainfleet.chain import routes
 from chainfleet.chain.routes import Route, Target
 from chainfleet.clock import VirtualClock
 from chainfleet.errors import AuthFailed, ConnectionFailed, RateLimited
@@ -139,3 +142,14 @@ def advance(clock: VirtualClock, seconds: float) -> None:
 
 async def _on(clock: VirtualClock, coro: object) -> list[int]:
     return await clock.run(coro)  # type: ignore[arg-type]
+
+
+def test_a_route_forgets_its_oldest_pins_past_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(routes, "PINS_KEPT", 4)
+    clock = VirtualClock()
+    route = route_of(clock, [None, None], policy="split", weights=[1, 1])
+    chosen = [route.choose((f"item-{i}", "a")).index for i in range(5)]  # type: ignore[union-attr]
+    assert chosen == [0, 1, 0, 1, 0]
+    # five pins, four kept: item-0's is forgotten and it is chosen afresh (the split's next turn)
+    assert route.choose(("item-0", "a")).index == 1  # type: ignore[union-attr]
+    assert route.choose(("item-4", "a")).index == 0  # type: ignore[union-attr]  # still pinned

@@ -10,6 +10,7 @@ one is an exit-2 line naming the file, its line and the field, before any call.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,24 @@ def test_the_routes_example_loads() -> None:
     pipeline = Pipeline.from_yaml(example)
     assert pipeline.routes["fast"].policy == "spill"
     assert pipeline.targets_of("fast") == ["openai:gpt-4o-mini", "anthropic:claude-haiku-4-5"]
+
+
+def test_model_flag_names_a_route_and_the_report_shows_its_shares(tmp_path: Path) -> None:
+    text = (
+        "model: sim\nsim: {latency: 0}\nroutes:\n  cheap:\n    policy: split\n    weights: [3, 1]\n"
+        "    targets: [sim, sim]\nstages:\n  - name: a\n    prompt: '{{ input }}'\n"
+    )
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("".join(f"topic {i}\n" for i in range(8)), encoding="utf-8")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli, ["run", write(tmp_path, text), "-i", str(inputs), "-o", str(out), "--model", "cheap"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert [t["ok"] for t in report["routes"]["cheap"]["targets"]] == [6, 2]
+    assert "route cheap (split): sim (target 1) 6 (75%), sim (target 2) 2 (25%)" in result.output
+    code, lines = run_cli(
+        "run", write(tmp_path, text), "-i", str(inputs), "-o", str(tmp_path / "o2"), "--model", "chep"
+    )
+    assert code == 2 and "did you mean the route 'cheap'" in lines[0]
