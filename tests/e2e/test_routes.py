@@ -7,6 +7,7 @@ over HTTP, in-process CLI runs (issue 23, part 1):
 - fallback: with the first server stopped, the second takes every call; the first started again
   mid-run is probed and takes the calls back;
 - pin and split: weights [3, 1] share the items 3:1, and an item's retries stay on its target;
+- an exhausted quota on one target hands the rest of the run to the next;
 - resume across targets: a stage refused by its target (unknown model) finishes, on resume, on
   the route's next target; the stage before is not asked again;
 - two canary keys appear nowhere: screen, report, store, results.
@@ -183,3 +184,18 @@ def test_two_canary_keys_appear_nowhere(
                 assert secret.encode() not in path.read_bytes(), (secret, path)
     moves = read_report(tmp_path / "out")["routes"]["fast"]["moves"]
     assert moves[0]["reason"] == "out of service: auth_failed"
+
+
+def test_an_exhausted_quota_hands_the_rest_to_the_next_target(
+    tmp_path: Path, keys: None, servers: tuple[SimServerThread, SimServerThread]
+) -> None:
+    a, b = servers
+    a.configure(rpm=None, quota_tokens=200)
+    done = run(tmp_path, route_pipeline(a.url, b.url, ""), 20, "-c", "1")
+    assert done.exit_code == 0, done.output  # one target's quota is not the run's end
+    served_a, served_b = a.stats()["ok"], b.stats()["ok"]
+    assert served_a >= 1 and served_a + served_b == 20
+    report = read_report(tmp_path / "out")
+    assert report["items"]["succeeded"] == 20
+    fell = [m for m in report["routes"]["fast"]["moves"] if m["kind"] == "fell back"]
+    assert fell[0]["reason"] == "out of service: quota_exhausted" and fell[0]["calls"] == served_b
