@@ -112,7 +112,7 @@ class Route:
         chosen = next((t for t in ready if t.index == pinned), None)
         if chosen is None:
             chosen = self._pick(ready, tokens) if ready else min(candidates, key=_out_since)
-            self._note_move(chosen, tokens)
+            self._note_move(chosen)
             if pin is not None and self.settings.pin == "item":
                 self._pin(pin, chosen.index)
         if chosen.out_until is not None:
@@ -150,7 +150,7 @@ class Route:
         self._credit[best.index] -= total
         return best
 
-    def _note_move(self, chosen: Target, tokens: int) -> None:
+    def _note_move(self, chosen: Target) -> None:
         """Why a call did not go to the first target (split shares are no move)."""
         first = self.targets[0]
         if chosen is first or self.settings.policy == "split":
