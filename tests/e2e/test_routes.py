@@ -84,6 +84,8 @@ def test_spill_moves_calls_before_the_first_target_refuses_them(
     assert spilled and spilled[0]["to"] == "openai:gpt-4o-mini (KEY_B)"
     text = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     assert f"spilled {spilled[0]['calls']:,} calls to openai:gpt-4o-mini (KEY_B) while" in text
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "Routes" in page and f"spilled {spilled[0]['calls']:,} calls to openai:gpt-4o-mini" in page
 
 
 def test_fallback_takes_over_from_a_stopped_server_and_gives_back_when_it_returns(
