@@ -5,7 +5,9 @@ The stage code (:mod:`chainfleet.chain.stage`) decides *what* to ask; :class:`Ca
 request go: an attempt waits for the model's limiter (or goes into a provider batch), calls the
 provider, and on a ``CallError`` the retry policy decides whether to wait and try again. Every
 attempt is a row in the store's calls table (the timeline and the report are built from it); a
-429 closes the model's cooldown gate; the tokens are priced as they arrive.
+429 closes the model's cooldown gate; the tokens are priced as they arrive. When the model is a
+route's name, each attempt goes to the target the route chooses (:mod:`chainfleet.chain.routes`),
+through that target's own limiter, and is priced as that target's model.
 
 Example::
 
