@@ -5,7 +5,9 @@ The stage code (:mod:`chainfleet.chain.stage`) decides *what* to ask; :class:`Ca
 request go: an attempt waits for the model's limiter (or goes into a provider batch), calls the
 provider, and on a ``CallError`` the retry policy decides whether to wait and try again. Every
 attempt is a row in the store's calls table (the timeline and the report are built from it); a
-429 closes the model's cooldown gate; the tokens are priced as they arrive.
+429 closes the model's cooldown gate; the tokens are priced as they arrive. When the model is a
+route's name, each attempt goes to the target the route chooses (:mod:`chainfleet.chain.routes`),
+through that target's own limiter, and is priced as that target's model.
 
 Example::
 
@@ -36,6 +38,7 @@ from chainfleet.store.stats import StageStats
 if TYPE_CHECKING:
     from chainfleet.chain.batch import BatchCalls
     from chainfleet.chain.context import RunContext
+    from chainfleet.chain.routes import Route
 
 __all__ = ["Attempt", "Called", "Calls", "Prepared", "ToolError", "repair_note", "request_key"]
 
@@ -54,6 +57,10 @@ class Attempt:
     cooldown_wait: float = 0.0
     #: the tools the model asked to call in this attempt's reply (an agent's turn)
     tool_calls: tuple[ToolCall, ...] = ()
+    #: (item id, stage label): what a route pins to one target
+    pin: tuple[str, str] | None = None
+    #: the model the attempt was priced as, when a route chose it (else the call's spec)
+    spec: str | None = None
 
 
 @dataclass
@@ -151,7 +158,7 @@ class Calls:
                 continue
             service += self._count_attempt(chain, stats, record, ok=True)
             self._save_call(chain, label, record, "ok", tokens=(tokens_in, tokens_out))
-            self.spend(prepared.spec, tokens_in, tokens_out)
+            self.spend(record.spec or prepared.spec, tokens_in, tokens_out)
             return Called(text, tokens_in, tokens_out, service, attempt, record.tool_calls)
 
     def spend(self, spec: str | None, tokens_in: int, tokens_out: int) -> None:
@@ -204,34 +211,83 @@ class Calls:
         has limits of its own), and the batch price."""
         provider, model = self.ctx.pool.for_model(spec)
         caller = batch(key_parts) if batch is not None else None
-        limiter = self.ctx.limits.of(spec) if caller is None else None
+        route = self.ctx.route(spec) if caller is None else None
         sent = "".join(str(m.get("content") or "") for m in request.conversation())
         estimate = estimate_tokens(sent, model) + request.max_tokens
-        endpoint = endpoint_of(provider) if caller is None else None  # a batch job has its own watcher
 
-        async def call(record: Attempt) -> Call:
-            async def send() -> Completion:
-                return await (provider.complete(request) if caller is None else caller(request))
+        if route is not None:
 
-            completion = await self.metered(limiter, estimate, record, send, endpoint=endpoint)
-            record.tool_calls = completion.tool_calls
-            return completion.text, completion.input_tokens, completion.output_tokens
+            async def call(record: Attempt) -> Call:
+                return await self.routed(route, request, record, estimate)
+
+            cacheable = all(t.provider.kind != "sim" for t in route.targets)
+        else:
+            limiter = self.ctx.limits.of(spec) if caller is None else None
+
+            async def call(record: Attempt) -> Call:
+                return await self.attempt(provider, request, record, estimate, limiter, caller)
+
+            # the response cache: real providers only (sim must take its time), deterministic requests
+            cacheable = provider.kind != "sim"
 
         def repair(problem: str, reply: str) -> Prepared:
             again = dataclasses.replace(request, prompt=request.prompt + repair_note(problem, reply))
             return self.prepare(spec, again, (*key_parts, ("repair", problem)), batch)
 
-        # the response cache: real providers only (sim must take its time), deterministic requests
-        cacheable = provider.kind != "sim" and request.temperature == 0
         return Prepared(
             call=call,
             key_parts=key_parts,
             spec=spec if caller is None else f"{spec}@batch",
-            gated=limiter is not None,
-            cacheable=cacheable,
+            gated=caller is None and (route is not None or self.ctx.limits.of(spec) is not None),
+            cacheable=cacheable and request.temperature == 0,
             repair=repair if request.schema is not None else None,
             request=request,
         )
+
+    async def routed(self, route: Route, request: CompletionRequest, record: Attempt, estimate: int) -> Call:
+        """One attempt on a route: on the target it chooses, and at once on the next when that
+        one goes out of service (a refused key, a dead endpoint, a streak of failures)."""
+        tried: set[int] = set()
+        while True:
+            target = route.choose(record.pin, estimate, frozenset(tried))
+            assert target is not None  # a target is tried only while another is left (below)
+            record.spec = target.spec
+            asked = dataclasses.replace(request, model=target.model)
+            try:
+                text, tokens_in, tokens_out = await self.attempt(
+                    target.provider, asked, record, estimate, target.limiter, None
+                )
+            except CallError as exc:
+                tried.add(target.index)
+                out = route.failed(target, exc)
+                if not out or len(tried) == len(route.targets):
+                    raise
+                continue
+            except BaseException:
+                route.released(target)
+                raise
+            route.succeeded(target, tokens_in, tokens_out)
+            return text, tokens_in, tokens_out
+
+    async def attempt(
+        self,
+        provider: Provider,
+        request: CompletionRequest,
+        record: Attempt,
+        estimate: int,
+        limiter: ModelLimiter | None,
+        caller: Callable[[CompletionRequest], Awaitable[Completion]] | None,
+    ) -> Call:
+        """One attempt on one provider (through a batch job with ``caller``): :meth:`metered`,
+        and the tool calls the reply asks for kept on the record."""
+
+        async def send() -> Completion:
+            return await (provider.complete(request) if caller is None else caller(request))
+
+        endpoint = endpoint_of(provider) if caller is None else None  # a batch job has its own watcher
+        completion = await self.metered(limiter, estimate, record, send, endpoint=endpoint)
+        record.tool_calls = completion.tool_calls
+        return completion.text, completion.input_tokens, completion.output_tokens
 
     async def metered(
         self,
@@ -251,8 +307,8 @@ class Calls:
         reservation = None
         if limiter is not None:
             reservation = await limiter.acquire(estimate)
-            record.limiter_wait = reservation.limiter_wait
-            record.cooldown_wait = reservation.cooldown_wait
+            record.limiter_wait += reservation.limiter_wait  # (a route may try two targets)
+            record.cooldown_wait += reservation.cooldown_wait
             self.ctx.stats.limiter_seconds += reservation.limiter_wait
             self.ctx.stats.cooldown_seconds += reservation.cooldown_wait
         record.started = started = self.ctx.clock.now()

@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from chainfleet.chain.review import ReviewHook
+from chainfleet.chain.routes import Route, Target
 from chainfleet.clock import Clock, SystemClock
 from chainfleet.config import RunSettings
 from chainfleet.errors import FatalError, InputError
 from chainfleet.limits import AdaptiveConcurrency, ModelLimiter
 from chainfleet.limits.health import EndpointHealth
 from chainfleet.limits.retry import RetryPolicy
-from chainfleet.pipeline import Pipeline, Stage
+from chainfleet.pipeline import Pipeline, RouteTarget, Stage
 from chainfleet.providers import Provider, ProviderPool
 from chainfleet.providers.prices import Price, price_for
 from chainfleet.store.rows import RevisionRow, StageHit
@@ -140,6 +141,23 @@ class Limiters:
         self.by_model[spec] = limiter
         return limiter
 
+    def of_target(self, route: str, target: RouteTarget) -> tuple[str, ModelLimiter | None]:
+        """The limiter of a route's target and the name it is kept under: one per model and
+        key (two keys of one provider are two limiters; a target on the provider's usual key
+        shares the model's). Its told limits: the target's own, else the model's."""
+        key = target.model
+        if target.own_endpoint:
+            key += f" ({target.api_key_env or target.base_url})"
+        if key not in self.by_model:
+            rpm, tpm, metered = self.told(target.model)
+            rpm = target.rpm if target.rpm is not None else rpm
+            tpm = target.tpm if target.tpm is not None else tpm
+            metered = metered or rpm is not None or tpm is not None
+            group = (self.group, key) if self.group else None
+            limiter = ModelLimiter(rpm=rpm, tpm=tpm, clock=self.clock, rng=self.rng, group=group)
+            self.by_model[key] = limiter if metered else None
+        return key, self.by_model[key]
+
 
 class Reads(Protocol):
     """The store look-ups a stage makes: here on the run's store, on a Ray worker questions
@@ -210,6 +228,8 @@ class RunContext:
     #: agent stages' tools from outside the pipeline file (MCP servers), by stage name: each a
     #: chainfleet.chain.agent.Tool (typed loosely: that module builds on this one)
     agent_tools: dict[str, list[Any]] = field(default_factory=dict)
+    #: each route's decisions and counts, made on first use (see :meth:`route`)
+    routes: dict[str, Route] = field(default_factory=dict)
 
     @classmethod
     def local(
@@ -254,6 +274,22 @@ class RunContext:
     @property
     def halted(self) -> bool:
         return self.state.halted
+
+    def route(self, spec: str) -> Route | None:
+        """The route model name ``spec`` stands for (None: a model), its targets' providers
+        and limiters made on first use."""
+        settings = self.pipeline.routes.get(spec)
+        if settings is None:
+            return None
+        found = self.routes.get(spec)
+        if found is None:
+            targets = []
+            for index, (target, label) in enumerate(zip(settings.targets, settings.labels(), strict=True)):
+                provider, model = self.pool.for_target(spec, index)
+                _, limiter = self.limits.of_target(spec, target)
+                targets.append(Target(index, label, target.model, provider, model, limiter))
+            found = self.routes[spec] = Route(spec, settings, targets, clock=self.clock)
+        return found
 
     def batch_calls(self, stage: Stage, item_id: str) -> BatchCalls | None:
         """How a stage in batch mode calls its model (None: online, ``provider.complete``)."""

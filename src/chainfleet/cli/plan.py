@@ -128,6 +128,7 @@ def plan_command(
     seconds = latency
     count = calls
     per_call_tokens = tokens_per_call
+    route_lines: list[str] = []
     if pipeline_file:
         pipeline = Pipeline.from_yaml(pipeline_file)
         if model:
@@ -142,6 +143,10 @@ def plan_command(
             seconds = pipeline.sim.latency + pipeline.sim.jitter / 2
         if per_call_tokens is None and llm:
             per_call_tokens = sum(s.max_tokens for s in llm) / len(llm) + 500
+        if spec in pipeline.routes and rpm is None and tpm is None:
+            from chainfleet.plan.routes import route_limit
+
+            rpm, route_lines = route_limit(pipeline, spec, tokens_per_call=per_call_tokens)
         if rpm is None and tpm is None and len(pipeline.limits) == 1:
             only = next(iter(pipeline.limits.values()))
             rpm, tpm = only.rpm, only.tpm
@@ -165,6 +170,8 @@ def plan_command(
         assumptions=assumptions,
     )
     click.echo(plan.render())
+    for line in route_lines:
+        click.echo(line)
     if compare_batch:
         from chainfleet.plan.batch import BatchPlan
         from chainfleet.providers.prices import Price, price_for

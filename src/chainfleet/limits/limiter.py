@@ -159,6 +159,8 @@ class ModelLimiter:
         self.limit_tpm: float | None = tpm
         self._lock = asyncio.Lock()
         self.cooldowns = 0
+        #: calls inside :meth:`acquire`, not yet admitted
+        self.waiting = 0
         self.share = share or KeyShare()
         #: slow start: until a response has been read, at most ``probe`` calls in flight
         self.probing = rpm is None and tpm is None and probe > 0
@@ -201,6 +203,23 @@ class ModelLimiter:
                 self.tokens.capacity = self._capacity(self.tokens.rate, tokens)
         reservation = Reservation(tokens=tokens)
         started = self.clock.now()
+        self.waiting += 1
+        try:
+            await self._admit(reservation, tokens, requests)
+        finally:
+            self.waiting -= 1
+        now = self.clock.now()
+        self.share.sent(now, requests)
+        self.sent += 1
+        self.first_sent = now if self.first_sent is None else self.first_sent
+        self.last_sent = now
+        waited = now - started
+        reservation.cooldown_wait = min(waited, max(0.0, self.reopen_at - started))
+        reservation.limiter_wait = waited - reservation.cooldown_wait
+        return reservation
+
+    async def _admit(self, reservation: Reservation, tokens: int, requests: int) -> None:
+        """Wait, in turn, until the gate, the probe and the budgets let this call go; take."""
         async with self._lock:  # FIFO: calls are served in the order they asked
             while True:
                 now = self.clock.now()
@@ -234,14 +253,23 @@ class ModelLimiter:
                 self.tokens.take(tokens, now)
             reservation.metered = self.requests is not None or self.tokens is not None
             reservation.sent_at = now
-        self.share.sent(now, requests)
-        self.sent += 1
-        self.first_sent = now if self.first_sent is None else self.first_sent
-        self.last_sent = now
-        waited = now - started
-        reservation.cooldown_wait = min(waited, max(0.0, self.reopen_at - started))
-        reservation.limiter_wait = waited - reservation.cooldown_wait
-        return reservation
+
+    def admit_wait(self, tokens: int = 0) -> float | None:
+        """About how many seconds a call asking now would wait, behind the calls already
+        waiting (None: not known yet, while the slow-start probe is out). Takes nothing.
+
+        A route's ``spill`` policy asks this to send a call elsewhere *before* this model is
+        refused: a full limiter says so, a 429 is not needed."""
+        now = self.clock.now()
+        if self.probing:
+            return 0.0 if self.probes_out + self.waiting < self.probe else None
+        wait = max(0.0, self.reopen_at - now)
+        ahead = self.waiting + 1
+        for bucket, amount in ((self.requests, float(ahead)), (self.tokens, float(ahead * tokens))):
+            if bucket is not None and amount > 0:
+                bucket.refill(now)
+                wait = max(wait, (amount - bucket.level) / bucket.rate)
+        return max(0.0, wait)
 
     def achieved_rpm(self) -> float | None:
         """Requests/min from the first call to the last (None: under a second of calls)."""

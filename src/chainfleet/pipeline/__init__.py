@@ -10,6 +10,7 @@ The public names are re-exported here; the modules behind them, lowest first:
 - :mod:`~chainfleet.pipeline.contracts`: output schemas (:class:`Contract`);
 - :mod:`~chainfleet.pipeline.gates`: quality checks on a stage's output;
 - :mod:`~chainfleet.pipeline.review_rules`: when a person reviews an output (:class:`ReviewRule`);
+- :mod:`~chainfleet.pipeline.routes`: several targets (keys, providers) under one model name;
 - :mod:`~chainfleet.pipeline.stage`: one step (:class:`Stage`);
 - :mod:`~chainfleet.pipeline.explain`: a problem as one line naming file, line, stage and field;
 - :mod:`~chainfleet.pipeline.yamlsafe`: loading YAML within limits;
@@ -24,6 +25,7 @@ Example::
 
 from chainfleet.pipeline.contracts import Contract
 from chainfleet.pipeline.review_rules import ReviewRule
+from chainfleet.pipeline.routes import RouteSettings, RouteTarget
 from chainfleet.pipeline.settings import (
     BatchSettings,
     ModelLimits,
@@ -44,6 +46,8 @@ __all__ = [
     "PriceSettings",
     "ProviderSettings",
     "ReviewRule",
+    "RouteSettings",
+    "RouteTarget",
     "SimSettings",
     "Stage",
     "ToolFn",

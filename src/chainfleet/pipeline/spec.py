@@ -44,6 +44,7 @@ from chainfleet.pipeline.contracts import strict_schema, template_paths, unknown
 from chainfleet.pipeline.explain import explain, located, relocate
 from chainfleet.pipeline.gates import JudgeCheck
 from chainfleet.pipeline.imports import beside
+from chainfleet.pipeline.routes import RouteSettings
 from chainfleet.pipeline.settings import (
     BatchSettings,
     ModelLimits,
@@ -52,6 +53,7 @@ from chainfleet.pipeline.settings import (
     SimSettings,
     UnknownProvider,
     parse_model,
+    provider_kinds,
 )
 from chainfleet.pipeline.stage import REVISION_VARIABLES, Stage
 from chainfleet.pipeline.templates import SANDBOX, private_names, variables
@@ -75,6 +77,8 @@ class Pipeline(BaseModel):
     providers: dict[str, ProviderSettings] = {}
     limits: dict[str, ModelLimits] = {}
     prices: dict[str, PriceSettings] = {}
+    #: named lists of targets a model name may stand for (see chainfleet.pipeline.routes)
+    routes: dict[str, RouteSettings] = {}
     concurrency: int = Field(5, ge=1)
     #: seconds before a call to a real provider counts as timed out (a retryable error)
     timeout: float = Field(120.0, gt=0)
@@ -123,6 +127,8 @@ class Pipeline(BaseModel):
                 problems.append(exc)
 
         attempt(self._check_sandbox)
+        for name in self.routes:
+            attempt(self._check_route, name)
         seen: set[str] = set()
         for index, stage in enumerate(self.stages):  # names first: templates refer to them
             attempt(self._check_name_use, index, stage, seen)
@@ -148,8 +154,10 @@ class Pipeline(BaseModel):
             raise ConfigError.gather(problems)
 
     def _parse_model(self, spec: str, loc: tuple[Any, ...], prefix: str = "") -> None:
+        """``spec`` is a model or a route's name; an unknown provider is kept for
+        :meth:`check_providers` (a run may bring it from Python)."""
         try:
-            parse_model(spec, self.providers)
+            self.check_model_name(spec)
         except UnknownProvider as exc:
             if exc.near is not None:  # a typo of a known name: said now, with its hint
                 raise self._error(f"{prefix}{exc}", loc) from exc
@@ -165,6 +173,41 @@ class Pipeline(BaseModel):
                 f"stage name {stage.name!r} is also the input field's name (input: {self.input})",
                 ("stages", index, "name"),
             )
+
+    def _check_route(self, name: str) -> None:
+        """A route's name is no provider's; each target names a known provider."""
+        if name in self.providers or name in provider_kinds() or ":" in name:
+            what = "has a colon" if ":" in name else "is also a provider's name"
+            raise self._error(
+                f"route name {name!r} {what}: a model name would be ambiguous; rename the route",
+                ("routes", name),
+            )
+        for index, target in enumerate(self.routes[name].targets):
+            try:
+                parse_model(target.model, self.providers)
+            except ValueError as exc:
+                at = ("routes", name, "targets", index, "model")
+                raise self._error(f"route {name!r}: {exc}", at) from exc
+
+    def check_model_name(self, spec: str) -> None:
+        """Raise ``ValueError`` unless ``spec`` is a model (``PROVIDER:MODEL``) or a route's name."""
+        if spec in self.routes:
+            return
+        near = difflib.get_close_matches(spec, list(self.routes), n=1) if ":" not in spec else []
+        if near:
+            raise ValueError(
+                f"model {spec!r} is neither a model nor a route (did you mean the route {near[0]!r}?)"
+            )
+        parse_model(spec, [*self.providers, *self.routes])
+
+    def route(self, spec: str) -> RouteSettings | None:
+        """The route ``spec`` names, or None when it is a model."""
+        return self.routes.get(spec)
+
+    def targets_of(self, spec: str) -> list[str]:
+        """The models a model name stands for: a route's targets' (in order, once each), else itself."""
+        route = self.routes.get(spec)
+        return list(dict.fromkeys(t.model for t in route.targets)) if route else [spec]
 
     def _check_model(self, index: int, stage: Stage) -> None:
         if not stage.is_tool:
@@ -184,18 +227,20 @@ class Pipeline(BaseModel):
                 loc,
             )
         try:
-            provider, _ = parse_model(self.model_for(stage), self.providers)
+            specs = self.targets_of(self.model_for(stage))
+            models = [parse_model(spec, self.providers, any_provider=True)[0] for spec in specs]
         except ValueError:
             return  # said by _check_model
-        settings = self.providers.get(provider)
-        kind = settings.kind if settings is not None else provider
-        if kind not in ("sim", "openai", "anthropic"):
-            loc = ("stages", index, "model") if stage.model else ("model",)
-            raise self._error(
-                f"agent stage {stage.name!r} (tools:) needs a model that can call tools; "
-                f"provider kind {kind!r} cannot (use sim, openai or anthropic)",
-                loc,
-            )
+        for provider in models:
+            settings = self.providers.get(provider)
+            kind = settings.kind if settings is not None else provider
+            if kind not in ("sim", "openai", "anthropic"):
+                loc = ("stages", index, "model") if stage.model else ("model",)
+                raise self._error(
+                    f"agent stage {stage.name!r} (tools:) needs a model that can call tools; "
+                    f"provider kind {kind!r} cannot (use sim, openai or anthropic)",
+                    loc,
+                )
 
     def _check_order(self, index: int, stage: Stage, field: str) -> None:
         """A template names only earlier stages (the first such name is the problem)."""
@@ -266,14 +311,15 @@ class Pipeline(BaseModel):
 
     def structured_setting(self, spec: str) -> Literal["json_schema", "json_object", "prompt"]:
         """The ``structured:`` setting of model ``spec``'s provider (json_schema unless named)."""
-        provider, _ = parse_model(spec, self.providers, any_provider=True)
+        provider, _ = parse_model(self.targets_of(spec)[0], self.providers, any_provider=True)
         settings = self.providers.get(provider)
         return settings.structured if settings is not None else "json_schema"
 
     def structured_mode(self, stage: Stage) -> str:
         """How ``stage``'s model is asked for its schema: strict (OpenAI json_schema), tool
         (Anthropic), json_object, prompt, or sim (the simulated model reads the schema)."""
-        provider, _ = parse_model(self.model_for(stage), self.providers, any_provider=True)
+        first = self.targets_of(self.model_for(stage))[0]
+        provider, _ = parse_model(first, self.providers, any_provider=True)
         if provider == "sim":
             return "sim"
         settings = self.providers.get(provider)
@@ -445,14 +491,16 @@ class Pipeline(BaseModel):
 
     def models_used(self) -> list[str]:
         """Every model the pipeline calls, in order, once each: the stages' (``@batch`` for a
-        batch stage, priced as such) and their judges'."""
+        batch stage, priced as such) and their judges', a route's targets for a route."""
         used: dict[str, None] = {}
         for stage in self.stages:
             if not stage.is_tool:
-                used[self.model_for(stage) + ("@batch" if self.batched(stage) else "")] = None
+                for model in self.targets_of(self.model_for(stage)):
+                    used[model + ("@batch" if self.batched(stage) else "")] = None
             for check in stage.checks:
                 if isinstance(check, JudgeCheck):
-                    used[check.model or (self.model if stage.is_tool else self.model_for(stage))] = None
+                    judge = check.model or (self.model if stage.is_tool else self.model_for(stage))
+                    used.update(dict.fromkeys(self.targets_of(judge)))
         return list(used)
 
     def batched(self, stage: Stage) -> bool:

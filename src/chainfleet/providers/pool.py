@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 from chainfleet.clock import Clock
@@ -50,8 +51,11 @@ class ProviderPool:
 
     def for_model(self, spec: str) -> tuple[Provider, str]:
         """The provider and the bare model name for a model string like ``openai:gpt-4o``
-        (resolved once per model string: every call of a stage asks again)."""
+        (resolved once per model string: every call of a stage asks again); for a route's
+        name, its first target's."""
         found = self._resolved.get(spec)
+        if found is None and spec in self.pipeline.routes:
+            found = self._resolved[spec] = self.for_target(spec, 0)
         if found is None:
             # (an unknown name was refused by check(), or is one of the run's own providers)
             name, model = parse_model(spec, self.pipeline.providers, any_provider=True)
@@ -59,6 +63,33 @@ class ProviderPool:
             if provider is None:
                 provider = self._providers[name] = make_provider(self.config(name))
             found = self._resolved[spec] = (provider, model)
+        return found
+
+    def for_target(self, route: str, index: int) -> tuple[Provider, str]:
+        """The provider and bare model of target ``index`` of ``route``: with its own key or URL,
+        a provider of its own (two keys of one provider are two providers); else the one its
+        provider name shares. ``overrides`` may hold one for ``"ROUTE[INDEX]"``."""
+        name = f"{route}[{index}]"
+        found = self._resolved.get(name)
+        if found is not None:
+            return found
+        target = self.pipeline.routes[route].targets[index]
+        if not target.own_endpoint and name not in self._providers:
+            found = self.for_model(target.model)
+        else:
+            kind_name, model = parse_model(target.model, self.pipeline.providers)
+            provider = self._providers.get(name)
+            if provider is None:
+                config = self.config(kind_name)
+                where = f"routes.{route}.targets[{index}]"
+                if target.base_url is not None:
+                    config = replace(config, base_url=_check_url(target.base_url, f"{where}.base_url"))
+                if target.api_key_env is not None:
+                    key = _env_key(target.api_key_env, name, where=f"{where}.api_key_env")
+                    config = replace(config, api_key=key, key_env=target.api_key_env)
+                provider = self._providers[name] = make_provider(config)
+            found = (provider, model)
+        self._resolved[name] = found
         return found
 
     def check(self) -> None:
@@ -72,10 +103,14 @@ class ProviderPool:
             if stage.is_tool:
                 continue
             try:
-                self.for_model(self.pipeline.model_for(stage))
+                spec = self.pipeline.model_for(stage)
+                route = self.pipeline.routes.get(spec)
+                for index in range(len(route.targets) if route else 0):
+                    self.for_target(spec, index)
+                self.for_model(spec)
             except ConfigError as exc:
                 where = f"{self.pipeline.source or 'pipeline'}: "
-                if exc.where and exc.where.startswith("providers."):
+                if exc.where and exc.where.startswith(("providers.", "routes.")):
                     raise ConfigError(exc.reason, where=where + f"field {exc.where!r}") from exc
                 # an environment variable goes into the reason: the model that reads it (which
                 # may be --model's, with its own place) is the place
@@ -119,8 +154,9 @@ class ProviderPool:
             await provider.aclose()
 
 
-def _env_key(variable: str, provider: str) -> str:
-    """The key in ``variable`` (a named endpoint's ``api_key_env``), which must be set."""
+def _env_key(variable: str, provider: str, *, where: str | None = None) -> str:
+    """The key in ``variable`` (a named endpoint's or a route target's ``api_key_env``), which
+    must be set."""
     if not ENV_NAME.fullmatch(variable):
         what = (
             "the value looks like a key and is not shown"
@@ -129,7 +165,7 @@ def _env_key(variable: str, provider: str) -> str:
         )
         raise ConfigError(
             f"api_key_env must name an environment variable (e.g. LOCAL_KEY); {what}",
-            where=f"providers.{provider}.api_key_env",
+            where=where or f"providers.{provider}.api_key_env",
         )
     key = os.environ.get(variable, "").strip()
     if not key:

@@ -36,6 +36,7 @@ from chainfleet.report.gates import gate_summary
 from chainfleet.report.model import LIST_CAP, RunReport
 from chainfleet.report.quality import assess, topic_of
 from chainfleet.report.review import review_summary
+from chainfleet.report.routes import routes_section
 from chainfleet.store.runstore import ItemRecord, RunStore
 from chainfleet.store.sessions import SessionRow
 from chainfleet.store.stats import COUNTERS, RunStats, StageStats
@@ -127,6 +128,7 @@ def build_report(store: RunStore, run_id: str) -> RunReport:
         stopped_kind=facts.get("stopped_kind"),
         input_error=facts.get("input_error"),
         sessions=[s.to_dict() for s in sessions],
+        routes=routes_section(s.stats for s in sessions),
         store=store,
     )
     status = run.get("status", "running")

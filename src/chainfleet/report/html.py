@@ -37,6 +37,7 @@ from chainfleet.report.duration import fmt_duration
 from chainfleet.report.gates import gate_tables
 from chainfleet.report.markdown import TIME_SPLIT_NOTE, headline, time_split
 from chainfleet.report.quality import topic_of
+from chainfleet.report.routes import routes_lines
 from chainfleet.store.runstore import ItemRecord
 
 __all__ = ["report_html"]
@@ -254,10 +255,13 @@ def _sessions(d: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _extra_sections(d: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Sections of features that ran, as lines: batch mode (gates have tables of their own)."""
+    """Sections of features that ran, as lines: batch mode, routes (gates have tables of their
+    own)."""
     sections = []
     if batch := batch_lines(d.get("batch")):
         sections.append({"title": "Batches", "lines": batch})
+    if routes := routes_lines(d.get("routes")):
+        sections.append({"title": "Routes", "lines": [line.strip() for line in routes]})
     return sections
 
 

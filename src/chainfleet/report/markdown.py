@@ -20,6 +20,7 @@ from chainfleet.report.batch import batch_markdown
 from chainfleet.report.duration import fmt_duration
 from chainfleet.report.gates import gate_markdown
 from chainfleet.report.review import review_lines
+from chainfleet.report.routes import routes_markdown
 from chainfleet.store.runstore import ItemRecord
 
 __all__ = ["headline", "item_markdown", "rates_lines", "report_markdown", "time_split"]
@@ -145,6 +146,7 @@ def report_markdown(d: Mapping[str, Any]) -> str:
     lines += gate_markdown(d.get("gates"))
     lines += batch_markdown(d.get("batch"))
     lines += agent_markdown(d.get("agents"))
+    lines += routes_markdown(d.get("routes"))
     lines += _quality_table(d["quality"])
     return "\n".join(lines) + "\n"
 

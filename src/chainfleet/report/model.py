@@ -29,6 +29,7 @@ from chainfleet.report.duration import fmt_duration
 from chainfleet.report.estimate import concurrency_phrase, speed_phrase
 from chainfleet.report.gates import gate_line
 from chainfleet.report.markdown import report_markdown
+from chainfleet.report.routes import routes_lines
 from chainfleet.store.runstore import ItemRecord, RunStore
 
 __all__ = ["RunReport"]
@@ -96,6 +97,8 @@ class RunReport:
     batch: dict[str, Any] | None = None
     #: agent stages: turns per item, and per tool its calls, errors, latency (chainfleet.report.agents)
     agents: dict[str, Any] | None = None
+    #: per route, per target calls, tokens, cost and 429s, and why traffic moved (chainfleet.report.routes)
+    routes: dict[str, Any] | None = None
     #: every session of the run (chainfleet.store.sessions): when, how it ended, what it did
     sessions: list[dict[str, Any]] = field(default_factory=list)
     store: RunStore | None = field(default=None, repr=False, compare=False)
@@ -194,6 +197,7 @@ class RunReport:
             "gates": self.gates,
             "batch": self.batch,
             "agents": self.agents,
+            "routes": self.routes,
             "sessions": self.sessions,
         }
 
@@ -219,6 +223,7 @@ class RunReport:
             lines.insert(2, f"  one at a time: {self.sequential_estimate['note']}")
         lines += batch_lines(self.batch)
         lines += agent_lines(self.agents)
+        lines += routes_lines(self.routes)
         lines.extend(limit_lines(self.rates.get("models") or {}))
         if self.stopped:
             lines.append(f"stopped early: {self.stopped}")

@@ -28,7 +28,7 @@ from chainfleet.code.target import load_pipeline as load_code_pipeline
 from chainfleet.config import ItemFiles, RunSettings
 from chainfleet.errors import ConfigError, PipelineError
 from chainfleet.inputs import InputSource, items_from, open_input
-from chainfleet.pipeline import Pipeline, parse_model
+from chainfleet.pipeline import Pipeline
 from chainfleet.providers import Provider, ProviderPool
 from chainfleet.report.model import RunReport
 from chainfleet.report.results import PARQUET_MISSING, Progress, parquet_available
@@ -105,7 +105,8 @@ def with_model(pipeline: Pipeline, model: str, given: Collection[str] = ()) -> P
     """A copy of ``pipeline`` whose LLM stages all use ``model`` (the ``--model`` flag);
     ``given`` are the names of the providers the run was handed from Python."""
     try:
-        parse_model(model, [*pipeline.providers, *given])
+        if model.partition(":")[0] not in given:  # (a provider handed from Python is known)
+            pipeline.check_model_name(model)  # a model, or a route's name
     except ValueError as exc:
         raise ConfigError(str(exc), where="--model") from exc
     return pipeline.with_model(model)

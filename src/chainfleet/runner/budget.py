@@ -69,7 +69,7 @@ def chain_cost_estimate(ctx: RunContext) -> float:
     for stage in ctx.pipeline.stages:
         if stage.is_tool:
             continue
-        price = ctx.spend.price(ctx.pipeline.model_for(stage))
+        price = ctx.spend.price(ctx.pipeline.targets_of(ctx.pipeline.model_for(stage))[0])
         if price is not None:
             total += price.cost(500, stage.max_tokens)
     return total

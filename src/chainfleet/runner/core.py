@@ -254,6 +254,9 @@ class Runner:
             name: getattr(stats, name) for name in (*COUNTERS, "wall_seconds", "admitted", "done")
         }
         numbers["cost_usd"] = self.cost_usd
+        if self.ctx.routes:  # per target calls, tokens, cost, 429s, and why traffic moved
+            price = self.ctx.spend.price
+            numbers["routes"] = {name: route.stats(price) for name, route in self.ctx.routes.items()}
         if final:
             numbers["facts"] = self._facts()
         return numbers
