@@ -124,7 +124,7 @@ def test_ctrl_c_lets_the_commands_finish_then_resume_goes_on(
     stdout, stderr = proc.communicate(timeout=60)
 
     assert proc.returncode == 130, stderr
-    assert "Ctrl-C received: stopping: no new items; finishing the" in stderr
+    assert "Ctrl-C received: stopping: no new items or stages; finishing the" in stderr
     stopped = results(out)
     finished = [row for row in stopped if row["status"] == "succeeded"]
     assert finished and len(finished) < ITEMS
