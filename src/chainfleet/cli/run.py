@@ -14,7 +14,6 @@ import click
 
 from chainfleet.cli.group import cli, config_errors
 from chainfleet.cli.options import input_option
-from chainfleet.code.target import resolved
 from chainfleet.config import MAX_CONCURRENCY
 from chainfleet.errors import ConfigError
 
@@ -270,6 +269,8 @@ def run_command(
         from chainfleet.limits.group import check_name
 
         check_name(limit_group)
+    from chainfleet.code.target import resolved  # (not for `chainfleet run --help`)
+
     settings = {
         "pipeline_file": resolved(pipeline_file),
         "input_file": input_file if input_file == "-" else str(Path(input_file).resolve()),

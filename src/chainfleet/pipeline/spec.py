@@ -577,6 +577,10 @@ def _first_parameter(fn: Callable[..., Any]) -> str | None:
     return first.name
 
 
+#: what stands for a refused named endpoint or route in the second round (see _without)
+STUBS: dict[str, Any] = {"providers": {"kind": "openai"}, "routes": {"targets": ["sim"]}}
+
+
 def _without(data: Mapping[str, Any], locs: list[Any]) -> dict[str, Any] | None:
     """``data`` without the keys at ``locs`` (a top-level key, or a stage's key); None when a
     problem is somewhere this cannot take out (the stages list itself)."""
@@ -588,7 +592,12 @@ def _without(data: Mapping[str, Any], locs: list[Any]) -> dict[str, Any] | None:
     for loc in locs:
         if not loc:
             return None
-        if loc[0] != "stages":
+        named = cleaned.get(str(loc[0]))
+        if loc[0] in STUBS and len(loc) >= 2 and isinstance(named, Mapping):
+            # a named endpoint or route whose settings were refused keeps its name (as a stub),
+            # so the stages using it are not said to name an unknown one
+            cleaned[str(loc[0])] = {**named, str(loc[1]): STUBS[str(loc[0])]}
+        elif loc[0] != "stages":
             cleaned.pop(str(loc[0]), None)
         elif len(loc) >= 3 and isinstance(loc[1], int) and isinstance(stages[loc[1]], dict):
             stages[loc[1]].pop(str(loc[2]), None)
