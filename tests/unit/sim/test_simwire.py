@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from chainfleet.sim import messages
 from chainfleet.sim.call import Failure
+from chainfleet.sim.embeddings import Embeddings
 from chainfleet.sim.responses import Responses
 from chainfleet.sim.stream import anthropic_events, chat_events, pieces
 from chainfleet.sim.wire import Anthropic, OpenAI
@@ -274,7 +275,7 @@ _BODIES = _JSON | st.builds(
 @settings(max_examples=400)
 @given(_BODIES)
 def test_any_body_is_read_or_refused_with_a_failure_never_a_crash(body: Any) -> None:
-    for dialect in (OpenAI(), Anthropic(), Responses()):
+    for dialect in (OpenAI(), Anthropic(), Responses(), Embeddings()):
         try:
             dialect.parse(body)
         except Failure:
