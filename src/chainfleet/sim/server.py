@@ -65,10 +65,11 @@ The answer (:meth:`SimServer.respond`):
 P = ``count_tokens(system) + count_tokens(prompt)`` (plus the tool definitions as JSON), C =
 ``count_tokens(text)`` or, for tool calls, of each call's name and arguments.
 
-Routes: the three above, the batch APIs (their requests answered as online, tool calls
-included), ``GET /health``, and the admin routes ``GET /sim/stats`` (``tool_calls`` and
-``streamed`` among its counts), ``POST /sim/reset`` and ``POST /sim/config`` (a JSON object of
-settings), the same under ``/sim/batch``.
+Routes: the three above, ``POST /v1/embeddings`` (:mod:`chainfleet.sim.embeddings`: vectors,
+the same rules, P tokens charged and none generated), the batch APIs (their requests answered
+as online, tool calls included), ``GET /health``, and the admin routes ``GET /sim/stats``
+(``tool_calls`` and ``streamed`` among its counts), ``POST /sim/reset`` and ``POST
+/sim/config`` (a JSON object of settings), the same under ``/sim/batch``.
 
 Example::
 
@@ -99,6 +100,7 @@ from chainfleet.sim import text as simtext
 from chainfleet.sim.admin import add_admin_routes, admin_guard
 from chainfleet.sim.batch import BatchSim, BatchSimSettings
 from chainfleet.sim.call import Call, Failure, Reply
+from chainfleet.sim.embeddings import EmbeddingCall, Embeddings
 from chainfleet.sim.faults import Faults, check_quota, malformed_body, prompt_trigger
 from chainfleet.sim.limits import RATE_LIMITED, RateLimits, Reservation
 from chainfleet.sim.queue import SlotQueue
@@ -234,6 +236,8 @@ class SimServer:
         (:mod:`chainfleet.sim.agent`) and calls, else text (:meth:`reply`, or the agent's answer
         using the tool results). Tool calls are counted (``tool_calls``)."""
         talk, seed = call.talk, self._settings.seed
+        if isinstance(call, EmbeddingCall):
+            return Reply()  # vectors, generating no tokens (chainfleet.sim.embeddings)
         if not talk.plays_agent:
             return Reply(self.reply(call))
         calls = agent.next_turn(talk.messages, talk.tools, seed=seed)
@@ -285,7 +289,7 @@ class SimServer:
 
     def _app(self) -> web.Application:
         app = web.Application(client_max_size=32 * 2**20, middlewares=[admin_guard])
-        openai, anthropic, responses = OpenAI(), Anthropic(), Responses()
+        openai, anthropic, responses, embeddings = OpenAI(), Anthropic(), Responses(), Embeddings()
 
         async def chat(request: web.Request) -> web.StreamResponse:
             return await self._serve(request, openai)
@@ -296,9 +300,13 @@ class SimServer:
         async def respond(request: web.Request) -> web.StreamResponse:
             return await self._serve(request, responses)
 
+        async def embed(request: web.Request) -> web.StreamResponse:
+            return await self._serve(request, embeddings)
+
         app.router.add_post("/v1/chat/completions", chat)
         app.router.add_post("/v1/messages", messages)
         app.router.add_post("/v1/responses", respond)
+        app.router.add_post("/v1/embeddings", embed)
         app.router.add_get("/health", self._health)
         self.batch.add_routes(app)
         add_admin_routes(app, "/sim", self)
