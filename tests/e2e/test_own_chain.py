@@ -243,3 +243,41 @@ def test_an_output_contract_checks_the_return_value(tmp_path: Path) -> None:
     rows = results(out)
     assert rows[0]["outputs"]["judge"] == {"topic": "tea", "words": 3}
     assert rows[1]["status"] == "failed" and rows[1]["error"]["type"] == "invalid_output"
+
+
+def test_a_path_chainfleet_cannot_read_passes_through_with_a_warning(sim: Any, tmp_path: Path) -> None:
+    """A call to an API chainfleet does not know goes through unlimited and uncounted in
+    tokens; the report names the path."""
+
+    async def health(topic: str, fleet: chainfleet.Fleet) -> int:
+        response = await fleet.http_client().get(f"{sim.url}/health")
+        return response.status_code
+
+    out = tmp_path / "out"
+    report = chainfleet.run(health, TOPICS, concurrency=3, out=out)
+    assert report.items_succeeded == 3
+    assert [row["outputs"]["health"] for row in results(out)] == [200, 200, 200]
+    data = json.loads((out / "report.json").read_text())
+    assert data["unlimited_paths"] == {"/health": 3}
+    assert (
+        "**Warning**: 3 calls to `/health`, an API chainfleet cannot read" in (out / "report.md").read_text()
+    )
+
+
+def test_a_revoked_key_stops_the_run_as_a_yaml_stage_would(sim: Any, tmp_path: Path) -> None:
+    """A 401 is fatal: the item fails as ``auth_failed`` and the run stops admitting items."""
+
+    async def article(topic: str, fleet: chainfleet.Fleet) -> str:
+        client = fleet.openai(base_url=f"{sim.url}/v1", api_key="sk-wrong-key-0000000000")
+        return await ask(client, f"Research {topic}.")
+
+    out = tmp_path / "out"
+    report = chainfleet.run(article, [f"topic {i}" for i in range(20)], concurrency=2, out=out)
+    assert report.items_succeeded == 0
+    assert report.stopped_kind == "auth_failed"
+    kinds = {row["error"]["type"] for row in results(out)}
+    assert "auth_failed" in kinds and kinds <= {"auth_failed", "skipped"}
+    assert sim.stats()["status"].get("401", 0) < 20  # stopped: not every item asked
+    for name in ("report.md", "report.json", "results.jsonl"):
+        assert "sk-wrong-key" not in (out / name).read_text()
+    assert b"sk-wrong-key" not in (out / "run.db").read_bytes()

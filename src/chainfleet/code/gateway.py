@@ -46,7 +46,7 @@ from chainfleet.code.streams import complete, kept, pass_through
 from chainfleet.code.transport import http_client
 from chainfleet.code.wire import Target, decode_json, read_target, request_hash, usage_of
 from chainfleet.errors import CallError, ConnectionFailed, FatalError, Timeout
-from chainfleet.providers import Completion, classify_error, error_fields
+from chainfleet.providers import Completion, classify_error, error_fields, scrub_secret
 from chainfleet.store.journal import JournalEntry
 
 if TYPE_CHECKING:
@@ -257,7 +257,7 @@ class Gateway:
             message, code, kind = error_fields(decode_json(content))
             error = classify_error(
                 response.status_code,
-                message or content[:200].decode("utf-8", "replace"),
+                scrub_secret(message or content[:200].decode("utf-8", "replace"), _key_of(request)),
                 code=code,
                 kind=kind,
                 headers=response.headers,
@@ -303,3 +303,12 @@ class Gateway:
         if answer is None:
             raise exc
         return complete(answer.status, kept(answer.headers), answer.content, out.request)
+
+
+def _key_of(request: httpx.Request) -> str | None:
+    """The API key the request carries (OpenAI's bearer token, Anthropic's ``x-api-key``), so
+    an error message that echoes it is scrubbed before it is kept anywhere."""
+    bearer = request.headers.get("authorization", "")
+    if bearer.lower().startswith("bearer "):
+        return bearer[7:].strip() or None
+    return request.headers.get("x-api-key") or request.headers.get("api-key")
