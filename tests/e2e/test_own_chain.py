@@ -281,3 +281,28 @@ def test_a_revoked_key_stops_the_run_as_a_yaml_stage_would(sim: Any, tmp_path: P
     for name in ("report.md", "report.json", "results.jsonl"):
         assert "sk-wrong-key" not in (out / name).read_text()
     assert b"sk-wrong-key" not in (out / "run.db").read_bytes()
+
+
+def test_code_whose_path_changed_simply_calls_again(sim: Any, tmp_path: Path) -> None:
+    """An item's second run asks a different first question (its code took another path): a
+    miss is a new call, never the old answer; what is asked the same is replayed."""
+    runs: dict[str, int] = {}
+
+    async def article(topic: str, fleet: chainfleet.Fleet) -> str:
+        runs[topic] = runs.get(topic, 0) + 1
+        client = fleet.openai(base_url=f"{sim.url}/v1", api_key=KEY)
+        notes = await ask(client, f"Research {topic}.")  # the same both times: replayed
+        angle = "history" if runs[topic] == 1 else "economics"
+        draft = await ask(client, f"Write on the {angle} of {topic}.")
+        if runs[topic] == 1:
+            raise RuntimeError("try another angle")
+        return f"{notes[:10]}|{draft}"
+
+    out = tmp_path / "out"
+    report = chainfleet.run(article, ["tea"], out=out)
+    assert report.items_succeeded == 1
+    stats = sim.stats()
+    assert stats["ok"] == 3  # research once, the history draft, the economics draft
+    assert all(count == 1 for count in stats["completed_by_key"].values())
+    data = json.loads((out / "report.json").read_text())
+    assert data["replayed_calls"] == 1
