@@ -357,3 +357,25 @@ def test_the_retry_pass_replays_streams_and_anthropic_calls_from_the_journal(
     assert data["replayed_calls"] == 6  # the pass-through calls are journaled too
     assert data["unlimited_paths"] == {"/v1/batches": 2}  # really made once per item
     assert "`/v1/batches`, an API chainfleet cannot read" in (out / "report.md").read_text()
+
+
+def test_an_error_on_a_path_chainfleet_cannot_read_goes_back_to_the_command_only(
+    sim: SimServerThread, tmp_path: Path, topics: Path
+) -> None:
+    """GET /v1/models is a 404 on the sim-server: the command sees it and goes on; the run does
+    not take it for a model that is gone."""
+    chain = script(
+        tmp_path,
+        "chain.py",
+        "import openai\ntry:\n    openai.OpenAI(max_retries=0).models.list()\n"
+        "except openai.NotFoundError:\n    print('no model list here', end='')\n",
+    )
+    out = tmp_path / "out"
+
+    proc = chainfleet(
+        sim, "exec", "-i", str(topics), "-o", str(out), "-q", "--", sys.executable, str(chain), cwd=tmp_path
+    )
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [row["outputs"]["command"] for row in results(out)] == ["no model list here"] * 3
+    assert report(out)["unlimited_paths"] == {"/v1/models": 3}

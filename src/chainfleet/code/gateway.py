@@ -297,7 +297,9 @@ class Gateway:
         the provider's last error answer goes back to the caller, else the error is raised."""
         exc.item_id = scope.chain.item.id
         scope.failure = exc
-        if isinstance(exc, FatalError):
+        if isinstance(exc, FatalError) and out.target.provider is not None:
+            # only a call chainfleet can read stops the run: a 404 from a path it cannot read
+            # (GET /v1/models) is that path's answer to its caller, not a model that is gone
             self.ctx.state.fail(exc)
         answer = out.answer.get("error")
         if answer is None:
