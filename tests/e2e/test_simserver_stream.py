@@ -6,12 +6,13 @@ calls) and the usage the SDK assembles from the events are the same.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
 
 import anthropic
-import httpx
+import httpx2 as httpx
 import openai
 import pytest
 
@@ -285,3 +286,45 @@ def test_a_stream_is_server_sent_events_and_errors_stay_json(sim: SimServerThrea
     assert unauthorized.status_code == 401 and unauthorized.headers["content-type"].startswith(
         "application/json"
     )
+
+
+# --- the async clients (what chainfleet's Python door hands a chain) --------------------------------
+
+
+def test_the_async_clients_stream_the_same_answers(sim: SimServerThread) -> None:
+    async def main() -> tuple[str, str, str]:
+        async with openai.AsyncOpenAI(base_url=f"{sim.url}/v1", api_key=KEY, max_retries=0) as client:
+            chunks = [
+                c
+                async for c in await client.chat.completions.create(
+                    model=MODEL, messages=chat_messages(), stream=True
+                )
+            ]
+            chat = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            async with client.responses.stream(model=MODEL, input=PROMPT) as stream:
+                responses = (await stream.get_final_response()).output_text
+        async with anthropic.AsyncAnthropic(base_url=sim.url, api_key=KEY, max_retries=0) as claude:
+            ask: dict[str, Any] = {
+                "model": CLAUDE,
+                "max_tokens": 300,
+                "messages": [{"role": "user", "content": PROMPT}],
+            }
+            async with claude.messages.stream(**ask) as events:
+                text = await events.get_final_text()
+        return chat, responses, text
+
+    chat, responses, text = asyncio.run(main())
+    with openai.OpenAI(base_url=f"{sim.url}/v1", api_key=KEY, max_retries=0) as client:
+        assert (
+            chat
+            == client.chat.completions.create(model=MODEL, messages=chat_messages())
+            .choices[0]
+            .message.content
+        )
+        assert responses == client.responses.create(model=MODEL, input=PROMPT).output_text
+    with anthropic.Anthropic(base_url=sim.url, api_key=KEY, max_retries=0) as claude:
+        plain = claude.messages.create(
+            model=CLAUDE, max_tokens=300, messages=[{"role": "user", "content": PROMPT}]
+        )
+    assert text == plain.content[0].text  # type: ignore[union-attr]
+    assert sim.stats()["streamed"] == 3

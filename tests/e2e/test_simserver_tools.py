@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
-import httpx
+import httpx2 as httpx
 import jsonschema
 import openai
 import pytest
@@ -323,7 +323,9 @@ def test_responses_structured_output_follows_the_schema(sim: SimServerThread) ->
     done = oai(sim).responses.create(model=MODEL, input="Research tea.", text={"format": fmt})  # type: ignore[typeddict-item]
     jsonschema.validate(json.loads(done.output_text), SEARCH)
     assert sim.stats()["structured"] == {"json_schema": 1}
-    with pytest.raises(openai.BadRequestError, match="additionalProperties"):
+    with pytest.raises(
+        openai.BadRequestError, match="Invalid schema for text.format 'search'.*additionalProperties"
+    ):
         loose = {
             **fmt,
             "schema": {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]},
@@ -412,3 +414,43 @@ def test_batch_requests_with_tools_get_the_same_tool_calls_as_online(sim: SimSer
     assert answer["choices"][0]["finish_reason"] == "tool_calls"
     online_calls = chat.chat.completions.create(**body).choices[0].message.tool_calls or []
     assert [c["id"] for c in answer["choices"][0]["message"]["tool_calls"]] == [c.id for c in online_calls]
+
+
+# --- embeddings -----------------------------------------------------------------------------------
+
+
+def test_embeddings_answer_unit_vectors_that_depend_on_the_text_alone(sim: SimServerThread) -> None:
+    import math
+
+    client = oai(sim)
+    texts = ["green tea", "green tea leaves", "tidal power"]
+    done = client.embeddings.create(model="text-embedding-3-small", input=texts)  # the SDK asks for base64
+    floats = client.embeddings.create(model="text-embedding-3-small", input=texts, encoding_format="float")
+
+    vectors = [d.embedding for d in done.data]
+    assert [len(v) for v in vectors] == [1536] * 3
+    assert all(abs(math.sqrt(sum(x * x for x in v)) - 1) < 1e-3 for v in vectors)
+    assert [[round(x, 5) for x in v] for v in vectors] == [
+        [round(x, 5) for x in d.embedding] for d in floats.data
+    ]
+
+    def cosine(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b, strict=True))
+
+    assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2])
+    assert done.usage.prompt_tokens == done.usage.total_tokens == sum(count_tokens(t) for t in texts)
+    small = client.embeddings.create(model="text-embedding-3-small", input="tea", dimensions=8)
+    assert len(small.data[0].embedding) == 8
+    stats = sim.stats()
+    assert stats["ok"] == 3 and stats["tokens"]["output"] == 0
+
+
+def test_embeddings_meet_the_limits_and_refuse_bad_input(sim: SimServerThread) -> None:
+    client = oai(sim)
+    with pytest.raises(openai.UnprocessableEntityError, match="input"):
+        client.embeddings.create(model="text-embedding-3-small", input=[])
+    sim.configure(rpm=1)
+    client.embeddings.create(model="text-embedding-3-small", input="tea")
+    with pytest.raises(openai.RateLimitError):
+        client.embeddings.create(model="text-embedding-3-small", input="tea")
+    assert sim.stats()["rate_limited"] == 1

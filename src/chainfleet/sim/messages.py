@@ -35,6 +35,7 @@ import json
 from typing import Any
 
 from chainfleet.sim.call import Conversation, Failure
+from chainfleet.sim.structured import AskError, check_schema
 
 __all__ = ["anthropic", "chat", "max_tokens_of", "model_of", "responses", "text_of"]
 
@@ -132,6 +133,16 @@ def _arguments(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _tool_list(body: dict[str, Any]) -> list[Any]:
+    """The body's ``tools``: absent, or a list (of anything; each dialect reads its own)."""
+    tools = body.get("tools")
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise Failure("bad_body", detail="tools: expected a list of tools")
+    return tools
+
+
 def _failed(text: str) -> bool:
     return text.strip().lower().startswith(_FAILED)
 
@@ -182,7 +193,7 @@ def _chat_call(call: Any, where: str) -> dict[str, Any]:
 
 def _chat_tools(body: dict[str, Any]) -> dict[str, Any]:
     tools = []
-    for i, tool in enumerate(body.get("tools") or ()):
+    for i, tool in enumerate(_tool_list(body)):
         function = tool.get("function") if isinstance(tool, dict) and tool.get("type") == "function" else None
         if not isinstance(function, dict):
             raise Failure(
@@ -208,8 +219,13 @@ def _chat_tools(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tool(name: Any, description: Any, parameters: Any, where: str) -> dict[str, Any]:
+    """A tool in the neutral form; its schema checked against its meta-schema, as the APIs do."""
     if parameters is not None and not isinstance(parameters, dict):
         raise Failure("bad_request", detail=f"{where}.parameters: a JSON Schema object is required")
+    try:
+        check_schema(parameters or {}, f"{where}.parameters: invalid JSON Schema")
+    except AskError as exc:
+        raise Failure("bad_request", detail=str(exc)) from None
     return {
         "name": _string(name, f"{where}.name"),
         "description": description if isinstance(description, str) else "",
@@ -297,11 +313,14 @@ def _blocks(reader: _Reader, role: str, blocks: list[Any], where: str) -> None:
 def _anthropic_tools(body: dict[str, Any]) -> dict[str, Any]:
     choice = body.get("tool_choice") or {"type": "auto"}
     kind = choice.get("type") if isinstance(choice, dict) else None
-    if not body.get("tools") or kind != "auto":
-        return {}  # none; any or tool ask for structured output (chainfleet.sim.structured)
+    listed = body.get("tools")
+    if kind != "auto" or not isinstance(listed, list) or not all(isinstance(t, dict) for t in listed):
+        # none; any or tool ask for structured output; a malformed list is refused there
+        # (chainfleet.sim.structured), in Anthropic's words
+        return {}
     tools = [
         _tool(t.get("name"), t.get("description"), t.get("input_schema"), f"tools.{i}")
-        for i, t in enumerate(body["tools"])
+        for i, t in enumerate(listed)
     ]
     return {"tools": tuple(tools), "parallel": choice.get("disable_parallel_tool_use") is not True}
 
@@ -357,7 +376,7 @@ def _item(reader: _Reader, item: Any, where: str) -> None:
 
 def _responses_tools(body: dict[str, Any]) -> dict[str, Any]:
     tools = []
-    for i, tool in enumerate(body.get("tools") or ()):
+    for i, tool in enumerate(_tool_list(body)):
         if not isinstance(tool, dict) or tool.get("type") != "function":
             raise Failure(
                 "bad_request",

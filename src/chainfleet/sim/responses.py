@@ -10,7 +10,7 @@ shape, the same headers, the same 128,000-token context window) with its own bod
   ``max_output_tokens`` (what may be generated, 1024 when absent); ``tools`` of type
   ``function`` and ``tool_choice``; ``text.format`` ``json_schema`` (``name``, ``schema``,
   ``strict``) or ``json_object`` for structured output, checked as chat's ``response_format``
-  is (:mod:`chainfleet.sim.structured`; a refusal names ``response_format``); ``stream``.
+  is (:mod:`chainfleet.sim.structured`; a refusal names ``text.format``); ``stream``.
   ``previous_response_id`` and ``conversation`` are refused (400): the sim keeps no responses,
   so send the whole input; other fields (temperature, store, include ...) are accepted and
   ignored;
@@ -62,7 +62,13 @@ class Responses(OpenAI):
             DEFAULT_MAX_TOKENS if tokens is None else messages.max_tokens_of(tokens, "max_output_tokens")
         )
         chat_format = _response_format(body.get("text"))
-        ask = structured_ask(lambda b, p: openai_ask(chat_format, p, system=system), body, prompt)
+        try:
+            ask = structured_ask(lambda b, p: openai_ask(chat_format, p, system=system), body, prompt)
+        except Failure as failure:  # checked as chat's response_format; named as sent
+            detail = str(failure.fields.get("detail", ""))
+            failure.fields["detail"] = detail.replace("response_format.json_schema", "text.format")
+            failure.fields["detail"] = failure.fields["detail"].replace("response_format", "text.format")
+            raise
         return Call(model, system, prompt, max_tokens, ask, talk, wants_stream(body))
 
     def answer(self, call: Call, reply: Reply, number: int) -> dict[str, Any]:

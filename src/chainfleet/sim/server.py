@@ -65,10 +65,11 @@ The answer (:meth:`SimServer.respond`):
 P = ``count_tokens(system) + count_tokens(prompt)`` (plus the tool definitions as JSON), C =
 ``count_tokens(text)`` or, for tool calls, of each call's name and arguments.
 
-Routes: the three above, the batch APIs (their requests answered as online, tool calls
-included), ``GET /health``, and the admin routes ``GET /sim/stats`` (``tool_calls`` and
-``streamed`` among its counts), ``POST /sim/reset`` and ``POST /sim/config`` (a JSON object of
-settings), the same under ``/sim/batch``.
+Routes: the three above, ``POST /v1/embeddings`` (:mod:`chainfleet.sim.embeddings`: vectors,
+the same rules, P tokens charged and none generated), the batch APIs (their requests answered
+as online, tool calls included), ``GET /health``, and the admin routes ``GET /sim/stats``
+(``tool_calls`` and ``streamed`` among its counts), ``POST /sim/reset`` and ``POST
+/sim/config`` (a JSON object of settings), the same under ``/sim/batch``.
 
 Example::
 
@@ -99,6 +100,7 @@ from chainfleet.sim import text as simtext
 from chainfleet.sim.admin import add_admin_routes, admin_guard
 from chainfleet.sim.batch import BatchSim, BatchSimSettings
 from chainfleet.sim.call import Call, Failure, Reply
+from chainfleet.sim.embeddings import EmbeddingCall, Embeddings
 from chainfleet.sim.faults import Faults, check_quota, malformed_body, prompt_trigger
 from chainfleet.sim.limits import RATE_LIMITED, RateLimits, Reservation
 from chainfleet.sim.queue import SlotQueue
@@ -114,6 +116,9 @@ T = TypeVar("T")
 
 #: ``tool_turns`` for a turn that must call a tool (OpenAI ``tool_choice`` required or named)
 _ALWAYS = 2**31
+#: a stream goes out in writes of this many events: a few chunks show a client a stream
+#: arriving in parts, without a write (and a chunk header) per event
+_EVENTS_PER_WRITE = 16
 
 
 @functools.lru_cache(maxsize=4096)
@@ -227,6 +232,8 @@ class SimServer:
         (:mod:`chainfleet.sim.agent`) and calls, else text (:meth:`reply`, or the agent's answer
         using the tool results). Tool calls are counted (``tool_calls``)."""
         talk, seed = call.talk, self._settings.seed
+        if isinstance(call, EmbeddingCall):
+            return Reply()  # vectors, generating no tokens (chainfleet.sim.embeddings)
         if not talk.plays_agent:
             return Reply(self.reply(call))
         calls = agent.next_turn(talk.messages, talk.tools, seed=seed)
@@ -278,7 +285,7 @@ class SimServer:
 
     def _app(self) -> web.Application:
         app = web.Application(client_max_size=32 * 2**20, middlewares=[admin_guard])
-        openai, anthropic, responses = OpenAI(), Anthropic(), Responses()
+        openai, anthropic, responses, embeddings = OpenAI(), Anthropic(), Responses(), Embeddings()
 
         async def chat(request: web.Request) -> web.StreamResponse:
             return await self._serve(request, openai)
@@ -289,9 +296,13 @@ class SimServer:
         async def respond(request: web.Request) -> web.StreamResponse:
             return await self._serve(request, responses)
 
+        async def embed(request: web.Request) -> web.StreamResponse:
+            return await self._serve(request, embeddings)
+
         app.router.add_post("/v1/chat/completions", chat)
         app.router.add_post("/v1/messages", messages)
         app.router.add_post("/v1/responses", respond)
+        app.router.add_post("/v1/embeddings", embed)
         app.router.add_get("/health", self._health)
         self.batch.add_routes(app)
         add_admin_routes(app, "/sim", self)
@@ -391,8 +402,8 @@ class SimServer:
         events = dialect.stream(call, body)
 
         async def chunks() -> AsyncIterator[bytes]:
-            for event in events:
-                yield event
+            for start in range(0, len(events), _EVENTS_PER_WRITE):
+                yield b"".join(events[start : start + _EVENTS_PER_WRITE])
 
         response = web.Response(body=AsyncIterablePayload(chunks()), headers={"Cache-Control": "no-cache"})
         response.content_type = "text/event-stream"

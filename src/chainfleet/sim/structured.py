@@ -35,7 +35,15 @@ from typing import Any
 from chainfleet.pipeline.contracts import schema_in_prompt
 from chainfleet.sim import jsonvalue as simjson
 
-__all__ = ["AskError", "StructuredAsk", "anthropic_ask", "is_invalid", "openai_ask", "strict_problem"]
+__all__ = [
+    "AskError",
+    "StructuredAsk",
+    "anthropic_ask",
+    "check_schema",
+    "is_invalid",
+    "openai_ask",
+    "strict_problem",
+]
 
 #: the schema of a JSON-mode answer when the prompt gives none
 _ANY_OBJECT: dict[str, Any] = {
@@ -102,7 +110,7 @@ def openai_ask(body: dict[str, Any], prompt: str, *, system: str = "") -> Struct
     schema = spec.get("schema")
     if not isinstance(schema, dict):
         raise AskError("Missing required parameter: 'response_format.json_schema.schema'.")
-    _check_schema(schema, f"Invalid schema for response_format '{spec['name']}'")
+    check_schema(schema, f"Invalid schema for response_format '{spec['name']}'")
     if spec.get("strict"):
         problem = strict_problem(schema)
         if problem is not None:
@@ -122,7 +130,7 @@ def anthropic_ask(body: dict[str, Any], prompt: str) -> StructuredAsk | None:
         schema = tool.get("input_schema") if isinstance(tool, dict) else None
         if not isinstance(schema, dict) or schema.get("type") != "object":
             raise AskError(f"tools.{i}.input_schema.type: Input should be 'object'")
-        _check_schema(schema, f"tools.{i}.custom.input_schema: JSON schema is invalid")
+        check_schema(schema, f"tools.{i}.custom.input_schema: JSON schema is invalid")
         by_name[str(tool.get("name"))] = schema
     choice = body.get("tool_choice") or {"type": "auto"}
     kind = choice.get("type") if isinstance(choice, dict) else None
@@ -137,7 +145,7 @@ def anthropic_ask(body: dict[str, Any], prompt: str) -> StructuredAsk | None:
     return _from_prompt(prompt)  # auto or none: this simulated model answers in text
 
 
-def _check_schema(schema: dict[str, Any], refusal: str) -> None:
+def check_schema(schema: dict[str, Any], refusal: str) -> None:
     """Raise ``AskError`` (``refusal: what``) for a schema its meta-schema refuses, as both
     APIs do: the JSON generator, and strict mode's check, read only well-formed schemas."""
     problem = _schema_problem(json.dumps(schema, sort_keys=True))

@@ -6,11 +6,12 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chainfleet.sim import messages
 from chainfleet.sim.call import Failure
+from chainfleet.sim.embeddings import Embeddings
 from chainfleet.sim.responses import Responses
 from chainfleet.sim.stream import anthropic_events, chat_events, pieces
 from chainfleet.sim.wire import Anthropic, OpenAI
@@ -143,6 +144,31 @@ def test_tools_count_in_the_prompt_tokens() -> None:
         (Responses(), {"model": "m", "input": [{"type": "function_call", "name": "s"}]}, "input.0.call_id"),
         (Responses(), {"model": "m", "input": "x", "conversation": "c1"}, "conversation"),
         (Responses(), {"model": "m", "input": "x", "stream": 1}, "stream"),
+        (Responses(), {"model": "m", "input": "x", "tools": 5}, "tools"),
+        (
+            Responses(),
+            {
+                "model": "m",
+                "input": "x",
+                "tools": [{"type": "function", "name": "s", "parameters": {"type": 5}}],
+            },
+            "tools.0.parameters: invalid JSON Schema",
+        ),
+        (
+            OpenAI(),
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": {"a": 1}},
+            "tools",
+        ),
+        (
+            Anthropic(),
+            {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tools": 5},
+            "tools",
+        ),
+        (
+            Anthropic(),
+            {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tools": ["a"]},
+            "tools.0",
+        ),
     ],
 )
 def test_a_wrong_shape_is_a_failure_naming_its_place(dialect: Any, body: dict[str, Any], where: str) -> None:
@@ -198,3 +224,59 @@ def test_anthropic_events_stream_tool_input_as_json_pieces() -> None:
     assert json.loads(partial) == {"query": "a long query about tea"}
     assert data[0]["message"]["usage"]["input_tokens"] == 4
     assert data[-2]["usage"] == {"output_tokens": 7}
+
+
+_KEYS = st.sampled_from(
+    [
+        "model",
+        "messages",
+        "input",
+        "tools",
+        "tool_choice",
+        "role",
+        "content",
+        "type",
+        "text",
+        "tool_calls",
+        "function",
+        "name",
+        "arguments",
+        "id",
+        "call_id",
+        "output",
+        "tool_use_id",
+        "input_schema",
+        "parameters",
+        "max_tokens",
+        "system",
+        "instructions",
+        "stream",
+        "is_error",
+        "parallel_tool_calls",
+        "text",
+    ]
+)
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=5)
+    | st.sampled_from(["user", "assistant", "tool", "function", "auto", "m"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=5),
+    max_leaves=25,
+)
+
+
+_BODIES = _JSON | st.builds(
+    lambda extra: {"model": "m", "max_tokens": 5, **extra}, st.dictionaries(_KEYS, _JSON, max_size=6)
+)
+
+
+@settings(max_examples=400)
+@given(_BODIES)
+def test_any_body_is_read_or_refused_with_a_failure_never_a_crash(body: Any) -> None:
+    for dialect in (OpenAI(), Anthropic(), Responses(), Embeddings()):
+        try:
+            dialect.parse(body)
+        except Failure:
+            pass
