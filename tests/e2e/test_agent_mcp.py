@@ -135,12 +135,14 @@ def test_an_agent_calls_a_real_mcp_server_over_streamable_http(tmp_path: Path) -
         ["node", "-r", str(loopback), str(EVERYTHING_JS), "streamableHttp"],
         env={**os.environ, "PORT": str(port)}, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )  # fmt: skip
+    drain = threading.Thread()
     try:
         assert node.stderr is not None
         for line in node.stderr:
             if "listening on port" in line:
                 break
-        threading.Thread(target=node.stderr.read, daemon=True).start()  # its log must not fill the pipe
+        drain = threading.Thread(target=node.stderr.read, daemon=True)  # its log must not fill the pipe
+        drain.start()
         text = AGENT.format(tools="[echo, get-sum]").replace(
             "command: [python, -m, mcp_server_time], env: {TZ: UTC}", f"url: 'http://127.0.0.1:{port}/mcp'"
         )
@@ -149,6 +151,10 @@ def test_an_agent_calls_a_real_mcp_server_over_streamable_http(tmp_path: Path) -
     finally:
         node.terminate()
         node.wait(timeout=10)
+        if node.stderr is not None:
+            if drain.ident is not None:  # (started)
+                drain.join(timeout=10)
+            node.stderr.close()
     steps = [s for r in read_results(out) for s in r["trajectory"]["research"] if "tool" in s]
     echoes = [s for s in steps if s["tool"] == "echo"]
     sums = [s for s in steps if s["tool"] == "get-sum"]

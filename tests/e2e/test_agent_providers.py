@@ -111,3 +111,16 @@ def test_a_contract_holds_on_an_agents_final_answer(
     assert all(isinstance(r["outputs"]["research"]["facts"], list) for r in read_results(tmp_path))
     structured = sim.stats()["structured"]
     assert structured == ({"json_schema": 2} if model.startswith("openai") else {"tool": 2})
+
+
+def test_an_agents_answer_never_comes_from_the_response_cache(sim: SimServerThread, tmp_path: Path) -> None:
+    """Its answer depends on what its tools return now: a second run with the same cache runs
+    the agent again (the plain write stage is answered from the cache)."""
+    for run in ("first", "second"):
+        report = asyncio.run(
+            arun(agent(MODELS[0]), ["tea [[sim:tool_turns=1]]"], out=tmp_path / run, cache=tmp_path / "cache")
+        )
+        assert report.items_succeeded == 1
+    tool_calls = sim.stats()["tool_calls"]
+    assert len(agent_tools.CALLS) == tool_calls and tool_calls >= 2  # the tools ran in both runs
+    assert report.cache_hits == 1  # write, from the cache

@@ -441,4 +441,8 @@ class StageExecutor:
             key_parts += (json.dumps(contract.schema, sort_keys=True), request.structured)
         if revision:
             key_parts += (("revision", revision),)
-        return self.calls.prepare(spec, request, key_parts, self.ctx.batch_calls(stage, str(context["id"])))
+        batch = self.ctx.batch_calls(stage, str(context["id"]))
+        prepared = self.calls.prepare(spec, request, key_parts, batch)
+        if stage.is_agent:  # its answer depends on what its tools return now: never from the cache
+            prepared.cacheable = False
+        return prepared
