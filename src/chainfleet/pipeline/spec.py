@@ -392,6 +392,7 @@ class Pipeline(BaseModel):
         cls, data: Mapping[str, Any], *, source: str | None = None, _yaml_root: Any = None
     ) -> Pipeline:
         """Validate a pipeline given as plain data (what a YAML file holds)."""
+        _check_top_keys(data, source, _yaml_root)
         with beside(Path(source).parent if source else None):
             return cls._validate_placed(data, source, _yaml_root)
 
@@ -607,6 +608,20 @@ def _without(data: Mapping[str, Any], locs: list[Any]) -> dict[str, Any] | None:
         if isinstance(stage, dict) and "prompt" not in stage and "tool" not in stage:
             stage["prompt"] = ""  # its prompt was the refused key: the other stages still read it
     return cleaned
+
+
+def _check_top_keys(data: Mapping[str, Any], source: str | None, root: Any) -> None:
+    """A top-level key that is not a string (``1: x``, a lone ``?``) is one clear error: pydantic
+    would raise ``TypeError`` (found by the fuzz tests)."""
+    for number, key in enumerate(data):
+        if not isinstance(key, str):
+            node = root.value[number][0] if getattr(root, "value", None) else None
+            line = f":{node.start_mark.line + 1}" if node is not None else ""
+            raise PipelineError(
+                f"key {clip(repr(key))} is not a name: a pipeline's keys are words such as name, "
+                "model, input and stages",
+                where=f"{source or 'the pipeline'}{line}",
+            )
 
 
 def _explain(exc: ValidationError, data: Mapping[str, Any], source: str | None, root: Any) -> PipelineError:
