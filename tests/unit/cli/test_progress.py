@@ -211,11 +211,14 @@ def test_the_stages_in_flight_add_up_to_the_chains_in_flight() -> None:
         def __init__(self) -> None:
             self.judging = 0
             self.release = asyncio.Event()
+            self.all_judged = asyncio.Event()
 
         async def complete(self, request: CompletionRequest) -> Completion:
             if request.schema is None:
                 return Completion(text="a draft " * 20, input_tokens=1, output_tokens=20)
             self.judging += 1
+            if self.judging == 3:
+                self.all_judged.set()
             await self.release.wait()
             return Completion(text='{"score": 9, "feedback": "fine"}', input_tokens=1, output_tokens=5)
 
@@ -230,11 +233,11 @@ def test_the_stages_in_flight_add_up_to_the_chains_in_flight() -> None:
     progress = Progress(stream=io.StringIO(), every=60)
 
     async def main() -> tuple[Any, Any]:
+        items = ["a", "b", "c"]
         task = asyncio.ensure_future(
-            arun(pipeline, ["a", "b", "c"], concurrency=3, providers={"sim": provider}, on_start=progress.start)
+            arun(pipeline, items, concurrency=3, providers={"sim": provider}, on_start=progress.start)
         )
-        while provider.judging < 3:
-            await asyncio.sleep(0)
+        await provider.all_judged.wait()
         view = progress.view()
         provider.release.set()
         report = await task
