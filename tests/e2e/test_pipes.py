@@ -78,6 +78,14 @@ def test_head_takes_three_records_and_the_run_stops_cleanly(folder: Path) -> Non
     assert 3 <= len(kept) < 40  # admission stopped; what finished is in the folder
     assert {r["status"] for r in kept} == {"succeeded"}
 
+    resumed = shell(f"cat topics.txt | {cf} resume out -q", folder)  # the same input, piped again
+
+    assert exit_code(resumed) == 0, resumed.stderr
+    assert f"reused {2 * len(kept)} finished stage results" in resumed.stderr
+    assert len(resumed.stdout.splitlines()) == 40  # --results - is kept with the run
+    final = [json.loads(line) for line in (folder / "out" / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in final] == ["succeeded"] * 40
+
 
 def test_every_record_in_input_order_with_ordered(folder: Path) -> None:
     cf = shlex.quote(CHAINFLEET)

@@ -17,8 +17,11 @@ settings keep a node local, and :func:`start_local_node` applies both:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,19 +88,35 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> RayConnectio
         return RayConnection(ray=ray, owned=False, address=given)
     options: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
     try:
-        if given is None:
-            ray.init(
-                address="local",
-                num_cpus=num_cpus,
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                **options,
-            )
-        else:
-            ray.init(address=given, **options)
+        with _quiet_start():
+            if given is None:
+                ray.init(
+                    address="local",
+                    num_cpus=num_cpus,
+                    include_dashboard=False,
+                    _node_ip_address="127.0.0.1",
+                    **options,
+                )
+            else:
+                ray.init(address=given, **options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ConfigError(f"cannot reach the Ray cluster: {exc}", where=f"--address {given}") from exc
     return RayConnection(ray=ray, owned=True, address=given)
+
+
+@contextlib.contextmanager
+def _quiet_start() -> Iterator[None]:
+    """Ray's own warnings while it starts, kept off the user's terminal: "SIGTERM handler is
+    not set because current thread is not the main thread" (chainfleet handles the signals
+    itself) and the notice that token authentication is on (the node listens on 127.0.0.1
+    only). Its errors still show, and so do its warnings once the run is under way."""
+    logger = logging.getLogger("ray")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _is_loopback(address: str) -> bool:

@@ -136,6 +136,8 @@ class StageExecutor:
             if self.ctx.state.interrupted:  # Ctrl-C: the stage in flight finished; start no other
                 chain.stopped_at = stage.name
                 return
+            at = self.ctx.stats.stage(stage.name)  # the chain is at this stage: calling, judged,
+            at.in_flight += 1  # revised or kept (the live panel's per-stage "in flight")
             try:
                 await self.run(chain, stage)
             except CallError as exc:
@@ -144,6 +146,8 @@ class StageExecutor:
                 if isinstance(exc, FatalError):
                     self.ctx.state.fail(exc)
                 return
+            finally:
+                at.in_flight -= 1
             if await self.ctx.review.park(chain, stage):  # waits for a person (review:)
                 chain.parked = stage.name
                 return
@@ -252,16 +256,12 @@ class StageExecutor:
         if found is not None:
             return found
         stats = self.ctx.stats.stage(stage.name)
-        stats.in_flight += 1
-        try:
-            if stage.is_agent:
-                called = await self.agents.run(chain, stage, prepared, stats)
-            else:
-                called = await self.calls.attempts(chain, stage.name, prepared, stats)
-            contract, limit = stage.contract, stage.max_repairs
-            value, repairs = await self._repair(chain, stage.name, contract, limit, prepared, called, stats)
-        finally:
-            stats.in_flight -= 1
+        if stage.is_agent:
+            called = await self.agents.run(chain, stage, prepared, stats)
+        else:
+            called = await self.calls.attempts(chain, stage.name, prepared, stats)
+        contract, limit = stage.contract, stage.max_repairs
+        value, repairs = await self._repair(chain, stage.name, contract, limit, prepared, called, stats)
         hit = StageHit(called.text, called.input_tokens, called.output_tokens)
         if prepared.cacheable and self.ctx.cache is not None:
             self.ctx.cache.cache_put(prepared.key, hit)

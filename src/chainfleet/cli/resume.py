@@ -49,6 +49,6 @@ def resume_command(out: str, quiet: bool) -> None:
         )
     settings = started_by_cli[-1]
     for key in ("pipeline_file", "input_file"):
-        if not Path(target_file(settings[key])).exists():
+        if settings[key] != "-" and not Path(target_file(settings[key])).exists():  # (-: stdin, piped again)
             raise ConfigError(f"the run's {key.replace('_', ' ')} is gone: {settings[key]}", where=out)
     execute(settings["pipeline_file"], settings["input_file"], out, settings, quiet=quiet, resume=True)

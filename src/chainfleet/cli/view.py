@@ -41,7 +41,7 @@ __all__ = [
 @dataclass(frozen=True)
 class StageView:
     name: str
-    #: calls of this stage under way now (waiting for the limiter or the model)
+    #: chains at this stage now (waiting for the limiter or the model, judged, revised, kept)
     running: int
     #: calls of this stage that succeeded
     done: int

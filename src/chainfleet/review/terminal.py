@@ -39,15 +39,22 @@ def interact(session: ReviewSession, console: Console | None = None) -> None:
         return
     console.print(queue_table(entries))
     pending = deque(entries)
+    number = {entry.item_id: place for place, entry in enumerate(entries, 1)}  # its place, kept
     while pending:
         entry = pending[0]
-        console.print(entry_panel(entry, len(entries) - len(pending) + 1, len(entries)))
+        place = number.get(entry.item_id, len(entries))
+        console.print(entry_panel(entry, place, len(entries), note=earlier_note(session, entry)))
         console.print(KEYS, markup=False)
         key = click.getchar().lower()
         if key == "q":
             break
         if key == "s":
-            pending.rotate(-1) if len(pending) > 1 else pending.popleft()
+            again = len(pending) > 1
+            pending.rotate(-1) if again else pending.popleft()
+            console.print(
+                f"skipped {entry.item_id}: it waits" + ("; it comes round again" if again else ""),
+                markup=False,
+            )
             continue
         if key == "u":
             _undo(session, pending, console)
@@ -130,13 +137,24 @@ def queue_table(entries: list[Entry]) -> Table:
     return table
 
 
-def entry_panel(entry: Entry, number: int, total: int) -> Panel:
-    """One item: its input, the stage's output (JSON pretty-printed), gate results, quality."""
+def earlier_note(session: ReviewSession, entry: Entry) -> str | None:
+    """The note of the latest rejection that sent this item back, when it waits again after
+    re-running (the reviewer reads what was asked beside what came back); else None."""
+    order = session.stages_order
+    stages = order[: order.index(entry.stage) + 1] if entry.stage in order else [entry.stage]
+    found = [f for stage in stages if (f := session.queue.feedback(entry.item_id, stage)) is not None]
+    return max(found)[1] or None if found else None
+
+
+def entry_panel(entry: Entry, number: int, total: int, *, note: str | None = None) -> Panel:
+    """One item: its input, the stage's output (JSON pretty-printed), gate results, quality,
+    and why it waits (with ``note``, the reviewer's note of the rejection it came back from)."""
     parts: list[object] = [Text("input", style="bold"), Pretty(entry.input or {})]
     parts += [Text(f"output of {entry.stage}", style="bold"), _output(entry.output)]
     checks = ", ".join(f"{k}: {v}" for k, v in entry.checks.items()) or "none"
     quality = f"{entry.quality:.0f}/100" if entry.quality is not None else "-"
-    parts.append(Text(f"gates: {checks}   quality: {quality}   why: {entry.reason}"))
+    why = entry.reason + (f"; sent back before with the note: {note}" if note else "")
+    parts.append(Text(f"gates: {checks}   quality: {quality}   why: {why}"))
     title = f"{number}/{total}  item {entry.item_id}  at {entry.stage}"
     return Panel(Group(*parts), title=title, title_align="left")  # type: ignore[arg-type]
 

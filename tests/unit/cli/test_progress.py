@@ -200,3 +200,52 @@ def test_auto_mode_follows_the_stream(
 def test_a_dumb_terminal_gets_plain_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TERM", "dumb")
     assert Progress(stream=FakeTerminal()).mode == "plain"
+
+
+def test_the_stages_in_flight_add_up_to_the_chains_in_flight() -> None:
+    # the panel said "5 in flight" while its stages said 2: a chain being judged (or kept, or
+    # revised) was at no stage
+    from chainfleet import Completion, CompletionRequest, Pipeline, Provider
+
+    class HeldJudge(Provider):
+        def __init__(self) -> None:
+            self.judging = 0
+            self.release = asyncio.Event()
+            self.all_judged = asyncio.Event()
+
+        async def complete(self, request: CompletionRequest) -> Completion:
+            if request.schema is None:
+                return Completion(text="a draft " * 20, input_tokens=1, output_tokens=20)
+            self.judging += 1
+            if self.judging == 3:
+                self.all_judged.set()
+            await self.release.wait()
+            return Completion(text='{"score": 9, "feedback": "fine"}', input_tokens=1, output_tokens=5)
+
+    pipeline = Pipeline.from_dict(
+        {
+            "model": "sim",
+            "input": "topic",
+            "stages": [{"name": "write", "prompt": "{{ topic }}", "gate": [{"judge": {"rubric": "good"}}]}],
+        }
+    )
+    provider = HeldJudge()
+    progress = Progress(stream=io.StringIO(), every=60)
+
+    async def main() -> tuple[Any, Any]:
+        items = ["a", "b", "c"]
+        task = asyncio.ensure_future(
+            arun(pipeline, items, concurrency=3, providers={"sim": provider}, on_start=progress.start)
+        )
+        await provider.all_judged.wait()
+        view = progress.view()
+        provider.release.set()
+        report = await task
+        await progress.stop()
+        return view, report
+
+    view, report = asyncio.run(main())
+
+    assert report.items_succeeded == 3
+    assert view.in_flight == 3
+    assert sum(stage.running for stage in view.stages) == 3, view.stages
