@@ -17,6 +17,7 @@ Example::
 
     python benchmarks/startup.py            # 5 runs each
     python benchmarks/startup.py --runs 9
+    python benchmarks/startup.py --src ../main/src     # another tree, for before and after
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ stages:
 """
 
 
-def timed(args: list[str], cwd: Path) -> tuple[float, float, float, int]:
-    """Run ``chainfleet *args`` once: (wall s, CPU s, peak RSS MB, exit code)."""
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
+def timed(args: list[str], cwd: Path, src: Path) -> tuple[float, float, float, int]:
+    """Run ``chainfleet *args`` once from the sources in ``src``: (wall s, CPU s, peak RSS MB,
+    exit code)."""
+    env = {**os.environ, "PYTHONPATH": str(src)}
     started = time.perf_counter()
     child = subprocess.Popen(
         [sys.executable, "-c", LAUNCH, *args],
@@ -63,8 +65,9 @@ def timed(args: list[str], cwd: Path) -> tuple[float, float, float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--src", type=Path, default=SRC, help="the sources to time [default: this tree's]")
     args = parser.parse_args()
-    print(f"load average before: {os.getloadavg()[0]:.2f}; {args.runs} runs each; medians")
+    print(f"{args.src}: load average before {os.getloadavg()[0]:.2f}; {args.runs} runs each; medians")
     print(f"{'command':<44} {'wall s':>7} {'CPU s':>7} {'peak MB':>8}  target")
     with tempfile.TemporaryDirectory(prefix="chainfleet-startup-") as tmp:
         root = Path(tmp)
@@ -79,7 +82,7 @@ def main() -> None:
             rows = []
             for n in range(args.runs):
                 line = argv or ["run", "p.yaml", "-i", "one.txt", "--out", f"o{n}", "--quiet"]
-                wall, cpu, rss, code = timed(line, root)
+                wall, cpu, rss, code = timed(line, root, args.src.resolve())
                 assert code == 0, f"{label} exited {code}"
                 rows.append((wall, cpu, rss))
             wall, cpu, rss = (statistics.median(column) for column in zip(*rows, strict=True))

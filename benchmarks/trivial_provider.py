@@ -78,7 +78,9 @@ async def bare(topics: list[str], concurrency: int) -> dict[str, str]:
     return outs
 
 
-async def ours(topics: list[str], concurrency: int, out: Path) -> tuple[Any, tuple[float, float]]:
+async def ours(
+    topics: list[str], concurrency: int, out: Path, item_files: str = "auto"
+) -> tuple[Any, tuple[float, float]]:
     """One chainfleet run with its output folder: (the report, (wall, CPU) when the run phase
     ended)."""
     marks: list[tuple[float, float]] = []
@@ -90,18 +92,19 @@ async def ours(topics: list[str], concurrency: int, out: Path) -> tuple[Any, tup
         providers={"sim": Echo()},
         on_output=lambda: marks.append((time.perf_counter(), time.process_time())),
         check_input=False,
+        item_files=item_files,  # type: ignore[arg-type]
     )
     assert report.items_succeeded == len(topics), report.summary_lines()
     return report, marks[0]
 
 
-def measure(topics: list[str], concurrency: int, root: Path, n: int) -> dict[str, float]:
+def measure(topics: list[str], concurrency: int, root: Path, n: int, item_files: str) -> dict[str, float]:
     calls = 2 * len(topics)
     wall0, cpu0 = time.perf_counter(), time.process_time()
     outs = asyncio.run(bare(topics, concurrency))
     wall1, cpu1 = time.perf_counter(), time.process_time()
     assert len(outs) == len(topics)
-    _, (run_wall, run_cpu) = asyncio.run(ours(topics, concurrency, root / f"out{n}"))
+    _, (run_wall, run_cpu) = asyncio.run(ours(topics, concurrency, root / f"out{n}", item_files))
     wall2, cpu2 = time.perf_counter(), time.process_time()
     return {
         "bare_rate": calls / (wall1 - wall0),
@@ -130,6 +133,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="then profile one chainfleet run")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument(
+        "--item-files",
+        default="auto",
+        choices=["auto", "all", "none"],
+        help="the per-item files (auto: all of them up to 10,000 items); none leaves out their "
+        "file-system cost",
+    )
     args = parser.parse_args()
     topics = [f"topic number {i} about the sea" for i in range(args.items)]
     print(
@@ -137,7 +147,7 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.2f}"
     )
     with tempfile.TemporaryDirectory(prefix="chainfleet-trivial-") as tmp:
-        runs = [measure(topics, args.concurrency, Path(tmp), n) for n in range(args.repeat)]
+        runs = [measure(topics, args.concurrency, Path(tmp), n, args.item_files) for n in range(args.repeat)]
         best = {k: (min if "cpu" in k else max)(r[k] for r in runs) for k in runs[0]}
         own_us = (best["cpu"] - best["bare_cpu"]) * 1e6
         print(
