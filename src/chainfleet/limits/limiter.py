@@ -391,9 +391,13 @@ class ModelLimiter:
         """Correct the limits and the buckets from a response's rate-limit headers; the first
         response ends slow start (with limits learned, or none if the server said nothing)."""
         now = self.clock.now()
+        fill = short_bucket_fill(info)
         if info.limit_requests:
             self.server_rpm = info.limit_requests
-            if info.remaining_requests is not None:
+            if info.remaining_requests is not None and fill is None:
+                # (a short bucket's remaining is its level, not the minute's count: read as a
+                # window it shows others using nearly all of the key, and every job fell to a
+                # tenth of it at its first 429)
                 self.share.observe(info.limit_requests, info.remaining_requests, now)
         if info.limit_tokens:
             self.server_tpm = info.limit_tokens
@@ -401,8 +405,13 @@ class ModelLimiter:
         if self.probing:
             self.probing = False
             self._probe_back.set()
-        self._sync(self.requests, info.remaining_requests, now)
-        self._sync(self.tokens, info.remaining_tokens, now)
+        if fill is None:
+            self._sync(self.requests, info.remaining_requests, now)
+            self._sync(self.tokens, info.remaining_tokens, now)
+        elif self.share.low_bucket(
+            fill, now, limit=info.limit_requests or 0, remaining=info.remaining_requests or 0
+        ):
+            self._apply_share(now)
 
     def _learn_limits(self, now: float) -> None:
         """The limits that hold: the told ones, lowered to the server's when it states less."""
@@ -447,3 +456,20 @@ def _lower(told: float | None, server: int | None, headroom: float) -> float | N
     if told is None or learned < told * headroom:
         return learned
     return told
+
+
+#: a server bucket holding at most this many seconds of its limit is a short bucket
+SHORT_BUCKET_SECONDS = 3.0
+
+
+def short_bucket_fill(info: RateLimitInfo) -> float | None:
+    """How full the server's bucket is (0-1) when the headers describe a bucket of a few
+    seconds (a provider's own limiter: ``remaining`` is the level of a bucket refilled within
+    ``reset`` seconds, and says nothing of the minute); None for a minute's window or bucket."""
+    limit, remaining, reset = info.limit_requests, info.remaining_requests, info.reset_requests
+    if not limit or remaining is None or reset is None:
+        return None
+    if reset > SHORT_BUCKET_SECONDS or remaining > limit / 60 * SHORT_BUCKET_SECONDS:
+        return None
+    capacity = remaining + reset * limit / 60
+    return remaining / capacity if capacity > 0 else None

@@ -40,6 +40,15 @@ unused, and 429s pace it otherwise. The reconstruction assumes the sim server's 
 (``remaining`` = the limit less the last minute's count); a server whose ``remaining`` refills
 like a bucket makes the estimate rougher, and the 429-driven AIMD above still holds.
 
+A provider's own limiter is often a bucket of a second or two (``remaining`` is its level,
+``reset`` under a few seconds: see ``limiter.short_bucket_fill``). Its headers say nothing of
+the minute, so the reconstruction above is skipped, and the level itself is the signal
+(:meth:`KeyShare.low_bucket`): jobs started together read their shares off the first header (what
+left the full bucket is everyone's first calls); every job gives way while the level is low, by
+more the larger its part of the limit and the emptier the bucket, and grows back in proportion
+to its part. On the sim-server's ``--bucket-seconds 1`` model this took 2 jobs from 5.2% 429s
+to about 1.3%, and 4 jobs from 16.9% to about 3%, at 93-99% of the limit.
+
 Example::
 
     share = KeyShare()
@@ -123,7 +132,9 @@ class KeyShare:
         self.w_max = 1.0
         self._sent: deque[float] = deque()
         self._refused: deque[float] = deque()
-        self._last_decrease = self._last_solo = float("-inf")
+        self._last_decrease = self._last_solo = self._last_low = self._low_at = float("-inf")
+        #: the server's limiter is a short bucket (its remaining headers give its level)
+        self._short = False
         self._grown_at: float | None = None
         # others' use of the key, from remaining-requests headers
         #: others' calls in the window at our first header that are older than this job
@@ -197,8 +208,8 @@ class KeyShare:
         second; the ceiling itself (lowered by lone refusals) by ``CREEP`` of that."""
         if self.factor >= 1.0:
             return False
-        if self._grown_at is None:
-            self._grown_at = now
+        if self._grown_at is None or now - self._low_at < self.LOW_HOLD:
+            self._grown_at = now  # a short bucket ran low a moment ago: hold
         elapsed = max(0.0, now - self._grown_at)
         self.ceiling = min(1.0, self.ceiling + self.increase * self.CREEP * elapsed)
         # the longer since the last refusal, the faster (as TCP CUBIC): a job left alone by
@@ -215,7 +226,13 @@ class KeyShare:
             # key right, gives way (reading "full" off the flawed count, the newcomer drifted
             # down to its floor and stayed there: 1 call a second to the other's 18)
             spare = None
-        if spare is not None:
+        if self._short:
+            # a short bucket (see low_bucket): a job with half the limit or more grows at the
+            # full pace, a smaller one in proportion, so that however many share the key they
+            # probe together at most twice as fast as one (4 jobs each at the full pace drew
+            # 6.5% 429s)
+            rate *= max(min(1.0, self.SHORT_GROW * self._part_of_limit(now)), self.WEIGHT_MIN)
+        elif spare is not None:
             rate = self._by_headers(spare, elapsed)
         elif self.w_max * self.PLATEAU <= self.factor <= self.w_max:
             rate *= self.GENTLE  # near where the last refusal came: gently
@@ -247,6 +264,53 @@ class KeyShare:
 
     def _give_way(self, drift: float, elapsed: float) -> None:
         self.factor = max(self.floor, self.factor * (1.0 - drift * elapsed))
+
+    #: a short server bucket (a few seconds' worth) below this fill is congested: give way by
+    #: ``LOW_STEP`` at most once per ``LOW_EVERY`` seconds, and do not grow for ``LOW_HOLD``
+    LOW_FILL, LOW_STEP, LOW_EVERY, LOW_HOLD = 0.4, 0.97, 0.5, 1.0
+    #: ... plus up to this much more as the bucket nears empty (times our part of the limit)
+    EMPTY_STEP = 0.3
+    #: jobs that start together on a short bucket start at this much of their share
+    SHORT_START = 0.6
+    #: on a short bucket a job grows at the full pace from ``1 / SHORT_GROW`` of the limit up
+    SHORT_GROW = 2.0
+
+    def low_bucket(self, fill: float, now: float, *, limit: int, remaining: int) -> bool:
+        """A short server bucket is ``fill`` full (see ``limiter.short_bucket_fill``). Its level
+        is the one early signal such a server gives (its ``remaining`` says nothing of the
+        minute, so :meth:`observe`'s reconstruction cannot tell others' share): every job on the
+        key reads the same level, and each gives way a little while it is low, as TCP does on an
+        ECN mark, so together they keep below the limit instead of finding it by 429s. True
+        when the factor fell."""
+        first, self._short, self._limit = not self._short, True, limit
+        if first and not self._calibrated and fill > 0:
+            # the first header: what left the bucket since it was full is everyone's first
+            # calls (jobs started together each probe once); our part of them is our share
+            used = remaining / fill - remaining
+            own = self.sent_calls - self.refusals
+            if used > own > 0:  # a little under it: every job starts with the bucket drained
+                self._calibrate(self.SHORT_START * own / used, now)
+                return True
+        if fill >= self.LOW_FILL:
+            return False
+        self._low_at = now
+        if now - self._last_low < self.LOW_EVERY:
+            return False
+        self._last_low = now
+        # the larger our part of the key's use, the larger the step (as DRIFT): shares converge
+        ours = self._part_of_limit(now)
+        # and the emptier the bucket, the larger: an empty one is an overload (jobs starting
+        # together each at the whole limit), a low one the jitter of a full key
+        depth = 2 * (1.0 - self.LOW_STEP) + self.EMPTY_STEP * (1.0 - fill / self.LOW_FILL)
+        self.factor = max(self.floor, self.factor * (1.0 - depth * ours))
+        self.lowest = min(self.lowest, self.factor)
+        return True
+
+    def _part_of_limit(self, now: float) -> float:
+        """Our sends the server took in the last ``SPARE_SPAN`` s, as a share of the limit."""
+        span = self.SPARE_SPAN
+        own = self._count(self._sent, now - span) - self._count(self._refused, now - span)
+        return min(1.0, own / (self._limit / WINDOW * span)) if self._limit > 0 else 0.5
 
     # -- what the headers say about everyone else --------------------------------------------------
 

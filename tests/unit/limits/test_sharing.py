@@ -19,6 +19,8 @@ from chainfleet.clock import VirtualClock
 from chainfleet.limits.headers import RateLimitInfo
 from chainfleet.limits.limiter import ModelLimiter, TooLarge
 from chainfleet.limits.sharing import KeyShare
+from chainfleet.sim.bucket import TokenBucket
+from chainfleet.sim.shortbucket import SecondBucket
 from chainfleet.sim.window import WindowLimit
 
 LIMIT = 1200
@@ -49,7 +51,7 @@ class Job:
 
 async def run_jobs(
     clock: VirtualClock,
-    server: WindowLimit,
+    server: TokenBucket,
     jobs: list[Job],
     *,
     workers: int = 50,
@@ -79,7 +81,9 @@ async def run_jobs(
         server.take(1)
         job.sends.append(clock.now())
         await clock.sleep(latency + (jitter.uniform(0.0, 0.2) if jitter else 0.0))
-        info = RateLimitInfo(limit_requests=LIMIT, remaining_requests=server.remaining)
+        info = RateLimitInfo(
+            limit_requests=LIMIT, remaining_requests=server.remaining, reset_requests=server.time_to_full()
+        )
         job.limiter.observe(info if headers else RateLimitInfo())
         job.limiter.settle(reservation, None)
         job.ok += 1
@@ -389,3 +393,27 @@ def test_a_block_of_requests_a_ray_worker_leased_counts_as_our_own_calls() -> No
     # else's and the first header set our share to 1/8; four Ray workers ran at half the limit)
     assert limiter.share.factor == 1.0
     assert not limiter.share.shared and limiter.share.others_pct == 0.0
+
+
+@pytest.mark.parametrize("count", [2, 4])
+def test_jobs_sharing_a_key_on_a_bucket_of_a_second_hold_it_with_few_429s(count: int) -> None:
+    """Issue 23's third server model: a token bucket of one second's worth whose remaining
+    headers give its level (they say nothing of the minute, so the window reconstruction
+    cannot see the others). Each job reads the shared level and gives way while it is low:
+    2 jobs drew 5.2% 429s and 4 jobs 16.9% on such a server before."""
+    clock = VirtualClock()
+    server = SecondBucket(LIMIT, seconds=1.0, clock=clock.now)
+    jobs = make_jobs(clock, count, told=False, calls=300)
+    on_clock(clock, lambda: run_jobs(clock, server, jobs, jitter=random.Random(7)))
+    calls = sum(j.ok + j.refused for j in jobs)
+    refused = sum(j.refused for j in jobs)
+    assert all(j.ok == j.calls for j in jobs)
+    # (issue 23's targets are 2% and 3%, measured by benchmarks/rate_limits.py --limiter second;
+    # on this clock and jitter 4 jobs draw 3.1%, before the short-bucket control 18.5%)
+    assert refused / calls <= (0.02 if count == 2 else 0.035), (refused, calls)
+    end = max(j.finished for j in jobs)
+    sends = [t for j in jobs for t in j.sends]
+    steady = sum(1 for t in sends if 0.1 * end <= t < 0.9 * end) / (0.8 * end)
+    assert steady >= 0.9 * LIMIT / 60
+    rates = [j.calls / j.finished for j in jobs]
+    assert max(rates) / min(rates) <= 2.0
