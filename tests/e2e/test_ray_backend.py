@@ -61,7 +61,7 @@ def ray_node() -> Iterator[str]:
     connection = connect(None, num_cpus=2)
     address = str(connection.ray.get_runtime_context().gcs_address)
     yield address
-    connection.ray.shutdown()
+    connection.close()  # as the driver closes it: Ray shut down, its reaper ended
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from chainfleet.backends.ray_reaper import start_reaper
 from chainfleet.errors import ConfigError
 
 __all__ = ["LOOPBACK_ENV", "RayConnection", "connect", "import_ray"]
@@ -67,6 +68,8 @@ class RayConnection:
     ray: Any
     owned: bool
     address: str | None
+    #: with a node started here: the watcher that ends it if this process is killed
+    reaper: Any = None
 
     def cpus(self) -> float:
         return float(self.ray.cluster_resources().get("CPU", 1.0))
@@ -74,6 +77,9 @@ class RayConnection:
     def close(self) -> None:
         if self.owned:
             self.ray.shutdown()
+        if self.reaper is not None:  # end of its pipe: it reaps what is left, then exits
+            self.reaper.stdin.close()
+            self.reaper.wait(timeout=10)
 
 
 def connect(address: str | None, *, num_cpus: int | None = None) -> RayConnection:
@@ -101,7 +107,9 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> RayConnectio
                 ray.init(address=given, **options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ConfigError(f"cannot reach the Ray cluster: {exc}", where=f"--address {given}") from exc
-    return RayConnection(ray=ray, owned=True, address=given)
+    # a node started here goes with this process, a kill -9 included (see ray_reaper)
+    reaper = start_reaper() if given is None else None
+    return RayConnection(ray=ray, owned=True, address=given, reaper=reaper)
 
 
 @contextlib.contextmanager
