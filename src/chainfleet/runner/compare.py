@@ -32,7 +32,7 @@ import inspect
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -50,6 +50,7 @@ from chainfleet.store.runstore import ItemRecord
 
 if TYPE_CHECKING:
     from chainfleet.runner.core import Runner
+    from chainfleet.store.runstore import RunStore
 
 __all__ = ["CompareReport", "Display", "run_compare"]
 
@@ -291,28 +292,29 @@ def compare_reports(sequential: RunReport, parallel: RunReport) -> CompareReport
 
 def _compare_gates(report: CompareReport) -> None:
     """Count the gated (item, stage) pairs whose outcome, revisions or tries differ."""
-    seq, par = report.sequential, report.parallel
-    if seq.store is None or par.store is None:
-        return
-    a, b = gate_outcomes(seq.store, seq.run_id), gate_outcomes(par.store, par.run_id)
-    if not a and not b:
-        return
-    keys = a.keys() | b.keys()
-    report.gated = len(keys)
-    report.gates_differing = sum(a.get(key) != b.get(key) for key in keys)
+    if (counts := _differing(report, gate_outcomes)) is not None:
+        report.gated, report.gates_differing = counts
 
 
 def _compare_trajectories(report: CompareReport) -> None:
     """Count the items whose agent steps differ between the runs (timings aside)."""
+    if (counts := _differing(report, agent_steps)) is not None:
+        report.trajectories, report.trajectories_differing = counts
+
+
+def _differing(
+    report: CompareReport, read: Callable[[RunStore, str], Mapping[Any, Any]]
+) -> tuple[int, int] | None:
+    """How many keys ``read`` finds in either run's store and how many of them differ; None when
+    a run has no store or neither run has any."""
     seq, par = report.sequential, report.parallel
     if seq.store is None or par.store is None:
-        return
-    a, b = agent_steps(seq.store, seq.run_id), agent_steps(par.store, par.run_id)
+        return None
+    a, b = read(seq.store, seq.run_id), read(par.store, par.run_id)
     if not a and not b:
-        return
+        return None
     keys = a.keys() | b.keys()
-    report.trajectories = len(keys)
-    report.trajectories_differing = sum(a.get(key) != b.get(key) for key in keys)
+    return len(keys), sum(a.get(key) != b.get(key) for key in keys)
 
 
 def _count_review(report: CompareReport, seq: ItemRecord | None, par: ItemRecord | None) -> None:
