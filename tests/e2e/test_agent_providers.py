@@ -19,6 +19,7 @@ from chainfleet import Pipeline, arun
 from chainfleet.sim.server import SimServerThread
 from chainfleet.sim.settings import SimServerSettings
 from conftest import read_report, read_results
+from sim_cli import point_sdks_at
 from unit.chain import agent_tools
 
 KEY = "sk-test-agents-0123456789-SECRET"
@@ -36,14 +37,7 @@ def server() -> Iterator[SimServerThread]:
 
 @pytest.fixture
 def sim(server: SimServerThread, monkeypatch: pytest.MonkeyPatch) -> SimServerThread:
-    server.configure(**SimServerSettings(api_keys=(KEY,)).model_dump())
-    server.reset()
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("OPENAI_BASE_URL", f"{server.url}/v1")
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    point_sdks_at(server, monkeypatch, KEY)
     agent_tools.CALLS.clear()
     return server
 
@@ -95,9 +89,7 @@ def test_an_agent_runs_its_tools_through_each_sdk(sim: SimServerThread, model: s
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_a_contract_holds_on_an_agents_final_answer(
-    sim: SimServerThread, model: str, tmp_path: Path
-) -> None:
+def test_a_contract_holds_on_an_agents_final_answer(sim: SimServerThread, model: str, tmp_path: Path) -> None:
     schema = {
         "type": "object",
         "properties": {"facts": {"type": "array", "items": {"type": "string"}}},

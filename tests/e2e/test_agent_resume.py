@@ -11,7 +11,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 
 from chainfleet.sim.server import SimServerThread
 from chainfleet.sim.settings import SimServerSettings
+from waiting import wait_until
 
 #: the chainfleet command on this worktree's sources (PYTHONPATH is passed to the child)
 CLI = [sys.executable, "-c", "from chainfleet.cli import main; main()"]
@@ -92,10 +92,11 @@ def test_a_killed_agent_resumes_at_its_turn_and_makes_no_finished_call_again(
         [*command, "-i", str(tmp_path / "topics.txt"), "-c", "3", "--out", str(out), "-q"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while len(_rows(db, "SELECT 1 FROM agent_turns WHERE role = 'tool'")) < 6:
-        assert time.monotonic() < deadline and proc.poll() is None, "the run did not get that far"
-        time.sleep(0.02)
+    wait_until(
+        lambda: len(_rows(db, "SELECT 1 FROM agent_turns WHERE role = 'tool'")) >= 6,
+        "the run did not get that far",
+        alive=proc,
+    )
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     finished_before = _stored_tool_keys(db)

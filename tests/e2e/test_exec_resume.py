@@ -18,6 +18,7 @@ import pytest
 
 from chainfleet.sim.server import SimServerSettings, SimServerThread
 from exec_cli import KEY, chainfleet, start
+from waiting import wait_until
 
 ITEMS = 8
 CALLS = 3  # per item
@@ -64,18 +65,12 @@ def run_args(tmp_path: Path) -> list[str]:
 
 
 def wait_for(sim: SimServerThread, ok: int) -> None:
-    deadline = time.monotonic() + 60
-    while sim.stats()["ok"] < ok:
-        assert time.monotonic() < deadline, "the run did not get that far"
-        time.sleep(0.02)
+    wait_until(lambda: sim.stats()["ok"] >= ok, "the run did not get that far")
 
 
 def settle(sim: SimServerThread) -> int:
     """The sim-server's successful answers once nothing is in flight any more."""
-    deadline = time.monotonic() + 30
-    while sim.stats()["in_flight"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(lambda: not sim.stats()["in_flight"], "calls stayed in flight", timeout=30)
     return int(sim.stats()["ok"])
 
 
@@ -171,10 +166,7 @@ def test_a_second_ctrl_c_ends_the_commands_in_flight(sim: SimServerThread, tmp_p
     proc = start(
         sim, "exec", "-i", str(topics), "-c", "2", "-o", str(out), "--", str(chain), "{input}", cwd=tmp_path
     )
-    deadline = time.monotonic() + 60
-    while len(list(tmp_path.glob("pid-*"))) < 2:
-        assert time.monotonic() < deadline, "the commands did not start"
-        time.sleep(0.05)
+    wait_until(lambda: len(list(tmp_path.glob("pid-*"))) >= 2, "the commands did not start", poll=0.05)
 
     proc.send_signal(signal.SIGINT)
     time.sleep(0.5)  # the first one is taken before the second comes (no assertion on time)

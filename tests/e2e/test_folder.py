@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from chainfleet.sim.server import SimServerThread
 from chainfleet.sim.settings import SimServerSettings
 from chainfleet.store.folder import LOCK_NAME, held, owner
+from waiting import wait_until
 
 KEY = "sk-folder-test-0123456789"
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")
@@ -65,13 +65,6 @@ def command(sim: SimServerThread, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [CHAINFLEET, *args, *quiet], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-
-
-def wait_until(condition: object, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
 
 
 def second_attempts(sim: SimServerThread, files: tuple[str, str], out: Path) -> list[tuple[int, str]]:

@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from chainfleet.pipeline.gates import JudgeCheck
 from chainfleet.sim.call import completion_key
 from chainfleet.sim.server import SimServerThread
 from chainfleet.sim.settings import SimServerSettings
+from waiting import wait_until
 
 KEY = "sk-gates-resume-0123456789"
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")
@@ -131,10 +131,12 @@ def test_kill_9_inside_revision_loops_then_resume_calls_no_finished_revision_aga
     sim.reset()
     out = tmp_path / "killed"
     proc = chainfleet(sim, *run, "--out", str(out), wait=False)
-    deadline = time.monotonic() + 60
-    while len(finished_revisions(out / "run.db")) < 4:
-        assert time.monotonic() < deadline and proc.poll() is None, "the run never got into its revisions"
-        time.sleep(0.005)
+    wait_until(
+        lambda: len(finished_revisions(out / "run.db")) >= 4,
+        "the run never got into its revisions",
+        poll=0.005,
+        alive=proc,
+    )
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=10)
     stored = revision_requests(out / "run.db", Pipeline.from_yaml(pipeline))

@@ -12,13 +12,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from chainfleet.sim.server import SimServerThread
 from chainfleet.sim.settings import SimServerSettings
+from waiting import wait_until
 
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")
 
@@ -89,13 +90,6 @@ def files(tmp_path: Path) -> list[str]:
 
 def sim_env(sim: SimServerThread) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", ""), "OPENAI_BASE_URL": f"{sim.url}/v1", "OPENAI_API_KEY": KEY}
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
 
 
 def importing_chainfleet(pid: int) -> bool:

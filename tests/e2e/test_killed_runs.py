@@ -8,8 +8,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from waiting import wait_until
 
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")
 PIPELINE = """\
@@ -43,10 +44,7 @@ def test_a_killed_run_is_listed_and_reported_as_interrupted_resumable(tmp_path: 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 60
-    while _done_items(out / "run.db") < 3:
-        assert time.monotonic() < deadline, "the run did not get that far"
-        time.sleep(0.05)
+    wait_until(lambda: _done_items(out / "run.db") >= 3, "the run did not get that far", poll=0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
 

@@ -14,7 +14,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import pytest
 from chainfleet.sim.call import completion_key
 from chainfleet.sim.server import SimServerThread
 from chainfleet.sim.settings import SimServerSettings
+from waiting import wait_until
 
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")
 KEY = "sk-sim-own-chain-cli-0123456789"
@@ -91,11 +91,12 @@ def test_killed_with_sigkill_then_resumed_no_journaled_call_is_made_twice(sim: A
         proc = subprocess.Popen(
             [*args, "-c", "2", "--out", str(out), "-q"], env=env(sim), stdout=subprocess.DEVNULL, stderr=err
         )
-        deadline = time.monotonic() + 120
-        while len(journaled(out / "run.db")) < 8:
-            assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
-            assert time.monotonic() < deadline, "the run did not get that far"
-            time.sleep(0.02)
+        wait_until(
+            lambda: len(journaled(out / "run.db")) >= 8 or proc.poll() is not None,
+            "the run did not get that far",
+            120,
+        )
+        assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
     before = journaled(out / "run.db")

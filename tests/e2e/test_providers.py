@@ -39,6 +39,7 @@ from chainfleet.providers.openai import OpenAIProvider
 from chainfleet.sim.server import SimServerThread
 from chainfleet.sim.settings import SimServerSettings
 from chainfleet.sim.text import count_tokens
+from sim_cli import point_sdks_at
 
 KEY = "sk-test-0123456789abcdef-SECRET"
 GPT = "gpt-sim"
@@ -56,14 +57,7 @@ def server() -> Iterator[SimServerThread]:
 @pytest.fixture
 def sim(server: SimServerThread, monkeypatch: pytest.MonkeyPatch) -> SimServerThread:
     """The shared server, reset to a clean state, with the SDKs' env pointing at it."""
-    server.configure(**SimServerSettings(api_keys=(KEY,)).model_dump())
-    server.reset()
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("OPENAI_BASE_URL", f"{server.url}/v1")
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    point_sdks_at(server, monkeypatch, KEY)
     return server
 
 

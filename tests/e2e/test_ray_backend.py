@@ -28,6 +28,7 @@ from chainfleet.runner.core import Runner
 from chainfleet.sim.server import SimServerThread
 from chainfleet.sim.settings import SimServerSettings
 from conftest import TOPICS, pipeline_data, read_report, read_results
+from waiting import wait_until
 
 if importlib.util.find_spec("ray") is None:
     if os.environ.get("CI"):
@@ -257,10 +258,7 @@ def _start(sim: SimServerThread, *args: str) -> subprocess.Popen[str]:
 
 def _wait_for(sim: SimServerThread, ok: int, timeout: float = 90) -> float:
     """Wait until the server has answered ``ok`` calls; the monotonic time it got there."""
-    deadline = time.monotonic() + timeout
-    while sim.stats()["ok"] < ok:
-        assert time.monotonic() < deadline, f"the run did not get to {ok} calls: {sim.stats()['ok']}"
-        time.sleep(0.005)
+    wait_until(lambda: sim.stats()["ok"] >= ok, f"the run did not get to {ok} calls", timeout, poll=0.005)
     return time.monotonic()
 
 

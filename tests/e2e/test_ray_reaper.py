@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from waiting import wait_until
+
 pytestmark = pytest.mark.e2e
 # CI installs the ray extra: there a missing Ray fails (looked for, not imported: see test_ray_quiet)
 if not os.environ.get("CI") and importlib.util.find_spec("ray") is None:
@@ -49,16 +51,16 @@ def test_a_killed_driver_leaves_no_ray_agent_behind() -> None:
     driver = subprocess.Popen([sys.executable, "-c", DRIVER], env=env, stdout=subprocess.PIPE, text=True)
     assert driver.stdout is not None
     pid = int(driver.stdout.readline())
-    deadline = time.monotonic() + 120
-    while not (agents := {p: n for p, n in ray_agents().items() if p not in before}):
-        assert time.monotonic() < deadline, "the Ray node's agents did not start"
-        time.sleep(0.2)
+    agents = wait_until(
+        lambda: {p: n for p, n in ray_agents().items() if p not in before},
+        "the Ray node's agents did not start",
+        120,
+        0.2,
+    )
     time.sleep(1.5)  # the watcher notes the node's processes once a second
     os.kill(pid, signal.SIGKILL)
     driver.wait(timeout=30)
     driver.stdout.close()
-    deadline = time.monotonic() + 10  # Ray alone left them for 15-90 s
-    while set(agents) & set(ray_agents()):
-        assert time.monotonic() < deadline, f"still running: {sorted(set(agents) & set(ray_agents()))}"
-        time.sleep(0.2)
+    # Ray alone left them for 15-90 s
+    wait_until(lambda: not set(agents) & set(ray_agents()), f"still running after 10 s: {agents}", 10, 0.2)
     assert sorted(agents.values()) == ["ray::DashboardAgent", "ray::RuntimeEnvAgent"]

@@ -24,6 +24,7 @@ from chainfleet.providers.openai import OpenAIProvider
 from chainfleet.sim.server import SimServerThread
 from chainfleet.sim.settings import SimServerSettings
 from conftest import read_report, read_results
+from sim_cli import point_sdks_at
 
 KEY = "sk-test-structured-0123456789-SECRET"
 GPT, CLAUDE = "gpt-sim", "claude-sim-test"
@@ -58,14 +59,7 @@ def server() -> Iterator[SimServerThread]:
 
 @pytest.fixture
 def sim(server: SimServerThread, monkeypatch: pytest.MonkeyPatch) -> SimServerThread:
-    server.configure(**SimServerSettings(api_keys=(KEY,)).model_dump())
-    server.reset()
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("OPENAI_BASE_URL", f"{server.url}/v1")
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    point_sdks_at(server, monkeypatch, KEY)
     monkeypatch.setenv("LOCAL_KEY", KEY)
     return server
 
