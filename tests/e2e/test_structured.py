@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -257,8 +258,16 @@ def test_a_resumed_anthropic_batch_reads_its_tool_replies(sim: SimServerThread, 
     topics = ["tea", "coffee", "cocoa"]
 
     async def stopped() -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(arun(Pipeline.from_dict(data), topics, out=tmp_path, batch=True), 0.8)
+        """Stop the run once its batch is submitted and its id stored (not after a fixed time:
+        on a loaded machine 0.8 s was sometimes before the batch existed)."""
+        run = asyncio.ensure_future(arun(Pipeline.from_dict(data), topics, out=tmp_path, batch=True))
+        deadline = asyncio.get_running_loop().time() + 60
+        while not _submitted_batches(tmp_path / "run.db"):
+            assert not run.done() and asyncio.get_running_loop().time() < deadline, "no batch was submitted"
+            await asyncio.sleep(0.02)
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
 
     asyncio.run(stopped())
     assert sim._call(sim.server.batch.stats)["jobs_created"] == 1  # in flight when it stopped
@@ -271,3 +280,15 @@ def test_a_resumed_anthropic_batch_reads_its_tool_replies(sim: SimServerThread, 
     records = read_results(tmp_path)
     assert all(CONTRACT.problem(r["outputs"]["research"]) is None for r in records)
     assert sum(r["gates"]["research"]["repairs"] for r in records) == 0
+
+
+def _submitted_batches(db: Path) -> int:
+    """Batch chunks the run has stored with the provider's batch id (0 before the store exists)."""
+    if not db.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        try:
+            row = conn.execute("SELECT count(*) FROM batch_chunks WHERE batch_id IS NOT NULL").fetchone()
+            return int(row[0])
+        except sqlite3.OperationalError:  # the tables are not made yet
+            return 0
