@@ -264,7 +264,10 @@ class AgentLoop:
         turn = convo.turn + 1
         parts = (*prepared.key_parts, ("turn", turn, convo.seq))
         spec = prepared.spec.removesuffix("@batch")
-        called = await self.calls.attempts(chain, stage.name, self.calls.prepare(spec, request, parts), stats)
+        batch = self.ctx.batch_calls(stage, chain.item.id)  # mode: batch: this turn goes in the next round
+        called = await self.calls.attempts(
+            chain, stage.name, self.calls.prepare(spec, request, parts, batch), stats
+        )
         calls = [call.to_dict() for call in called.tool_calls]
         message: dict[str, Any] = {"role": "assistant", "content": called.text}
         if calls:
