@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -29,6 +30,7 @@ from chainfleet.errors import CallError, PermanentError
 from chainfleet.inputs import Item
 from chainfleet.limits.retry import RetryPolicy
 from chainfleet.pipeline import Pipeline
+from chainfleet.store.agent_turns import TurnRow
 from chainfleet.store.review_queue import Entry
 from chainfleet.store.runstore import CallRow, RevisionRow, RunStore, StageHit
 from chainfleet.store.stats import COUNTERS, RunStats
@@ -68,6 +70,9 @@ class WorkerSpec:
     providers: dict[str, Provider] = field(default_factory=dict)
     #: whether chains consult the driver's review queue (its hook's ``enabled``)
     review: bool = False
+    #: the driver's ``sys.path`` folders: where an agent's tool modules are imported from (the
+    #: same paths on a local node; on a cluster, the code must be where the driver had it)
+    code_path: list[str] = field(default_factory=list)
 
 
 class _Outbox:
@@ -185,6 +190,23 @@ class RemoteReads:
         hit: StageHit | None = await self.outbox.ask(StoreCall("cache_get", (key,), target="cache"))
         return hit
 
+    async def turns(self, item_id: str, stage: str, key: str, run_id: str | None) -> list[TurnRow]:
+        rows: list[TurnRow] = await self.outbox.ask(
+            StoreCall("load", (item_id, stage, key, run_id), target="turns")
+        )
+        return rows
+
+
+class RemoteTurns:
+    """An agent's steps on a worker: each one an event for the driver's ``agent_turns`` table
+    (the agent awaits ``store.durable()`` before acting on it, as locally)."""
+
+    def __init__(self, outbox: _Outbox) -> None:
+        self.outbox = outbox
+
+    def save(self, run_id: str, row: TurnRow) -> None:
+        self.outbox.add(StoreCall("save", (run_id, row), target="turns"))
+
 
 class LeasedLimits(Limiters):
     """A worker's limiters: each metered model's lease on the cluster's limiter actor (a model
@@ -233,6 +255,7 @@ class ChainWorker:
 
     def __init__(self, spec: WorkerSpec, poll: float = 0.2) -> None:
         os.environ.update(spec.env.values)
+        sys.path.extend(path for path in spec.code_path if path not in sys.path)
         self.poll = poll
         self.outbox = _Outbox()
         store = cast(RunStore, RemoteStore(self.outbox, persistent=spec.persistent))
@@ -252,6 +275,7 @@ class ChainWorker:
         )
         ctx.retry, ctx.reuse = spec.retry, spec.reuse
         ctx.reads = RemoteReads(self.outbox)
+        ctx.turn_writer = RemoteTurns(self.outbox)  # an agent's turns, journaled through the driver
         leased = spec.limiters.items()
         self.limiters = {model: LeasedLimiter(actor, clock=ctx.clock) for model, actor in leased}
         ctx.limits = LeasedLimits(ctx, self.limiters)

@@ -167,7 +167,7 @@ class AgentLoop:
     def __init__(self, ctx: RunContext, calls: Calls) -> None:
         self.ctx = ctx
         self.calls = calls
-        self.turns = AgentTurns(ctx.store)
+        self.turns = ctx.turn_writer or AgentTurns(ctx.store)
         #: each tool's own ``concurrency`` cap, shared by every item of the run
         self._slots: dict[str, asyncio.Semaphore] = {}
         #: and its ``rpm`` (the model limiter's buckets, told a rate)
@@ -193,7 +193,7 @@ class AgentLoop:
         assert prepared.request is not None, "an agent stage is a model call"
         convo = Conversation(messages=[dict(m) for m in prepared.request.conversation()])
         scope = None if self.ctx.reuse else self.ctx.run_id
-        for row in self.turns.load(chain.item.id, stage.name, prepared.key, scope):
+        for row in await self.ctx.reads.turns(chain.item.id, stage.name, prepared.key, scope):
             convo.replay(row)
             self.turns.save(self.ctx.run_id, dataclasses.replace(row, index=chain.item.index))
         while True:

@@ -1,0 +1,166 @@
+"""Agent stages on the Ray backend, on a local Ray node (2 CPUs, no dashboard, 127.0.0.1 only):
+Python tools resolved and run in the workers, every turn journaled through the driver, and the
+trajectories (every tool call, its arguments and result) and outputs of a local run at -c 1.
+MCP servers on Ray are refused (exit 2) for now.
+
+Where Ray is not installed these tests skip, except under CI (``CI`` set), where they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chainfleet.errors import ConfigError
+from chainfleet.pipeline import Pipeline
+from chainfleet.runner.api import arun
+from conftest import read_report, read_results
+
+if importlib.util.find_spec("ray") is None:
+    if os.environ.get("CI"):
+        pytest.fail("CI: Ray is not installed (pip install -e '.[ray]')", pytrace=False)
+    pytest.skip("Ray is not installed (pip install 'chainfleet[ray]')", allow_module_level=True)
+
+pytestmark = pytest.mark.e2e
+
+TOOLS = "unit.chain.agent_tools"
+
+
+@pytest.fixture(scope="module")
+def ray_node() -> Iterator[str]:
+    """One Ray node for the module, started the way chainfleet starts one; its GCS address."""
+    from chainfleet.backends.ray_cluster import connect
+
+    connection = connect(None, num_cpus=2)
+    address = str(connection.ray.get_runtime_context().gcs_address)
+    yield address
+    connection.close()
+
+
+def agent_pipeline(**stage: Any) -> Pipeline:
+    return Pipeline.from_dict(
+        {
+            "model": "sim",
+            "sim": {"latency": 0.01},
+            "input": "topic",
+            "stages": [
+                {
+                    "name": "research",
+                    "prompt": "Research {{ topic }}.",
+                    "tools": [
+                        {"function": f"{TOOLS}:search"},
+                        {"function": f"{TOOLS}:lookup"},
+                        {"function": f"{TOOLS}:broken"},
+                    ],
+                    **stage,
+                },
+                {
+                    "name": "write",
+                    "prompt": "Write on {{ topic }} from {{ research }}",
+                    "gate": [{"min_words": 5}],
+                },
+            ],
+        }
+    )
+
+
+def trajectory(out: Path) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(out / "run.db") as db:
+        return db.execute(
+            "SELECT item_id, stage, seq, turn, role, message, tool, is_error, input_tokens, output_tokens "
+            "FROM agent_turns ORDER BY item_id, stage, seq"
+        ).fetchall()
+
+
+def outcomes(out: Path) -> list[tuple[Any, ...]]:
+    """Each item's status, outputs, gates and trajectory in results.jsonl (a tool's seconds aside:
+    timing differs between any two runs)."""
+    rows = sorted(read_results(out), key=lambda r: r["id"])
+    steps = [
+        {stage: [{k: v for k, v in step.items() if k != "seconds"} for step in trail]
+         for stage, trail in (r.get("trajectory") or {}).items()}
+        for r in rows
+    ]  # fmt: skip
+    return [(r["id"], r["status"], r["outputs"], r.get("gates"), s) for r, s in zip(rows, steps, strict=True)]
+
+
+def test_agents_on_ray_give_the_trajectories_and_outputs_of_a_local_run_at_c1(
+    ray_node: str, tmp_path: Path
+) -> None:
+    pipeline = agent_pipeline()
+    topics = [f"topic {i} [[sim:tool_turns={i % 3 + 1}]]" for i in range(10)]
+    local = asyncio.run(arun(pipeline, topics, out=tmp_path / "local", concurrency=1))
+    remote = asyncio.run(
+        arun(
+            pipeline, topics, out=tmp_path / "ray", concurrency=4, backend="ray", workers=2, address=ray_node
+        )
+    )
+    assert local.items_succeeded == remote.items_succeeded == 10
+    steps = trajectory(tmp_path / "ray")
+    assert steps == trajectory(tmp_path / "local")
+    assert sum(1 for s in steps if s[4] == "tool") >= 10  # tools ran in the workers, results journaled
+    assert outcomes(tmp_path / "ray") == outcomes(tmp_path / "local")
+    ray_report, local_report = read_report(tmp_path / "ray"), read_report(tmp_path / "local")
+    assert ray_report["agents"]["stages"] == local_report["agents"]["stages"]  # turns per item
+
+    def counted(report: dict[str, Any]) -> dict[str, tuple[int, int]]:
+        return {name: (t["calls"], t["errors"]) for name, t in report["agents"]["tools"].items()}
+
+    tools = counted(ray_report)
+    assert tools == counted(local_report) and set(tools) == {"broken", "lookup", "search"}
+    assert tools["broken"][0] == tools["broken"][1] > 0 and tools["search"][1] == 0  # broken always fails
+
+
+def test_a_killed_ray_run_resumes_agents_at_their_turn(ray_node: str, tmp_path: Path) -> None:
+    """A Ray run stopped mid-loop (its budget) is resumed on Ray: the turns already journaled are
+    read back from the driver's store, and no finished tool call is made again."""
+    from unit.chain import agent_tools
+
+    pipeline = agent_pipeline(max_turns=2, then="fail")
+    topics = [f"topic {i} [[sim:tool_turns=3]]" for i in range(4)]
+    out = tmp_path / "ray"
+    first = asyncio.run(
+        arun(pipeline, topics, out=out, concurrency=4, backend="ray", workers=2, address=ray_node)
+    )
+    assert first.items_failed == 4  # each stopped at max_turns with its turns journaled
+    before = trajectory(out)
+    assert before and {s[3] for s in before} == {1, 2}
+    agent_tools.CALLS.clear()
+    more = agent_pipeline(max_turns=10)
+    again = asyncio.run(
+        arun(more, topics, out=out, concurrency=4, backend="ray", workers=2, address=ray_node, resume=True)
+    )
+    assert again.items_succeeded == 4
+    after = trajectory(out)
+    # the resumed agents went on from turn 2: the steps stored before are kept as they were
+    assert [s[:8] for s in after if s[3] <= 2 and (s[4] == "assistant" or s[3] < 2)] == [
+        s[:8] for s in before if s[4] == "assistant" or s[3] < 2
+    ]
+    assert max(s[3] for s in after) == 4
+
+
+def test_mcp_servers_on_ray_are_refused_with_a_clear_line(tmp_path: Path) -> None:
+    pipeline = Pipeline.from_dict(
+        {
+            "stages": [
+                {
+                    "name": "research",
+                    "prompt": "R {{ input }}",
+                    "tools": [{"mcp": {"command": ["python", "-m", "mcp_server_time"]}}],
+                }
+            ]
+        }
+    )
+    with pytest.raises(ConfigError) as caught:
+        asyncio.run(arun(pipeline, ["tea"], out=tmp_path / "out", backend="ray"))
+    assert "agent stages with MCP servers (tools: - mcp:) run on the local backend for now" in str(
+        caught.value
+    )
+    assert not (tmp_path / "out" / "run.db").exists()
