@@ -1,7 +1,8 @@
 """Agent stages on the Ray backend, on a local Ray node (2 CPUs, no dashboard, 127.0.0.1 only):
 Python tools resolved and run in the workers, every turn journaled through the driver, and the
 trajectories (every tool call, its arguments and result) and outputs of a local run at -c 1.
-MCP servers on Ray are refused (exit 2) for now.
+MCP servers are started once per Ray worker (and once by the driver, to list them at load) and
+closed with it.
 
 Where Ray is not installed these tests skip, except under CI (``CI`` set), where they fail.
 """
@@ -18,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from chainfleet.errors import ConfigError
 from chainfleet.pipeline import Pipeline
 from chainfleet.runner.api import arun
 from conftest import read_report, read_results
@@ -146,21 +146,57 @@ def test_a_killed_ray_run_resumes_agents_at_their_turn(ray_node: str, tmp_path: 
     assert max(s[3] for s in after) == 4
 
 
-def test_mcp_servers_on_ray_are_refused_with_a_clear_line(tmp_path: Path) -> None:
+SERVER = """\
+import atexit, os, sys
+from mcp.server.mcpserver import MCPServer
+
+log = os.environ["MCP_LOG"]
+with open(log, "a") as f:
+    f.write(f"start {os.getpid()}\\n")
+atexit.register(lambda: open(log, "a").write(f"stop {os.getpid()}\\n"))
+server = MCPServer("notes")
+
+
+@server.tool()
+def note(topic: str) -> str:
+    \"\"\"Look up the notes on a topic.\"\"\"
+    return "notes on " + topic[:40]
+
+
+server.run()
+"""
+
+
+def test_mcp_servers_start_once_per_ray_worker_and_stop_with_it(
+    ray_node: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "mcp.log"
+    monkeypatch.setenv("MCP_LOG", str(log))
+    (tmp_path / "notes_server.py").write_text(SERVER, encoding="utf-8")
+    server = {"command": ["python", str(tmp_path / "notes_server.py")], "env": {"MCP_LOG": str(log)}}
     pipeline = Pipeline.from_dict(
         {
-            "stages": [
-                {
-                    "name": "research",
-                    "prompt": "R {{ input }}",
-                    "tools": [{"mcp": {"command": ["python", "-m", "mcp_server_time"]}}],
-                }
-            ]
+            "model": "sim",
+            "sim": {"latency": 0.01, "tool_turns": 2},
+            "input": "topic",
+            "stages": [{"name": "research", "prompt": "Research {{ topic }}.", "tools": [{"mcp": server}]}],
         }
     )
-    with pytest.raises(ConfigError) as caught:
-        asyncio.run(arun(pipeline, ["tea"], out=tmp_path / "out", backend="ray"))
-    assert "agent stages with MCP servers (tools: - mcp:) run on the local backend for now" in str(
-        caught.value
+    topics = [f"topic {i}" for i in range(8)]
+    local = asyncio.run(arun(pipeline, topics, out=tmp_path / "local", concurrency=1))
+    assert local.items_succeeded == 8
+    log.unlink()
+    remote = asyncio.run(
+        arun(
+            pipeline, topics, out=tmp_path / "ray", concurrency=4, backend="ray", workers=2, address=ray_node
+        )
     )
-    assert not (tmp_path / "out" / "run.db").exists()
+    assert remote.items_succeeded == 8
+    steps = trajectory(tmp_path / "ray")
+    assert steps == trajectory(tmp_path / "local")
+    assert any(s[6] == "note" and not s[7] for s in steps)  # the server's tool answered in the workers
+    lines = log.read_text(encoding="utf-8").split("\n")
+    started = {line.split()[1] for line in lines if line.startswith("start ")}
+    stopped = {line.split()[1] for line in lines if line.startswith("stop ")}
+    # once for the driver's listing at load, once in each of the two workers; all closed after
+    assert len(started) == 3 and stopped == started

@@ -5,6 +5,9 @@ whose store is a thin client (:class:`RemoteStore`): a stage result, an attempt,
 becomes a numbered event for the driver; ``durable()`` waits until the driver says it has
 committed that event; a look-up (a result to reuse on resume, a cached response) is a question
 answered by the driver's store (:class:`RemoteReads`).
+An agent's turns and tool results are events too (``target="turns"``), and its stored turns
+questions; its Python tools are imported here (on the driver's ``sys.path``), and its MCP servers
+are started once per worker, before the first chain, and closed with it (:meth:`ChainWorker.close`).
 Limits go through :class:`~chainfleet.backends.ray_limits.LeasedLimiter` (the model's limiter
 actor). Everything reaches the driver through :meth:`ChainWorker.exchange`, which the driver calls
 in a loop: the worker never calls the driver.
@@ -282,6 +285,10 @@ class ChainWorker:
         self.executor = StageExecutor(ctx)
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self._started = False
+        #: this worker's MCP servers (see _mcp_started): their task, and the word to close them
+        self._mcp: asyncio.Future[None] | None = None
+        self._mcp_ready: asyncio.Future[None] | None = None
+        self._mcp_stop = asyncio.Event()
         self._sent = RunStats()
         self._sent_cost: float | None = 0.0
         self._sent_seconds: dict[str, int] = {}
@@ -291,6 +298,7 @@ class ChainWorker:
 
     async def submit(self, tasks: list[ChainTask]) -> None:
         """Start running ``tasks`` (each returns through :meth:`exchange` when finished)."""
+        await self._mcp_started()
         for task in tasks:
             chain = Chain(Item(id=task.id, index=task.index, line=task.line, fields=task.fields))
             chain.outputs = dict(task.outputs)
@@ -357,10 +365,41 @@ class ChainWorker:
         """How many leases this worker took from the limiter actors (for the benchmark)."""
         return sum(limiter.leases for limiter in self.limiters.values())
 
+    async def _mcp_started(self) -> None:
+        """This worker's MCP servers, started once before its first chain (the pipeline's
+        ``mcp:`` tools; the driver listed and checked them at load). They live in a task of
+        their own, which the SDK wants to close them in too (:meth:`close` tells it to)."""
+        if self._mcp is None:
+            if not any(t.mcp for s in self.ctx.pipeline.stages for t in s.tools or ()):
+                return
+            ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._mcp = asyncio.ensure_future(self._serve_mcp(ready))
+            self._mcp_ready = ready
+        assert self._mcp_ready is not None
+        await asyncio.shield(self._mcp_ready)
+
+    async def _serve_mcp(self, ready: asyncio.Future[None]) -> None:
+        from chainfleet.chain.mcp import start_servers
+
+        try:
+            servers = await start_servers(self.ctx.pipeline)
+        except BaseException as exc:
+            ready.set_exception(exc)
+            raise
+        try:
+            self.ctx.agent_tools = servers.by_stage
+            ready.set_result(None)
+            await self._mcp_stop.wait()
+        finally:
+            await servers.aclose()
+
     async def close(self) -> None:
         for task in list(self.tasks.values()):
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        if self._mcp is not None:  # the MCP servers go with the worker
+            self._mcp_stop.set()
+            await asyncio.gather(self._mcp, return_exceptions=True)
         await self.ctx.pool.aclose()
 
 
