@@ -9,7 +9,9 @@ The plan says what it assumes, per stage, in this order:
   without either the sim takes 1 to 3 tool turns by the prompt, 3 turns on average;
 - on a real model, 3 turns (two tool turns and the answer, the sim's average);
 
-each capped at the stage's ``max_turns``. In batch mode every turn is one round through the
+each capped at the stage's ``max_turns``. A turn is planned as a plain call (its latency and
+tokens); the time tools take between turns is not counted (tools are assumed quick beside a
+model turn, and free). In batch mode every turn is one round through the
 provider's batch queue (a turn needs the tool results of the one before), so an agent stage of
 3 turns takes 3 batch round trips where a plain stage takes one.
 """
