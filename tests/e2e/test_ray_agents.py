@@ -118,9 +118,10 @@ def test_agents_on_ray_give_the_trajectories_and_outputs_of_a_local_run_at_c1(
     assert tools["broken"][0] == tools["broken"][1] > 0 and tools["search"][1] == 0  # broken always fails
 
 
-def test_a_killed_ray_run_resumes_agents_at_their_turn(ray_node: str, tmp_path: Path) -> None:
-    """A Ray run stopped mid-loop (its budget) is resumed on Ray: the turns already journaled are
-    read back from the driver's store, and no finished tool call is made again."""
+def test_a_resumed_ray_run_continues_agents_at_their_stored_turn(ray_node: str, tmp_path: Path) -> None:
+    """A Ray run whose agents stopped mid-loop (at max_turns 2) is resumed on Ray with a larger
+    budget: the turns journaled through the driver are read back from its store and the agents
+    go on from turn 2 (a kill -9 of the worker is the local resume test's and Ray's own)."""
     from unit.chain import agent_tools
 
     pipeline = agent_pipeline(max_turns=2, then="fail")
