@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,8 @@ from chainfleet.backends.ray_wire import (
     READS,
     REVIEW_READS,
     REVIEW_WRITES,
+    TURN_READS,
+    TURN_WRITES,
     WRITES,
     ChainTask,
     Inbound,
@@ -38,15 +41,34 @@ from chainfleet.backends.ray_worker import ChainWorker, Secrets, WorkerSpec
 from chainfleet.chain.progress import Chain
 from chainfleet.errors import ConfigError, FatalError
 from chainfleet.limits.limiter import ModelLimiter
+from chainfleet.store.agent_turns import AgentTurns
 from chainfleet.store.runstore import CallRow, StageHit
 
 if TYPE_CHECKING:
     from chainfleet.chain.context import RunContext
 
-__all__ = ["RayBackend", "WorkerLost"]
+__all__ = ["RayBackend", "WorkerLost", "portable"]
+
+#: what a worker may write and read on each target but the run store and the cache (theirs:
+#: WRITES and READS)
+_WRITES = {"review": REVIEW_WRITES, "turns": TURN_WRITES}
+_READS = {"review": REVIEW_READS, "turns": TURN_READS}
 
 #: the environment a worker needs to reach the providers, when set here
 FORWARDED_ENV = ("OPENAI_BASE_URL", "OPENAI_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY")
+
+
+def portable(pipeline: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline as data a worker can rebuild: an agent's ``function:`` tools as
+    ``module:name`` (a worker imports them itself, on the driver's ``sys.path``), not as the
+    function objects, whose unpickling would need the user's module before the worker could
+    say where it lies."""
+    for stage in pipeline.get("stages") or ():
+        for tool in stage.get("tools") or ():
+            function = tool.get("function")
+            if function is not None and not isinstance(function, str):
+                tool["function"] = f"{function.__module__}:{function.__qualname__}"
+    return pipeline
 
 
 class WorkerLost(FatalError):
@@ -114,7 +136,8 @@ class RayBackend:
         self.workers = count
         self._make_limiters(ctx, count)
         self._spec = WorkerSpec(
-            pipeline=ctx.pipeline.model_dump(),
+            pipeline=portable(ctx.pipeline.model_dump()),
+            code_path=[path for path in sys.path if path],
             settings=ctx.settings,
             run_id=ctx.run_id,
             retry=ctx.retry,
@@ -284,12 +307,12 @@ class RayBackend:
             last = max(last, number)
             self._follow(link, call)
             target = self._target(ctx, call)
-            if target is not None and call.method in (REVIEW_WRITES if call.target == "review" else WRITES):
+            if target is not None and call.method in _WRITES.get(call.target, WRITES):
                 getattr(target, call.method)(*call.args, **call.kwargs)
         for number, call in inbound.lookups:
             last = max(last, number)
             target = self._target(ctx, call)
-            reads = REVIEW_READS if call.target == "review" else READS
+            reads = _READS.get(call.target, READS)
             found = getattr(target, call.method)(*call.args, **call.kwargs) if call.method in reads else None
             link.answers[number] = None if target is None else found
         self._add_stats(ctx, link, inbound)
@@ -318,6 +341,8 @@ class RayBackend:
         """The run store, the response cache, or the review queue (all in the driver)."""
         if call.target == "review":
             return ctx.review.queue
+        if call.target == "turns":
+            return AgentTurns(ctx.store)
         return ctx.cache if call.target == "cache" else ctx.store
 
     def _follow(self, link: _Link, call: StoreCall) -> None:

@@ -27,6 +27,8 @@ __all__ = [
     "READS",
     "REVIEW_READS",
     "REVIEW_WRITES",
+    "TURN_READS",
+    "TURN_WRITES",
     "WRITES",
     "ChainTask",
     "Finished",
@@ -56,6 +58,10 @@ READS = frozenset({"find_stage", "find_revision", "cache_get"})
 #: the review queue's (``target="review"``): decisions read, entries queued, decisions taken
 REVIEW_WRITES = frozenset({"enqueue", "mark_taken"})
 REVIEW_READS = frozenset({"feedback", "match"})
+#: an agent's steps (``target="turns"``, :class:`~chainfleet.store.agent_turns.AgentTurns`):
+#: each model turn and tool result written as it completes, and read back on resume
+TURN_WRITES = frozenset({"save"})
+TURN_READS = frozenset({"load"})
 
 
 @dataclass

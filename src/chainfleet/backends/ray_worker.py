@@ -5,6 +5,9 @@ whose store is a thin client (:class:`RemoteStore`): a stage result, an attempt,
 becomes a numbered event for the driver; ``durable()`` waits until the driver says it has
 committed that event; a look-up (a result to reuse on resume, a cached response) is a question
 answered by the driver's store (:class:`RemoteReads`).
+An agent's turns and tool results are events too (``target="turns"``), and its stored turns
+questions; its Python tools are imported here (on the driver's ``sys.path``), and its MCP servers
+are started once per worker, before the first chain, and closed with it (:meth:`ChainWorker.close`).
 Limits go through :class:`~chainfleet.backends.ray_limits.LeasedLimiter` (the model's limiter
 actor). Everything reaches the driver through :meth:`ChainWorker.exchange`, which the driver calls
 in a loop: the worker never calls the driver.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -29,6 +33,7 @@ from chainfleet.errors import CallError, PermanentError
 from chainfleet.inputs import Item
 from chainfleet.limits.retry import RetryPolicy
 from chainfleet.pipeline import Pipeline
+from chainfleet.store.agent_turns import TurnRow
 from chainfleet.store.review_queue import Entry
 from chainfleet.store.runstore import CallRow, RevisionRow, RunStore, StageHit
 from chainfleet.store.stats import COUNTERS, RunStats
@@ -68,6 +73,9 @@ class WorkerSpec:
     providers: dict[str, Provider] = field(default_factory=dict)
     #: whether chains consult the driver's review queue (its hook's ``enabled``)
     review: bool = False
+    #: the driver's ``sys.path`` folders: where an agent's tool modules are imported from (the
+    #: same paths on a local node; on a cluster, the code must be where the driver had it)
+    code_path: list[str] = field(default_factory=list)
 
 
 class _Outbox:
@@ -185,6 +193,23 @@ class RemoteReads:
         hit: StageHit | None = await self.outbox.ask(StoreCall("cache_get", (key,), target="cache"))
         return hit
 
+    async def turns(self, item_id: str, stage: str, key: str, run_id: str | None) -> list[TurnRow]:
+        rows: list[TurnRow] = await self.outbox.ask(
+            StoreCall("load", (item_id, stage, key, run_id), target="turns")
+        )
+        return rows
+
+
+class RemoteTurns:
+    """An agent's steps on a worker: each one an event for the driver's ``agent_turns`` table
+    (the agent awaits ``store.durable()`` before acting on it, as locally)."""
+
+    def __init__(self, outbox: _Outbox) -> None:
+        self.outbox = outbox
+
+    def save(self, run_id: str, row: TurnRow) -> None:
+        self.outbox.add(StoreCall("save", (run_id, row), target="turns"))
+
 
 class LeasedLimits(Limiters):
     """A worker's limiters: each metered model's lease on the cluster's limiter actor (a model
@@ -233,6 +258,7 @@ class ChainWorker:
 
     def __init__(self, spec: WorkerSpec, poll: float = 0.2) -> None:
         os.environ.update(spec.env.values)
+        sys.path.extend(path for path in spec.code_path if path not in sys.path)
         self.poll = poll
         self.outbox = _Outbox()
         store = cast(RunStore, RemoteStore(self.outbox, persistent=spec.persistent))
@@ -252,12 +278,17 @@ class ChainWorker:
         )
         ctx.retry, ctx.reuse = spec.retry, spec.reuse
         ctx.reads = RemoteReads(self.outbox)
+        ctx.turn_writer = RemoteTurns(self.outbox)  # an agent's turns, journaled through the driver
         leased = spec.limiters.items()
         self.limiters = {model: LeasedLimiter(actor, clock=ctx.clock) for model, actor in leased}
         ctx.limits = LeasedLimits(ctx, self.limiters)
         self.executor = StageExecutor(ctx)
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self._started = False
+        #: this worker's MCP servers (see _mcp_started): their task, and the word to close them
+        self._mcp: asyncio.Future[None] | None = None
+        self._mcp_ready: asyncio.Future[None] | None = None
+        self._mcp_stop = asyncio.Event()
         self._sent = RunStats()
         self._sent_cost: float | None = 0.0
         self._sent_seconds: dict[str, int] = {}
@@ -267,6 +298,7 @@ class ChainWorker:
 
     async def submit(self, tasks: list[ChainTask]) -> None:
         """Start running ``tasks`` (each returns through :meth:`exchange` when finished)."""
+        await self._mcp_started()
         for task in tasks:
             chain = Chain(Item(id=task.id, index=task.index, line=task.line, fields=task.fields))
             chain.outputs = dict(task.outputs)
@@ -333,10 +365,41 @@ class ChainWorker:
         """How many leases this worker took from the limiter actors (for the benchmark)."""
         return sum(limiter.leases for limiter in self.limiters.values())
 
+    async def _mcp_started(self) -> None:
+        """This worker's MCP servers, started once before its first chain (the pipeline's
+        ``mcp:`` tools; the driver listed and checked them at load). They live in a task of
+        their own, which the SDK wants to close them in too (:meth:`close` tells it to)."""
+        if self._mcp is None:
+            if not any(t.mcp for s in self.ctx.pipeline.stages for t in s.tools or ()):
+                return
+            ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._mcp = asyncio.ensure_future(self._serve_mcp(ready))
+            self._mcp_ready = ready
+        assert self._mcp_ready is not None
+        await asyncio.shield(self._mcp_ready)
+
+    async def _serve_mcp(self, ready: asyncio.Future[None]) -> None:
+        from chainfleet.chain.mcp import start_servers
+
+        try:
+            servers = await start_servers(self.ctx.pipeline)
+        except BaseException as exc:
+            ready.set_exception(exc)
+            raise
+        try:
+            self.ctx.agent_tools = servers.by_stage
+            ready.set_result(None)
+            await self._mcp_stop.wait()
+        finally:
+            await servers.aclose()
+
     async def close(self) -> None:
         for task in list(self.tasks.values()):
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        if self._mcp is not None:  # the MCP servers go with the worker
+            self._mcp_stop.set()
+            await asyncio.gather(self._mcp, return_exceptions=True)
         await self.ctx.pool.aclose()
 
 

@@ -11,7 +11,9 @@ What a tool does wrong goes back to the model as an error result, never fails th
 exception of the tool (through :func:`~chainfleet.chain.usercode.call_user`), a timeout, an
 unknown tool name, arguments that break the tool's schema. The model may try again.
 
-Budgets, per item: ``max_turns`` model turns and ``max_tool_calls`` tool calls. Reaching one
+Budgets, per item: ``max_turns`` model turns, ``max_tool_calls`` tool calls and
+``max_tokens_total`` tokens (sent and received, over all its turns: the turn that crosses it
+is the last; its tool calls are not made, since no turn is left to read them). Reaching one
 fails the item (:class:`MaxTurns`, naming the stage and the last tool asked for) or, with
 ``then: accept``, keeps the last answer. An answer that breaks the stage's ``output:`` contract
 is sent back in the conversation with the validator's message (a repair, up to ``max_repairs``),
@@ -165,7 +167,7 @@ class AgentLoop:
     def __init__(self, ctx: RunContext, calls: Calls) -> None:
         self.ctx = ctx
         self.calls = calls
-        self.turns = AgentTurns(ctx.store)
+        self.turns = ctx.turn_writer or AgentTurns(ctx.store)
         #: each tool's own ``concurrency`` cap, shared by every item of the run
         self._slots: dict[str, asyncio.Semaphore] = {}
         #: and its ``rpm`` (the model limiter's buckets, told a rate)
@@ -191,7 +193,7 @@ class AgentLoop:
         assert prepared.request is not None, "an agent stage is a model call"
         convo = Conversation(messages=[dict(m) for m in prepared.request.conversation()])
         scope = None if self.ctx.reuse else self.ctx.run_id
-        for row in self.turns.load(chain.item.id, stage.name, prepared.key, scope):
+        for row in await self.ctx.reads.turns(chain.item.id, stage.name, prepared.key, scope):
             convo.replay(row)
             self.turns.save(self.ctx.run_id, dataclasses.replace(row, index=chain.item.index))
         while True:
@@ -201,6 +203,8 @@ class AgentLoop:
                     return self._at_budget(stage, convo, f"max_turns ({stage.max_turns})")
                 if stage.max_tool_calls is not None and convo.tool_calls > stage.max_tool_calls:
                     return self._at_budget(stage, convo, f"max_tool_calls ({stage.max_tool_calls})")
+                if self._over_tokens(stage, convo):
+                    return self._at_budget(stage, convo, self._tokens_budget(stage, convo))
                 await self._run_tools(chain, stage, prepared.key, convo, pending)
                 continue
             answer = convo.answer() if convo.turn else None
@@ -211,11 +215,23 @@ class AgentLoop:
                 await self._ask_repair(chain, stage, prepared.key, convo, problem, answer)
             if convo.turn >= stage.max_turns:
                 return self._at_budget(stage, convo, f"max_turns ({stage.max_turns})")
+            if self._over_tokens(stage, convo):
+                return self._at_budget(stage, convo, self._tokens_budget(stage, convo))
             await self._model_turn(chain, stage, prepared, convo, stats)
 
     def _problem(self, stage: Stage, answer: str) -> str | None:
         contract = stage.contract
         return None if contract is None else contract.check(answer)[1]
+
+    @staticmethod
+    def _over_tokens(stage: Stage, convo: Conversation) -> bool:
+        budget = stage.max_tokens_total
+        return budget is not None and convo.called.input_tokens + convo.called.output_tokens >= budget
+
+    @staticmethod
+    def _tokens_budget(stage: Stage, convo: Conversation) -> str:
+        used = convo.called.input_tokens + convo.called.output_tokens
+        return f"max_tokens_total ({stage.max_tokens_total}; {used} used)"
 
     def _at_budget(self, stage: Stage, convo: Conversation, budget: str) -> Called:
         """``then: accept`` keeps the last answer; otherwise the item fails naming the budget."""
@@ -248,7 +264,10 @@ class AgentLoop:
         turn = convo.turn + 1
         parts = (*prepared.key_parts, ("turn", turn, convo.seq))
         spec = prepared.spec.removesuffix("@batch")
-        called = await self.calls.attempts(chain, stage.name, self.calls.prepare(spec, request, parts), stats)
+        batch = self.ctx.batch_calls(stage, chain.item.id)  # mode: batch: this turn goes in the next round
+        called = await self.calls.attempts(
+            chain, stage.name, self.calls.prepare(spec, request, parts, batch), stats
+        )
         calls = [call.to_dict() for call in called.tool_calls]
         message: dict[str, Any] = {"role": "assistant", "content": called.text}
         if calls:

@@ -11,6 +11,11 @@ made* changes. A stage in batch mode hands its request to the :class:`Batcher`, 
 3. polls it with growing waits (``poll`` x 1.5 up to ``poll_max``), then downloads the results,
    keeps every one in the store, and resolves each waiting call by ``custom_id``.
 
+An agent stage (``tools:``) in batch mode sends each model turn this way, so its items go in
+rounds: a round's chunk carries every turn that is due, and when it comes back each item runs
+its tools and queues its next turn for the next chunk (see :mod:`chainfleet.chain.agent`). A
+result's tool calls are kept in the store with its text.
+
 So a chain is a pipeline of batches: an item's stage 2 is queued the moment its stage 1 result
 is in, and goes out with the next chunk. Many chains wait at once (``batch.concurrency``, 10,000
 by default) on futures, which cost little; admission stays lazy.
@@ -39,7 +44,7 @@ from typing import Any
 from chainfleet.clock import Clock
 from chainfleet.errors import CallError, ConfigError, FatalError, RetryableError, ServerError
 from chainfleet.pipeline import BatchSettings, Pipeline
-from chainfleet.providers import Completion, CompletionRequest, Provider, ProviderPool
+from chainfleet.providers import Completion, CompletionRequest, Provider, ProviderPool, ToolCall
 from chainfleet.providers.batch import (
     BatchAdapter,
     BatchExpired,
@@ -181,7 +186,10 @@ class Batcher:
         if entry is not None and entry.state == "succeeded" and entry.output is not None:
             self.counts.resumed += 1
             return Completion(
-                text=entry.output, input_tokens=entry.input_tokens, output_tokens=entry.output_tokens
+                text=entry.output,
+                input_tokens=entry.input_tokens,
+                output_tokens=entry.output_tokens,
+                tool_calls=_tool_calls(entry.tool_calls),
             )
         adapter = self.adapter(spec, provider)
         adapter.expect(custom_id, request)
@@ -410,12 +418,21 @@ def _stored(outcome: Outcome) -> RequestResult:
     if isinstance(outcome, CallError):
         state = "expired" if isinstance(outcome, BatchExpired) else "errored"
         return RequestResult(state=state, error=f"{outcome.kind}: {outcome}")
+    calls = [call.to_dict() for call in outcome.tool_calls]
     return RequestResult(
         state="succeeded",
         output=outcome.text,
         input_tokens=outcome.input_tokens,
         output_tokens=outcome.output_tokens,
+        tool_calls=json.dumps(calls, ensure_ascii=False) if calls else None,
     )
+
+
+def _tool_calls(stored: str | None) -> tuple[ToolCall, ...]:
+    """An agent turn's tool calls as :func:`_stored` kept them."""
+    if not stored:
+        return ()
+    return tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in json.loads(stored))
 
 
 def with_batch(pipeline: Pipeline) -> Pipeline:

@@ -30,6 +30,7 @@ from chainfleet.limits.retry import RetryPolicy
 from chainfleet.pipeline import Pipeline, RouteTarget, Stage
 from chainfleet.providers import Provider, ProviderPool
 from chainfleet.providers.prices import Price, price_for
+from chainfleet.store.agent_turns import AgentTurns, TurnRow
 from chainfleet.store.rows import RevisionRow, StageHit
 from chainfleet.store.runstore import RunStore
 from chainfleet.store.stats import RunStats
@@ -172,6 +173,9 @@ class Reads(Protocol):
     async def cached(self, key: str) -> StageHit | None:
         """A cached response for this request, if any."""
 
+    async def turns(self, item_id: str, stage: str, key: str, run_id: str | None) -> list[TurnRow]:
+        """An agent's stored steps for this input (of run ``run_id``, or the latest run's)."""
+
 
 class LocalReads:
     """:class:`Reads` on this process's run store and response cache."""
@@ -187,6 +191,9 @@ class LocalReads:
 
     async def cached(self, key: str) -> StageHit | None:
         return self.cache.cache_get(key) if self.cache is not None else None
+
+    async def turns(self, item_id: str, stage: str, key: str, run_id: str | None) -> list[TurnRow]:
+        return AgentTurns(self.store).load(item_id, stage, key, run_id)
 
 
 @dataclass(eq=False, kw_only=True)
@@ -228,6 +235,9 @@ class RunContext:
     #: agent stages' tools from outside the pipeline file (MCP servers), by stage name: each a
     #: chainfleet.chain.agent.Tool (typed loosely: that module builds on this one)
     agent_tools: dict[str, list[Any]] = field(default_factory=dict)
+    #: where an agent's steps are written (``save(run_id, row)``): the run store's table here,
+    #: events for the driver on a Ray worker (None: ``AgentTurns(store)``)
+    turn_writer: Any = None
     #: each route's decisions and counts, made on first use (see :meth:`route`)
     routes: dict[str, Route] = field(default_factory=dict)
 

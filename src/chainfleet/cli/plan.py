@@ -89,6 +89,13 @@ def _numbers(text: str, name: str, kind: type[int] | type[float] = int) -> list:
 @click.option(
     "--model", metavar="MODEL", help="Plan as if every LLM stage used MODEL, e.g. openai:gpt-4o-mini."
 )
+@click.option(
+    "--agent-turns",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Model turns an item of each agent stage (tools:) takes [default: the sim's tool_turns "
+    "+ 1, else 3; at most the stage's max_turns].",
+)
 @config_errors
 def plan_command(
     pipeline_file: str | None,
@@ -104,6 +111,7 @@ def plan_command(
     pass_rate: float,
     repair_rate: float | None,
     model: str | None,
+    agent_turns: int | None,
 ) -> None:
     """Print how long a batch takes at each concurrency, before running it.
 
@@ -121,6 +129,7 @@ def plan_command(
     """
     stage_names: list[str] = []
     stage_calls: list[float] | None = None
+    rounds: list[int] | None = None
     assumptions = ""
     spec: str | None = None
     prices: dict[str, Any] = {}
@@ -152,6 +161,9 @@ def plan_command(
             rpm, tpm = only.rpm, only.tpm
         if calls is None and any(s.checks or s.contract for s in llm):
             stage_calls, assumptions = gated_calls(pipeline, pass_rate, repair_rate)
+        if calls is None and any(s.is_agent for s in llm):
+            stage_calls, rounds, said = agent_calls(pipeline, llm, stage_calls, agent_turns)
+            assumptions = "\n".join(line for line in (assumptions, said) if line)
     elif model:
         raise ConfigError("--model plans a pipeline's stages: give PIPELINE.yaml too", where="--model")
     seconds = 10.0 if seconds is None else seconds
@@ -178,12 +190,35 @@ def plan_command(
 
         price = price_for(spec, {k: Price(*v) for k, v in prices.items()}) if spec else None
         click.echo("")
-        compared = BatchPlan(online=plan, price=price, output_tokens=output_tokens, batch_hours=batch_hours)
+        compared = BatchPlan(
+            online=plan, price=price, output_tokens=output_tokens, batch_hours=batch_hours, rounds=rounds
+        )
         compared.spec = spec or "openai"
         for n in plan.items:
             click.echo("\n".join(compared.lines(n)))
         if spec is None or price is None:
             click.echo("cost: unknown without a pipeline whose model has a price (or its prices: block)")
+
+
+def agent_calls(
+    pipeline: Pipeline, llm: list[Any], stage_calls: list[float] | None, told: int | None
+) -> tuple[list[float], list[int], str]:
+    """Each LLM stage's calls an item with its agent turns counted (times its gated tries, when
+    gates add calls), its batch rounds (an agent's turns, else one), and the line saying what
+    the turns assume (:mod:`chainfleet.plan.agents`)."""
+    from chainfleet.plan.agents import expected_turns
+
+    calls = list(stage_calls) if stage_calls is not None else [1.0] * len(llm)
+    rounds: list[int] = []
+    said = []
+    for index, stage in enumerate(llm):
+        turns = 1
+        if stage.is_agent:
+            turns, why = expected_turns(pipeline, stage, told)
+            said.append(f"agent stage {stage.name}: {turns} model turns an item ({why})")
+        calls[index] *= turns
+        rounds.append(turns)
+    return calls, rounds, "; ".join(said) + "."
 
 
 def gated_calls(pipeline: Pipeline, pass_rate: float, repair_rate: float | None) -> tuple[list[float], str]:

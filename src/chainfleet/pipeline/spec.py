@@ -215,17 +215,13 @@ class Pipeline(BaseModel):
             self._parse_model(stage.model or self.model, where)
 
     def _check_agent(self, index: int, stage: Stage) -> None:
-        """An agent stage runs online on a provider that speaks tool calls (sim, OpenAI's or
-        Anthropic's format)."""
+        """An agent stage runs on a provider that speaks tool calls (sim, OpenAI's or
+        Anthropic's format); in batch mode, on one whose batch API carries them (the same three:
+        OpenAI's batches over /v1/chat/completions with tools, Anthropic's message batches with
+        tools, the sim's). Any other kind is exit 2, naming the stage and the mode."""
         if not stage.is_agent:
             return
-        if (stage.mode or self.mode) == "batch":
-            loc = ("stages", index, "mode") if stage.mode else ("mode",)
-            raise self._error(
-                f"agent stage {stage.name!r} (tools:) cannot run in batch mode yet: "
-                "set `mode: online` on it",
-                loc,
-            )
+        batch = (stage.mode or self.mode) == "batch"
         try:
             specs = self.targets_of(self.model_for(stage))
             models = [parse_model(spec, self.providers, any_provider=True)[0] for spec in specs]
@@ -236,11 +232,18 @@ class Pipeline(BaseModel):
             kind = settings.kind if settings is not None else provider
             if kind not in ("sim", "openai", "anthropic"):
                 loc = ("stages", index, "model") if stage.model else ("model",)
-                raise self._error(
-                    f"agent stage {stage.name!r} (tools:) needs a model that can call tools; "
-                    f"provider kind {kind!r} cannot (use sim, openai or anthropic)",
-                    loc,
-                )
+                if batch:
+                    reason = (
+                        f"agent stage {stage.name!r} (tools:, mode: batch) needs a batch API that "
+                        f"carries tool calls; provider kind {kind!r} has none (use sim, openai or "
+                        "anthropic, or `mode: online` with a model that can call tools)"
+                    )
+                else:
+                    reason = (
+                        f"agent stage {stage.name!r} (tools:) needs a model that can call tools; "
+                        f"provider kind {kind!r} cannot (use sim, openai or anthropic)"
+                    )
+                raise self._error(reason, loc)
 
     def _check_order(self, index: int, stage: Stage, field: str) -> None:
         """A template names only earlier stages (the first such name is the problem)."""

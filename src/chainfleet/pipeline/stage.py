@@ -93,6 +93,9 @@ class Stage(BaseModel):
     #: reaching one does: fail the item, or accept the last answer)
     max_turns: int = Field(10, ge=1)
     max_tool_calls: int | None = Field(None, ge=1)
+    #: and tokens (sent and received, all its turns together): a turn that would start at or
+    #: past this many is not made (None: no token budget)
+    max_tokens_total: int | None = Field(None, ge=1)
     #: an agent's tool calls of one turn run at most this many at once
     parallel_tools: int = Field(4, ge=1)
 

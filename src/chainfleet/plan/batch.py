@@ -6,7 +6,8 @@ provider's batch queue, and a chain of k stages is k of them one after the other
 item needs its stage 1), whatever the item count: chunks are cut at 50,000 (OpenAI) or 100,000
 (Anthropic) requests and run side by side at the provider. So batch time is ``k x turnaround``:
 typically well under the 24 h window (``--batch-hours``, 1 h unless told), at worst
-``k x 24 h``. The batch APIs bill half the list price.
+``k x 24 h``. An agent stage (``tools:``) is one round trip per model turn, as many as
+:mod:`chainfleet.plan.agents` expects. The batch APIs bill half the list price.
 
 Example::
 
@@ -38,6 +39,14 @@ class BatchPlan:
     output_tokens: float = 1024.0
     batch_hours: float = 1.0
     spec: str = "openai"
+    #: batch round trips per stage, one after the other (an agent stage: one a model turn,
+    #: :mod:`chainfleet.plan.agents`); None: one a stage
+    rounds: list[int] | None = None
+
+    @property
+    def round_trips(self) -> int:
+        """Batches an item's chain waits on, one after the other."""
+        return sum(self.rounds) if self.rounds is not None else len(self.online.call_seconds)
 
     def online_seconds(self, items: int) -> tuple[float, int]:
         """The fastest online run among the plan's concurrency levels, and that level."""
@@ -47,7 +56,7 @@ class BatchPlan:
 
     def batch_seconds(self, *, worst: bool = False) -> float:
         hours = WINDOW_HOURS if worst else self.batch_hours
-        return len(self.online.call_seconds) * hours * 3600  # one batch a stage, in turn
+        return self.round_trips * hours * 3600  # one batch a stage (an agent's: one a turn), in turn
 
     def cost(self, items: int, *, batch: bool) -> float | None:
         price = batch_price(self.spec, self.price) if batch else self.price
@@ -61,13 +70,19 @@ class BatchPlan:
         typical, worst = self.batch_seconds(), self.batch_seconds(worst=True)
         online_cost, batch_cost = self.cost(items, batch=False), self.cost(items, batch=True)
         k = len(self.online.call_seconds)
+        trips = self.round_trips
+        header = f"{items:,} items, {k} stages: online against batch"
+        if trips != k:  # agent stages: a batch round a model turn
+            header = (
+                f"{items:,} items, {k} stages in {trips} batch rounds (agent turns): online against batch"
+            )
         lines = [
-            f"{items:,} items, {k} stages: online against batch",
+            header,
             f"  {'':<10}{'time':>28}{'cost':>14}",
             f"  {'online':<10}{fmt_time(online) + f' at -c {level}':>28}{_money(online_cost):>14}",
-            f"  {'batch':<10}{fmt_time(typical) + f' ({k} x {self.batch_hours:g} h)':>28}"
+            f"  {'batch':<10}{fmt_time(typical) + f' ({trips} x {self.batch_hours:g} h)':>28}"
             f"{_money(batch_cost):>14}",
-            f"  {'':<10}{'at worst ' + fmt_time(worst) + f' ({k} x 24 h)':>28}",
+            f"  {'':<10}{'at worst ' + fmt_time(worst) + f' ({trips} x 24 h)':>28}",
         ]
         if online_cost is not None and batch_cost is not None and online_cost > 0:
             lines.append(

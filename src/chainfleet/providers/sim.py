@@ -59,10 +59,7 @@ class SimProvider(Provider):
 
     async def complete(self, request: CompletionRequest) -> Completion:
         s = self.settings
-        key = f"{request.model}\x00{request.system}\x00{request.prompt}"
-        if request.messages is not None:
-            steps = (str(m.get("content") or m.get("tool_calls")) for m in request.messages)
-            key += "\x00" + "\x00".join(steps)
+        key = self.key_of(request)
         started = self.clock.now()
         delay = s.latency
         if s.jitter:
@@ -72,19 +69,36 @@ class SimProvider(Provider):
             nth = self._failures.get(key, 0)
             failing = _unit(s.seed, "fail", key, nth) < s.error_rate
             self._failures[key] = nth + 1
-        calls: tuple[ToolCall, ...] = ()
-        if not failing and request.tools:
-            conversation = request.conversation()
-            planned = simagent.next_turn(conversation, request.tools, seed=s.seed, tool_turns=s.tool_turns)
-            calls = tuple(ToolCall(c.id, c.name, c.arguments) for c in planned)
-        text = "" if failing or calls else self._text(request, key)
+        answer = None if failing else self.answer(request, key)
         # the latency is the whole service time, like a server's: generating the text is part of it
         remaining = delay - (self.clock.now() - started)
         if remaining > 0:
             await self._sleep(remaining)
-        if failing:
+        if answer is None:
             raise ServerError("simulated 500 Internal Server Error", status=500)
         self._failures.pop(key, None)
+        return answer
+
+    @staticmethod
+    def key_of(request: CompletionRequest) -> str:
+        """What the simulated model's reply depends on (and what its faults are drawn from)."""
+        key = f"{request.model}\x00{request.system}\x00{request.prompt}"
+        if request.messages is not None:
+            steps = (str(m.get("content") or m.get("tool_calls")) for m in request.messages)
+            key += "\x00" + "\x00".join(steps)
+        return key
+
+    def answer(self, request: CompletionRequest, key: str | None = None) -> Completion:
+        """The reply, at once: tool calls when it plays agent and calls, else text. The batch
+        adapter answers an agent's turn with it too, so a batched agent goes as an online one."""
+        s = self.settings
+        key = self.key_of(request) if key is None else key
+        calls: tuple[ToolCall, ...] = ()
+        if request.tools:
+            conversation = request.conversation()
+            planned = simagent.next_turn(conversation, request.tools, seed=s.seed, tool_turns=s.tool_turns)
+            calls = tuple(ToolCall(c.id, c.name, c.arguments) for c in planned)
+        text = "" if calls else self._text(request, key)
         sent = [str(m.get("content") or "") for m in request.conversation()]
         said = text + "".join(str(c.arguments) for c in calls)
         return Completion(

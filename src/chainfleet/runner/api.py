@@ -227,9 +227,6 @@ async def arun(
         raise ConfigError("--concurrency auto is for online calls; batch mode has no use for it")
     if batched and settings.backend != "local":
         raise ConfigError("batch mode runs on the local backend: the provider runs the batch, not Ray")
-    if settings.backend != "local" and any(stage.is_agent for stage in pipeline.stages):
-        reason = "agent stages (tools:) run on the local backend for now, not Ray"
-        raise ConfigError(reason, where="--backend")
     engine = backend_for(settings.backend, address=settings.address, workers=settings.workers)
     if batched and settings.concurrency is None:
         settings = settings.replace(concurrency=max(pipeline.concurrency, pipeline.batch.concurrency))

@@ -38,6 +38,8 @@ class LedgerEntry:
     input_tokens: int
     output_tokens: int
     error: str | None
+    #: the tool calls of a succeeded agent turn, as JSON (None: none)
+    tool_calls: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class RequestResult:
     input_tokens: int = 0
     output_tokens: int = 0
     error: str | None = None
+    #: an agent turn's tool calls, as JSON (None: none)
+    tool_calls: str | None = None
 
 
 class BatchLedger:
@@ -110,12 +114,12 @@ class BatchLedger:
     ) -> None:
         """The job ended: every member's outcome (members without one expired); committed."""
         rows = [
-            (r.state, r.output, r.input_tokens, r.output_tokens, r.error, chunk_id, custom_id)
+            (r.state, r.output, r.input_tokens, r.output_tokens, r.error, r.tool_calls, chunk_id, custom_id)
             for custom_id, r in results.items()
         ]
         self.db.executemany(
-            "UPDATE batch_requests SET state = ?, output = ?, input_tokens = ?, output_tokens = ?, error = ? "
-            "WHERE chunk_id = ? AND custom_id = ?",
+            "UPDATE batch_requests SET state = ?, output = ?, input_tokens = ?, output_tokens = ?, "
+            "error = ?, tool_calls = ? WHERE chunk_id = ? AND custom_id = ?",
             rows,
         )
         self.db.execute(
@@ -133,7 +137,7 @@ class BatchLedger:
         """The newest chunk holding ``custom_id`` (any run in this store) and its state there."""
         row = self.db.execute(
             "SELECT r.chunk_id, c.state, c.batch_id, r.state, r.output, r.input_tokens, r.output_tokens, "
-            "r.error FROM batch_requests r JOIN batch_chunks c ON c.chunk_id = r.chunk_id "
+            "r.error, r.tool_calls FROM batch_requests r JOIN batch_chunks c ON c.chunk_id = r.chunk_id "
             "WHERE r.custom_id = ? ORDER BY c.created DESC, c.rowid DESC LIMIT 1",
             (custom_id,),
         ).fetchone()

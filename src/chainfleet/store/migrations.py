@@ -45,6 +45,7 @@ __all__ = [
     "m007_sessions",
     "m008_journal",
     "m009_agent_turns",
+    "m010_batch_tool_calls",
     "migrate",
     "version",
     "why_not_a_store",
@@ -331,6 +332,12 @@ def m009_agent_turns(db: sqlite3.Connection) -> None:
     )
 
 
+def m010_batch_tool_calls(db: sqlite3.Connection) -> None:
+    """Agents in batch mode (issue 21): a batch result's tool calls (JSON, null for none), so a
+    turn a batch answered that a killed run never stored is read back whole on resume."""
+    db.execute("ALTER TABLE batch_requests ADD COLUMN tool_calls TEXT")
+
+
 #: every migration, in the order applied: an entry's place (from 1) is the version it makes
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
@@ -341,6 +348,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m007_sessions,
     m008_journal,
     m009_agent_turns,
+    m010_batch_tool_calls,
 ]
 
 

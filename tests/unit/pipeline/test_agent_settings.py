@@ -11,6 +11,8 @@ import chainfleet.cli.run  # noqa: F401 - registers the commands
 from chainfleet.cli import cli
 from chainfleet.errors import PipelineError
 from chainfleet.pipeline import Pipeline
+from chainfleet.providers import Completion, CompletionRequest, Provider
+from chainfleet.providers.registry import register
 
 FNS = "unit.pipeline.agent_fns"
 
@@ -83,8 +85,7 @@ stages:
     )
     path = tmp_path / "agent.yaml"
     assert lines == [
-        f"{path}:5: stage 'research' (stages[0]), field 'tools.0.function': "
-        f"module '{FNS}' has no 'nosuch'",
+        f"{path}:5: stage 'research' (stages[0]), field 'tools.0.function': module '{FNS}' has no 'nosuch'",
         f"{path}:6: stage 'research' (stages[0]), field 'tools.1.function': "
         "parameter 'sock': its type socket cannot become a JSON Schema",
         f"{path}:7: stage 'research' (stages[0]), field 'tools.2.function': "
@@ -94,21 +95,60 @@ stages:
     ]
 
 
-def test_an_agent_cannot_run_in_batch_mode_or_on_a_provider_without_tools(tmp_path: Path) -> None:
+def test_an_agent_runs_in_batch_mode_on_a_batch_api_that_carries_tools(tmp_path: Path) -> None:
+    for model in ("sim", "openai:gpt-4o-mini", "anthropic:claude-haiku-4-5"):
+        pipeline = load(
+            tmp_path,
+            f"""\
+mode: batch
+model: {model}
+stages:
+  - name: research
+    prompt: "Research {{{{ input }}}}"
+    tools: [{{function: {FNS}:search}}]
+""",
+        )
+        assert pipeline.batched(pipeline.stages[0]) and pipeline.stages[0].is_agent
+
+
+class _NoTools(Provider):
+    kind = "no-tools"
+
+    def __init__(self, config: object) -> None:
+        self.config = config
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        return Completion(text=request.prompt)
+
+
+@pytest.mark.parametrize("mode", ["online", "batch"])
+def test_an_agent_on_a_provider_that_cannot_carry_tools_is_refused_naming_the_mode(
+    tmp_path: Path, mode: str
+) -> None:
+    register("no-tools", _NoTools)
     lines = problems(
         tmp_path,
         f"""\
-mode: batch
+mode: {mode}
+model: no-tools:m
 stages:
   - name: research
     prompt: "Research {{{{ input }}}}"
     tools: [{{function: {FNS}:search}}]
 """,
     )
-    assert lines == [
-        f"{tmp_path / 'agent.yaml'}:1: field 'mode': agent stage 'research' (tools:) cannot run in "
-        "batch mode yet: set `mode: online` on it"
-    ]
+    where = f"{tmp_path / 'agent.yaml'}:2: field 'model': agent stage 'research' "
+    if mode == "batch":
+        assert lines == [
+            where + "(tools:, mode: batch) needs a batch API that carries tool calls; provider kind "
+            "'no-tools' has none (use sim, openai or anthropic, or `mode: online` with a model that "
+            "can call tools)"
+        ]
+    else:
+        assert lines == [
+            where + "(tools:) needs a model that can call tools; provider kind 'no-tools' cannot "
+            "(use sim, openai or anthropic)"
+        ]
 
 
 def test_a_tool_entry_is_a_function_or_an_mcp_server(tmp_path: Path) -> None:

@@ -3,7 +3,10 @@
 A chunk goes in one ``messages.batches.create(requests=[...])`` (no file to upload), is watched
 with ``messages.batches.retrieve`` until ``processing_status`` is ``ended``, and read with
 ``messages.batches.results``: one line per request, ``succeeded`` (a message), ``errored`` (an
-error of the Messages API's types), ``expired`` or ``canceled``.
+error of the Messages API's types), ``expired`` or ``canceled``. A request's ``params`` are
+the online call's (:meth:`AnthropicProvider.params`), so an agent's turn carries its
+``tool_use`` / ``tool_result`` conversation and tools, and its reply's ``tool_use`` blocks come
+back as tool calls.
 """
 
 from __future__ import annotations
@@ -52,26 +55,16 @@ class AnthropicBatchAdapter(BatchAdapter):
         return parsed
 
     def line(self, item: BatchItem) -> dict[str, Any]:
-        r = item.request
-        params: dict[str, Any] = {
-            "model": r.model,
-            "max_tokens": r.max_tokens,
-            "messages": [{"role": "user", "content": r.prompt}],
-        }
-        if self.provider.takes_temperature:
-            params["temperature"] = r.temperature
-        if r.system:
-            params["system"] = r.system
-        forced = forced_tool(r)  # a structured stage forces its tool as it does online
-        if forced is not None:
-            params["tools"] = [forced[0]]
-            params["tool_choice"] = {"type": "tool", "name": forced[0]["name"]}
+        """The request's ``params`` as an online call sends them (an agent's turn: its
+        conversation as content blocks and its tools; a structured stage's forced tool)."""
+        params, _ = self.provider.params(item.request)
         return {"custom_id": item.custom_id, "params": params}
 
     def expect(self, custom_id: str, request: CompletionRequest) -> None:
         """Keep the forced tool of a structured request, to read its reply (a resumed batch's
-        requests never had their lines built in this process)."""
-        forced = forced_tool(request)
+        requests never had their lines built in this process). An agent's turn that offers
+        tools forces none, as online."""
+        forced = forced_tool(request) if not request.tools else None
         if forced is not None:
             self._forced[custom_id] = forced
 

@@ -2,7 +2,9 @@
 
 A chunk is uploaded as a JSONL file (``files.create(purpose="batch")``), made a batch job on
 ``/v1/chat/completions`` with a 24 h window (``batches.create``), watched with
-``batches.retrieve`` and read back with ``files.content``: the output file holds the answered
+``batches.retrieve`` and read back with ``files.content``. A line is the body an online call
+sends (an agent's turn: its conversation and its tools as ``function`` tools; the results'
+``tool_calls`` come back as online): the output file holds the answered
 requests, the error file the failed ones and, for an expired batch, the ones it never reached
 (``batch_expired``). Errors map through the same table as one-call requests
 (:mod:`chainfleet.providers._errors`).
@@ -17,7 +19,7 @@ from typing import Any, Final
 from chainfleet.errors import CallError, ConfigError, ModelNotFound, ServerError
 from chainfleet.providers._errors import classify, error_fields
 from chainfleet.providers.batch.base import BatchAdapter, BatchExpired, BatchItem, BatchStatus, Outcome
-from chainfleet.providers.openai import OpenAIProvider, response_format
+from chainfleet.providers.openai import OpenAIProvider, chat_messages, chat_tools, response_format
 
 __all__ = ["OpenAIBatchAdapter"]
 
@@ -42,17 +44,18 @@ class OpenAIBatchAdapter(BatchAdapter):
 
     def line(self, item: BatchItem) -> dict[str, Any]:
         r = item.request
-        messages = [{"role": "system", "content": r.system}] if r.system else []
-        messages.append({"role": "user", "content": r.prompt})
-        body = {
+        body: dict[str, Any] = {
             "model": r.model,
-            "messages": messages,
+            "messages": chat_messages(r),  # an agent's turn: the conversation so far
             "max_tokens": r.max_tokens,
             "temperature": r.temperature,
         }
         fmt = response_format(r)  # a structured stage asks as it does online
         if fmt is not None:
             body["response_format"] = fmt
+        if r.tools:  # an agent's turn offers its tools, as online
+            body["tools"] = chat_tools(r)
+            body["parallel_tool_calls"] = True
         return {"custom_id": item.custom_id, "method": "POST", "url": ENDPOINT, "body": body}
 
     async def check(self) -> None:

@@ -2,7 +2,8 @@
 
 A job ends ``delay`` seconds (on the run's clock) after it was created; its answers are the
 ones :class:`~chainfleet.providers.sim.SimProvider` gives online (the same text function, the
-same token counts), so a chain in batch mode on sim gives the same outputs as online. Jobs live
+same token counts), so a chain in batch mode on sim gives the same outputs as online; an agent's
+turn is answered by :meth:`SimProvider.answer` (tool calls, then the answer), as online. Jobs live
 in this process only: after a restart an unknown job reads as expired and its requests go into
 a new one (the sim-server keeps its jobs across a client's restart, for tests of resume).
 """
@@ -37,7 +38,15 @@ class SimBatchAdapter(BatchAdapter):
 
     def line(self, item: BatchItem) -> dict[str, Any]:
         r = item.request
-        return {"custom_id": item.custom_id, "model": r.model, "system": r.system, "prompt": r.prompt}
+        line: dict[str, Any] = {
+            "custom_id": item.custom_id,
+            "model": r.model,
+            "system": r.system,
+            "prompt": r.prompt,
+        }
+        if r.messages is not None:  # an agent's turn: its conversation and tools
+            line.update(messages=list(r.messages), tools=list(r.tools))
+        return line
 
     async def create(self, chunk: list[BatchItem], file_id: str | None, *, chunk_id: str) -> str:
         batch_id = f"simbatch_{next(self._numbers)}_{chunk_id}"
@@ -68,6 +77,8 @@ class SimBatchAdapter(BatchAdapter):
         r, s = item.request, self.provider.settings
         if any(text in r.prompt for text in s.fail_on):
             return ServerError("simulated 500 Internal Server Error", status=500)
+        if r.messages is not None:  # an agent's turn: tool calls or its answer, as online
+            return self.provider.answer(r)
         text = sim_text(r.prompt, r.system, s.seed, r.max_tokens, r.model)
         prompt_tokens = simtext.count_tokens(r.prompt)
         if r.system:
