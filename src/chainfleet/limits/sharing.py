@@ -275,7 +275,7 @@ class KeyShare:
     #: on a short bucket a job grows at the full pace from ``1 / SHORT_GROW`` of the limit up
     SHORT_GROW = 2.0
 
-    def low_bucket(self, fill: float, now: float, *, limit: int, remaining: int) -> bool:
+    def low_bucket(self, fill: float, now: float, *, limit: int, lacks: float) -> bool:
         """A short server bucket is ``fill`` full (see ``limiter.short_bucket_fill``). Its level
         is the one early signal such a server gives (its ``remaining`` says nothing of the
         minute, so :meth:`observe`'s reconstruction cannot tell others' share): every job on the
@@ -285,10 +285,15 @@ class KeyShare:
         first, self._short, self._limit = not self._short, True, limit
         if first and not self._calibrated and fill > 0:
             # the first header: what left the bucket since it was full is everyone's first
-            # calls (jobs started together each probe once); our part of them is our share
-            used = remaining / fill - remaining
+            # calls (jobs started together each probe once), and what it refilled since our
+            # probe left (at 50 ms a call, a second probe's worth: without it two jobs read
+            # their probes as one, and went on at the whole limit each), at most our own calls
+            # (a slow first answer saw the bucket refill past full: 2 jobs took 6 calls for 2
+            # and started at a tenth of the key); our part is our share
             own = self.sent_calls - self.refusals
-            if used > own > 0:  # a little under it: every job starts with the bucket drained
+            since = now - self._first_sent if self._first_sent is not None else 0.0
+            used = lacks + min(limit / WINDOW * since, own)
+            if lacks >= 0.5 and used >= own + 0.5 and own > 0:  # a little under it: every job starts with the bucket drained
                 self._calibrate(self.SHORT_START * own / used, now)
                 return True
         if fill >= self.LOW_FILL:
@@ -308,7 +313,9 @@ class KeyShare:
 
     def _part_of_limit(self, now: float) -> float:
         """Our sends the server took in the last ``SPARE_SPAN`` s, as a share of the limit."""
-        span = self.SPARE_SPAN
+        # (a job younger than the span: over its life so far, or its first seconds read low)
+        young = now - self._first_sent if self._first_sent is not None else 0.0
+        span = min(self.SPARE_SPAN, max(0.5, young))
         own = self._count(self._sent, now - span) - self._count(self._refused, now - span)
         return min(1.0, own / (self._limit / WINDOW * span)) if self._limit > 0 else 0.5
 
