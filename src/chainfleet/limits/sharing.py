@@ -293,7 +293,7 @@ class KeyShare:
             own = self.sent_calls - self.refusals
             since = now - self._first_sent if self._first_sent is not None else 0.0
             used = lacks + min(limit / WINDOW * since, own)
-            if lacks >= 0.5 and used >= own + 0.5 and own > 0:  # a little under it: every job starts with the bucket drained
+            if lacks >= 0.5 and used >= own + 0.5 and own > 0:  # every job starts drained
                 self._calibrate(self.SHORT_START * own / used, now)
                 return True
         if fill >= self.LOW_FILL:
