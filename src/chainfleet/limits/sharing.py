@@ -146,6 +146,11 @@ class KeyShare:
         self._limit = 0
         #: (when, others' sends so far as the headers tell them): see :meth:`alone`
         self._history: deque[tuple[float, float]] = deque()
+        #: a short bucket's headers: the last (when, requests it lacked), what the server took
+        #: while it was below full, and our calls of the same time (see :meth:`_count_bucket`)
+        self._bucket_last: tuple[float, float] | None = None
+        self._bucket_taken = 0.0
+        self._bucket_own = 0
 
     # -- our own traffic ---------------------------------------------------------------------------
 
@@ -283,6 +288,7 @@ class KeyShare:
         ECN mark, so together they keep below the limit instead of finding it by 429s. True
         when the factor fell."""
         first, self._short, self._limit = not self._short, True, limit
+        self._count_bucket(now, limit, lacks)
         if first and not self._calibrated and fill > 0:
             # the first header: what left the bucket since it was full is everyone's first
             # calls (jobs started together each probe once), and what it refilled since our
@@ -310,6 +316,21 @@ class KeyShare:
         self.factor = max(self.floor, self.factor * (1.0 - depth * ours))
         self.lowest = min(self.lowest, self.factor)
         return True
+
+    def _count_bucket(self, now: float, limit: int, lacks: float) -> None:
+        """What the server took between two headers of a short bucket: its refill over the
+        gap plus what the bucket lacks more (or less) than before, counted while it was below
+        full at both (a full bucket wastes its refill); with our own calls of the same gap, the
+        others' part (:attr:`others_pct`: the minute's reconstruction is not possible here, and
+        each job's report said nobody else used the key). The lacks of consecutive gaps cancel,
+        so the sum is as good as its first and last header."""
+        last = self._bucket_last
+        self._bucket_last = (now, lacks)
+        if last is None or last[1] < 1.0 or lacks < 1.0 or now - last[0] > 1.0:
+            return
+        since = last[0]
+        self._bucket_taken += max(0.0, limit / WINDOW * (now - since) + lacks - last[1])
+        self._bucket_own += self._count(self._sent, since) - self._count(self._refused, since)
 
     def _part_of_limit(self, now: float) -> float:
         """Our sends the server took in the last ``SPARE_SPAN`` s, as a share of the limit."""
@@ -408,6 +429,9 @@ class KeyShare:
         (others' sends as :meth:`observe` reconstructs them, less what the window held from
         before this job began), in percent; None when no header said. A run started just
         after another finished sees that one's calls in the window: not someone sharing it."""
+        if self._short and self._bucket_taken > 0:
+            taken = max(self._bucket_taken, float(self._bucket_own))
+            return round(100 * (taken - self._bucket_own) / taken, 1)
         if not self._history:
             return None
         others = max(0.0, self._history[-1][1] - self._others_before)

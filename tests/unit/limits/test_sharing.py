@@ -482,3 +482,24 @@ def test_a_cold_start_at_c_200_holds_each_server_model_without_a_burst(model: st
     assert job.ok == 600
     assert job.refused / (job.ok + job.refused) <= 0.01
     assert held([job]) >= 0.95
+
+
+@pytest.mark.parametrize("model", ["minute", "second"])
+@pytest.mark.parametrize("count", [1, 2, 4])
+def test_on_a_short_bucket_each_job_tells_how_much_of_the_key_others_took(model: str, count: int) -> None:
+    """A short bucket's remaining says nothing of the minute, so the window's reconstruction
+    cannot tell who else used the key: each job of 4 said others took 0%. What the server took
+    between two headers is the bucket's refill plus what it lacks more; less our own calls,
+    the others'."""
+    clock = VirtualClock()
+    server = server_model(model, clock)
+    jobs = make_jobs(clock, count, told=False, calls=300)
+    jitter = random.Random(3)
+    on_clock(clock, lambda: run_jobs(clock, server, jobs, latency=0.05, jitter=jitter, spread=0.02))
+    for job in jobs:
+        pct = job.limiter.share.others_pct
+        if count == 1:  # alone, the bucket seldom lacks a call: nothing to tell, or about 0
+            assert (pct or 0.0) < 5.0
+        else:
+            assert pct == pytest.approx(100 * (count - 1) / count, abs=5.0)
+        assert job.limiter.share.shared is (count > 1)
