@@ -17,7 +17,7 @@ the first one took, unless that target goes out of service.
 
 A target goes **out of service** on a refused key, an unknown model, an exhausted quota, an
 endpoint found dead (:mod:`chainfleet.limits.health`), or ``out_after`` connection failures or
-5xx in a row. The call that saw it is tried again at once on the next target; after
+5xx (500-504, 529) in a row. The call that saw it is tried again at once on the next target; after
 ``probe_after`` seconds one call probes the target, and a success brings it back. When every
 target is out, the call goes to the one that went out first; when that fails too, its error is
 the call's.
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chainfleet.clock import Clock
-from chainfleet.errors import CallError, ConnectionFailed, ServerError
+from chainfleet.errors import CallError, ConnectionFailed, Overloaded, ServerError
 from chainfleet.limits import ModelLimiter
 from chainfleet.pipeline.routes import RouteSettings
 from chainfleet.providers import Provider
@@ -192,7 +192,9 @@ class Route:
                 return False
             self._take_out(target, error)
             return True
-        if isinstance(error, ConnectionFailed | ServerError):
+        if isinstance(error, ConnectionFailed | ServerError | Overloaded):
+            # any 5xx: a 503 or Anthropic's 529 ("overloaded") is as out of service as a 500
+            # to the calls that meet it (a streak of 503s kept every call on the dead target)
             target.failures += 1
         if error.kind in _OUT_AT_ONCE or target.failures >= self.settings.out_after:
             self._take_out(target, error)

@@ -20,7 +20,7 @@ import pytest
 from chainfleet.chain import routes
 from chainfleet.chain.routes import Route, Target
 from chainfleet.clock import VirtualClock
-from chainfleet.errors import AuthFailed, ConnectionFailed, RateLimited
+from chainfleet.errors import AuthFailed, ConnectionFailed, Overloaded, RateLimited, ServerError
 from chainfleet.limits import ModelLimiter
 from chainfleet.pipeline import RouteSettings
 from chainfleet.providers.sim import SimProvider
@@ -106,6 +106,20 @@ def test_a_streak_of_connection_failures_takes_a_target_out_a_429_does_not() -> 
     assert [route.failed(target, ConnectionFailed("refused")) for _ in range(3)] == [False, False, True]
     assert route.choose().index == 1  # type: ignore[union-attr]
     assert route.stats()["targets"][0]["rate_limited"] == 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ServerError("500", status=500), Overloaded("503", status=503), Overloaded("529 overloaded", status=529)],
+)
+def test_a_streak_of_5xx_takes_a_target_out_503_and_529_included(error: Exception) -> None:
+    clock = VirtualClock()
+    route = route_of(clock, [None, None], out_after=3, policy="fallback")
+    target = route.targets[0]
+    assert [route.failed(target, error) for _ in range(3)] == [False, False, True]  # type: ignore[arg-type]
+    assert route.choose().index == 1  # type: ignore[union-attr]
+    kinds = {(m["kind"], m["to"]) for m in route.stats()["moves"]}
+    assert ("fell back", "openai:m1") in kinds
 
 
 def test_split_shares_by_weights() -> None:
