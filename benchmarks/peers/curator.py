@@ -146,6 +146,9 @@ class CuratorJobs:
                 "jobs_calls_per_s": [round(r, 2) for r in rates],
                 "share_spread": round(max(rates) / min(rates), 2) if min(rates) > 0 else None,
             }
+            failures = [r.get("error") or f"exit {r['exit']}" for r in results if "error" in r or "exit" in r]
+            if failures:
+                diagnosis["jobs_failed"] = failures
             return sum(done), diagnosis
 
         return run

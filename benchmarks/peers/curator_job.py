@@ -28,7 +28,8 @@ With ``--wait``, it imports Curator first, prints ``ready`` and starts when a li
 stdin: the benchmark starts its clock once every job has loaded (Curator's import takes seconds,
 more on a loaded machine, and is not what is measured). Then it prints one JSON line:
 ``{"items_ok": N, "wall_s": S, "failed": F}`` (rows whose three passes all answered; the wall time
-from the start signal).
+from the start signal), with ``"error"`` when Curator gave up on a pass (by default it raises
+when any request still fails after its retries: ``require_all_responses``).
 """
 
 from __future__ import annotations
@@ -123,15 +124,20 @@ def main() -> int:
         sys.stdin.readline()
     began = time.monotonic()
     rows: list[dict[str, str]] = [{"topic": f"topic {i}"} for i in range(args.chains)]
-    for name, template in STAGES:
-        response = step(name, template)(rows, working_dir=work)
-        rows = [dict(row) for row in response.dataset]
-        if not rows:
-            break
+    error = None
+    try:
+        for name, template in STAGES:
+            response = step(name, template)(rows, working_dir=work)
+            rows = [dict(row) for row in response.dataset]
+            if not rows:
+                break
+    except Exception as failure:  # Curator gives up on the whole pass (require_all_responses)
+        error, rows = f"{type(failure).__name__}: {str(failure)[:200]}", []
     wall = time.monotonic() - began
     done = sum(1 for row in rows if row.get("edit"))
     shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps({"items_ok": done, "wall_s": round(wall, 2), "failed": args.chains - done}))
+    result = {"items_ok": done, "wall_s": round(wall, 2), "failed": args.chains - done}
+    print(json.dumps({**result, "error": error} if error else result))
     return 0
 
 
