@@ -69,7 +69,10 @@ likewise from ``tokens.input + tokens.output`` (real usage of answered calls). "
 Run:  python benchmarks/rate_limits.py [--scenario told|tokens|learned|auto|cold|shared|queue|all]
       [--items 600] [--chains 100] [--jobs 2|4] [--quick] [--only chainfleet] [--json results.json]
       [--timeline]
-Peers: ``pip install -r benchmarks/requirements.txt`` (langchain-openai).
+Peers: ``pip install -r benchmarks/requirements.txt`` (langchain-openai). Issue 23's peer,
+Bespoke Curator, with ``--peer curator`` (shared scenario): ``benchmarks/peers/setup.sh`` makes its
+own venv (it pins openai 2.x); ``benchmarks/peers/curator.py`` says how its jobs run. For issue
+23's comparison: ``--scenario shared --limiter all --latency 0.05 --only chainfleet --peer curator``.
 The default run (all scenarios, 600 items: 1,800 calls per tool, 12 tool runs) takes about
 19 minutes on 2 cores, nearly all of it waiting on the limits as designed (told 4.5, tokens 8,
 learned 3, auto 3); ``--quick`` (200 items) keeps the shape in about 7.
@@ -793,6 +796,18 @@ def run_scenario(sim: Sim, scenario: str, args: argparse.Namespace) -> tuple[lis
     elif scenario == "shared":
         for jobs in args.jobs or (2, 4):
             run_shared(go, targets, sim.url, items[: args.chains], jobs=jobs)
+            if "curator" in (args.peer or []):  # issue 23's peer: benchmarks/peers/curator.py
+                from peers import curator
+
+                curator.run_shared(
+                    go,
+                    sim.url,
+                    chains=args.chains,
+                    jobs=jobs,
+                    concurrency=args.concurrency,
+                    key=KEY,
+                    server=STRICT,
+                )
         print_shared_table(results, RPM)
     else:
         raise ValueError(scenario)
@@ -1110,6 +1125,12 @@ def main() -> None:
     )
     parser.add_argument("--peers-told", choices=["rpm", "equivalent"], default="rpm")
     parser.add_argument(
+        "--peer",
+        action="append",
+        choices=["curator"],
+        help="shared: Bespoke Curator's jobs too (peers/curator.py)",
+    )
+    parser.add_argument(
         "--limiter",
         choices=[*LIMITERS, "all"],
         default="window",
@@ -1129,6 +1150,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.items is None:
         args.items = 200 if args.quick else 600
+    if args.only and args.peer:
+        args.only += args.peer
     every = ["told", "tokens", "learned", "auto", "cold", "shared", "queue"]
     scenarios = every if args.scenario == "all" else [args.scenario]
 

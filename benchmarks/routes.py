@@ -16,6 +16,15 @@ as a share of the combined limit (the two rpm added), the 429s as a share of all
 counts.
 
     python benchmarks/routes.py --chains 300
+
+``--peer litellm`` (issue 23) runs LiteLLM's Router in the same invocation, after chainfleet,
+each variant on fresh servers with the same two limits: told nothing, ``rpm`` set on each
+deployment, and ``rpm`` set with ``usage-based-routing-v2`` (``benchmarks/peers/litellm_router.py``
+says how it is driven). It prints one line per tool beside chainfleet's. LiteLLM is not a
+dependency of chainfleet: ``pip install litellm`` (or ``benchmarks/peers/setup.sh``); without it
+the run says so and measures chainfleet alone. Offline: ``LITELLM_LOCAL_MODEL_COST_MAP=True``.
+
+    python benchmarks/routes.py --chains 300 --peer litellm
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ import asyncio
 import json
 import os
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from chainfleet import arun
@@ -52,7 +63,11 @@ def pipeline(urls: list[str], policy: str) -> Pipeline:
     return Pipeline(model="pair", input="topic", routes={"pair": route}, stages=stages)
 
 
-async def measure(args: argparse.Namespace) -> dict[str, Any]:
+async def serve(
+    args: argparse.Namespace, run: Callable[[list[str]], Awaitable[tuple[int, dict[str, Any]]]]
+) -> dict[str, Any]:
+    """Two fresh sim-servers at the benchmark's limits, ``run(urls)`` against them (items that
+    finished and a diagnosis), and what the servers counted."""
     limits = (args.rpm, args.rpm_second or args.rpm)
     servers = [
         SimServerThread(SimServerSettings(api_keys=(key,), rpm=rpm, latency=args.latency))
@@ -62,9 +77,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     for i, key in enumerate(KEYS):
         os.environ[f"BENCH_KEY_{i}"] = key
     try:
-        items = [f"topic {i}" for i in range(args.chains)]
-        chain = pipeline(urls, args.policy)
-        report = await arun(chain, items, concurrency=args.concurrency, check_input=False)
+        began = time.monotonic()
+        items_ok, diagnosis = await run(urls)
+        wall = time.monotonic() - began
         stats = [server.stats() for server in servers]
     finally:
         for server in servers:
@@ -72,19 +87,60 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     ok = sum(s["ok"] for s in stats)
     calls = sum(s["calls"] for s in stats)
     refused = sum(s["rate_limited"] for s in stats)
-    per_minute = ok / report.wall_seconds * 60 if report.wall_seconds else 0.0
+    per_minute = ok / wall * 60 if wall else 0.0
     return {
-        "policy": args.policy,
         "chains": args.chains,
         "rpm": limits,
-        "wall_s": round(report.wall_seconds, 1),
+        "wall_s": round(wall, 1),
         "ok_per_min": round(per_minute, 1),
         "share_of_combined_pct": round(100 * per_minute / sum(limits), 1),
         "rate_limited_pct": round(100 * refused / calls, 2) if calls else 0.0,
         "servers": [{k: s[k] for k in ("calls", "ok", "rate_limited")} for s in stats],
-        "moves": (report.routes or {}).get("pair", {}).get("moves"),
-        "items_succeeded": report.items_succeeded,
+        "items_succeeded": items_ok,
+        **diagnosis,
     }
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    async def run(urls: list[str]) -> tuple[int, dict[str, Any]]:
+        items = [f"topic {i}" for i in range(args.chains)]
+        chain = pipeline(urls, args.policy)
+        report = await arun(chain, items, concurrency=args.concurrency, check_input=False)
+        moves = (report.routes or {}).get("pair", {}).get("moves")
+        return report.items_succeeded, {"moves": moves}
+
+    return {"tool": "chainfleet", "policy": args.policy, **await serve(args, run)}
+
+
+async def measure_litellm(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """LiteLLM's Router over the same two targets, each variant on fresh servers."""
+    from peers import litellm_router
+
+    results = []
+    rpms = (args.rpm, args.rpm_second or args.rpm)
+    tool = f"litellm {litellm_router.version()}"
+    for label, rpm_set, strategy in litellm_router.VARIANTS:
+
+        def run(urls: list[str], rpm_set: bool = rpm_set, strategy: str = strategy) -> Any:
+            targets = [(f"{url}/v1", key) for url, key in zip(urls, KEYS, strict=True)]
+            return litellm_router.run_router(
+                targets, rpms, args.chains, args.concurrency, rpm_set=rpm_set, strategy=strategy
+            )
+
+        print(f"running LiteLLM Router: {label} ...", file=sys.stderr, flush=True)
+        results.append({"tool": tool, "policy": label, **await serve(args, run)})
+    return results
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    head = f"{'wall s':>7} {'items':>9} {'ok/min':>7} {'% of sum':>8} {'429 %':>6}"
+    print(f"{'tool':<16} {'setting':<34} {head}")
+    for r in results:
+        items = f"{r['items_succeeded']}/{r['chains']}"
+        print(
+            f"{r['tool']:<16} {r['policy']:<34} {r['wall_s']:>7.1f} {items:>9} {r['ok_per_min']:>7.1f} "
+            f"{r['share_of_combined_pct']:>8.1f} {r['rate_limited_pct']:>6.2f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,8 +151,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--concurrency", "-c", type=int, default=50)
     parser.add_argument("--policy", choices=("spill", "split", "fallback"), default="spill")
+    parser.add_argument("--peer", choices=("litellm",), action="append", help="run this peer too (issue 23)")
     args = parser.parse_args(argv)
-    print(json.dumps(asyncio.run(measure(args)), indent=2))
+    results = [asyncio.run(measure(args))]
+    if "litellm" in (args.peer or []):
+        from peers import litellm_router
+
+        why = litellm_router.missing()
+        if why:
+            print(f"skipped LiteLLM's Router: {why}", file=sys.stderr)
+        else:
+            results += asyncio.run(measure_litellm(args))
+    if len(results) == 1:
+        print(json.dumps(results[0], indent=2))
+        return 0
+    print(json.dumps(results, indent=2))
+    print_table(results)
     return 0
 
 
