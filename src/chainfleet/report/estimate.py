@@ -107,6 +107,11 @@ class SequentialEstimate:
                 f"uncertain: between {fmt_duration(self.low_seconds or 0.0)} and "
                 f"{fmt_duration(self.high_seconds or 0.0)}, because {self.why}; {COMPARE_HINT}"
             )
+            if self.method == "few_in_flight":
+                text = (
+                    f"estimated from {self.samples} calls made with up to {self.peak_in_flight} in flight, "
+                    f"the server serving {self.max_level + 1} at a time at best fit; " + text
+                )
         elif self.method == "few_in_flight":
             calls = f"{self.samples} call{'' if self.samples == 1 else 's'}"
             text = (

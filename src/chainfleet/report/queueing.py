@@ -54,6 +54,8 @@ __all__ = ["SlotFit", "Timeline", "fit_slots"]
 FIT_SAMPLE = 4000
 #: chi-squared with one degree of freedom at 95%: an N whose fit is not worse than this is kept
 LR_95 = 3.84
+#: calls sent with few enough others out that it takes to tell two slot counts apart
+MIN_TELL = 6
 #: candidate slot counts tried one by one up to this; above it, in steps of about 12%
 DENSE = 32
 
@@ -116,9 +118,12 @@ def fit_slots(line: Timeline) -> SlotFit:
     scores = {n: _score(logs, levels, n) for n in _candidates(peak)}
     least = min(scores.values())
     best = min(scores, key=lambda n: (scores[n], -n))  # ties: the most slots (the least queueing)
-    kept = [n for n, score in scores.items() if score - least <= LR_95]
-    if peak in kept:
+    fits = [n for n, score in scores.items() if score - least <= LR_95]
+    kept = [n for n in scores if n in fits or _few_tell(levels, n, best)]
+    if peak in fits:
         best = peak  # a queue the calls cannot tell from none is none (the range keeps the rest)
+    else:
+        best = min(kept)  # see _few_tell: the fewest slots the calls allow
     sigma = _sigma(latencies, levels, best)
     return SlotFit(best, (min(kept), max(kept)), peak, len(logs), sigma, _spread(sigma, len(logs)), busy_at)
 
@@ -167,6 +172,16 @@ def _candidates(peak: int) -> list[int]:
         n *= 1.12
         found.append(min(peak, round(n)))
     return found
+
+
+def _few_tell(levels: list[int], slots: int, best: int) -> bool:
+    """Whether too few calls tell ``slots`` from ``best``. Past its slots, a queue's latency
+    grows in proportion to the calls in flight (N slots of s seconds look like one of s / N):
+    only calls sent with fewer than the larger N - 1 others out can tell two N apart, and a
+    short run has a handful (a cold first call among them). Then both stay plausible, and the
+    figure is the busy time of the fewest slots, the others' in its range."""
+    telling = sum(1 for j in levels if j < max(slots, best) - 1)
+    return telling < MIN_TELL
 
 
 def _queue(level: int, slots: int) -> float:

@@ -42,8 +42,10 @@ def test_one_slot_server_estimate_is_within_20pct_at_every_concurrency(concurren
         assert estimate.low_seconds is not None and estimate.high_seconds is not None
         assert estimate.low_seconds <= alone <= estimate.high_seconds, (estimate.to_dict(), alone)
         note = estimate.describe()
-        assert "the server serves 1 at a time" in note
+        assert "the server serves 1 at a time" in note or "the server serving 1 at a time at best fit" in note
         assert "±0%" not in note
+        if estimate.uncertain:  # the few calls made alone cannot tell 1 slot from a few: a range
+            assert "uncertain: between" in note and "chainfleet compare" in note
 
 
 def test_eight_slots_at_32_in_flight() -> None:
@@ -66,7 +68,7 @@ def test_varying_latency_is_within_20pct_or_an_honest_range() -> None:
             ranged += 1
             assert low <= alone <= high, (seed, estimate.to_dict(), alone)
             note = estimate.describe()
-            assert note.startswith("uncertain: between") and "chainfleet compare" in note
+            assert "uncertain: between" in note and "chainfleet compare" in note
             assert estimate.error_pct is None
         else:
             confident += 1
