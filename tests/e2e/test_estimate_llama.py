@@ -81,7 +81,8 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     model, port = gguf(), free_port()
     log = tmp_path_factory.mktemp("llama") / "server.log"
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "smollm2"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2"]
+    threads = os.environ.get("CHAINFLEET_LLAMA_THREADS", "2")  # 1 on a machine loaded past its cores
+    command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", threads]
     with log.open("wb") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"

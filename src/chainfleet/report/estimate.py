@@ -107,6 +107,8 @@ class SequentialEstimate:
                 f"uncertain: between {fmt_duration(self.low_seconds or 0.0)} and "
                 f"{fmt_duration(self.high_seconds or 0.0)}, because {self.why}; {COMPARE_HINT}"
             )
+            if self.method == "sum":
+                text = "sum of call latencies (they did not grow clearly with the calls in flight); " + text
             if self.method == "few_in_flight":
                 text = (
                     f"estimated from {self.samples} calls made with up to {self.peak_in_flight} in flight, "
@@ -248,6 +250,8 @@ def _combine(
     wide = point > 0 and (high > (1 + SURE_SHARE) * point or low < point / (1 + SURE_SHARE))
     why = _why(fits, samples, sigmas) if (wide or unsure) and (sigmas or unsure) else None
     high += client  # one at a time also spends the client's own time between calls
+    if queued:  # a busy server overlapped that time with its work; one at a time cannot
+        point, low = point + client, low + client
     error = (
         None if why or samples < SURE_CALLS or point <= 0 else 100 * max(high - point, point - low) / point
     )
@@ -256,6 +260,7 @@ def _combine(
         point, low, high = floor, max(low, floor), max(high, floor)
         floor_note = f"the rate limit binds one at a time too: {floor_note}"
         why = None if why is None or high <= (1 + SURE_SHARE) * point else why
+        error = None if why or samples < SURE_CALLS else 100 * max(high - point, point - low) / point
     else:
         floor_note = None  # the limits allowed more than one at a time would use
     if error is not None:
