@@ -106,6 +106,7 @@ class SlotFit:
 
 def fit_slots(line: Timeline) -> SlotFit:
     """Fit the server's slots to the calls of ``line`` (see the module docstring)."""
+    line = _by_start(line)
     ends = sorted(line.ends)
     busy_at = _time_at_levels(line.starts, ends)
     peak = max(1, len(busy_at) - 1)
@@ -128,6 +129,19 @@ def fit_slots(line: Timeline) -> SlotFit:
     return SlotFit(best, (min(kept), max(kept)), peak, len(logs), sigma, _spread(sigma, len(logs)), busy_at)
 
 
+def _by_start(line: Timeline) -> Timeline:
+    """The timeline by start time (the store gives calls so; a caller's list may not be)."""
+    starts = line.starts
+    if all(a <= b for a, b in zip(starts, starts[1:], strict=False)):
+        return line
+    order = sorted(range(len(starts)), key=starts.__getitem__)
+    ordered = Timeline()
+    ordered.starts = array("d", (starts[i] for i in order))
+    ordered.ends = array("d", (line.ends[i] for i in order))
+    ordered.ok = bytearray(line.ok[i] for i in order)
+    return ordered
+
+
 def _busy(busy_at: tuple[float, ...], slots: int) -> float:
     return math.fsum(min(k, slots) * seconds for k, seconds in enumerate(busy_at))
 
@@ -137,7 +151,7 @@ def _time_at_levels(starts: array[float], ends: list[float]) -> tuple[float, ...
     spent: list[float] = [0.0]
     level, i, j, now = 0, 0, 0, starts[0] if starts else 0.0
     while i < len(starts) or j < len(ends):
-        start = i < len(starts) and (j >= len(ends) or starts[i] < ends[j])
+        start = i < len(starts) and (j >= len(ends) or starts[i] <= ends[j])
         at = starts[i] if start else ends[j]
         if level >= len(spent):
             spent.extend([0.0] * (level + 1 - len(spent)))

@@ -177,3 +177,11 @@ def test_a_run_at_concurrency_1_says_it_ran_one_at_a_time() -> None:
         items_succeeded=1,
     )
     assert "0.99x: slower than one at a time" in "\n".join(parallel.summary_lines())
+
+
+def test_calls_of_no_duration_and_out_of_order_rows_are_counted() -> None:
+    rows = [CallRow(i, str(i), "a", 1, 0.0, 0.0, 0.0, "ok") for i in range(6)]
+    rows += [CallRow(9, "9", "a", 1, 2.0, 2.0, 2.5, "ok"), CallRow(8, "8", "a", 1, 1.0, 1.0, 1.5, "ok")]
+    estimate = estimate_sequential(rows)
+    assert estimate.seconds == pytest.approx(1.0)
+    assert estimate.peak_in_flight >= 1
