@@ -41,7 +41,7 @@ from chainfleet.store.runstore import ItemRecord, RunStore
 from chainfleet.store.sessions import SessionRow
 from chainfleet.store.stats import COUNTERS, RunStats, StageStats
 
-__all__ = ["SUMMED", "build_report", "one_at_a_time", "score_final", "session_totals"]
+__all__ = ["SUMMED", "build_report", "limits_in_force", "one_at_a_time", "score_final", "session_totals"]
 
 #: session counters that add up over the sessions of a run
 SUMMED = (*COUNTERS, "wall_seconds", "done")
@@ -51,12 +51,30 @@ ENDED = ("done", "interrupted", "stopped")
 
 
 def one_at_a_time(
-    store: RunStore, run_id: str, servers: Mapping[str, str | None] | None
+    store: RunStore,
+    run_id: str,
+    servers: Mapping[str, str | None] | None,
+    models: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> SequentialEstimate:
     """What running the same calls one at a time would take, from the run's calls: the plain
-    sum of their service times unless the calls show a server queueing them
-    (:mod:`chainfleet.report.estimate`). The one place this estimate is made."""
-    return estimate_sequential(store.calls(run_id), servers=servers)
+    sum of their service times unless the calls show a server queueing them, never less than
+    the rate limits in force allow (:mod:`chainfleet.report.estimate`). ``models``: each
+    model's limit facts as the run's last session saved them. The one place this estimate is
+    made."""
+    return estimate_sequential(store.calls(run_id), servers=servers, limits=limits_in_force(models or {}))
+
+
+def limits_in_force(models: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Per model, the requests and tokens a minute that held the run (told or learned, times
+    its share of a key that other jobs use): one at a time is held by them too."""
+    found: dict[str, dict[str, float | None]] = {}
+    for spec, facts in models.items():
+        held = facts.get("held") or {}
+        rpm = held.get("rpm") or facts.get("rpm_limit")
+        tpm = held.get("tpm") or facts.get("tpm_limit")
+        if rpm or tpm:
+            found[spec] = {"rpm": rpm, "tpm": tpm}
+    return found
 
 
 def session_totals(sessions: Iterable[SessionRow]) -> dict[str, Any]:
@@ -86,7 +104,7 @@ def build_report(store: RunStore, run_id: str) -> RunReport:
     else:
         totals, facts = _totals_from_calls(store, run_id), {}
     order = list(settings.get("stages_order") or []) or _stage_order(store, run_id, order_seen) or ["output"]
-    sequential = one_at_a_time(store, run_id, settings.get("servers"))
+    sequential = one_at_a_time(store, run_id, settings.get("servers"), facts.get("models") or {})
     report = RunReport(
         run_id=run_id,
         pipeline=run.get("pipeline", ""),
@@ -117,7 +135,7 @@ def build_report(store: RunStore, run_id: str) -> RunReport:
             "cooldown_seconds": float(totals["cooldown_seconds"]),
             "backoff_seconds": float(totals["backoff_seconds"]),
         },
-        rates=_rates(totals, facts.get("models") or {}),
+        rates=_rates(totals, facts.get("models") or {}, _send_span(store, run_id)),
         concurrency_mode=facts.get("concurrency_mode", "fixed"),
         concurrency_peak=facts.get("concurrency_peak"),
         reused=int(totals["reused"]),
@@ -149,10 +167,21 @@ def _run_row(store: RunStore, run_id: str) -> dict[str, Any]:
     return store.run(run_id) or {"run_id": run_id}
 
 
-def _rates(totals: Mapping[str, Any], models: Mapping[str, Any]) -> dict[str, Any]:
-    """Achieved requests/min and tokens/min over the run's active time, beside its models'
-    limits (as the last session left them)."""
-    minutes = float(totals["wall_seconds"]) / 60
+def _send_span(store: RunStore, run_id: str) -> float:
+    """Seconds from each session's first call sent to its last, added up over the sessions:
+    the span a server sees the run's requests arrive in."""
+    rows = store.db.execute(
+        "SELECT MAX(started) - MIN(started) FROM calls WHERE run_id = ? GROUP BY session", (run_id,)
+    )
+    return float(sum(span or 0.0 for (span,) in rows))
+
+
+def _rates(totals: Mapping[str, Any], models: Mapping[str, Any], span: float = 0.0) -> dict[str, Any]:
+    """Achieved requests/min and tokens/min, beside its models' limits (as the last session
+    left them). Over the span from the first call sent to the last (what the server's own count
+    over the run says); over the wall time when that span is under a second."""
+    over = "calls sent" if span >= 1.0 else "wall time"
+    minutes = (span if span >= 1.0 else float(totals["wall_seconds"])) / 60
     calls, succeeded = int(totals["calls"]), int(totals["calls_succeeded"])
     tokens = int(totals["input_tokens"]) + int(totals["output_tokens"])  # counted on success
 
@@ -166,6 +195,9 @@ def _rates(totals: Mapping[str, Any], models: Mapping[str, Any]) -> dict[str, An
         "attempts": calls,
         "rate_limited": int(totals["rate_limited"]),
         "rate_limited_pct": round(100 * int(totals["rate_limited"]) / calls, 2) if calls else 0.0,
+        #: the span the rates are over: "calls sent" (first call sent to last) or "wall time"
+        "rates_over": over,
+        "span_seconds": round(minutes * 60, 4),
         "models": dict(models),
     }
 

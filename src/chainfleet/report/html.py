@@ -115,8 +115,23 @@ def _md(line: str) -> Markup:
     return Markup(_BOLD.sub(r"<strong>\1</strong>", str(escape(line))))
 
 
-def _speed_tile(speedup: float | None, saved: float | None) -> dict[str, str]:
-    """The time-saved tile; a run slower than one at a time says so, never "-6611%"."""
+def _over(rates: Mapping[str, Any]) -> str:
+    """The span the achieved rates are over, in words."""
+    if rates.get("rates_over") == "calls sent":
+        return "from the first call sent to the last"
+    return "over the wall time"
+
+
+def _speed_tile(
+    speedup: float | None, saved: float | None, d: Mapping[str, Any] | None = None
+) -> dict[str, str]:
+    """The time-saved tile; a run slower than one at a time says so, never "-6611%"; a run at
+    concurrency 1 ran one at a time (nothing to compare); an uncertain figure says so."""
+    d = d or {}
+    if d.get("concurrency") == 1 and d.get("concurrency_mode") != "auto":
+        return {"big": "1 at a time", "small": "ran one at a time: nothing to compare", "cls": ""}
+    if speedup is not None and (d.get("sequential_estimate") or {}).get("uncertain"):
+        return {"big": f"~{speedup:,.2f}x", "small": "uncertain: see the range below", "cls": ""}
     if speedup is not None and speedup < 1:
         return {"big": f"{speedup:,.2f}x", "small": "slower than one at a time", "cls": "bad"}
     return {
@@ -139,7 +154,7 @@ def _tiles(d: Mapping[str, Any]) -> list[dict[str, str]]:
             else f"wall time; one at a time {fmt_duration(d.get('sequential_seconds', 0.0))}",
             "cls": "",
         },
-        _speed_tile(speedup, saved),
+        _speed_tile(speedup, saved, d),
         {"big": "unknown" if cost is None else f"${cost:,.4f}", "small": "cost", "cls": ""},
     ]
 
@@ -215,7 +230,7 @@ def _rates(d: Mapping[str, Any]) -> dict[str, Any]:
         attempts = rates.get("attempts_rpm")
         beside = "" if attempts is None else f" (attempts: {attempts:,.0f}/min)"
         lines.append(
-            f"Achieved over the wall time: {rates['achieved_rpm']:,.0f} successful requests/min{beside} "
+            f"Achieved {_over(rates)}: {rates['achieved_rpm']:,.0f} successful requests/min{beside} "
             f"and {rates.get('achieved_tpm') or 0:,.0f} tokens/min; {rates.get('rate_limited_pct', 0)}% of "
             "attempts were rate-limited."
         )

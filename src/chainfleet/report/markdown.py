@@ -18,6 +18,7 @@ from chainfleet.limits.facts import limit_lines
 from chainfleet.report.agents import agent_markdown
 from chainfleet.report.batch import batch_markdown
 from chainfleet.report.duration import fmt_duration
+from chainfleet.report.estimate import range_phrase
 from chainfleet.report.gates import gate_markdown
 from chainfleet.report.review import review_lines
 from chainfleet.report.routes import routes_markdown
@@ -55,19 +56,27 @@ def headline(d: Mapping[str, Any]) -> list[str]:
         how = "one chain at a time"
     else:
         how = f"up to {chains} chains in flight"
+    one = chains == 1 and d.get("concurrency_mode") != "auto"
+    uncertain = range_phrase(d.get("sequential_estimate"), wall)
     if d.get("batch"):  # its calls waited for the provider's batches: online is the comparison
         lines.append(
             f"Wall time: **{fmt_duration(wall)}** in batch mode; "
             "`chainfleet plan --batch` compares it with online"
         )
+    elif one:  # it is the one-at-a-time run: nothing to compare it with
+        lines.append(f"Wall time: **{fmt_duration(wall)}** with {how}: it ran one at a time")
     else:
         lines.append(
             f"Wall time: **{fmt_duration(wall)}** with {how}; "
-            f"one at a time would take {fmt_duration(sequential)}"
+            f"one at a time would take {'about ' if uncertain else ''}{fmt_duration(sequential)}"
             + (f" ({d['sequential_estimate']['note']})" if d.get("sequential_estimate") else "")
         )
     speedup, saved = d.get("speedup"), d.get("time_saved_pct")
-    if speedup is not None and saved is not None and saved >= 0:
+    if one:
+        pass
+    elif uncertain and speedup is not None:
+        lines.append(f"Speed-up: **about {speedup:.2f}x**, {uncertain}")
+    elif speedup is not None and saved is not None and saved >= 0:
         lines.append(f"Speed-up: **{speedup:.2f}x**, time saved: **{saved:.1f}%**")
     elif speedup is not None:
         lines.append(f"**{speedup:.2f}x: slower than one at a time**: {_slowest_wait(d)}")
@@ -166,7 +175,8 @@ def _details(d: Mapping[str, Any]) -> list[str]:
     auto = d["concurrency_mode"] == "auto"
     lines = [
         f"- Wall time {fmt_duration(d['wall_seconds'])}: first admission to last result; start-up "
-        "and report writing not counted. One at a time: the sum of every call's service time.",
+        "and report writing not counted. One at a time: every call's service time, with a server's "
+        "queueing taken out and never less than the rate limits allow.",
         f"- Concurrency: {d['concurrency']}"
         + (f" (adapted automatically: peak {d['concurrency_peak']} chains)" if auto else ""),
         f"- Calls: {calls.get('total', 0)} ({calls.get('succeeded', 0)} succeeded, "
@@ -259,10 +269,11 @@ def rates_lines(rates: Mapping[str, Any]) -> list[str]:
     if rates.get("attempts_rpm") is not None:
         refused = rates.get("rate_limited", 0)
         attempts = f" (attempts: {rates['attempts_rpm']:,.0f}/min, {refused:,} of them 429s)"
+    over = {"calls sent": " (from the first call sent to the last)", "wall time": " (over the wall time)"}
     lines = [
         f"- Achieved: {rates['achieved_rpm']:,.0f} successful requests/min{attempts}, "
-        f"{rates['achieved_tpm']:,.0f} tokens/min; {rates.get('rate_limited_pct', 0)}% of attempts "
-        "rate-limited (429)"
+        f"{rates['achieved_tpm']:,.0f} tokens/min{over.get(rates.get('rates_over', ''), '')}; "
+        f"{rates.get('rate_limited_pct', 0)}% of attempts rate-limited (429)"
     ]
     for spec, m in rates.get("models", {}).items():
         if m.get("rpm_limit") or m.get("tpm_limit"):

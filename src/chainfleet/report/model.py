@@ -26,7 +26,7 @@ from chainfleet.limits.facts import limit_lines
 from chainfleet.report.agents import agent_lines
 from chainfleet.report.batch import batch_lines
 from chainfleet.report.duration import fmt_duration
-from chainfleet.report.estimate import concurrency_phrase, speed_phrase
+from chainfleet.report.estimate import concurrency_phrase, range_phrase, speed_phrase
 from chainfleet.report.gates import gate_line
 from chainfleet.report.markdown import report_markdown
 from chainfleet.report.routes import routes_lines
@@ -219,7 +219,7 @@ class RunReport:
         gated = gate_line(self.gates)
         if gated:  # the calls the gates added: revisions, repairs, judges
             lines.append(gated)
-        if self.sequential_estimate and not self.batch:
+        if self.sequential_estimate and not self.batch and not self.ran_one_at_a_time:
             lines.insert(2, f"  one at a time: {self.sequential_estimate['note']}")
         lines += batch_lines(self.batch)
         lines += agent_lines(self.agents)
@@ -239,12 +239,20 @@ class RunReport:
     def _wall_line(self) -> str:
         if self.batch:  # its calls waited for the provider's batches: online is the comparison
             return f"wall {fmt_duration(self.wall_seconds)} {BATCH_COMPARISON}"
+        if self.ran_one_at_a_time:
+            return f"wall {fmt_duration(self.wall_seconds)} at concurrency 1: it ran one at a time"
+        uncertain = range_phrase(self.sequential_estimate, self.wall_seconds)
         return (
             f"wall {fmt_duration(self.wall_seconds)} at "
             f"{concurrency_phrase(self.concurrency, self.concurrency_mode, self.sequential_estimate)}; "
-            f"one at a time would take {fmt_duration(self.sequential_seconds)}"
-            + _saved_note(self.speedup, self.time_saved_pct, self.waits)
+            f"one at a time would take {'about ' if uncertain else ''}{fmt_duration(self.sequential_seconds)}"
+            + (f" ({uncertain})" if uncertain else _saved_note(self.speedup, self.time_saved_pct, self.waits))
         )
+
+    @property
+    def ran_one_at_a_time(self) -> bool:
+        """A run at concurrency 1: it is the one-at-a-time run, so there is nothing to compare."""
+        return self.concurrency == 1 and self.concurrency_mode != "auto"
 
     def to_markdown(self) -> str:
         return report_markdown(self.to_dict())

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from chainfleet import (
     Completion,
     CompletionRequest,
@@ -20,6 +22,7 @@ from chainfleet import (
     arun,
 )
 from chainfleet.errors import ServerError
+from chainfleet.store.runstore import RunStore
 
 
 class Strict(Provider):
@@ -72,8 +75,13 @@ def test_achieved_rates_count_successful_calls_and_attempts_stand_beside(tmp_pat
 
     assert report["items"]["succeeded"] == 60
     assert server.refused > 0  # told 120/min, the server held 90: some calls were refused
-    minutes = report["wall_seconds"] / 60
     rates, calls = report["rates"], report["calls"]
+    # the rates are over the span a server sees the requests in: the first call sent to the last
+    with RunStore.open(tmp_path / "out" / "run.db") as store:
+        sent = [call.started for call in store.calls(report["run_id"])]
+    assert rates["rates_over"] == "calls sent"
+    assert rates["span_seconds"] == pytest.approx(max(sent) - min(sent), abs=1e-3)
+    minutes = rates["span_seconds"] / 60
     assert calls["succeeded"] == server.answered == 60
     assert calls["rate_limited"] == server.refused == rates["rate_limited"]
     assert rates["achieved_rpm"] == round(60 / minutes, 1)
