@@ -248,6 +248,8 @@ class AgentLoop:
         turn = convo.turn + 1
         parts = (*prepared.key_parts, ("turn", turn, convo.seq))
         spec = prepared.spec.removesuffix("@batch")
+        if self.ctx.tracer.on:
+            self.ctx.tracer.agent_turn(chain, turn)
         called = await self.calls.attempts(chain, stage.name, self.calls.prepare(spec, request, parts), stats)
         calls = [call.to_dict() for call in called.tool_calls]
         message: dict[str, Any] = {"role": "assistant", "content": called.text}
@@ -311,7 +313,13 @@ class AgentLoop:
 
         async def one(position: int, call: dict[str, Any]) -> None:
             async with width:
+                started = self.ctx.clock.now()
                 text, is_error, seconds, waited = await self._tool_result(chain, stage, convo.turn, call)
+            if self.ctx.tracer.on:
+                self.ctx.tracer.tool(
+                    chain, call["name"], call["id"], started, self.ctx.clock.now(),
+                    error=is_error, arguments=call.get("arguments"), result=text,
+                )  # fmt: skip
             message = {"role": "tool", "tool_call_id": call["id"], "content": text, "is_error": is_error}
             results[position] = message
             await self._keep(

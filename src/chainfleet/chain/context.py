@@ -33,6 +33,7 @@ from chainfleet.providers.prices import Price, price_for
 from chainfleet.store.rows import RevisionRow, StageHit
 from chainfleet.store.runstore import RunStore
 from chainfleet.store.stats import RunStats
+from chainfleet.trace import Tracer
 
 if TYPE_CHECKING:
     from chainfleet.chain.batch import BatchCalls, Batcher
@@ -230,6 +231,8 @@ class RunContext:
     agent_tools: dict[str, list[Any]] = field(default_factory=dict)
     #: each route's decisions and counts, made on first use (see :meth:`route`)
     routes: dict[str, Route] = field(default_factory=dict)
+    #: the run's tracer (chainfleet.trace): does nothing unless tracing is on (``--otel``)
+    tracer: Tracer = field(default_factory=Tracer)
 
     @classmethod
     def local(
