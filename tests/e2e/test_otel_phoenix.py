@@ -249,3 +249,58 @@ def test_an_exec_chains_calls_nest_under_their_items_trace(phoenix: Phoenix, tmp
     # the rest: the limiter's waits (an OpenAI model is always metered: slow start), under a chat
     rest = [s for s in spans if s["parent_id"] is not None and s["context"]["span_id"] not in chat_ids]
     assert all(s["name"] == "wait limiter" and s["parent_id"] in chat_ids for s in rest), rest
+
+
+CHROMIUM = "/usr/bin/chromium"
+#: headless Chromium as root (a container, CI) needs --no-sandbox
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+#: where the README's screenshot goes when this is set (``CHAINFLEET_SCREENSHOT=docs/otel-phoenix.png``)
+SCREENSHOT = os.environ.get("CHAINFLEET_SCREENSHOT")
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_phoenixs_own_page_shows_an_agent_runs_trace_tree(phoenix: Phoenix, tmp_path: Path) -> None:
+    """The README's example agent (research with a tool, a gated write, an edit), traced with
+    its text, opened in Phoenix's UI in headless Chromium: the item's tree is on the page, and
+    a write call shows the prompt it was sent."""
+    from importlib.util import find_spec
+
+    if find_spec("playwright") is None or not Path(CHROMIUM).exists():
+        why = "playwright and /usr/bin/chromium are needed (the browser extra; apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    from playwright.sync_api import sync_playwright
+
+    topics = tmp_path / "topics.txt"
+    topics.write_text("The rise of heat pumps in cold climates\nWhy sleep matters for memory\n")
+    proc = subprocess.run(
+        [*COMMAND, "run", str(EXAMPLES / "research_agent.yaml"), "-i", str(topics),
+         "-o", str(tmp_path / "out"), "-q", "--otel", "--otel-content", "--otel-endpoint", phoenix.url],
+        env={**os.environ, "PYTHONPATH": SRC}, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    spans = phoenix.wait_for("research_agent", 2 * 8)
+    root = next(s for s in spans if s["parent_id"] is None and s["name"] == "item 1")
+    project = next(
+        p["id"] for p in get(f"{phoenix.url}/v1/projects")["data"] if p["name"] == "research_agent"
+    )
+    url = f"{phoenix.url}/projects/{project}/traces/{root['context']['trace_id']}"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 960})
+            page.goto(url, wait_until="networkidle", timeout=120_000)
+            page.wait_for_selector("text=stage research", timeout=120_000)
+            for name in ("item 1", "stage research", "execute_tool search", "stage write", "stage edit"):
+                assert page.get_by_text(name, exact=True).first.is_visible(), name
+            writes = [s for s in spans if s["attributes"].get("chainfleet.stage") == "write"]
+            page.get_by_text("chat sim", exact=True).nth(2).click()  # the write stage's first call
+            page.wait_for_selector("text=You are a clear, engaging writer.", timeout=60_000)
+            assert writes and page.get_by_text("Write an article on", exact=False).first.is_visible()
+            page.wait_for_timeout(1000)
+            if SCREENSHOT:
+                page.screenshot(path=SCREENSHOT)
+        finally:
+            browser.close()
