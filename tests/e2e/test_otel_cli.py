@@ -35,7 +35,9 @@ main()
 """
 
 
-def chainfleet_cli(tmp_path: Path, *args: str | Path, **env: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+def chainfleet_cli(
+    tmp_path: Path, *args: str | Path, **env: str
+) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     """``chainfleet ARGS`` in a child process: its result and the top-level packages it imported."""
     listing = tmp_path / "modules.json"
     base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
@@ -97,7 +99,9 @@ def test_the_environments_endpoint_turns_tracing_on(
 def test_a_run_without_otel_never_imports_opentelemetry(
     tmp_path: Path, write_pipeline: Callable[..., Path], topics_file: Callable[..., Path]
 ) -> None:
-    proc, imported = chainfleet_cli(tmp_path, "run", write_pipeline(), "-i", topics_file(["tea"]), "-o", "out")
+    proc, imported = chainfleet_cli(
+        tmp_path, "run", write_pipeline(), "-i", topics_file(["tea"]), "-o", "out"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "opentelemetry" not in imported
     proc, imported = chainfleet_cli(tmp_path, "run", "--help")
@@ -112,7 +116,11 @@ def test_a_run_without_otel_never_imports_opentelemetry(
     ],
 )
 def test_a_bad_sample_is_one_line_and_exit_2(
-    tmp_path: Path, write_pipeline: Callable[..., Path], topics_file: Callable[..., Path], args: list[str], says: str
+    tmp_path: Path,
+    write_pipeline: Callable[..., Path],
+    topics_file: Callable[..., Path],
+    args: list[str],
+    says: str,
 ) -> None:
     proc, _ = chainfleet_cli(tmp_path, "run", write_pipeline(), "-i", topics_file(["tea"]), *args)
     assert proc.returncode == 2
@@ -130,7 +138,9 @@ def test_a_python_chains_calls_nest_under_its_item_and_replays_are_marked(tmp_pa
             client = fleet.openai(base_url=f"{sim.url}/v1", api_key=KEY, max_retries=0)
             with fleet.stage("research"):
                 reply = await client.chat.completions.create(
-                    model="gpt-4o-mini", max_tokens=100, messages=[{"role": "user", "content": f"On {topic}."}]
+                    model="gpt-4o-mini",
+                    max_tokens=100,
+                    messages=[{"role": "user", "content": f"On {topic}."}],
                 )
             if topic == "tea" and topic not in failed:
                 failed.add(topic)

@@ -1,16 +1,6 @@
-"""Where the spans go: per-item sampling that always keeps failed items, and an exporter that
-warns once and gives up rather than slow or break the run.
+"""Where the spans go: an exporter that warns once and gives up rather than slow or break the run.
 
-**Sampling at the item's end.** ``--otel-sample 0.01`` keeps one trace in a hundred, but a
-failed item must always be exported, and whether an item fails is known only when it ends. A
-head sampler (OpenTelemetry's ``TraceIdRatioBased``) decides when the root span *starts*, too
-early. So every span is recorded, and :class:`ItemSampling`, a span processor, holds the ended
-spans of each trace in memory until that trace's root (the item) ends: then it passes them all
-on if the trace id falls in the sampled share (the same test as ``TraceIdRatioBased``:
-``trace_id``'s low 64 bits under ``rate * 2**64``, so a trace id decides the same way
-anywhere) or if the root's status is an error, and drops them otherwise. The buffer holds only
-the items in flight (at most ``concurrency`` of them), so memory does not grow with the run.
-With the rate at 1 nothing is held: spans go on as they end.
+(Sampling is decided before any span is made: see :mod:`chainfleet.trace.otel`.)
 
 **A collector that is down.** The OTLP/HTTP exporter retries a refused connection with backoff
 for up to its timeout and logs every failure. :class:`OnceExporter` and
@@ -19,8 +9,8 @@ one-second TCP connect to the receiver tells a dead one at once (a few lines of 
 the SDK has no "fail fast" switch); a dead receiver is one warning for the whole run and from
 then on every span and metric is dropped at once, so neither the export thread nor the run's
 final flush waits on it again. A receiver that answers but refuses a signal (Phoenix answers
-404 to metrics) is one warning for that signal.
-The SDK's own log lines about it are silenced (the warning says it once). The exporting
+404 to metrics) is one warning for that signal. The SDK's own log lines about it are
+silenced (the warning says it once). The exporting
 itself happens on the SDK's background thread (``BatchSpanProcessor``): the run's event loop
 never waits for the network.
 """
@@ -34,65 +24,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from opentelemetry.context import Context
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import StatusCode
 
-__all__ = ["Collector", "ItemSampling", "OnceExporter", "OnceMetricExporter", "quiet_sdk_logs", "sampled"]
-
-_TRACE_ID_LOW = (1 << 64) - 1
-
-
-def sampled(trace_id: int, rate: float) -> bool:
-    """Whether a trace falls in the sampled share ``rate`` (as ``TraceIdRatioBased`` decides)."""
-    return rate >= 1.0 or (trace_id & _TRACE_ID_LOW) < round(rate * (1 << 64))
-
-
-class ItemSampling(SpanProcessor):
-    """Passes each ended span on to ``then``, holding a trace's spans until its root ends when
-    ``rate`` is under 1; see the module docstring."""
-
-    def __init__(self, then: SpanProcessor, rate: float) -> None:
-        self.then, self.rate = then, rate
-        self._held: dict[int, list[ReadableSpan]] = {}
-        self._lock = threading.Lock()
-        #: traces dropped by sampling and kept though unsampled (failed), for the run's note
-        self.dropped = 0
-        self.kept_failed = 0
-
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        self.then.on_start(span, parent_context)
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if self.rate >= 1.0:
-            self.then.on_end(span)
-            return
-        context = span.context
-        assert context is not None  # (an SDK span always has one)
-        trace_id = context.trace_id
-        with self._lock:
-            if span.parent is not None:
-                self._held.setdefault(trace_id, []).append(span)
-                return
-            held = self._held.pop(trace_id, [])
-        failed = span.status.status_code is StatusCode.ERROR
-        if not sampled(trace_id, self.rate) and not failed:
-            self.dropped += 1
-            return
-        if failed and not sampled(trace_id, self.rate):
-            self.kept_failed += 1
-        for child in held:
-            self.then.on_end(child)
-        self.then.on_end(span)
-
-    def shutdown(self) -> None:
-        self._held.clear()  # items that never ended (a hard stop): their roots never came
-        self.then.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.then.force_flush(timeout_millis)
+__all__ = ["Collector", "OnceExporter", "OnceMetricExporter", "quiet_sdk_logs"]
 
 
 class Collector:

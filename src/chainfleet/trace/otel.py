@@ -22,17 +22,29 @@ LLM spans. A call answered without being made (a stage result from the store, a 
 a code chain's journal) is a ``chat`` span marked ``chainfleet.reused`` with its source. A code
 chain's calls nest under the item's root (its stages are labels, not spans).
 
-Spans are drawn from the run clock's readings (the ones the calls table keeps), mapped to wall
-time once at the start, so a test on a virtual clock gets consistent spans without waiting.
+**Drawn at the item's end, so sampling can keep failed items.** ``--otel-sample 0.01`` keeps one
+item in a hundred, but a failed item must always be exported, and whether an item fails is known
+only when it ends; a head sampler (OpenTelemetry's ``TraceIdRatioBased``) decides when the root
+span *starts*, too early. So while an item runs the tracer only notes what happened, as small
+records on ``chain.trace`` (:class:`ItemTrace`: its stages with their start and end, each
+attempt's :class:`~chainfleet.trace.base.AttemptInfo`, reused calls, tool calls); when the item's
+outcome is kept, :meth:`OtelTracer.item_ended` decides (failed: always; else a random draw under
+the rate) and only then makes the SDK spans, all at once, with the recorded clock readings as
+their start and end times. An item not kept costs its notes and nothing of the SDK's, which is
+what makes a 1% sample cheap; the notes are held only for the items in flight. The run clock's
+readings (the ones the calls table keeps) are mapped to wall time once at the start, so a test
+on a virtual clock gets consistent spans without waiting.
 
-Metrics: ``gen_ai.client.token.usage`` and ``gen_ai.client.operation.duration`` histograms, to
-the same endpoint. Sampling and a collector that is down: see :mod:`chainfleet.trace.export`.
+Metrics: ``gen_ai.client.token.usage`` and ``gen_ai.client.operation.duration`` histograms (every
+call, sampled or not), to the same endpoint. A collector that is down: see
+:mod:`chainfleet.trace.export`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -49,7 +61,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from chainfleet.clock import Clock
 from chainfleet.trace.base import AttemptInfo, Tracer
-from chainfleet.trace.export import Collector, ItemSampling, OnceExporter, OnceMetricExporter, quiet_sdk_logs
+from chainfleet.trace.export import Collector, OnceExporter, OnceMetricExporter, quiet_sdk_logs
 
 __all__ = ["OtelTracer", "TraceOptions"]
 
@@ -67,16 +79,36 @@ class TraceOptions:
     content: bool = False
 
 
+#: one noted step: ("chat", AttemptInfo, turn) | ("reused", (label, model, source, at), None)
+#: | ("tool", (name, call id, started, ended, error, arguments, result), turn)
+Step = tuple[str, Any, "int | None"]
+
+
+@dataclass
+class StageNote:
+    """One stage of an item as it ran: when, how it ended, and its steps."""
+
+    name: str
+    kind: str
+    started: float
+    ended: float | None = None
+    error: BaseException | None = None
+    steps: list[Step] = field(default_factory=list)
+
+
 @dataclass
 class ItemTrace:
-    """One item's open spans: its root, and the stage in progress with the agent's turn."""
+    """What one item did so far (see the module docstring): its stages, the steps outside any
+    stage (a code chain's calls), the stage in progress and the agent's turn."""
 
-    root: Span
-    context: Any
-    stage: Span | None = None
-    stage_context: Any = None
+    started: float
+    stages: list[StageNote] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    stage: StageNote | None = None
     turn: int | None = None
-    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def note(self, step: Step) -> None:
+        (self.stage.steps if self.stage is not None else self.steps).append(step)
 
 
 def _resource_attributes(project: str) -> dict[str, str]:
@@ -131,9 +163,12 @@ class OtelTracer(Tracer):
         else:
             self.exporter = exporter
             processor = SimpleSpanProcessor(exporter)
-        self.sampling = ItemSampling(processor, options.sample)
         self.provider = TracerProvider(resource=resource)
-        self.provider.add_span_processor(self.sampling)
+        self.provider.add_span_processor(processor)
+        self._draw = random.Random()
+        #: items whose trace was kept though outside the sample (failed), and items dropped
+        self.kept_failed = 0
+        self.dropped = 0
         self.tracer = self.provider.get_tracer("chainfleet")
         if metric_reader is None:
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -155,92 +190,132 @@ class OtelTracer(Tracer):
         """A run-clock reading as wall time in nanoseconds."""
         return self._wall0 + int((at - self._clock0) * 1e9)
 
-    def _parent(self, chain: Any) -> Any:
-        held: ItemTrace | None = chain.trace
-        if held is None:
-            return None
-        return held.stage_context if held.stage is not None else held.context
-
-    # -- an item ------------------------------------------------------------------------------------
+    # -- what happens, noted as it happens --------------------------------------------------------
 
     def item_started(self, chain: Any) -> None:
-        if chain.trace is not None:  # a retry pass: the item's trace goes on
-            return
-        item = chain.item
-        root = self.tracer.start_span(
-            f"item {item.id}",
-            context=trace.set_span_in_context(trace.INVALID_SPAN),  # a new trace, whatever is current
-            start_time=self._ns(self.clock.now()),
-            attributes={
-                "chainfleet.item.id": str(item.id),
-                "chainfleet.item.index": item.index,
-                "chainfleet.run.id": self.run_id,
-                "session.id": self.run_id,
-                "openinference.span.kind": "CHAIN",
-            },
-        )
-        if self.content:
-            root.set_attribute("input.value", json.dumps(item.fields, default=str, ensure_ascii=False))
-        chain.trace = ItemTrace(root, trace.set_span_in_context(root))
-
-    def item_ended(self, chain: Any, status: str, error: Mapping[str, Any] | None) -> None:
-        held: ItemTrace | None = chain.trace
-        if held is None:
-            return
-        chain.trace = None
-        if held.stage is not None:  # (stopped mid-stage: a hard stop)
-            held.stage.end(end_time=self._ns(self.clock.now()))
-        root = held.root
-        root.set_attribute("chainfleet.item.status", status)
-        if error is not None:
-            root.set_attribute("error.type", str(error.get("type") or "error"))
-            if error.get("stage"):
-                root.set_attribute("chainfleet.item.failed_stage", str(error["stage"]))
-        if status == "failed":
-            root.set_status(Status(StatusCode.ERROR, str((error or {}).get("message") or "failed")[:500]))
-        root.end(end_time=self._ns(self.clock.now()))
-
-    # -- a stage ------------------------------------------------------------------------------------
+        if chain.trace is None:  # (a retry pass: the item's trace goes on)
+            chain.trace = ItemTrace(self.clock.now())
 
     def stage_started(self, chain: Any, stage: str, kind: str) -> None:
         held: ItemTrace | None = chain.trace
-        if held is None:
-            return
-        held.turn = None
-        held.stage = self.tracer.start_span(
-            f"stage {stage}",
-            context=held.context,
-            start_time=self._ns(self.clock.now()),
-            attributes={
-                "chainfleet.stage": stage,
-                "chainfleet.stage.kind": kind,
-                "session.id": self.run_id,
-                "openinference.span.kind": "AGENT" if kind == "agent" else "CHAIN",
-            },
-        )
-        held.stage_context = trace.set_span_in_context(held.stage)
+        if held is not None:
+            held.turn = None
+            held.stage = StageNote(stage, kind, self.clock.now())
+            held.stages.append(held.stage)
 
     def stage_ended(self, chain: Any, stage: str, error: BaseException | None = None) -> None:
         held: ItemTrace | None = chain.trace
-        if held is None or held.stage is None:
-            return
-        span, held.stage, held.stage_context, held.turn = held.stage, None, None, None
-        if error is not None:
-            span.set_attribute("error.type", str(getattr(error, "kind", type(error).__name__)))
-            span.set_status(Status(StatusCode.ERROR, str(error)[:500]))
-        span.end(end_time=self._ns(self.clock.now()))
+        if held is not None and held.stage is not None:
+            held.stage.ended, held.stage.error = self.clock.now(), error
+            held.stage = held.turn = None
 
     def agent_turn(self, chain: Any, turn: int) -> None:
         held: ItemTrace | None = chain.trace
         if held is not None:
             held.turn = turn
 
-    # -- a call -------------------------------------------------------------------------------------
-
     def attempt(self, chain: Any, info: AttemptInfo) -> None:
-        parent = self._parent(chain)
-        if parent is None:
+        held: ItemTrace | None = chain.trace
+        if held is not None:
+            held.note(("chat", info, held.turn))
+        self._measure(info, info.model or info.label)
+
+    def reused(self, chain: Any, label: str, model: str | None, source: str) -> None:
+        held: ItemTrace | None = chain.trace
+        if held is not None:
+            held.note(("reused", (label, model, source, self.clock.now()), None))
+
+    def tool(
+        self,
+        chain: Any,
+        name: str,
+        call_id: str,
+        started: float,
+        ended: float,
+        *,
+        error: bool,
+        arguments: Any = None,
+        result: str | None = None,
+    ) -> None:
+        held: ItemTrace | None = chain.trace
+        if held is not None:
+            text = (arguments, result) if self.content else (None, None)
+            held.note(("tool", (name, call_id, started, ended, error, *text), held.turn))
+
+    # -- the item's end: keep it or not, and draw its spans -----------------------------------------
+
+    def item_ended(self, chain: Any, status: str, error: Mapping[str, Any] | None) -> None:
+        held: ItemTrace | None = chain.trace
+        if held is None:
             return
+        chain.trace = None
+        failed = status == "failed"
+        if not failed and self._draw.random() >= self.options.sample:
+            self.dropped += 1
+            return
+        if failed and self.options.sample < 1.0:
+            self.kept_failed += 1
+        now = self.clock.now()
+        item = chain.item
+        attrs: dict[str, Any] = {
+            "chainfleet.item.id": str(item.id),
+            "chainfleet.item.index": item.index,
+            "chainfleet.item.status": status,
+            "chainfleet.run.id": self.run_id,
+            "session.id": self.run_id,
+            "openinference.span.kind": "CHAIN",
+        }
+        if self.content:
+            attrs["input.value"] = json.dumps(item.fields, default=str, ensure_ascii=False)
+        if error is not None:
+            attrs["error.type"] = str(error.get("type") or "error")
+            if error.get("stage"):
+                attrs["chainfleet.item.failed_stage"] = str(error["stage"])
+        root = self.tracer.start_span(
+            f"item {item.id}",
+            context=trace.set_span_in_context(trace.INVALID_SPAN),  # a new trace, whatever is current
+            start_time=self._ns(held.started),
+            attributes=attrs,
+        )
+        inside = trace.set_span_in_context(root)
+        for stage in held.stages:
+            self._stage(stage, inside, now)
+        for step in held.steps:
+            self._step(step, inside)
+        if failed:
+            root.set_status(Status(StatusCode.ERROR, str((error or {}).get("message") or "failed")[:500]))
+        root.end(end_time=self._ns(now))
+
+    def _stage(self, stage: StageNote, parent: Any, now: float) -> None:
+        span = self.tracer.start_span(
+            f"stage {stage.name}",
+            context=parent,
+            start_time=self._ns(stage.started),
+            attributes={
+                "chainfleet.stage": stage.name,
+                "chainfleet.stage.kind": stage.kind,
+                "session.id": self.run_id,
+                "openinference.span.kind": "AGENT" if stage.kind == "agent" else "CHAIN",
+            },
+        )
+        inside = trace.set_span_in_context(span)
+        for step in stage.steps:
+            self._step(step, inside)
+        if stage.error is not None:
+            span.set_attribute("error.type", str(getattr(stage.error, "kind", type(stage.error).__name__)))
+            span.set_status(Status(StatusCode.ERROR, str(stage.error)[:500]))
+        span.end(end_time=self._ns(stage.ended if stage.ended is not None else now))
+
+    def _step(self, step: Step, parent: Any) -> None:
+        kind, what, turn = step
+        if kind == "chat":
+            self._chat(what, turn, parent)
+        elif kind == "reused":
+            self._reused(*what, parent=parent)
+        else:
+            self._tool(*what, turn=turn, parent=parent)
+
+    def _chat(self, info: AttemptInfo, turn: int | None, parent: Any) -> None:
         model = info.model or info.label
         attrs: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
@@ -258,9 +333,8 @@ class OtelTracer(Tracer):
         if info.limiter_wait or info.cooldown_wait:
             attrs["chainfleet.limiter_wait_s"] = info.limiter_wait
             attrs["chainfleet.cooldown_wait_s"] = info.cooldown_wait
-        held: ItemTrace = chain.trace
-        if held.turn is not None:
-            attrs["chainfleet.agent.turn"] = held.turn
+        if turn is not None:
+            attrs["chainfleet.agent.turn"] = turn
         if info.error is None:
             attrs["gen_ai.response.model"] = info.response_model or model
             attrs["gen_ai.usage.input_tokens"] = info.input_tokens
@@ -287,7 +361,6 @@ class OtelTracer(Tracer):
         if info.error is not None:
             span.set_status(Status(StatusCode.ERROR, (info.error_message or info.error)[:500]))
         span.end(end_time=self._ns(info.ended))
-        self._measure(info, model)
 
     def _waits(self, span: Span, info: AttemptInfo) -> None:
         """The time before the call went out, as child spans: the 429 cooldown, the limiter."""
@@ -327,22 +400,17 @@ class OtelTracer(Tracer):
         if info.error is not None:
             self.duration.record(max(0.0, info.ended - info.started), attrs | {"error.type": info.error})
             return
-        attrs["gen_ai.response.model"] = info.response_model or model
         self.duration.record(max(0.0, info.ended - info.started), attrs)
         self.token_usage.record(info.input_tokens, attrs | {"gen_ai.token.type": "input"})
         self.token_usage.record(info.output_tokens, attrs | {"gen_ai.token.type": "output"})
 
-    def reused(self, chain: Any, label: str, model: str | None, source: str) -> None:
-        parent = self._parent(chain)
-        if parent is None:
-            return
-        now = self._ns(self.clock.now())
+    def _reused(self, label: str, model: str | None, source: str, at: float, *, parent: Any) -> None:
         name = model or label
         span = self.tracer.start_span(
             f"chat {name}",
             context=parent,
             kind=SpanKind.CLIENT,
-            start_time=now,
+            start_time=self._ns(at),
             attributes={
                 "gen_ai.operation.name": "chat",
                 "gen_ai.request.model": name,
@@ -353,44 +421,38 @@ class OtelTracer(Tracer):
                 "openinference.span.kind": "LLM",
             },
         )
-        span.end(end_time=now)
+        span.end(end_time=self._ns(at))
 
-    def tool(
+    def _tool(
         self,
-        chain: Any,
         name: str,
         call_id: str,
         started: float,
         ended: float,
-        *,
         error: bool,
-        arguments: Any = None,
-        result: str | None = None,
+        arguments: Any,
+        result: str | None,
+        *,
+        turn: int | None,
+        parent: Any,
     ) -> None:
-        parent = self._parent(chain)
-        if parent is None:
-            return
         attrs: dict[str, Any] = {
             "gen_ai.operation.name": "execute_tool",
             "gen_ai.tool.name": name,
-            "gen_ai.tool.call.id": call_id,
             "session.id": self.run_id,
             "openinference.span.kind": "TOOL",
             "tool.name": name,
         }
-        held: ItemTrace = chain.trace
-        if held.turn is not None:
-            attrs["chainfleet.agent.turn"] = held.turn
+        if call_id:
+            attrs["gen_ai.tool.call.id"] = call_id
+        if turn is not None:
+            attrs["chainfleet.agent.turn"] = turn
         if self.content:
             attrs["gen_ai.tool.call.arguments"] = json.dumps(arguments, default=str, ensure_ascii=False)
             if result is not None:
                 attrs["gen_ai.tool.call.result"] = result
         span = self.tracer.start_span(
-            f"execute_tool {name}",
-            context=parent,
-            kind=SpanKind.INTERNAL,
-            start_time=self._ns(started),
-            attributes=attrs,
+            f"execute_tool {name}", context=parent, start_time=self._ns(started), attributes=attrs
         )
         if error:
             span.set_attribute("error.type", "tool_error")
