@@ -113,9 +113,10 @@ def test_a_run_without_otel_never_imports_opentelemetry(
     [
         (["--otel-sample", "2"], "error: --otel-sample: 2 is not a share of items between 0 and 1"),
         (["--otel-sample", "-0.5"], "error: --otel-sample: -0.5 is not a share of items between 0 and 1"),
+        (["--otel-endpoint", "127.0.0.1:4318"], "error: --otel-endpoint: '127.0.0.1:4318' is not an http"),
     ],
 )
-def test_a_bad_sample_is_one_line_and_exit_2(
+def test_a_bad_tracing_option_is_one_line_and_exit_2(
     tmp_path: Path,
     write_pipeline: Callable[..., Path],
     topics_file: Callable[..., Path],
@@ -124,7 +125,8 @@ def test_a_bad_sample_is_one_line_and_exit_2(
 ) -> None:
     proc, _ = chainfleet_cli(tmp_path, "run", write_pipeline(), "-i", topics_file(["tea"]), *args)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [says + " (0.01 keeps 1 in 100)"]
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(says)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 

@@ -61,10 +61,12 @@ def otel_settings(
     otel: bool, otel_endpoint: str | None, otel_sample: float | None, otel_content: bool
 ) -> dict[str, Any]:
     """The tracing options as the run keeps them; a bad one is a ``ConfigError`` (one line, exit 2)."""
-    from chainfleet.trace import check_sample
+    from chainfleet.trace import check_endpoint, check_sample
 
     if otel_sample is not None:
         check_sample(otel_sample)
+    if otel_endpoint is not None:
+        check_endpoint(otel_endpoint)
     return {
         "otel": otel or otel_endpoint is not None,
         "otel_endpoint": otel_endpoint,

@@ -24,7 +24,15 @@ from chainfleet.config import RunSettings
 from chainfleet.errors import ConfigError
 from chainfleet.trace.base import AttemptInfo, Tracer
 
-__all__ = ["DEFAULT_ENDPOINT", "AttemptInfo", "Tracer", "check_sample", "tracer_for", "tracing_endpoint"]
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "AttemptInfo",
+    "Tracer",
+    "check_endpoint",
+    "check_sample",
+    "tracer_for",
+    "tracing_endpoint",
+]
 
 #: where OTLP/HTTP goes when nothing says otherwise (the OpenTelemetry default)
 DEFAULT_ENDPOINT = "http://localhost:4318"
@@ -35,6 +43,15 @@ def check_sample(rate: float, where: str = "--otel-sample") -> float:
     if not 0.0 <= rate <= 1.0:
         raise ConfigError(f"{where}: {rate:g} is not a share of items between 0 and 1 (0.01 keeps 1 in 100)")
     return rate
+
+
+def check_endpoint(endpoint: str, where: str = "--otel-endpoint") -> str:
+    """``endpoint`` if it is an http(s) URL, else a ``ConfigError`` naming ``where``."""
+    if not endpoint.startswith(("http://", "https://")) or not endpoint.split("://", 1)[1]:
+        raise ConfigError(
+            f"{where}: {endpoint!r} is not an http:// or https:// URL (e.g. http://127.0.0.1:4318)"
+        )
+    return endpoint
 
 
 def tracing_endpoint(settings: RunSettings, env: Mapping[str, str] | None = None) -> str | None:
@@ -57,6 +74,7 @@ def tracer_for(
     if endpoint is None:
         return Tracer()
     check_sample(settings.otel_sample)
+    check_endpoint(endpoint)
     if importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is None:
         raise ConfigError(
             "tracing (--otel or OTEL_EXPORTER_OTLP_ENDPOINT) needs the OpenTelemetry SDK: "
