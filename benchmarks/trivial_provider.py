@@ -17,10 +17,17 @@ a call; calls/s ratio >= 0.12.
 
 ``--profile`` runs chainfleet once more under cProfile and prints the top entries by own time.
 
+``--otel`` runs chainfleet with OpenTelemetry tracing on (issue 24), exporting every span and
+metric over OTLP/HTTP to a sink in a child process (:data:`SINK`: it answers 200 to every POST
+and keeps nothing), so the CPU measured includes making the spans and the SDK's export thread
+serialising and sending them; ``--otel-sample 0.01`` keeps 1 item in 100 (the rest are made and
+dropped at the item's end).
+
 Example::
 
     python benchmarks/trivial_provider.py
     python benchmarks/trivial_provider.py --items 2000 --repeat 1 --profile
+    python benchmarks/trivial_provider.py --otel
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ import asyncio
 import cProfile
 import os
 import pstats
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -47,6 +57,26 @@ PIPELINE = {
         {"name": "edit", "prompt": "Edit this:\n{{ draft }}", "max_tokens": 400},
     ],
 }
+
+
+#: an OTLP/HTTP receiver that takes every POST and keeps nothing (run in a child process, so
+#: its CPU is not counted as chainfleet's)
+SINK = """\
+import http.server, sys
+class Sink(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
+"""
+
+#: the run's tracing settings (``--otel``): set by main
+TRACING: dict[str, Any] = {}
 
 
 class Echo(Provider):
@@ -93,6 +123,7 @@ async def ours(
         on_output=lambda: marks.append((time.perf_counter(), time.process_time())),
         check_input=False,
         item_files=item_files,  # type: ignore[arg-type]
+        **TRACING,
     )
     assert report.items_succeeded == len(topics), report.summary_lines()
     return report, marks[0]
@@ -133,6 +164,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="then profile one chainfleet run")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--otel", action="store_true", help="trace the runs, to a local OTLP sink")
+    parser.add_argument("--otel-sample", type=float, default=1.0)
     parser.add_argument(
         "--item-files",
         default="auto",
@@ -142,6 +175,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     topics = [f"topic number {i} about the sea" for i in range(args.items)]
+    sink = start_sink() if args.otel else None
+    if sink is not None:
+        TRACING.update(otel=True, otel_endpoint=sink[1], otel_sample=args.otel_sample)
+        print(f"tracing on: every span and metric to a sink at {sink[1]} (sample {args.otel_sample:g})")
     print(
         f"{args.items:,} items x 2 stages = {2 * args.items:,} calls at -c {args.concurrency}; "
         f"load average {os.getloadavg()[0]:.2f}"
@@ -161,6 +198,26 @@ def main() -> None:
         )
         if args.profile:
             profile(topics, args.concurrency, Path(tmp), args.top)
+    if sink is not None:
+        sink[0].terminate()
+        sink[0].wait()
+
+
+def start_sink() -> tuple[subprocess.Popen[bytes], str]:
+    """The OTLP sink (:data:`SINK`) on a free loopback port, once it listens."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-c", SINK, str(port)])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    proc.terminate()
+    raise SystemExit("the OTLP sink did not start")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,9 @@ class RunSettings:
     - ``backend`` (``local`` or ``ray``) with its ``address`` and ``workers``; ``batch`` puts
       every LLM stage in batch mode.
     - ``item_files`` and ``parquet``: what the output folder holds besides results.jsonl.
+    - ``otel``: export OpenTelemetry traces (also on when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is
+      set) to ``otel_endpoint`` (OTLP/HTTP), keeping ``otel_sample`` of the items (failed ones
+      always), with prompt and reply text when ``otel_content``.
     """
 
     concurrency: int | Literal["auto"] | None = None
@@ -80,6 +83,10 @@ class RunSettings:
     parquet: bool = False
     #: how long a text of an agent's trajectory in results.jsonl may be (the store keeps it whole)
     trajectory_chars: int = 2000
+    otel: bool = False
+    otel_endpoint: str | None = None
+    otel_sample: float = 1.0
+    otel_content: bool = False
 
     def replace(self, **changes: Any) -> RunSettings:
         """A copy with ``changes``; an unknown name is a ``TypeError`` naming it."""

@@ -265,6 +265,8 @@ class AgentLoop:
         parts = (*prepared.key_parts, ("turn", turn, convo.seq))
         spec = prepared.spec.removesuffix("@batch")
         batch = self.ctx.batch_calls(stage, chain.item.id)  # mode: batch: this turn goes in the next round
+        if self.ctx.tracer.on:
+            self.ctx.tracer.agent_turn(chain, turn)
         called = await self.calls.attempts(
             chain, stage.name, self.calls.prepare(spec, request, parts, batch), stats
         )
@@ -330,7 +332,13 @@ class AgentLoop:
 
         async def one(position: int, call: dict[str, Any]) -> None:
             async with width:
+                started = self.ctx.clock.now()
                 text, is_error, seconds, waited = await self._tool_result(chain, stage, convo.turn, call)
+            if self.ctx.tracer.on:
+                self.ctx.tracer.tool(
+                    chain, call["name"], call["id"], started, self.ctx.clock.now(),
+                    error=is_error, arguments=call.get("arguments"), result=text,
+                )  # fmt: skip
             message = {"role": "tool", "tool_call_id": call["id"], "content": text, "is_error": is_error}
             results[position] = message
             await self._keep(

@@ -34,6 +34,7 @@ from chainfleet.pipeline import Stage
 from chainfleet.providers import Completion, CompletionRequest, Provider, ToolCall
 from chainfleet.store.runstore import CallRow
 from chainfleet.store.stats import StageStats
+from chainfleet.trace import AttemptInfo
 
 if TYPE_CHECKING:
     from chainfleet.chain.batch import BatchCalls
@@ -61,6 +62,12 @@ class Attempt:
     pin: tuple[str, str] | None = None
     #: the model the attempt was priced as, when a route chose it (else the call's spec)
     spec: str | None = None
+    #: what the attempt asked of whom and what came back, for the tracer (chainfleet.trace)
+    provider: str | None = None
+    model: str | None = None
+    request: CompletionRequest | None = None
+    response_model: str | None = None
+    finish_reason: str | None = None
 
 
 @dataclass
@@ -149,6 +156,8 @@ class Calls:
                     # (else the cooldown gate waits)
                     wait = self.ctx.retry.wait(exc, attempt, self.ctx.rng)
                 self._save_call(chain, label, record, exc.kind, backoff=wait, error=str(exc))
+                if self.ctx.tracer.on:
+                    self._trace(chain, label, record, error=exc, backoff=wait)
                 if not retrying:
                     raise
                 self.ctx.stats.calls_retried += 1
@@ -158,8 +167,53 @@ class Calls:
                 continue
             service += self._count_attempt(chain, stats, record, ok=True)
             self._save_call(chain, label, record, "ok", tokens=(tokens_in, tokens_out))
+            if self.ctx.tracer.on:
+                self._trace(chain, label, record, tokens=(tokens_in, tokens_out), text=text)
             self.spend(record.spec or prepared.spec, tokens_in, tokens_out)
             return Called(text, tokens_in, tokens_out, service, attempt, record.tool_calls)
+
+    def _trace(
+        self,
+        chain: Chain,
+        label: str,
+        record: Attempt,
+        *,
+        error: CallError | None = None,
+        backoff: float = 0.0,
+        tokens: tuple[int, int] = (0, 0),
+        text: str | None = None,
+    ) -> None:
+        """Tell the tracer how the attempt went (tracing on only: see chainfleet.trace)."""
+        request = record.request
+        tracer = self.ctx.tracer
+        if record.provider is None:  # a tool step (a plain function): no model was called
+            ok = error is None
+            tracer.tool(chain, label, "", record.started, self.ctx.clock.now(), error=not ok)
+            return
+        tracer.attempt(
+            chain,
+            AttemptInfo(
+                label=label,
+                number=record.number,
+                queued=record.queued,
+                started=record.started,
+                ended=self.ctx.clock.now(),
+                limiter_wait=record.limiter_wait,
+                cooldown_wait=record.cooldown_wait,
+                backoff=backoff,
+                provider=record.provider,
+                model=record.model,
+                response_model=record.response_model,
+                max_tokens=request.max_tokens if request is not None else None,
+                input_tokens=tokens[0],
+                output_tokens=tokens[1],
+                finish_reason=record.finish_reason,
+                error=error.kind if error is not None else None,
+                error_message=str(error) if error is not None else None,
+                messages=request.conversation() if tracer.content and request is not None else (),
+                reply=text if tracer.content and request is not None else None,
+            ),
+        )
 
     def spend(self, spec: str | None, tokens_in: int, tokens_out: int) -> None:
         self.ctx.stats.input_tokens += tokens_in
@@ -285,6 +339,7 @@ class Calls:
             return await (provider.complete(request) if caller is None else caller(request))
 
         endpoint = endpoint_of(provider) if caller is None else None  # a batch job has its own watcher
+        record.provider, record.model, record.request = provider.kind, request.model, request
         completion = await self.metered(limiter, estimate, record, send, endpoint=endpoint)
         record.tool_calls = completion.tool_calls
         return completion.text, completion.input_tokens, completion.output_tokens
@@ -337,6 +392,7 @@ class Calls:
             limiter.observe(parse_rate_limits(completion.headers, time.time()))
             limiter.settle(reservation, completion.input_tokens + completion.output_tokens)
         self.ctx.stats.cached_tokens += completion.cached_tokens
+        record.response_model, record.finish_reason = completion.model, completion.finish_reason
         return completion
 
     def _refused_or_failed(

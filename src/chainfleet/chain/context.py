@@ -34,6 +34,7 @@ from chainfleet.store.agent_turns import AgentTurns, TurnRow
 from chainfleet.store.rows import RevisionRow, StageHit
 from chainfleet.store.runstore import RunStore
 from chainfleet.store.stats import RunStats
+from chainfleet.trace import Tracer
 
 if TYPE_CHECKING:
     from chainfleet.chain.batch import BatchCalls, Batcher
@@ -240,6 +241,8 @@ class RunContext:
     turn_writer: Any = None
     #: each route's decisions and counts, made on first use (see :meth:`route`)
     routes: dict[str, Route] = field(default_factory=dict)
+    #: the run's tracer (chainfleet.trace): does nothing unless tracing is on (``--otel``)
+    tracer: Tracer = field(default_factory=Tracer)
 
     @classmethod
     def local(

@@ -59,3 +59,5 @@ class Chain:
     stopped_at: str | None = None
     #: outputs a gate refused that wait for review instead (stage -> reason)
     gate_failures: dict[str, str] = field(default_factory=dict)
+    #: what the item did so far, noted for its trace while tracing (chainfleet.trace), else None
+    trace: Any = None

@@ -138,9 +138,16 @@ class StageExecutor:
                 return
             at = self.ctx.stats.stage(stage.name)  # the chain is at this stage: calling, judged,
             at.in_flight += 1  # revised or kept (the live panel's per-stage "in flight")
+            tracer = self.ctx.tracer
+            if tracer.on:
+                tracer.stage_started(
+                    chain, stage.name, "agent" if stage.is_agent else "tool" if stage.is_tool else "llm"
+                )
             try:
                 await self.run(chain, stage)
             except CallError as exc:
+                if tracer.on:
+                    tracer.stage_ended(chain, stage.name, exc)
                 exc.item_id, exc.stage = chain.item.id, stage.name
                 chain.error, chain.error_stage = exc, stage.name
                 if isinstance(exc, FatalError):
@@ -148,6 +155,8 @@ class StageExecutor:
                 return
             finally:
                 at.in_flight -= 1
+            if tracer.on:
+                tracer.stage_ended(chain, stage.name)  # (after a failure: already ended)
             if await self.ctx.review.park(chain, stage):  # waits for a person (review:)
                 chain.parked = stage.name
                 return
@@ -287,14 +296,18 @@ class StageExecutor:
                 hit = StageHit(row.output, row.input_tokens, row.output_tokens)
         if hit is None and ctx.reuse:
             hit = await self.ctx.reads.stage(chain.item.id, stage.name, prepared.key)
+        source = "store"
         if hit is not None:
             ctx.stats.reused += 1
         elif prepared.cacheable and ctx.cache is not None:
-            hit = await self.ctx.reads.cached(prepared.key)
+            hit, source = await self.ctx.reads.cached(prepared.key), "cache"
             if hit is not None:
                 ctx.stats.cache_hits += 1
         if hit is None:
             return None
+        if ctx.tracer.on:
+            spec = None if stage.is_tool else self.ctx.pipeline.model_for(stage)
+            ctx.tracer.reused(chain, stage.name, spec, source)
         value = self._decode(stage, hit.output)
         gates = row.gates if row is not None else None
         repairs = row.repairs if row is not None else 0

@@ -31,7 +31,7 @@ import click
 from chainfleet.cli.compare import display, print_comparison
 from chainfleet.cli.execute import execute, fingerprint
 from chainfleet.cli.group import cli, config_errors
-from chainfleet.cli.options import input_option
+from chainfleet.cli.options import input_option, otel_options, otel_settings
 from chainfleet.code.command import CommandTemplate, CommandWork, open_items
 from chainfleet.code.proxy import Proxy, Upstreams, gateway_send
 from chainfleet.errors import ConfigError
@@ -106,6 +106,7 @@ STAGE = "command"
 @click.option("--resume", is_flag=True, help="Continue the run in --out: journaled calls are not made again.")
 @click.option("--force", is_flag=True, help="Write into --out even when it holds files but no run.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines; only the summary.")
+@otel_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- COMMAND [ARGS]...")
 @config_errors
 def exec_command(
@@ -124,6 +125,10 @@ def exec_command(
     resume: bool,
     force: bool,
     quiet: bool,
+    otel: bool,
+    otel_endpoint: str | None,
+    otel_sample: float | None,
+    otel_content: bool,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND once per item of --input, --concurrency at a time: its model calls get
@@ -173,6 +178,7 @@ def exec_command(
         "no_cache": True,  # a command's calls may mean to differ each time: only the journal replays
         "max_cost": None,
         "max_tokens": None,
+        **otel_settings(otel, otel_endpoint, otel_sample, otel_content),
     }
     settings = {"input_file": str(Path(input_file).resolve()), "exec": spec, "cli": options}
     if compare:

@@ -176,6 +176,10 @@ def cli_settings(options: dict[str, Any], *, run_id: str | None, resume: bool, f
         item_files=options.get("item_files", "auto"),
         parquet=options.get("parquet", False),
         trajectory_chars=options.get("trajectory_chars", 2000),
+        otel=options.get("otel", False),
+        otel_endpoint=options.get("otel_endpoint"),
+        otel_sample=options.get("otel_sample", 1.0),
+        otel_content=options.get("otel_content", False),
     )
 
 

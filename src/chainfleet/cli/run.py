@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from chainfleet.cli.group import cli, config_errors
-from chainfleet.cli.options import input_option
+from chainfleet.cli.options import input_option, otel_options, otel_settings
 from chainfleet.config import MAX_CONCURRENCY
 from chainfleet.errors import ConfigError
 
@@ -198,6 +198,7 @@ class ConcurrencyType(_ParamType):
     "index: '-' for stdout (then stdout carries nothing else).",
 )
 @click.option("--ordered", is_flag=True, help="With --results: keep the records in input order.")
+@otel_options
 @config_errors
 def run_command(
     pipeline_file: str,
@@ -231,6 +232,10 @@ def run_command(
     id_column: str | None,
     results: str | None,
     ordered: bool,
+    otel: bool,
+    otel_endpoint: str | None,
+    otel_sample: float | None,
+    otel_content: bool,
 ) -> None:
     """Run PIPELINE.yaml (or your own chain, FILE.py:FUNCTION) over every item of --input.
 
@@ -265,6 +270,7 @@ def run_command(
         raise ConfigError("--ordered orders the records of --results; give --results - (or a file)")
     if resume and not out:
         raise ConfigError("--resume needs the --out folder of the run to continue")
+    tracing = otel_settings(otel, otel_endpoint, otel_sample, otel_content)
     if limit_group is not None:
         from chainfleet.limits.group import check_name
 
@@ -299,6 +305,7 @@ def run_command(
             "id_column": id_column,
             "results": results,
             "ordered": ordered,
+            **tracing,
         },
     }
     from chainfleet.cli.execute import execute  # the runner: not for `chainfleet run --help`

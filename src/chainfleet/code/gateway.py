@@ -156,6 +156,9 @@ class Gateway:
         if found is not None:
             scope.replayed += 1
             self.ctx.stats.replayed += 1
+            if self.ctx.tracer.on:
+                target = read_target(path, body)
+                self.ctx.tracer.reused(scope.chain, scope.label(target, path), target.model, "journal")
             return complete(found.status, found.headers, found.body, request)
         target = read_target(path, body)
         if target.provider is None:
@@ -212,6 +215,8 @@ class Gateway:
         limiter = self.ctx.limits.of(spec) if spec is not None else None
 
         async def call(record: Attempt) -> tuple[str, int, int]:
+            record.provider, record.model = out.target.provider or out.request.url.host, out.target.model
+
             async def send() -> Completion:
                 return await self._attempt(out)
 

@@ -32,6 +32,7 @@ __all__ = [
     "BUILTIN_PROVIDERS",
     "BatchSettings",
     "ModelLimits",
+    "OtelSettings",
     "PriceSettings",
     "ProviderSettings",
     "SimSettings",
@@ -109,6 +110,16 @@ class ModelLimits(_Settings):
 
     rpm: int | None = Field(None, gt=0)
     tpm: int | None = Field(None, gt=0)
+
+
+class OtelSettings(_Settings):
+    """``otel:``: export the run's OpenTelemetry traces (as ``--otel`` does): to ``endpoint``
+    (OTLP/HTTP), keeping ``sample`` of the items (failed ones always), with prompt and reply
+    text when ``content``. The command line's ``--otel-*`` options win over these."""
+
+    endpoint: str | None = None
+    sample: float = Field(1.0, ge=0, le=1)
+    content: bool = False
 
 
 class PriceSettings(_Settings):

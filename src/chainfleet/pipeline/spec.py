@@ -48,6 +48,7 @@ from chainfleet.pipeline.routes import RouteSettings
 from chainfleet.pipeline.settings import (
     BatchSettings,
     ModelLimits,
+    OtelSettings,
     PriceSettings,
     ProviderSettings,
     SimSettings,
@@ -86,6 +87,8 @@ class Pipeline(BaseModel):
     #: "batch": every LLM stage goes through the provider's batch API (see BatchSettings)
     mode: Literal["online", "batch"] = "online"
     batch: BatchSettings = BatchSettings()
+    #: OpenTelemetry traces of every run (``otel: true``, or its settings; see OtelSettings)
+    otel: OtelSettings | None = None
     stages: list[Stage] = Field(min_length=1)
     #: templates render in Jinja2's sandbox; ``false`` trusts them with Python's internals
     sandbox: bool = True
@@ -108,6 +111,14 @@ class Pipeline(BaseModel):
     @property
     def source(self) -> str | None:
         return self._source
+
+    @field_validator("otel", mode="before")
+    @classmethod
+    def _otel_flag(cls, value: Any) -> Any:
+        """``otel: true`` is tracing with the defaults; ``otel: false`` is none."""
+        if value is True:
+            return OtelSettings()
+        return None if value is False else value
 
     @field_validator("work")
     @classmethod

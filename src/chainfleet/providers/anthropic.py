@@ -201,6 +201,7 @@ class AnthropicProvider(Provider):
             model=getattr(message, "model", None),
             headers=keep_headers(headers),
             tool_calls=calls,
+            finish_reason=getattr(message, "stop_reason", None),
         )
 
     def _tool_input(self, blocks: Any, forced: tuple[dict[str, Any], bool], text: str) -> str:

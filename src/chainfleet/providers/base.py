@@ -89,6 +89,8 @@ class Completion:
     headers: Mapping[str, str] = field(default_factory=dict)
     #: the tools the model asked to call (an agent's turn); empty when it answered
     tool_calls: tuple[ToolCall, ...] = ()
+    #: why the model stopped, as the provider says it (``stop``, ``length``, ``end_turn`` ...)
+    finish_reason: str | None = None
 
 
 class Provider:

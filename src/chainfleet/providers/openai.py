@@ -191,6 +191,7 @@ class OpenAIProvider(Provider):
             model=getattr(completion, "model", None),
             headers=keep_headers(headers),
             tool_calls=calls,
+            finish_reason=finish,
         )
 
     async def aclose(self) -> None:

@@ -107,6 +107,7 @@ class SimProvider(Provider):
             output_tokens=simtext.count_tokens(said) if said else 0,
             model=request.model,
             tool_calls=calls,
+            finish_reason="tool_calls" if calls else "stop",
         )
 
     def _text(self, request: CompletionRequest, key: str) -> str:

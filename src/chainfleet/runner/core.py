@@ -55,6 +55,7 @@ from chainfleet.runner.feed import ThreadedFeed
 from chainfleet.store.folder import open_cache
 from chainfleet.store.runstore import ItemRecord, RunStore
 from chainfleet.store.stats import COUNTERS, RunStats
+from chainfleet.trace import tracer_for
 
 __all__ = ["MAX_CONCURRENCY", "Runner", "latest_run_id", "new_run_id"]
 
@@ -81,7 +82,7 @@ class Runner:
         seed: int | None = None,
         **options: Any,
     ) -> None:
-        settings = (settings or RunSettings()).replace(**options)
+        settings = with_pipeline_otel((settings or RunSettings()).replace(**options), pipeline)
         concurrency = settings.concurrency
         adaptive = None
         if concurrency == "auto":
@@ -114,6 +115,8 @@ class Runner:
             group=group,
         )
         self.ctx.adaptive = adaptive
+        #: the run's traces (--otel): a no-op unless tracing is on
+        self.ctx.tracer = tracer_for(settings, run_id=run_id, project=pipeline.name, clock=self.ctx.clock)
         self.ctx.batch = batcher_for(pipeline, store, run_id, self.ctx.clock)
         self.budget = None
         if settings.max_cost is not None or settings.max_tokens is not None:
@@ -229,6 +232,7 @@ class Runner:
             if ctx.batch is not None:
                 await ctx.batch.aclose()
             await ctx.pool.aclose()
+            ctx.tracer.shutdown()
         return build_report(self.store, self.run_id)
 
     def _begin_session(self) -> None:
@@ -388,6 +392,8 @@ class Runner:
             self.stats.first_admission = self.clock.now()
         self.stats.admitted += 1
         self.stats.in_flight += 1
+        if self.ctx.tracer.on:
+            self.ctx.tracer.item_started(chain)
         self._in_flight[chain.item.index] = chain
         try:
             await self.backend.advance(self.ctx, chain)
@@ -431,6 +437,8 @@ class Runner:
             seconds=seconds,
         )
         self.store.save_item(self.run_id, record)
+        if self.ctx.tracer.on:
+            self.ctx.tracer.item_ended(chain, status, error)
         if self.on_record is not None:
             row = replace(record, outputs=dict(chain.outputs)).to_json()
             self.on_record({"index": record.index, **row})
@@ -486,6 +494,20 @@ def _taking(chains: Iterator[Chain]) -> Callable[[], Awaitable[Chain | None]]:
         return next(chains, None)
 
     return take
+
+
+def with_pipeline_otel(settings: RunSettings, pipeline: Pipeline) -> RunSettings:
+    """The settings with the pipeline's ``otel:`` under them: it turns tracing on, and its
+    endpoint, sample and content apply where the run's own settings left the default."""
+    otel = pipeline.otel
+    if otel is None:
+        return settings
+    return settings.replace(
+        otel=True,
+        otel_endpoint=settings.otel_endpoint or otel.endpoint,
+        otel_sample=otel.sample if settings.otel_sample == 1.0 else settings.otel_sample,
+        otel_content=settings.otel_content or otel.content,
+    )
 
 
 def latest_run_id(store: RunStore) -> str | None:
