@@ -292,6 +292,7 @@ class AgentLoop:
             waited=waited,
             input_tokens=tokens[0],
             output_tokens=tokens[1],
+            ended=self.ctx.clock.now() - self.ctx.t0 if role == "tool" else None,
         )
         self.turns.save(self.ctx.run_id, row)
         if seq is None:

@@ -50,17 +50,20 @@ class TurnRow:
     waited: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
+    #: a tool call's end, seconds since the run started (the calls table's time base); None
+    #: for model turns and for rows of stores made before it was kept
+    ended: float | None = None
 
 
 _COLUMNS = (
     "idx, item_id, stage, key, seq, turn, role, message, tool, is_error, seconds, waited, "
-    "input_tokens, output_tokens"
+    "input_tokens, output_tokens, ended"
 )
 
 
 def _decode(row: tuple[Any, ...]) -> TurnRow:
     index, item_id, stage, key, seq, turn, role, message, tool, is_error = row[:10]
-    seconds, waited, tokens_in, tokens_out = row[10:]
+    seconds, waited, tokens_in, tokens_out, ended = row[10:]
     return TurnRow(
         index=index,
         item_id=item_id,
@@ -76,6 +79,7 @@ def _decode(row: tuple[Any, ...]) -> TurnRow:
         waited=waited,
         input_tokens=tokens_in,
         output_tokens=tokens_out,
+        ended=ended,
     )
 
 
@@ -89,7 +93,7 @@ class AgentTurns:
         """Record one step (repeating it replaces it); committed at the store's next commit
         (``await store.durable()`` before acting on it)."""
         self.store.db.execute(
-            f"INSERT OR REPLACE INTO agent_turns (run_id, {_COLUMNS}) VALUES ({', '.join('?' * 15)})",
+            f"INSERT OR REPLACE INTO agent_turns (run_id, {_COLUMNS}) VALUES ({', '.join('?' * 16)})",
             (
                 run_id,
                 row.index,
@@ -106,6 +110,7 @@ class AgentTurns:
                 row.waited,
                 row.input_tokens,
                 row.output_tokens,
+                row.ended,
             ),
         )
 

@@ -45,6 +45,7 @@ __all__ = [
     "m007_sessions",
     "m008_journal",
     "m009_agent_turns",
+    "m010_agent_turn_times",
     "migrate",
     "version",
     "why_not_a_store",
@@ -331,6 +332,13 @@ def m009_agent_turns(db: sqlite3.Connection) -> None:
     )
 
 
+def m010_agent_turn_times(db: sqlite3.Connection) -> None:
+    """When each agent tool call ended (seconds since the run started, as the calls table
+    times model calls), so the timeline draws tool calls as their own bars. Rows written before
+    have none (NULL) and are not drawn."""
+    db.execute("ALTER TABLE agent_turns ADD COLUMN ended REAL")
+
+
 #: every migration, in the order applied: an entry's place (from 1) is the version it makes
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
@@ -341,6 +349,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m007_sessions,
     m008_journal,
     m009_agent_turns,
+    m010_agent_turn_times,
 ]
 
 
