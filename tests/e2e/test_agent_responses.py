@@ -49,7 +49,9 @@ def pipeline(sim: SimServerThread, api: str, **stage: Any) -> Pipeline:
     tools = [{"function": f"{TOOLS}:search"}, {"function": f"{TOOLS}:broken"}]
     return Pipeline.from_dict(
         {
-            "providers": {"oai": {"kind": "openai", "base_url": f"{sim.url}/v1", "api_key_env": "SIM_KEY", "api": api}},
+            "providers": {
+                "oai": {"kind": "openai", "base_url": f"{sim.url}/v1", "api_key_env": "SIM_KEY", "api": api}
+            },
             "model": "oai:gpt-sim",
             "prices": {"oai:gpt-sim": {"input": 1.0, "output": 2.0}},
             "input": "topic",
@@ -64,7 +66,9 @@ def pipeline(sim: SimServerThread, api: str, **stage: Any) -> Pipeline:
 TOPICS = [f"topic {i} [[sim:tool_turns={1 + i % 3}]]" for i in range(6)]
 
 
-def run(sim: SimServerThread, api: str, out: Path, **stage: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def run(
+    sim: SimServerThread, api: str, out: Path, **stage: Any
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     sim.reset()
     report = asyncio.run(arun(pipeline(sim, api, **stage), TOPICS, out=out, concurrency=3, cache=None))
     assert report.items_succeeded == len(TOPICS)
@@ -80,7 +84,9 @@ def shape(results: list[dict[str, Any]]) -> list[list[tuple[Any, ...]]]:
     ]  # fmt: skip
 
 
-def test_an_agent_over_the_responses_api_matches_chat_completions(sim: SimServerThread, tmp_path: Path) -> None:
+def test_an_agent_over_the_responses_api_matches_chat_completions(
+    sim: SimServerThread, tmp_path: Path
+) -> None:
     chat, chat_stats = run(sim, "chat", tmp_path / "chat")
     responses, stats = run(sim, "responses", tmp_path / "responses")
     model_turns = len(TOPICS) + sum(1 + i % 3 for i in range(len(TOPICS)))
