@@ -51,7 +51,7 @@ from chainfleet.limits import ModelLimiter
 from chainfleet.pipeline import Stage
 from chainfleet.pipeline.tools import FunctionTool, ToolSettings
 from chainfleet.redact import clip
-from chainfleet.store.agent_turns import AgentTurns, TurnRow
+from chainfleet.store.agent_turns import OPENING, AgentTurns, TurnRow
 from chainfleet.store.stats import StageStats
 
 if TYPE_CHECKING:
@@ -191,9 +191,18 @@ class AgentLoop:
         assert prepared.request is not None, "an agent stage is a model call"
         convo = Conversation(messages=[dict(m) for m in prepared.request.conversation()])
         scope = None if self.ctx.reuse else self.ctx.run_id
+        opened = False
         for row in self.turns.load(chain.item.id, stage.name, prepared.key, scope):
-            convo.replay(row)
             self.turns.save(self.ctx.run_id, dataclasses.replace(row, index=chain.item.index))
+            if row.role == OPENING:
+                opened = True
+            else:
+                convo.replay(row)
+        if not opened:  # what the agent was asked, for the report's trajectory view
+            opening = {"role": OPENING, "messages": [dict(m) for m in convo.messages]}
+            self.turns.save(
+                self.ctx.run_id, self._row(chain, stage, prepared.key, convo, OPENING, opening, seq=-1)
+            )
         while True:
             pending = convo.pending()
             if pending:
@@ -277,15 +286,9 @@ class AgentLoop:
         tokens: tuple[int, int] = (0, 0),
     ) -> None:
         """Append a step to the conversation and make it durable before going on."""
-        row = TurnRow(
-            index=chain.item.index,
-            item_id=chain.item.id,
-            stage=stage.name,
-            key=key,
-            seq=convo.seq if seq is None else seq,
-            turn=convo.turn,
-            role=role,
-            message=message,
+        row = self._row(chain, stage, key, convo, role, message, seq=seq)
+        row = dataclasses.replace(
+            row,
             tool=tool,
             is_error=is_error,
             seconds=seconds,
@@ -299,6 +302,21 @@ class AgentLoop:
             convo.messages.append(message)
             convo.seq += 1
         await self.ctx.store.durable()
+
+    def _row(
+        self, chain: Chain, stage: Stage, key: str, convo: Conversation, role: str, message: dict[str, Any],
+        *, seq: int | None,
+    ) -> TurnRow:  # fmt: skip
+        return TurnRow(
+            index=chain.item.index,
+            item_id=chain.item.id,
+            stage=stage.name,
+            key=key,
+            seq=convo.seq if seq is None else seq,
+            turn=convo.turn,
+            role=role,
+            message=message,
+        )
 
     async def _run_tools(
         self, chain: Chain, stage: Stage, key: str, convo: Conversation, pending: list[dict[str, Any]]

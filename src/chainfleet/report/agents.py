@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chainfleet.redact import clip
-from chainfleet.store.agent_turns import AgentTurns, TurnRow
+from chainfleet.store.agent_turns import OPENING, AgentTurns, TurnRow
 from chainfleet.store.runstore import RunStore
 from chainfleet.store.stats import percentile
 
@@ -36,6 +36,7 @@ __all__ = [
     "agent_markdown",
     "agent_section",
     "agent_steps",
+    "conversations",
     "tool_bars",
     "trajectories",
 ]
@@ -44,9 +45,16 @@ __all__ = [
 TRAJECTORY_CHARS = 2000
 
 
+def conversations(store: RunStore, run_id: str) -> Iterator[tuple[int, dict[str, list[TurnRow]]]]:
+    """Per item (in input order) each agent stage's conversation as stored rows (its opening
+    first when stored): for views that show the whole conversation."""
+    return _conversations(store, run_id)
+
+
 def _conversations(store: RunStore, run_id: str) -> Iterator[tuple[int, dict[str, list[TurnRow]]]]:
     """Per item (in input order), each agent stage's last conversation (a revision has its own,
-    and the last one is the output's)."""
+    and the last one is the output's), its ``opening`` row (what the agent was first sent) first
+    when it has one."""
     index: int | None = None
     by_stage: dict[str, dict[str, list[TurnRow]]] = {}
     for row in AgentTurns(store).of_run(run_id):
@@ -217,7 +225,13 @@ def _usd(stage: Mapping[str, Any]) -> str:
 def trajectories(store: RunStore, run_id: str, *, chars: int) -> Iterator[tuple[int, dict[str, Any]]]:
     """(item index, {stage: steps}) for every item an agent worked on, in input order."""
     for index, conversations in _conversations(store, run_id):
-        yield index, {stage: [_step(row, chars) for row in rows] for stage, rows in conversations.items()}
+        yield (
+            index,
+            {
+                stage: [_step(row, chars) for row in rows if row.role != OPENING]
+                for stage, rows in conversations.items()
+            },
+        )
 
 
 def agent_steps(store: RunStore, run_id: str) -> dict[int, str]:
@@ -225,7 +239,7 @@ def agent_steps(store: RunStore, run_id: str) -> dict[int, str]:
     compare`` checks that one at a time and N at once took the same steps)."""
     steps = {}
     for index, conversations in _conversations(store, run_id):
-        plain = {stage: [(r.turn, r.role, r.message, r.tool, r.is_error) for r in rows]
+        plain = {stage: [(r.turn, r.role, r.message, r.tool, r.is_error) for r in rows if r.role != OPENING]
                  for stage, rows in conversations.items()}  # fmt: skip
         steps[index] = json.dumps(plain, sort_keys=True, default=str)
     return steps

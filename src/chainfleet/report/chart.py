@@ -164,9 +164,12 @@ def _figure(
     shown_items = {row[0].index for row in rows}
     tool_rows: dict[int, list[ToolBar]] = {}
     tool_count = tool_end = 0.0
+    tool_times: tuple[array[float], array[float]] = (array("d"), array("d"))
     for bar in tools:
         tool_count += 1
         tool_end = max(tool_end, bar.ended)
+        tool_times[0].append(bar.started)
+        tool_times[1].append(bar.ended)
         if bar.index in shown_items:
             tool_rows.setdefault(bar.index, []).append(bar)
     span = float(max(after.max(), tool_end, 1e-3))  # the end of the last call, backoff or tool
@@ -186,7 +189,8 @@ def _figure(
         fontsize=13,
     )
     _draw_rows(top, rows, colours=colours, span=span, tools=tool_rows)
-    _draw_in_flight(flight, queued, started, ended, after, span=span, concurrency=concurrency)
+    running = (np.frombuffer(tool_times[0], dtype=np.float64), np.frombuffer(tool_times[1], dtype=np.float64))
+    _draw_in_flight(flight, queued, started, ended, after, span=span, concurrency=concurrency, tools=running)
     _draw_completed(done, ended, failed, started, span=span)
     done.set_xlabel("seconds since the run started")
     done.set_xlim(0, span * 1.01)
@@ -240,7 +244,7 @@ def _draw_rows(
             put(tool_bars, y, t.started, width)
             if t.is_error:
                 put(tool_fails, y, t.started, width)
-            if t.waited > 0:
+            if t.waited > tiny:  # a wait for the tool's own concurrency or rpm
                 put(waits[LIMITER], y, t.started - t.waited, t.waited)
     for stage, (ys, xs, ws) in bars.items():
         ax.barh(ys, ws, left=xs, height=0.72, color=colours[stage], linewidth=0)
@@ -319,12 +323,14 @@ def _draw_in_flight(
     *,
     span: float,
     concurrency: int | None,
+    tools: tuple[NDArray[np.float64], NDArray[np.float64]],
 ) -> None:
     import numpy as np
 
     edges = np.linspace(0.0, span, 401)
     layers = [
         (_occupancy(started, ended, edges), "#0072B2", "calling a model"),
+        (_occupancy(tools[0], tools[1], edges), TOOL, "tool calls running"),
         (_occupancy(queued, started, edges), LIMITER, "waiting (limiter, cooldown)"),
         (_occupancy(ended, after, edges), BACKOFF, "backing off"),
     ]

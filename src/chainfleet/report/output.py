@@ -207,13 +207,18 @@ def _write_timeline(path: Path, report: RunReport) -> Path | None:
 
 def _html(report: RunReport, png: Path | None) -> str:
     from chainfleet.report.html import report_html
+    from chainfleet.report.trajectory_view import trajectory_views
 
+    views: list[dict[str, Any]] = []
+    if report.agents and report.store is not None:
+        views = trajectory_views(report.store, report.run_id, report.results())
     return report_html(
         report.to_dict(),
         png_path=png,
         items=report.results(),
         stages_order=report.stages_order,
         input_field=report.input_field,
+        trajectories=views,
     )
 
 

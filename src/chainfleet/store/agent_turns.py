@@ -1,6 +1,7 @@
 """An agent's conversation, step by step, in the run store (the table of migration m009).
 
-An agent stage calls its model, runs the tools it asked for, and calls it again. Each step is a
+An agent stage calls its model, runs the tools it asked for, and calls it again. What it was
+first sent (system and user prompt) is one row of role ``opening`` (seq -1). Each step is a
 row written as it completes: a model turn (the assistant's message, with its tool calls and
 tokens) or one tool's result (with its tool, error flag and seconds). Rows are keyed by the
 item, the stage and the key of the stage's input (so a revision, whose input differs, has a
@@ -28,7 +29,12 @@ from typing import Any
 
 from chainfleet.store.runstore import RunStore
 
-__all__ = ["AgentTurns", "TurnRow"]
+__all__ = ["OPENING", "AgentTurns", "TurnRow"]
+
+#: the role of the row (``seq`` -1) that keeps what an agent was first sent, ``{"role":
+#: "opening", "messages": [...]}`` (system and user prompt): shown in report.html's trajectory
+#: view; never replayed (the stage renders its prompt again) and not part of the trajectory
+OPENING = "opening"
 
 
 @dataclass(frozen=True, kw_only=True)
