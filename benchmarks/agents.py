@@ -7,7 +7,9 @@ by side (``parallel_tools`` 4), so a tool turn costs one tool time. The ideal co
 and tool call: an item takes 4 x latency + 3 x tool, and N items at concurrency C take
 ceil(N / C) such chains (all chains are alike, so they go in waves). Measured at -c 1 and -c 25;
 target: within 5% of the ideal. Beside it, a bare loop (``asyncio.gather`` + ``Semaphore``) over
-the same sim turns and the same tool sleeps, in the same process: the machine's own floor.
+the same sim turns and the same tool sleeps, in the same process: the machine's own floor. The
+process CPU seconds of each are printed too: on a loaded machine a run whose CPU is a large
+share of the ideal time cannot keep to it, whatever the runner does.
 
 Part 2, tool-call CPU: a scripted model (in process, no latency) asks for K tool calls a turn,
 3 turns an item, then answers. Two runs differ only in K (1 and 5): the extra process CPU over
@@ -91,7 +93,7 @@ async def bare_agents(topics: list[str], concurrency: int, latency: float) -> fl
                 )
                 messages += [
                     {"role": "tool", "tool_call_id": c.id, "content": r}
-                    for c, r in zip(reply.tool_calls, results)
+                    for c, r in zip(reply.tool_calls, results, strict=True)
                 ]
 
     started = time.perf_counter()
@@ -104,24 +106,30 @@ async def timing(items: int, latency: float, levels: list[int]) -> list[float]:
     topics = [f"topic number {i}" for i in range(1, items + 1)]
     chain = (TOOL_TURNS + 1) * latency + TOOL_TURNS * TOOL_SECONDS
     print(
-        f"chain = {TOOL_TURNS + 1} turns x {latency * 1000:.0f} ms + {TOOL_TURNS} tool turns x {TOOL_SECONDS * 1000:.0f} ms = {chain * 1000:.0f} ms"
+        f"chain = {TOOL_TURNS + 1} turns x {latency * 1000:.0f} ms + {TOOL_TURNS} tool turns x "
+        f"{TOOL_SECONDS * 1000:.0f} ms = {chain * 1000:.0f} ms"
     )
     print(
-        f"{'items':>6} {'c':>4} {'chainfleet':>11} {'bare loop':>10} {'ideal':>8} {'ratio':>6} {'bare ratio':>10} {'tool calls':>10}"
+        f"{'items':>6} {'c':>4} {'chainfleet':>11} {'bare loop':>10} {'ideal':>8} {'ratio':>6} "
+        f"{'bare ratio':>10} {'tool calls':>10} {'CPU s':>6} {'bare CPU s':>10}"
     )
     ratios = []
     for c in levels:
+        cpu = time.process_time()
         report = await arun(pipe, topics, concurrency=c)
+        cpu = time.process_time() - cpu
         assert report.items_succeeded == items, report.summary_lines()
         turns = report.agents["stages"]["research"]
         assert turns["turns_max"] == turns["turns_mean"] == TOOL_TURNS + 1, turns
         calls = report.agents["tools"]["wait"]["calls"]
+        bare_cpu = time.process_time()
         bare = await bare_agents(topics, c, latency)
+        bare_cpu = time.process_time() - bare_cpu
         ideal = math.ceil(items / c) * chain
         ratios.append(report.wall_seconds / ideal)
         print(
             f"{items:>6} {c:>4} {report.wall_seconds:>10.2f}s {bare:>9.2f}s {ideal:>7.2f}s "
-            f"{report.wall_seconds / ideal:>6.3f} {bare / ideal:>10.3f} {calls:>10}"
+            f"{report.wall_seconds / ideal:>6.3f} {bare / ideal:>10.3f} {calls:>10} {cpu:>6.2f} {bare_cpu:>10.2f}"
         )
     return ratios
 
@@ -163,7 +171,8 @@ async def cpu_of_run(items: int, per_turn: int, tool: Any) -> tuple[float, int]:
 
 async def overhead(items: int) -> None:
     print(
-        f"\n{'tool':>6} {'calls (K=1)':>11} {'calls (K=5)':>11} {'CPU K=1':>8} {'CPU K=5':>8} {'per call':>9} {'direct call':>11}"
+        f"\n{'tool':>6} {'calls (K=1)':>11} {'calls (K=5)':>11} {'CPU K=1':>8} {'CPU K=5':>8} "
+        f"{'per call':>9} {'direct call':>11}"
     )
     for tool in (noop, anoop):
         await cpu_of_run(max(items // 10, 10), 1, tool)  # warm up imports and caches
@@ -197,7 +206,8 @@ def main() -> None:
     TOOL_SECONDS = args.tool
     items = 60 if args.quick else args.items
     print(
-        f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores; load {os.getloadavg()}"
+        f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores; "
+        f"load {os.getloadavg()}"
     )
     print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}\n")
     ratios = asyncio.run(timing(items, args.latency, args.levels))
