@@ -129,7 +129,8 @@ async def timing(items: int, latency: float, levels: list[int]) -> list[float]:
         ratios.append(report.wall_seconds / ideal)
         print(
             f"{items:>6} {c:>4} {report.wall_seconds:>10.2f}s {bare:>9.2f}s {ideal:>7.2f}s "
-            f"{report.wall_seconds / ideal:>6.3f} {bare / ideal:>10.3f} {calls:>10} {cpu:>6.2f} {bare_cpu:>10.2f}"
+            f"{report.wall_seconds / ideal:>6.3f} {bare / ideal:>10.3f} {calls:>10} "
+            f"{cpu:>6.2f} {bare_cpu:>10.2f}"
         )
     return ratios
 
