@@ -286,17 +286,12 @@ class AgentLoop:
         tokens: tuple[int, int] = (0, 0),
     ) -> None:
         """Append a step to the conversation and make it durable before going on."""
-        row = self._row(chain, stage, key, convo, role, message, seq=seq)
-        row = dataclasses.replace(
-            row,
-            tool=tool,
-            is_error=is_error,
-            seconds=seconds,
-            waited=waited,
-            input_tokens=tokens[0],
-            output_tokens=tokens[1],
+        row = self._row(
+            chain, stage, key, convo, role, message,
+            seq=seq, tool=tool, is_error=is_error, seconds=seconds, waited=waited,
+            input_tokens=tokens[0], output_tokens=tokens[1],
             ended=self.ctx.clock.now() - self.ctx.t0 if role == "tool" else None,
-        )
+        )  # fmt: skip
         self.turns.save(self.ctx.run_id, row)
         if seq is None:
             convo.messages.append(message)
@@ -305,8 +300,9 @@ class AgentLoop:
 
     def _row(
         self, chain: Chain, stage: Stage, key: str, convo: Conversation, role: str, message: dict[str, Any],
-        *, seq: int | None,
+        *, seq: int | None, **extra: Any,
     ) -> TurnRow:  # fmt: skip
+        """A step of this item's conversation as a store row (``extra``: the row's figures)."""
         return TurnRow(
             index=chain.item.index,
             item_id=chain.item.id,
@@ -316,6 +312,7 @@ class AgentLoop:
             turn=convo.turn,
             role=role,
             message=message,
+            **extra,
         )
 
     async def _run_tools(
