@@ -20,6 +20,7 @@ from chainfleet.errors import ConfigError
 from chainfleet.sim.server import SimServerThread
 from chainfleet.sim.settings import SimServerSettings
 from conftest import read_report, read_results
+from sim_cli import point_sdks_at
 from unit.chain import agent_tools
 
 KEY = "sk-test-responses-0123456789-SECRET"
@@ -36,11 +37,8 @@ def server() -> Iterator[SimServerThread]:
 
 @pytest.fixture
 def sim(server: SimServerThread, monkeypatch: pytest.MonkeyPatch) -> SimServerThread:
-    server.configure(**SimServerSettings(api_keys=(KEY,)).model_dump())
-    server.reset()
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SIM_KEY", KEY)
+    point_sdks_at(server, monkeypatch, KEY)
+    monkeypatch.setenv("SIM_KEY", KEY)  # the named endpoints' api_key_env
     agent_tools.CALLS.clear()
     return server
 
