@@ -53,7 +53,7 @@ from chainfleet.limits import ModelLimiter
 from chainfleet.pipeline import Stage
 from chainfleet.pipeline.tools import FunctionTool, ToolSettings
 from chainfleet.redact import clip
-from chainfleet.store.agent_turns import AgentTurns, TurnRow
+from chainfleet.store.agent_turns import OPENING, AgentTurns, TurnRow
 from chainfleet.store.stats import StageStats
 
 if TYPE_CHECKING:
@@ -193,9 +193,18 @@ class AgentLoop:
         assert prepared.request is not None, "an agent stage is a model call"
         convo = Conversation(messages=[dict(m) for m in prepared.request.conversation()])
         scope = None if self.ctx.reuse else self.ctx.run_id
+        opened = False
         for row in await self.ctx.reads.turns(chain.item.id, stage.name, prepared.key, scope):
-            convo.replay(row)
             self.turns.save(self.ctx.run_id, dataclasses.replace(row, index=chain.item.index))
+            if row.role == OPENING:
+                opened = True
+            else:
+                convo.replay(row)
+        if not opened:  # what the agent was asked, for the report's trajectory view
+            opening = {"role": OPENING, "messages": [dict(m) for m in convo.messages]}
+            self.turns.save(
+                self.ctx.run_id, self._row(chain, stage, prepared.key, convo, OPENING, opening, seq=-1)
+            )
         while True:
             pending = convo.pending()
             if pending:
@@ -298,7 +307,24 @@ class AgentLoop:
         tokens: tuple[int, int] = (0, 0),
     ) -> None:
         """Append a step to the conversation and make it durable before going on."""
-        row = TurnRow(
+        row = self._row(
+            chain, stage, key, convo, role, message,
+            seq=seq, tool=tool, is_error=is_error, seconds=seconds, waited=waited,
+            input_tokens=tokens[0], output_tokens=tokens[1],
+            ended=self.ctx.clock.now() - self.ctx.t0 if role == "tool" else None,
+        )  # fmt: skip
+        self.turns.save(self.ctx.run_id, row)
+        if seq is None:
+            convo.messages.append(message)
+            convo.seq += 1
+        await self.ctx.store.durable()
+
+    def _row(
+        self, chain: Chain, stage: Stage, key: str, convo: Conversation, role: str, message: dict[str, Any],
+        *, seq: int | None, **extra: Any,
+    ) -> TurnRow:  # fmt: skip
+        """A step of this item's conversation as a store row (``extra``: the row's figures)."""
+        return TurnRow(
             index=chain.item.index,
             item_id=chain.item.id,
             stage=stage.name,
@@ -307,18 +333,8 @@ class AgentLoop:
             turn=convo.turn,
             role=role,
             message=message,
-            tool=tool,
-            is_error=is_error,
-            seconds=seconds,
-            waited=waited,
-            input_tokens=tokens[0],
-            output_tokens=tokens[1],
+            **extra,
         )
-        self.turns.save(self.ctx.run_id, row)
-        if seq is None:
-            convo.messages.append(message)
-            convo.seq += 1
-        await self.ctx.store.durable()
 
     async def _run_tools(
         self, chain: Chain, stage: Stage, key: str, convo: Conversation, pending: list[dict[str, Any]]

@@ -24,7 +24,7 @@ import importlib.metadata
 from collections.abc import Collection
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from chainfleet.redact import clip
 
@@ -87,6 +87,15 @@ class ProviderSettings(_Settings):
     #: (``json_schema``: OpenAI's strict response_format, Anthropic's forced tool call), as
     #: ``json_object`` mode with the schema in the prompt, or by the ``prompt`` alone
     structured: Literal["json_schema", "json_object", "prompt"] = "json_schema"
+    #: which OpenAI API a ``kind: openai`` endpoint calls: chat completions (``chat``) or the
+    #: Responses API (``responses``, ``POST /v1/responses``); batch mode uses chat completions
+    api: Literal["chat", "responses"] = "chat"
+
+    @model_validator(mode="after")
+    def _check_api(self) -> ProviderSettings:
+        if self.api == "responses" and self.kind != "openai":
+            raise ValueError(f"api: responses is an OpenAI API; a {self.kind!r} endpoint cannot call it")
+        return self
 
     @field_validator("kind")
     @classmethod

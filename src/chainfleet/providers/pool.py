@@ -145,6 +145,7 @@ class ProviderPool:
             api_key=api_key,
             key_env=key_env,
             timeout=self.pipeline.timeout,
+            api=settings.api if settings is not None else "chat",
             clock=self.clock,
             pipeline=self.pipeline,
         )

@@ -90,6 +90,9 @@ class ProviderConfig:
     #: where the key was looked for: ``api_key_env``, or ``KIND_API_KEY`` for a kind used by name
     key_env: str | None = None
     timeout: float = 120.0
+    #: a named endpoint's ``api``: ``chat`` (chat completions) or ``responses`` (OpenAI's
+    #: Responses API); kinds other than ``openai`` ignore it
+    api: str = "chat"
     clock: Clock = field(default_factory=SystemClock, repr=False)
     pipeline: Pipeline | None = field(default=None, repr=False)
 
@@ -181,6 +184,12 @@ def _openai(config: ProviderConfig) -> Provider:
     from chainfleet.providers.openai import OpenAIProvider
 
     key = config.require_key(default=NO_KEY)
+    if config.api == "responses":
+        from chainfleet.providers.openai_responses import OpenAIResponsesProvider
+
+        return OpenAIResponsesProvider(
+            api_key=key, base_url=config.base_url, timeout=config.timeout, name=config.name
+        )
     return OpenAIProvider(api_key=key, base_url=config.base_url, timeout=config.timeout, name=config.name)
 
 

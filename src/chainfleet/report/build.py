@@ -158,7 +158,7 @@ def build_report(store: RunStore, run_id: str) -> RunReport:
     _add_items(report, store)
     report.gates = gate_summary(store, run_id)
     report.batch = batch_section(store, wall_seconds=report.wall_seconds)
-    report.agents = agent_section(store, run_id)
+    report.agents = agent_section(store, run_id, settings.get("agent_prices"))
     report.review = review_summary(store, run_id)
     return report
 

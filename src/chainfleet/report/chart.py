@@ -5,7 +5,9 @@ Three panels share one time axis (seconds since the run started):
 - one row per item (an evenly spread sample when there are more than ``max_rows``), each attempt
   a bar from its start to its end coloured by stage; waits drawn before the bar (the rate
   limiter, a 429's cooldown) and after a failed attempt (the backoff before the retry); failed
-  attempts outlined in vermillion with an x;
+  attempts outlined in vermillion with an x; an agent's tool calls as their own narrower indigo
+  bars between its model turns (a tool error outlined in vermillion), each after the wait for
+  its tool's own limits;
 - the chains in flight over time, split into calling, waiting and backing off (the mean over
   small time bins, so no call is too short to count);
 - the calls completed per minute, failed attempts stacked on top.
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from numpy.typing import NDArray
 
+    from chainfleet.report.agents import ToolBar
+
 __all__ = ["PALETTE", "SampledCalls", "timeline_png"]
 
 #: Okabe & Ito's colour-blind-safe palette (vermillion is kept for failures)
@@ -48,6 +52,8 @@ FAILED = "#D55E00"
 LIMITER = "#BBBBBB"
 COOLDOWN = "#777777"
 BACKOFF = "#444444"
+#: tool calls: Paul Tol's indigo, outside the stages' palette so a tool never looks like a stage
+TOOL = "#332288"
 SIZE = (14.0, 9.0)  # inches at dpi 100: 1400 x 900 px
 DPI = 100
 LABEL_CHARS = 18
@@ -106,12 +112,15 @@ def timeline_png(
     stages_order: Sequence[str],
     max_rows: int = 60,
     concurrency: int | None = None,
+    tools: Iterable[ToolBar] = (),
 ) -> Path:
     """Draw the run's timeline into ``path`` (a PNG, ~1400 x 900 px) and return the path.
 
     ``stages_order`` fixes each stage's colour (stages not in it come after, in order seen);
-    ``concurrency``, when given, is drawn as the cap over the chains-in-flight panel. A run
-    without calls gets a small figure saying so.
+    ``concurrency``, when given, is drawn as the cap over the chains-in-flight panel; ``tools``
+    are the agents' tool calls (:func:`chainfleet.report.agents.tool_bars`), read after the
+    calls, and only the sampled items' are kept. A run without calls gets a small figure saying
+    so.
     """
     from matplotlib.figure import Figure
 
@@ -129,12 +138,19 @@ def timeline_png(
             fig.text(0.5, 0.6, _plain(title), ha="center", fontsize=13, weight="bold")
             fig.text(0.5, 0.3, "no calls were made in this run", ha="center", fontsize=11, color="#555")
         else:
-            fig = _figure(collected, title=title, colours=colours, concurrency=concurrency)
+            fig = _figure(collected, tools, title=title, colours=colours, concurrency=concurrency)
         fig.savefig(out, format="png", dpi=DPI)
     return out
 
 
-def _figure(calls: SampledCalls, *, title: str, colours: dict[str, str], concurrency: int | None) -> Figure:
+def _figure(
+    calls: SampledCalls,
+    tools: Iterable[ToolBar],
+    *,
+    title: str,
+    colours: dict[str, str],
+    concurrency: int | None,
+) -> Figure:
     import numpy as np
     from matplotlib.figure import Figure
 
@@ -143,9 +159,20 @@ def _figure(calls: SampledCalls, *, title: str, colours: dict[str, str], concurr
     queued = np.frombuffer(calls.queued, dtype=np.float64)
     after = ended + np.frombuffer(calls.backoff, dtype=np.float64)
     failed = np.frombuffer(calls.failed, dtype=np.int8).astype(bool)
-    span = float(max(after.max(), 1e-3))  # the end of the last call or backoff
     items = int(np.unique(np.frombuffer(calls.index, dtype=np.int64)).size)
     rows = calls.sample()
+    shown_items = {row[0].index for row in rows}
+    tool_rows: dict[int, list[ToolBar]] = {}
+    tool_count = tool_end = 0.0
+    tool_times: tuple[array[float], array[float]] = (array("d"), array("d"))
+    for bar in tools:
+        tool_count += 1
+        tool_end = max(tool_end, bar.ended)
+        tool_times[0].append(bar.started)
+        tool_times[1].append(bar.ended)
+        if bar.index in shown_items:
+            tool_rows.setdefault(bar.index, []).append(bar)
+    span = float(max(after.max(), tool_end, 1e-3))  # the end of the last call, backoff or tool
 
     fig = Figure(figsize=SIZE, dpi=DPI, layout="constrained")
     grid = fig.add_gridspec(3, 1, height_ratios=[5.2, 1.4, 1.4])
@@ -156,11 +183,14 @@ def _figure(calls: SampledCalls, *, title: str, colours: dict[str, str], concurr
     shown = f"; {len(rows)} of {items:,} items shown, evenly spread" if len(rows) < items else ""
     fig.suptitle(
         f"{_plain(title)}\n{_count(items, 'item')}, {_count(len(started), 'call')} "
-        f"({_count(int(failed.sum()), 'failed attempt')}){shown}",
+        f"({_count(int(failed.sum()), 'failed attempt')})"
+        + (f", {_count(int(tool_count), 'tool call')}" if tool_count else "")
+        + shown,
         fontsize=13,
     )
-    _draw_rows(top, rows, colours=colours, span=span)
-    _draw_in_flight(flight, queued, started, ended, after, span=span, concurrency=concurrency)
+    _draw_rows(top, rows, colours=colours, span=span, tools=tool_rows)
+    running = (np.frombuffer(tool_times[0], dtype=np.float64), np.frombuffer(tool_times[1], dtype=np.float64))
+    _draw_in_flight(flight, queued, started, ended, after, span=span, concurrency=concurrency, tools=running)
     _draw_completed(done, ended, failed, started, span=span)
     done.set_xlabel("seconds since the run started")
     done.set_xlim(0, span * 1.01)
@@ -169,8 +199,16 @@ def _figure(calls: SampledCalls, *, title: str, colours: dict[str, str], concurr
     return fig
 
 
-def _draw_rows(ax: Axes, rows: list[list[CallRow]], *, colours: dict[str, str], span: float) -> None:
-    """One row per item: wait, attempt and backoff bars; failures outlined and crossed."""
+def _draw_rows(
+    ax: Axes,
+    rows: list[list[CallRow]],
+    *,
+    colours: dict[str, str],
+    span: float,
+    tools: dict[int, list[ToolBar]],
+) -> None:
+    """One row per item: wait, attempt and backoff bars; failures outlined and crossed; tool
+    calls as narrower bars of their own colour, their errors outlined."""
     from matplotlib.patches import Patch
 
     tiny = span / 700  # a zero-length call still shows as a sliver
@@ -198,11 +236,27 @@ def _draw_rows(ax: Axes, rows: list[list[CallRow]], *, colours: dict[str, str], 
             put(bars.setdefault(c.stage, ([], [], [])), y, c.started, width)
             if c.status != "ok":
                 put(fails, y, c.started, width)
+    tool_bars: tuple[list[float], list[float], list[float]] = ([], [], [])
+    tool_fails: tuple[list[float], list[float], list[float]] = ([], [], [])
+    for y, calls in enumerate(rows):
+        for t in tools.get(calls[0].index, ()):
+            width = max(t.ended - t.started, tiny)
+            put(tool_bars, y, t.started, width)
+            if t.is_error:
+                put(tool_fails, y, t.started, width)
+            if t.waited > tiny:  # a wait for the tool's own concurrency or rpm
+                put(waits[LIMITER], y, t.started - t.waited, t.waited)
     for stage, (ys, xs, ws) in bars.items():
         ax.barh(ys, ws, left=xs, height=0.72, color=colours[stage], linewidth=0)
     for colour, (ys, xs, ws) in waits.items():
         hatch = "////" if colour == COOLDOWN else None
         ax.barh(ys, ws, left=xs, height=0.28, color=colour, hatch=hatch, edgecolor="white", linewidth=0)
+    if tool_bars[0]:
+        ys, xs, ws = tool_bars
+        ax.barh(ys, ws, left=xs, height=0.42, color=TOOL, linewidth=0)
+    if tool_fails[0]:
+        ys, xs, ws = tool_fails
+        ax.barh(ys, ws, left=xs, height=0.42, fill=False, edgecolor=FAILED, linewidth=1.2)
     if fails[0]:
         ys, xs, ws = fails
         ax.barh(ys, ws, left=xs, height=0.72, fill=False, edgecolor=FAILED, linewidth=1.6)
@@ -227,6 +281,8 @@ def _draw_rows(ax: Axes, rows: list[list[CallRow]], *, colours: dict[str, str], 
         ),
         (waits[BACKOFF], Patch(color=BACKOFF, label="backoff before a retry")),
         (fails, Patch(fill=False, edgecolor=FAILED, linewidth=1.6, label="failed attempt (x)")),
+        (tool_bars, Patch(color=TOOL, label="tool call")),
+        (tool_fails, Patch(facecolor=TOOL, edgecolor=FAILED, linewidth=1.2, label="tool error")),
     ]
     handles += [handle for drawn, handle in extras if drawn[0]]
     ax.legend(
@@ -267,12 +323,14 @@ def _draw_in_flight(
     *,
     span: float,
     concurrency: int | None,
+    tools: tuple[NDArray[np.float64], NDArray[np.float64]],
 ) -> None:
     import numpy as np
 
     edges = np.linspace(0.0, span, 401)
     layers = [
         (_occupancy(started, ended, edges), "#0072B2", "calling a model"),
+        (_occupancy(tools[0], tools[1], edges), TOOL, "tool calls running"),
         (_occupancy(queued, started, edges), LIMITER, "waiting (limiter, cooldown)"),
         (_occupancy(ended, after, edges), BACKOFF, "backing off"),
     ]

@@ -74,13 +74,16 @@ def report_html(
     stages_order: Sequence[str] | None = None,
     input_field: str = "input",
     item_cap: int = ITEM_CAP,
+    trajectories: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     """The page for one run's report dict (``report.json``'s content).
 
     ``items`` (the run's records in input order, e.g. ``report.results()``) gives the per-item
     table its topics, status and errors; only the first ``item_cap`` are read. Without it the
     table comes from the report's quality rows. ``stages_order`` orders the stage table (a dict
-    read back from JSON may have lost the pipeline's order).
+    read back from JSON may have lost the pipeline's order). ``trajectories``: a few items'
+    agent conversations (:func:`chainfleet.report.trajectory_view.trajectory_views`), shown
+    as conversations after the agents' figures.
     """
     page = (
         _environment()
@@ -99,6 +102,8 @@ def report_html(
             sessions=_sessions(report),
             gates=gate_tables(report.get("gates")),
             extra_sections=_extra_sections(report),
+            agents=_agents(report),
+            trajectories=list(trajectories),
             quality=_quality(report),
             items=_items(report, items, input_field=input_field, cap=item_cap),
             wall_clock_note=report.get("wall_clock_note", ""),
@@ -278,6 +283,19 @@ def _extra_sections(d: Mapping[str, Any]) -> list[dict[str, Any]]:
     if routes := routes_lines(d.get("routes")):
         sections.append({"title": "Routes", "lines": [line.strip() for line in routes]})
     return sections
+
+
+def _agents(d: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The agents section's tables (None: no agent stage ran)."""
+    section = d.get("agents")
+    if not section:
+        return None
+    stages = [{"name": name, **figures} for name, figures in section.get("stages", {}).items()]
+    for stage in stages:
+        cost = stage.get("cost_usd")
+        stage["cost"] = "unknown" if cost is None else f"${cost:.4f}"
+    tools = [{"name": name, **figures} for name, figures in section.get("tools", {}).items()]
+    return {"stages": stages, "tools": tools}
 
 
 def _quality(d: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from chainfleet.errors import ConfigError
-from chainfleet.report.agents import TRAJECTORY_CHARS, trajectories
+from chainfleet.report.agents import TRAJECTORY_CHARS, tool_bars, trajectories
 from chainfleet.report.build import build_report
 from chainfleet.report.model import RunReport
 from chainfleet.report.quality import topic_of
@@ -186,11 +186,17 @@ def _write_timeline(path: Path, report: RunReport) -> Path | None:
     except ImportError:
         return None
     calls = report.store.calls(report.run_id) if report.store is not None else iter(())
+    tools = tool_bars(report.store, report.run_id) if report.store is not None and report.agents else iter(())
     tmp = path.with_name(path.name + ".tmp")
     title = f"Run {report.run_id}: {report.pipeline}"
     try:
         timeline_png(
-            calls, tmp, title=title, stages_order=report.stages_order, concurrency=report.concurrency
+            calls,
+            tmp,
+            title=title,
+            stages_order=report.stages_order,
+            concurrency=report.concurrency,
+            tools=tools,
         )
         os.replace(tmp, path)
     except BaseException:
@@ -201,13 +207,18 @@ def _write_timeline(path: Path, report: RunReport) -> Path | None:
 
 def _html(report: RunReport, png: Path | None) -> str:
     from chainfleet.report.html import report_html
+    from chainfleet.report.trajectory_view import trajectory_views
 
+    views: list[dict[str, Any]] = []
+    if report.agents and report.store is not None:
+        views = trajectory_views(report.store, report.run_id, report.results())
     return report_html(
         report.to_dict(),
         png_path=png,
         items=report.results(),
         stages_order=report.stages_order,
         input_field=report.input_field,
+        trajectories=views,
     )
 
 

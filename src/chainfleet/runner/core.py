@@ -47,6 +47,7 @@ from chainfleet.limits.group import LimitGroup
 from chainfleet.limits.retry import retry_in_next_pass
 from chainfleet.pipeline import Pipeline
 from chainfleet.providers import Provider
+from chainfleet.providers.prices import Price
 from chainfleet.report.build import build_report, score_final
 from chainfleet.report.estimate import servers_of
 from chainfleet.report.model import RunReport
@@ -484,6 +485,13 @@ class Runner:
             "code": self.pipeline.work is not None,
             # each stage's server (None: a tool step), for the one-at-a-time estimate
             "servers": servers_of(self.pipeline),
+            # each agent stage's price (USD per 1M tokens in, out; None: unknown), so the
+            # report prices its turns
+            "agent_prices": {
+                s.name: _price_pair(self.ctx.spend.price(self.pipeline.model_for(s)))
+                for s in self._stages
+                if s.is_agent
+            },
         }
 
 
@@ -524,3 +532,7 @@ def _stopped_kind(state: RunState) -> str | None:
     if state.fatal:
         return state.fatal.kind
     return "interrupted" if state.interrupted else None
+
+
+def _price_pair(price: Price | None) -> list[float] | None:
+    return None if price is None else [price.input, price.output]

@@ -319,6 +319,7 @@ class SimServer:
     async def _serve(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
         """One completion request, start to finish, on either route."""
         self._stats.calls += 1
+        self._stats.routes[request.path] += 1
         number = next(self._numbers)
         try:
             response = await self._answer(request, dialect, number)

@@ -39,6 +39,8 @@ class Stats:
         self.structured: Counter[str] = Counter()
         #: tool calls the simulated agent made, answers sent as server-sent events
         self.tool_calls = self.streamed = 0
+        #: requests by route (``/v1/chat/completions``, ``/v1/responses``, ``/v1/messages`` ...)
+        self.routes: Counter[str] = Counter()
 
     @property
     def spent(self) -> int:
@@ -62,6 +64,7 @@ class Stats:
             "faults": {name: self.faults[name] for name in _SHOWN_FAULTS},
             "structured": dict(self.structured),
             "tool_calls": self.tool_calls,
+            "routes": dict(sorted(self.routes.items())),
             "streamed": self.streamed,
             "in_flight": in_flight,
             "max_in_flight": self.peak_in_flight,

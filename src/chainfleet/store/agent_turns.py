@@ -1,6 +1,7 @@
 """An agent's conversation, step by step, in the run store (the table of migration m009).
 
-An agent stage calls its model, runs the tools it asked for, and calls it again. Each step is a
+An agent stage calls its model, runs the tools it asked for, and calls it again. What it was
+first sent (system and user prompt) is one row of role ``opening`` (seq -1). Each step is a
 row written as it completes: a model turn (the assistant's message, with its tool calls and
 tokens) or one tool's result (with its tool, error flag and seconds). Rows are keyed by the
 item, the stage and the key of the stage's input (so a revision, whose input differs, has a
@@ -28,7 +29,12 @@ from typing import Any
 
 from chainfleet.store.runstore import RunStore
 
-__all__ = ["AgentTurns", "TurnRow"]
+__all__ = ["OPENING", "AgentTurns", "TurnRow"]
+
+#: the role of the row (``seq`` -1) that keeps what an agent was first sent, ``{"role":
+#: "opening", "messages": [...]}`` (system and user prompt): shown in report.html's trajectory
+#: view; never replayed (the stage renders its prompt again) and not part of the trajectory
+OPENING = "opening"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,17 +56,20 @@ class TurnRow:
     waited: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
+    #: a tool call's end, seconds since the run started (the calls table's time base); None
+    #: for model turns and for rows of stores made before it was kept
+    ended: float | None = None
 
 
 _COLUMNS = (
     "idx, item_id, stage, key, seq, turn, role, message, tool, is_error, seconds, waited, "
-    "input_tokens, output_tokens"
+    "input_tokens, output_tokens, ended"
 )
 
 
 def _decode(row: tuple[Any, ...]) -> TurnRow:
     index, item_id, stage, key, seq, turn, role, message, tool, is_error = row[:10]
-    seconds, waited, tokens_in, tokens_out = row[10:]
+    seconds, waited, tokens_in, tokens_out, ended = row[10:]
     return TurnRow(
         index=index,
         item_id=item_id,
@@ -76,6 +85,7 @@ def _decode(row: tuple[Any, ...]) -> TurnRow:
         waited=waited,
         input_tokens=tokens_in,
         output_tokens=tokens_out,
+        ended=ended,
     )
 
 
@@ -89,7 +99,7 @@ class AgentTurns:
         """Record one step (repeating it replaces it); committed at the store's next commit
         (``await store.durable()`` before acting on it)."""
         self.store.db.execute(
-            f"INSERT OR REPLACE INTO agent_turns (run_id, {_COLUMNS}) VALUES ({', '.join('?' * 15)})",
+            f"INSERT OR REPLACE INTO agent_turns (run_id, {_COLUMNS}) VALUES ({', '.join('?' * 16)})",
             (
                 run_id,
                 row.index,
@@ -106,6 +116,7 @@ class AgentTurns:
                 row.waited,
                 row.input_tokens,
                 row.output_tokens,
+                row.ended,
             ),
         )
 

@@ -46,6 +46,7 @@ __all__ = [
     "m008_journal",
     "m009_agent_turns",
     "m010_batch_tool_calls",
+    "m011_agent_turn_times",
     "migrate",
     "version",
     "why_not_a_store",
@@ -336,6 +337,11 @@ def m010_batch_tool_calls(db: sqlite3.Connection) -> None:
     """Agents in batch mode (issue 21): a batch result's tool calls (JSON, null for none), so a
     turn a batch answered that a killed run never stored is read back whole on resume."""
     db.execute("ALTER TABLE batch_requests ADD COLUMN tool_calls TEXT")
+def m011_agent_turn_times(db: sqlite3.Connection) -> None:
+    """When each agent tool call ended (seconds since the run started, as the calls table
+    times model calls), so the timeline draws tool calls as their own bars. Rows written before
+    have none (NULL) and are not drawn."""
+    db.execute("ALTER TABLE agent_turns ADD COLUMN ended REAL")
 
 
 #: every migration, in the order applied: an entry's place (from 1) is the version it makes
@@ -349,6 +355,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m008_journal,
     m009_agent_turns,
     m010_batch_tool_calls,
+    m011_agent_turn_times,
 ]
 
 

@@ -71,3 +71,9 @@ async def timed(query: str) -> str:
     """Records when it is called."""
     STARTS.append(CLOCK[0].now())  # type: ignore[attr-defined]
     return "timed"
+
+
+def fetch(url: str) -> str:
+    """Fetch a web page (an untrusted one: it carries a script)."""
+    CALLS.append(("fetch", {"url": url}))
+    return f'<script>alert("pwned")</script><b>page</b> at {url[:40]}'

@@ -220,7 +220,11 @@ def test_results_show_each_items_trajectory_clipped_and_the_report_counts_turns_
         assert "write" not in result["trajectory"]  # a plain stage has none
     assert clipped and all(clipped)  # every search result is longer than 16 characters
     report = read_report(tmp_path)["agents"]
-    assert report["stages"]["research"] == {"items": 6, "turns_mean": 3.0, "turns_p95": 4.0, "turns_max": 4}
+    research = report["stages"]["research"]
+    turn_figures = {key: research[key] for key in ("items", "turns_mean", "turns_p95", "turns_max")}
+    assert turn_figures == {"items": 6, "turns_mean": 3.0, "turns_p95": 4.0, "turns_max": 4}
+    assert research["model_turns"] == 18  # and the tokens of those turns, per turn
+    assert research["input_tokens"] > 0 and research["output_tokens"] > 0
     tool_rows = [row for row in stored if row[2] == "tool"]
     assert report["tools"]["broken"]["errors"] == report["tools"]["broken"]["calls"]
     assert sum(t["calls"] for t in report["tools"].values()) == len(tool_rows)
