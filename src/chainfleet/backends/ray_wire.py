@@ -27,6 +27,7 @@ __all__ = [
     "READS",
     "REVIEW_READS",
     "REVIEW_WRITES",
+    "JOURNAL_WRITES",
     "WRITES",
     "ChainTask",
     "Finished",
@@ -47,6 +48,8 @@ class ChainTask:
     fields: dict[str, Any]
     outputs: dict[str, str]
     next_stage: int
+    #: a code chain's journal entries for the item, as committed (its calls replay from them)
+    journal: list[Any] = field(default_factory=list)
 
 
 #: store methods a worker's events may call on the driver's run store (writes) ...
@@ -56,6 +59,9 @@ READS = frozenset({"find_stage", "find_revision", "cache_get"})
 #: the review queue's (``target="review"``): decisions read, entries queued, decisions taken
 REVIEW_WRITES = frozenset({"enqueue", "mark_taken"})
 REVIEW_READS = frozenset({"feedback", "match"})
+#: the journal's (``target="journal"``, a code chain's calls and logs) and the limiter actor of
+#: a model a code chain calls (``target="limits"``: ``of``)
+JOURNAL_WRITES = frozenset({"put", "log"})
 
 
 @dataclass
@@ -89,6 +95,8 @@ class StatsDelta:
     cost_usd: float | None = 0.0
     #: per stage: (calls, failed, new service times, chains at the stage now)
     stages: dict[str, tuple[int, int, list[float], int]] = field(default_factory=dict)
+    #: a code chain's calls on paths chainfleet cannot read, per path (for the report's warning)
+    passthrough: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

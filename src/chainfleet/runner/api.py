@@ -213,11 +213,6 @@ async def arun(
     """
     settings = (settings or RunSettings()).replace(**options)
     pipeline = as_pipeline(pipeline, output=output)
-    if pipeline.work is not None and settings.backend != "local":
-        raise ConfigError(
-            f"a Python chain (file.py:function) runs on the local backend for now, not on {settings.backend}",
-            where="--backend",
-        )
     if settings.parquet and not parquet_available():
         raise ConfigError(PARQUET_MISSING, where="--parquet")
     if settings.batch:
