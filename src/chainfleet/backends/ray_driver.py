@@ -70,6 +70,8 @@ class _Link:
     pid: int = 0
     #: chains sent there and not finished: index -> (driver's chain, its future)
     assigned: dict[int, tuple[Chain, asyncio.Future[None]]] = field(default_factory=dict)
+    #: a code chain's seconds when it was sent (its run's whole time is added when it ends)
+    seconds: dict[int, float] = field(default_factory=dict)
     to_send: list[ChainTask] = field(default_factory=list)
     committed: int = 0
     answers: dict[int, StageHit | None] = field(default_factory=dict)
@@ -232,6 +234,7 @@ class RayBackend:
             await self._joined.wait()
         link = min(alive, key=lambda candidate: len(candidate.assigned))
         link.assigned[chain.item.index] = (chain, future)
+        link.seconds[chain.item.index] = chain.seconds
         chain.next_stage = self._next_stage(chain)
         item = chain.item
         task = ChainTask(item.index, item.id, item.line, item.fields, dict(chain.outputs), chain.next_stage)
@@ -318,6 +321,9 @@ class RayBackend:
             if owner is None:
                 continue
             chain, future = owner
+            base = link.seconds.pop(finished.index, chain.seconds)
+            if ctx.pipeline.work is not None:  # the item's whole time, as a local run keeps it
+                chain.seconds = base + finished.seconds
             if finished.parked is not None:  # waits for a person: the stages up to it are done
                 chain.parked = finished.parked
                 chain.next_stage = self._next_stage(chain)

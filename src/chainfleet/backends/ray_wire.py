@@ -85,6 +85,8 @@ class Finished:
     error_stage: str | None = None
     #: the stage where the item waits for a person (``review:``), when it does
     parked: str | None = None
+    #: the chain's seconds in this run on the worker (a code chain's: the item's whole time)
+    seconds: float = 0.0
 
 
 @dataclass

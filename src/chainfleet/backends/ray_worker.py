@@ -309,7 +309,13 @@ class ChainWorker:
         self.tasks.pop(chain.item.index, None)
         self.store.journal.forget(chain.item.index)
         self.outbox.finished.append(
-            Finished(chain.item.index, _sendable(error), chain.error_stage, parked=chain.parked)
+            Finished(
+                chain.item.index,
+                _sendable(error),
+                chain.error_stage,
+                parked=chain.parked,
+                seconds=chain.seconds,
+            )
         )
         self.outbox.ready.set()
 

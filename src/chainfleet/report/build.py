@@ -31,7 +31,7 @@ from typing import Any
 from chainfleet.pipeline.gates import as_text
 from chainfleet.report.agents import agent_section
 from chainfleet.report.batch import batch_section
-from chainfleet.report.estimate import SequentialEstimate, estimate_sequential
+from chainfleet.report.estimate import SequentialEstimate, by_items, estimate_sequential
 from chainfleet.report.gates import gate_summary
 from chainfleet.report.model import LIST_CAP, RunReport
 from chainfleet.report.quality import assess, topic_of
@@ -57,6 +57,12 @@ def one_at_a_time(
     sum of their service times unless the calls show a server queueing them
     (:mod:`chainfleet.report.estimate`). The one place this estimate is made."""
     return estimate_sequential(store.calls(run_id), servers=servers)
+
+
+def _item_seconds(store: RunStore, run_id: str) -> float:
+    """The items' times summed (a code chain's item keeps its whole time, see CodeWork)."""
+    row = store.db.execute("SELECT SUM(seconds) FROM items WHERE run_id = ?", (run_id,)).fetchone()
+    return float(row[0] or 0.0)
 
 
 def session_totals(sessions: Iterable[SessionRow]) -> dict[str, Any]:
@@ -87,6 +93,8 @@ def build_report(store: RunStore, run_id: str) -> RunReport:
         totals, facts = _totals_from_calls(store, run_id), {}
     order = list(settings.get("stages_order") or []) or _stage_order(store, run_id, order_seen) or ["output"]
     sequential = one_at_a_time(store, run_id, settings.get("servers"))
+    if settings.get("code"):  # the user's own chain: its items' times, not only its calls'
+        sequential = by_items(_item_seconds(store, run_id), sequential)
     report = RunReport(
         run_id=run_id,
         pipeline=run.get("pipeline", ""),

@@ -52,7 +52,14 @@ from typing import Any
 
 from chainfleet.store.runstore import CallRow
 
-__all__ = ["SequentialEstimate", "concurrency_phrase", "estimate_sequential", "servers_of", "speed_phrase"]
+__all__ = [
+    "SequentialEstimate",
+    "by_items",
+    "concurrency_phrase",
+    "estimate_sequential",
+    "servers_of",
+    "speed_phrase",
+]
 
 #: a level is "few in flight" while its median latency is within this share of the ones below
 TOLERANCE = 0.10
@@ -119,6 +126,13 @@ class SequentialEstimate:
                 f"estimated from {calls} made with <={self.max_level + 1} in flight{sure}; "
                 f"latencies summed would say {self.queue_factor:.1f}x that (time queued in the server)"
             )
+        if self.method == "items":
+            return "sum of the items' times (their own code, processes and calls, as they ran)"
+        if self.method == "items_less_queue":
+            return (
+                f"sum of the items' times, less {self.observed_seconds - self.seconds:.1f} s their "
+                "calls spent queued in the server (estimated as for the calls alone)"
+            )
         if self.method == "sum_upper_bound":
             return "sum of call latencies: they grew with the calls in flight, so this overstates it"
         return "sum of call latencies (they did not grow with the calls in flight)"
@@ -134,6 +148,31 @@ class SequentialEstimate:
             "peak_in_flight": self.peak_in_flight,
             "note": self.describe(),
         }
+
+
+def by_items(item_seconds: float, calls: SequentialEstimate) -> SequentialEstimate:
+    """One at a time for the user's own chain (``chainfleet run my_chain.py:fn``, ``exec``):
+    the sum of the items' times, since an item's time is more than its calls' (its code, a
+    child process starting) and that part does not shrink when items run one at a time. The
+    time its calls waited queued in a server with few slots (``calls``: the estimate of the
+    calls alone) would not be spent one at a time and is taken out. ``observed_seconds`` is the
+    plain sum of the items' times."""
+    queued = max(0.0, calls.observed_seconds - calls.seconds)
+    if item_seconds <= 0:
+        return calls
+    seconds = max(0.0, item_seconds - queued)
+    method = "items_less_queue" if queued > 0 and calls.method == "few_in_flight" else "items"
+    if method == "items":
+        seconds = item_seconds
+    return SequentialEstimate(
+        seconds=seconds,
+        observed_seconds=item_seconds,
+        method=method,
+        samples=calls.samples,
+        max_level=calls.max_level,
+        error_pct=calls.error_pct if method == "items_less_queue" else None,
+        peak_in_flight=calls.peak_in_flight,
+    )
 
 
 def servers_of(pipeline: Any) -> dict[str, str | None]:
