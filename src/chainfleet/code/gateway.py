@@ -125,6 +125,8 @@ class Gateway:
         self.model = ctx.pipeline.model_override
         self._upstream = upstream
         self._client: httpx.AsyncClient | None = None
+        #: the SDK clients ``fleet.openai()`` / ``fleet.anthropic()`` made, by their arguments
+        self.clients: dict[Any, Any] = {}
         #: streamed calls still being read (a task each; kept so none is collected midway)
         self._tasks: set[asyncio.Future[None]] = set()
 
