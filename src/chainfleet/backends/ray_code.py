@@ -25,6 +25,7 @@ makes one actor per model, told or learned, shared by every worker, and reports 
 
 from __future__ import annotations
 
+import importlib
 import sys
 import sysconfig
 from collections.abc import Awaitable, Callable
@@ -59,8 +60,9 @@ def _installed(path: str | None) -> bool:
 
 
 def ship(fn: Callable[..., Any]) -> bytes:
-    """``fn`` pickled by value (see the module docstring); ``ConfigError`` when it cannot be."""
-    from ray import cloudpickle
+    """``fn`` pickled by value (see the module docstring); ``ConfigError`` when it cannot be.
+    Called once the driver is connected (Ray is imported by then, as :mod:`ray_cluster` wants)."""
+    cloudpickle = _cloudpickle()
 
     module = sys.modules.get(getattr(fn, "__module__", "") or "")
     by_value = (
@@ -87,10 +89,13 @@ def ship(fn: Callable[..., Any]) -> bytes:
 
 def unship(data: bytes) -> Callable[..., Any]:
     """The function :func:`ship` pickled."""
-    from ray import cloudpickle
-
-    fn: Callable[..., Any] = cloudpickle.loads(data)
+    fn: Callable[..., Any] = _cloudpickle().loads(data)
     return fn
+
+
+def _cloudpickle() -> Any:
+    """Ray's own copy of cloudpickle (the one Ray pickles actors' arguments with)."""
+    return importlib.import_module("ray.cloudpickle")
 
 
 class RemoteJournal:
