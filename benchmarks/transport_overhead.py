@@ -55,7 +55,15 @@ def start_server() -> tuple[subprocess.Popen[str], str]:
     return proc, match.group(0)
 
 
-async def bare(url: str, prompts: list[str], concurrency: int) -> float:
+class Timed:
+    """One side's round: calls/s over the whole run, and (chainfleet with ``--out``) over the
+    calls phase alone (until the output folder starts being written); CPU ms per call."""
+
+    def __init__(self, rate: float, calls_rate: float, cpu_ms: float, cpu_ms_whole: float) -> None:
+        self.rate, self.calls_rate, self.cpu_ms, self.cpu_ms_whole = rate, calls_rate, cpu_ms, cpu_ms_whole
+
+
+async def bare(url: str, prompts: list[str], concurrency: int) -> Timed:
     client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
     sem = asyncio.Semaphore(concurrency)
 
@@ -66,14 +74,15 @@ async def bare(url: str, prompts: list[str], concurrency: int) -> float:
             )
             return str(reply.choices[0].message.content)
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one(p) for p in prompts))
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     await client.close()
-    return len(prompts) / elapsed
+    rate = len(prompts) / elapsed
+    return Timed(rate, rate, cpu * 1000 / len(prompts), cpu * 1000 / len(prompts))
 
 
-async def through_the_transport(url: str, topics: list[str], concurrency: int, out: Path | None) -> float:
+async def through_the_transport(url: str, topics: list[str], concurrency: int, out: Path | None) -> Timed:
     async def research(topic: str, fleet: chainfleet.Fleet) -> str:
         client = fleet.openai(base_url=f"{url}/v1", api_key=KEY)
         reply = await client.chat.completions.create(
@@ -81,12 +90,22 @@ async def through_the_transport(url: str, topics: list[str], concurrency: int, o
         )
         return str(reply.choices[0].message.content)
 
+    calls_done: list[tuple[float, float]] = []
+
+    def output_starts() -> None:
+        calls_done.append((time.perf_counter(), time.process_time()))
+
     options: dict[str, Any] = {"out": out, "force": True} if out is not None else {}
-    started = time.perf_counter()
-    report = await chainfleet.arun(research, topics, concurrency=concurrency, check_input=False, **options)
-    elapsed = time.perf_counter() - started
+    started, cpu = time.perf_counter(), time.process_time()
+    report = await chainfleet.arun(
+        research, topics, concurrency=concurrency, check_input=False, on_output=output_starts, **options
+    )
+    elapsed, cpu_whole = time.perf_counter() - started, time.process_time() - cpu
     assert report.items_succeeded == len(topics), report.summary_lines()
-    return len(topics) / elapsed
+    ended, cpu_ended = calls_done[0] if calls_done else (time.perf_counter(), time.process_time())
+    rate = len(topics) / elapsed
+    per_call = (cpu_ended - cpu) * 1000 / len(topics)
+    return Timed(rate, len(topics) / (ended - started), per_call, cpu_whole * 1000 / len(topics))
 
 
 def main() -> None:
@@ -109,19 +128,29 @@ def main() -> None:
         print(f"{args.calls} calls at -c {args.concurrency}, zero-latency sim-server (own process), {where}")
         print(f"load average before: {os.getloadavg()[0]:.1f}")
         asyncio.run(bare(url, prompts[:50], args.concurrency))  # warm up connections and imports
-        print(f"{'round':>5} {'bare SDK':>12} {'transport':>12} {'ratio':>7}")
+        print(
+            f"{'round':>5} {'bare SDK':>12} {'transport':>12} {'ratio':>7}   {'calls phase':>12} {'ratio':>7}"
+            f"   {'CPU ms/call bare':>16} {'transport':>10} {'calls phase':>11}"
+        )
         pairs = []
         for number in range(1, args.rounds + 1):  # alternating, so a busy spell hits both sides
-            bare_rate = asyncio.run(bare(url, prompts, args.concurrency))
+            b = asyncio.run(bare(url, prompts, args.concurrency))
             if args.out is not None:
                 shutil.rmtree(args.out, ignore_errors=True)
-            ours = asyncio.run(through_the_transport(url, topics, args.concurrency, args.out))
-            pairs.append((bare_rate, ours))
-            print(f"{number:>5} {bare_rate:>10,.0f}/s {ours:>10,.0f}/s {ours / bare_rate:>7.2f}")
-        best_bare, best_ours = max(b for b, _ in pairs), max(o for _, o in pairs)
-        median = sorted(o / b for b, o in pairs)[len(pairs) // 2]
-        best = f" best {best_bare:>10,.0f}/s {best_ours:>10,.0f}/s {best_ours / best_bare:>7.2f}"
-        print(f"{best}  (median ratio {median:.2f})")
+            o = asyncio.run(through_the_transport(url, topics, args.concurrency, args.out))
+            pairs.append((b, o))
+            print(
+                f"{number:>5} {b.rate:>10,.0f}/s {o.rate:>10,.0f}/s {o.rate / b.rate:>7.2f}   "
+                f"{o.calls_rate:>10,.0f}/s {o.calls_rate / b.rate:>7.2f}   "
+                f"{b.cpu_ms:>16.2f} {o.cpu_ms_whole:>10.2f} {o.cpu_ms:>11.2f}"
+            )
+        median = sorted(o.rate / b.rate for b, o in pairs)[len(pairs) // 2]
+        phase = sorted(o.calls_rate / b.rate for b, o in pairs)[len(pairs) // 2]
+        cpu = sorted(b.cpu_ms / o.cpu_ms for b, o in pairs)[len(pairs) // 2]
+        print(
+            f"median ratio {median:.2f} whole run; {phase:.2f} calls phase; "
+            f"{cpu:.2f} by CPU per call (calls phase)"
+        )
         print(f"load average after: {os.getloadavg()[0]:.1f}")
     finally:
         proc.terminate()

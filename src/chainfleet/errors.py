@@ -50,6 +50,7 @@ __all__ = [
     "PermanentError",
     "PipelineError",
     "QuotaExhausted",
+    "UnpricedModel",
     "RateLimited",
     "RetryableError",
     "ServerError",
@@ -227,6 +228,13 @@ class ModelNotFound(FatalError):
 
 class QuotaExhausted(FatalError):
     kind = "quota_exhausted"
+
+
+class UnpricedModel(FatalError):
+    """A cost budget (``--max-cost``) is set and the user's own chain called a model with no
+    price: the budget cannot hold, so the call is not made and the run stops (exit 2)."""
+
+    kind = "unpriced_model"
 
 
 class EndpointDown(FatalError):

@@ -306,3 +306,50 @@ def test_code_whose_path_changed_simply_calls_again(sim: Any, tmp_path: Path) ->
     assert all(count == 1 for count in stats["completed_by_key"].values())
     data = json.loads((out / "report.json").read_text())
     assert data["replayed_calls"] == 1
+
+
+def test_a_reviewers_edit_is_what_fleet_review_returns_after_resume(sim: Any, tmp_path: Path) -> None:
+    """Each item drafts (one call), asks ``fleet.review``, and writes from what it gets back
+    (a second call). The items park; a person edits one through the review session (what the
+    terminal's ``e`` key and the web page's edit button call) and approves another. The resume
+    replays each draft from the journal (the sim-server answered it once), ``fleet.review``
+    returns the edited text, and the write call and the output are made from it."""
+    from chainfleet.review.session import ReviewSession
+    from chainfleet.sim.call import completion_key
+
+    seen: dict[str, Any] = {}
+
+    async def reviewed(topic: str, fleet: chainfleet.Fleet) -> dict[str, str]:
+        client = fleet.openai(base_url=f"{sim.url}/v1", api_key=KEY)
+        with fleet.stage("draft"):
+            draft = await ask(client, f"draft: {topic}")
+        decision = await fleet.review("draft", f"DRAFT {topic}: {draft[:30]}")
+        seen[topic] = decision
+        with fleet.stage("write"):
+            final = await ask(client, f"write from: {decision.text}")
+        return {"reviewed": decision.text, "final": final}
+
+    out = tmp_path / "out"
+    first = chainfleet.run(reviewed, TOPICS, concurrency=3, out=out)
+    assert first.items_needs_review == 3
+    assert [row["status"] for row in results(out)] == ["needs_review"] * 3
+    assert sim.stats()["ok"] == 3  # the drafts only
+    edited = "A person's own words on coffee."
+    with ReviewSession.open(out, reviewer="tester") as session:
+        session.edit("2", edited)
+        session.approve("1")
+
+    second = chainfleet.run(reviewed, TOPICS, concurrency=3, out=out, resume=True)
+    assert (second.items_succeeded, second.items_needs_review) == (2, 1)
+    assert seen["coffee"].action == "edit" and seen["coffee"].text == edited
+    assert seen["tea"].action == "approve" and seen["tea"].text.startswith("DRAFT tea: ")
+    by_id = {row["id"]: row for row in results(out)}
+    assert by_id["2"]["outputs"]["reviewed"]["reviewed"] == edited
+    assert by_id["2"]["outputs"]["reviewed"]["final"]
+    assert by_id["3"]["status"] == "needs_review"
+    counts = sim.stats()["completed_by_key"]
+    for topic in TOPICS:  # each draft went out once: the resume replayed it from the journal
+        assert counts[completion_key(MODEL, "", f"draft: {topic}")] == 1
+    assert counts[completion_key(MODEL, "", f"write from: {edited}")] == 1  # written from the edit
+    assert sim.stats()["ok"] == 5
+    assert json.loads((out / "report.json").read_text())["replayed_calls"] == 3

@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from chainfleet.backends.ray_cluster import RayConnection, connect
+from chainfleet.backends.ray_code import placeholder, ship
 from chainfleet.backends.ray_limits import SharedLimits
 from chainfleet.backends.ray_wire import (
+    JOURNAL_WRITES,
     READS,
     REVIEW_READS,
     REVIEW_WRITES,
@@ -51,7 +53,7 @@ __all__ = ["RayBackend", "WorkerLost", "portable"]
 
 #: what a worker may write and read on each target but the run store and the cache (theirs:
 #: WRITES and READS)
-_WRITES = {"review": REVIEW_WRITES, "turns": TURN_WRITES}
+_WRITES = {"review": REVIEW_WRITES, "turns": TURN_WRITES, "journal": JOURNAL_WRITES}
 _READS = {"review": REVIEW_READS, "turns": TURN_READS}
 
 #: the environment a worker needs to reach the providers, when set here
@@ -86,6 +88,8 @@ class _Link:
     pid: int = 0
     #: chains sent there and not finished: index -> (driver's chain, its future)
     assigned: dict[int, tuple[Chain, asyncio.Future[None]]] = field(default_factory=dict)
+    #: a code chain's seconds when it was sent (its run's whole time is added when it ends)
+    seconds: dict[int, float] = field(default_factory=dict)
     to_send: list[ChainTask] = field(default_factory=list)
     committed: int = 0
     answers: dict[int, StageHit | None] = field(default_factory=dict)
@@ -120,6 +124,7 @@ class RayBackend:
         self._spec: WorkerSpec | None = None
         self._worker_class: Any = None
         self._joined = asyncio.Event()
+        self._limits_actor: Any = None
         self._closed = False
         self._sending = False
 
@@ -135,9 +140,14 @@ class RayBackend:
         count = self.workers or max(1, min(concurrency, int(cpus)))
         self.workers = count
         self._make_limiters(ctx, count)
+        pipeline, work = ctx.pipeline.model_dump(), None
+        if ctx.pipeline.work is not None:  # the user's own chain: shipped by value (ray_code)
+            work = ship(ctx.pipeline.work)
+            pipeline["stages"] = [{**stage, "tool": placeholder} for stage in pipeline["stages"]]
         self._spec = WorkerSpec(
-            pipeline=portable(ctx.pipeline.model_dump()),
+            pipeline=portable(pipeline),
             code_path=[path for path in sys.path if path],
+            work=work,
             settings=ctx.settings,
             run_id=ctx.run_id,
             retry=ctx.retry,
@@ -156,6 +166,7 @@ class RayBackend:
     def _make_limiters(self, ctx: RunContext, workers: int) -> None:
         ray = self.connection.ray if self.connection else None
         remote = ray.remote(num_cpus=0, max_concurrency=1000)(SharedLimits) if ray else None
+        self._limits_actor = remote  # a code chain's models get theirs as they are called
         specs = {ctx.pipeline.model_for(s) for s in ctx.pipeline.stages if not s.is_tool}
         for spec in sorted(specs):
             rpm, tpm, metered = ctx.limits.told(spec)
@@ -242,9 +253,12 @@ class RayBackend:
             await self._joined.wait()
         link = min(alive, key=lambda candidate: len(candidate.assigned))
         link.assigned[chain.item.index] = (chain, future)
+        link.seconds[chain.item.index] = chain.seconds
         chain.next_stage = self._next_stage(chain)
         item = chain.item
         task = ChainTask(item.index, item.id, item.line, item.fields, dict(chain.outputs), chain.next_stage)
+        if self._ctx is not None and self._ctx.pipeline.work is not None:  # its calls replay from these
+            task.journal = self._ctx.store.journal.item_entries(self._ctx.run_id, item.index)
         link.to_send.append(task)
         if not self._sending:  # everything admitted this turn goes in one call per worker
             self._sending = True
@@ -311,6 +325,9 @@ class RayBackend:
                 getattr(target, call.method)(*call.args, **call.kwargs)
         for number, call in inbound.lookups:
             last = max(last, number)
+            if call.target == "limits":  # a code chain's model: its one actor for the cluster
+                link.answers[number] = self._limiter_of(ctx, str(call.args[0]))
+                continue
             target = self._target(ctx, call)
             reads = _READS.get(call.target, READS)
             found = getattr(target, call.method)(*call.args, **call.kwargs) if call.method in reads else None
@@ -323,6 +340,9 @@ class RayBackend:
             if owner is None:
                 continue
             chain, future = owner
+            base = link.seconds.pop(finished.index, chain.seconds)
+            if ctx.pipeline.work is not None:  # the item's whole time, as a local run keeps it
+                chain.seconds = base + finished.seconds
             if finished.parked is not None:  # waits for a person: the stages up to it are done
                 chain.parked = finished.parked
                 chain.next_stage = self._next_stage(chain)
@@ -336,13 +356,25 @@ class RayBackend:
             if not future.done():
                 future.set_result(None)
 
+    def _limiter_of(self, ctx: RunContext, spec: str) -> Any:
+        """The limiter actor of model ``spec`` (made on first ask; None: unmetered)."""
+        if spec not in self.limiters:
+            rpm, tpm, metered = ctx.limits.told(spec)
+            if not metered or self._limits_actor is None:
+                return None
+            self.limiters[spec] = self._limits_actor.remote(rpm=rpm, tpm=tpm, workers=self.workers or 1)
+        return self.limiters[spec]
+
     @staticmethod
     def _target(ctx: RunContext, call: StoreCall) -> Any:
-        """The run store, the response cache, or the review queue (all in the driver)."""
+        """The run store, the response cache, the review queue or the journal (all in the
+        driver)."""
         if call.target == "review":
             return ctx.review.queue
         if call.target == "turns":
             return AgentTurns(ctx.store)
+        if call.target == "journal":
+            return ctx.store.journal
         return ctx.cache if call.target == "cache" else ctx.store
 
     def _follow(self, link: _Link, call: StoreCall) -> None:
@@ -368,6 +400,8 @@ class RayBackend:
             spend.cost_usd = None
         else:
             spend.cost_usd += delta.cost_usd
+        for path, count in delta.passthrough.items():
+            ctx.passthrough[path] = ctx.passthrough.get(path, 0) + count
         for name, (calls, failed, seconds, in_flight) in delta.stages.items():
             stage = stats.stage(name)
             stage.calls += calls

@@ -27,6 +27,7 @@ __all__ = [
     "READS",
     "REVIEW_READS",
     "REVIEW_WRITES",
+    "JOURNAL_WRITES",
     "TURN_READS",
     "TURN_WRITES",
     "WRITES",
@@ -49,6 +50,8 @@ class ChainTask:
     fields: dict[str, Any]
     outputs: dict[str, str]
     next_stage: int
+    #: a code chain's journal entries for the item, as committed (its calls replay from them)
+    journal: list[Any] = field(default_factory=list)
 
 
 #: store methods a worker's events may call on the driver's run store (writes) ...
@@ -62,6 +65,9 @@ REVIEW_READS = frozenset({"feedback", "match"})
 #: each model turn and tool result written as it completes, and read back on resume
 TURN_WRITES = frozenset({"save"})
 TURN_READS = frozenset({"load"})
+#: the journal's (``target="journal"``, a code chain's calls and logs) and the limiter actor of
+#: a model a code chain calls (``target="limits"``: ``of``)
+JOURNAL_WRITES = frozenset({"put", "log"})
 
 
 @dataclass
@@ -85,6 +91,8 @@ class Finished:
     error_stage: str | None = None
     #: the stage where the item waits for a person (``review:``), when it does
     parked: str | None = None
+    #: the chain's seconds in this run on the worker (a code chain's: the item's whole time)
+    seconds: float = 0.0
 
 
 @dataclass
@@ -95,6 +103,8 @@ class StatsDelta:
     cost_usd: float | None = 0.0
     #: per stage: (calls, failed, new service times, chains at the stage now)
     stages: dict[str, tuple[int, int, list[float], int]] = field(default_factory=dict)
+    #: a code chain's calls on paths chainfleet cannot read, per path (for the report's warning)
+    passthrough: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

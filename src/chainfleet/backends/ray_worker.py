@@ -22,12 +22,14 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
+from chainfleet.backends.ray_code import CodeLimiter, RemoteJournal, unship
 from chainfleet.backends.ray_limits import LeasedLimiter
 from chainfleet.backends.ray_wire import ChainTask, Finished, Inbound, Outbound, StatsDelta, StoreCall
 from chainfleet.chain.context import Limiters, RunContext
 from chainfleet.chain.progress import Chain
 from chainfleet.chain.review import ReviewHook
 from chainfleet.chain.stage import StageExecutor
+from chainfleet.code.work import CodeWork
 from chainfleet.config import RunSettings
 from chainfleet.errors import CallError, PermanentError
 from chainfleet.inputs import Item
@@ -76,6 +78,8 @@ class WorkerSpec:
     #: the driver's ``sys.path`` folders: where an agent's tool modules are imported from (the
     #: same paths on a local node; on a cluster, the code must be where the driver had it)
     code_path: list[str] = field(default_factory=list)
+    #: a code pipeline's function, pickled by value (:func:`~chainfleet.backends.ray_code.ship`)
+    work: bytes | None = None
 
 
 class _Outbox:
@@ -146,6 +150,7 @@ class RemoteStore:
         self.outbox = outbox
         self.persistent = persistent
         self.target = target
+        self.journal = RemoteJournal(outbox.add)
 
     def _write(self, method: str, *args: Any, **kwargs: Any) -> None:
         kwargs.pop("durable", None)  # the driver commits every exchange before acknowledging
@@ -215,12 +220,23 @@ class LeasedLimits(Limiters):
     """A worker's limiters: each metered model's lease on the cluster's limiter actor (a model
     without one is unmetered here too)."""
 
-    def __init__(self, ctx: RunContext, leased: dict[str, LeasedLimiter]) -> None:
-        super().__init__(ctx.pipeline, rpm=None, tpm=None, clock=ctx.clock, rng=ctx.rng)
+    def __init__(self, ctx: RunContext, leased: dict[str, LeasedLimiter], outbox: _Outbox) -> None:
+        told = ctx.limits
+        super().__init__(ctx.pipeline, rpm=told.rpm, tpm=told.tpm, clock=ctx.clock, rng=ctx.rng)
         self.by_model.update(leased)
+        self.outbox = outbox
 
     def of(self, spec: str) -> ModelLimiter | None:
-        return self.by_model.get(spec)
+        if spec in self.by_model or self.pipeline.work is None:
+            return self.by_model.get(spec)
+        # a code chain's model, known only now: the driver's actor for it, asked on first lease
+        metered = self.told(spec)[2]
+        limiter = CodeLimiter(spec, self._actor, clock=self.clock) if metered else None
+        self.by_model[spec] = limiter
+        return limiter
+
+    async def _actor(self, spec: str) -> Any:
+        return await self.outbox.ask(StoreCall("of", (spec,), target="limits"))
 
 
 class RemoteReviewHook(ReviewHook):
@@ -265,7 +281,7 @@ class ChainWorker:
         cache = None
         if spec.cache:
             cache = cast(RunStore, RemoteStore(self.outbox, persistent=True, target="cache"))
-        pipeline = Pipeline.model_validate(spec.pipeline)
+        pipeline = _pipeline(spec)
         review = RemoteReviewHook(pipeline, store, spec.run_id, self.outbox, enabled=spec.review)
         self.ctx = ctx = RunContext.local(
             pipeline,
@@ -281,8 +297,11 @@ class ChainWorker:
         ctx.turn_writer = RemoteTurns(self.outbox)  # an agent's turns, journaled through the driver
         leased = spec.limiters.items()
         self.limiters = {model: LeasedLimiter(actor, clock=ctx.clock) for model, actor in leased}
-        ctx.limits = LeasedLimits(ctx, self.limiters)
-        self.executor = StageExecutor(ctx)
+        ctx.limits = LeasedLimits(ctx, self.limiters, self.outbox)
+        self.store = cast(RemoteStore, store)
+        self.executor: StageExecutor | CodeWork = (
+            CodeWork(ctx) if pipeline.work is not None else StageExecutor(ctx)
+        )
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self._started = False
         #: this worker's MCP servers (see _mcp_started): their task, and the word to close them
@@ -303,6 +322,8 @@ class ChainWorker:
             chain = Chain(Item(id=task.id, index=task.index, line=task.line, fields=task.fields))
             chain.outputs = dict(task.outputs)
             chain.next_stage = task.next_stage
+            if isinstance(self.executor, CodeWork):
+                self.store.journal.load(task.index, task.journal)
             self.tasks[task.index] = asyncio.ensure_future(self._run(chain))
 
     async def cancel(self, indexes: list[int]) -> None:
@@ -318,8 +339,15 @@ class ChainWorker:
         except Exception as exc:  # a bug of ours: this item fails, the worker goes on
             error = PermanentError(f"{type(exc).__name__}: {exc}")
         self.tasks.pop(chain.item.index, None)
+        self.store.journal.forget(chain.item.index)
         self.outbox.finished.append(
-            Finished(chain.item.index, _sendable(error), chain.error_stage, parked=chain.parked)
+            Finished(
+                chain.item.index,
+                _sendable(error),
+                chain.error_stage,
+                parked=chain.parked,
+                seconds=chain.seconds,
+            )
         )
         self.outbox.ready.set()
 
@@ -359,7 +387,8 @@ class ChainWorker:
             stages[name] = (stage.calls - old.calls, stage.failed - old.failed, new_seconds, stage.in_flight)
             old.calls, old.failed = stage.calls, stage.failed
             self._sent_seconds[name] = len(stage.seconds)
-        return StatsDelta(counts=counts, cost_usd=cost_delta, stages=stages)
+        passthrough, self.ctx.passthrough = self.ctx.passthrough, {}
+        return StatsDelta(counts=counts, cost_usd=cost_delta, stages=stages, passthrough=passthrough)
 
     async def leases(self) -> int:
         """How many leases this worker took from the limiter actors (for the benchmark)."""
@@ -400,7 +429,19 @@ class ChainWorker:
         if self._mcp is not None:  # the MCP servers go with the worker
             self._mcp_stop.set()
             await asyncio.gather(self._mcp, return_exceptions=True)
+        if isinstance(self.executor, CodeWork):
+            await self.executor.gateway.aclose()
         await self.ctx.pool.aclose()
+
+
+def _pipeline(spec: WorkerSpec) -> Pipeline:
+    """The run's pipeline; a code pipeline's function put back in its stage and its work."""
+    if spec.work is None:
+        return Pipeline.model_validate(spec.pipeline)
+    fn = unship(spec.work)
+    data = dict(spec.pipeline)
+    data["stages"] = [{**stage, "tool": fn} for stage in data["stages"]]
+    return Pipeline.model_validate({**data, "work": fn})
 
 
 def _sendable(error: CallError | None) -> CallError | None:

@@ -89,6 +89,26 @@ STAGE = "command"
     help="Share each model's request budget with every other job on this machine given the same NAME.",
 )
 @click.option(
+    "--model",
+    metavar="PROVIDER:MODEL",
+    help="Send the command's OpenAI calls (openai:NAME) or Anthropic calls (anthropic:NAME) to "
+    "this model instead of the one they name.",
+)
+@click.option(
+    "--max-cost",
+    type=click.FloatRange(min=0),
+    metavar="USD",
+    help="Stop admitting items before the projected spend passes this; a call to a model with "
+    "no price stops the run (with --model: refused before anything runs).",
+)
+@click.option(
+    "--prices",
+    "prices_file",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="A prices file (YAML: model -> {input, output} USD per million tokens) over the built-in table.",
+)
+@click.option(
     "--max-attempts",
     type=click.IntRange(min=1),
     default=4,
@@ -120,6 +140,9 @@ def exec_command(
     rpm: float | None,
     tpm: float | None,
     limit_group: str | None,
+    model: str | None,
+    max_cost: float | None,
+    prices_file: str | None,
     max_attempts: int,
     retry_passes: int,
     resume: bool,
@@ -171,12 +194,13 @@ def exec_command(
         "rpm": rpm,
         "tpm": tpm,
         "limit_group": limit_group,
-        "model": None,
+        "model": model,
         "max_attempts": max_attempts,
         "retry_passes": retry_passes,
         "cache": None,
         "no_cache": True,  # a command's calls may mean to differ each time: only the journal replays
-        "max_cost": None,
+        "max_cost": max_cost,
+        "prices_file": str(Path(prices_file).resolve()) if prices_file else None,
         "max_tokens": None,
         **otel_settings(otel, otel_endpoint, otel_sample, otel_content),
     }
@@ -223,7 +247,8 @@ def compare_exec(settings: dict[str, Any], out: str | None, *, quiet: bool) -> N
         raise ConfigError("a comparison needs a parallel run: give -c N with N of at least 2")
     pipeline, proxy = exec_pipeline(settings["exec"], settings["input_file"])
     out_dir = Path(out) if out else Path("runs") / f"compare-{new_run_id()}"
-    limits = {key: options[key] for key in ("rpm", "tpm", "limit_group", "max_attempts", "retry_passes")}
+    keys = ("rpm", "tpm", "limit_group", "model", "max_attempts", "retry_passes", "max_cost")
+    limits = {key: options.get(key) for key in keys}
     say(f"Running {shlex.join(settings['exec']['command'])} over each item: one at a time, then {n} at once.")
 
     async def both() -> CompareReport:

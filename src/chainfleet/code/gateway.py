@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from chainfleet.chain.calls import Attempt, Called, Calls, Prepared
 from chainfleet.code.streams import complete, kept, pass_through
 from chainfleet.code.transport import http_client
 from chainfleet.code.wire import Target, decode_json, read_target, request_hash, usage_of
-from chainfleet.errors import CallError, ConnectionFailed, FatalError, Timeout
+from chainfleet.errors import CallError, ConnectionFailed, FatalError, Timeout, UnpricedModel
 from chainfleet.providers import Completion, classify_error, error_fields, scrub_secret
 from chainfleet.store.journal import JournalEntry
 
@@ -120,8 +121,12 @@ class Gateway:
     def __init__(self, ctx: RunContext, upstream: httpx.AsyncBaseTransport | None = None) -> None:
         self.ctx = ctx
         self.calls = Calls(ctx)
+        #: ``--model``: (provider, model) the calls of that provider's API are sent to
+        self.model = ctx.pipeline.model_override
         self._upstream = upstream
         self._client: httpx.AsyncClient | None = None
+        #: the SDK clients ``fleet.openai()`` / ``fleet.anthropic()`` made, by their arguments
+        self.clients: dict[Any, Any] = {}
         #: streamed calls still being read (a task each; kept so none is collected midway)
         self._tasks: set[asyncio.Future[None]] = set()
 
@@ -150,6 +155,8 @@ class Gateway:
         """Answer one request of ``scope``'s item: from the journal, else from the provider."""
         body = await request.aread()
         path = request.url.path
+        if self.model is not None:
+            request, body = self._overridden(request, path, body)
         digest = request_hash(request.method, path, body)
         occurrence = scope.occurrence(digest)
         found = self.ctx.store.journal.get(self.ctx.run_id, scope.chain.item.index, digest, occurrence)
@@ -164,6 +171,14 @@ class Gateway:
         if target.provider is None:
             self.ctx.passthrough[path] = self.ctx.passthrough.get(path, 0) + 1
         out = Outgoing(request, body, target, scope.label(target, path), digest, occurrence)
+        if self._unpriced(target):
+            budget = self.ctx.settings.max_cost
+            error = UnpricedModel(
+                f"a cost budget (${budget:g}) cannot be enforced: no price is known for "
+                f"{target.spec!r}, so the call was not made; give --prices FILE (model -> "
+                "{input, output} USD per million tokens)"
+            )
+            return self._failed(scope, error, out)
         if target.stream:
             return await self._streamed(scope, out)
         try:
@@ -173,6 +188,30 @@ class Gateway:
         ok = out.answer["ok"]
         await self._journal(scope, out, called)
         return complete(ok.status, kept(ok.headers), ok.content, request)
+
+    def _overridden(self, request: httpx.Request, path: str, body: bytes) -> tuple[httpx.Request, bytes]:
+        """``--model`` on the user's own chain: a call of that provider's API is sent to that
+        model (the journal keys the call as sent, so changing ``--model`` calls again)."""
+        assert self.model is not None
+        provider, name = self.model
+        value = decode_json(body)
+        if read_target(path, body).provider != provider or not isinstance(value, dict):
+            return request, body
+        if value.get("model") == name:
+            return request, body
+        value["model"] = name
+        body = json.dumps(value, ensure_ascii=False).encode()
+        headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() != "content-length"]
+        changed = httpx.Request(
+            request.method, request.url, headers=headers, content=body, extensions=request.extensions
+        )
+        return changed, body
+
+    def _unpriced(self, target: Target) -> bool:
+        """Whether a cost budget is set and ``target``'s model has no price (it cannot hold)."""
+        if self.ctx.settings.max_cost is None or target.spec is None:
+            return False
+        return self.ctx.spend.price(target.spec) is None
 
     async def _streamed(self, scope: ItemScope, out: Outgoing) -> httpx.Response:
         """A streamed call: the caller gets the answer as it arrives, while the call goes on in

@@ -80,6 +80,7 @@ class CodeWork:
         person, or its error (a fatal one on the run too). Never raises for the item."""
         scope = ItemScope(self.ctx, chain, self.gateway)
         token = CURRENT.set(scope)
+        before, started = chain.seconds, self.ctx.clock.now()
         try:
             value = await self.fn(self.argument(chain), Fleet(scope))
         except ItemParked as parked:
@@ -92,6 +93,9 @@ class CodeWork:
             return
         finally:
             CURRENT.reset(token)
+            # the item's time is its whole run (its code, its processes, its calls): what one
+            # at a time would take for it (the report's estimate sums these)
+            chain.seconds = before + max(0.0, self.ctx.clock.now() - started)
         try:
             await self._keep(chain, value)
         except CallError as exc:

@@ -495,11 +495,22 @@ class Pipeline(BaseModel):
         """
         data = self.model_dump(exclude={"stages"})
         stages = [s.model_copy(update={"model": None}) for s in self.stages]
-        copy: Pipeline = Pipeline.model_validate({**data, "model": model, "stages": stages})
+        # a code pipeline keeps its function: ``model`` is then the model its calls are sent to
+        data.update(model=model, stages=stages, work=self.work)
+        copy: Pipeline = Pipeline.model_validate(data)
         copy._source, copy._root = self._source, self._root
         return copy
 
     # -- questions the runner asks ---------------------------------------------------------------
+
+    @property
+    def model_override(self) -> tuple[str, str] | None:
+        """A code pipeline's ``--model``: (provider, model name) every call of that provider's
+        API is sent to (:class:`~chainfleet.code.gateway.Gateway`); None when not set."""
+        if self.work is None or "model" not in self.model_fields_set:
+            return None
+        provider, _, name = self.model.partition(":")
+        return provider, name
 
     def model_for(self, stage: Stage) -> str:
         return stage.model or self.model
@@ -507,6 +518,8 @@ class Pipeline(BaseModel):
     def models_used(self) -> list[str]:
         """Every model the pipeline calls, in order, once each: the stages' (``@batch`` for a
         batch stage, priced as such) and their judges', a route's targets for a route."""
+        if self.work is not None:  # the user's own chain: its calls' model, when --model sets it
+            return [self.model] if self.model_override is not None else []
         used: dict[str, None] = {}
         for stage in self.stages:
             if not stage.is_tool:

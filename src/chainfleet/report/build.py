@@ -31,7 +31,7 @@ from typing import Any
 from chainfleet.pipeline.gates import as_text
 from chainfleet.report.agents import agent_section
 from chainfleet.report.batch import batch_section
-from chainfleet.report.estimate import SequentialEstimate, estimate_sequential
+from chainfleet.report.estimate import SequentialEstimate, by_items, estimate_sequential
 from chainfleet.report.gates import gate_summary
 from chainfleet.report.model import LIST_CAP, RunReport
 from chainfleet.report.quality import assess, topic_of
@@ -77,6 +77,12 @@ def limits_in_force(models: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[s
     return found
 
 
+def _item_seconds(store: RunStore, run_id: str) -> float:
+    """The items' times summed (a code chain's item keeps its whole time, see CodeWork)."""
+    row = store.db.execute("SELECT SUM(seconds) FROM items WHERE run_id = ?", (run_id,)).fetchone()
+    return float(row[0] or 0.0)
+
+
 def session_totals(sessions: Iterable[SessionRow]) -> dict[str, Any]:
     """The sessions' counters summed; ``cost_usd`` is None when any session's cost is unknown."""
     totals: dict[str, Any] = {key: 0 for key in SUMMED}
@@ -105,6 +111,8 @@ def build_report(store: RunStore, run_id: str) -> RunReport:
         totals, facts = _totals_from_calls(store, run_id), {}
     order = list(settings.get("stages_order") or []) or _stage_order(store, run_id, order_seen) or ["output"]
     sequential = one_at_a_time(store, run_id, settings.get("servers"), facts.get("models") or {})
+    if settings.get("code"):  # the user's own chain: its items' times, not only its calls'
+        sequential = by_items(_item_seconds(store, run_id), sequential)
     report = RunReport(
         run_id=run_id,
         pipeline=run.get("pipeline", ""),

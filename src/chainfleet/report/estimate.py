@@ -43,6 +43,7 @@ from chainfleet.store.runstore import CallRow
 
 __all__ = [
     "SequentialEstimate",
+    "by_items",
     "concurrency_phrase",
     "estimate_sequential",
     "range_phrase",
@@ -102,6 +103,13 @@ class SequentialEstimate:
 
     def describe(self) -> str:
         """One line for the report: which method gave the figure, and how sure it is."""
+        if self.method == "items":
+            return "sum of the items' times (their own code, processes and calls, as they ran)"
+        if self.method == "items_less_queue":
+            return (
+                f"sum of the items' times, less {self.observed_seconds - self.seconds:.1f} s their "
+                "calls spent queued in the server (estimated as for the calls alone)"
+            )
         if self.why is not None:
             text = (
                 f"uncertain: between {fmt_duration(self.low_seconds or 0.0)} and "
@@ -145,6 +153,34 @@ class SequentialEstimate:
             "peak_in_flight": self.peak_in_flight,
             "note": self.describe(),
         }
+
+
+def by_items(item_seconds: float, calls: SequentialEstimate) -> SequentialEstimate:
+    """One at a time for the user's own chain (``chainfleet run my_chain.py:fn``, ``exec``):
+    the sum of the items' times, since an item's time is more than its calls' (its code, a
+    child process starting) and that part does not shrink when items run one at a time. The
+    time its calls waited queued in a server with few slots (``calls``: the estimate of the
+    calls alone) would not be spent one at a time and is taken out. ``observed_seconds`` is the
+    plain sum of the items' times."""
+    queued = max(0.0, calls.observed_seconds - calls.seconds)
+    if item_seconds <= 0:
+        return calls
+    seconds = max(0.0, item_seconds - queued)
+    method = "items_less_queue" if queued > 0 and calls.method == "few_in_flight" else "items"
+    if method == "items":
+        seconds = item_seconds
+    seconds = max(seconds, calls.floor_seconds or 0.0)  # one at a time is held by the limits too
+    return SequentialEstimate(
+        seconds=seconds,
+        observed_seconds=item_seconds,
+        method=method,
+        samples=calls.samples,
+        max_level=calls.max_level,
+        error_pct=calls.error_pct if method == "items_less_queue" else None,
+        peak_in_flight=calls.peak_in_flight,
+        floor_seconds=calls.floor_seconds,
+        floor_note=calls.floor_note,
+    )
 
 
 def servers_of(pipeline: Any) -> dict[str, str | None]:

@@ -35,7 +35,7 @@ from chainfleet.store.runstore import ItemRecord, RunStore
 __all__ = ["RunReport"]
 
 #: fatal errors that mean "fix your configuration" (exit code 2), unlike an exhausted quota
-CONFIG_FATAL = ("auth_failed", "model_not_found", "endpoint_down")
+CONFIG_FATAL = ("auth_failed", "model_not_found", "endpoint_down", "unpriced_model")
 
 #: the exit code of a run where nothing failed but some items wait for a person
 EXIT_REVIEW = 3

@@ -103,7 +103,15 @@ def load_pipeline(path: str | os.PathLike[str], items: Items | None = None) -> P
 
 def with_model(pipeline: Pipeline, model: str, given: Collection[str] = ()) -> Pipeline:
     """A copy of ``pipeline`` whose LLM stages all use ``model`` (the ``--model`` flag);
-    ``given`` are the names of the providers the run was handed from Python."""
+    ``given`` are the names of the providers the run was handed from Python. For the user's
+    own chain, ``model`` is what its OpenAI or Anthropic calls are sent to instead of the model
+    they name (see :class:`~chainfleet.code.gateway.Gateway`)."""
+    if pipeline.work is not None and model.partition(":")[0] not in ("openai", "anthropic"):
+        raise ConfigError(
+            f"for your own chain, --model is the model its calls are sent to: openai:NAME or "
+            f"anthropic:NAME, not {model!r}",
+            where="--model",
+        )
     try:
         if model.partition(":")[0] not in given:  # (a provider handed from Python is known)
             pipeline.check_model_name(model)  # a model, or a route's name
@@ -213,11 +221,6 @@ async def arun(
     """
     settings = (settings or RunSettings()).replace(**options)
     pipeline = as_pipeline(pipeline, output=output)
-    if pipeline.work is not None and settings.backend != "local":
-        raise ConfigError(
-            f"a Python chain (file.py:function) runs on the local backend for now, not on {settings.backend}",
-            where="--backend",
-        )
     if settings.parquet and not parquet_available():
         raise ConfigError(PARQUET_MISSING, where="--parquet")
     if settings.batch:

@@ -71,20 +71,7 @@ class Journal:
             "FROM journal WHERE run_id = ? AND idx = ? AND hash = ? AND occurrence = ?",
             (run_id, index, digest, occurrence),
         ).fetchone()
-        if row is None:
-            return None
-        digest, occurrence, kind, status, body, headers, stage, tokens_in, tokens_out = row
-        return JournalEntry(
-            hash=digest,
-            occurrence=occurrence,
-            kind=kind,
-            status=status,
-            body=bytes(body),
-            headers=json.loads(headers),
-            stage=stage,
-            input_tokens=tokens_in,
-            output_tokens=tokens_out,
-        )
+        return None if row is None else _entry(row)
 
     def put(self, run_id: str, index: int, entry: JournalEntry) -> None:
         """Keep one entry (the same key again replaces it); committed with the store's next
@@ -107,6 +94,15 @@ class Journal:
             ),
         )
 
+    def item_entries(self, run_id: str, index: int) -> list[JournalEntry]:
+        """Every entry kept for one item (what a Ray worker answers its calls from)."""
+        rows = self.db.execute(
+            "SELECT hash, occurrence, kind, status, body, headers, stage, input_tokens, output_tokens "
+            "FROM journal WHERE run_id = ? AND idx = ?",
+            (run_id, index),
+        ).fetchall()
+        return [_entry(row) for row in rows]
+
     def count(self, run_id: str, index: int | None = None) -> int:
         """Entries kept for the run (or one item of it)."""
         sql = "SELECT COUNT(*) FROM journal WHERE run_id = ?"
@@ -123,21 +119,7 @@ class Journal:
             "output_tokens FROM journal WHERE run_id = ? ORDER BY idx, saved",
             (run_id,),
         ).fetchall():
-            index, digest, occurrence, kind, status, body, headers, stage, tokens_in, tokens_out = row
-            yield (
-                index,
-                JournalEntry(
-                    digest,
-                    occurrence,
-                    kind,
-                    status,
-                    bytes(body),
-                    json.loads(headers),
-                    stage,
-                    tokens_in,
-                    tokens_out,
-                ),
-            )
+            yield row[0], _entry(row[1:])
 
     # -- item logs ---------------------------------------------------------------------------------
 
@@ -161,3 +143,19 @@ class Journal:
             parts.append(text if text.endswith("\n") else text + "\n")
         if current is not None:
             yield current, "".join(parts)
+
+
+def _entry(row: tuple[Any, ...]) -> JournalEntry:
+    """An entry from its columns (hash, occurrence, kind, status, body, headers, stage, tokens)."""
+    digest, occurrence, kind, status, body, headers, stage, tokens_in, tokens_out = row
+    return JournalEntry(
+        hash=digest,
+        occurrence=occurrence,
+        kind=kind,
+        status=status,
+        body=bytes(body),
+        headers=json.loads(headers),
+        stage=stage,
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+    )

@@ -106,14 +106,3 @@ def test_a_good_target_loads_with_a_default_and_extra_keywords(tmp_path: Path) -
 )
 def test_what_is_a_python_target(text: str, expected: bool) -> None:
     assert is_target(text) is expected
-
-
-def test_a_python_chain_on_ray_is_refused_before_any_call(tmp_path: Path) -> None:
-    source = "async def article(topic, fleet):\n    return topic\n"
-    (tmp_path / "chain.py").write_text(source, encoding="utf-8")
-    (tmp_path / "topics.txt").write_text("tea\n", encoding="utf-8")
-    args = ["run", f"{tmp_path / 'chain.py'}:article", "-i", str(tmp_path / "topics.txt"), "--backend", "ray"]
-    line = error_line(
-        CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "out")], catch_exceptions=False)
-    )
-    assert "--backend: a Python chain (file.py:function) runs on the local backend for now" in line
