@@ -23,7 +23,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 #: libraries that cost tens to hundreds of ms to import and that no help text needs
 HEAVY = ["pydantic", "jinja2", "openai", "anthropic", "numpy", "matplotlib", "ray", "pyarrow"]
 #: the model SDKs (and their HTTP client) and the optional parts a sim-only run never needs
-SDKS = ["openai", "anthropic", "httpx", "ray", "pyarrow"]
+SDKS = ["openai", "anthropic", "httpx", "httpx2", "ray", "pyarrow"]
 
 LAUNCH = """\
 import atexit, json, os, sys
@@ -78,4 +78,5 @@ def test_a_sim_only_run_imports_no_model_sdk(
 
     assert proc.returncode == 0, proc.stderr
     assert (out / "results.jsonl").exists()
+    assert (out / "timeline.png").read_bytes().startswith(b"\x89PNG")  # drawn, matplotlib preloaded
     assert sorted(imported.intersection(SDKS)) == []

@@ -7,11 +7,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from chainfleet.chain.stage import StageExecutor
-from chainfleet.code.work import CodeWork
 
 if TYPE_CHECKING:
     from chainfleet.chain.context import RunContext
     from chainfleet.chain.progress import Chain
+    from chainfleet.code.work import CodeWork
 
 __all__ = ["LocalBackend"]
 
@@ -29,7 +29,11 @@ class LocalBackend:
 
     @staticmethod
     def _executor(ctx: RunContext) -> StageExecutor | CodeWork:
-        return CodeWork(ctx) if ctx.pipeline.work is not None else StageExecutor(ctx)
+        if ctx.pipeline.work is None:
+            return StageExecutor(ctx)
+        from chainfleet.code.work import CodeWork  # httpx2 and the SDK plumbing: code runs only
+
+        return CodeWork(ctx)
 
     async def advance(self, ctx: RunContext, chain: Chain) -> None:
         """Run the chain's remaining stages (or its function); record the first failure on the
@@ -42,5 +46,5 @@ class LocalBackend:
         return None  # the limiters are the run's own
 
     async def aclose(self) -> None:
-        if isinstance(self.executor, CodeWork):
+        if self.executor is not None and not isinstance(self.executor, StageExecutor):
             await self.executor.gateway.aclose()

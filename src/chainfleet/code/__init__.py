@@ -17,10 +17,43 @@ The Python door is ``chainfleet run my_chain.py:article`` / ``chainfleet.run(art
 each request of a child process to the same :meth:`Gateway.send`.
 """
 
-from chainfleet.code.fleet import Fleet, ItemParked, ReviewDecision
-from chainfleet.code.gateway import STAGE, Gateway, ItemScope
-from chainfleet.code.transport import CURRENT, FleetTransport, current_scope, http_client
-from chainfleet.code.work import CodeError, CodeWork
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chainfleet.code.fleet import Fleet, ItemParked, ReviewDecision
+    from chainfleet.code.gateway import STAGE, Gateway, ItemScope
+    from chainfleet.code.transport import CURRENT, FleetTransport, current_scope, http_client
+    from chainfleet.code.work import CodeError, CodeWork
+
+#: each public name's module, imported on first use (PEP 562): ``chainfleet run p.yaml`` imports
+#: ``code.target`` to tell a YAML file from a Python target, and must not pay for httpx2
+_WHERE = {
+    "Fleet": "fleet",
+    "ItemParked": "fleet",
+    "ReviewDecision": "fleet",
+    "STAGE": "gateway",
+    "Gateway": "gateway",
+    "ItemScope": "gateway",
+    "CURRENT": "transport",
+    "FleetTransport": "transport",
+    "current_scope": "transport",
+    "http_client": "transport",
+    "CodeError": "work",
+    "CodeWork": "work",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CURRENT",

@@ -224,7 +224,7 @@ class Stage(BaseModel):
 
     @property
     def checks(self) -> tuple[Check, ...]:
-        return self._checks
+        return self.__pydantic_private__["_checks"]  # type: ignore[index,no-any-return]
 
     @property
     def uses_feedback(self) -> bool:
@@ -250,11 +250,13 @@ class Stage(BaseModel):
     def render(self, context: Mapping[str, Any]) -> tuple[str | None, str]:
         """Render (system, prompt) for one item. Any failure (a missing variable, the sandbox's
         refusal, an error in the template's arithmetic) raises ``InvalidRequest``: the item fails."""
-        assert self._prompt_t is not None, "render() is for LLM stages"
-        prompt = render(self._prompt_t, context, field="prompt", stage=self.name)
+        # pydantic's __getattr__ finds a private attribute in ~1 us; its dict, read once, at once
+        private = self.__pydantic_private__
+        assert private is not None and private["_prompt_t"] is not None, "render() is for LLM stages"
+        prompt = render(private["_prompt_t"], context, field="prompt", stage=self.name)
         system = None
-        if self._system_t is not None:
-            system = render(self._system_t, context, field="system", stage=self.name)
+        if private["_system_t"] is not None:
+            system = render(private["_system_t"], context, field="system", stage=self.name)
         return system, prompt
 
     def templates(self) -> list[tuple[tuple[Any, ...], jinja2.nodes.Node]]:

@@ -254,10 +254,17 @@ def _stages(
     return {name: _stage_numbers(stages.get(name) or StageStats()) for name in names}
 
 
+#: calls in a stage from which its percentiles are taken with numpy
+NUMPY_FROM = 50_000
+
+
 def _stage_numbers(stage: StageStats) -> dict[str, Any]:
     """A stage's entry of report.json (as ``StageStats.to_dict``), its percentiles taken with
-    numpy over the flat array: a million calls cost 8 MB, not a sorted list of float objects
-    (~32 MB)."""
+    numpy over the flat array when it is large: a million calls cost 8 MB, not a sorted list of
+    float objects (~32 MB). Below ``NUMPY_FROM`` calls a sorted list is small and numpy's import
+    (0.15 s of CPU) would be most of a short run's report."""
+    if len(stage.seconds) < NUMPY_FROM:
+        return stage.to_dict()
     try:
         import numpy as np
     except ImportError:  # pragma: no cover - numpy comes with matplotlib

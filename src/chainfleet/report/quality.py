@@ -90,9 +90,7 @@ def assess(text: str, topic: str | None = None) -> Quality:
     blocks = _Blocks(_COMMENT.sub("", text))
     prose_words = _words(" ".join(blocks.units).lower())
     heading_words = _words(" ".join(blocks.headings).lower())
-    sentences = sum(
-        1 for unit in blocks.units for part in _SENTENCE_END.split(unit) if _HAS_WORD.search(part)
-    )
+    sentences = sum(map(_sentences, blocks.units))
     readability = grade = per_sentence = 0.0
     if prose_words and sentences:
         per_sentence = len(prose_words) / sentences
@@ -191,13 +189,24 @@ def _words(text: str) -> list[str]:
     white-space-separated token is matched alone, and most tokens are one plain word
     (``str.isalnum`` holds for exactly the characters the pattern takes as letters or digits)
     with no regular expression at all."""
+    tokens = text.split()
+    if all(map(str.isalnum, tokens)):  # no punctuation at all: the tokens are the words
+        return tokens
     found: list[str] = []
-    for token in text.split():
+    for token in tokens:
         if token.isalnum():
             found.append(token)
         else:
             found += _WORD.findall(token)
     return found
+
+
+def _sentences(unit: str) -> int:
+    """Sentences in a paragraph or list item: its parts between sentence ends that hold a word.
+    A unit with no ``.``, ``!`` or ``?`` is one part, so the regular expression is skipped."""
+    if "." not in unit and "!" not in unit and "?" not in unit:
+        return 1 if _HAS_WORD.search(unit) else 0
+    return sum(1 for part in _SENTENCE_END.split(unit) if _HAS_WORD.search(part))
 
 
 @lru_cache(maxsize=16384)

@@ -148,3 +148,33 @@ def test_words_are_what_the_word_pattern_finds() -> None:
     ]
     for text in texts:
         assert quality._words(text) == quality._WORD.findall(text), text
+
+
+def test_words_of_a_text_without_punctuation_are_its_tokens() -> None:
+    """The all-alphanumeric fast path (issue 25) returns what the pattern finds too."""
+    for text in ["word0 word1  word2\nword3", "naïve 漢字 ٣٤ x\u3000y", "one"]:
+        assert quality._words(text) == quality._WORD.findall(text), text
+
+
+def test_sentences_are_counted_alike_with_and_without_a_sentence_end() -> None:
+    """A unit with no '.', '!' or '?' skips the split (issue 25): the count is the split's."""
+
+    def by_split(unit: str) -> int:
+        parts = quality._SENTENCE_END.split(unit)
+        return sum(1 for part in parts if quality._HAS_WORD.search(part))
+
+    units = [
+        "no end at all",
+        "",
+        "  ",
+        "--- ***",
+        "One. Two! Three?",
+        "e.g. this, and 3.5 of that",
+        "Ends with a quote.\u201d Then more",
+        "word0 word1 word2",
+    ]
+    for unit in units:
+        assert quality._sentences(unit) == by_split(unit), unit
+    reply = " ".join(f"word{i % 50}" for i in range(300))
+    assert assess(reply).sentences == 1
+    assert assess(reply + ". And a second one.").sentences == 2
