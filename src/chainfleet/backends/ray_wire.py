@@ -93,6 +93,9 @@ class Finished:
     parked: str | None = None
     #: the chain's seconds in this run on the worker (a code chain's: the item's whole time)
     seconds: float = 0.0
+    #: what the chain did, for its trace (tracing on: a :class:`~chainfleet.trace.notes.ItemTrace`
+    #: whose clock readings are seconds since the run's start; the driver's tracer draws it)
+    trace: Any = None
 
 
 @dataclass
