@@ -268,9 +268,11 @@ class RayBackend:
 
     def _send(self) -> None:
         self._sending = False
+        ctx = self._ctx
+        elapsed = None if ctx is None else ctx.clock.now() - ctx.t0  # (the run has begun: items go)
         for link in self.links:
             if link.alive and link.to_send:
-                link.actor.submit.remote(link.to_send)
+                link.actor.submit.remote(link.to_send, elapsed)
                 link.to_send = []
 
     def _withdraw(self, chain: Chain) -> None:
@@ -306,7 +308,6 @@ class RayBackend:
                 committed=link.committed,
                 answers=link.answers,
                 halted=ctx.halted,
-                elapsed=ctx.clock.now() - ctx.t0,
             )
             link.answers = {}
             try:

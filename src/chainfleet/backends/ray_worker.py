@@ -322,8 +322,15 @@ class ChainWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    async def submit(self, tasks: list[ChainTask]) -> None:
-        """Start running ``tasks`` (each returns through :meth:`exchange` when finished)."""
+    async def submit(self, tasks: list[ChainTask], elapsed: float | None = None) -> None:
+        """Start running ``tasks`` (each returns through :meth:`exchange` when finished).
+        ``elapsed``: the seconds since the run's start on the driver's clock as it sent them,
+        which puts this worker's clock readings (call times, trace notes) on the run's scale.
+        (Taken from the first submit, not the first exchange: the driver's pumps exchange
+        before the run's session has begun and its start is known.)"""
+        if elapsed is not None and not self._started:
+            self.ctx.t0 = self.ctx.clock.now() - elapsed
+            self._started = True
         await self._mcp_started()
         for task in tasks:
             chain = Chain(Item(id=task.id, index=task.index, line=task.line, fields=task.fields))
@@ -364,9 +371,6 @@ class ChainWorker:
     async def exchange(self, out: Outbound) -> Inbound:
         """Take the driver's word (committed events, answers, stopping); return what is new,
         waiting up to ``poll`` seconds for something to happen."""
-        if not self._started:
-            self.ctx.t0 = self.ctx.clock.now() - out.elapsed
-            self._started = True
         self.outbox.apply(out)
         if out.halted:
             self.ctx.state.stop("stopping")
