@@ -29,7 +29,9 @@ from conftest import TOPICS
 
 if importlib.util.find_spec("ray") is None or importlib.util.find_spec("opentelemetry.sdk") is None:
     if os.environ.get("CI"):
-        pytest.fail("CI: Ray or the OpenTelemetry SDK is not installed (pip install -e '.[ray,otel]')", pytrace=False)
+        pytest.fail(
+            "CI: Ray or the OpenTelemetry SDK is missing (pip install -e '.[ray,otel]')", pytrace=False
+        )
     pytest.skip("Ray or the OpenTelemetry SDK is not installed", allow_module_level=True)
 
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
@@ -133,7 +135,8 @@ def test_a_ray_item_gets_the_same_trace_as_a_local_one(
 
     # what that shape is: item > stage research, write, edit > a chat span per attempt
     ok = ray_trees["1"]
-    assert ok[0] == "item 1" and [stage[0] for stage in ok[2]] == ["stage research", "stage write", "stage edit"]
+    assert ok[0] == "item 1"
+    assert [stage[0] for stage in ok[2]] == ["stage research", "stage write", "stage edit"]
     chats = [chat for stage in ok[2] for chat in stage[2]]
     assert len(chats) >= 3 and all(chat[0] == "chat sim" for chat in chats)
     done = dict(chats[-1][1])
@@ -169,8 +172,11 @@ def test_a_ray_item_gets_the_same_trace_as_a_local_one(
             for point in metric.data.data_points  # type: ignore[union-attr]
         )
 
-    assert calls(ray_metrics) == calls(local_metrics) == len(retried) + sum(
-        1 for t in ray_trees.values() for s in t[2] for c in s[2] if "error.type" not in dict(c[1])
+    assert (
+        calls(ray_metrics)
+        == calls(local_metrics)
+        == len(retried)
+        + sum(1 for t in ray_trees.values() for s in t[2] for c in s[2] if "error.type" not in dict(c[1]))
     )
 
 
