@@ -88,7 +88,8 @@ KEPT = (
     "chainfleet.item.status", "error.type", "chainfleet.stage", "chainfleet.stage.kind",
     "chainfleet.attempt", "gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model",
     "gen_ai.request.max_tokens", "gen_ai.response.model", "gen_ai.usage.input_tokens",
-    "gen_ai.usage.output_tokens", "gen_ai.response.finish_reasons",
+    "gen_ai.usage.output_tokens", "gen_ai.response.finish_reasons", "chainfleet.agent.turn",
+    "gen_ai.tool.name", "chainfleet.reused", "chainfleet.reused.source",
 )  # fmt: skip
 
 
@@ -191,3 +192,47 @@ def test_sampling_on_ray_keeps_the_failed_item_only(
     kept = trees(spans)
     assert sorted(kept) == [FAILING]
     assert [stage[0] for stage in kept[FAILING][2]] == ["stage research"] * 2
+
+
+def unordered(shape_: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A shape with each span's children sorted by their own shape (a multiset: parallel tool
+    calls may start in another order on another process)."""
+    name, kept, kids = shape_
+    return name, kept, tuple(sorted((unordered(k) for k in kids), key=repr))
+
+
+def test_an_agent_stage_on_ray_has_its_turns_and_tool_calls_in_its_trace(
+    ray_node: str, topics_file: Callable[..., Path], tmp_path: Path
+) -> None:
+    tools = "unit.chain.agent_tools"
+    pipeline = Pipeline.from_dict(
+        {
+            "model": "sim",
+            "sim": {"latency": 0.01},
+            "input": "topic",
+            "stages": [
+                {
+                    "name": "research",
+                    "prompt": "Research {{ topic }}.",
+                    "tools": [{"function": f"{tools}:search"}, {"function": f"{tools}:broken"}],
+                },
+                {"name": "write", "prompt": "Write on {{ topic }} from {{ research }}"},
+            ],
+        }
+    )
+    topics = topics_file(TOPICS[:3])
+    local_spans, _, local = traced_run(pipeline, topics, tmp_path / "local")
+    ray_spans, _, remote = traced_run(pipeline, topics, tmp_path / "ray", backend="ray", workers=2)
+    assert local.items_succeeded == remote.items_succeeded == 3
+    ray_trees = trees(ray_spans)
+    assert {k: unordered(v) for k, v in ray_trees.items()} == {
+        k: unordered(v) for k, v in trees(local_spans).items()
+    }
+    research = ray_trees["1"][2][0]
+    assert research[0] == "stage research" and dict(research[1])["chainfleet.stage.kind"] == "agent"
+    turns = [dict(step[1]).get("chainfleet.agent.turn") for step in research[2] if step[0] == "chat sim"]
+    tools_called = [step for step in research[2] if step[0].startswith("execute_tool ")]
+    assert len(turns) >= 2 and None not in turns  # every model turn a chat span with its turn
+    assert tools_called and all("chainfleet.agent.turn" in dict(t[1]) for t in tools_called)
+    for root in (s for s in ray_spans if s.parent is None):
+        nested_in_time(ray_spans, root)
