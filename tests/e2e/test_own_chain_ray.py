@@ -209,7 +209,9 @@ def test_a_traced_chain_on_ray_has_its_calls_under_its_item_and_replays_marked(
     its item's root, labelled with its stage; tea's retry pass replays its first two calls from
     the journal, and those spans say so (the workers' notes, drawn by the driver's tracer)."""
     if importlib.util.find_spec("opentelemetry.sdk") is None:
-        pytest.fail("the OpenTelemetry SDK is not installed (pip install -e '.[otel]')")
+        if os.environ.get("CI"):
+            pytest.fail("CI: the OpenTelemetry SDK is not installed (pip install -e '.[otel]')")
+        pytest.skip("the OpenTelemetry SDK is not installed (pip install 'chainfleet[otel]')")
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
