@@ -200,3 +200,54 @@ def test_a_chain_that_cannot_be_shipped_is_refused_before_any_call(ray_node: str
         asyncio.run(arun(pipeline, ["tea"], out=tmp_path / "out", backend="ray", workers=1))
     assert "cannot be shipped to the Ray workers" in str(raised.value)
     assert "lock" in str(raised.value).lower()
+
+
+def test_a_traced_chain_on_ray_has_its_calls_under_its_item_and_replays_marked(
+    ray_node: str, sim: SimServerThread, tmp_path: Path
+) -> None:
+    """``--otel`` with the Python door on Ray: each SDK call a worker made is a chat span under
+    its item's root, labelled with its stage; tea's retry pass replays its first two calls from
+    the journal, and those spans say so (the workers' notes, drawn by the driver's tracer)."""
+    if importlib.util.find_spec("opentelemetry.sdk") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI: the OpenTelemetry SDK is not installed (pip install -e '.[otel]')")
+        pytest.skip("the OpenTelemetry SDK is not installed (pip install 'chainfleet[otel]')")
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from chainfleet.runner.core import Runner
+    from chainfleet.trace.otel import OtelTracer, TraceOptions
+
+    exporter = InMemorySpanExporter()
+
+    def start(runner: Runner) -> None:
+        runner.ctx.tracer = OtelTracer(
+            TraceOptions(endpoint="http://127.0.0.1:9"),
+            run_id=runner.run_id,
+            project="own",
+            clock=runner.ctx.clock,
+            exporter=exporter,
+            metric_reader=InMemoryMetricReader(),
+        )
+
+    pipeline = chain(tmp_path, "article")
+    done = asyncio.run(
+        arun(pipeline, TOPICS, out=tmp_path / "ray", concurrency=4, backend="ray", workers=2, on_start=start)
+    )
+    assert done.items_succeeded == len(TOPICS)
+    spans = exporter.get_finished_spans()
+    roots = {str((s.attributes or {})["chainfleet.item.id"]): s for s in spans if s.parent is None}
+    assert sorted(roots) == [str(i) for i in range(1, len(TOPICS) + 1)]
+
+    def calls(root: Any) -> list[tuple[str, Any, Any]]:
+        under = [s for s in spans if s.parent is not None and s.parent.span_id == root.context.span_id]
+        under.sort(key=lambda s: s.start_time or 0)
+        return [
+            (s.name, s.attributes["chainfleet.stage"], s.attributes.get("chainfleet.reused.source"))
+            for s in under
+        ]
+
+    made = [(f"chat {MODEL}", stage, None) for stage in ("research", "write", "edit")]
+    assert calls(roots["2"]) == made
+    replayed = [(f"chat {MODEL}", stage, "journal") for stage in ("research", "write")]
+    assert calls(roots["1"]) == made[:2] + replayed + made[2:]  # tea: failed once, then replayed

@@ -158,6 +158,8 @@ class RayBackend:
             env=Secrets(self._env(ctx)),
             providers=ctx.provider_overrides,
             review=ctx.review.enabled,
+            trace=ctx.tracer.on,
+            trace_content=ctx.tracer.content,
         )
         options = {"num_cpus": min(1.0, cpus / count), "max_restarts": 0, "max_concurrency": 1000}
         self._worker_class = ray.remote(**options)(ChainWorker)
@@ -266,9 +268,11 @@ class RayBackend:
 
     def _send(self) -> None:
         self._sending = False
+        ctx = self._ctx
+        elapsed = None if ctx is None else ctx.clock.now() - ctx.t0  # (the run has begun: items go)
         for link in self.links:
             if link.alive and link.to_send:
-                link.actor.submit.remote(link.to_send)
+                link.actor.submit.remote(link.to_send, elapsed)
                 link.to_send = []
 
     def _withdraw(self, chain: Chain) -> None:
@@ -304,7 +308,6 @@ class RayBackend:
                 committed=link.committed,
                 answers=link.answers,
                 halted=ctx.halted,
-                elapsed=ctx.clock.now() - ctx.t0,
             )
             link.answers = {}
             try:
@@ -340,6 +343,8 @@ class RayBackend:
             if owner is None:
                 continue
             chain, future = owner
+            if finished.trace is not None and ctx.tracer.on:  # on this run's clock, then drawn
+                ctx.tracer.absorb(chain, finished.trace.shift(ctx.t0))
             base = link.seconds.pop(finished.index, chain.seconds)
             if ctx.pipeline.work is not None:  # the item's whole time, as a local run keeps it
                 chain.seconds = base + finished.seconds

@@ -4,8 +4,9 @@ Every exchange is started by the driver (``exchange`` on the worker actor), so t
 has to be reachable from the cluster and stays the only writer of the run store:
 
 - driver -> worker: chains to run (:class:`ChainTask`, in small batches, only as many as the
-  run's ``concurrency`` lets in), the number of the last event it has committed, answers to the
-  worker's look-ups, and whether the run is stopping;
+  run's ``concurrency`` lets in, with the seconds since the run's start on the driver's clock,
+  the scale call times and trace notes are kept on), the number of the last event it has
+  committed, answers to the worker's look-ups, and whether the run is stopping;
 - worker -> driver (:class:`Inbound`): numbered events in the order they happened (store
   writes: stage results, attempts, tries and gate results, response-cache writes), look-ups (a
   stage result or try to reuse, a cached response), the chains that finished, and its counters
@@ -93,6 +94,9 @@ class Finished:
     parked: str | None = None
     #: the chain's seconds in this run on the worker (a code chain's: the item's whole time)
     seconds: float = 0.0
+    #: what the chain did, for its trace (tracing on: a :class:`~chainfleet.trace.notes.ItemTrace`
+    #: whose clock readings are seconds since the run's start; the driver's tracer draws it)
+    trace: Any = None
 
 
 @dataclass
@@ -114,8 +118,6 @@ class Outbound:
     committed: int
     answers: dict[int, Any] = field(default_factory=dict)
     halted: bool = False
-    #: seconds since the run's start on the driver's clock (call times are kept on that scale)
-    elapsed: float = 0.0
 
 
 @dataclass

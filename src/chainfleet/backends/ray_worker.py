@@ -39,6 +39,7 @@ from chainfleet.store.agent_turns import TurnRow
 from chainfleet.store.review_queue import Entry
 from chainfleet.store.runstore import CallRow, RevisionRow, RunStore, StageHit
 from chainfleet.store.stats import COUNTERS, RunStats
+from chainfleet.trace.notes import ItemTrace, NotingTracer
 
 if TYPE_CHECKING:
     from chainfleet.limits.limiter import ModelLimiter
@@ -80,6 +81,10 @@ class WorkerSpec:
     code_path: list[str] = field(default_factory=list)
     #: a code pipeline's function, pickled by value (:func:`~chainfleet.backends.ray_code.ship`)
     work: bytes | None = None
+    #: the driver's run is traced (``--otel``): chains note what they do and send it back with
+    #: their result; ``trace_content``: with the prompts and replies (``--otel-content``)
+    trace: bool = False
+    trace_content: bool = False
 
 
 class _Outbox:
@@ -293,6 +298,8 @@ class ChainWorker:
             review=review,
         )
         ctx.retry, ctx.reuse = spec.retry, spec.reuse
+        if spec.trace:  # notes only: the driver's tracer makes the spans (chainfleet.trace.notes)
+            ctx.tracer = NotingTracer(ctx.clock, content=spec.trace_content)
         ctx.reads = RemoteReads(self.outbox)
         ctx.turn_writer = RemoteTurns(self.outbox)  # an agent's turns, journaled through the driver
         leased = spec.limiters.items()
@@ -315,13 +322,22 @@ class ChainWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    async def submit(self, tasks: list[ChainTask]) -> None:
-        """Start running ``tasks`` (each returns through :meth:`exchange` when finished)."""
+    async def submit(self, tasks: list[ChainTask], elapsed: float | None = None) -> None:
+        """Start running ``tasks`` (each returns through :meth:`exchange` when finished).
+        ``elapsed``: the seconds since the run's start on the driver's clock as it sent them,
+        which puts this worker's clock readings (call times, trace notes) on the run's scale.
+        (Taken from the first submit, not the first exchange: the driver's pumps exchange
+        before the run's session has begun and its start is known.)"""
+        if elapsed is not None and not self._started:
+            self.ctx.t0 = self.ctx.clock.now() - elapsed
+            self._started = True
         await self._mcp_started()
         for task in tasks:
             chain = Chain(Item(id=task.id, index=task.index, line=task.line, fields=task.fields))
             chain.outputs = dict(task.outputs)
             chain.next_stage = task.next_stage
+            if self.ctx.tracer.on:
+                self.ctx.tracer.item_started(chain)
             if isinstance(self.executor, CodeWork):
                 self.store.journal.load(task.index, task.journal)
             self.tasks[task.index] = asyncio.ensure_future(self._run(chain))
@@ -347,6 +363,7 @@ class ChainWorker:
                 chain.error_stage,
                 parked=chain.parked,
                 seconds=chain.seconds,
+                trace=chain.trace,
             )
         )
         self.outbox.ready.set()
@@ -354,9 +371,6 @@ class ChainWorker:
     async def exchange(self, out: Outbound) -> Inbound:
         """Take the driver's word (committed events, answers, stopping); return what is new,
         waiting up to ``poll`` seconds for something to happen."""
-        if not self._started:
-            self.ctx.t0 = self.ctx.clock.now() - out.elapsed
-            self._started = True
         self.outbox.apply(out)
         if out.halted:
             self.ctx.state.stop("stopping")
@@ -366,6 +380,10 @@ class ChainWorker:
             except asyncio.TimeoutError:
                 pass
         await asyncio.sleep(0)  # let the chains just woken add theirs: one larger batch
+        for finished in self.outbox.finished:  # their notes' readings as seconds into the run
+            if isinstance(finished.trace, ItemTrace):
+                finished.trace.stage = None
+                finished.trace = finished.trace.shift(-self.ctx.t0)
         return self.outbox.drain(self._delta())
 
     def _delta(self) -> StatsDelta:

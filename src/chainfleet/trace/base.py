@@ -99,5 +99,9 @@ class Tracer:
     ) -> None:
         """One tool call of an agent ended (``arguments`` and ``result``: for ``--otel-content``)."""
 
+    def absorb(self, chain: Any, notes: Any) -> None:
+        """What the item did on a Ray worker (:class:`~chainfleet.trace.notes.ItemTrace`, its
+        clock readings already on this run's clock) joins its notes."""
+
     def shutdown(self) -> None:
         """Send what is left, within a bounded time; never raises."""

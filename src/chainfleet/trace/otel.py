@@ -26,14 +26,17 @@ chain's calls nest under the item's root (its stages are labels, not spans).
 item in a hundred, but a failed item must always be exported, and whether an item fails is known
 only when it ends; a head sampler (OpenTelemetry's ``TraceIdRatioBased``) decides when the root
 span *starts*, too early. So while an item runs the tracer only notes what happened, as small
-records on ``chain.trace`` (:class:`ItemTrace`: its stages with their start and end, each
-attempt's :class:`~chainfleet.trace.base.AttemptInfo`, reused calls, tool calls); when the item's
-outcome is kept, :meth:`OtelTracer.item_ended` decides (failed: always; else a random draw under
-the rate) and only then makes the SDK spans, all at once, with the recorded clock readings as
-their start and end times. An item not kept costs its notes and nothing of the SDK's, which is
-what makes a 1% sample cheap; the notes are held only for the items in flight. The run clock's
-readings (the ones the calls table keeps) are mapped to wall time once at the start, so a test
-on a virtual clock gets consistent spans without waiting.
+records on ``chain.trace`` (:class:`~chainfleet.trace.notes.ItemTrace`: its stages with their
+start and end, each attempt's :class:`~chainfleet.trace.base.AttemptInfo`, reused calls, tool
+calls); when the item's outcome is kept, :meth:`OtelTracer.item_ended` decides (failed: always;
+else a random draw under the rate) and only then makes the SDK spans, all at once, with the
+recorded clock readings as their start and end times. An item not kept costs its notes and
+nothing of the SDK's, which is what makes a 1% sample cheap; the notes are held only for the
+items in flight. The run clock's readings (the ones the calls table keeps) are mapped to wall
+time once at the start, so a test on a virtual clock gets consistent spans without waiting. On
+the Ray backend the workers keep the notes and send them with each finished chain
+(:mod:`chainfleet.trace.notes`); the driver's tracer takes them in and draws the same spans
+here.
 
 Metrics: ``gen_ai.client.token.usage`` and ``gen_ai.client.operation.duration`` histograms (every
 call, sampled or not), to the same endpoint. A collector that is down: see
@@ -48,7 +51,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import trace
@@ -60,8 +63,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from chainfleet.clock import Clock
-from chainfleet.trace.base import AttemptInfo, Tracer
+from chainfleet.trace.base import AttemptInfo
 from chainfleet.trace.export import Collector, OnceExporter, OnceMetricExporter, quiet_sdk_logs
+from chainfleet.trace.notes import ItemTrace, NotingTracer, StageNote, Step
 
 __all__ = ["OtelTracer", "TraceOptions"]
 
@@ -77,38 +81,6 @@ class TraceOptions:
     endpoint: str
     sample: float = 1.0
     content: bool = False
-
-
-#: one noted step: ("chat", AttemptInfo, turn) | ("reused", (label, model, source, at), None)
-#: | ("tool", (name, call id, started, ended, error, arguments, result), turn)
-Step = tuple[str, Any, "int | None"]
-
-
-@dataclass
-class StageNote:
-    """One stage of an item as it ran: when, how it ended, and its steps."""
-
-    name: str
-    kind: str
-    started: float
-    ended: float | None = None
-    error: BaseException | None = None
-    steps: list[Step] = field(default_factory=list)
-
-
-@dataclass
-class ItemTrace:
-    """What one item did so far (see the module docstring): its stages, the steps outside any
-    stage (a code chain's calls), the stage in progress and the agent's turn."""
-
-    started: float
-    stages: list[StageNote] = field(default_factory=list)
-    steps: list[Step] = field(default_factory=list)
-    stage: StageNote | None = None
-    turn: int | None = None
-
-    def note(self, step: Step) -> None:
-        (self.stage.steps if self.stage is not None else self.steps).append(step)
 
 
 def _resource_attributes(project: str) -> dict[str, str]:
@@ -127,7 +99,7 @@ def _warn(message: str) -> None:
     print(f"chainfleet: warning: {message}", file=sys.stderr, flush=True)
 
 
-class OtelTracer(Tracer):
+class OtelTracer(NotingTracer):
     """Exports a run's traces; see the module docstring. ``exporter`` and ``metric_reader``
     replace the OTLP ones (tests pass the SDK's in-memory ones)."""
 
@@ -144,8 +116,8 @@ class OtelTracer(Tracer):
         metric_reader: MetricReader | None = None,
         warn: Callable[[str], None] = _warn,
     ) -> None:
-        self.options, self.run_id, self.clock = options, run_id, clock
-        self.content = options.content
+        super().__init__(clock, content=options.content)
+        self.options, self.run_id = options, run_id
         self._wall0 = time.time_ns()
         self._clock0 = clock.now()
         resource = Resource.create(_resource_attributes(project))
@@ -189,58 +161,6 @@ class OtelTracer(Tracer):
     def _ns(self, at: float) -> int:
         """A run-clock reading as wall time in nanoseconds."""
         return self._wall0 + int((at - self._clock0) * 1e9)
-
-    # -- what happens, noted as it happens --------------------------------------------------------
-
-    def item_started(self, chain: Any) -> None:
-        if chain.trace is None:  # (a retry pass: the item's trace goes on)
-            chain.trace = ItemTrace(self.clock.now())
-
-    def stage_started(self, chain: Any, stage: str, kind: str) -> None:
-        held: ItemTrace | None = chain.trace
-        if held is not None:
-            held.turn = None
-            held.stage = StageNote(stage, kind, self.clock.now())
-            held.stages.append(held.stage)
-
-    def stage_ended(self, chain: Any, stage: str, error: BaseException | None = None) -> None:
-        held: ItemTrace | None = chain.trace
-        if held is not None and held.stage is not None:
-            held.stage.ended, held.stage.error = self.clock.now(), error
-            held.stage = held.turn = None
-
-    def agent_turn(self, chain: Any, turn: int) -> None:
-        held: ItemTrace | None = chain.trace
-        if held is not None:
-            held.turn = turn
-
-    def attempt(self, chain: Any, info: AttemptInfo) -> None:
-        held: ItemTrace | None = chain.trace
-        if held is not None:
-            held.note(("chat", info, held.turn))
-        self._measure(info, info.model or info.label)
-
-    def reused(self, chain: Any, label: str, model: str | None, source: str) -> None:
-        held: ItemTrace | None = chain.trace
-        if held is not None:
-            held.note(("reused", (label, model, source, self.clock.now()), None))
-
-    def tool(
-        self,
-        chain: Any,
-        name: str,
-        call_id: str,
-        started: float,
-        ended: float,
-        *,
-        error: bool,
-        arguments: Any = None,
-        result: str | None = None,
-    ) -> None:
-        held: ItemTrace | None = chain.trace
-        if held is not None:
-            text = (arguments, result) if self.content else (None, None)
-            held.note(("tool", (name, call_id, started, ended, error, *text), held.turn))
 
     # -- the item's end: keep it or not, and draw its spans -----------------------------------------
 
@@ -301,9 +221,9 @@ class OtelTracer(Tracer):
         inside = trace.set_span_in_context(span)
         for step in stage.steps:
             self._step(step, inside)
-        if stage.error is not None:
-            span.set_attribute("error.type", str(getattr(stage.error, "kind", type(stage.error).__name__)))
-            span.set_status(Status(StatusCode.ERROR, str(stage.error)[:500]))
+        if stage.error_type is not None:
+            span.set_attribute("error.type", stage.error_type)
+            span.set_status(Status(StatusCode.ERROR, stage.error_message))
         span.end(end_time=self._ns(stage.ended if stage.ended is not None else now))
 
     def _step(self, step: Step, parent: Any) -> None:
