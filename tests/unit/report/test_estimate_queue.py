@@ -185,3 +185,16 @@ def test_calls_of_no_duration_and_out_of_order_rows_are_counted() -> None:
     estimate = estimate_sequential(rows)
     assert estimate.seconds == pytest.approx(1.0)
     assert estimate.peak_in_flight >= 1
+
+
+def test_a_job_sharing_a_key_is_held_to_its_share_one_at_a_time_too() -> None:
+    """Four jobs on one key of 1,200/min: each held about 300/min. One at a time, this job would
+    still share the key, so the figure is at least its calls at its share, never a claimed 3x
+    speed-up from summing 50 ms latencies (the issue's "each claimed 0.30-0.37x")."""
+    from chainfleet.report.build import limits_in_force
+
+    rows = paced(150, rpm=300, latency=0.05, concurrency=10)  # 150 calls at 5/s: 30 s
+    facts = {"openai:m": {"told": {"rpm": None}, "held": {"rpm": 300, "tpm": None}, "share": 0.25}}
+    held = estimate_sequential(rows, servers={"w": "openai:m"}, limits=limits_in_force(facts))
+    assert held.seconds == pytest.approx(30.0, rel=0.01)  # not 150 x 0.05 s = 7.5 s
+    assert "150 calls at the 300/min" in held.describe()
