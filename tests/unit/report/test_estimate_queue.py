@@ -198,3 +198,22 @@ def test_a_job_sharing_a_key_is_held_to_its_share_one_at_a_time_too() -> None:
     held = estimate_sequential(rows, servers={"w": "openai:m"}, limits=limits_in_force(facts))
     assert held.seconds == pytest.approx(30.0, rel=0.01)  # not 150 x 0.05 s = 7.5 s
     assert "150 calls at the 300/min" in held.describe()
+
+
+def test_a_shared_key_counts_what_the_others_left_over_the_run() -> None:
+    """The share a job reached at its end (the others done) overstates what it had while they
+    ran: the figure uses what the others left (a run of four jobs: 76.6% taken by the others)."""
+    from chainfleet.report.build import limits_in_force
+
+    facts = {
+        "held": {"rpm": 408.4, "tpm": None},
+        "rpm_limit": 1176.0,
+        "tpm_limit": None,
+        "shared": True,
+        "others_pct": 76.6,
+    }
+    rows = paced(200, rpm=279, latency=0.05, concurrency=10)  # 200 calls at the rate they got
+    held = estimate_sequential(rows, servers={"w": "openai:m"}, limits=limits_in_force({"openai:m": facts}))
+    assert held.seconds == pytest.approx(200 / (1176 * 0.234) * 60, rel=0.01)  # about 43.6 s
+    alone = limits_in_force({"openai:m": {**facts, "shared": False}})
+    assert alone["openai:m"]["rpm"] == 408.4  # not shared: the held rate as before
