@@ -11,7 +11,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from chainfleet.sim.batch import BatchSimSettings
 from chainfleet.sim.server import SimServerThread
 from chainfleet.sim.settings import SimServerSettings
 from conftest import FAST_BATCH, read_report, read_results
+from waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -176,22 +176,19 @@ def test_a_batched_agent_killed_mid_round_resumes_without_repeating_a_turn_or_a_
     child = subprocess.Popen(
         [*CLI, *run_args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    deadline = time.monotonic() + 90
+
     # kill mid-round: the first round's tools are done and stored, the second round is at the server
-    while True:
+    def mid_round() -> bool:
         stored_tools = rows(db, "SELECT COUNT(*) FROM agent_turns WHERE role = 'tool'")
         stats = batch_stats(sim)
-        if (
+        return bool(
             stored_tools
             and stored_tools[0][0] >= 12
             and stats["jobs_created"] >= 2
             and stats["jobs_in_progress"]
-        ):
-            break
-        assert time.monotonic() < deadline and child.poll() is None, (
-            child.stderr.read() if child.stderr else ""
         )
-        time.sleep(0.02)
+
+    wait_until(mid_round, "the run never got to its second round", timeout=90, alive=child)
     child.send_signal(signal.SIGKILL)
     child.communicate(timeout=30)
     finished_before = stored_tool_keys(db)
