@@ -3,8 +3,9 @@ the server's own counts.
 
 - the start-up burst: told nothing, 30 chains at once against a strict server (at most 20 calls
   in any second): the first wave used to draw 10 429s; slow start sends one probe first;
-- two processes on one key, each told nothing: both finish, few 429s, and each report says
-  another job shared the key;
+- two processes on one key, each told nothing, on the three server models (sliding windows,
+  a minute's bucket, a second's bucket): both finish, few 429s, and each report says another
+  job shared the key;
 - a server that queues (4 slots): ``-c auto`` stays near the slots instead of climbing.
 """
 
@@ -24,6 +25,7 @@ from chainfleet.sim.settings import SimServerSettings
 
 KEY = "sk-rate-e2e-0123456789"
 CHAINFLEET = str(Path(sys.executable).parent / "chainfleet")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 PIPELINE = """\
 name: rates
 model: openai:gpt-sim
@@ -61,7 +63,12 @@ def files(tmp_path: Path, chains: int, name: str = "topics.txt") -> tuple[str, s
 
 
 def start(sim: SimServerThread, *args: str) -> subprocess.Popen[str]:
-    env = {"PATH": os.environ.get("PATH", ""), "OPENAI_BASE_URL": f"{sim.url}/v1", "OPENAI_API_KEY": KEY}
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": SRC,  # the children run this tree's code, not an installed copy's
+        "OPENAI_BASE_URL": f"{sim.url}/v1",
+        "OPENAI_API_KEY": KEY,
+    }
     return subprocess.Popen(
         [CHAINFLEET, "run", *args, "-q"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -93,10 +100,21 @@ def test_told_nothing_the_first_wave_is_one_probe_not_a_burst(
     assert facts["learned_from"] == "the server's headers" and facts["probes"] == 1
 
 
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"rpm": 2400, "window": 1.0},  # a minute over 1-second windows (remaining counts the minute)
+        {"rpm": 1200},  # a minute's bucket paced by one of 2 s (remaining is about the limit)
+        {"rpm": 1200, "bucket_seconds": 1.0},  # a bucket of a second (remaining is its level)
+    ],
+    ids=["window", "minute", "second"],
+)
 def test_two_processes_on_one_key_both_finish_and_know_they_shared(
-    server: SimServerThread, tmp_path: Path
+    server: SimServerThread, tmp_path: Path, model: dict[str, float]
 ) -> None:
-    sim = configure(server, rpm=2400, window=1.0, latency=0.05)
+    """On each of issue 23's server models: on the two buckets the headers say nothing of
+    the minute, and each report said nobody else used the key."""
+    sim = configure(server, **model, latency=0.05)
     first = files(tmp_path, 30, "first.txt")
     second = files(tmp_path, 30, "second.txt")
     procs = [

@@ -47,7 +47,12 @@ the minute, so the reconstruction above is skipped, and the level itself is the 
 left the full bucket is everyone's first calls); every job gives way while the level is low, by
 more the larger its part of the limit and the emptier the bucket, and grows back in proportion
 to its part. On the sim-server's ``--bucket-seconds 1`` model this took 2 jobs from 5.2% 429s
-to about 1.3%, and 4 jobs from 16.9% to about 3%, at 93-99% of the limit.
+to about 1.3%, and 4 jobs from 16.9% to about 3%, at 93-99% of the limit. A bucket of a minute's
+worth paced by a short one (the sim-server's default) reads the same way: its ``reset`` is the
+short one's (see ``limiter.short_bucket_fill``); read as a window, its level showed nobody else,
+and 2 and 4 jobs at 50 ms a call drew 7-18% 429s (on the virtual clock: 0-0.2% now). Since the
+level says nothing of the minute, the others' share in the report is counted from the bucket
+(:meth:`KeyShare._count_bucket`).
 
 Example::
 
@@ -146,6 +151,11 @@ class KeyShare:
         self._limit = 0
         #: (when, others' sends so far as the headers tell them): see :meth:`alone`
         self._history: deque[tuple[float, float]] = deque()
+        #: a short bucket's headers: the last (when, requests it lacked), what the server took
+        #: while it was below full, and our calls of the same time (see :meth:`_count_bucket`)
+        self._bucket_last: tuple[float, float] | None = None
+        self._bucket_taken = 0.0
+        self._bucket_own = 0
 
     # -- our own traffic ---------------------------------------------------------------------------
 
@@ -275,7 +285,7 @@ class KeyShare:
     #: on a short bucket a job grows at the full pace from ``1 / SHORT_GROW`` of the limit up
     SHORT_GROW = 2.0
 
-    def low_bucket(self, fill: float, now: float, *, limit: int, remaining: int) -> bool:
+    def low_bucket(self, fill: float, now: float, *, limit: int, lacks: float) -> bool:
         """A short server bucket is ``fill`` full (see ``limiter.short_bucket_fill``). Its level
         is the one early signal such a server gives (its ``remaining`` says nothing of the
         minute, so :meth:`observe`'s reconstruction cannot tell others' share): every job on the
@@ -283,12 +293,18 @@ class KeyShare:
         ECN mark, so together they keep below the limit instead of finding it by 429s. True
         when the factor fell."""
         first, self._short, self._limit = not self._short, True, limit
+        self._count_bucket(now, limit, lacks)
         if first and not self._calibrated and fill > 0:
             # the first header: what left the bucket since it was full is everyone's first
-            # calls (jobs started together each probe once); our part of them is our share
-            used = remaining / fill - remaining
+            # calls (jobs started together each probe once), and what it refilled since our
+            # probe left (at 50 ms a call, a second probe's worth: without it two jobs read
+            # their probes as one, and went on at the whole limit each), at most our own calls
+            # (a slow first answer saw the bucket refill past full: 2 jobs took 6 calls for 2
+            # and started at a tenth of the key); our part is our share
             own = self.sent_calls - self.refusals
-            if used > own > 0:  # a little under it: every job starts with the bucket drained
+            since = now - self._first_sent if self._first_sent is not None else 0.0
+            used = lacks + min(limit / WINDOW * since, own)
+            if lacks >= 0.5 and used >= own + 0.5 and own > 0:  # every job starts drained
                 self._calibrate(self.SHORT_START * own / used, now)
                 return True
         if fill >= self.LOW_FILL:
@@ -306,9 +322,26 @@ class KeyShare:
         self.lowest = min(self.lowest, self.factor)
         return True
 
+    def _count_bucket(self, now: float, limit: int, lacks: float) -> None:
+        """What the server took between two headers of a short bucket: its refill over the
+        gap plus what the bucket lacks more (or less) than before, counted while it was below
+        full at both (a full bucket wastes its refill); with our own calls of the same gap, the
+        others' part (:attr:`others_pct`: the minute's reconstruction is not possible here, and
+        each job's report said nobody else used the key). The lacks of consecutive gaps cancel,
+        so the sum is as good as its first and last header."""
+        last = self._bucket_last
+        self._bucket_last = (now, lacks)
+        if last is None or last[1] < 1.0 or lacks < 1.0 or now - last[0] > 1.0:
+            return
+        since = last[0]
+        self._bucket_taken += max(0.0, limit / WINDOW * (now - since) + lacks - last[1])
+        self._bucket_own += self._count(self._sent, since) - self._count(self._refused, since)
+
     def _part_of_limit(self, now: float) -> float:
         """Our sends the server took in the last ``SPARE_SPAN`` s, as a share of the limit."""
-        span = self.SPARE_SPAN
+        # (a job younger than the span: over its life so far, or its first seconds read low)
+        young = now - self._first_sent if self._first_sent is not None else 0.0
+        span = min(self.SPARE_SPAN, max(0.5, young))
         own = self._count(self._sent, now - span) - self._count(self._refused, now - span)
         return min(1.0, own / (self._limit / WINDOW * span)) if self._limit > 0 else 0.5
 
@@ -401,6 +434,9 @@ class KeyShare:
         (others' sends as :meth:`observe` reconstructs them, less what the window held from
         before this job began), in percent; None when no header said. A run started just
         after another finished sees that one's calls in the window: not someone sharing it."""
+        if self._short and self._bucket_taken > 0:
+            taken = max(self._bucket_taken, float(self._bucket_own))
+            return round(100 * (taken - self._bucket_own) / taken, 1)
         if not self._history:
             return None
         others = max(0.0, self._history[-1][1] - self._others_before)
