@@ -132,6 +132,7 @@ class ModelLimiter:
         probe: int = 1,
         share: KeyShare | None = None,
         group: tuple[LimitGroup, str] | None = None,
+        hidden_bucket: bool = True,
     ) -> None:
         self.clock = clock or SystemClock()
         self.rng = rng or random.Random()
@@ -170,6 +171,9 @@ class ModelLimiter:
         self._probe_back = asyncio.Event()
         #: ``--limit-group``: (the group, this model's name in it)
         self.group = group
+        #: read a minute's bucket paced by a hidden short one by its ``reset``
+        #: (:func:`short_bucket_fill`); off where the headers come one per lease of many calls
+        self.hidden_bucket = hidden_bucket
 
     def _bucket(
         self, per_minute: float | None, now: float, level: float, unit: float = 1.0
@@ -391,7 +395,7 @@ class ModelLimiter:
         """Correct the limits and the buckets from a response's rate-limit headers; the first
         response ends slow start (with limits learned, or none if the server said nothing)."""
         now = self.clock.now()
-        bucket = short_bucket_fill(info)
+        bucket = short_bucket_fill(info, hidden=self.hidden_bucket)
         if info.limit_requests:
             self.server_rpm = info.limit_requests
             if info.remaining_requests is not None and bucket is None:
@@ -462,7 +466,7 @@ SHORT_BUCKET_SECONDS = 3.0
 HIDDEN_BUCKET_SECONDS = 1.0
 
 
-def short_bucket_fill(info: RateLimitInfo) -> tuple[float, float] | None:
+def short_bucket_fill(info: RateLimitInfo, *, hidden: bool = True) -> tuple[float, float] | None:
     """How full the server's bucket is (0-1), and how many requests it lacks, when the headers
     describe a bucket that is full again within a few seconds; None for a minute's window, or
     a bucket that takes longer (then ``remaining`` counts the minute).
@@ -476,7 +480,9 @@ def short_bucket_fill(info: RateLimitInfo) -> tuple[float, float] | None:
       ``reset`` is the time the short one needs). Its level says a minute, but what binds is
       the short bucket, whose size the headers do not give: ``reset`` (the seconds of the limit
       it lacks) is the signal, against a bucket of ``HIDDEN_BUCKET_SECONDS``. Read as a
-      window, the level showed nobody else on the key, and 4 jobs drew 16-18% 429s."""
+      window, the level showed nobody else on the key, and 4 jobs drew 16-18% 429s. Without
+      ``hidden`` this kind reads as a minute's window (None), as a limiter that does not see
+      each of its calls' own headers needs (see :class:`ModelLimiter`'s ``hidden_bucket``)."""
     limit, remaining, reset = info.limit_requests, info.remaining_requests, info.reset_requests
     if not limit or remaining is None or reset is None or reset > SHORT_BUCKET_SECONDS:
         return None
@@ -486,5 +492,7 @@ def short_bucket_fill(info: RateLimitInfo) -> tuple[float, float] | None:
     if seconds <= 0:
         return None
     if seconds > SHORT_BUCKET_SECONDS:
+        if not hidden:
+            return None
         seconds = HIDDEN_BUCKET_SECONDS
     return max(0.0, 1.0 - reset / seconds), lacks

@@ -134,3 +134,21 @@ def test_headers_seen_by_one_worker_teach_the_shared_limiter() -> None:
     asyncio.run(clock.run(main()))
     assert shared.limiter.limit_rpm is not None
     assert shared.limiter.limit_rpm <= 600
+
+
+def test_the_clusters_limiter_reads_a_paced_minute_bucket_as_a_window() -> None:
+    """A minute's bucket paced by a hidden short one (the sim server's default) is read by its
+    ``reset`` in one process; the cluster's actor sees one header per lease and counts a block
+    as sent when leased, so it reads the minute instead (four workers of one job otherwise
+    read each other as other jobs: tests/e2e/test_ray_backend.py)."""
+    from chainfleet.limits.limiter import ModelLimiter, short_bucket_fill
+
+    paced = RateLimitInfo(limit_requests=2400, remaining_requests=2380, reset_requests=0.5)
+    assert short_bucket_fill(paced) is not None  # one process: the hidden bucket's fill
+    assert short_bucket_fill(paced, hidden=False) is None  # the actor: a minute's window
+    shared = SharedLimits(rpm=2400, tpm=None, workers=4, clock=VirtualClock())
+    assert shared.limiter.hidden_bucket is False and ModelLimiter().hidden_bucket is True
+    # a provider's own short bucket (a second's worth) is read as a bucket by both
+    short = RateLimitInfo(limit_requests=2400, remaining_requests=10, reset_requests=0.75)
+    assert short_bucket_fill(short, hidden=False) == short_bucket_fill(short)
+    assert short_bucket_fill(short) is not None
