@@ -84,6 +84,9 @@ class KeyShare:
     #: since a strict server refuses again once it is back (told the exact limit, 1/8 brought
     #: it back in 16 s, and a 429 with it: 0.66% of the calls where the target is 0.5%)
     CREEP = 1 / 64
+    #: the calm (seconds since the last decrease) counted at most: growth speeds up to
+    #: ``1 + CALM_MAX / accelerate`` times ``increase`` and no further
+    CALM_MAX = 60.0
     #: the headers' view of the last ``SPARE_SPAN`` s: while at least ``SPARE_FULL`` of the limit
     #: went unused, grow by ``SPARE_GAIN`` of the unused part above it a second, weighted by our
     #: part of the use (at least ``WEIGHT_MIN``): the jobs on a key together take ``SPARE_GAIN``
@@ -224,7 +227,10 @@ class KeyShare:
         self.ceiling = min(1.0, self.ceiling + self.increase * self.CREEP * elapsed)
         # the longer since the last refusal, the faster (as TCP CUBIC): a job left alone by
         # the other finishing takes seconds, not minutes, to use the whole limit again
-        calm = max(0.0, now - self._last_decrease)
+        # (a short bucket's give-way counts as a decrease: a job that never met a 429 had an
+        # endless calm, grew back to the whole key at once after each give-way, and a job that
+        # joined it was held to a tenth of the key for the overlap)
+        calm = min(self.CALM_MAX, max(0.0, now - max(self._last_decrease, self._last_low)))
         rate = self.increase * (1.0 + calm / self.accelerate)
         spare = self.spare(now) if min(calm, now - self._last_solo) >= self.SPARE_SPAN else None
         if spare is not None and self._others_before > 0 and spare[0] < self.SPARE_UNTRUSTED:

@@ -503,3 +503,28 @@ def test_on_a_short_bucket_each_job_tells_how_much_of_the_key_others_took(model:
         else:
             assert pct == pytest.approx(100 * (count - 1) / count, abs=5.0)
         assert job.limiter.share.shared is (count > 1)
+
+
+@pytest.mark.parametrize("model", ["minute", "second"])
+@pytest.mark.parametrize("seed", range(3))
+def test_on_a_short_bucket_a_job_that_joins_a_running_one_gets_a_fair_share(model: str, seed: int) -> None:
+    """The running job gives way while the bucket is low, and does not grow straight back:
+    before, a job that had never met a 429 counted an endless calm, took the whole key again
+    after each give-way, and the newcomer was held to 1-2 calls a second of the 20 (spread
+    9-14x) until the first one finished."""
+    clock = VirtualClock()
+    server = server_model(model, clock)
+    jobs = make_jobs(clock, 2, told=False, calls=900)
+    first, second = jobs
+    on_clock(
+        clock,
+        lambda: run_jobs(
+            clock, server, jobs, starts=[0.0, 15.0], latency=0.05, jitter=random.Random(seed), spread=0.02
+        ),
+    )
+    start, end = 20.0, first.finished - 1.0
+    assert end - start > 20.0
+    rates = first.rate(start, end), second.rate(start, end)
+    assert max(rates) / min(rates) <= 2.0, rates
+    assert sum(rates) >= 0.9 * LIMIT / 60
+    assert first.refused + second.refused <= 0.01 * (first.ok + second.ok)
