@@ -180,7 +180,9 @@ class Canvas:
             at += w + 12
 
     def save(self, path: str | Path) -> None:
-        self.image.reduce(SCALE).save(path, format="PNG")
+        # zlib's fastest level: 20 ms less a chart than the default (6) for files ~15-40% larger
+        # (tens of KB), and every run writes one
+        self.image.reduce(SCALE).save(path, format="PNG", compress_level=1)
 
 
 def ticks(lo: float, hi: float, most: int = 8) -> list[float]:
