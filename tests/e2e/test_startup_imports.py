@@ -24,6 +24,8 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 HEAVY = ["pydantic", "jinja2", "openai", "anthropic", "numpy", "matplotlib", "ray", "pyarrow"]
 #: the model SDKs (and their HTTP client) and the optional parts a sim-only run never needs
 SDKS = ["openai", "anthropic", "httpx", "httpx2", "ray", "pyarrow"]
+#: what timeline.png once cost every run (~1 s of CPU): it is drawn with Pillow now
+PLOTTING = ["matplotlib", "numpy"]
 
 LAUNCH = """\
 import atexit, json, os, sys
@@ -78,5 +80,19 @@ def test_a_sim_only_run_imports_no_model_sdk(
 
     assert proc.returncode == 0, proc.stderr
     assert (out / "results.jsonl").exists()
-    assert (out / "timeline.png").read_bytes().startswith(b"\x89PNG")  # drawn, matplotlib preloaded
+    assert (out / "timeline.png").read_bytes().startswith(b"\x89PNG")
     assert sorted(imported.intersection(SDKS)) == []
+
+
+def test_a_sim_only_run_draws_its_timeline_without_matplotlib(
+    tmp_path: Path, write_pipeline: Callable[..., Path], topics_file: Callable[..., Path]
+) -> None:
+    out = tmp_path / "out"
+    proc, imported = chainfleet(
+        tmp_path, "run", write_pipeline(), "-i", topics_file(["the sea"]), "-o", out, "-q"
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "timeline.png").read_bytes().startswith(b"\x89PNG")
+    assert 'src="data:image/png;base64,' in (out / "report.html").read_text(encoding="utf-8")
+    assert sorted(imported.intersection(PLOTTING)) == []

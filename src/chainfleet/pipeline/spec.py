@@ -100,7 +100,9 @@ class Pipeline(BaseModel):
     _source: str | None = PrivateAttr(None)
     _root: Any = PrivateAttr(None)
     #: unknown model providers, kept until a run says which providers it brings: (name, reason, loc)
-    _unknown: list[tuple[str, str, tuple[Any, ...]]] = PrivateAttr(default_factory=list)
+    #: (a lambda, not ``list``: pydantic reads the factory's signature on every instance, and a
+    #: builtin's costs a tokenizer regular expression compiled once per process, ~20 ms)
+    _unknown: list[tuple[str, str, tuple[Any, ...]]] = PrivateAttr(default_factory=lambda: [])
 
     def __init__(self, **data: Any) -> None:
         try:

@@ -286,7 +286,7 @@ def _stage_numbers(stage: StageStats) -> dict[str, Any]:
         return stage.to_dict()
     try:
         import numpy as np
-    except ImportError:  # pragma: no cover - numpy comes with matplotlib
+    except ImportError:  # pragma: no cover - numpy is a dependency
         return stage.to_dict()
     values = np.frombuffer(stage.seconds, dtype=np.float64)
     p50, p95, top = (

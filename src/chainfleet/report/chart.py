@@ -12,9 +12,11 @@ Three panels share one time axis (seconds since the run started):
   small time bins, so no call is too short to count);
 - the calls completed per minute, failed attempts stacked on top.
 
-The per-call panels are computed with numpy over every call, so a 100,000-call run renders in a
-second or two; only the sampled rows are kept as objects. matplotlib is imported here, when a
-chart is drawn, and through its object API (no pyplot: no global state, no GUI backend).
+It is drawn by hand with Pillow (:mod:`chainfleet.report.canvas`), not matplotlib: every run
+with an output folder draws it, and matplotlib's import and drawing cost about a second of CPU
+a run, more than the rest of a small run together. The per-call panels are sums over time bins
+taken in one pass over flat arrays of every call's times (about 40 bytes a call, nothing
+sorted), so a million calls draw in bounded memory; only the sampled rows are kept as objects.
 
 Example::
 
@@ -27,21 +29,17 @@ from __future__ import annotations
 
 import math
 import re
-import warnings
+import statistics
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from chainfleet.report.canvas import Canvas, LegendEntry, Panel, ticks
 from chainfleet.store.runstore import CallRow
 
 if TYPE_CHECKING:
-    import numpy as np
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
-    from numpy.typing import NDArray
-
     from chainfleet.report.agents import ToolBar
 
 __all__ = ["PALETTE", "SampledCalls", "timeline_png"]
@@ -54,9 +52,16 @@ COOLDOWN = "#777777"
 BACKOFF = "#444444"
 #: tool calls: Paul Tol's indigo, outside the stages' palette so a tool never looks like a stage
 TOOL = "#332288"
-SIZE = (14.0, 9.0)  # inches at dpi 100: 1400 x 900 px
-DPI = 100
+SUCCEEDED = "#56B4E9"
+SIZE = (1400, 900)  # pixels
 LABEL_CHARS = 18
+#: time bins of the chains-in-flight panel
+BINS = 400
+
+#: text sizes in pixels
+TITLE, SUBTITLE, AXIS_LABEL, TICK_LABEL, LEGEND, PANEL_LEGEND = 19.0, 15.0, 14.0, 12.5, 12.5, 11.5
+
+Span = tuple[list[float], list[float], list[float]]  # rows, starts, ends of bars on the rows panel
 
 
 @dataclass
@@ -68,24 +73,28 @@ class SampledCalls:
     """
 
     max_rows: int
-    index: array[int] = field(default_factory=lambda: array("q"))
     queued: array[float] = field(default_factory=lambda: array("d"))
     started: array[float] = field(default_factory=lambda: array("d"))
     ended: array[float] = field(default_factory=lambda: array("d"))
     backoff: array[float] = field(default_factory=lambda: array("d"))
     failed: array[int] = field(default_factory=lambda: array("b"))
+    #: one bit per item index seen: the count of items without a set of a million ints
+    seen: bytearray = field(default_factory=bytearray)
     stride: int = 1
     rows: dict[int, list[CallRow]] = field(default_factory=dict)
     stages: list[str] = field(default_factory=list)
 
     def add(self, call: CallRow) -> None:
         wait = call.limiter_wait + call.cooldown_wait
-        self.index.append(call.index)
         self.queued.append(call.started - wait)
         self.started.append(call.started)
         self.ended.append(call.ended)
         self.backoff.append(call.backoff)
         self.failed.append(call.status != "ok")
+        byte = call.index >> 3
+        if byte >= len(self.seen):
+            self.seen.extend(bytes(byte + 1 + len(self.seen) // 2 - len(self.seen)))
+        self.seen[byte] |= 1 << (call.index & 7)
         if call.stage not in self.stages:
             self.stages.append(call.stage)
         if call.index % self.stride:
@@ -94,6 +103,11 @@ class SampledCalls:
         if len(self.rows) > 2 * self.max_rows:
             self.stride *= 2
             self.rows = {i: r for i, r in self.rows.items() if i % self.stride == 0}
+
+    @property
+    def items(self) -> int:
+        """How many distinct items made the calls."""
+        return int.from_bytes(self.seen, "little").bit_count()
 
     def sample(self) -> list[list[CallRow]]:
         """At most ``max_rows`` items' calls, in input order, evenly spread."""
@@ -114,255 +128,282 @@ def timeline_png(
     concurrency: int | None = None,
     tools: Iterable[ToolBar] = (),
 ) -> Path:
-    """Draw the run's timeline into ``path`` (a PNG, ~1400 x 900 px) and return the path.
+    """Draw the run's timeline into ``path`` (a PNG, 1400 x 900 px) and return the path.
 
     ``stages_order`` fixes each stage's colour (stages not in it come after, in order seen);
     ``concurrency``, when given, is drawn as the cap over the chains-in-flight panel; ``tools``
     are the agents' tool calls (:func:`chainfleet.report.agents.tool_bars`), read after the
-    calls, and only the sampled items' are kept. A run without calls gets a small figure saying
+    calls, and only the sampled items' are kept. A run without calls gets a small image saying
     so.
     """
-    from matplotlib.figure import Figure
-
     collected = SampledCalls(max_rows=max(1, max_rows))
     for call in calls:
         collected.add(call)
     order = list(stages_order) + [s for s in collected.stages if s not in stages_order]
     colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(order)}
     out = Path(path)
-    with warnings.catch_warnings():
-        # ids in scripts DejaVu Sans lacks (emoji, CJK) draw as boxes instead of warning per glyph
-        warnings.filterwarnings("ignore", message=r"Glyph .* missing from")
-        if not collected.index:
-            fig = Figure(figsize=(7, 2), dpi=DPI)
-            fig.text(0.5, 0.6, _plain(title), ha="center", fontsize=13, weight="bold")
-            fig.text(0.5, 0.3, "no calls were made in this run", ha="center", fontsize=11, color="#555")
-        else:
-            fig = _figure(collected, tools, title=title, colours=colours, concurrency=concurrency)
-        fig.savefig(out, format="png", dpi=DPI)
+    if not collected.started:
+        canvas = Canvas(700, 200)
+        canvas.text(350, 80, _plain(title), size=TITLE, anchor="mm")
+        canvas.text(350, 130, "no calls were made in this run", size=SUBTITLE, fill="#555555", anchor="mm")
+    else:
+        canvas = _chart(collected, tools, title=title, colours=colours, concurrency=concurrency)
+    canvas.save(out)
     return out
 
 
-def _figure(
+@dataclass
+class _Tools:
+    """The tool calls: all their times (for the in-flight panel), the sampled items' bars."""
+
+    started: array[float] = field(default_factory=lambda: array("d"))
+    ended: array[float] = field(default_factory=lambda: array("d"))
+    rows: dict[int, list[ToolBar]] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, tools: Iterable[ToolBar], shown: set[int]) -> _Tools:
+        read = cls()
+        for bar in tools:
+            read.started.append(bar.started)
+            read.ended.append(bar.ended)
+            if bar.index in shown:
+                read.rows.setdefault(bar.index, []).append(bar)
+        return read
+
+
+def _chart(
     calls: SampledCalls,
     tools: Iterable[ToolBar],
     *,
     title: str,
     colours: dict[str, str],
     concurrency: int | None,
-) -> Figure:
-    import numpy as np
-    from matplotlib.figure import Figure
-
-    started = np.frombuffer(calls.started, dtype=np.float64)
-    ended = np.frombuffer(calls.ended, dtype=np.float64)
-    queued = np.frombuffer(calls.queued, dtype=np.float64)
-    after = ended + np.frombuffer(calls.backoff, dtype=np.float64)
-    failed = np.frombuffer(calls.failed, dtype=np.int8).astype(bool)
-    items = int(np.unique(np.frombuffer(calls.index, dtype=np.int64)).size)
+) -> Canvas:
     rows = calls.sample()
-    shown_items = {row[0].index for row in rows}
-    tool_rows: dict[int, list[ToolBar]] = {}
-    tool_count = tool_end = 0.0
-    tool_times: tuple[array[float], array[float]] = (array("d"), array("d"))
-    for bar in tools:
-        tool_count += 1
-        tool_end = max(tool_end, bar.ended)
-        tool_times[0].append(bar.started)
-        tool_times[1].append(bar.ended)
-        if bar.index in shown_items:
-            tool_rows.setdefault(bar.index, []).append(bar)
-    span = float(max(after.max(), tool_end, 1e-3))  # the end of the last call, backoff or tool
+    items = calls.items
+    tool = _Tools.read(tools, {row[0].index for row in rows})
+    after = array("d", map(float.__add__, calls.ended, calls.backoff))
+    span = max(max(after), max(tool.ended, default=0.0), 1e-3)  # the last call, backoff or tool
+    failures = sum(calls.failed)
 
-    # fixed margins, not constrained layout: the labels are clipped to LABEL_CHARS, so their room
-    # is known, and the layout engine cost as much as drawing (0.1-0.25 s of CPU a chart)
-    fig = Figure(figsize=SIZE, dpi=DPI)
-    grid = fig.add_gridspec(
-        3, 1, height_ratios=[5.2, 1.4, 1.4], left=0.105, right=0.985, top=0.895, bottom=0.06, hspace=0.08
-    )
-    top = fig.add_subplot(grid[0])
-    flight = fig.add_subplot(grid[1], sharex=top)
-    done = fig.add_subplot(grid[2], sharex=top)
-
+    canvas = Canvas(*SIZE)
+    width = SIZE[0]
     shown = f"; {len(rows)} of {items:,} items shown, evenly spread" if len(rows) < items else ""
-    fig.suptitle(
-        f"{_plain(title)}\n{_count(items, 'item')}, {_count(len(started), 'call')} "
-        f"({_count(int(failed.sum()), 'failed attempt')})"
-        + (f", {_count(int(tool_count), 'tool call')}" if tool_count else "")
+    canvas.text(width / 2, 12, _plain(title), size=TITLE, anchor="ma")
+    canvas.text(
+        width / 2,
+        38,
+        f"{_count(items, 'item')}, {_count(len(calls.started), 'call')} "
+        f"({_count(failures, 'failed attempt')})"
+        + (f", {_count(len(tool.started), 'tool call')}" if tool.started else "")
         + shown,
-        fontsize=13,
+        size=SUBTITLE,
+        anchor="ma",
+        fill="#444444",
     )
-    _draw_rows(top, rows, colours=colours, span=span, tools=tool_rows)
-    running = (np.frombuffer(tool_times[0], dtype=np.float64), np.frombuffer(tool_times[1], dtype=np.float64))
-    _draw_in_flight(flight, queued, started, ended, after, span=span, concurrency=concurrency, tools=running)
-    _draw_completed(done, ended, failed, started, span=span)
-    done.set_xlabel("seconds since the run started")
-    done.set_xlim(0, span * 1.01)
-    for ax in (top, flight):
-        ax.tick_params(labelbottom=False)
-    return fig
+
+    layers = _in_flight_layers(calls, after, tool, span=span)
+    peak = max((sum(values) for values in zip(*(v for v, _, _ in layers), strict=True)), default=0.0)
+    flight_top = max(peak * 1.5, (concurrency or 0) * 1.5, 1.0)  # headroom for the legend
+    completed = _completed(calls, span=span)
+    labels = [_label(row[0].item_id) for row in rows]
+    y_ticks = {"flight": ticks(0, flight_top, 5), "done": ticks(0, completed.top, 5)}
+    tick_texts = [f"{v:,.0f}" for v in y_ticks["flight"] + y_ticks["done"]]
+    widest = max(canvas.text_width(text, TICK_LABEL) for text in [*labels, *tick_texts])
+    left, right = min(48 + widest, 0.3 * width), width - 16
+    x_range = (0.0, span * 1.01)
+    x_ticks = ticks(*x_range, 10)
+
+    legend_bottom = canvas.legend(
+        _row_legend(canvas, rows, tool, colours), x=left, y=60, size=LEGEND, max_width=right - left
+    )
+    top = Panel(canvas, left, legend_bottom + 6, right, 566, x=x_range, y=(max(len(rows), 12) - 0.5, -0.5))
+    flight = Panel(canvas, left, 582, right, 696, x=x_range, y=(0.0, flight_top))
+    done = Panel(canvas, left, 712, right, 826, x=x_range, y=(0.0, completed.top))
+
+    _draw_rows(top, rows, labels, colours=colours, span=span, tools=tool.rows, x_ticks=x_ticks)
+    _draw_in_flight(flight, layers, concurrency=concurrency, x_ticks=x_ticks, y_ticks=y_ticks["flight"])
+    _draw_completed(done, completed, x_ticks=x_ticks, y_ticks=y_ticks["done"])
+    canvas.text((left + right) / 2, 868, "seconds since the run started", size=AXIS_LABEL, anchor="mm")
+    for panel, name in ((top, "item"), (flight, "chains in flight"), (done, "calls done / min")):
+        canvas.vtext(16, (panel.top + panel.bottom) / 2, name, size=AXIS_LABEL)
+    return canvas
+
+
+def _entry(
+    label: str, canvas: Canvas, *, fill: str | None = None, outline: str | None = None, width: float = 1.0
+) -> LegendEntry:
+    """A legend entry whose swatch is a rectangle drawn as its bars are."""
+
+    def draw(x0: float, y0: float, x1: float, y1: float) -> None:
+        canvas.rect(x0, y0, x1, y1, fill=fill, outline=outline, width=width)
+
+    return (_plain(label), draw)
+
+
+def _cooldown_entry(canvas: Canvas) -> LegendEntry:
+    def draw(x0: float, y0: float, x1: float, y1: float) -> None:
+        canvas.rect(x0, y0, x1, y1, fill=COOLDOWN)
+        canvas.hatch(x0, y0, x1, y1, fill="white")
+
+    return ("waiting out a 429 cooldown", draw)
+
+
+def _row_legend(
+    canvas: Canvas, rows: list[list[CallRow]], tool: _Tools, colours: dict[str, str]
+) -> list[LegendEntry]:
+    """The stages drawn, then each kind of wait, failure and tool bar the rows show."""
+    calls = [c for row in rows for c in row]
+    bars = [t for row in rows for t in tool.rows.get(row[0].index, ())]
+    drawn = {c.stage for c in calls}
+    entries = [_entry(stage, canvas, fill=colour) for stage, colour in colours.items() if stage in drawn]
+    if any(c.limiter_wait > 0 for c in calls) or any(t.waited > 0 for t in bars):
+        entries.append(_entry("waiting for the rate limiter", canvas, fill=LIMITER))
+    if any(c.cooldown_wait > 0 for c in calls):
+        entries.append(_cooldown_entry(canvas))
+    if any(c.backoff > 0 for c in calls):
+        entries.append(_entry("backoff before a retry", canvas, fill=BACKOFF))
+    if any(c.status != "ok" for c in calls):
+        entries.append(_entry("failed attempt (x)", canvas, outline=FAILED, width=1.6))
+    if bars:
+        entries.append(_entry("tool call", canvas, fill=TOOL))
+    if any(t.is_error for t in bars):
+        entries.append(_entry("tool error", canvas, fill=TOOL, outline=FAILED, width=1.2))
+    return entries
 
 
 def _draw_rows(
-    ax: Axes,
+    panel: Panel,
     rows: list[list[CallRow]],
+    labels: list[str],
     *,
     colours: dict[str, str],
     span: float,
     tools: dict[int, list[ToolBar]],
+    x_ticks: list[float],
 ) -> None:
     """One row per item: wait, attempt and backoff bars; failures outlined and crossed; tool
     calls as narrower bars of their own colour, their errors outlined."""
-    from matplotlib.patches import Patch
-
+    canvas = panel.canvas
+    panel.grid(x=x_ticks)
     tiny = span / 700  # a zero-length call still shows as a sliver
-    bars: dict[str, tuple[list[float], list[float], list[float]]] = {}
-    fails: tuple[list[float], list[float], list[float]] = ([], [], [])
-    waits: dict[str, tuple[list[float], list[float], list[float]]] = {
-        k: ([], [], []) for k in (LIMITER, COOLDOWN, BACKOFF)
-    }
-
-    def put(into: tuple[list[float], list[float], list[float]], y: float, x: float, w: float) -> None:
-        into[0].append(y)
-        into[1].append(x)
-        into[2].append(w)
-
+    row_px = panel.py(1) - panel.py(0)
+    marker = 10.0 if len(rows) <= 30 else 6.0
+    fails: list[tuple[float, float, int]] = []
     for y, calls in enumerate(rows):
         for c in calls:
-            if c.cooldown_wait > 0:
-                put(waits[COOLDOWN], y, c.started - c.cooldown_wait, c.cooldown_wait)
             if c.limiter_wait > 0:
                 start = c.started - c.cooldown_wait - c.limiter_wait
-                put(waits[LIMITER], y, start, c.limiter_wait)
+                panel.bar(start, start + c.limiter_wait, y - 0.14, y + 0.14, fill=LIMITER)
+            if c.cooldown_wait > 0:
+                _cooldown(panel, c.started - c.cooldown_wait, c.started, y)
             if c.backoff > 0:
-                put(waits[BACKOFF], y, c.ended, c.backoff)
-            width = max(c.ended - c.started, tiny)
-            put(bars.setdefault(c.stage, ([], [], [])), y, c.started, width)
+                panel.bar(c.ended, c.ended + c.backoff, y - 0.14, y + 0.14, fill=BACKOFF)
+            end = c.started + max(c.ended - c.started, tiny)
+            panel.bar(c.started, end, y - 0.36, y + 0.36, fill=colours[c.stage])
             if c.status != "ok":
-                put(fails, y, c.started, width)
-    tool_bars: tuple[list[float], list[float], list[float]] = ([], [], [])
-    tool_fails: tuple[list[float], list[float], list[float]] = ([], [], [])
-    for y, calls in enumerate(rows):
+                fails.append((c.started, end, y))
         for t in tools.get(calls[0].index, ()):
-            width = max(t.ended - t.started, tiny)
-            put(tool_bars, y, t.started, width)
-            if t.is_error:
-                put(tool_fails, y, t.started, width)
             if t.waited > tiny:  # a wait for the tool's own concurrency or rpm
-                put(waits[LIMITER], y, t.started - t.waited, t.waited)
-    for stage, (ys, xs, ws) in bars.items():
-        ax.barh(ys, ws, left=xs, height=0.72, color=colours[stage], linewidth=0)
-    for colour, (ys, xs, ws) in waits.items():
-        hatch = "////" if colour == COOLDOWN else None
-        ax.barh(ys, ws, left=xs, height=0.28, color=colour, hatch=hatch, edgecolor="white", linewidth=0)
-    if tool_bars[0]:
-        ys, xs, ws = tool_bars
-        ax.barh(ys, ws, left=xs, height=0.42, color=TOOL, linewidth=0)
-    if tool_fails[0]:
-        ys, xs, ws = tool_fails
-        ax.barh(ys, ws, left=xs, height=0.42, fill=False, edgecolor=FAILED, linewidth=1.2)
-    if fails[0]:
-        ys, xs, ws = fails
-        ax.barh(ys, ws, left=xs, height=0.72, fill=False, edgecolor=FAILED, linewidth=1.6)
-        middles = [x + w / 2 for x, w in zip(xs, ws, strict=True)]
-        size = 7.0 if len(rows) <= 30 else 4.5
-        ax.plot(middles, ys, linestyle="none", marker="x", color=FAILED, markersize=size, markeredgewidth=1.8)
-
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels(
-        [_label(calls[0].item_id) for calls in rows], fontsize=min(9.0, max(5.0, 330 / max(len(rows), 1)))
-    )
-    ax.set_ylim(max(len(rows), 12) - 0.5, -0.5)  # first item on top; a few items keep thin bars
-    ax.set_ylabel("item")
-    ax.grid(axis="x", color="#e5e5e5", linewidth=0.8)
-    ax.set_axisbelow(True)
-    handles = [Patch(color=colours[s], label=_plain(s)) for s in colours if s in bars]
-    extras = [
-        (waits[LIMITER], Patch(color=LIMITER, label="waiting for the rate limiter")),
-        (
-            waits[COOLDOWN],
-            Patch(facecolor=COOLDOWN, hatch="////", edgecolor="white", label="waiting out a 429 cooldown"),
-        ),
-        (waits[BACKOFF], Patch(color=BACKOFF, label="backoff before a retry")),
-        (fails, Patch(fill=False, edgecolor=FAILED, linewidth=1.6, label="failed attempt (x)")),
-        (tool_bars, Patch(color=TOOL, label="tool call")),
-        (tool_fails, Patch(facecolor=TOOL, edgecolor=FAILED, linewidth=1.2, label="tool error")),
-    ]
-    handles += [handle for drawn, handle in extras if drawn[0]]
-    ax.legend(
-        handles=handles,
-        loc="lower left",
-        bbox_to_anchor=(0, 1.0),
-        ncol=min(len(handles), 8),
-        frameon=False,
-        fontsize=9,
-        handlelength=1.6,
-    )
+                panel.bar(t.started - t.waited, t.started, y - 0.14, y + 0.14, fill=LIMITER)
+            end = t.started + max(t.ended - t.started, tiny)
+            outline = FAILED if t.is_error else None
+            panel.bar(t.started, end, y - 0.21, y + 0.21, fill=TOOL, outline=outline, width=1.2)
+    for start, end, y in fails:  # on top of every bar, so none hides a failure
+        panel.bar(start, end, y - 0.36, y + 0.36, outline=FAILED, width=1.6)
+        canvas.cross((panel.px(start) + panel.px(end)) / 2, panel.py(y), marker, fill=FAILED, width=1.8)
+    # a label every row when they fit, else every second, fourth...: never one over another
+    every = 1 << max(0, math.ceil(math.log2(TICK_LABEL * 1.15 / row_px))) if row_px < TICK_LABEL * 1.15 else 1
+    shown = [label if i % every == 0 else "" for i, label in enumerate(labels)]
+    panel.frame(x=x_ticks, y=[float(i) for i in range(len(rows))], y_labels=shown, size=TICK_LABEL)
 
 
-def _occupancy(starts: NDArray[np.float64], ends: NDArray[np.float64], edges: Any) -> Any:
-    """The mean number of intervals open in each bin: the exact area under the count, per bin.
+def _cooldown(panel: Panel, start: float, end: float, y: float) -> None:
+    panel.bar(start, end, y - 0.14, y + 0.14, fill=COOLDOWN)
+    a, b = panel.px(start), max(panel.px(end), panel.px(start) + 1)
+    panel.canvas.hatch(a, panel.py(y - 0.14), b, panel.py(y + 0.14), fill="white", spacing=3.0)
 
-    ``F(t) = sum(clip(t - s, 0, e - s))`` is the time integral of the count up to ``t``; over
-    sorted starts and ends it is two searchsorted and two cumulative sums.
+
+def _occupancy(intervals: Iterable[tuple[float, float]], *, span: float, bins: int = BINS) -> list[float]:
+    """The mean number of intervals open in each of ``bins`` equal bins over ``[0, span]``: the
+    exact area under the count, per bin, in one pass and ``O(bins)`` memory.
+
+    ``F(t) = sum(clip(t - s, 0, e - s))``, the time integral of the count up to ``t``, is
+    ``t * n(t) - S(t)`` with ``n`` and ``S`` the count and sum of the starts before ``t`` less
+    those of the ends; at the bins' edges these are running sums of per-bin counts and sums.
     """
-    import numpy as np
+    width = span / bins
+    counts = [0] * (bins + 1)
+    sums = [0.0] * (bins + 1)
+    for start, end in intervals:
+        if end <= start:
+            continue
+        i = int(start / width) + 1 if start > 0 else 0  # the first edge after the point
+        if i <= bins:
+            counts[i] += 1
+            sums[i] += start
+        j = int(end / width) + 1 if end > 0 else 0
+        if j <= bins:
+            counts[j] -= 1
+            sums[j] -= end
+    means = []
+    n, total, previous = 0, 0.0, 0.0
+    for k in range(bins + 1):
+        n += counts[k]
+        total += sums[k]
+        area = k * width * n - total
+        if k:
+            means.append((area - previous) / width)
+        previous = area
+    return means
 
-    def integral(points: NDArray[np.float64]) -> Any:
-        points = np.sort(points)
-        sums = np.concatenate([[0.0], np.cumsum(points)])
-        n = np.searchsorted(points, edges, side="right")
-        return edges * n - sums[n]
 
-    area = integral(starts) - integral(ends)
-    return np.diff(area) / np.diff(edges)
+def _in_flight_layers(
+    calls: SampledCalls, after: array[float], tool: _Tools, *, span: float
+) -> list[tuple[list[float], str, str]]:
+    """The stacked layers of the chains-in-flight panel (values per bin, colour, label); a kind
+    of wait that never happened is left out, so the legend has no empty entry."""
+    layers = [
+        (_occupancy(zip(calls.started, calls.ended, strict=True), span=span), "#0072B2", "calling a model"),
+        (_occupancy(zip(tool.started, tool.ended, strict=True), span=span), TOOL, "tool calls running"),
+        (
+            _occupancy(zip(calls.queued, calls.started, strict=True), span=span),
+            LIMITER,
+            "waiting (limiter, cooldown)",
+        ),
+        (_occupancy(zip(calls.ended, after, strict=True), span=span), BACKOFF, "backing off"),
+    ]
+    return [layer for i, layer in enumerate(layers) if i == 0 or max(layer[0]) >= 0.01]
 
 
 def _draw_in_flight(
-    ax: Axes,
-    queued: NDArray[np.float64],
-    started: NDArray[np.float64],
-    ended: NDArray[np.float64],
-    after: NDArray[np.float64],
+    panel: Panel,
+    layers: list[tuple[list[float], str, str]],
     *,
-    span: float,
     concurrency: int | None,
-    tools: tuple[NDArray[np.float64], NDArray[np.float64]],
+    x_ticks: list[float],
+    y_ticks: list[float],
 ) -> None:
-    import numpy as np
-
-    edges = np.linspace(0.0, span, 401)
-    layers = [
-        (_occupancy(started, ended, edges), "#0072B2", "calling a model"),
-        (_occupancy(tools[0], tools[1], edges), TOOL, "tool calls running"),
-        (_occupancy(queued, started, edges), LIMITER, "waiting (limiter, cooldown)"),
-        (_occupancy(ended, after, edges), BACKOFF, "backing off"),
-    ]
-    base = np.zeros(len(edges) - 1)
-    for i, (values, colour, label) in enumerate(layers):
-        if i and values.max(initial=0.0) < 0.01:
-            continue  # no waits of this kind: no empty legend entry
-        top = base + values
-        # step="post" holds each bin's value to its right edge: repeat the last value once
-        ax.fill_between(
-            edges,
-            np.append(base, base[-1]),
-            np.append(top, top[-1]),
-            step="post",
-            color=colour,
-            label=label,
-            linewidth=0,
-        )
-        base = top
-    peak = float(base.max()) if base.size else 0.0
+    canvas = panel.canvas
+    panel.grid(x=x_ticks, y=y_ticks)
+    width = panel.x[1] / 1.01 / BINS
+    base = [0.0] * BINS
+    for values, colour, _ in layers:
+        for k, value in enumerate(values):
+            if value > 1e-9:
+                panel.bar(k * width, (k + 1) * width, base[k], base[k] + value, fill=colour)
+                base[k] += value
+    entries = [_entry(label, canvas, fill=colour) for _, colour, label in layers]
     if concurrency:
-        ax.axhline(concurrency, color="#333", linestyle="--", linewidth=1, label=f"cap ({concurrency})")
-        peak = max(peak, float(concurrency))
-    ax.set_ylim(0, max(peak * 1.5, 1))  # headroom for the legend
-    ax.set_ylabel("chains in flight")
-    ax.legend(loc="upper right", fontsize=8, frameon=True, framealpha=0.85, ncol=4)
-    ax.grid(axis="both", color="#e5e5e5", linewidth=0.8)
-    ax.set_axisbelow(True)
+        at = panel.py(concurrency)
+        canvas.line([(panel.left, at), (panel.right, at)], fill="#333333", width=1.0, dash=4.0)
+
+        def cap(x0: float, y0: float, x1: float, y1: float) -> None:
+            canvas.line([(x0, (y0 + y1) / 2), (x1, (y0 + y1) / 2)], fill="#333333", width=1.0, dash=3.0)
+
+        entries.append((f"cap ({concurrency})", cap))
+    panel.frame(x=x_ticks, y=y_ticks, size=TICK_LABEL)
+    canvas.boxed_legend(entries, right=panel.right - 6, top=panel.top + 6, size=PANEL_LEGEND)
 
 
 def _nice(width: float) -> float:
@@ -375,48 +416,67 @@ def _nice(width: float) -> float:
     return 10.0 ** (exponent + 1)
 
 
-def _draw_completed(
-    ax: Axes, ended: NDArray[np.float64], failed: Any, started: NDArray[np.float64], *, span: float
-) -> None:
-    import numpy as np
+@dataclass
+class _Completed:
+    """Calls done per minute in time bins: the bins' edges, successes and failures per bin."""
 
-    # bins no narrower than a typical call and holding a few calls each, so a steady run reads
-    # as a steady rate, not spikes
-    typical = float(np.median(ended - started))
-    width = _nice(max(span / 60, typical, 3 * span / len(ended), 1e-3))
-    edges = np.arange(0.0, span, width)
+    edges: list[float]
+    width: float
+    ok: list[int]
+    bad: list[int]
+
+    @property
+    def per_minute(self) -> list[float]:
+        return [60.0 / (b - a) for a, b in zip(self.edges, self.edges[1:], strict=False)]
+
+    @property
+    def top(self) -> float:
+        rates = [(o + b) * m for o, b, m in zip(self.ok, self.bad, self.per_minute, strict=True)]
+        return max(max(rates, default=0.0) * 1.5, 1.0)  # headroom for the legend
+
+
+def _completed(calls: SampledCalls, *, span: float) -> _Completed:
+    # bins no narrower than a typical call (the median of an evenly spread sample of at most
+    # ~10,000 calls) and holding a few calls each, so a steady run reads as a steady rate
+    n = len(calls.ended)
+    stride = max(1, n // 10_000)
+    typical = statistics.median(calls.ended[i] - calls.started[i] for i in range(0, n, stride))
+    width = _nice(max(span / 60, typical, 3 * span / n, 1e-3))
+    edges: list[float] = []
+    while len(edges) * width < span:
+        edges.append(len(edges) * width)
     if len(edges) > 1 and span - edges[-1] < width / 2:
-        edges = edges[:-1]  # a short last bin joins the one before: no spike from a sliver
-    edges = np.append(edges, span)
-    ok, _ = np.histogram(ended[~failed], bins=edges)
-    bad, _ = np.histogram(ended[failed], bins=edges)
-    widths = np.diff(edges)
-    per_min = 60.0 / widths
-    ax.bar(edges[:-1], ok * per_min, width=widths, align="edge", color="#56B4E9", label="succeeded")
-    if bad.any():
-        ax.bar(
-            edges[:-1],
-            bad * per_min,
-            width=widths,
-            bottom=ok * per_min,
-            align="edge",
-            color=FAILED,
-            label="failed",
-        )
-    ax.set_ylabel("calls done / min")
-    ax.set_ylim(0, max(float(((ok + bad) * per_min).max()) * 1.5, 1))  # headroom for the legend
-    ax.legend(
-        loc="upper right",
-        fontsize=8,
-        frameon=True,
-        framealpha=0.85,
-        ncol=2,
-        title=f"in bins of {width:g} s",
-        title_fontsize=8,
-        alignment="right",
-    )
-    ax.grid(axis="y", color="#e5e5e5", linewidth=0.8)
-    ax.set_axisbelow(True)
+        edges.pop()  # a short last bin joins the one before: no spike from a sliver
+    edges.append(span)
+    last = len(edges) - 2
+    ok, bad = [0] * (last + 1), [0] * (last + 1)
+    for ended, failed in zip(calls.ended, calls.failed, strict=True):
+        k = min(int(ended / width), last) if ended > 0 else 0
+        if failed:
+            bad[k] += 1
+        else:
+            ok[k] += 1
+    return _Completed(edges, width, ok, bad)
+
+
+def _draw_completed(
+    panel: Panel, completed: _Completed, *, x_ticks: list[float], y_ticks: list[float]
+) -> None:
+    canvas = panel.canvas
+    panel.grid(y=y_ticks)
+    edges = completed.edges
+    for k, per_min in enumerate(completed.per_minute):
+        ok, bad = completed.ok[k] * per_min, completed.bad[k] * per_min
+        if ok:
+            panel.bar(edges[k], edges[k + 1], 0, ok, fill=SUCCEEDED)
+        if bad:
+            panel.bar(edges[k], edges[k + 1], ok, ok + bad, fill=FAILED)
+    panel.frame(x=x_ticks, y=y_ticks, x_labels=True, size=TICK_LABEL)
+    entries = [_entry("succeeded", canvas, fill=SUCCEEDED)]
+    if any(completed.bad):
+        entries.append(_entry("failed", canvas, fill=FAILED))
+    title = f"in bins of {completed.width:g} s"
+    canvas.boxed_legend(entries, right=panel.right - 6, top=panel.top + 6, size=PANEL_LEGEND, title=title)
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -427,12 +487,12 @@ def _count(n: int, noun: str) -> str:
 
 
 def _plain(text: str) -> str:
-    """Text matplotlib draws as is: no control characters, no ``$...$`` read as math."""
-    return _CONTROL.sub(" ", text).replace("$", r"\$")
+    """Text drawn on one line: control characters (a newline in an id) become spaces."""
+    return _CONTROL.sub(" ", text).strip()
 
 
 def _label(item_id: str) -> str:
-    text = _CONTROL.sub(" ", item_id)
+    text = _plain(item_id)
     if len(text) > LABEL_CHARS:
         text = text[: LABEL_CHARS - 1] + "…"
-    return text.replace("$", r"\$")
+    return text

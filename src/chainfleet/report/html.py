@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import base64
+import os
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -47,6 +48,30 @@ ITEM_CAP = 200
 MESSAGE_CHARS = 300
 
 
+class _CompiledTemplates(jinja2.FileSystemBytecodeCache):
+    """Jinja2's compiled templates kept between runs, keyed by each template's source (an
+    edited template compiles again); a cache that cannot be written is only skipped."""
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().dump_bytecode(bucket)
+        except OSError:
+            pass
+
+
+def _compiled_templates() -> jinja2.BytecodeCache | None:
+    """The user's cache folder for compiled templates (``$XDG_CACHE_HOME/chainfleet/jinja2``,
+    else ``~/.cache/...``): parsing and compiling report.html costs ~60 ms of CPU, a sixth of
+    a one-item run's, and loading it compiled ~1 ms. None where the folder cannot be made."""
+    try:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        folder = Path(base) / "chainfleet" / "jinja2"
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except (OSError, RuntimeError):  # RuntimeError: no home folder to be found
+        return None
+    return _CompiledTemplates(str(folder))
+
+
 @cache
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -54,6 +79,7 @@ def _environment() -> jinja2.Environment:
         autoescape=True,  # a topic holding <script> is shown, never run
         undefined=jinja2.StrictUndefined,  # a misspelt name in the template is an error
         keep_trailing_newline=True,
+        bytecode_cache=_compiled_templates(),
     )
     env.filters["num"] = _num
     return env

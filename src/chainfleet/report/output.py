@@ -10,13 +10,9 @@ be safe, a short hash of the real id is added so two ids never share a file).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import importlib.util
 import os
 import re
-import sys
-import threading
 import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
@@ -155,14 +151,12 @@ def write_output(
 def output_complete(out: Path, run: Mapping[str, Any]) -> bool:
     """Whether ``out`` holds the whole output of ``run`` (a row of ``RunStore.runs()``): the
     store says it was written to its end, and results.jsonl (one line per item of the run),
-    report.json, report.md, report.html and (with matplotlib) timeline.png are all there.
+    report.json, report.md, report.html and timeline.png are all there.
     A run killed while writing it, or a file deleted since, is not complete:
     :func:`rewrite_output` writes it again."""
     if run.get("output") != "written":
         return False
-    names = ["results.jsonl", "report.json", "report.md", "report.html"]
-    if importlib.util.find_spec("matplotlib") is not None:
-        names.append("timeline.png")
+    names = ["results.jsonl", "report.json", "report.md", "report.html", "timeline.png"]
     if not all((out / name).is_file() for name in names):
         return False
     lines = 0
@@ -180,37 +174,10 @@ def _write_logs(folder: Path, store: RunStore, run_id: str) -> None:
         write_atomic(folder / f"{safe_name(item_id)}.log", text)
 
 
-_PRELOAD: list[threading.Thread] = []
+def _write_timeline(path: Path, report: RunReport) -> Path:
+    """timeline.png from every call in the store."""
+    from chainfleet.report.chart import timeline_png
 
-
-def preload_chart() -> None:
-    """Import matplotlib on a thread now, while the run waits on its models, so the output phase
-    does not pay for it after the last call (about 0.5 s of CPU; the import lock makes the
-    output phase wait for this thread rather than import twice). Once per process; not a
-    daemon thread, so an exit waits for the import rather than stopping it half done."""
-    if _PRELOAD or "matplotlib.figure" in sys.modules:
-        return
-
-    def load() -> None:
-        with contextlib.suppress(ImportError):
-            import matplotlib.backends.backend_agg  # noqa: F401
-            import matplotlib.figure  # noqa: F401
-
-            import chainfleet.report.chart  # noqa: F401
-
-    thread = threading.Thread(target=load, name="chainfleet-preload-chart")
-    _PRELOAD.append(thread)
-    thread.start()
-
-
-def _write_timeline(path: Path, report: RunReport) -> Path | None:
-    """timeline.png from every call in the store; None when matplotlib is not installed."""
-    try:
-        import matplotlib  # noqa: F401 - only to know it is there
-
-        from chainfleet.report.chart import timeline_png
-    except ImportError:
-        return None
     calls = report.store.calls(report.run_id) if report.store is not None else iter(())
     tools = tool_bars(report.store, report.run_id) if report.store is not None and report.agents else iter(())
     tmp = path.with_name(path.name + ".tmp")

@@ -281,10 +281,6 @@ async def _run_prepared(
     runner.ctx.agent_tools = servers.by_stage
     if on_start is not None:
         on_start(runner)
-    if out is not None:
-        from chainfleet.report.output import preload_chart
-
-        preload_chart()  # the timeline's matplotlib, imported while the calls wait
     report = await runner.run(source)
     finish_output(
         runner,

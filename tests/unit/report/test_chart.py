@@ -14,7 +14,19 @@ import pytest
 from PIL import Image
 
 from chainfleet import Pipeline, run
-from chainfleet.report.chart import SampledCalls, timeline_png
+from chainfleet.report.agents import ToolBar
+from chainfleet.report.chart import (
+    BACKOFF,
+    COOLDOWN,
+    FAILED,
+    LIMITER,
+    PALETTE,
+    TOOL,
+    SampledCalls,
+    _completed,
+    _occupancy,
+    timeline_png,
+)
 from chainfleet.report.html import report_html
 from chainfleet.store.runstore import CallRow, ItemRecord
 from conftest import pipeline_data
@@ -72,6 +84,17 @@ def open_png(path: Path) -> Image.Image:
     return image
 
 
+def colours(image: Image.Image, box: tuple[int, int, int, int] | None = None) -> set[str]:
+    """The exact colours of the image's pixels (in ``box``), as ``#RRGGBB``."""
+    region = image.convert("RGB") if box is None else image.convert("RGB").crop(box)
+    found = region.getcolors(maxcolors=region.width * region.height) or []
+    return {"#{:02X}{:02X}{:02X}".format(*rgb) for _, rgb in found}
+
+
+#: the strip above the rows panel that holds its legend
+LEGEND = (0, 55, 1400, 84)
+
+
 # -- timeline.png -----------------------------------------------------------------------------
 
 
@@ -89,6 +112,40 @@ def test_one_call_makes_a_full_size_chart(tmp_path: Path) -> None:
     image = open_png(timeline_png([call], tmp_path / "t.png", title="one", stages_order=STAGES))
 
     assert image.size == (1400, 900)
+    assert PALETTE[0] in colours(image, LEGEND)  # the stage's legend swatch
+    assert len(colours(image)) > 20  # axes, text, bars: not a blank page
+
+
+def test_each_stage_and_each_kind_of_wait_has_its_legend_colour(tmp_path: Path) -> None:
+    calls = synthetic_calls(40)
+
+    image = open_png(timeline_png(calls, tmp_path / "t.png", title="content", stages_order=STAGES))
+
+    legend = colours(image, LEGEND)
+    assert {PALETTE[0], PALETTE[1], PALETTE[2]} <= legend  # research, write, edit in stage order
+    assert {LIMITER, COOLDOWN, BACKOFF, FAILED} <= legend
+    assert TOOL not in colours(image)  # no tool calls: no tool bars, no legend entry
+
+
+def test_a_run_without_failures_draws_no_vermillion(tmp_path: Path) -> None:
+    calls = [CallRow(i, f"i{i}", STAGES[i % 3], 1, i * 0.5, i * 0.5, i * 0.5 + 1, "ok") for i in range(1, 30)]
+
+    image = open_png(timeline_png(calls, tmp_path / "t.png", title="calm", stages_order=STAGES))
+
+    drawn = colours(image)
+    assert {PALETTE[0], PALETTE[1], PALETTE[2]} <= drawn
+    assert not {FAILED, TOOL} & drawn  # (the greys of the waits are also the text's edges)
+
+
+def test_tool_calls_are_drawn_in_their_own_colour(tmp_path: Path) -> None:
+    calls = [CallRow(i, f"i{i}", "research", 1, 0.0, i * 1.0, i + 0.5, "ok") for i in range(1, 6)]
+    tools = [ToolBar(i, f"i{i}", "research", "fetch", i + 0.6, i + 0.9, 0.0, i == 3) for i in range(1, 6)]
+
+    image = open_png(
+        timeline_png(calls, tmp_path / "t.png", title="agents", stages_order=["research"], tools=tools)
+    )
+
+    assert {TOOL, PALETTE[0], FAILED} <= colours(image, LEGEND)  # tool call, stage, tool error
 
 
 def test_a_zero_length_call_still_draws(tmp_path: Path) -> None:
@@ -161,7 +218,37 @@ def test_a_hundred_thousand_calls(tmp_path: Path) -> None:
 
     path = timeline_png(calls, tmp_path / "t.png", title="big", stages_order=STAGES, concurrency=50)
 
-    assert open_png(path).size == (1400, 900)
+    image = open_png(path)
+    assert image.size == (1400, 900)
+    assert {PALETTE[0], PALETTE[1], PALETTE[2]} <= colours(image, LEGEND)
+
+
+def test_chains_in_flight_are_the_exact_mean_of_each_time_bin() -> None:
+    rng = random.Random(3)
+    intervals = [(s, s + rng.uniform(0, 3)) for s in (rng.uniform(0, 7) for _ in range(200))]
+    span, bins = 10.0, 40
+
+    means = _occupancy(intervals, span=span, bins=bins)
+
+    width = span / bins
+    for k, mean in enumerate(means):  # the area of each interval inside the bin, over its width
+        lo, hi = k * width, (k + 1) * width
+        area = sum(max(0.0, min(e, hi) - max(s, lo)) for s, e in intervals)
+        assert mean == pytest.approx(area / width, abs=1e-9)
+
+
+def test_calls_done_per_minute_count_every_call_once() -> None:
+    collected = SampledCalls(max_rows=10)
+    for call in synthetic_calls(300):
+        collected.add(call)
+    span = max(collected.ended)
+
+    done = _completed(collected, span=span)
+
+    assert sum(done.ok) == sum(1 for f in collected.failed if not f)
+    assert sum(done.bad) == sum(collected.failed)
+    assert done.edges[0] == 0.0 and done.edges[-1] == span
+    assert collected.items == 300
 
 
 # -- report.html -------------------------------------------------------------------------------
