@@ -284,7 +284,7 @@ class LeasedLimiter(ModelLimiter):
         queued before it, else the cluster's queue as the last grant left it, plus the rate's
         time for the requests and tokens this block lacks. Takes nothing, asks no actor."""
         now = self.clock.now()
-        if self._slow and self.leases:  # a probe went (here or elsewhere): limits not known yet
+        if self._slow and (self.leases or self.waiting):  # no grant but a probe's yet: not known
             return 0.0 if self.waiting == 0 and not self._probe_out else None
         gate = max(0.0, self.reopen_at - now)
         held = now < self.expires
