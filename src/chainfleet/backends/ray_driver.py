@@ -43,6 +43,7 @@ from chainfleet.backends.ray_worker import ChainWorker, Secrets, WorkerSpec
 from chainfleet.chain.progress import Chain
 from chainfleet.errors import ConfigError, FatalError
 from chainfleet.limits.limiter import ModelLimiter
+from chainfleet.pipeline.gates import JudgeCheck
 from chainfleet.store.agent_turns import AgentTurns
 from chainfleet.store.runstore import CallRow, StageHit
 
@@ -169,7 +170,10 @@ class RayBackend:
         ray = self.connection.ray if self.connection else None
         remote = ray.remote(num_cpus=0, max_concurrency=1000)(SharedLimits) if ray else None
         self._limits_actor = remote  # a code chain's models get theirs as they are called
-        specs = {ctx.pipeline.model_for(s) for s in ctx.pipeline.stages if not s.is_tool}
+        pipeline = ctx.pipeline
+        specs = {pipeline.model_for(s) for s in pipeline.stages if not s.is_tool}
+        judges = {c.model for s in pipeline.stages for c in s.checks if isinstance(c, JudgeCheck)}
+        specs |= {spec for spec in judges if spec in pipeline.routes}  # a judge's route too
         for spec in sorted(specs):
             route = ctx.pipeline.routes.get(spec)
             if route is not None:  # one actor per target (model and key), as a local run's limiters

@@ -1,6 +1,6 @@
 """What the Ray driver prepares for a route, without Ray: each target's key variable for the
-workers (shown by name only), and one limiter actor per target (model and key), none for the
-route's own name."""
+workers (shown by name only), and one limiter actor per target (model and key) of every route a
+stage or a judge names, none for the route's own name."""
 
 from __future__ import annotations
 
@@ -30,9 +30,19 @@ def route_context() -> RunContext:
                         {"model": "openai:gpt-4o-mini", "api_key_env": "KEY_B"},
                         "sim:echo",
                     ],
-                }
+                },
+                "judges": {"targets": [{"model": "openai:gpt-4o", "api_key_env": "KEY_C"}]},
+                "unused": {"targets": [{"model": "openai:gpt-4o", "api_key_env": "KEY_D"}]},
             },
-            "stages": [{"name": "a", "prompt": "A {{ topic }}"}],
+            "stages": [
+                {"name": "a", "prompt": "A {{ topic }}"},
+                {
+                    "name": "b",
+                    "model": "sim",
+                    "prompt": "B {{ a }}",
+                    "gate": [{"judge": {"model": "judges", "rubric": "says B"}}],
+                },
+            ],
         }
     )
     store = RunStore.open("")
@@ -77,7 +87,11 @@ def test_one_limiter_actor_per_target_none_for_the_route_name() -> None:
     backend = RayBackend()
     backend.connection = _FakeConnection()  # type: ignore[assignment]
     backend._make_limiters(route_context(), workers=2)
-    assert sorted(backend.limiters) == ["openai:gpt-4o-mini (KEY_A)", "openai:gpt-4o-mini (KEY_B)"]
-    made = {options["rpm"]: options for options in backend.limiters.values()}
+    assert sorted(backend.limiters) == [  # a judge's route too; no actor for a route never named
+        "openai:gpt-4o (KEY_C)",
+        "openai:gpt-4o-mini (KEY_A)",
+        "openai:gpt-4o-mini (KEY_B)",
+    ]
+    made = {options["rpm"]: options for key, options in backend.limiters.items() if "mini" in key}
     assert made[120]["probe"] and made[None]["probe"]  # a target told nothing starts slow
     assert all(options["workers"] == 2 for options in backend.limiters.values())
