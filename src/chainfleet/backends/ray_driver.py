@@ -43,6 +43,7 @@ from chainfleet.backends.ray_worker import ChainWorker, Secrets, WorkerSpec
 from chainfleet.chain.progress import Chain
 from chainfleet.errors import ConfigError, FatalError
 from chainfleet.limits.limiter import ModelLimiter
+from chainfleet.pipeline.gates import JudgeCheck
 from chainfleet.store.agent_turns import AgentTurns
 from chainfleet.store.runstore import CallRow, StageHit
 
@@ -169,8 +170,18 @@ class RayBackend:
         ray = self.connection.ray if self.connection else None
         remote = ray.remote(num_cpus=0, max_concurrency=1000)(SharedLimits) if ray else None
         self._limits_actor = remote  # a code chain's models get theirs as they are called
-        specs = {ctx.pipeline.model_for(s) for s in ctx.pipeline.stages if not s.is_tool}
+        pipeline = ctx.pipeline
+        specs = {pipeline.model_for(s) for s in pipeline.stages if not s.is_tool}
+        judges = {c.model for s in pipeline.stages for c in s.checks if isinstance(c, JudgeCheck)}
+        specs |= {spec for spec in judges if spec in pipeline.routes}  # a judge's route too
         for spec in sorted(specs):
+            route = ctx.pipeline.routes.get(spec)
+            if route is not None:  # one actor per target (model and key), as a local run's limiters
+                for target in route.targets:
+                    key, rpm, tpm, metered = ctx.limits.told_target(target)
+                    if metered and remote is not None and key not in self.limiters:
+                        self.limiters[key] = remote.remote(rpm=rpm, tpm=tpm, workers=workers, probe=True)
+                continue
             rpm, tpm, metered = ctx.limits.told(spec)
             if metered and remote is not None:
                 self.limiters[spec] = remote.remote(rpm=rpm, tpm=tpm, workers=workers)
@@ -178,6 +189,8 @@ class RayBackend:
     def _env(self, ctx: RunContext) -> dict[str, str]:
         names = set(FORWARDED_ENV)
         names.update(p.api_key_env for p in ctx.pipeline.providers.values() if p.api_key_env)
+        for route in ctx.pipeline.routes.values():  # each target's own key
+            names.update(t.api_key_env for t in route.targets if t.api_key_env)
         return {name: os.environ[name] for name in sorted(names) if name in os.environ}
 
     async def _spawn(self) -> _Link:
@@ -407,6 +420,8 @@ class RayBackend:
             spend.cost_usd += delta.cost_usd
         for path, count in delta.passthrough.items():
             ctx.passthrough[path] = ctx.passthrough.get(path, 0) + count
+        for name, (counts, moves) in delta.routes.items():
+            self._add_route(ctx, name, counts, moves)
         for name, (calls, failed, seconds, in_flight) in delta.stages.items():
             stage = stats.stage(name)
             stage.calls += calls
@@ -414,6 +429,18 @@ class RayBackend:
             stage.seconds.extend(seconds)
             link.in_flight[name] = in_flight
             stage.in_flight = sum(other.in_flight.get(name, 0) for other in self.links if other.alive)
+
+    @staticmethod
+    def _add_route(ctx: RunContext, name: str, counts: list[dict[str, int]], moves: dict[Any, int]) -> None:
+        """A worker's calls on route ``name`` into the run's route, which the report reads."""
+        route = ctx.route(name)
+        if route is None:
+            return
+        for target, added in zip(route.targets, counts, strict=False):
+            for key, value in added.items():
+                target.counts[key] = target.counts.get(key, 0) + value
+        for move, calls in moves.items():
+            route.moves[move] = route.moves.get(move, 0) + calls
 
     async def _lost(self, link: _Link) -> None:
         """A worker died: its chains go to the others from their last committed stage."""

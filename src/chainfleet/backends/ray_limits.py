@@ -14,12 +14,20 @@ budget (a few requests and their tokens) and spends it locally:
   A 429 drops its block and closes the actor's gate for every worker; response headers ride
   along with the next lease, so limits learned by one worker hold for all.
 
+A route's target (``probe=1``) starts slow, as a local limiter told nothing does: the actor
+leases one call (the probe) and holds every other lease until that call's answer comes back
+(:meth:`SharedLimits.probed`), whose headers tell the limits. Each grant also says how long
+the next lease would wait and what one request and one token cost in seconds at the current
+rate, so a worker can answer a route's ``spill`` question (:meth:`LeasedLimiter.admit_wait`)
+from its block and the cluster's queue, without a round trip per call.
+
 Why hand-written: the lease protocol is the point (no library meters a budget shared by
 processes this way); the buckets themselves are the local limiter's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from dataclasses import dataclass
@@ -42,6 +50,13 @@ class Grant:
     requests: int
     tokens: float
     ttl: float
+    #: the slow-start probe: one call whose answer goes back through ``probed``
+    probe: bool = False
+    #: the cluster's queue as the grant left: seconds the next lease would wait, and the
+    #: seconds one request and one token take at the current rate (0: unmetered)
+    wait: float = 0.0
+    per_request: float = 0.0
+    per_token: float = 0.0
 
 
 @dataclass
@@ -69,9 +84,11 @@ class SharedLimits:
         ttl: float = 1.0,
         seed: int | None = None,
         clock: Clock | None = None,
+        probe: bool = False,
+        probe_wait: float = 60.0,
     ) -> None:
-        # probe=0: no slow start here; the leases' headers teach the limits (issue 13's probe
-        # waits for a call's answer, which an actor leasing blocks never makes itself).
+        # the limiter's own probe (issue 13) waits for a call's answer, which an actor leasing
+        # blocks never makes itself; ``probe``: the actor runs one of its own (see the module).
         # hidden_bucket=False: the actor sees one worker's latest header per lease and counts a
         # block as sent when it is leased, so a hidden short bucket's ``reset`` read against
         # those counts showed the job's own workers as others on the key: 4 workers held
@@ -84,6 +101,12 @@ class SharedLimits:
         self.window = window
         self.ttl = ttl
         self.leases = 0
+        #: slow start: no lease but the probe's until a response has been read
+        self.probing = probe and rpm is None and tpm is None
+        self._probe_out = False
+        self._probe_back = asyncio.Event()
+        #: seconds before a probe never answered (its worker lost) is taken as lost
+        self.probe_wait = probe_wait
 
     def _block(self, per_call_tokens: int) -> int:
         """Requests in one lease: the workers together hold ``window`` seconds of the rate."""
@@ -104,17 +127,58 @@ class SharedLimits:
         self.give(*give)
         if info is not None:
             self.limiter.observe(info)
+            self.probing = False
+        while self.probing:
+            if not self._probe_out:
+                self._probe_out = True
+                await self.limiter.acquire(0, requests=0)  # the gate only
+                return Grant(requests=1, tokens=math.inf, ttl=self.ttl, probe=True)
+            self._probe_back.clear()
+            try:
+                await asyncio.wait_for(self._probe_back.wait(), timeout=self.probe_wait)
+            except asyncio.TimeoutError:
+                self._probe_out = False  # its worker died with it, or cancelled it: probe again
         requests = self._block(per_call_tokens)
         if requests == UNMETERED_BLOCK:
             await self.limiter.acquire(0, requests=0)  # the gate only
             return Grant(requests=requests, tokens=math.inf, ttl=self.ttl / 2)
         tokens = requests * per_call_tokens if self.limiter.tokens is not None else 0
         await self.limiter.acquire(tokens, requests=requests)
-        return Grant(
-            requests=requests,
-            tokens=float(tokens) if self.limiter.tokens is not None else math.inf,
-            ttl=self.ttl,
+        return self._queue(
+            Grant(
+                requests=requests,
+                tokens=float(tokens) if self.limiter.tokens is not None else math.inf,
+                ttl=self.ttl,
+            ),
+            per_call_tokens,
         )
+
+    def _queue(self, grant: Grant, per_call_tokens: int) -> Grant:
+        """``grant`` with the cluster's queue as it leaves: how long the next lease of a block
+        would wait (behind the leases waiting here), and each request's and token's seconds."""
+        limiter, now = self.limiter, self.limiter.clock.now()
+        ahead = limiter.waiting + 1
+        wait = max(0.0, limiter.reopen_at - now)
+        for bucket, amount in (
+            (limiter.requests, ahead * grant.requests),
+            (limiter.tokens, ahead * grant.requests * per_call_tokens),
+        ):
+            if bucket is not None and amount > 0:
+                bucket.refill(now)
+                wait = max(wait, (amount - bucket.level) / bucket.rate)
+        grant.wait = wait
+        grant.per_request = 1 / limiter.requests.rate if limiter.requests is not None else 0.0
+        grant.per_token = 1 / limiter.tokens.rate if limiter.tokens is not None else 0.0
+        return grant
+
+    def probed(self, info: RateLimitInfo | None) -> None:
+        """The probe's answer: its headers (none: the server states no limits, so none is held)
+        end slow start; None: it failed without an answer, and the next lease probes again."""
+        self._probe_out = False
+        if info is not None:
+            self.limiter.observe(info)
+            self.probing = False
+        self._probe_back.set()
 
     def give(self, requests: int, tokens: float) -> None:
         """Unspent budget back into the buckets (negative tokens: a worker's overspend)."""
@@ -157,10 +221,27 @@ class LeasedLimiter(ModelLimiter):
         self.expires = 0.0
         self._info: RateLimitInfo | None = None
         self.leases = 0
+        #: the cluster's queue as the last grant left it (see :meth:`admit_wait`)
+        self._cluster = (0.0, 0.0, 0.0, 0.0)  # (wait, read at, per request, per token)
+        #: slow start as this worker knows it: no grant but a probe's yet
+        self._slow = True
+        #: a probe granted here and not answered yet
+        self._probe_out = False
 
     async def acquire(self, tokens: int, requests: int = 1) -> Reservation:
         reservation = Reservation(tokens=tokens)
         started = self.clock.now()
+        self.waiting += 1
+        try:
+            await self._take(reservation, tokens, requests)
+        finally:
+            self.waiting -= 1
+        waited = self.clock.now() - started
+        reservation.cooldown_wait = min(waited, max(0.0, self.reopen_at - started))
+        reservation.limiter_wait = waited - reservation.cooldown_wait
+        return reservation
+
+    async def _take(self, reservation: Reservation, tokens: int, requests: int) -> None:
         async with self._lock:  # this worker's callers in the order they asked
             while True:
                 now = self.clock.now()
@@ -175,14 +256,15 @@ class LeasedLimiter(ModelLimiter):
                 await self._lease(tokens, give=False)
             self.requests_left -= requests
             self.tokens_left -= tokens
-        waited = self.clock.now() - started
-        reservation.cooldown_wait = min(waited, max(0.0, self.reopen_at - started))
-        reservation.limiter_wait = waited - reservation.cooldown_wait
-        return reservation
+            if self._probe_out and not reservation.probe and self._slow:
+                reservation.probe = True  # the call that takes the probe's one request
 
     async def _lease(self, tokens: int, *, give: bool) -> None:
         """One lease from the actor; with ``give``, the expired block goes back first."""
         back = (self.requests_left, self.tokens_left) if give else (0, 0.0)
+        if give and self._probe_out and self._slow and self.requests_left > 0:
+            self._probe_out = False  # a probe granted and never sent: another call probes
+            self.actor.probed.remote(None)
         if give:
             self.requests_left, self.tokens_left = 0, 0.0
         info, self._info = self._info, None
@@ -190,15 +272,53 @@ class LeasedLimiter(ModelLimiter):
         self.leases += 1
         self.requests_left += grant.requests
         self.tokens_left += grant.tokens
-        self.expires = self.clock.now() + grant.ttl
+        now = self.clock.now()
+        self.expires = now + grant.ttl
+        self._cluster = (grant.wait, now, grant.per_request, grant.per_token)
+        self._slow = grant.probe
+        self._probe_out = grant.probe
+
+    def admit_wait(self, tokens: int = 0) -> float | None:
+        """About how many seconds a call asking now would wait (None: not known, while the
+        slow-start probe is out): none while this worker's block has room for it and the calls
+        queued before it, else the cluster's queue as the last grant left it, plus the rate's
+        time for the requests and tokens this block lacks. Takes nothing, asks no actor."""
+        now = self.clock.now()
+        if self._slow and (self.leases or self.waiting):  # no grant but a probe's yet: not known
+            return 0.0 if self.waiting == 0 and not self._probe_out else None
+        gate = max(0.0, self.reopen_at - now)
+        held = now < self.expires
+        ahead = self.waiting + 1
+        short_requests = ahead - (self.requests_left if held else 0)
+        short_tokens = ahead * tokens - (self.tokens_left if held else 0.0)
+        if short_requests <= 0 and short_tokens <= 0:
+            return gate
+        wait, read_at, per_request, per_token = self._cluster
+        queued = max(0.0, wait - (now - read_at))
+        more = max(max(0, short_requests - 1) * per_request, max(0.0, short_tokens - tokens) * per_token)
+        return max(gate, queued + more)
 
     def settle(self, reservation: Reservation, used_tokens: int | None) -> None:
+        if reservation.probe:  # its headers (none: the server states no limits) end slow start
+            info, self._info = self._info, None
+            self._probe_answered(reservation, info or RateLimitInfo())
         if used_tokens is not None and math.isfinite(self.tokens_left):
             self.tokens_left += reservation.tokens - used_tokens
 
     def release(self, reservation: Reservation) -> None:
+        self._probe_answered(reservation, None)
         if math.isfinite(self.tokens_left):
             self.tokens_left += reservation.tokens
+
+    def failed(self, reservation: Reservation) -> None:
+        self._probe_answered(reservation, None)
+
+    def _probe_answered(self, reservation: Reservation, info: RateLimitInfo | None) -> None:
+        """The probe's answer to the actor (None: no answer; another call probes)."""
+        if reservation.probe:
+            reservation.probe = False
+            self._probe_out = False
+            self.actor.probed.remote(info)
 
     def cooldown(self, seconds: float) -> None:
         """A 429 here: drop the block (the server has less than we thought) and close the gate

@@ -109,6 +109,10 @@ class StatsDelta:
     stages: dict[str, tuple[int, int, list[float], int]] = field(default_factory=dict)
     #: a code chain's calls on paths chainfleet cannot read, per path (for the report's warning)
     passthrough: dict[str, int] = field(default_factory=dict)
+    #: per route: (per target, its new counts; new moves, (kind, from, to, reason) -> calls)
+    routes: dict[str, tuple[list[dict[str, int]], dict[tuple[str, str, str, str], int]]] = field(
+        default_factory=dict
+    )
 
 
 @dataclass

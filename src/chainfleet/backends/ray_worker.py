@@ -318,6 +318,7 @@ class ChainWorker:
         self._sent = RunStats()
         self._sent_cost: float | None = 0.0
         self._sent_seconds: dict[str, int] = {}
+        self._sent_routes: dict[str, tuple[list[dict[str, int]], dict[tuple[str, str, str, str], int]]] = {}
 
     def pid(self) -> int:
         return os.getpid()
@@ -406,7 +407,25 @@ class ChainWorker:
             old.calls, old.failed = stage.calls, stage.failed
             self._sent_seconds[name] = len(stage.seconds)
         passthrough, self.ctx.passthrough = self.ctx.passthrough, {}
-        return StatsDelta(counts=counts, cost_usd=cost_delta, stages=stages, passthrough=passthrough)
+        routes = self._route_delta()
+        return StatsDelta(counts, cost_delta, stages, passthrough, routes)
+
+    def _route_delta(self) -> dict[str, tuple[list[dict[str, int]], dict[tuple[str, str, str, str], int]]]:
+        """Each route's per-target counts and moves since the last exchange (the driver adds
+        them into its own route, whose stats the report reads)."""
+        found = {}
+        for name, route in self.ctx.routes.items():
+            sent_counts, sent_moves = self._sent_routes.setdefault(name, ([{} for _ in route.targets], {}))
+            counts = []
+            for target, before in zip(route.targets, sent_counts, strict=True):
+                new = {k: v - before.get(k, 0) for k, v in target.counts.items()}
+                counts.append({k: v for k, v in new.items() if v})
+                before.update(target.counts)
+            moves = {m: n - sent_moves.get(m, 0) for m, n in route.moves.items() if n != sent_moves.get(m, 0)}
+            sent_moves.update(route.moves)
+            if any(counts) or moves:
+                found[name] = (counts, moves)
+        return found
 
     async def leases(self) -> int:
         """How many leases this worker took from the limiter actors (for the benchmark)."""

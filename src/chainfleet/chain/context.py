@@ -147,18 +147,23 @@ class Limiters:
         """The limiter of a route's target and the name it is kept under: one per model and
         key (two keys of one provider are two limiters; a target on the provider's usual key
         shares the model's). Its told limits: the target's own, else the model's."""
-        key = target.model
-        if target.own_endpoint:
-            key += f" ({target.api_key_env or target.base_url})"
+        key, rpm, tpm, metered = self.told_target(target)
         if key not in self.by_model:
-            rpm, tpm, metered = self.told(target.model)
-            rpm = target.rpm if target.rpm is not None else rpm
-            tpm = target.tpm if target.tpm is not None else tpm
-            metered = metered or rpm is not None or tpm is not None
             group = (self.group, key) if self.group else None
             limiter = ModelLimiter(rpm=rpm, tpm=tpm, clock=self.clock, rng=self.rng, group=group)
             self.by_model[key] = limiter if metered else None
         return key, self.by_model[key]
+
+    def told_target(self, target: RouteTarget) -> tuple[str, float | None, float | None, bool]:
+        """A route target's limiter name (see :meth:`of_target`), its told (rpm, tpm), and
+        whether it is metered at all (the Ray backend makes one limiter actor per name)."""
+        key = target.model
+        if target.own_endpoint:
+            key += f" ({target.api_key_env or target.base_url})"
+        rpm, tpm, metered = self.told(target.model)
+        rpm = target.rpm if target.rpm is not None else rpm
+        tpm = target.tpm if target.tpm is not None else tpm
+        return key, rpm, tpm, metered or rpm is not None or tpm is not None
 
 
 class Reads(Protocol):

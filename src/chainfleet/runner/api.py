@@ -226,6 +226,7 @@ async def arun(
     if settings.batch:
         pipeline = with_batch(pipeline)
     batched = any(pipeline.batched(stage) for stage in pipeline.stages)
+    _refuse_batched_routes(pipeline)
     if batched and settings.concurrency == "auto":
         raise ConfigError("--concurrency auto is for online calls; batch mode has no use for it")
     if batched and settings.backend != "local":
@@ -241,6 +242,22 @@ async def arun(
         )  # fmt: skip
     finally:
         await servers.aclose()
+
+
+def _refuse_batched_routes(pipeline: Pipeline) -> None:
+    """A stage in batch mode on a route stops the run before any call (exit 2): a batch job goes
+    to one provider's batch API, so a route's policy (spill, fallback, split) and its report
+    counts could not hold; before this check the batch went to the route's first target,
+    unreported, out of service or not."""
+    for index, stage in enumerate(pipeline.stages):
+        spec = pipeline.model_for(stage)
+        if pipeline.batched(stage) and spec in pipeline.routes:
+            first = pipeline.routes[spec].targets[0].model
+            raise ConfigError(
+                f"batch mode cannot use route {spec!r}: a batch goes to one provider's batch API; "
+                f"name one of its targets as this stage's model (e.g. {first}) or run it online",
+                where=f"{pipeline.source or 'pipeline'}: stage {stage.name!r} (stages[{index}])",
+            )
 
 
 async def _run_prepared(

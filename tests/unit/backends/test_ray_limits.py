@@ -34,6 +34,7 @@ class FakeActor:
         self.shared = shared
         self.lease = _Remote(shared, "lease")
         self.cooldown = _Remote(shared, "cooldown")
+        self.probed = _Remote(shared, "probed")
 
 
 def cluster(clock: VirtualClock, workers: int, **limits: Any) -> tuple[SharedLimits, list[LeasedLimiter]]:
@@ -152,3 +153,70 @@ def test_the_clusters_limiter_reads_a_paced_minute_bucket_as_a_window() -> None:
     short = RateLimitInfo(limit_requests=2400, remaining_requests=10, reset_requests=0.75)
     assert short_bucket_fill(short, hidden=False) == short_bucket_fill(short)
     assert short_bucket_fill(short) is not None
+
+
+def test_a_route_targets_actor_leases_one_probe_and_holds_the_rest_for_its_headers() -> None:
+    clock = VirtualClock()
+    shared, workers = cluster(clock, 2, rpm=None, tpm=None, probe=True)
+    seen: list[float | None] = []
+    stamps: list[float] = []
+
+    async def main() -> None:
+        assert workers[0].admit_wait(10) == 0.0  # nothing known: the first call may ask
+        probe = await workers[0].acquire(10)
+        assert probe.probe
+        assert workers[0].admit_wait(10) is None  # the probe is out: not known here...
+        other = asyncio.ensure_future(calls(workers[1], clock, 1, stamps))
+        await clock.sleep(2.0)
+        assert stamps == []  # ...and the other worker's lease waits at the actor
+        seen.append(workers[1].admit_wait(10))
+        workers[0].observe(RateLimitInfo(limit_requests=600, remaining_requests=599))
+        workers[0].settle(probe, 10)  # the probe's answer: its headers go to the actor
+        await other
+
+    asyncio.run(clock.run(main()))
+    assert seen == [None]  # a call queued behind the probe: a spill goes elsewhere
+    assert stamps and stamps[0] >= 2.0
+    assert not shared.probing and shared.limiter.limit_rpm is not None
+    assert shared.limiter.limit_rpm <= 600
+
+
+def test_a_probe_that_fails_lets_the_next_lease_probe_again() -> None:
+    clock = VirtualClock()
+    shared, workers = cluster(clock, 2, rpm=None, tpm=None, probe=True)
+
+    async def main() -> None:
+        probe = await workers[0].acquire(10)
+        waiting = asyncio.ensure_future(workers[1].acquire(10))
+        await clock.sleep(1.0)
+        assert not waiting.done()
+        workers[0].failed(probe)  # a connection failure: no answer, no limits learned
+        second = await waiting
+        assert second.probe  # the other worker's call is the next probe
+
+    asyncio.run(clock.run(main()))
+    assert shared.probing
+
+
+def test_a_full_target_says_so_from_the_workers_queue_and_the_clusters() -> None:
+    clock = VirtualClock()
+    shared, workers = cluster(clock, 2, rpm=120, tpm=None)  # told: 2 calls a second, no probe
+    waits: list[float | None] = []
+
+    async def main() -> None:
+        worker = workers[0]
+        assert worker.admit_wait(10) == 0.0  # nothing leased yet: a call may go and ask
+        first = await worker.acquire(10)
+        worker.settle(first, 10)
+        queued = [asyncio.ensure_future(worker.acquire(10)) for _ in range(6)]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        waits.append(worker.admit_wait(10))  # six calls ahead at 2 a second: about 3 s
+        for call in queued:
+            worker.settle(await call, 10)
+        await clock.sleep(10.0)
+        waits.append(worker.admit_wait(10))  # the buckets refilled meanwhile
+
+    asyncio.run(clock.run(main()))
+    assert waits[0] is not None and waits[0] > 1.0  # full for a spill_after of 1 s
+    assert waits[1] is not None and waits[1] <= 1.0
