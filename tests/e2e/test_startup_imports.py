@@ -96,3 +96,17 @@ def test_a_sim_only_run_draws_its_timeline_without_matplotlib(
     assert (out / "timeline.png").read_bytes().startswith(b"\x89PNG")
     assert 'src="data:image/png;base64,' in (out / "report.html").read_text(encoding="utf-8")
     assert sorted(imported.intersection(PLOTTING)) == []
+
+
+def test_python_dash_m_chainfleet_is_the_same_command_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "chainfleet", "--help"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "sim-server" in proc.stdout and "resume" in proc.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "chainfleet", "run", "nope.yaml", "-i", "x.txt"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "nope.yaml" in bad.stderr
