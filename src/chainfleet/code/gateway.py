@@ -157,17 +157,18 @@ class Gateway:
         path = request.url.path
         if self.model is not None:
             request, body = self._overridden(request, path, body)
-        digest = request_hash(request.method, path, body)
+        value = decode_json(body)  # once: for the journal's key and for the target
+        digest = request_hash(request.method, path, body, value)
         occurrence = scope.occurrence(digest)
         found = self.ctx.store.journal.get(self.ctx.run_id, scope.chain.item.index, digest, occurrence)
         if found is not None:
             scope.replayed += 1
             self.ctx.stats.replayed += 1
             if self.ctx.tracer.on:
-                target = read_target(path, body)
+                target = read_target(path, body, value)
                 self.ctx.tracer.reused(scope.chain, scope.label(target, path), target.model, "journal")
             return complete(found.status, found.headers, found.body, request)
-        target = read_target(path, body)
+        target = read_target(path, body, value)
         if target.provider is None:
             self.ctx.passthrough[path] = self.ctx.passthrough.get(path, 0) + 1
         out = Outgoing(request, body, target, scope.label(target, path), digest, occurrence)
@@ -195,7 +196,7 @@ class Gateway:
         assert self.model is not None
         provider, name = self.model
         value = decode_json(body)
-        if read_target(path, body).provider != provider or not isinstance(value, dict):
+        if read_target(path, body, value).provider != provider or not isinstance(value, dict):
             return request, body
         if value.get("model") == name:
             return request, body
