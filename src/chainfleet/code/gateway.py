@@ -273,20 +273,17 @@ class Gateway:
             stats.in_flight -= 1
 
     async def _attempt(self, out: Outgoing) -> Completion:
-        """One attempt upstream with a fresh copy of the request; an error answer or a failed
-        connection raises a ``CallError``. A stream's success is passed through as it comes."""
+        """One attempt upstream; an error answer or a failed connection raises a
+        ``CallError``. A stream's success is passed through as it comes.
+
+        The request itself goes out, attempt after attempt: :meth:`send` read its body whole,
+        which leaves it a replayable ``ByteStream`` (a copy per attempt cost more CPU than the
+        journal's write)."""
         request = out.request
-        fresh = httpx.Request(
-            request.method,
-            request.url,
-            headers=request.headers,
-            content=out.body,
-            extensions=request.extensions,
-        )
         name = out.target.provider or request.url.host
         out.answer.pop("error", None)  # an earlier attempt's error answer is not this one's
         try:
-            response = await self.upstream.handle_async_request(fresh)
+            response = await self.upstream.handle_async_request(request)
             if out.head is not None and out.cut is not None and response.status_code < 400:
                 content = await pass_through(response, out.head, request, out.cut, name)
             else:
