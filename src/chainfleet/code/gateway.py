@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import httpx2 as httpx
 
 from chainfleet.chain.calls import Attempt, Called, Calls, Prepared
-from chainfleet.code.streams import complete, kept, pass_through
+from chainfleet.code.streams import complete, handed, kept, pass_through
 from chainfleet.code.transport import http_client
 from chainfleet.code.wire import Target, decode_json, read_target, request_hash, usage_of
 from chainfleet.errors import CallError, ConnectionFailed, FatalError, Timeout, UnpricedModel
@@ -108,11 +108,13 @@ class Outgoing:
 
 @dataclass(frozen=True)
 class Answer:
-    """What the provider answered to one attempt (the body read whole and decoded)."""
+    """What the provider answered to one attempt (the body read whole and decoded); a
+    non-streamed answer keeps its ``response`` too, to be handed to the caller as it is."""
 
     status: int
     headers: httpx.Headers
     content: bytes
+    response: httpx.Response | None = None
 
 
 class Gateway:
@@ -187,8 +189,11 @@ class Gateway:
         except CallError as exc:
             return self._failed(scope, exc, out)
         ok = out.answer["ok"]
-        await self._journal(scope, out, called)
-        return complete(ok.status, kept(ok.headers), ok.content, request)
+        headers = kept(ok.headers)
+        await self._journal(scope, out, called, headers)
+        if ok.response is None:
+            return complete(ok.status, headers, ok.content, request)
+        return handed(ok.response, headers, request)
 
     def _overridden(self, request: httpx.Request, path: str, body: bytes) -> tuple[httpx.Request, bytes]:
         """``--model`` on the user's own chain: a call of that provider's API is sent to that
@@ -307,7 +312,8 @@ class Gateway:
             )
             out.answer["error"] = Answer(response.status_code, response.headers, content)
             raise error
-        out.answer["ok"] = Answer(response.status_code, response.headers, content)
+        whole = response if out.head is None else None  # a stream was passed on as it came
+        out.answer["ok"] = Answer(response.status_code, response.headers, content, whole)
         usage = usage_of(content, stream=out.target.stream)
         return Completion(
             text="",
@@ -317,8 +323,11 @@ class Gateway:
             headers=dict(response.headers),
         )
 
-    async def _journal(self, scope: ItemScope, out: Outgoing, called: Called) -> None:
-        """Keep the answer in the journal, durable before the caller goes on."""
+    async def _journal(
+        self, scope: ItemScope, out: Outgoing, called: Called, headers: dict[str, str] | None = None
+    ) -> None:
+        """Keep the answer in the journal, durable before the caller goes on (``headers``:
+        its :func:`kept` headers, when the caller already has them)."""
         ok = out.answer["ok"]
         entry = JournalEntry(
             out.digest,
@@ -326,7 +335,7 @@ class Gateway:
             "http",
             ok.status,
             ok.content,
-            kept(ok.headers),
+            kept(ok.headers) if headers is None else headers,
             out.label,
             called.input_tokens,
             called.output_tokens,
