@@ -54,7 +54,12 @@ if TYPE_CHECKING:
     from chainfleet.chain.context import RunContext
     from chainfleet.chain.progress import Chain
 
-__all__ = ["STAGE", "Answer", "Gateway", "ItemScope", "Outgoing"]
+__all__ = ["STAGE", "UPSTREAM_LIMITS", "Answer", "Gateway", "ItemScope", "Outgoing"]
+
+#: the upstream connection pool: the openai and anthropic SDKs' own (httpx's default, 100
+#: connections, held every item's calls of a run at -c 200 to 100 at a time: 400 calls of 1 s
+#: on the sim-server took 16.8 s with it, 9.8 s with this)
+UPSTREAM_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
 
 #: the stage label of the calls made in this task (``with fleet.stage(...)``; None: none set)
 STAGE: contextvars.ContextVar[str | None] = contextvars.ContextVar("chainfleet_stage", default=None)
@@ -134,9 +139,10 @@ class Gateway:
 
     @property
     def upstream(self) -> httpx.AsyncBaseTransport:
-        """The transport the real requests go out on (made on first use)."""
+        """The transport the real requests go out on (made on first use), with the pool the
+        official SDKs give their own clients (:data:`UPSTREAM_LIMITS`)."""
         if self._upstream is None:
-            self._upstream = httpx.AsyncHTTPTransport()
+            self._upstream = httpx.AsyncHTTPTransport(limits=UPSTREAM_LIMITS)
         return self._upstream
 
     @property
