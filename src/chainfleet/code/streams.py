@@ -9,7 +9,8 @@ tokens. Once a chunk has gone to the caller the call cannot be tried again: a st
 the middle is :class:`StreamCut` (the caller's read fails; its item may run again).
 
 The helpers for any answer the caller gets live here too: :func:`kept` (the headers a replayed
-answer carries) and :func:`complete` (an answer read whole).
+answer carries), :func:`complete` (an answer read whole) and :func:`handed` (the provider's
+own answer, read whole, passed on).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import httpx2 as httpx
 from chainfleet.errors import CallError, PermanentError
 from chainfleet.limits.headers import keep_headers
 
-__all__ = ["QueueStream", "StreamCut", "complete", "kept", "pass_through"]
+__all__ = ["QueueStream", "StreamCut", "complete", "handed", "kept", "pass_through"]
 
 #: response headers a replayed answer needs besides those :func:`keep_headers` keeps
 _CARRIED = ("content-type",)
@@ -99,3 +100,12 @@ def complete(
 ) -> httpx.Response:
     """A whole answer the caller reads as if it came from the provider."""
     return httpx.Response(status, headers=dict(headers), content=content, request=request)
+
+
+def handed(response: httpx.Response, headers: Mapping[str, str], request: httpx.Request) -> httpx.Response:
+    """The provider's answer, already read whole (``aread``), handed to the caller as it is:
+    what :func:`complete` would build from it (the :func:`kept` headers and the decoded body's
+    length), without making a second response and decoding its body again."""
+    response.headers = httpx.Headers({**headers, "content-length": str(len(response.content))})
+    response.request = request
+    return response

@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
@@ -30,6 +31,9 @@ from typing import Any
 from chainfleet.limits import estimate_tokens
 
 __all__ = ["Target", "Usage", "decode_json", "read_target", "request_hash", "usage_of"]
+
+#: "not decoded yet": :func:`request_hash` and :func:`read_target` decode the body themselves
+_UNREAD: Any = object()
 
 #: the path endings the gateway understands: (provider, endpoint)
 _ENDPOINTS = (
@@ -80,18 +84,23 @@ def decode_json(body: bytes) -> Any:
         return None
 
 
-def request_hash(method: str, path: str, body: bytes) -> str:
-    """The journal's key of a request: method, path and the body (JSON with sorted keys)."""
-    value = decode_json(body)
+def request_hash(method: str, path: str, body: bytes, value: Any = _UNREAD) -> str:
+    """The journal's key of a request: method, path and the body (JSON with sorted keys).
+    ``value`` is the body already decoded (:func:`decode_json`), so a caller that also reads
+    its target parses it once."""
+    if value is _UNREAD:
+        value = decode_json(body)
     canonical = json.dumps(value, sort_keys=True, ensure_ascii=False) if value is not None else body.hex()
     data = json.dumps([method.upper(), path, canonical], ensure_ascii=False)
     return hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def read_target(path: str, body: bytes) -> Target:
-    """What the request to ``path`` with ``body`` is (see :class:`Target`)."""
-    found = next((kind for end, kind in _ENDPOINTS if path.rstrip("/").endswith(end)), None)
-    value = decode_json(body)
+def read_target(path: str, body: bytes, value: Any = _UNREAD) -> Target:
+    """What the request to ``path`` with ``body`` is (see :class:`Target`); ``value``: the
+    body already decoded, as for :func:`request_hash`."""
+    found = _endpoint(path)
+    if value is _UNREAD:
+        value = decode_json(body)
     if found is None or not isinstance(value, Mapping):
         return Target(None, None, None)
     provider, endpoint = found
@@ -102,6 +111,12 @@ def read_target(path: str, body: bytes) -> Target:
     most = 0 if endpoint == "embeddings" else _max_output(value)
     estimate = estimate_tokens(prompt, model) + most
     return Target(provider, endpoint, model, stream, estimate)
+
+
+@functools.lru_cache(maxsize=256)
+def _endpoint(path: str) -> tuple[str, str] | None:
+    """(provider, endpoint) of a path, or None: a client calls the same few paths every time."""
+    return next((kind for end, kind in _ENDPOINTS if path.rstrip("/").endswith(end)), None)
 
 
 def _prompt_text(body: Mapping[str, Any]) -> str:
