@@ -318,3 +318,10 @@ PINNED = [
 @pytest.mark.parametrize(("text", "topic", "expected"), PINNED)
 def test_measures_of_fixed_texts_never_move(text: str, topic: str, expected: dict[str, object]) -> None:
     assert assess(text, topic=topic).to_dict() == expected
+
+
+@pytest.mark.parametrize(("text", "topic", "expected"), PINNED)
+def test_measures_is_assess_as_a_dict(text: str, topic: str, expected: dict[str, object]) -> None:
+    got = quality.measures(text, topic)
+    assert got == expected
+    assert list(got) == list(expected)  # field order: report.json's keys
