@@ -250,20 +250,16 @@ def _draw_rows(
                 put(tool_fails, y, t.started, width)
             if t.waited > tiny:  # a wait for the tool's own concurrency or rpm
                 put(waits[LIMITER], y, t.started - t.waited, t.waited)
-    for stage, (ys, xs, ws) in bars.items():
-        ax.barh(ys, ws, left=xs, height=0.72, color=colours[stage], linewidth=0)
-    for colour, (ys, xs, ws) in waits.items():
+    for stage, drawn in bars.items():
+        _bars(ax, drawn, 0.72, facecolor=colours[stage])
+    for colour, drawn in waits.items():
         hatch = "////" if colour == COOLDOWN else None
-        ax.barh(ys, ws, left=xs, height=0.28, color=colour, hatch=hatch, edgecolor="white", linewidth=0)
-    if tool_bars[0]:
-        ys, xs, ws = tool_bars
-        ax.barh(ys, ws, left=xs, height=0.42, color=TOOL, linewidth=0)
-    if tool_fails[0]:
-        ys, xs, ws = tool_fails
-        ax.barh(ys, ws, left=xs, height=0.42, fill=False, edgecolor=FAILED, linewidth=1.2)
+        _bars(ax, drawn, 0.28, facecolor=colour, hatch=hatch, edgecolor="white")
+    _bars(ax, tool_bars, 0.42, facecolor=TOOL)
+    _bars(ax, tool_fails, 0.42, facecolor="none", edgecolor=FAILED, linewidth=1.2)
     if fails[0]:
         ys, xs, ws = fails
-        ax.barh(ys, ws, left=xs, height=0.72, fill=False, edgecolor=FAILED, linewidth=1.6)
+        _bars(ax, fails, 0.72, facecolor="none", edgecolor=FAILED, linewidth=1.6)
         middles = [x + w / 2 for x, w in zip(xs, ws, strict=True)]
         size = 7.0 if len(rows) <= 30 else 4.5
         ax.plot(middles, ys, linestyle="none", marker="x", color=FAILED, markersize=size, markeredgewidth=1.8)
@@ -298,6 +294,35 @@ def _draw_rows(
         fontsize=9,
         handlelength=1.6,
     )
+
+
+def _bars(
+    ax: Axes,
+    drawn: tuple[list[float], list[float], list[float]],
+    height: float,
+    *,
+    facecolor: str,
+    edgecolor: str = "none",
+    linewidth: float = 0.0,
+    hatch: str | None = None,
+) -> None:
+    """Horizontal bars (y, left, width) of one look as one collection: what ``barh`` draws, at
+    a fraction of its cost (``barh`` makes a patch per bar, and matplotlib adds each to the
+    axes one at a time: a third of the chart's CPU)."""
+    from matplotlib.collections import PolyCollection
+
+    ys, xs, ws = drawn
+    if not ys:
+        return
+    half = height / 2
+    boxes = [
+        ((x, y - half), (x, y + half), (x + w, y + half), (x + w, y - half))
+        for y, x, w in zip(ys, xs, ws, strict=True)
+    ]
+    bars = PolyCollection(
+        boxes, facecolors=facecolor, edgecolors=edgecolor, linewidths=linewidth, hatch=hatch, closed=True
+    )
+    ax.add_collection(bars, autolim=False)
 
 
 def _occupancy(starts: NDArray[np.float64], ends: NDArray[np.float64], edges: Any) -> Any:
