@@ -113,9 +113,14 @@ class Prepared:
         return self._key
 
 
+#: what ``json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)`` makes for each
+#: call (the same text: the key's form never moves), made once rather than once a call
+_KEY_JSON = json.JSONEncoder(sort_keys=True, default=str, ensure_ascii=False)
+
+
 def request_key(*parts: object) -> str:
     """The key of a stage's input: same key, same request, same result to reuse."""
-    data = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
+    data = _KEY_JSON.encode(parts)
     return hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 

@@ -34,7 +34,7 @@ from chainfleet.report.batch import batch_section
 from chainfleet.report.estimate import SequentialEstimate, by_items, estimate_sequential
 from chainfleet.report.gates import gate_summary
 from chainfleet.report.model import LIST_CAP, RunReport
-from chainfleet.report.quality import assess, topic_of
+from chainfleet.report.quality import measures, topic_of
 from chainfleet.report.review import review_summary
 from chainfleet.report.routes import routes_section
 from chainfleet.store.runstore import ItemRecord, RunStore
@@ -387,4 +387,4 @@ def score_final(output: Any, fields: Mapping[str, Any], input_field: str) -> dic
     """The quality of an item's final output (a structured one as its JSON), against the
     topic its input names: what the runner stores as an item finishes, and what a report
     scores for an item stored without one."""
-    return dict(assess(as_text(output), topic_of(dict(fields), input_field)).to_dict())
+    return measures(as_text(output), topic_of(dict(fields), input_field))

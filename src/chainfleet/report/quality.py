@@ -39,11 +39,11 @@ Example::
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["Quality", "assess", "topic_of"]
+__all__ = ["Quality", "assess", "measures", "topic_of"]
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,10 @@ class Quality:
 
     def to_dict(self) -> dict[str, object]:
         """The measures as a plain dict, in field order (for JSON reports)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in _FIELDS}
+
+
+_FIELDS = tuple(f.name for f in fields(Quality))
 
 
 def assess(text: str, topic: str | None = None) -> Quality:
@@ -87,6 +90,17 @@ def assess(text: str, topic: str | None = None) -> Quality:
     >>> assess("Tea is a drink. It is old.", topic="history of coffee").topic_coverage
     0.0
     """
+    return Quality(**measures(text, topic))
+
+
+def measures(text: str, topic: str | None = None) -> dict[str, Any]:
+    """``assess(text, topic).to_dict()`` without the :class:`Quality` in between (what the
+    runner stores for each item: a frozen dataclass costs as much to build as a third of the
+    reading).
+
+    >>> measures("Bees make honey.", topic="bees")["topic_coverage"]
+    1.0
+    """
     blocks = _Blocks(_COMMENT.sub("", text))
     prose_words = _words(" ".join(blocks.units).lower())
     heading_words = _words(" ".join(blocks.headings).lower())
@@ -94,23 +108,27 @@ def assess(text: str, topic: str | None = None) -> Quality:
     readability = grade = per_sentence = 0.0
     if prose_words and sentences:
         per_sentence = len(prose_words) / sentences
-        per_word = sum(map(_syllables, prose_words)) / len(prose_words)
+        per_word = _syllable_total(prose_words) / len(prose_words)
         readability = round(206.835 - 1.015 * per_sentence - 84.6 * per_word, 1)
         grade = round(0.39 * per_sentence + 11.8 * per_word - 15.59, 1)
-    coverage = _coverage(topic, {*prose_words, *heading_words})
-    measures = Quality(
-        words=len(prose_words) + len(heading_words),
-        sentences=sentences,
-        readability=readability,
-        grade=grade,
-        topic_covered=coverage >= 0.5,
-        topic_coverage=coverage,
-        headings=len(blocks.headings),
-        paragraphs=blocks.paragraphs,
-        bullets=blocks.bullets,
-        score=0,
-    )
-    return replace(measures, score=_score(measures, per_sentence))
+    text_words = set(prose_words)
+    text_words.update(heading_words)
+    coverage = _coverage(topic, text_words)
+    words = len(prose_words) + len(heading_words)
+    structure = (len(blocks.headings), blocks.paragraphs, blocks.bullets)
+    score = _score(words, sentences, readability, coverage, structure, per_sentence)
+    return {
+        "words": words,
+        "sentences": sentences,
+        "readability": readability,
+        "grade": grade,
+        "topic_covered": coverage >= 0.5,
+        "topic_coverage": coverage,
+        "headings": structure[0],
+        "paragraphs": structure[1],
+        "bullets": structure[2],
+        "score": score,
+    }
 
 
 def topic_of(fields: dict[str, Any], input_field: str) -> str | None:
@@ -190,7 +208,7 @@ def _words(text: str) -> list[str]:
     (``str.isalnum`` holds for exactly the characters the pattern takes as letters or digits)
     with no regular expression at all."""
     tokens = text.split()
-    if all(map(str.isalnum, tokens)):  # no punctuation at all: the tokens are the words
+    if "".join(tokens).isalnum():  # no punctuation at all: the tokens are the words
         return tokens
     found: list[str] = []
     for token in tokens:
@@ -209,7 +227,25 @@ def _sentences(unit: str) -> int:
     return sum(1 for part in _SENTENCE_END.split(unit) if _HAS_WORD.search(part))
 
 
-@lru_cache(maxsize=16384)
+#: syllables by word, filled by :func:`_syllable_total` (a plain dict read through ``map`` costs
+#: a third of an ``lru_cache`` call a word); emptied when it passes :data:`_SYLLABLES_KEPT` words
+_SYLLABLE_CACHE: dict[str, int] = {}
+_SYLLABLES_KEPT = 16384
+
+
+def _syllable_total(words: list[str]) -> int:
+    """``sum(map(_syllables, words))``, each distinct word counted once and remembered."""
+    cached = _SYLLABLE_CACHE
+    try:
+        return sum(map(cached.__getitem__, words))
+    except KeyError:
+        if len(cached) > _SYLLABLES_KEPT:
+            cached.clear()
+        for word in set(words).difference(cached):
+            cached[word] = _syllables(word)
+        return sum(map(cached.__getitem__, words))
+
+
 def _syllables(word: str) -> int:
     """Syllables in a lowercased word, by the vowel-group rule of thumb."""
     word = word.replace("'", "").replace("’", "")
@@ -253,14 +289,15 @@ def _singulars(word: str) -> set[str]:
     return forms
 
 
-def _forms(term: str) -> set[str]:
+@lru_cache(maxsize=4096)
+def _forms(term: str) -> frozenset[str]:
     """Words that share a singular with ``term``: "bee" finds "bees", "study" finds "studies"."""
     forms = _singulars(term)
     for root in list(forms):
         forms |= {root + "s", root + "es"}
         if root.endswith("y"):
             forms.add(root[:-1] + "ies")
-    return forms
+    return frozenset(forms)
 
 
 def _coverage(topic: str | None, text_words: set[str]) -> float:
@@ -276,20 +313,28 @@ def _coverage(topic: str | None, text_words: set[str]) -> float:
 # --- score --------------------------------------------------------------------------------------
 
 
-def _score(q: Quality, words_per_sentence: float) -> int:
-    """The 0-100 summary documented on :class:`Quality`."""
-    if not q.words:
+def _score(
+    words: int,
+    sentences: int,
+    ease: float,
+    coverage: float,
+    structure: tuple[int, int, int],
+    words_per_sentence: float,
+) -> int:
+    """The 0-100 summary documented on :class:`Quality`; ``structure`` is (headings,
+    paragraphs, bullets)."""
+    if not words:
         return 0
-    length = 30.0 * min(q.words, 150) / 150 if q.words <= 3000 else 20.0
-    ease = q.readability
+    length = 30.0 * min(words, 150) / 150 if words <= 3000 else 20.0
     if ease < 30:
         reading = 25.0 * max(ease, 0.0) / 30
     elif ease > 80:
         reading = 25.0 * max(120.0 - ease, 0.0) / 40
     else:
         reading = 25.0
-    structure = 5.0 * (q.headings > 0) + 5.0 * (q.paragraphs + q.bullets >= 3)
-    if q.sentences >= 3 and 8 <= words_per_sentence <= 30:
-        structure += 5.0
-    total = length + reading + 30.0 * q.topic_coverage + structure
+    headings, paragraphs, bullets = structure
+    shape = 5.0 * (headings > 0) + 5.0 * (paragraphs + bullets >= 3)
+    if sentences >= 3 and 8 <= words_per_sentence <= 30:
+        shape += 5.0
+    total = length + reading + 30.0 * coverage + shape
     return max(0, min(100, round(total)))

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import operator
 from array import array
 from dataclasses import dataclass
 
@@ -207,12 +208,17 @@ def _score(logs: list[float], levels: list[int], slots: int) -> float:
     """Minus twice the log-likelihood (up to a constant) of the latencies under ``slots``: a
     latency that sums q service times has q times less variance (log scale) than one, so each
     call weighs q; the best-fitting scale is the weighted mean."""
-    weights = [_queue(j, slots) for j in levels]
-    shifted = [y - math.log(q) for y, q in zip(logs, weights, strict=True)]
-    mean = math.fsum(w * x for w, x in zip(weights, shifted, strict=True)) / math.fsum(weights)
+    # a call's weight depends on its level only: each distinct level's weight and log are
+    # computed once (the same floats, so the same sums) and looked up, not recomputed per call
+    weight_of = {j: _queue(j, slots) for j in set(levels)}
+    log_of = {j: math.log(q) for j, q in weight_of.items()}
+    weights = list(map(weight_of.__getitem__, levels))
+    log_weights = list(map(log_of.__getitem__, levels))
+    shifted = list(map(operator.sub, logs, log_weights))
+    mean = math.fsum(map(operator.mul, weights, shifted)) / math.fsum(weights)
     sse = math.fsum(w * (x - mean) ** 2 for w, x in zip(weights, shifted, strict=True))
     n = len(logs)
-    return n * math.log(max(sse / n, 1e-12)) - math.fsum(math.log(w) for w in weights)
+    return n * math.log(max(sse / n, 1e-12)) - math.fsum(log_weights)
 
 
 def _sigma(latencies: list[float], levels: list[int], slots: int) -> float:

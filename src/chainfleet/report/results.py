@@ -77,7 +77,9 @@ _LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\u0085"
 
 def jsonl_line(row: dict[str, Any]) -> str:
     """One JSON Lines record: UTF-8 text kept readable, every line-breaking character escaped."""
-    return json.dumps(row, ensure_ascii=False).translate(_LINE_BREAKS) + "\n"
+    text = json.dumps(row, ensure_ascii=False)
+    # an ASCII text (str knows without looking) holds none of them: no pass over it to translate
+    return (text if text.isascii() else text.translate(_LINE_BREAKS)) + "\n"
 
 
 class _Jsonl:

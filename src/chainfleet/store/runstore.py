@@ -48,6 +48,19 @@ __all__ = ["CallRow", "ItemRecord", "RevisionRow", "RunStore", "StageHit", "Stor
 #: was a third of the run phase's CPU per call (issue 25)
 _call_values = attrgetter(*(f.name for f in fields(CallRow)))
 
+#: a stage result, by (run, item, stage); a called one replaces a row there, a reused one keeps
+#: the attempts and seconds the row already has (the session that called it recorded them)
+_STAGE_UPSERT = (
+    "INSERT INTO stage_results "
+    "(run_id, idx, stage, output, input_tokens, output_tokens, seconds, attempts, item_id, key, "
+    "is_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (run_id, idx, stage) DO UPDATE SET output = excluded.output, "
+    "input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens, "
+    "item_id = excluded.item_id, key = excluded.key, is_json = excluded.is_json, "
+)
+_STAGE_CALLED = _STAGE_UPSERT + "seconds = excluded.seconds, attempts = excluded.attempts"
+_STAGE_REUSED = _STAGE_UPSERT + "seconds = seconds, attempts = attempts"
+
 
 class StoreError(Exception):
     """The file is not a chainfleet run store (corrupt, foreign, or from a newer version)."""
@@ -85,6 +98,7 @@ class RunStore:
         self._last_commit = time.monotonic()
         self._group: asyncio.Future[None] | None = None
         self._calls: list[tuple[Any, ...]] = []
+        self._stages: list[tuple[Any, ...]] = []  # called stage results not yet written
         #: False for a temporary or in-memory store, which no later run can resume from
         self.persistent = True
         #: why this store cannot be written (opened by :meth:`open_to_read`), or None
@@ -171,6 +185,7 @@ class RunStore:
         self.close()
 
     def close(self) -> None:
+        self._write_stages()
         self.db.commit()
         self.db.close()
 
@@ -222,32 +237,15 @@ class RunStore:
         so a killed run never loses a result it counted as done. ``is_json``: a structured
         output, written back as a JSON value. ``reused``: taken from the store or the cache,
         not called: a row already there keeps the attempts and seconds it really took."""
-        keep = (
-            "seconds = seconds, attempts = attempts"
-            if reused
-            else ("seconds = excluded.seconds, attempts = excluded.attempts")
-        )
-        self.db.execute(
-            "INSERT INTO stage_results "
-            "(run_id, idx, stage, output, input_tokens, output_tokens, seconds, attempts, item_id, key, "
-            "is_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (run_id, idx, stage) DO UPDATE SET output = excluded.output, "
-            "input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens, "
-            f"item_id = excluded.item_id, key = excluded.key, is_json = excluded.is_json, {keep}",
-            (
-                run_id,
-                index,
-                stage,
-                output,
-                input_tokens,
-                output_tokens,
-                seconds,
-                attempts,
-                item_id,
-                key,
-                int(is_json),
-            ),
-        )
+        row = (run_id, index, stage, output, input_tokens, output_tokens, seconds, attempts, item_id, key)
+        if reused:  # rare: written at once, after the rows before it (the same row may be among them)
+            self._write_stages()
+            self.db.execute(_STAGE_REUSED, (*row, int(is_json)))
+        else:  # written with the others at the next commit (one executemany): the group commit
+            # a stage awaits writes it first, so it is still on disk before the chain goes on
+            self._stages.append((*row, int(is_json)))
+            if len(self._stages) >= 1000:
+                self._write_stages()
         if durable:
             self.flush()
         else:
@@ -260,8 +258,9 @@ class RunStore:
         made on the next turn, so a thousand chains finishing together pay for one commit, not
         a thousand, and each result is still on disk before its chain goes on.
         """
-        if not self.persistent:
-            return  # a temporary store vanishes with the process: nothing to make durable
+        if not self.persistent:  # a temporary store vanishes with the process: nothing to
+            self._write_stages()  # make durable, but the rows are there for a reader from now on
+            return
         if self._group is None:
             loop = asyncio.get_running_loop()
             self._group = loop.create_future()
@@ -287,6 +286,11 @@ class RunStore:
             self._write_calls()
         self._maybe_commit()
 
+    def _write_stages(self) -> None:
+        if self._stages:
+            self.db.executemany(_STAGE_CALLED, self._stages)
+            self._stages.clear()
+
     def _write_calls(self) -> None:
         if self._calls:
             self.db.executemany(
@@ -296,6 +300,7 @@ class RunStore:
 
     def find_stage(self, item_id: str, stage: str, key: str) -> StageHit | None:
         """A result of ``stage`` for ``item_id`` made from the same input (any run here)."""
+        self._write_stages()
         row = self.db.execute(
             "SELECT output, input_tokens, output_tokens FROM stage_results "
             "WHERE item_id = ? AND stage = ? AND key = ? LIMIT 1",
@@ -445,6 +450,7 @@ class RunStore:
             self.flush()
 
     def flush(self) -> None:
+        self._write_stages()
         self._write_calls()
         if self.session_snapshot is not None:
             run_id, number, stats = self.session_snapshot()

@@ -217,3 +217,25 @@ def test_a_shared_key_counts_what_the_others_left_over_the_run() -> None:
     assert held.seconds == pytest.approx(200 / (1176 * 0.234) * 60, rel=0.01)  # about 43.6 s
     alone = limits_in_force({"openai:m": {**facts, "shared": False}})
     assert alone["openai:m"]["rpm"] == 408.4  # not shared: the held rate as before
+
+
+def test_the_fit_score_is_the_plain_formula_to_the_last_bit() -> None:
+    """The score looks each level's weight up (issue 25): the very floats of the formula
+    written out call by call, so a stored estimate never moves."""
+    import math
+
+    from chainfleet.report import queueing
+
+    def plain(logs: list[float], levels: list[int], slots: int) -> float:
+        weights = [1.0 + max(0, j + 1 - slots) / slots for j in levels]
+        shifted = [y - math.log(q) for y, q in zip(logs, weights, strict=True)]
+        mean = math.fsum(w * x for w, x in zip(weights, shifted, strict=True)) / math.fsum(weights)
+        sse = math.fsum(w * (x - mean) ** 2 for w, x in zip(weights, shifted, strict=True))
+        return len(logs) * math.log(max(sse / len(logs), 1e-12)) - math.fsum(math.log(w) for w in weights)
+
+    rng = random.Random(7)
+    for calls, spread in [(30, 3), (800, 40), (4000, 600)]:
+        levels = [rng.randrange(spread) for _ in range(calls)]
+        logs = [rng.gauss(0.0, 1.0) for _ in range(calls)]
+        for slots in (1, 2, 7, 32, 100, 500):
+            assert queueing._score(logs, levels, slots) == plain(logs, levels, slots)

@@ -178,3 +178,150 @@ def test_sentences_are_counted_alike_with_and_without_a_sentence_end() -> None:
     reply = " ".join(f"word{i % 50}" for i in range(300))
     assert assess(reply).sentences == 1
     assert assess(reply + ". And a second one.").sentences == 2
+
+
+ARTICLE = """\
+# The history of coffee
+
+Coffee was first brewed in Yemen in the fifteenth century. Traders carried the beans to Cairo,
+Istanbul and Venice, where the first coffee houses opened!
+
+## Coffee houses
+
+1. In London they were called penny universities.
+2) People read the news, argued and did business there.
+
+> Is coffee good for you? Studies disagree; most find a cup or two harmless.
+
+Roasting changes the taste: light roasts keep the fruit, dark roasts taste of smoke.
+"""
+
+#: every measure of fixed texts, as computed before issue 25's faster scoring: any change to how
+#: a text is read must leave these identical (stored reports compare runs by them)
+PINNED = [
+    (
+        MARKDOWN,
+        "honey bees",
+        {
+            "words": 32,
+            "sentences": 6,
+            "readability": 80.1,
+            "grade": 3.2,
+            "topic_covered": True,
+            "topic_coverage": 1.0,
+            "headings": 2,
+            "paragraphs": 2,
+            "bullets": 3,
+            "score": 71,
+        },
+    ),
+    (
+        " ".join(f"word{i % 50}" for i in range(300)),
+        "topic number 4 about the sea",
+        {
+            "words": 300,
+            "sentences": 1,
+            "readability": -182.3,
+            "grade": 113.2,
+            "topic_covered": False,
+            "topic_coverage": 0.0,
+            "headings": 0,
+            "paragraphs": 1,
+            "bullets": 0,
+            "score": 30,
+        },
+    ),
+    (
+        generate("an article on bees", seed=3, max_tokens=800),
+        "an article on bees",
+        {
+            "words": 391,
+            "sentences": 18,
+            "readability": 58.4,
+            "grade": 10.2,
+            "topic_covered": True,
+            "topic_coverage": 1.0,
+            "headings": 6,
+            "paragraphs": 6,
+            "bullets": 0,
+            "score": 100,
+        },
+    ),
+    (
+        "don't stop 'quoted' it’s rock'n'roll snake_case __x__ 3.5 1,000 naïve ٣٤ 漢字 x\u3000y\t\nz. "
+        "Studies of bees! Ladies? e.g. U.S.A. table simple makes jumped",
+        "study lady bee",
+        {
+            "words": 31,
+            "sentences": 6,
+            "readability": 97.9,
+            "grade": 0.9,
+            "topic_covered": True,
+            "topic_coverage": 1.0,
+            "headings": 0,
+            "paragraphs": 1,
+            "bullets": 0,
+            "score": 50,
+        },
+    ),
+    (
+        ARTICLE,
+        "the history of coffee",
+        {
+            "words": 75,
+            "sentences": 7,
+            "readability": 74.2,
+            "grade": 5.4,
+            "topic_covered": True,
+            "topic_coverage": 1.0,
+            "headings": 2,
+            "paragraphs": 3,
+            "bullets": 2,
+            "score": 85,
+        },
+    ),
+    (
+        ARTICLE,
+        "coffee roasting in Ethiopia and Brazil",
+        {
+            "words": 75,
+            "sentences": 7,
+            "readability": 74.2,
+            "grade": 5.4,
+            "topic_covered": True,
+            "topic_coverage": 0.5,
+            "headings": 2,
+            "paragraphs": 3,
+            "bullets": 2,
+            "score": 70,
+        },
+    ),
+    (
+        ARTICLE,
+        "",
+        {
+            "words": 75,
+            "sentences": 7,
+            "readability": 74.2,
+            "grade": 5.4,
+            "topic_covered": True,
+            "topic_coverage": 1.0,
+            "headings": 2,
+            "paragraphs": 3,
+            "bullets": 2,
+            "score": 85,
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "topic", "expected"), PINNED)
+def test_measures_of_fixed_texts_never_move(text: str, topic: str, expected: dict[str, object]) -> None:
+    assert assess(text, topic=topic).to_dict() == expected
+
+
+@pytest.mark.parametrize(("text", "topic", "expected"), PINNED)
+def test_measures_is_assess_as_a_dict(text: str, topic: str, expected: dict[str, object]) -> None:
+    got = quality.measures(text, topic)
+    assert got == expected
+    assert list(got) == list(expected)  # field order: report.json's keys
