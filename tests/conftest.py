@@ -10,7 +10,7 @@ any sub-folder (``pythonpath = ["tests"]`` in pyproject.toml): ``from conftest i
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,17 @@ POISONED = [
     "wind farms at sea",
     "geothermal heat",
 ]
+
+
+@pytest.fixture(scope="module")
+def ray_node() -> Iterator[str]:
+    """One Ray node for the test module that asks for it, started the way chainfleet starts one;
+    its GCS address. Closed as the driver closes it: Ray shut down, its reaper ended."""
+    from chainfleet.backends.ray_cluster import connect
+
+    connection = connect(None, num_cpus=2)
+    yield str(connection.ray.get_runtime_context().gcs_address)
+    connection.close()
 
 
 def numbered_topics(n: int) -> list[str]:

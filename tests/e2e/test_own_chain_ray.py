@@ -88,16 +88,6 @@ async def article(topic, fleet):
 """
 
 
-@pytest.fixture(scope="module")
-def ray_node() -> Iterator[str]:
-    """One Ray node for the module, started the way chainfleet starts one."""
-    from chainfleet.backends.ray_cluster import connect
-
-    connection = connect(None, num_cpus=2)
-    yield str(connection.ray.get_runtime_context().gcs_address)
-    connection.close()
-
-
 @pytest.fixture
 def sim(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimServerThread]:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):

@@ -13,7 +13,6 @@ import asyncio
 import importlib.util
 import os
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +30,6 @@ if importlib.util.find_spec("ray") is None:
 pytestmark = pytest.mark.e2e
 
 TOOLS = "unit.chain.agent_tools"
-
-
-@pytest.fixture(scope="module")
-def ray_node() -> Iterator[str]:
-    """One Ray node for the module, started the way chainfleet starts one; its GCS address."""
-    from chainfleet.backends.ray_cluster import connect
-
-    connection = connect(None, num_cpus=2)
-    address = str(connection.ray.get_runtime_context().gcs_address)
-    yield address
-    connection.close()
 
 
 def agent_pipeline(**stage: Any) -> Pipeline:

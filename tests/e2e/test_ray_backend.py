@@ -55,17 +55,6 @@ stages:
 
 
 @pytest.fixture(scope="module")
-def ray_node() -> Iterator[str]:
-    """One Ray node for the module, started the way chainfleet starts one; its GCS address."""
-    from chainfleet.backends.ray_cluster import connect
-
-    connection = connect(None, num_cpus=2)
-    address = str(connection.ray.get_runtime_context().gcs_address)
-    yield address
-    connection.close()  # as the driver closes it: Ray shut down, its reaper ended
-
-
-@pytest.fixture(scope="module")
 def server() -> Iterator[SimServerThread]:
     sim = SimServerThread(SimServerSettings(api_keys=(KEY,), latency=0.0))
     sim.start()

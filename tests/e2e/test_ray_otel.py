@@ -15,7 +15,7 @@ import importlib.util
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +44,6 @@ from chainfleet.trace.otel import OtelTracer, TraceOptions  # noqa: E402
 #: 30% of the other calls fail once or twice first, so some stages have several chat spans
 SIM = {"latency": 0.01, "seed": 0, "error_rate": 0.3, "fail_on": ["bicycle"]}
 FAILING = str(TOPICS.index("The history of the bicycle") + 1)
-
-
-@pytest.fixture(scope="module")
-def ray_node() -> Iterator[str]:
-    """One Ray node for the module, started the way chainfleet starts one."""
-    from chainfleet.backends.ray_cluster import connect
-
-    connection = connect(None, num_cpus=2)
-    yield str(connection.ray.get_runtime_context().gcs_address)
-    connection.close()
 
 
 def traced_run(

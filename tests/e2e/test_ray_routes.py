@@ -40,16 +40,6 @@ KEY_B = "sk-canary-rayroute-B-3e2f4a6b8c0d"
 A, B = "openai:gpt-4o-mini (KEY_A)", "openai:gpt-4o-mini (KEY_B)"
 
 
-@pytest.fixture(scope="module")
-def ray_node() -> Iterator[str]:
-    """One Ray node for the module, started the way chainfleet starts one."""
-    from chainfleet.backends.ray_cluster import connect
-
-    connection = connect(None, num_cpus=2)
-    yield str(connection.ray.get_runtime_context().gcs_address)
-    connection.close()
-
-
 @pytest.fixture
 def keys(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KEY_A", KEY_A)
