@@ -19,9 +19,10 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["MAX_CONCURRENCY", "ItemFiles", "RunSettings"]
+__all__ = ["MAX_CONCURRENCY", "ItemFiles", "RunSettings", "user_cache"]
 
 #: the most chains in flight a run may ask for: each one is a task, and past this no provider
 #: answers faster, while ten million of them take gigabytes before the first call
@@ -94,3 +95,10 @@ class RunSettings:
         if unknown:
             raise TypeError(f"unknown run setting{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}")
         return dataclasses.replace(self, **changes) if changes else self
+
+
+def user_cache(*parts: str) -> Path:
+    """A folder in the user's cache (``$XDG_CACHE_HOME/chainfleet/...``, else
+    ``~/.cache/chainfleet/...``): limit groups' files, compiled templates. Not created here."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base, "chainfleet", *parts)

@@ -30,6 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from chainfleet.config import user_cache
+
 __all__ = ["LimitGroup", "check_name", "group_folder"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -48,8 +50,7 @@ def check_name(name: str) -> None:
 
 def group_folder() -> Path:
     """Where group files live: the user's cache folder."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "chainfleet" / "limits"
+    return user_cache("limits")
 
 
 class LimitGroup:

@@ -20,7 +20,6 @@ Example::
 from __future__ import annotations
 
 import base64
-import os
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,6 +31,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup, escape
 
+from chainfleet.config import user_cache
 from chainfleet.limits.facts import limit_lines
 from chainfleet.report.batch import batch_lines
 from chainfleet.report.duration import fmt_duration
@@ -64,8 +64,7 @@ def _compiled_templates() -> jinja2.BytecodeCache | None:
     else ``~/.cache/...``): parsing and compiling report.html costs ~60 ms of CPU, a sixth of
     a one-item run's, and loading it compiled ~1 ms. None where the folder cannot be made."""
     try:
-        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        folder = Path(base) / "chainfleet" / "jinja2"
+        folder = user_cache("jinja2")
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     except (OSError, RuntimeError):  # RuntimeError: no home folder to be found
         return None
